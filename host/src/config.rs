@@ -1,0 +1,442 @@
+//! Gateway configuration: one JSON file, checked against `config/schema.json`
+//! before it is deserialised, so every mistake is reported with the JSON path
+//! that holds it and the rule it breaks.
+//!
+//! Relative paths inside the file are resolved against the file's own folder,
+//! so a config works the same whatever the working directory is. Secrets are
+//! never part of the file: a deployment names the environment variable that
+//! holds its key, read once at load.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The JSON Schema every config must satisfy (also shipped as `config/schema.json`).
+pub const SCHEMA: &str = include_str!("../../config/schema.json");
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// One line per violated rule, each naming the JSON path.
+    #[error("config {path} is invalid:\n{}", .problems.join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+/// The whole gateway configuration, defaults filled in and paths resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(rename = "$schema", default)]
+    _schema: Option<String>,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub demo_upstream: Option<DemoUpstream>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// The built-in echo upstream `serve` starts when asked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoUpstream {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// Upstream timeouts. Kept separate because each catches a different failure:
+/// a dead host (connect), a silent upstream that accepted the connection
+/// (first byte), a stream that stalls midway (idle), a slow body (total).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "d_connect")]
+    pub connect_ms: u64,
+    #[serde(default = "d_first_byte")]
+    pub first_byte_ms: u64,
+    #[serde(default = "d_idle")]
+    pub idle_ms: u64,
+    #[serde(default = "d_total")]
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: d_connect(),
+            first_byte_ms: d_first_byte(),
+            idle_ms: d_idle(),
+            total_ms: d_total(),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    #[serde(default = "default_plugin_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    #[serde(default = "default_memory_mib")]
+    pub memory_limit_mib: u64,
+    #[serde(default)]
+    pub deadlines_ms: Deadlines,
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Per-plugin config blocks, keyed by plugin id.
+    #[serde(default)]
+    pub config: BTreeMap<String, Value>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_plugin_dir(),
+            cache_dir: default_cache_dir(),
+            memory_limit_mib: default_memory_mib(),
+            deadlines_ms: Deadlines::default(),
+            max_instances: default_max_instances(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-call deadlines by plugin kind, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Deadlines {
+    #[serde(default = "d_strategy")]
+    pub strategy: u64,
+    #[serde(default = "d_adapter")]
+    pub adapter: u64,
+    #[serde(default = "d_evaluator")]
+    pub evaluator: u64,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            strategy: d_strategy(),
+            adapter: d_adapter(),
+            evaluator: d_evaluator(),
+        }
+    }
+}
+
+/// A model name clients may request and the deployments that can serve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub strategy: Option<String>,
+    pub evaluator: Option<String>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// One upstream model reachable through one adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub name: String,
+    pub adapter: String,
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub input_cost_per_1k: f64,
+    #[serde(default)]
+    pub output_cost_per_1k: f64,
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default = "all_capabilities")]
+    pub capabilities: Vec<Capability>,
+    /// Overrides of the top-level timeouts, field by field.
+    pub timeouts: Option<Value>,
+}
+
+/// Features a deployment offers (and a request may need).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Tools,
+    JsonMode,
+    Vision,
+    Streaming,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    4 << 20
+}
+fn default_plugin_dir() -> PathBuf {
+    "plugins".into()
+}
+fn default_cache_dir() -> PathBuf {
+    ".switchyard/cache".into()
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_max_instances() -> usize {
+    256
+}
+fn default_weight() -> u32 {
+    1
+}
+fn all_capabilities() -> Vec<Capability> {
+    vec![
+        Capability::Tools,
+        Capability::JsonMode,
+        Capability::Vision,
+        Capability::Streaming,
+    ]
+}
+fn d_connect() -> u64 {
+    5_000
+}
+fn d_first_byte() -> u64 {
+    60_000
+}
+fn d_idle() -> u64 {
+    30_000
+}
+fn d_total() -> u64 {
+    300_000
+}
+fn d_strategy() -> u64 {
+    25
+}
+fn d_adapter() -> u64 {
+    50
+}
+fn d_evaluator() -> u64 {
+    50
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value = serde_json::from_str(SCHEMA).expect("bundled schema is JSON");
+        jsonschema::validator_for(&schema).expect("bundled schema is a valid JSON Schema")
+    })
+}
+
+impl Config {
+    /// Reads, validates and resolves a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_str(&text, path, base)
+    }
+
+    /// Validates config text; `origin` names it in errors, `base` resolves relative paths.
+    pub fn from_str(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|source| ConfigError::Json {
+            path: origin.to_owned(),
+            source,
+        })?;
+        let invalid = |problems| ConfigError::Invalid {
+            path: origin.to_owned(),
+            problems,
+        };
+        let problems: Vec<String> = validator()
+            .iter_errors(&value)
+            .map(|e| format!("  at {}: {}", json_path(&e.instance_path().to_string()), e))
+            .collect();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        let mut config: Config =
+            serde_json::from_value(value).map_err(|e| invalid(vec![format!("  {e}")]))?;
+        let problems = config.semantic_problems();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        config.plugins.dir = base.join(&config.plugins.dir);
+        config.plugins.cache_dir = base.join(&config.plugins.cache_dir);
+        Ok(config)
+    }
+
+    /// Rules JSON Schema cannot express: unique deployment names, parsable
+    /// addresses and URLs, well-formed timeout overrides.
+    fn semantic_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = HashSet::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "  at /listen: {:?} is not a socket address (host:port)",
+                self.listen
+            ));
+        }
+        if let Some(demo) = &self.demo_upstream
+            && demo.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "  at /demo_upstream/listen: {:?} is not a socket address (host:port)",
+                demo.listen
+            ));
+        }
+        for (route_name, route) in &self.routes {
+            for (i, d) in route.deployments.iter().enumerate() {
+                let at = format!("/routes/{route_name}/deployments/{i}");
+                if !names.insert(d.name.as_str()) {
+                    problems.push(format!(
+                        "  at {at}/name: deployment name {:?} is used twice; names must be unique across routes",
+                        d.name
+                    ));
+                }
+                if reqwest::Url::parse(&d.base_url).is_err() {
+                    problems.push(format!(
+                        "  at {at}/base_url: {:?} is not a valid URL",
+                        d.base_url
+                    ));
+                }
+                if let Some(t) = &d.timeouts
+                    && let Err(e) = self.timeouts.merged(t)
+                {
+                    problems.push(format!("  at {at}/timeouts: {e}"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl Timeouts {
+    /// These timeouts with a deployment's partial override applied.
+    pub fn merged(&self, overrides: &Value) -> Result<Timeouts, serde_json::Error> {
+        let mut base = serde_json::to_value(self).expect("timeouts serialise");
+        if let (Some(b), Some(o)) = (base.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(base)
+    }
+}
+
+/// The schema library reports the root as an empty pointer; say "/" instead.
+fn json_path(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "/".into()
+    } else {
+        pointer.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str(text, Path::new("test.json"), Path::new("/base"))
+    }
+
+    const MINIMAL: &str = r#"{"routes":{"m":{"deployments":[
+        {"name":"a","adapter":"openai","base_url":"http://127.0.0.1:1/v1","model":"x"}]}}}"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.plugins.dir, Path::new("/base/plugins"));
+        assert_eq!(c.routes["m"].deployments[0].weight, 1);
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn bundled_default_config_is_valid() {
+        let text = include_str!("../../config/switchyard.json");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn schema_violation_names_path_and_rule() {
+        let text = MINIMAL.replace("\"http://127.0.0.1:1/v1\"", "42");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("/routes/m/deployments/0/base_url"),
+            "error names the path: {err}"
+        );
+        assert!(err.contains("not of type \"string\""), "and the rule: {err}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = MINIMAL.replace("\"model\":\"x\"", "\"model\":\"x\",\"modle\":1");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("modle"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_deployment_names_are_refused() {
+        let text = r#"{"routes":{
+            "m":{"deployments":[{"name":"a","adapter":"o","base_url":"http://h/","model":"x"}]},
+            "n":{"deployments":[{"name":"a","adapter":"o","base_url":"http://h/","model":"x"}]}}}"#;
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("/routes/n/deployments/0/name"), "{err}");
+    }
+
+    #[test]
+    fn timeout_override_merges_field_by_field() {
+        let t = Timeouts::default()
+            .merged(&serde_json::json!({"first_byte_ms": 7}))
+            .unwrap();
+        assert_eq!(t.first_byte_ms, 7);
+        assert_eq!(t.connect_ms, Timeouts::default().connect_ms);
+    }
+}

@@ -1,0 +1,103 @@
+//! The one place internal errors become HTTP responses, in OpenAI's error
+//! format (`{"error": {"message", "type", "code"}}`), so clients written for
+//! OpenAI handle Switchyard's errors unchanged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::failover::{Attempt, FailureClass};
+
+/// An error returned to the API caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; the message says where.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the {limit} bytes this gateway accepts")]
+    PayloadTooLarge { limit: usize },
+    #[error("model {0:?} is not configured here; GET /v1/models lists the models you can use")]
+    ModelNotFound(String),
+    #[error("no route {0}")]
+    NotFound(String),
+    /// An upstream said the caller's request is invalid; retrying elsewhere would not help.
+    #[error("deployment {deployment:?} rejected the request: {message}")]
+    UpstreamRejected { deployment: String, message: String },
+    /// The strategy left no candidate to try.
+    #[error("no deployment of model {0:?} can serve this request")]
+    NoCandidate(String),
+    /// Every candidate was tried and failed.
+    #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
+    AllFailed { model: String, attempts: Vec<Attempt> },
+}
+
+fn summary(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| {
+            let class = serde_json::to_value(a.class)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{} ({class}): {}", a.deployment, a.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UpstreamRejected { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoCandidate(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// OpenAI's `type` and `code` fields.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            ApiError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
+            ApiError::UpstreamRejected { .. } => ("invalid_request_error", "upstream_rejected_request"),
+            ApiError::NoCandidate(_) => ("server_error", "no_candidate"),
+            ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
+                ("rate_limit_error", "all_deployments_rate_limited")
+            }
+            ApiError::AllFailed { .. } => ("upstream_error", "all_deployments_failed"),
+        }
+    }
+}
+
+fn all_rate_limited(attempts: &[Attempt]) -> bool {
+    !attempts.is_empty() && attempts.iter().all(|a| a.class == FailureClass::RateLimited)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, code) = self.kind();
+        let mut error = json!({ "message": self.to_string(), "type": kind, "code": code });
+        let mut retry_after = None;
+        if let ApiError::AllFailed { attempts, .. } = &self {
+            error["attempts"] = json!(attempts);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                retry_after = attempts.iter().filter_map(|a| a.retry_after_ms).min();
+            }
+        }
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(ms) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

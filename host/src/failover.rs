@@ -1,0 +1,159 @@
+//! Failover policy: what one failed attempt means for the request.
+//!
+//! Every failure is reduced to a [`FailureClass`]. The class decides whether
+//! the next candidate is tried or the error goes back to the caller, and how
+//! the failed deployment's health is affected. The rules follow what goes
+//! wrong in production gateways: 429s and 5xx must fail over, a caller's
+//! malformed request must not be retried on every deployment, an upstream
+//! that never answers must not hang the request.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plugins::bindings::adapter::{ErrorClass, UpstreamError};
+
+/// Why one attempt on one deployment failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// 429: the deployment cools down for the upstream's Retry-After.
+    RateLimited,
+    /// 5xx, overloaded, reset mid-body.
+    Overloaded,
+    /// The upstream said it timed out, or it did not answer in time.
+    Timeout,
+    ContextLengthExceeded,
+    ContentFiltered,
+    /// The key was refused or is missing.
+    Auth,
+    /// The caller's request is at fault: returned to the caller.
+    InvalidRequest,
+    /// The upstream will not serve this, but another deployment may.
+    Permanent,
+    /// No connection could be made.
+    Connect,
+    /// The connection broke or the body could not be read.
+    Transport,
+    /// The adapter plugin failed (trap, deadline, missing, bad output).
+    Plugin,
+    /// The evaluator failed the answer.
+    EvaluatorRejected,
+}
+
+/// What the pipeline does after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    TryNextCandidate,
+    ReturnToCaller,
+}
+
+impl FailureClass {
+    pub fn next(self) -> Next {
+        match self {
+            FailureClass::InvalidRequest => Next::ReturnToCaller,
+            _ => Next::TryNextCandidate,
+        }
+    }
+
+    /// Whether the failure says something about the deployment's health (a
+    /// caller's bad request or an evaluator's taste does not).
+    pub fn is_deployment_fault(self) -> bool {
+        !matches!(
+            self,
+            FailureClass::InvalidRequest
+                | FailureClass::EvaluatorRejected
+                | FailureClass::ContextLengthExceeded
+                | FailureClass::ContentFiltered
+        )
+    }
+}
+
+/// One failed attempt, as reported to the caller when every candidate failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    pub deployment: String,
+    pub class: FailureClass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Attempt {
+    pub fn new(deployment: &str, class: FailureClass, message: impl Into<String>) -> Self {
+        Self {
+            deployment: deployment.to_string(),
+            class,
+            status: None,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// An upstream error as the adapter classified it.
+    pub fn upstream(deployment: &str, status: Option<u16>, error: UpstreamError) -> Self {
+        let (class, retry_after_ms) = match error.class {
+            ErrorClass::RateLimited(ms) => (FailureClass::RateLimited, ms.map(u64::from)),
+            ErrorClass::Overloaded => (FailureClass::Overloaded, None),
+            ErrorClass::Timeout => (FailureClass::Timeout, None),
+            ErrorClass::ContextLengthExceeded => (FailureClass::ContextLengthExceeded, None),
+            ErrorClass::ContentFiltered => (FailureClass::ContentFiltered, None),
+            ErrorClass::Auth => (FailureClass::Auth, None),
+            ErrorClass::InvalidRequest => (FailureClass::InvalidRequest, None),
+            ErrorClass::Permanent => (FailureClass::Permanent, None),
+        };
+        Self {
+            deployment: deployment.to_string(),
+            class,
+            status,
+            message: error.message,
+            retry_after_ms,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_ms.map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_invalid_requests_go_back_to_the_caller() {
+        use FailureClass::*;
+        for class in [
+            RateLimited,
+            Overloaded,
+            Timeout,
+            ContextLengthExceeded,
+            ContentFiltered,
+            Auth,
+            Permanent,
+            Connect,
+            Transport,
+            Plugin,
+            EvaluatorRejected,
+        ] {
+            assert_eq!(class.next(), Next::TryNextCandidate, "{class:?}");
+        }
+        assert_eq!(InvalidRequest.next(), Next::ReturnToCaller);
+    }
+
+    #[test]
+    fn rate_limit_keeps_retry_after() {
+        let a = Attempt::upstream(
+            "d",
+            Some(429),
+            UpstreamError {
+                class: ErrorClass::RateLimited(Some(1500)),
+                message: "slow down".into(),
+            },
+        );
+        assert_eq!(a.class, FailureClass::RateLimited);
+        assert_eq!(a.retry_after(), Some(Duration::from_millis(1500)));
+    }
+}

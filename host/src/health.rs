@@ -1,0 +1,219 @@
+//! Live, passive health of each deployment, fed by the outcome of every
+//! attempt and read by strategies as candidate stats.
+//!
+//! A deployment is unhealthy while it cools down: after a 429 for the
+//! upstream's Retry-After, and after [`TRIP_AFTER`] consecutive faults for
+//! [`TRIP_COOLDOWN`] (a circuit breaker). When the cool-down ends the next
+//! request tries it again (half-open): one success closes the circuit, one
+//! more fault opens it again. So traffic returns to a recovered primary
+//! without hammering it while it is down.
+//!
+//! Updates are lock-free atomics. Concurrent updates of an average may lose
+//! one sample, which is fine for statistics that steer routing.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::failover::FailureClass;
+
+/// Consecutive faults that open the circuit.
+pub const TRIP_AFTER: u32 = 3;
+/// How long an open circuit keeps a deployment out of the first choices.
+pub const TRIP_COOLDOWN: Duration = Duration::from_secs(5);
+/// Cool-down after a 429 that gave no Retry-After.
+pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+/// Weight of a new sample in the moving averages.
+const ALPHA: f64 = 0.2;
+
+/// Health of one deployment.
+#[derive(Debug)]
+pub struct DeploymentHealth {
+    origin: Instant,
+    in_flight: AtomicU32,
+    consecutive_faults: AtomicU32,
+    /// Milliseconds since `origin` until which the deployment cools down.
+    cooldown_until_ms: AtomicU64,
+    /// Whether the current cool-down comes from a rate limit (headroom 0).
+    rate_limited: AtomicU32,
+    latency_ms: AtomicF64,
+    error_rate: AtomicF64,
+    quality: AtomicF64,
+}
+
+impl Default for DeploymentHealth {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            consecutive_faults: AtomicU32::new(0),
+            cooldown_until_ms: AtomicU64::new(0),
+            rate_limited: AtomicU32::new(0),
+            latency_ms: AtomicF64::new(0.0),
+            error_rate: AtomicF64::new(0.0),
+            quality: AtomicF64::new(1.0),
+        }
+    }
+}
+
+/// What a strategy sees of a deployment's health.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Snapshot {
+    pub healthy: bool,
+    pub headroom: f32,
+    pub in_flight: u32,
+    pub error_rate: f32,
+    pub latency_ms: f32,
+    pub quality: f32,
+}
+
+impl DeploymentHealth {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let cooling = self.is_cooling_down();
+        Snapshot {
+            healthy: !cooling,
+            headroom: if cooling && self.rate_limited.load(Relaxed) == 1 {
+                0.0
+            } else {
+                1.0
+            },
+            in_flight: self.in_flight.load(Relaxed),
+            error_rate: self.error_rate.get() as f32,
+            latency_ms: self.latency_ms.get() as f32,
+            quality: self.quality.get() as f32,
+        }
+    }
+
+    pub fn is_cooling_down(&self) -> bool {
+        self.now_ms() < self.cooldown_until_ms.load(Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self)
+    }
+
+    /// A successful attempt: closes the circuit and updates the averages.
+    pub fn record_success(&self, latency: Duration) {
+        self.consecutive_faults.store(0, Relaxed);
+        self.error_rate.blend(0.0);
+        let ms = latency.as_secs_f64() * 1000.0;
+        if self.latency_ms.get() == 0.0 {
+            self.latency_ms.set(ms);
+        } else {
+            self.latency_ms.blend(ms);
+        }
+    }
+
+    /// A failed attempt of the given class.
+    pub fn record_failure(&self, class: FailureClass, retry_after: Option<Duration>) {
+        if class == FailureClass::RateLimited {
+            self.cool_down(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN), true);
+            return;
+        }
+        if !class.is_deployment_fault() {
+            return;
+        }
+        self.error_rate.blend(1.0);
+        let faults = self.consecutive_faults.fetch_add(1, Relaxed) + 1;
+        if faults >= TRIP_AFTER {
+            self.cool_down(TRIP_COOLDOWN, false);
+        }
+    }
+
+    /// An evaluator's score of an answer from this deployment.
+    pub fn record_quality(&self, score: f32) {
+        self.quality.blend(f64::from(score.clamp(0.0, 1.0)));
+    }
+
+    fn cool_down(&self, for_: Duration, rate_limited: bool) {
+        let until = self.now_ms() + for_.as_millis() as u64;
+        self.cooldown_until_ms.fetch_max(until, Relaxed);
+        self.rate_limited.store(u32::from(rate_limited), Relaxed);
+    }
+}
+
+/// Decrements the in-flight count when dropped.
+pub struct InFlight<'a>(&'a DeploymentHealth);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// An `f64` in an `AtomicU64`.
+#[derive(Debug)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn new(v: f64) -> Self {
+        Self(AtomicU64::new(v.to_bits()))
+    }
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Relaxed))
+    }
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Relaxed);
+    }
+    fn blend(&self, sample: f64) {
+        self.set(self.get() * (1.0 - ALPHA) + sample * ALPHA);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_cools_down_with_zero_headroom() {
+        let h = DeploymentHealth::default();
+        h.record_failure(FailureClass::RateLimited, Some(Duration::from_secs(30)));
+        let s = h.snapshot();
+        assert!(!s.healthy);
+        assert_eq!(s.headroom, 0.0);
+    }
+
+    #[test]
+    fn circuit_opens_after_consecutive_faults_and_success_resets() {
+        let h = DeploymentHealth::default();
+        for _ in 0..TRIP_AFTER - 1 {
+            h.record_failure(FailureClass::Overloaded, None);
+        }
+        assert!(h.snapshot().healthy);
+        h.record_success(Duration::from_millis(5));
+        h.record_failure(FailureClass::Overloaded, None);
+        assert!(h.snapshot().healthy, "success reset the count");
+        for _ in 0..TRIP_AFTER {
+            h.record_failure(FailureClass::Connect, None);
+        }
+        let s = h.snapshot();
+        assert!(!s.healthy);
+        assert_eq!(s.headroom, 1.0, "a tripped circuit is not a rate limit");
+    }
+
+    #[test]
+    fn caller_faults_do_not_hurt_health() {
+        let h = DeploymentHealth::default();
+        for _ in 0..10 {
+            h.record_failure(FailureClass::InvalidRequest, None);
+        }
+        assert!(h.snapshot().healthy);
+        assert_eq!(h.snapshot().error_rate, 0.0);
+    }
+
+    #[test]
+    fn in_flight_counts_guards() {
+        let h = DeploymentHealth::default();
+        let a = h.start();
+        let b = h.start();
+        assert_eq!(h.snapshot().in_flight, 2);
+        drop(a);
+        drop(b);
+        assert_eq!(h.snapshot().in_flight, 0);
+    }
+}

@@ -1,0 +1,25 @@
+//! Switchyard: an LLM gateway whose routing strategies, provider adapters and
+//! response evaluators are sandboxed WebAssembly components.
+//!
+//! The host owns everything that touches the network, a secret or the clock;
+//! plugins only compute. A request flows through [`pipeline`] top to bottom:
+//! route → strategy order → per candidate adapter, upstream call, evaluator →
+//! answer or failover.
+//!
+//! - [`server`]: the HTTP API (thin axum handlers).
+//! - [`pipeline`]: the request pipeline.
+//! - [`failover`]: what a failed attempt means; [`health`]: live deployment stats.
+//! - [`upstream`]: the HTTP client, secrets and timeouts.
+//! - [`plugins`]: the WebAssembly plugin runtime and hot reload.
+//! - [`config`]: the config file and its schema; [`error`]: API errors.
+//! - [`demo`]: the built-in echo upstream.
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod failover;
+pub mod health;
+pub mod pipeline;
+pub mod plugins;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,191 @@
+//! The `switchyard` command: `serve`, `check` and `demo-upstream`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use switchyard::config::Config;
+use switchyard::pipeline::{Gateway, referenced_plugins};
+use switchyard::plugins::{Registry, RegistrySettings};
+use switchyard::{demo, server};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "An LLM gateway with WebAssembly routing, adapters and evaluators")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve {
+        /// The config file (JSON, see config/schema.json).
+        #[arg(long, default_value = "config/switchyard.json")]
+        config: PathBuf,
+        /// Listen address; overrides the config's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config and the plugins it names, then exit.
+    Check {
+        #[arg(long, default_value = "config/switchyard.json")]
+        config: PathBuf,
+    },
+    /// Run only the built-in OpenAI-compatible echo upstream.
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config, listen } => runtime.block_on(serve(&config, listen)),
+        Command::Check { config } => check(&config),
+        Command::DemoUpstream { listen } => runtime.block_on(async move {
+            let listener = demo::bind(listen).await?;
+            tracing::info!(%listen, "demo upstream listening");
+            demo::serve(listener).await.map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config and plugins; returns warnings about what the config
+/// names but the plugin folder lacks.
+fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let settings = RegistrySettings::from(&config.plugins);
+    let registry = Registry::new(settings).map_err(|e| e.to_string())?;
+    let mut warnings = Vec::new();
+    for (id, kind, at) in referenced_plugins(&config) {
+        if let Err(e) = registry.get(&id, kind) {
+            warnings.push(format!("{at}: {e}; requests fall back as for a failing {kind}"));
+        }
+    }
+    for route in config.routes.values() {
+        for d in &route.deployments {
+            if let Some(var) = &d.api_key_env
+                && std::env::var_os(var).is_none()
+            {
+                warnings.push(format!(
+                    "deployment {:?}: environment variable {var} is not set; its attempts fail with an auth error",
+                    d.name
+                ));
+            }
+        }
+    }
+    Ok((config, registry, warnings))
+}
+
+async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
+    let (config, registry, warnings) = tokio::task::block_in_place(|| load(path))?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(demo) = &config.demo_upstream {
+        let addr: SocketAddr = demo.listen.parse().map_err(|e| format!("demo_upstream.listen: {e}"))?;
+        let listener = demo::bind(addr).await?;
+        tracing::info!(%addr, "demo upstream listening");
+        tokio::spawn(async move {
+            if let Err(e) = demo::serve(listener).await {
+                tracing::error!("demo upstream stopped: {e}");
+            }
+        });
+    }
+    let _watcher = registry
+        .watch()
+        .map_err(|e| format!("cannot watch plugin folder {}: {e}", config.plugins.dir.display()))?;
+    let gateway = Arc::new(Gateway::new(&config, registry)?);
+    let app = server::router(gateway, config.server.max_body_bytes);
+    let addr = match listen {
+        Some(a) => a,
+        None => config.listen.parse().map_err(|e| format!("listen: {e}"))?,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, "switchyard listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutting down; finishing requests in flight");
+}
+
+/// `switchyard check`: a report on stderr, a non-zero exit for an invalid config.
+fn check(path: &Path) -> Result<(), String> {
+    let (config, registry, warnings) = load(path)?;
+    let mut report = format!("config {} is valid\n", path.display());
+    report.push_str(&format!("plugins in {}:\n", config.plugins.dir.display()));
+    for p in registry.loaded() {
+        report.push_str(&format!(
+            "  {:<16} {:<9} {} {} ({})\n",
+            p.id,
+            p.kind.to_string(),
+            p.metadata.name,
+            p.metadata.version,
+            &p.hash[..12]
+        ));
+    }
+    for (id, reason) in registry.rejected() {
+        report.push_str(&format!("  {id:<16} REJECTED: {reason}\n"));
+    }
+    report.push_str("routes:\n");
+    for (name, route) in &config.routes {
+        let deployments: Vec<&str> = route.deployments.iter().map(|d| d.name.as_str()).collect();
+        report.push_str(&format!(
+            "  {name}: strategy {}, evaluator {}, deployments [{}]\n",
+            route.strategy.as_deref().unwrap_or("(configured order)"),
+            route.evaluator.as_deref().unwrap_or("(none)"),
+            deployments.join(", ")
+        ));
+    }
+    for w in &warnings {
+        report.push_str(&format!("warning: {w}\n"));
+    }
+    report.push_str(&format!("{} warning(s)\n", warnings.len()));
+    eprint!("{report}");
+    Ok(())
+}

@@ -1,0 +1,638 @@
+//! The request pipeline, top to bottom:
+//!
+//! 1. read the request (model, stream, needs) — a malformed body is a 400;
+//! 2. find its route — an unknown model is a 404;
+//! 3. ask the route's strategy for the order of its deployments (a failing
+//!    strategy falls back to the configured order);
+//! 4. for each candidate: the adapter builds the upstream request, the host
+//!    attaches the key and sends it, the adapter parses the answer or
+//!    classifies the error, the evaluator checks a non-streamed answer;
+//! 5. a retryable failure moves on to the next candidate; when all fail, the
+//!    caller gets one error listing every attempt.
+//!
+//! A stream is committed to the client only once its first chunk parsed
+//! cleanly, so an upstream that fails before that is failed over invisibly.
+//! After that, a failure ends the stream with an error event, never with a
+//! clean `[DONE]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::config::{self, Capability, Config, Timeouts};
+use crate::error::ApiError;
+use crate::failover::{Attempt, FailureClass, Next};
+use crate::health::DeploymentHealth;
+use crate::plugins::bindings::{adapter, strategy, types::Usage};
+use crate::plugins::{Kind, Registry, StreamSession};
+use crate::upstream::{Endpoint, Upstream};
+
+/// Everything a request needs, built once from the config.
+pub struct Gateway {
+    routes: HashMap<String, Route>,
+    registry: Arc<Registry>,
+    upstream: Upstream,
+}
+
+/// A model name clients may request.
+pub struct Route {
+    pub name: String,
+    pub strategy: Option<String>,
+    pub evaluator: Option<String>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// One deployment with its resolved secret, timeouts and live health.
+pub struct Deployment {
+    pub name: String,
+    pub adapter: String,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    api_key: Option<String>,
+    pub timeouts: Timeouts,
+    pub target: adapter::Target,
+    pub health: DeploymentHealth,
+    input_cost_per_1k: f64,
+    output_cost_per_1k: f64,
+    priority: u32,
+    weight: u32,
+    supports: strategy::Capabilities,
+}
+
+impl Deployment {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            deployment: &self.name,
+            base_url: &self.base_url,
+            api_key: self.api_key.as_deref(),
+            api_key_env: self.api_key_env.as_deref(),
+            timeouts: &self.timeouts,
+        }
+    }
+}
+
+/// What the pipeline produced for the client.
+pub enum Answer {
+    /// A complete, evaluated, non-streamed answer.
+    Complete {
+        deployment: String,
+        body: Vec<u8>,
+        attempts: usize,
+    },
+    /// A committed stream: SSE bytes, ending with `data: [DONE]` or an error event.
+    Stream {
+        deployment: String,
+        events: mpsc::Receiver<Bytes>,
+        attempts: usize,
+    },
+}
+
+/// The parts of a chat request the host reads; everything else passes
+/// through to the adapter untouched.
+#[derive(Deserialize)]
+struct ChatRequestView<'a> {
+    #[serde(borrow)]
+    model: &'a str,
+    #[serde(borrow)]
+    messages: Vec<MessageView<'a>>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    response_format: Option<ResponseFormat>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[allow(dead_code)]
+    role: &'a str,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl Gateway {
+    /// Resolves the config's routes. Missing API keys are warnings: the
+    /// deployment fails its attempts (class `auth`) until the key is set.
+    pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, String> {
+        let mut routes = HashMap::new();
+        let mut connect_timeouts = vec![config.timeouts.connect_ms];
+        for (name, r) in &config.routes {
+            let mut deployments = Vec::with_capacity(r.deployments.len());
+            for d in &r.deployments {
+                let timeouts = match &d.timeouts {
+                    Some(o) => config.timeouts.merged(o).map_err(|e| format!("deployment {}: timeouts: {e}", d.name))?,
+                    None => config.timeouts,
+                };
+                connect_timeouts.push(timeouts.connect_ms);
+                deployments.push(Deployment {
+                    name: d.name.clone(),
+                    adapter: d.adapter.clone(),
+                    base_url: d.base_url.clone(),
+                    api_key_env: d.api_key_env.clone(),
+                    api_key: d.api_key_env.as_deref().and_then(|v| std::env::var(v).ok()),
+                    timeouts,
+                    target: adapter::Target {
+                        deployment: d.name.clone(),
+                        model: d.model.clone(),
+                    },
+                    health: DeploymentHealth::default(),
+                    input_cost_per_1k: d.input_cost_per_1k,
+                    output_cost_per_1k: d.output_cost_per_1k,
+                    priority: d.priority,
+                    weight: d.weight,
+                    supports: capabilities(&d.capabilities),
+                });
+            }
+            routes.insert(
+                name.clone(),
+                Route {
+                    name: name.clone(),
+                    strategy: r.strategy.clone(),
+                    evaluator: r.evaluator.clone(),
+                    deployments,
+                },
+            );
+        }
+        let upstream = Upstream::new(connect_timeouts).map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            routes,
+            registry,
+            upstream,
+        })
+    }
+
+    /// Model names clients may request, sorted.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Serves one chat-completions request.
+    pub async fn chat(self: &Arc<Self>, request_id: Arc<str>, tags: Vec<String>, body: Bytes) -> Result<Answer, ApiError> {
+        // 1. Read the request.
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))?;
+        let view: ChatRequestView = serde_json::from_str(text)
+            .map_err(|e| ApiError::BadRequest(format!("invalid chat request body: {e}")))?;
+        if view.messages.is_empty() {
+            return Err(ApiError::BadRequest("`messages` must contain at least one message".into()));
+        }
+
+        // 2. Its route.
+        let route = self
+            .routes
+            .get(view.model)
+            .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
+        let span = tracing::info_span!("request", request_id = %request_id, model = %route.name);
+
+        async move {
+            // 3. The order to try its deployments in.
+            let summary = summarize(&view, text, tags);
+            let order = self.order(route, &summary, &request_id);
+            if order.is_empty() {
+                return Err(ApiError::NoCandidate(route.name.clone()));
+            }
+
+            // 4. Each candidate in turn.
+            let mut attempts = Vec::new();
+            for index in order {
+                let deployment = &route.deployments[index];
+                let started = Instant::now();
+                let result = self
+                    .attempt(route, deployment, text, view.stream, &request_id)
+                    .instrument(tracing::info_span!("attempt", deployment = %deployment.name))
+                    .await;
+                match result {
+                    Ok(answer) => {
+                        deployment.health.record_success(started.elapsed());
+                        tracing::info!(
+                            deployment = %deployment.name,
+                            attempts = attempts.len() + 1,
+                            ms = started.elapsed().as_millis() as u64,
+                            "answered"
+                        );
+                        return Ok(answer.with_attempts(attempts.len() + 1));
+                    }
+                    Err(attempt) => {
+                        tracing::warn!(
+                            deployment = %attempt.deployment,
+                            class = ?attempt.class,
+                            status = attempt.status,
+                            "attempt failed: {}",
+                            attempt.message
+                        );
+                        deployment.health.record_failure(attempt.class, attempt.retry_after());
+                        if attempt.class.next() == Next::ReturnToCaller {
+                            return Err(ApiError::UpstreamRejected {
+                                deployment: attempt.deployment,
+                                message: attempt.message,
+                            });
+                        }
+                        attempts.push(attempt);
+                    }
+                }
+            }
+            // 5. Every candidate failed.
+            Err(ApiError::AllFailed {
+                model: route.name.clone(),
+                attempts,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The strategy's order, validated; the configured order when the route
+    /// has no strategy or the strategy fails. Deployments cooling down go
+    /// last whatever the strategy says: they are tried only if all else fails.
+    fn order(&self, route: &Route, summary: &strategy::RequestSummary, request_id: &Arc<str>) -> Vec<usize> {
+        let configured = || (0..route.deployments.len()).collect::<Vec<_>>();
+        let mut order = match &route.strategy {
+            None => configured(),
+            Some(id) => {
+                let candidates: Vec<strategy::Candidate> = route.deployments.iter().map(candidate).collect();
+                let ordered = self
+                    .registry
+                    .get(id, Kind::Strategy)
+                    .and_then(|plugin| plugin.order(request_id, summary, &candidates))
+                    .map_err(|e| e.to_string())
+                    .and_then(|order| validate_order(order, candidates.len()));
+                match ordered {
+                    Ok(order) => order,
+                    Err(e) => {
+                        tracing::warn!(plugin = %id, "strategy failed, using the configured order: {e}");
+                        configured()
+                    }
+                }
+            }
+        };
+        order.sort_by_key(|&i| route.deployments[i].health.is_cooling_down());
+        order
+    }
+
+    /// One attempt on one deployment.
+    async fn attempt(
+        &self,
+        route: &Route,
+        d: &Deployment,
+        request: &str,
+        stream: bool,
+        request_id: &Arc<str>,
+    ) -> Result<Answer, Attempt> {
+        let plugin_failed = |e: crate::plugins::PluginError| Attempt::new(&d.name, FailureClass::Plugin, e.to_string());
+        let adapter = self.registry.get(&d.adapter, Kind::Adapter).map_err(plugin_failed)?;
+        let http = adapter.build_request(request_id, &d.target, request).map_err(plugin_failed)?;
+
+        let _in_flight = d.health.start();
+        let started = Instant::now();
+        let endpoint = d.endpoint();
+        let response = self.upstream.send(&endpoint, http).await?;
+
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = Upstream::read_body(&endpoint, response, started).await?;
+            let error = adapter.classify_error(request_id, &body).map_err(plugin_failed)?;
+            return Err(Attempt::upstream(&d.name, Some(status), error));
+        }
+
+        if stream {
+            let session = adapter.open_stream(request_id, &d.target).map_err(plugin_failed)?;
+            return start_stream(d, session, response).await;
+        }
+
+        let body = Upstream::read_body(&endpoint, response, started).await?;
+        let status = body.status;
+        let answer = adapter
+            .parse_response(request_id, &d.target, &body)
+            .map_err(plugin_failed)?
+            .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
+        log_usage(d, answer.usage);
+
+        if let Some(evaluator) = &route.evaluator {
+            self.evaluate(d, evaluator, request, &answer.body, request_id)?;
+        }
+        Ok(Answer::Complete {
+            deployment: d.name.clone(),
+            body: answer.body.into_bytes(),
+            attempts: 0,
+        })
+    }
+
+    /// Runs the route's evaluator. A failing *evaluator* accepts the answer
+    /// (logged); a failing *verdict* rejects it.
+    fn evaluate(
+        &self,
+        d: &Deployment,
+        evaluator: &str,
+        request: &str,
+        response: &str,
+        request_id: &Arc<str>,
+    ) -> Result<(), Attempt> {
+        let verdict = self
+            .registry
+            .get(evaluator, Kind::Evaluator)
+            .and_then(|plugin| plugin.evaluate(request_id, request, response));
+        match verdict {
+            Err(e) => {
+                tracing::warn!(plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
+                Ok(())
+            }
+            Ok(v) => {
+                d.health.record_quality(v.score);
+                if v.pass {
+                    Ok(())
+                } else {
+                    tracing::warn!(plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
+                    Err(Attempt::new(
+                        &d.name,
+                        FailureClass::EvaluatorRejected,
+                        format!("evaluator {evaluator:?} rejected the answer (score {:.2}): {}", v.score, v.reasons.join("; ")),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Answer {
+    fn with_attempts(mut self, n: usize) -> Self {
+        match &mut self {
+            Answer::Complete { attempts, .. } | Answer::Stream { attempts, .. } => *attempts = n,
+        }
+        self
+    }
+}
+
+/// Reads the stream until its first parsed chunk (failing over is still
+/// possible until then), then commits: a task pumps the rest to the client.
+async fn start_stream(d: &Deployment, mut session: StreamSession, response: reqwest::Response) -> Result<Answer, Attempt> {
+    let fail = |class, message: String| Attempt::new(&d.name, class, message);
+    let mut body = response.bytes_stream();
+    let deadline = Instant::now() + d.timeouts.first_byte();
+    let first = loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let batch = match tokio::time::timeout(wait, body.next()).await {
+            Err(_) => {
+                return Err(fail(
+                    FailureClass::Timeout,
+                    format!("no stream chunk within {} ms (first_byte_ms)", d.timeouts.first_byte_ms),
+                ));
+            }
+            Ok(Some(Err(e))) => return Err(fail(FailureClass::Transport, format!("stream broke before the first chunk: {e}"))),
+            Ok(Some(Ok(bytes))) => (session.feed(&bytes), false),
+            Ok(None) => (session.finish(), true),
+        };
+        let (batch, eof) = batch;
+        let batch = batch
+            .map_err(|e| fail(FailureClass::Plugin, e.to_string()))?
+            .map_err(|e| Attempt::upstream(&d.name, None, e))?;
+        if !batch.chunks.is_empty() || batch.done {
+            break batch;
+        }
+        if eof {
+            return Err(fail(FailureClass::Overloaded, "upstream closed the stream before any chunk".into()));
+        }
+    };
+
+    let (tx, rx) = mpsc::channel(32);
+    let idle = d.timeouts.idle();
+    let deployment = d.name.clone();
+    tokio::spawn(
+        async move {
+            let mut usage = first.usage;
+            let mut done = first.done;
+            if send_chunks(&tx, &first.chunks).await.is_err() {
+                return;
+            }
+            let mut failure = None;
+            while !done {
+                let (batch, eof) = match tokio::time::timeout(idle, body.next()).await {
+                    Err(_) => (Err(format!("upstream stream stalled for {} ms (idle_ms)", idle.as_millis())), false),
+                    Ok(Some(Err(e))) => (Err(format!("upstream stream broke: {e}")), false),
+                    Ok(Some(Ok(bytes))) => (flatten(session.feed(&bytes)), false),
+                    // The adapter's `finish` refuses an end it considers truncated.
+                    Ok(None) => (flatten(session.finish()), true),
+                };
+                match batch {
+                    Err(message) => {
+                        failure = Some(message);
+                        break;
+                    }
+                    Ok(batch) => {
+                        usage = batch.usage.or(usage);
+                        done = batch.done || eof;
+                        if send_chunks(&tx, &batch.chunks).await.is_err() {
+                            tracing::info!("client went away mid-stream");
+                            return;
+                        }
+                    }
+                }
+            }
+            match failure {
+                None => {
+                    let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                    if let Some(u) = usage {
+                        tracing::info!(
+                            prompt_tokens = u.prompt_tokens,
+                            completion_tokens = u.completion_tokens,
+                            "stream complete"
+                        );
+                    } else {
+                        tracing::info!("stream complete (upstream reported no usage)");
+                    }
+                }
+                Some(message) => {
+                    tracing::warn!("stream failed after commit: {message}");
+                    let event = serde_json::json!({"error": {
+                        "message": format!("deployment {deployment:?}: {message}"),
+                        "type": "upstream_error",
+                        "code": "stream_interrupted",
+                    }});
+                    let _ = tx.send(Bytes::from(format!("data: {event}\n\n"))).await;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    Ok(Answer::Stream {
+        deployment: d.name.clone(),
+        events: rx,
+        attempts: 0,
+    })
+}
+
+fn flatten(
+    r: Result<Result<adapter::ChunkBatch, adapter::UpstreamError>, crate::plugins::PluginError>,
+) -> Result<adapter::ChunkBatch, String> {
+    match r {
+        Ok(Ok(batch)) => Ok(batch),
+        Ok(Err(e)) => Err(e.message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn send_chunks(tx: &mpsc::Sender<Bytes>, chunks: &[String]) -> Result<(), ()> {
+    for chunk in chunks {
+        let mut event = Vec::with_capacity(chunk.len() + 8);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(chunk.as_bytes());
+        event.extend_from_slice(b"\n\n");
+        tx.send(Bytes::from(event)).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn log_usage(d: &Deployment, usage: Option<Usage>) {
+    if let Some(u) = usage {
+        let cost = f64::from(u.prompt_tokens) / 1000.0 * d.input_cost_per_1k
+            + f64::from(u.completion_tokens) / 1000.0 * d.output_cost_per_1k;
+        tracing::debug!(
+            prompt_tokens = u.prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            cost_usd = cost,
+            "usage"
+        );
+    }
+}
+
+/// What the strategy is told about the request.
+fn summarize(view: &ChatRequestView, text: &str, tags: Vec<String>) -> strategy::RequestSummary {
+    let content_bytes: usize = view.messages.iter().filter_map(|m| m.content).map(|c| c.get().len()).sum();
+    let mut needs = strategy::Capabilities::empty();
+    if view.tools.is_some() {
+        needs |= strategy::Capabilities::TOOLS;
+    }
+    if view.response_format.as_ref().is_some_and(|f| f.kind != "text") {
+        needs |= strategy::Capabilities::JSON_MODE;
+    }
+    if view.stream {
+        needs |= strategy::Capabilities::STREAMING;
+    }
+    if text.contains("\"image_url\"") {
+        needs |= strategy::Capabilities::VISION;
+    }
+    strategy::RequestSummary {
+        model: view.model.to_string(),
+        // ~4 bytes per token is the usual rule of thumb for English text.
+        input_tokens: (content_bytes / 4) as u32,
+        max_output_tokens: view.max_completion_tokens.or(view.max_tokens),
+        stream: view.stream,
+        needs,
+        priority: strategy::TaskPriority::Normal,
+        tags,
+    }
+}
+
+fn candidate(d: &Deployment) -> strategy::Candidate {
+    let h = d.health.snapshot();
+    strategy::Candidate {
+        deployment: d.name.clone(),
+        adapter: d.adapter.clone(),
+        healthy: h.healthy,
+        headroom: h.headroom,
+        in_flight: h.in_flight,
+        error_rate: h.error_rate,
+        latency_ms: h.latency_ms,
+        input_cost_per_1k: d.input_cost_per_1k,
+        output_cost_per_1k: d.output_cost_per_1k,
+        priority: d.priority,
+        weight: d.weight,
+        quality: h.quality,
+        supports: d.supports,
+    }
+}
+
+/// Indices in range and each at most once.
+fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String> {
+    let mut seen = vec![false; len];
+    order
+        .into_iter()
+        .map(|i| {
+            let i = i as usize;
+            match seen.get_mut(i) {
+                None => Err(format!("strategy returned index {i}, but there are {len} candidates")),
+                Some(true) => Err(format!("strategy returned index {i} twice")),
+                Some(s) => {
+                    *s = true;
+                    Ok(i)
+                }
+            }
+        })
+        .collect()
+}
+
+fn capabilities(list: &[Capability]) -> strategy::Capabilities {
+    list.iter().fold(strategy::Capabilities::empty(), |acc, c| {
+        acc | match c {
+            Capability::Tools => strategy::Capabilities::TOOLS,
+            Capability::JsonMode => strategy::Capabilities::JSON_MODE,
+            Capability::Vision => strategy::Capabilities::VISION,
+            Capability::Streaming => strategy::Capabilities::STREAMING,
+        }
+    })
+}
+
+/// Names of plugins the config refers to, with the kind each must be; used
+/// to warn at start and in `switchyard check` about missing ones.
+pub fn referenced_plugins(config: &config::Config) -> Vec<(String, Kind, String)> {
+    let mut refs = Vec::new();
+    for (name, route) in &config.routes {
+        if let Some(s) = &route.strategy {
+            refs.push((s.clone(), Kind::Strategy, format!("routes/{name}/strategy")));
+        }
+        if let Some(e) = &route.evaluator {
+            refs.push((e.clone(), Kind::Evaluator, format!("routes/{name}/evaluator")));
+        }
+        for (i, d) in route.deployments.iter().enumerate() {
+            refs.push((d.adapter.clone(), Kind::Adapter, format!("routes/{name}/deployments/{i}/adapter")));
+        }
+    }
+    refs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_validation_rejects_out_of_range_and_repeats() {
+        assert_eq!(validate_order(vec![2, 0, 1], 3).unwrap(), vec![2, 0, 1]);
+        assert_eq!(validate_order(vec![1], 3).unwrap(), vec![1]);
+        assert!(validate_order(vec![3], 3).unwrap_err().contains("index 3"));
+        assert!(validate_order(vec![0, 0], 3).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn summary_reads_needs_and_limits() {
+        let text = r#"{"model":"m","stream":true,"max_tokens":9,"tools":[],
+            "response_format":{"type":"json_object"},
+            "messages":[{"role":"user","content":"abcdefghijkl"}]}"#;
+        let view: ChatRequestView = serde_json::from_str(text).unwrap();
+        let s = summarize(&view, text, vec!["t".into()]);
+        assert!(s.needs.contains(strategy::Capabilities::TOOLS | strategy::Capabilities::JSON_MODE));
+        assert!(s.stream && s.needs.contains(strategy::Capabilities::STREAMING));
+        assert_eq!(s.max_output_tokens, Some(9));
+        assert_eq!(s.input_tokens, 3, "14 bytes of JSON string / 4");
+        assert_eq!(s.tags, vec!["t".to_string()]);
+    }
+}

@@ -1,0 +1,390 @@
+//! The set of loaded plugins and how it changes.
+//!
+//! The set is an immutable map swapped atomically (`ArcSwap`): a request takes
+//! the `Arc<Plugin>` it needs and finishes on that version even if the file is
+//! replaced meanwhile. A new version is compiled *and* instantiated (its
+//! metadata checked) before the swap, so a corrupt, half-written or wrong-kind
+//! file is refused with one log line while the previous version keeps serving.
+//!
+//! Hot reload watches the folder (not the files: a rename gives the path a new
+//! inode), debounces bursts of events, then reconciles the folder with the
+//! loaded set: files whose size or mtime changed are re-read, and only those
+//! whose content hash changed are reloaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+
+use super::bindings::{ADAPTER_EXPORT, EVALUATOR_EXPORT, STRATEGY_EXPORT};
+use super::engine::{PluginEngine, content_hash};
+use super::instance::{Counters, Exports, InstanceLimits, KindIndices, Pool};
+use super::{Kind, LoadError, Metadata, Plugin, PluginError};
+use crate::config::{Deadlines, PluginsConfig};
+
+/// Quiet period after the last file event before the folder is rescanned.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What the registry needs from the config.
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    pub dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub limits: InstanceLimits,
+    pub deadlines: Deadlines,
+    /// Plugin id → its config as JSON text.
+    pub plugin_config: HashMap<String, Arc<str>>,
+}
+
+impl From<&PluginsConfig> for RegistrySettings {
+    fn from(c: &PluginsConfig) -> Self {
+        Self {
+            dir: c.dir.clone(),
+            cache_dir: c.cache_dir.clone(),
+            limits: InstanceLimits {
+                memory_bytes: (c.memory_limit_mib << 20) as usize,
+                max_instances: c.max_instances,
+            },
+            deadlines: c.deadlines_ms,
+            plugin_config: c
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::from(v.to_string())))
+                .collect(),
+        }
+    }
+}
+
+/// Size and modification time: a cheap "did this file change" test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// All loaded plugins, by id.
+pub struct Registry {
+    engine: PluginEngine,
+    settings: RegistrySettings,
+    loaded: ArcSwap<HashMap<String, Arc<Plugin>>>,
+    /// Why a file was refused, by id, until it loads cleanly.
+    rejected: ArcSwap<BTreeMap<String, String>>,
+    /// Host-held plugin counters by plugin id; they outlive plugin versions.
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    stamps: Mutex<HashMap<String, Stamp>>,
+    /// Serialises folder scans (start-up, watcher, tests).
+    scan_lock: Mutex<()>,
+}
+
+impl Registry {
+    /// Creates the engine and loads every plugin in the folder.
+    pub fn new(settings: RegistrySettings) -> Result<Arc<Self>, LoadError> {
+        let engine = PluginEngine::new(&settings.cache_dir)?;
+        let registry = Arc::new(Self {
+            engine,
+            settings,
+            loaded: ArcSwap::default(),
+            rejected: ArcSwap::default(),
+            counters: Mutex::default(),
+            stamps: Mutex::default(),
+            scan_lock: Mutex::new(()),
+        });
+        registry.scan();
+        Ok(registry)
+    }
+
+    /// The plugin with this id, if it is loaded and of the expected kind.
+    pub fn get(&self, id: &str, kind: Kind) -> Result<Arc<Plugin>, PluginError> {
+        match self.loaded.load().get(id) {
+            Some(p) if p.kind == kind => Ok(p.clone()),
+            Some(p) => Err(p.wrong_kind(kind)),
+            None => Err(PluginError::Missing {
+                plugin: id.to_string(),
+                reason: self.rejected.load().get(id).cloned(),
+            }),
+        }
+    }
+
+    /// Every loaded plugin, sorted by id.
+    pub fn loaded(&self) -> Vec<Arc<Plugin>> {
+        let mut all: Vec<_> = self.loaded.load().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Files that were refused and why, by id.
+    pub fn rejected(&self) -> BTreeMap<String, String> {
+        (**self.rejected.load()).clone()
+    }
+
+    /// Reconciles the folder with the loaded set. Safe to call at any time.
+    pub fn scan(&self) {
+        let _guard = self.scan_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = &self.settings.dir;
+        let files = match wasm_files(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), "cannot read plugin folder: {e}");
+                return;
+            }
+        };
+        let current = self.loaded.load_full();
+        let mut next = (*current).clone();
+        let mut rejected = (**self.rejected.load()).clone();
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+
+        for (id, path) in &files {
+            let stamp = match std::fs::metadata(path) {
+                Ok(m) => Stamp {
+                    len: m.len(),
+                    modified: m.modified().ok(),
+                },
+                Err(_) => continue, // removed between listing and stat
+            };
+            if stamps.get(id) == Some(&stamp) {
+                continue;
+            }
+            stamps.insert(id.clone(), stamp);
+            match self.load_file(id, path, current.get(id)) {
+                Ok(None) => {}
+                Ok(Some(plugin)) => {
+                    let previous = current.get(id).map(|p| p.hash[..12].to_string());
+                    tracing::info!(
+                        plugin = %id,
+                        kind = %plugin.kind,
+                        name = %plugin.metadata.name,
+                        version = %plugin.metadata.version,
+                        hash = &plugin.hash[..12],
+                        previous = previous.as_deref().unwrap_or("-"),
+                        "plugin loaded"
+                    );
+                    rejected.remove(id);
+                    next.insert(id.clone(), Arc::new(plugin));
+                    changed = true;
+                }
+                Err(e) => {
+                    let keeps = if current.contains_key(id) {
+                        "; the previous version keeps serving"
+                    } else {
+                        ""
+                    };
+                    tracing::error!(plugin = %id, file = %path.display(), "plugin rejected: {e}{keeps}");
+                    rejected.insert(id.clone(), e.to_string());
+                }
+            }
+        }
+        for id in current.keys() {
+            if !files.contains_key(id) {
+                tracing::info!(plugin = %id, "plugin removed (its file is gone)");
+                next.remove(id);
+                stamps.remove(id);
+                changed = true;
+            }
+        }
+        rejected.retain(|id, _| files.contains_key(id));
+        stamps.retain(|id, _| files.contains_key(id));
+        if changed {
+            self.loaded.store(Arc::new(next));
+        }
+        self.rejected.store(Arc::new(rejected));
+    }
+
+    /// Loads one file; `Ok(None)` when its content equals the loaded version.
+    fn load_file(
+        &self,
+        id: &str,
+        path: &Path,
+        loaded: Option<&Arc<Plugin>>,
+    ) -> Result<Option<Plugin>, LoadError> {
+        let bytes = std::fs::read(path)?;
+        let hash = content_hash(&bytes);
+        if loaded.is_some_and(|p| p.hash == hash) {
+            return Ok(None);
+        }
+        check_header(&bytes)?;
+        let engine = &self.engine;
+        let component = engine.compile(&bytes, &hash)?;
+        let kind = exported_kind(&engine.engine, &component)?;
+        let pre = engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let indices = KindIndices::new(kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let id: Arc<str> = Arc::from(id);
+        let config = self
+            .settings
+            .plugin_config
+            .get(&*id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("{}"));
+        let pool = Pool::new(
+            id.clone(),
+            pre,
+            indices,
+            config,
+            self.counters_for(&id),
+            self.settings.limits.clone(),
+        );
+        let deadline_ms = match kind {
+            Kind::Adapter => self.settings.deadlines.adapter,
+            Kind::Strategy => self.settings.deadlines.strategy,
+            Kind::Evaluator => self.settings.deadlines.evaluator,
+        };
+        let mut plugin = Plugin {
+            id,
+            kind,
+            metadata: Metadata {
+                name: String::new(),
+                version: String::new(),
+                capabilities: Vec::new(),
+            },
+            hash,
+            path: path.to_owned(),
+            deadline_ms,
+            pool,
+        };
+        // Instantiates the first instance (kept warm in the pool) and asks the
+        // plugin who it is, so a broken plugin fails here and not on a request.
+        let meta = plugin
+            .call(&Arc::from("load"), |store, exports| match exports {
+                Exports::Adapter(g) => g.call_metadata(store),
+                Exports::Strategy(g) => g.call_metadata(store),
+                Exports::Evaluator(g) => g.call_metadata(store),
+            })
+            .map_err(LoadError::Metadata)?;
+        let declared = Kind::from(meta.kind);
+        if declared != kind {
+            return Err(LoadError::KindMismatch {
+                exported: kind,
+                declared,
+            });
+        }
+        plugin.metadata = Metadata {
+            name: meta.name,
+            version: meta.version,
+            capabilities: meta.capabilities,
+        };
+        Ok(Some(plugin))
+    }
+
+    fn counters_for(&self, id: &str) -> Arc<Counters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Watches the plugin folder and rescans it after each burst of changes.
+    /// The returned watcher must be kept alive; dropping it stops the watch.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            match event {
+                Ok(event) if event.paths.iter().any(|p| is_wasm(p)) => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("plugin folder watch error: {e}"),
+            }
+        })?;
+        watcher.watch(&self.settings.dir, RecursiveMode::NonRecursive)?;
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Debounce: wait for a quiet period so a file being written
+                // in several steps is read once, complete.
+                loop {
+                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                        Ok(Some(())) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(e) = tokio::task::spawn_blocking(move || registry.scan()).await {
+                    tracing::error!("plugin folder scan panicked: {e}");
+                }
+            }
+        });
+        Ok(watcher)
+    }
+}
+
+fn is_wasm(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// `*.wasm` files of the folder, by id (file stem).
+fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_wasm(&path)
+            && path.is_file()
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            files.insert(stem.to_string(), path);
+        }
+    }
+    Ok(files)
+}
+
+/// Refuses files that are not components before handing them to the compiler,
+/// with a message a user can act on.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::NotComponent(
+            "a core wasm module; build it as a component (e.g. wasm32-wasip2 or wasm-tools component new)",
+        )),
+        Some([0, b'a', b's', b'm', ..]) => Err(LoadError::NotComponent("unknown wasm version")),
+        _ => Err(LoadError::NotComponent("no wasm header")),
+    }
+}
+
+/// Which plugin interface a component exports; exactly one is allowed.
+fn exported_kind(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<Kind, LoadError> {
+    let ty = component.component_type();
+    let kinds: Vec<Kind> = ty
+        .exports(engine)
+        .filter_map(|(name, _)| match name {
+            ADAPTER_EXPORT => Some(Kind::Adapter),
+            STRATEGY_EXPORT => Some(Kind::Strategy),
+            EVALUATOR_EXPORT => Some(Kind::Evaluator),
+            _ => None,
+        })
+        .collect();
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        [] => Err(LoadError::NoPluginExport),
+        several => Err(LoadError::SeveralPluginExports(
+            several.iter().map(Kind::to_string).collect::<Vec<_>>().join(", "),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_names_the_problem() {
+        assert!(check_header(b"\0asm\x0d\0\x01\0rest").is_ok());
+        let core = check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(core.contains("core wasm module"), "{core}");
+        let junk = check_header(b"hello world").unwrap_err().to_string();
+        assert!(junk.contains("no wasm header"), "{junk}");
+        assert!(check_header(b"").is_err());
+    }
+}

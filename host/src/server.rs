@@ -1,0 +1,162 @@
+//! The HTTP API: thin axum handlers over [`Gateway`]. Handlers only translate
+//! HTTP to pipeline calls and answers back; every error leaves through
+//! [`ApiError`]'s single mapping to OpenAI's error format.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::pipeline::{Answer, Gateway};
+
+/// Shared state of every handler.
+pub struct AppState {
+    gateway: Arc<Gateway>,
+    max_body_bytes: usize,
+    /// `GET /v1/models`, rendered once.
+    models: Bytes,
+    /// Request ids: a per-process prefix and a counter (unique, cheap).
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
+
+/// The API router.
+pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let data: Vec<_> = gateway
+        .model_names()
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}))
+        .collect();
+    let models = Bytes::from(json!({"object": "list", "data": data}).to_string());
+    let id_prefix = (created as u32) ^ std::process::id().rotate_left(16);
+    let state = Arc::new(AppState {
+        gateway,
+        max_body_bytes,
+        models,
+        id_prefix,
+        next_id: AtomicU64::new(1),
+    });
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models_handler))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn chat(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id: Arc<str> = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() && id.len() <= 128 => Arc::from(id),
+        _ => Arc::from(format!(
+            "{:08x}-{:x}",
+            app.id_prefix,
+            app.next_id.fetch_add(1, Ordering::Relaxed)
+        )),
+    };
+    let mut response = match handle_chat(&app, &request_id, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(request_id = %request_id, "request refused: {e}");
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+async fn handle_chat(
+    app: &AppState,
+    request_id: &Arc<str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: app.max_body_bytes,
+            }
+        } else {
+            ApiError::BadRequest(format!("cannot read request body: {}", rejection.body_text()))
+        }
+    })?;
+    let tags = headers
+        .get("x-switchyard-tags")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+        .unwrap_or_default();
+    let answer = app.gateway.chat(request_id.clone(), tags, body).await?;
+    Ok(match answer {
+        Answer::Complete {
+            deployment,
+            body,
+            attempts,
+        } => {
+            let mut r = Response::new(Body::from(body));
+            set(&mut r, header::CONTENT_TYPE, "application/json");
+            set_route_headers(&mut r, &deployment, attempts);
+            r
+        }
+        Answer::Stream {
+            deployment,
+            events,
+            attempts,
+        } => {
+            let stream = futures_util::stream::unfold(events, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+            });
+            let mut r = Response::new(Body::from_stream(stream));
+            set(&mut r, header::CONTENT_TYPE, "text/event-stream");
+            set(&mut r, header::CACHE_CONTROL, "no-cache");
+            set_route_headers(&mut r, &deployment, attempts);
+            r
+        }
+    })
+}
+
+fn set(r: &mut Response, name: header::HeaderName, value: &'static str) {
+    r.headers_mut().insert(name, HeaderValue::from_static(value));
+}
+
+/// Which deployment answered and after how many attempts: authoritative,
+/// whatever the body says.
+fn set_route_headers(r: &mut Response, deployment: &str, attempts: usize) {
+    if let Ok(v) = HeaderValue::from_str(deployment) {
+        r.headers_mut().insert("x-switchyard-deployment", v);
+    }
+    r.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(attempts));
+}
+
+async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
+    let mut r = Response::new(Body::from(app.models.clone()));
+    set(&mut r, header::CONTENT_TYPE, "application/json");
+    r
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    let plugins = app.gateway.registry().loaded().len();
+    (StatusCode::OK, axum::Json(json!({"status": "ok", "plugins": plugins}))).into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("{method} {}", uri.path()))
+}

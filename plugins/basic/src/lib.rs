@@ -1,0 +1,179 @@
+//! A cheap structural check of every answer: catches the empty, cut-off,
+//! filtered and not-JSON-when-JSON-was-asked answers that an upstream returns
+//! with a 200, so the router can try another deployment instead of passing
+//! them on.
+
+use serde_json::Value;
+use switchyard_sdk::{Evaluator, Metadata, PluginKind, Verdict, export_evaluator};
+
+struct Basic;
+
+impl Evaluator for Basic {
+    fn metadata() -> Metadata {
+        Metadata::new("basic", env!("CARGO_PKG_VERSION"), PluginKind::Evaluator, &["json"])
+    }
+
+    fn evaluate(request: &str, response: &str) -> Result<Verdict, String> {
+        Ok(evaluate(request, response))
+    }
+}
+
+export_evaluator!(Basic);
+
+const FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "function_call", "content_filter"];
+
+/// Whether the request asked for a JSON answer (`response_format`).
+fn wants_json(request: &str) -> bool {
+    let Ok(req) = serde_json::from_str::<Value>(request) else { return false };
+    matches!(
+        req.pointer("/response_format/type").and_then(Value::as_str),
+        Some("json_object" | "json_schema")
+    )
+}
+
+/// The answer's text, when `content` is a string or a list of text parts.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn has_calls(message: &Value) -> bool {
+    message.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty())
+        || message.get("function_call").is_some_and(Value::is_object)
+}
+
+fn evaluate(request: &str, response: &str) -> Verdict {
+    let resp: Value = match serde_json::from_str(response) {
+        Ok(v) => v,
+        Err(e) => return Verdict::fail(0.0, format!("response is not JSON: {e}")),
+    };
+    if !resp.is_object() {
+        return Verdict::fail(0.0, "response is not a JSON object");
+    }
+    let Some(choices) = resp.get("choices").and_then(Value::as_array) else {
+        return Verdict::fail(0.0, "response has no choices array");
+    };
+    if choices.is_empty() {
+        return Verdict::fail(0.0, "response has no choices");
+    }
+
+    let json = wants_json(request);
+    let (mut fails, mut notes) = (Vec::new(), Vec::new());
+    for (i, choice) in choices.iter().enumerate() {
+        match choice.get("finish_reason") {
+            None | Some(Value::Null) => fails.push(format!("choice {i}: finish_reason is null")),
+            Some(Value::String(r)) if r == "content_filter" => {
+                fails.push(format!("choice {i}: answer was filtered (finish_reason content_filter)"))
+            }
+            Some(Value::String(r)) if r == "length" => {
+                notes.push(format!("choice {i}: truncated at the token limit (finish_reason length)"))
+            }
+            Some(Value::String(r)) if FINISH_REASONS.contains(&r.as_str()) => {}
+            Some(other) => fails.push(format!("choice {i}: unexpected finish_reason {other}")),
+        }
+
+        let message = choice.get("message").unwrap_or(&Value::Null);
+        let calls = has_calls(message);
+        let text = match message.get("content") {
+            None | Some(Value::Null) => None,
+            Some(c) => match text_of(c) {
+                Some(t) => Some(t),
+                None => {
+                    fails.push(format!("choice {i}: content is not a string"));
+                    continue;
+                }
+            },
+        };
+        match text {
+            Some(t) if !t.trim().is_empty() => {
+                if json {
+                    if let Err(e) = serde_json::from_str::<Value>(&t) {
+                        fails.push(format!("choice {i}: content is not valid JSON: {e}"));
+                    }
+                }
+            }
+            _ if calls => {}
+            Some(_) => fails.push(format!("choice {i}: empty content")),
+            None => fails.push(format!("choice {i}: no content")),
+        }
+    }
+
+    if !fails.is_empty() {
+        fails.extend(notes);
+        Verdict { score: 0.0, pass: false, reasons: fails }
+    } else if !notes.is_empty() {
+        Verdict { score: 0.5, pass: true, reasons: notes }
+    } else {
+        Verdict::pass()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evaluate;
+
+    fn answer(finish: &str, message: &str) -> String {
+        format!(r#"{{"choices":[{{"index":0,"finish_reason":{finish},"message":{message}}}]}}"#)
+    }
+
+    fn reasons(request: &str, response: &str) -> (bool, f32, Vec<String>) {
+        let v = evaluate(request, response);
+        (v.pass, v.score, v.reasons)
+    }
+
+    #[test]
+    fn good_answers_pass() {
+        let (pass, score, r) = reasons("{}", &answer(r#""stop""#, r#"{"role":"assistant","content":"hi"}"#));
+        assert!(pass && score == 1.0 && r.is_empty());
+        let tools = r#"{"content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]}"#;
+        assert!(reasons("{}", &answer(r#""tool_calls""#, tools)).0);
+    }
+
+    #[test]
+    fn structural_failures_say_what() {
+        assert_eq!(reasons("{}", "nope").2[0].split(':').next(), Some("response is not JSON"));
+        assert_eq!(reasons("{}", "[]").2, vec!["response is not a JSON object"]);
+        assert_eq!(reasons("{}", "{}").2, vec!["response has no choices array"]);
+        assert_eq!(reasons("{}", r#"{"choices":[]}"#).2, vec!["response has no choices"]);
+        assert_eq!(
+            reasons("{}", &answer(r#""stop""#, r#"{"content":""}"#)).2,
+            vec!["choice 0: empty content"]
+        );
+        assert_eq!(
+            reasons("{}", &answer("null", r#"{"content":"x"}"#)).2,
+            vec!["choice 0: finish_reason is null"]
+        );
+        assert_eq!(
+            reasons("{}", &answer(r#""weird""#, r#"{"content":"x"}"#)).2,
+            vec![r#"choice 0: unexpected finish_reason "weird""#]
+        );
+        let (pass, _, r) = reasons("{}", &answer(r#""content_filter""#, r#"{"content":"x"}"#));
+        assert!(!pass);
+        assert!(r[0].contains("content_filter"));
+    }
+
+    #[test]
+    fn length_is_a_half_pass() {
+        let (pass, score, r) = reasons("{}", &answer(r#""length""#, r#"{"content":"abc"}"#));
+        assert!(pass);
+        assert_eq!(score, 0.5);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn json_mode_needs_json_content() {
+        let req = r#"{"response_format":{"type":"json_object"}}"#;
+        assert!(reasons(req, &answer(r#""stop""#, r#"{"content":"{\"a\":1}"}"#)).0);
+        let (pass, _, r) = reasons(req, &answer(r#""stop""#, r#"{"content":"sure! {\"a\":1}"}"#));
+        assert!(!pass);
+        assert!(r[0].starts_with("choice 0: content is not valid JSON"));
+        let schema = r#"{"response_format":{"type":"json_schema","json_schema":{}}}"#;
+        assert!(!reasons(schema, &answer(r#""stop""#, r#"{"content":"nope"}"#)).0);
+        assert!(reasons(r#"{"response_format":{"type":"text"}}"#, &answer(r#""stop""#, r#"{"content":"nope"}"#)).0);
+    }
+}

@@ -1,0 +1,85 @@
+//! The Switchyard plugin SDK.
+//!
+//! A Switchyard plugin is a WebAssembly component that implements one of the
+//! three worlds of `wit/plugin.wit`: a provider **adapter**, a routing
+//! **strategy** or a response **evaluator**. This crate hides the generated
+//! component bindings: implement one small trait and invoke one macro.
+//!
+//! ```
+//! use switchyard_sdk::{Evaluator, Metadata, PluginKind, Verdict, export_evaluator};
+//!
+//! struct NonEmpty;
+//!
+//! impl Evaluator for NonEmpty {
+//!     fn metadata() -> Metadata {
+//!         Metadata::new("non-empty", env!("CARGO_PKG_VERSION"), PluginKind::Evaluator, &[])
+//!     }
+//!     fn evaluate(_request: &str, response: &str) -> Result<Verdict, String> {
+//!         switchyard_sdk::log::debug("checking an answer");
+//!         Ok(if response.contains("\"content\":\"\"") {
+//!             Verdict::fail(0.0, "empty content")
+//!         } else {
+//!             Verdict::pass()
+//!         })
+//!     }
+//! }
+//!
+//! export_evaluator!(NonEmpty);
+//! ```
+//!
+//! Build the crate as a `cdylib` for a wasm target (see `scripts/build-plugins`);
+//! the output is a component the gateway loads from its plugin folder.
+//!
+//! Why one world per macro: a component must export exactly the interface of
+//! its kind (the host rejects a component whose metadata and exports differ).
+//! The bindings of all kinds can live in this crate at once because the part
+//! of the component type that declares an export is emitted only where its
+//! `export_*!` macro is expanded, i.e. in the plugin crate, once.
+
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+// The generated bindings name their runtime as `switchyard_sdk::...`, so that
+// the same paths resolve both here and inside plugin crates that expand the
+// export macros.
+extern crate self as switchyard_sdk;
+
+mod bindings;
+mod host;
+mod types;
+
+#[cfg(feature = "adapter")]
+mod adapter;
+#[cfg(feature = "evaluator")]
+mod evaluator;
+#[cfg(feature = "strategy")]
+mod strategy;
+
+#[cfg(feature = "adapter")]
+pub use adapter::*;
+#[cfg(feature = "evaluator")]
+pub use evaluator::*;
+pub use host::{counter_next, log, now_ns, plugin_config};
+#[cfg(feature = "strategy")]
+pub use strategy::*;
+pub use types::{LogLevel, Metadata, PluginKind, Usage};
+
+/// Implementation details the export macros expand to; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    #[cfg(feature = "adapter")]
+    pub use crate::adapter::{AdapterExport, ParserExport};
+    #[cfg(feature = "adapter")]
+    pub use crate::bindings::adapter as adapter_bindings;
+    #[cfg(feature = "evaluator")]
+    pub use crate::bindings::evaluator as evaluator_bindings;
+    #[cfg(feature = "evaluator")]
+    pub use crate::evaluator::EvaluatorExport;
+    #[cfg(feature = "strategy")]
+    pub use crate::bindings::strategy as strategy_bindings;
+    #[cfg(feature = "strategy")]
+    pub use crate::strategy::StrategyExport;
+}
