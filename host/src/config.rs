@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::plugins::Kind;
+
 /// The JSON Schema every config must satisfy (also shipped as `config/schema.json`).
 pub const SCHEMA: &str = include_str!("../../config/schema.json");
 
@@ -52,6 +54,26 @@ pub struct Config {
     #[serde(default)]
     pub plugins: PluginsConfig,
     pub routes: BTreeMap<String, Route>,
+}
+
+impl Config {
+    /// Every plugin the config names, with the kind it is used as and the
+    /// JSON path that names it.
+    pub fn plugin_references(&self) -> Vec<(String, Kind, String)> {
+        let mut refs = Vec::new();
+        for (name, route) in &self.routes {
+            if let Some(s) = &route.strategy {
+                refs.push((s.clone(), Kind::Strategy, format!("/routes/{name}/strategy")));
+            }
+            if let Some(e) = &route.evaluator {
+                refs.push((e.clone(), Kind::Evaluator, format!("/routes/{name}/evaluator")));
+            }
+            for (i, d) in route.deployments.iter().enumerate() {
+                refs.push((d.adapter.clone(), Kind::Adapter, format!("/routes/{name}/deployments/{i}/adapter")));
+            }
+        }
+        refs
+    }
 }
 
 /// The built-in echo upstream `serve` starts when asked.
@@ -349,6 +371,19 @@ impl Config {
                     && let Err(e) = self.timeouts.merged(t)
                 {
                     problems.push(format!("  at {at}/timeouts: {e}"));
+                }
+            }
+        }
+        let mut kinds: std::collections::HashMap<&str, (Kind, &str)> = Default::default();
+        let refs = self.plugin_references();
+        for (id, kind, at) in &refs {
+            match kinds.get(id.as_str()) {
+                Some((k, first)) if k != kind => problems.push(format!(
+                    "  at {at}: plugin {id:?} is used as a {kind} here but as a {k} at {first}"
+                )),
+                Some(_) => {}
+                None => {
+                    kinds.insert(id, (*kind, at));
                 }
             }
         }

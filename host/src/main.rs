@@ -1,5 +1,6 @@
 //! The `switchyard` command: `serve`, `check` and `demo-upstream`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
-use switchyard::pipeline::{Gateway, referenced_plugins};
+use switchyard::pipeline::Gateway;
 use switchyard::plugins::{Registry, RegistrySettings};
 use switchyard::{demo, server};
 
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -78,12 +80,12 @@ fn main() -> ExitCode {
 /// names but the plugin folder lacks.
 fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let settings = RegistrySettings::from(&config.plugins);
+    let settings = RegistrySettings::from(&config);
     let registry = Registry::new(settings).map_err(|e| e.to_string())?;
     let mut warnings = Vec::new();
-    for (id, kind, at) in referenced_plugins(&config) {
+    for (id, kind, at) in config.plugin_references() {
         if let Err(e) = registry.get(&id, kind) {
-            warnings.push(format!("{at}: {e}; requests fall back as for a failing {kind}"));
+            warnings.push(format!("at {at}: {e}; requests fall back as for a failing {kind}"));
         }
     }
     for route in config.routes.values() {

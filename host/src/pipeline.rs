@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::config::{self, Capability, Config, Timeouts};
+use crate::config::{Capability, Config, Timeouts};
 use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass, Next};
 use crate::health::DeploymentHealth;
@@ -590,24 +590,6 @@ fn capabilities(list: &[Capability]) -> strategy::Capabilities {
             Capability::Streaming => strategy::Capabilities::STREAMING,
         }
     })
-}
-
-/// Names of plugins the config refers to, with the kind each must be; used
-/// to warn at start and in `switchyard check` about missing ones.
-pub fn referenced_plugins(config: &config::Config) -> Vec<(String, Kind, String)> {
-    let mut refs = Vec::new();
-    for (name, route) in &config.routes {
-        if let Some(s) = &route.strategy {
-            refs.push((s.clone(), Kind::Strategy, format!("routes/{name}/strategy")));
-        }
-        if let Some(e) = &route.evaluator {
-            refs.push((e.clone(), Kind::Evaluator, format!("routes/{name}/evaluator")));
-        }
-        for (i, d) in route.deployments.iter().enumerate() {
-            refs.push((d.adapter.clone(), Kind::Adapter, format!("routes/{name}/deployments/{i}/adapter")));
-        }
-    }
-    refs
 }
 
 #[cfg(test)]

@@ -1,1 +1,12 @@
+//! End-to-end tests: the real `switchyard` binary, the real compiled plugins,
+//! and a mock upstream on 127.0.0.1. One file per behaviour, one test binary.
 
+mod harness;
+mod mock;
+
+mod api;
+mod config;
+mod failover;
+mod hot_reload;
+mod sandbox;
+mod streaming;

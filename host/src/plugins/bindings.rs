@@ -12,7 +12,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::switchyard::plugin::{adapter, evaluator, strategy};
-pub use switchyard::plugin::types;
+pub use self::switchyard::plugin::types;
 
 /// The fully qualified export names the runtime looks for, by kind.
 pub const ADAPTER_EXPORT: &str = "switchyard:plugin/adapter@0.1.0";

@@ -69,6 +69,8 @@ pub enum LoadError {
     Metadata(PluginError),
     #[error("exports the {exported} interface but its metadata says kind {declared}")]
     KindMismatch { exported: Kind, declared: Kind },
+    #[error("is a {actual} plugin, but this id is used as a {expected}")]
+    WrongKind { expected: Kind, actual: Kind },
     #[error("plugin engine: {0}")]
     Engine(String),
 }

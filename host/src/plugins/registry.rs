@@ -23,7 +23,7 @@ use super::bindings::{ADAPTER_EXPORT, EVALUATOR_EXPORT, STRATEGY_EXPORT};
 use super::engine::{PluginEngine, content_hash};
 use super::instance::{Counters, Exports, InstanceLimits, KindIndices, Pool};
 use super::{Kind, LoadError, Metadata, Plugin, PluginError};
-use crate::config::{Deadlines, PluginsConfig};
+use crate::config::{Config, Deadlines};
 
 /// Quiet period after the last file event before the folder is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -37,10 +37,14 @@ pub struct RegistrySettings {
     pub deadlines: Deadlines,
     /// Plugin id → its config as JSON text.
     pub plugin_config: HashMap<String, Arc<str>>,
+    /// Plugin id → the kind the config uses it as. A file of another kind
+    /// under that id is refused rather than silently breaking the route.
+    pub expected_kinds: HashMap<String, Kind>,
 }
 
-impl From<&PluginsConfig> for RegistrySettings {
-    fn from(c: &PluginsConfig) -> Self {
+impl From<&Config> for RegistrySettings {
+    fn from(config: &Config) -> Self {
+        let c = &config.plugins;
         Self {
             dir: c.dir.clone(),
             cache_dir: c.cache_dir.clone(),
@@ -53,6 +57,11 @@ impl From<&PluginsConfig> for RegistrySettings {
                 .config
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::from(v.to_string())))
+                .collect(),
+            expected_kinds: config
+                .plugin_references()
+                .into_iter()
+                .map(|(id, kind, _)| (id, kind))
                 .collect(),
         }
     }
@@ -209,6 +218,10 @@ impl Registry {
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
         let kind = exported_kind(&engine.engine, &component)?;
+        let expected = self.settings.expected_kinds.get(id).copied().or(loaded.map(|p| p.kind));
+        if let Some(expected) = expected.filter(|k| *k != kind) {
+            return Err(LoadError::WrongKind { expected, actual: kind });
+        }
         let pre = engine
             .linker
             .instantiate_pre(&component)

@@ -1,0 +1,125 @@
+//! Failover: every retryable upstream failure moves on to the next
+//! deployment; a caller's own mistake does not; when all fail, the error
+//! lists every attempt.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, deployment, json_body, refused_port};
+use crate::mock::Mock;
+
+/// A route "chat" trying `first` then `second` (priority order).
+fn route(first: Value, second: Value) -> Value {
+    let mut first = first;
+    let mut second = second;
+    first["priority"] = json!(0);
+    second["priority"] = json!(1);
+    json!({"chat": {"strategy": "priority", "evaluator": "basic", "deployments": [first, second]}})
+}
+
+fn start(routes: Value) -> Gateway {
+    Gateway::start(routes, &["openai", "priority", "basic"], json!({}))
+}
+
+async fn answered_by(gw: &Gateway, expect: &str, attempts: &str) {
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(r.headers()["x-switchyard-attempts"], attempts);
+    let body = json_body(r).await;
+    assert_eq!(body["model"], expect, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_fails_over() {
+    let mock = Mock::start().await;
+    let gw = start(route(deployment("broken", &mock.url, "fail-500"), deployment("backup", &mock.url, "good")));
+    answered_by(&gw, "backup", "2").await;
+    assert_eq!(mock.hits("fail-500"), 1);
+    assert!(gw.logs().contains("class=Overloaded"), "{}", gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_fails_over_and_cools_the_deployment_down() {
+    let mock = Mock::start().await;
+    let gw = start(route(deployment("limited", &mock.url, "rate-429"), deployment("backup", &mock.url, "good")));
+    answered_by(&gw, "backup", "2").await;
+    // Retry-After: 30 keeps "limited" out of the first choices: the next
+    // request goes straight to the backup.
+    answered_by(&gw, "backup", "1").await;
+    assert_eq!(mock.hits("rate-429"), 1);
+    assert_eq!(mock.hits("good"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_fails_over() {
+    let mock = Mock::start().await;
+    let dead = format!("http://127.0.0.1:{}/v1", refused_port());
+    let gw = start(route(deployment("dead", &dead, "good"), deployment("backup", &mock.url, "good")));
+    answered_by(&gw, "backup", "2").await;
+    assert!(gw.logs().contains("class=Connect"), "{}", gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_fails_over_after_first_byte_timeout() {
+    let mock = Mock::start().await;
+    let mut silent = deployment("silent", &mock.url, "hang");
+    silent["timeouts"] = json!({"first_byte_ms": 400});
+    let gw = start(route(silent, deployment("backup", &mock.url, "good")));
+    let started = Instant::now();
+    answered_by(&gw, "backup", "2").await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "waited for the timeout: {took:?}");
+    assert!(took < Duration::from_secs(3), "did not hang: {took:?}");
+    assert_eq!(mock.hits("hang"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_bad_request_is_returned_not_retried() {
+    let mock = Mock::start().await;
+    let gw = start(route(deployment("strict", &mock.url, "bad-request"), deployment("backup", &mock.url, "good")));
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 400);
+    let e = json_body(r).await;
+    assert_eq!(e["error"]["code"], "upstream_rejected_request");
+    assert!(e["error"]["message"].as_str().unwrap().contains("messages[0].content is invalid"), "{e}");
+    assert_eq!(mock.hits("good"), 0, "the backup was not tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluator_fail_tries_the_next_candidate() {
+    let mock = Mock::start().await;
+    let gw = start(route(deployment("mute", &mock.url, "empty"), deployment("backup", &mock.url, "good")));
+    answered_by(&gw, "backup", "2").await;
+    assert!(gw.logs().contains("evaluator rejected the answer"), "{}", gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_failed_lists_every_attempt() {
+    let mock = Mock::start().await;
+    let dead = format!("http://127.0.0.1:{}/v1", refused_port());
+    let gw = start(route(deployment("broken", &mock.url, "fail-500"), deployment("dead", &dead, "good")));
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 502);
+    let e = json_body(r).await;
+    assert_eq!(e["error"]["code"], "all_deployments_failed");
+    let attempts = e["error"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{e}");
+    assert_eq!(attempts[0]["deployment"], "broken");
+    assert_eq!(attempts[0]["class"], "overloaded");
+    assert_eq!(attempts[0]["status"], 500);
+    assert_eq!(attempts[1]["deployment"], "dead");
+    assert_eq!(attempts[1]["class"], "connect");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("broken") && message.contains("dead"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_rate_limited_is_a_429_with_retry_after() {
+    let mock = Mock::start().await;
+    let gw = start(route(deployment("a", &mock.url, "rate-429"), deployment("b", &mock.url, "rate-429")));
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(json_body(r).await["error"]["type"], "rate_limit_error");
+}

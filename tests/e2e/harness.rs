@@ -1,0 +1,210 @@
+//! Starts the real `switchyard` binary with a config and plugin folder of the
+//! test's own, and collects its log lines for assertions.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The repository root (this file is in tests/e2e/).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A compiled plugin: bundled ones in plugins/, test-only ones in tests/plugins/.
+pub fn plugin(name: &str) -> PathBuf {
+    for dir in ["plugins", "tests/plugins"] {
+        let path = repo().join(dir).join(format!("{name}.wasm"));
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("plugin {name}.wasm is not built: run scripts/build-plugins");
+}
+
+/// A deployment entry of the config.
+pub fn deployment(name: &str, base_url: &str, model: &str) -> Value {
+    json!({"name": name, "adapter": "openai", "base_url": base_url, "model": model})
+}
+
+/// A running gateway. Killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts `switchyard serve` with these routes (and optional extra
+    /// top-level config), a plugin folder holding copies of `plugins`
+    /// (copied under the same id), and short timeouts suited to tests.
+    pub fn start(routes: Value, plugins: &[&str], extra: Value) -> Gateway {
+        Self::start_with_ids(routes, &plugins.iter().map(|p| (*p, *p)).collect::<Vec<_>>(), extra)
+    }
+
+    /// Like [`start`](Self::start), with `(id, plugin)` pairs: the plugin
+    /// `plugin` is installed as `<id>.wasm`.
+    pub fn start_with_ids(routes: Value, plugins: &[(&str, &str)], extra: Value) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir(&plugin_dir).unwrap();
+        for (id, name) in plugins {
+            std::fs::copy(plugin(name), plugin_dir.join(format!("{id}.wasm"))).unwrap();
+        }
+        let mut config = json!({
+            "listen": "127.0.0.1:0",
+            "timeouts": {"connect_ms": 1000, "first_byte_ms": 2000, "idle_ms": 2000, "total_ms": 5000},
+            "plugins": {
+                "dir": plugin_dir,
+                // Shared by all tests: entries are written by rename, so
+                // concurrent gateways can share it; compiling once saves time.
+                "cache_dir": repo().join("target/e2e-plugin-cache"),
+            },
+            "routes": routes,
+        });
+        merge(&mut config, extra);
+        let config_path = dir.path().join("switchyard.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut gateway = Gateway {
+            child,
+            url: String::new(),
+            dir,
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(addr) = gateway
+                .log_lines()
+                .iter()
+                .find(|l| l.contains("switchyard listening"))
+                .and_then(|l| l.split("listen=").nth(1))
+            {
+                gateway.url = format!("http://{}", addr.trim());
+                return gateway;
+            }
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                panic!("switchyard exited with {status}:\n{}", gateway.logs());
+            }
+            assert!(Instant::now() < deadline, "switchyard did not start:\n{}", gateway.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The gateway's plugin folder.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn logs(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_lines().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// POSTs a chat request for `model` with one user message.
+    pub async fn chat(&self, model: &str, stream: bool) -> reqwest::Response {
+        self.post(json!({
+            "model": model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hello"}],
+        }))
+        .await
+    }
+
+    pub async fn post(&self, body: Value) -> reqwest::Response {
+        client()
+            .post(format!("{}/v1/chat/completions", self.url))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client whose own timeout only guards against a hung test.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A response's JSON body.
+pub async fn json_body(r: reqwest::Response) -> Value {
+    let bytes = r.bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub async fn sse_events(r: reqwest::Response) -> Vec<String> {
+    let text = r.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A loopback port with nothing listening on it.
+pub fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        for (k, v) in extra {
+            match (into.get_mut(&k), v) {
+                (Some(existing @ Value::Object(_)), v @ Value::Object(_)) => merge(existing, v),
+                (_, v) => {
+                    into.insert(k, v);
+                }
+            }
+        }
+    }
+}

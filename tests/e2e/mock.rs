@@ -1,0 +1,133 @@
+//! A mock OpenAI-compatible upstream on 127.0.0.1 whose behaviour is chosen by
+//! the upstream model name in the request, so one server can play a healthy
+//! deployment and every kind of broken one at once:
+//!
+//! | model        | behaviour |
+//! |--------------|-----------|
+//! | `fail-500`   | 500 with an OpenAI error body |
+//! | `rate-429`   | 429 with `Retry-After: 30` |
+//! | `bad-request`| 400 invalid_request_error (the caller's fault) |
+//! | `hang`       | accepts, never sends headers |
+//! | `empty`      | 200 with empty content (an evaluator must fail it) |
+//! | `cut-early`  | streams: 200, then closes before any event |
+//! | `stall-first`| streams: 200, then silence |
+//! | `cut-mid`    | streams: two chunks, then closes without finishing |
+//! | anything else| a normal answer, "answer from <model>" |
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Hits(Arc<Mutex<HashMap<String, usize>>>);
+
+/// A running mock upstream (stops with the test's runtime).
+pub struct Mock {
+    /// Base URL to put in a deployment (`http://127.0.0.1:<port>/v1`).
+    pub url: String,
+    hits: Hits,
+}
+
+impl Mock {
+    pub async fn start() -> Mock {
+        let hits = Hits::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(hits.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Mock { url, hits }
+    }
+
+    /// How many requests asked for this upstream model.
+    pub fn hits(&self, model: &str) -> usize {
+        self.hits.0.lock().unwrap().get(model).copied().unwrap_or(0)
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"message": message, "type": kind, "code": null}}))).into_response()
+}
+
+fn chunk(model: &str, delta: Value, finish: Value) -> Bytes {
+    let c = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    Bytes::from(format!("data: {c}\n\n"))
+}
+
+fn sse(events: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+    use futures_util::StreamExt;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(events.map(Ok::<_, Infallible>)))
+        .unwrap()
+}
+
+async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
+
+    match model.as_str() {
+        "fail-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "mock upstream exploded"),
+        "rate-429" => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "slow down");
+            r.headers_mut().insert(header::RETRY_AFTER, "30".parse().unwrap());
+            return r;
+        }
+        "bad-request" => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "messages[0].content is invalid");
+        }
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "too late");
+        }
+        _ => {}
+    }
+
+    if stream {
+        return match model.as_str() {
+            "cut-early" => sse(futures_util::stream::empty()),
+            "stall-first" => sse(futures_util::stream::pending()),
+            "cut-mid" => sse(futures_util::stream::iter(vec![
+                chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(&model, json!({"content": "partial "}), Value::Null),
+            ])),
+            _ => {
+                let mut events = vec![chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null)];
+                for piece in ["answer ", "from ", model.as_str()] {
+                    events.push(chunk(&model, json!({"content": piece}), Value::Null));
+                }
+                events.push(chunk(&model, json!({}), json!("stop")));
+                let usage = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                    "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}});
+                events.push(Bytes::from(format!("data: {usage}\n\n")));
+                events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                sse(futures_util::stream::iter(events))
+            }
+        };
+    }
+
+    let content = if model == "empty" {
+        String::new()
+    } else {
+        format!("answer from {model}")
+    };
+    axum::Json(json!({
+        "id": "mock", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+    }))
+    .into_response()
+}
