@@ -55,11 +55,15 @@ impl Fixture {
             },
             deadlines: Deadlines::default(),
             plugin_config: HashMap::new(),
+            expected_kinds: HashMap::new(),
         })
         .expect("plugin engine");
         let get = |id: &str, kind: Kind| {
             registry.get(id, kind).unwrap_or_else(|e| {
-                panic!("{e} (looked in {}; build the plugins with scripts/build-plugins)", plugins_dir.display())
+                panic!(
+                    "{e} (looked in {}; build the plugins with scripts/build-plugins)",
+                    plugins_dir.display()
+                )
             })
         };
         let candidates = ["primary", "secondary", "fallback"]
@@ -161,10 +165,17 @@ fn plugin_path(c: &mut Criterion) {
     // would time error handling instead.
     assert_eq!(f.order(), vec![0, 1, 2]);
     let answer = f.parse_response(&f.response);
-    assert!(f.evaluate(&answer.body), "the evaluator must accept the fixture answer");
+    assert!(
+        f.evaluate(&answer.body),
+        "the evaluator must accept the fixture answer"
+    );
 
-    c.bench_function("strategy_order/priority_3_candidates", |b| b.iter(|| f.order()));
-    c.bench_function("adapter_build_request/openai", |b| b.iter(|| f.build_request()));
+    c.bench_function("strategy_order/priority_3_candidates", |b| {
+        b.iter(|| f.order())
+    });
+    c.bench_function("adapter_build_request/openai", |b| {
+        b.iter(|| f.build_request())
+    });
     c.bench_function("adapter_parse_response/openai", |b| {
         b.iter(|| f.parse_response(black_box(&f.response)))
     });

@@ -35,7 +35,10 @@ pub enum ConfigError {
     },
     /// One line per violated rule, each naming the JSON path.
     #[error("config {path} is invalid:\n{}", .problems.join("\n"))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 /// The whole gateway configuration, defaults filled in and paths resolved.
@@ -63,13 +66,25 @@ impl Config {
         let mut refs = Vec::new();
         for (name, route) in &self.routes {
             if let Some(s) = &route.strategy {
-                refs.push((s.clone(), Kind::Strategy, format!("/routes/{name}/strategy")));
+                refs.push((
+                    s.clone(),
+                    Kind::Strategy,
+                    format!("/routes/{name}/strategy"),
+                ));
             }
             if let Some(e) = &route.evaluator {
-                refs.push((e.clone(), Kind::Evaluator, format!("/routes/{name}/evaluator")));
+                refs.push((
+                    e.clone(),
+                    Kind::Evaluator,
+                    format!("/routes/{name}/evaluator"),
+                ));
             }
             for (i, d) in route.deployments.iter().enumerate() {
-                refs.push((d.adapter.clone(), Kind::Adapter, format!("/routes/{name}/deployments/{i}/adapter")));
+                refs.push((
+                    d.adapter.clone(),
+                    Kind::Adapter,
+                    format!("/routes/{name}/deployments/{i}/adapter"),
+                ));
             }
         }
         refs
@@ -447,7 +462,10 @@ mod tests {
             err.contains("/routes/m/deployments/0/base_url"),
             "error names the path: {err}"
         );
-        assert!(err.contains("not of type \"string\""), "and the rule: {err}");
+        assert!(
+            err.contains("not of type \"string\""),
+            "and the rule: {err}"
+        );
     }
 
     #[test]

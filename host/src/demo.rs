@@ -78,7 +78,13 @@ async fn chat(body: Bytes) -> Response {
         .map(|m| text_of(&m.content))
         .unwrap_or_default();
     let answer = format!("echo: {prompt}");
-    let prompt_tokens = request.messages.iter().map(|m| text_of(&m.content).len()).sum::<usize>() / 4 + 1;
+    let prompt_tokens = request
+        .messages
+        .iter()
+        .map(|m| text_of(&m.content).len())
+        .sum::<usize>()
+        / 4
+        + 1;
     let completion_tokens = answer.len() / 4 + 1;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
@@ -95,14 +101,21 @@ async fn chat(body: Bytes) -> Response {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": usage,
         });
-        return ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
     }
     let chunk = |delta: Value, finish: Value| {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": request.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
         format!("data: {c}\n\n")
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for piece in answer.split_inclusive(' ') {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -113,7 +126,11 @@ async fn chat(body: Bytes) -> Response {
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_string());
-    let stream = futures_util::stream::iter(events.into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(e))));
+    let stream = futures_util::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))

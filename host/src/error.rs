@@ -28,7 +28,10 @@ pub enum ApiError {
     NoCandidate(String),
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
-    AllFailed { model: String, attempts: Vec<Attempt> },
+    AllFailed {
+        model: String,
+        attempts: Vec<Attempt>,
+    },
 }
 
 fn summary(attempts: &[Attempt]) -> String {
@@ -66,7 +69,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
-            ApiError::UpstreamRejected { .. } => ("invalid_request_error", "upstream_rejected_request"),
+            ApiError::UpstreamRejected { .. } => {
+                ("invalid_request_error", "upstream_rejected_request")
+            }
             ApiError::NoCandidate(_) => ("server_error", "no_candidate"),
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
@@ -77,7 +82,10 @@ impl ApiError {
 }
 
 fn all_rate_limited(attempts: &[Attempt]) -> bool {
-    !attempts.is_empty() && attempts.iter().all(|a| a.class == FailureClass::RateLimited)
+    !attempts.is_empty()
+        && attempts
+            .iter()
+            .all(|a| a.class == FailureClass::RateLimited)
 }
 
 impl IntoResponse for ApiError {

@@ -13,7 +13,11 @@ use switchyard::plugins::{Registry, RegistrySettings};
 use switchyard::{demo, server};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "An LLM gateway with WebAssembly routing, adapters and evaluators")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An LLM gateway with WebAssembly routing, adapters and evaluators"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -85,7 +92,9 @@ fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
     let mut warnings = Vec::new();
     for (id, kind, at) in config.plugin_references() {
         if let Err(e) = registry.get(&id, kind) {
-            warnings.push(format!("at {at}: {e}; requests fall back as for a failing {kind}"));
+            warnings.push(format!(
+                "at {at}: {e}; requests fall back as for a failing {kind}"
+            ));
         }
     }
     for route in config.routes.values() {
@@ -109,7 +118,10 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     if let Some(demo) = &config.demo_upstream {
-        let addr: SocketAddr = demo.listen.parse().map_err(|e| format!("demo_upstream.listen: {e}"))?;
+        let addr: SocketAddr = demo
+            .listen
+            .parse()
+            .map_err(|e| format!("demo_upstream.listen: {e}"))?;
         let listener = demo::bind(addr).await?;
         tracing::info!(%addr, "demo upstream listening");
         tokio::spawn(async move {
@@ -118,9 +130,12 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
             }
         });
     }
-    let _watcher = registry
-        .watch()
-        .map_err(|e| format!("cannot watch plugin folder {}: {e}", config.plugins.dir.display()))?;
+    let _watcher = registry.watch().map_err(|e| {
+        format!(
+            "cannot watch plugin folder {}: {e}",
+            config.plugins.dir.display()
+        )
+    })?;
     let gateway = Arc::new(Gateway::new(&config, registry)?);
     let app = server::router(gateway, config.server.max_body_bytes);
     let addr = match listen {
@@ -142,10 +157,11 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

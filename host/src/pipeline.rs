@@ -135,7 +135,10 @@ impl Gateway {
             let mut deployments = Vec::with_capacity(r.deployments.len());
             for d in &r.deployments {
                 let timeouts = match &d.timeouts {
-                    Some(o) => config.timeouts.merged(o).map_err(|e| format!("deployment {}: timeouts: {e}", d.name))?,
+                    Some(o) => config
+                        .timeouts
+                        .merged(o)
+                        .map_err(|e| format!("deployment {}: timeouts: {e}", d.name))?,
                     None => config.timeouts,
                 };
                 connect_timeouts.push(timeouts.connect_ms);
@@ -188,14 +191,21 @@ impl Gateway {
     }
 
     /// Serves one chat-completions request.
-    pub async fn chat(self: &Arc<Self>, request_id: Arc<str>, tags: Vec<String>, body: Bytes) -> Result<Answer, ApiError> {
+    pub async fn chat(
+        self: &Arc<Self>,
+        request_id: Arc<str>,
+        tags: Vec<String>,
+        body: Bytes,
+    ) -> Result<Answer, ApiError> {
         // 1. Read the request.
         let text = std::str::from_utf8(&body)
             .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))?;
         let view: ChatRequestView = serde_json::from_str(text)
             .map_err(|e| ApiError::BadRequest(format!("invalid chat request body: {e}")))?;
         if view.messages.is_empty() {
-            return Err(ApiError::BadRequest("`messages` must contain at least one message".into()));
+            return Err(ApiError::BadRequest(
+                "`messages` must contain at least one message".into(),
+            ));
         }
 
         // 2. Its route.
@@ -241,7 +251,9 @@ impl Gateway {
                             "attempt failed: {}",
                             attempt.message
                         );
-                        deployment.health.record_failure(attempt.class, attempt.retry_after());
+                        deployment
+                            .health
+                            .record_failure(attempt.class, attempt.retry_after());
                         if attempt.class.next() == Next::ReturnToCaller {
                             return Err(ApiError::UpstreamRejected {
                                 deployment: attempt.deployment,
@@ -265,12 +277,18 @@ impl Gateway {
     /// The strategy's order, validated; the configured order when the route
     /// has no strategy or the strategy fails. Deployments cooling down go
     /// last whatever the strategy says: they are tried only if all else fails.
-    fn order(&self, route: &Route, summary: &strategy::RequestSummary, request_id: &Arc<str>) -> Vec<usize> {
+    fn order(
+        &self,
+        route: &Route,
+        summary: &strategy::RequestSummary,
+        request_id: &Arc<str>,
+    ) -> Vec<usize> {
         let configured = || (0..route.deployments.len()).collect::<Vec<_>>();
         let mut order = match &route.strategy {
             None => configured(),
             Some(id) => {
-                let candidates: Vec<strategy::Candidate> = route.deployments.iter().map(candidate).collect();
+                let candidates: Vec<strategy::Candidate> =
+                    route.deployments.iter().map(candidate).collect();
                 let ordered = self
                     .registry
                     .get(id, Kind::Strategy)
@@ -299,9 +317,16 @@ impl Gateway {
         stream: bool,
         request_id: &Arc<str>,
     ) -> Result<Answer, Attempt> {
-        let plugin_failed = |e: crate::plugins::PluginError| Attempt::new(&d.name, FailureClass::Plugin, e.to_string());
-        let adapter = self.registry.get(&d.adapter, Kind::Adapter).map_err(plugin_failed)?;
-        let http = adapter.build_request(request_id, &d.target, request).map_err(plugin_failed)?;
+        let plugin_failed = |e: crate::plugins::PluginError| {
+            Attempt::new(&d.name, FailureClass::Plugin, e.to_string())
+        };
+        let adapter = self
+            .registry
+            .get(&d.adapter, Kind::Adapter)
+            .map_err(plugin_failed)?;
+        let http = adapter
+            .build_request(request_id, &d.target, request)
+            .map_err(plugin_failed)?;
 
         let _in_flight = d.health.start();
         let started = Instant::now();
@@ -311,12 +336,16 @@ impl Gateway {
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body = Upstream::read_body(&endpoint, response, started).await?;
-            let error = adapter.classify_error(request_id, &body).map_err(plugin_failed)?;
+            let error = adapter
+                .classify_error(request_id, &body)
+                .map_err(plugin_failed)?;
             return Err(Attempt::upstream(&d.name, Some(status), error));
         }
 
         if stream {
-            let session = adapter.open_stream(request_id, &d.target).map_err(plugin_failed)?;
+            let session = adapter
+                .open_stream(request_id, &d.target)
+                .map_err(plugin_failed)?;
             return start_stream(d, session, response).await;
         }
 
@@ -366,7 +395,11 @@ impl Gateway {
                     Err(Attempt::new(
                         &d.name,
                         FailureClass::EvaluatorRejected,
-                        format!("evaluator {evaluator:?} rejected the answer (score {:.2}): {}", v.score, v.reasons.join("; ")),
+                        format!(
+                            "evaluator {evaluator:?} rejected the answer (score {:.2}): {}",
+                            v.score,
+                            v.reasons.join("; ")
+                        ),
                     ))
                 }
             }
@@ -385,7 +418,11 @@ impl Answer {
 
 /// Reads the stream until its first parsed chunk (failing over is still
 /// possible until then), then commits: a task pumps the rest to the client.
-async fn start_stream(d: &Deployment, mut session: StreamSession, response: reqwest::Response) -> Result<Answer, Attempt> {
+async fn start_stream(
+    d: &Deployment,
+    mut session: StreamSession,
+    response: reqwest::Response,
+) -> Result<Answer, Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
     let mut body = response.bytes_stream();
     let deadline = Instant::now() + d.timeouts.first_byte();
@@ -395,10 +432,18 @@ async fn start_stream(d: &Deployment, mut session: StreamSession, response: reqw
             Err(_) => {
                 return Err(fail(
                     FailureClass::Timeout,
-                    format!("no stream chunk within {} ms (first_byte_ms)", d.timeouts.first_byte_ms),
+                    format!(
+                        "no stream chunk within {} ms (first_byte_ms)",
+                        d.timeouts.first_byte_ms
+                    ),
                 ));
             }
-            Ok(Some(Err(e))) => return Err(fail(FailureClass::Transport, format!("stream broke before the first chunk: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(fail(
+                    FailureClass::Transport,
+                    format!("stream broke before the first chunk: {e}"),
+                ));
+            }
             Ok(Some(Ok(bytes))) => (session.feed(&bytes), false),
             Ok(None) => (session.finish(), true),
         };
@@ -410,7 +455,10 @@ async fn start_stream(d: &Deployment, mut session: StreamSession, response: reqw
             break batch;
         }
         if eof {
-            return Err(fail(FailureClass::Overloaded, "upstream closed the stream before any chunk".into()));
+            return Err(fail(
+                FailureClass::Overloaded,
+                "upstream closed the stream before any chunk".into(),
+            ));
         }
     };
 
@@ -427,7 +475,13 @@ async fn start_stream(d: &Deployment, mut session: StreamSession, response: reqw
             let mut failure = None;
             while !done {
                 let (batch, eof) = match tokio::time::timeout(idle, body.next()).await {
-                    Err(_) => (Err(format!("upstream stream stalled for {} ms (idle_ms)", idle.as_millis())), false),
+                    Err(_) => (
+                        Err(format!(
+                            "upstream stream stalled for {} ms (idle_ms)",
+                            idle.as_millis()
+                        )),
+                        false,
+                    ),
                     Ok(Some(Err(e))) => (Err(format!("upstream stream broke: {e}")), false),
                     Ok(Some(Ok(bytes))) => (flatten(session.feed(&bytes)), false),
                     // The adapter's `finish` refuses an end it considers truncated.
@@ -517,12 +571,21 @@ fn log_usage(d: &Deployment, usage: Option<Usage>) {
 
 /// What the strategy is told about the request.
 fn summarize(view: &ChatRequestView, text: &str, tags: Vec<String>) -> strategy::RequestSummary {
-    let content_bytes: usize = view.messages.iter().filter_map(|m| m.content).map(|c| c.get().len()).sum();
+    let content_bytes: usize = view
+        .messages
+        .iter()
+        .filter_map(|m| m.content)
+        .map(|c| c.get().len())
+        .sum();
     let mut needs = strategy::Capabilities::empty();
     if view.tools.is_some() {
         needs |= strategy::Capabilities::TOOLS;
     }
-    if view.response_format.as_ref().is_some_and(|f| f.kind != "text") {
+    if view
+        .response_format
+        .as_ref()
+        .is_some_and(|f| f.kind != "text")
+    {
         needs |= strategy::Capabilities::JSON_MODE;
     }
     if view.stream {
@@ -570,7 +633,9 @@ fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String> {
         .map(|i| {
             let i = i as usize;
             match seen.get_mut(i) {
-                None => Err(format!("strategy returned index {i}, but there are {len} candidates")),
+                None => Err(format!(
+                    "strategy returned index {i}, but there are {len} candidates"
+                )),
                 Some(true) => Err(format!("strategy returned index {i} twice")),
                 Some(s) => {
                     *s = true;
@@ -611,7 +676,10 @@ mod tests {
             "messages":[{"role":"user","content":"abcdefghijkl"}]}"#;
         let view: ChatRequestView = serde_json::from_str(text).unwrap();
         let s = summarize(&view, text, vec!["t".into()]);
-        assert!(s.needs.contains(strategy::Capabilities::TOOLS | strategy::Capabilities::JSON_MODE));
+        assert!(
+            s.needs
+                .contains(strategy::Capabilities::TOOLS | strategy::Capabilities::JSON_MODE)
+        );
         assert!(s.stream && s.needs.contains(strategy::Capabilities::STREAMING));
         assert_eq!(s.max_output_tokens, Some(9));
         assert_eq!(s.input_tokens, 3, "14 bytes of JSON string / 4");

@@ -38,7 +38,9 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     let data: Vec<_> = gateway
         .model_names()
         .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}))
+        .map(
+            |id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}),
+        )
         .collect();
     let models = Bytes::from(json!({"object": "list", "data": data}).to_string());
     let id_prefix = (created as u32) ^ std::process::id().rotate_left(16);
@@ -96,13 +98,21 @@ async fn handle_chat(
                 limit: app.max_body_bytes,
             }
         } else {
-            ApiError::BadRequest(format!("cannot read request body: {}", rejection.body_text()))
+            ApiError::BadRequest(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))
         }
     })?;
     let tags = headers
         .get("x-switchyard-tags")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let answer = app.gateway.chat(request_id.clone(), tags, body).await?;
     Ok(match answer {
@@ -134,7 +144,8 @@ async fn handle_chat(
 }
 
 fn set(r: &mut Response, name: header::HeaderName, value: &'static str) {
-    r.headers_mut().insert(name, HeaderValue::from_static(value));
+    r.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
 }
 
 /// Which deployment answered and after how many attempts: authoritative,
@@ -143,7 +154,8 @@ fn set_route_headers(r: &mut Response, deployment: &str, attempts: usize) {
     if let Ok(v) = HeaderValue::from_str(deployment) {
         r.headers_mut().insert("x-switchyard-deployment", v);
     }
-    r.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(attempts));
+    r.headers_mut()
+        .insert("x-switchyard-attempts", HeaderValue::from(attempts));
 }
 
 async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
@@ -154,7 +166,11 @@ async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     let plugins = app.gateway.registry().loaded().len();
-    (StatusCode::OK, axum::Json(json!({"status": "ok", "plugins": plugins}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": "ok", "plugins": plugins})),
+    )
+        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

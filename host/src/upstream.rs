@@ -49,20 +49,35 @@ impl Upstream {
 
     /// Sends the adapter's request with the deployment's key attached and
     /// waits for the response headers, at most the first-byte timeout.
-    pub async fn send(&self, to: &Endpoint<'_>, request: HttpRequest) -> Result<reqwest::Response, Attempt> {
+    pub async fn send(
+        &self,
+        to: &Endpoint<'_>,
+        request: HttpRequest,
+    ) -> Result<reqwest::Response, Attempt> {
         let fail = |class, message: String| Attempt::new(to.deployment, class, message);
-        let client = self
-            .clients
-            .get(&to.timeouts.connect_ms)
-            .ok_or_else(|| fail(FailureClass::Transport, "no HTTP client for this deployment".into()))?;
+        let client = self.clients.get(&to.timeouts.connect_ms).ok_or_else(|| {
+            fail(
+                FailureClass::Transport,
+                "no HTTP client for this deployment".into(),
+            )
+        })?;
         let mut url = format!("{}{}", to.base_url.trim_end_matches('/'), request.path);
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| fail(FailureClass::Plugin, format!("adapter returned invalid method {:?}", request.method)))?;
+        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            fail(
+                FailureClass::Plugin,
+                format!("adapter returned invalid method {:?}", request.method),
+            )
+        })?;
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         for (name, value) in &request.headers {
-            let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
-            else {
-                return Err(fail(FailureClass::Plugin, format!("adapter returned invalid header {name:?}")));
+            let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) else {
+                return Err(fail(
+                    FailureClass::Plugin,
+                    format!("adapter returned invalid header {name:?}"),
+                ));
             };
             headers.append(name, value);
         }
@@ -78,16 +93,28 @@ impl Upstream {
             match &request.auth {
                 AuthScheme::None => {}
                 AuthScheme::Bearer => {
-                    let mut v = HeaderValue::try_from(format!("Bearer {key}"))
-                        .map_err(|_| fail(FailureClass::Auth, "API key is not a valid header value".into()))?;
+                    let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                        fail(
+                            FailureClass::Auth,
+                            "API key is not a valid header value".into(),
+                        )
+                    })?;
                     v.set_sensitive(true);
                     headers.insert(reqwest::header::AUTHORIZATION, v);
                 }
                 AuthScheme::Header(name) => {
-                    let name = HeaderName::try_from(name.as_str())
-                        .map_err(|_| fail(FailureClass::Plugin, format!("adapter asked for invalid auth header {name:?}")))?;
-                    let mut v = HeaderValue::try_from(key)
-                        .map_err(|_| fail(FailureClass::Auth, "API key is not a valid header value".into()))?;
+                    let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+                        fail(
+                            FailureClass::Plugin,
+                            format!("adapter asked for invalid auth header {name:?}"),
+                        )
+                    })?;
+                    let mut v = HeaderValue::try_from(key).map_err(|_| {
+                        fail(
+                            FailureClass::Auth,
+                            "API key is not a valid header value".into(),
+                        )
+                    })?;
                     v.set_sensitive(true);
                     headers.insert(name, v);
                 }
@@ -97,18 +124,34 @@ impl Upstream {
                 }
             }
         }
-        let send = client.request(method, &url).headers(headers).body(request.body).send();
+        let send = client
+            .request(method, &url)
+            .headers(headers)
+            .body(request.body)
+            .send();
         match tokio::time::timeout(to.timeouts.first_byte(), send).await {
             Err(_) => Err(fail(
                 FailureClass::Timeout,
-                format!("no response headers within {} ms (first_byte_ms)", to.timeouts.first_byte_ms),
+                format!(
+                    "no response headers within {} ms (first_byte_ms)",
+                    to.timeouts.first_byte_ms
+                ),
             )),
-            Ok(Err(e)) if e.is_connect() => Err(fail(FailureClass::Connect, format!("cannot connect: {}", root_cause(&e)))),
+            Ok(Err(e)) if e.is_connect() => Err(fail(
+                FailureClass::Connect,
+                format!("cannot connect: {}", root_cause(&e)),
+            )),
             Ok(Err(e)) if e.is_timeout() => Err(fail(
                 FailureClass::Connect,
-                format!("connect timed out after {} ms (connect_ms)", to.timeouts.connect_ms),
+                format!(
+                    "connect timed out after {} ms (connect_ms)",
+                    to.timeouts.connect_ms
+                ),
             )),
-            Ok(Err(e)) => Err(fail(FailureClass::Transport, format!("request failed: {}", root_cause(&e)))),
+            Ok(Err(e)) => Err(fail(
+                FailureClass::Transport,
+                format!("request failed: {}", root_cause(&e)),
+            )),
             Ok(Ok(response)) => Ok(response),
         }
     }
@@ -130,7 +173,10 @@ impl Upstream {
         let total_deadline = started + to.timeouts.total();
         let mut body = Vec::new();
         loop {
-            let wait = to.timeouts.idle().min(total_deadline.saturating_duration_since(Instant::now()));
+            let wait = to
+                .timeouts
+                .idle()
+                .min(total_deadline.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(wait, response.chunk()).await {
                 Err(_) => {
                     return Err(fail(
@@ -142,7 +188,10 @@ impl Upstream {
                     ));
                 }
                 Ok(Err(e)) => {
-                    return Err(fail(FailureClass::Transport, format!("reading body failed: {}", root_cause(&e))));
+                    return Err(fail(
+                        FailureClass::Transport,
+                        format!("reading body failed: {}", root_cause(&e)),
+                    ));
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {

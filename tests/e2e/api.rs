@@ -13,7 +13,11 @@ fn one_route(mock: &Mock) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_streamed_answer_names_the_deployment_and_has_usage() {
     let mock = Mock::start().await;
-    let gw = Gateway::start(one_route(&mock), &["openai", "priority", "basic"], json!({}));
+    let gw = Gateway::start(
+        one_route(&mock),
+        &["openai", "priority", "basic"],
+        json!({}),
+    );
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-switchyard-deployment"], "primary");
@@ -29,7 +33,11 @@ async fn non_streamed_answer_names_the_deployment_and_has_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_answer_is_openai_sse_ending_with_done() {
     let mock = Mock::start().await;
-    let gw = Gateway::start(one_route(&mock), &["openai", "priority", "basic"], json!({}));
+    let gw = Gateway::start(
+        one_route(&mock),
+        &["openai", "priority", "basic"],
+        json!({}),
+    );
     let r = gw.chat("chat", true).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
@@ -46,13 +54,20 @@ async fn streamed_answer_is_openai_sse_ending_with_done() {
     }
     assert_eq!(text, "answer from good");
     let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
-    assert_eq!(usage["usage"]["completion_tokens"], 3, "usage chunk passed through: {events:?}");
+    assert_eq!(
+        usage["usage"]["completion_tokens"], 3,
+        "usage chunk passed through: {events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_client_errors() {
     let mock = Mock::start().await;
-    let gw = Gateway::start(one_route(&mock), &["openai", "priority", "basic"], json!({"server": {"max_body_bytes": 2048}}));
+    let gw = Gateway::start(
+        one_route(&mock),
+        &["openai", "priority", "basic"],
+        json!({"server": {"max_body_bytes": 2048}}),
+    );
     let c = crate::harness::client();
 
     let models = json_body(c.get(format!("{}/v1/models", gw.url)).send().await.unwrap()).await;
@@ -64,21 +79,41 @@ async fn models_health_and_client_errors() {
     assert_eq!(json_body(health).await["plugins"], 3);
 
     // Malformed JSON: 400 naming the problem.
-    let r = c.post(format!("{}/v1/chat/completions", gw.url)).body("{\"model\": \"chat\", ").send().await.unwrap();
+    let r = c
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .body("{\"model\": \"chat\", ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let e = json_body(r).await;
     assert_eq!(e["error"]["type"], "invalid_request_error");
-    assert!(e["error"]["message"].as_str().unwrap().contains("EOF"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("EOF"),
+        "{e}"
+    );
 
     // Missing field: named.
     let r = gw.post(json!({"model": "chat"})).await;
     assert_eq!(r.status(), 400);
-    assert!(json_body(r).await["error"]["message"].as_str().unwrap().contains("messages"));
+    assert!(
+        json_body(r).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages")
+    );
 
     // Wrong type: named.
-    let r = gw.post(json!({"model": "chat", "messages": [], "stream": "yes"})).await;
+    let r = gw
+        .post(json!({"model": "chat", "messages": [], "stream": "yes"}))
+        .await;
     assert_eq!(r.status(), 400);
-    assert!(json_body(r).await["error"]["message"].as_str().unwrap().contains("invalid type"));
+    assert!(
+        json_body(r).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type")
+    );
 
     // Unknown model: 404 model_not_found.
     let r = gw.chat("nope", false).await;
@@ -87,12 +122,18 @@ async fn models_health_and_client_errors() {
 
     // Too large: 413 in OpenAI's format.
     let big = "x".repeat(4096);
-    let r = gw.post(json!({"model": "chat", "messages": [{"role": "user", "content": big}]})).await;
+    let r = gw
+        .post(json!({"model": "chat", "messages": [{"role": "user", "content": big}]}))
+        .await;
     assert_eq!(r.status(), 413);
     assert_eq!(json_body(r).await["error"]["code"], "request_too_large");
 
     // Unknown path.
-    let r = c.get(format!("{}/v2/whatever", gw.url)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v2/whatever", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(json_body(r).await["error"]["code"], "not_found");
 

@@ -16,7 +16,10 @@ fn run(args: &[&str], config: &serde_json::Value) -> (bool, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn config(deployment: serde_json::Value) -> serde_json::Value {
@@ -32,24 +35,46 @@ fn invalid_config_is_refused_naming_the_field() {
     for command in ["check", "serve"] {
         let (ok, stderr) = run(&[command], &bad);
         assert!(!ok, "{command} accepted an invalid config");
-        assert!(stderr.contains("/routes/chat/deployments/0/base_url"), "{command}: {stderr}");
-        assert!(stderr.contains("is not of type \"string\""), "{command}: {stderr}");
+        assert!(
+            stderr.contains("/routes/chat/deployments/0/base_url"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("is not of type \"string\""),
+            "{command}: {stderr}"
+        );
     }
-    let (ok, stderr) = run(&["check"], &config(json!({"name": "a", "adapter": "openai", "base_url": "http://x/", "model": "m", "prio": 1})));
+    let (ok, stderr) = run(
+        &["check"],
+        &config(
+            json!({"name": "a", "adapter": "openai", "base_url": "http://x/", "model": "m", "prio": 1}),
+        ),
+    );
     assert!(!ok);
     assert!(stderr.contains("prio"), "{stderr}");
 }
 
 #[test]
 fn check_warns_about_missing_plugins_and_keys() {
-    let mut c = config(json!({"name": "a", "adapter": "nope", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-        "api_key_env": "SWITCHYARD_TEST_SURELY_UNSET"}));
+    let mut c = config(
+        json!({"name": "a", "adapter": "nope", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+        "api_key_env": "SWITCHYARD_TEST_SURELY_UNSET"}),
+    );
     c["routes"]["chat"]["evaluator"] = json!("basic");
     let (ok, stderr) = run(&["check"], &c);
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("at /routes/chat/deployments/0/adapter: plugin \"nope\" is not loaded"), "{stderr}");
-    assert!(stderr.contains("SWITCHYARD_TEST_SURELY_UNSET is not set"), "{stderr}");
-    assert!(stderr.contains("priority") && stderr.contains("strategy"), "lists loaded plugins: {stderr}");
+    assert!(
+        stderr.contains("at /routes/chat/deployments/0/adapter: plugin \"nope\" is not loaded"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("SWITCHYARD_TEST_SURELY_UNSET is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("priority") && stderr.contains("strategy"),
+        "lists loaded plugins: {stderr}"
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ async fn answered_by(gw: &Gateway, expect: &str, attempts: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_fails_over() {
     let mock = Mock::start().await;
-    let gw = start(route(deployment("broken", &mock.url, "fail-500"), deployment("backup", &mock.url, "good")));
+    let gw = start(route(
+        deployment("broken", &mock.url, "fail-500"),
+        deployment("backup", &mock.url, "good"),
+    ));
     answered_by(&gw, "backup", "2").await;
     assert_eq!(mock.hits("fail-500"), 1);
     assert!(gw.logs().contains("class=Overloaded"), "{}", gw.logs());
@@ -42,7 +45,10 @@ async fn server_error_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_fails_over_and_cools_the_deployment_down() {
     let mock = Mock::start().await;
-    let gw = start(route(deployment("limited", &mock.url, "rate-429"), deployment("backup", &mock.url, "good")));
+    let gw = start(route(
+        deployment("limited", &mock.url, "rate-429"),
+        deployment("backup", &mock.url, "good"),
+    ));
     answered_by(&gw, "backup", "2").await;
     // Retry-After: 30 keeps "limited" out of the first choices: the next
     // request goes straight to the backup.
@@ -55,7 +61,10 @@ async fn rate_limit_fails_over_and_cools_the_deployment_down() {
 async fn refused_connection_fails_over() {
     let mock = Mock::start().await;
     let dead = format!("http://127.0.0.1:{}/v1", refused_port());
-    let gw = start(route(deployment("dead", &dead, "good"), deployment("backup", &mock.url, "good")));
+    let gw = start(route(
+        deployment("dead", &dead, "good"),
+        deployment("backup", &mock.url, "good"),
+    ));
     answered_by(&gw, "backup", "2").await;
     assert!(gw.logs().contains("class=Connect"), "{}", gw.logs());
 }
@@ -69,7 +78,10 @@ async fn silent_upstream_fails_over_after_first_byte_timeout() {
     let started = Instant::now();
     answered_by(&gw, "backup", "2").await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(400), "waited for the timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "waited for the timeout: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "did not hang: {took:?}");
     assert_eq!(mock.hits("hang"), 1);
 }
@@ -77,28 +89,47 @@ async fn silent_upstream_fails_over_after_first_byte_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_bad_request_is_returned_not_retried() {
     let mock = Mock::start().await;
-    let gw = start(route(deployment("strict", &mock.url, "bad-request"), deployment("backup", &mock.url, "good")));
+    let gw = start(route(
+        deployment("strict", &mock.url, "bad-request"),
+        deployment("backup", &mock.url, "good"),
+    ));
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 400);
     let e = json_body(r).await;
     assert_eq!(e["error"]["code"], "upstream_rejected_request");
-    assert!(e["error"]["message"].as_str().unwrap().contains("messages[0].content is invalid"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].content is invalid"),
+        "{e}"
+    );
     assert_eq!(mock.hits("good"), 0, "the backup was not tried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluator_fail_tries_the_next_candidate() {
     let mock = Mock::start().await;
-    let gw = start(route(deployment("mute", &mock.url, "empty"), deployment("backup", &mock.url, "good")));
+    let gw = start(route(
+        deployment("mute", &mock.url, "empty"),
+        deployment("backup", &mock.url, "good"),
+    ));
     answered_by(&gw, "backup", "2").await;
-    assert!(gw.logs().contains("evaluator rejected the answer"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("evaluator rejected the answer"),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_failed_lists_every_attempt() {
     let mock = Mock::start().await;
     let dead = format!("http://127.0.0.1:{}/v1", refused_port());
-    let gw = start(route(deployment("broken", &mock.url, "fail-500"), deployment("dead", &dead, "good")));
+    let gw = start(route(
+        deployment("broken", &mock.url, "fail-500"),
+        deployment("dead", &dead, "good"),
+    ));
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 502);
     let e = json_body(r).await;
@@ -111,13 +142,19 @@ async fn all_failed_lists_every_attempt() {
     assert_eq!(attempts[1]["deployment"], "dead");
     assert_eq!(attempts[1]["class"], "connect");
     let message = e["error"]["message"].as_str().unwrap();
-    assert!(message.contains("broken") && message.contains("dead"), "{message}");
+    assert!(
+        message.contains("broken") && message.contains("dead"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_rate_limited_is_a_429_with_retry_after() {
     let mock = Mock::start().await;
-    let gw = start(route(deployment("a", &mock.url, "rate-429"), deployment("b", &mock.url, "rate-429")));
+    let gw = start(route(
+        deployment("a", &mock.url, "rate-429"),
+        deployment("b", &mock.url, "rate-429"),
+    ));
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "30");

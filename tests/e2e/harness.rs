@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 
 /// The repository root (this file is in tests/e2e/).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// A compiled plugin: bundled ones in plugins/, test-only ones in tests/plugins/.
@@ -43,7 +46,11 @@ impl Gateway {
     /// top-level config), a plugin folder holding copies of `plugins`
     /// (copied under the same id), and short timeouts suited to tests.
     pub fn start(routes: Value, plugins: &[&str], extra: Value) -> Gateway {
-        Self::start_with_ids(routes, &plugins.iter().map(|p| (*p, *p)).collect::<Vec<_>>(), extra)
+        Self::start_with_ids(
+            routes,
+            &plugins.iter().map(|p| (*p, *p)).collect::<Vec<_>>(),
+            extra,
+        )
     }
 
     /// Like [`start`](Self::start), with `(id, plugin)` pairs: the plugin
@@ -106,7 +113,11 @@ impl Gateway {
             if let Ok(Some(status)) = gateway.child.try_wait() {
                 panic!("switchyard exited with {status}:\n{}", gateway.logs());
             }
-            assert!(Instant::now() < deadline, "switchyard did not start:\n{}", gateway.logs());
+            assert!(
+                Instant::now() < deadline,
+                "switchyard did not start:\n{}",
+                gateway.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -178,7 +189,8 @@ pub fn client() -> reqwest::Client {
 /// A response's JSON body.
 pub async fn json_body(r: reqwest::Response) -> Value {
     let bytes = r.bytes().await.unwrap();
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
 /// The `data:` payloads of an SSE body, in order.

@@ -17,7 +17,11 @@ fn start(mock: &Mock, custom: &str) -> Gateway {
     let mut second = deployment("second", &mock.url, "good");
     second["priority"] = json!(1);
     let routes = json!({"chat": {"strategy": "custom", "evaluator": "basic", "deployments": [first, second]}});
-    Gateway::start_with_ids(routes, &[("openai", "openai"), ("basic", "basic"), ("custom", custom)], json!({}))
+    Gateway::start_with_ids(
+        routes,
+        &[("openai", "openai"), ("basic", "basic"), ("custom", custom)],
+        json!({}),
+    )
 }
 
 async fn answered_by(gw: &Gateway) -> String {
@@ -65,7 +69,10 @@ async fn replacing_the_strategy_changes_routing_while_a_client_loops() {
         while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
             let r = c
                 .post(format!("{client_gw_url}/v1/chat/completions"))
-                .body(json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .body(
+                    json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
                 .send()
                 .await;
             match r {
@@ -83,15 +90,32 @@ async fn replacing_the_strategy_changes_routing_while_a_client_loops() {
     let seen = loop_until(&gw, "second").await;
     let (at, d) = seen.last().unwrap();
     assert_eq!(d, "second", "new order never observed:\n{}", gw.logs());
-    assert!(at.duration_since(swapped) < Duration::from_secs(1), "took {:?}", at.duration_since(swapped));
+    assert!(
+        at.duration_since(swapped) < Duration::from_secs(1),
+        "took {:?}",
+        at.duration_since(swapped)
+    );
 
     // In-place overwrite back to priority.
     let swapped = Instant::now();
-    std::fs::write(dir.join("custom.wasm"), std::fs::read(plugin("priority")).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("custom.wasm"),
+        std::fs::read(plugin("priority")).unwrap(),
+    )
+    .unwrap();
     let seen = loop_until(&gw, "first").await;
     let (at, d) = seen.last().unwrap();
-    assert_eq!(d, "first", "in-place overwrite not picked up:\n{}", gw.logs());
-    assert!(at.duration_since(swapped) < Duration::from_secs(1), "took {:?}", at.duration_since(swapped));
+    assert_eq!(
+        d,
+        "first",
+        "in-place overwrite not picked up:\n{}",
+        gw.logs()
+    );
+    assert!(
+        at.duration_since(swapped) < Duration::from_secs(1),
+        "took {:?}",
+        at.duration_since(swapped)
+    );
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = background.await.unwrap();
@@ -106,10 +130,19 @@ async fn adding_and_removing_a_strategy() {
     let routes = json!({"chat": {"strategy": "custom", "deployments": [
         deployment("first", &mock.url, "good"), deployment("second", &mock.url, "good")]}});
     let gw = Gateway::start(routes, &["openai"], json!({}));
-    assert!(gw.logs().contains("plugin \\\"custom\\\" is not loaded") || gw.logs().contains("\"custom\" is not loaded"), "warned at load:\n{}", gw.logs());
+    assert!(
+        gw.logs().contains("plugin \\\"custom\\\" is not loaded")
+            || gw.logs().contains("\"custom\" is not loaded"),
+        "warned at load:\n{}",
+        gw.logs()
+    );
     assert_eq!(answered_by(&gw).await, "first");
 
-    replace_by_rename(&gw.plugin_dir(), "custom", &std::fs::read(plugin("reverse")).unwrap());
+    replace_by_rename(
+        &gw.plugin_dir(),
+        "custom",
+        &std::fs::read(plugin("reverse")).unwrap(),
+    );
     let seen = loop_until(&gw, "second").await;
     assert_eq!(seen.last().unwrap().1, "second");
 
@@ -130,21 +163,47 @@ async fn corrupt_or_wrong_kind_files_are_refused_and_the_previous_version_serves
     // Truncated component replacing a loaded plugin.
     let good = std::fs::read(plugin("priority")).unwrap();
     replace_by_rename(&dir, "custom", &good[..good.len() / 2]);
-    assert!(gw.wait_for_log("plugin rejected", Duration::from_secs(3)), "{}", gw.logs());
-    let rejected: Vec<String> = gw.log_lines().into_iter().filter(|l| l.contains("plugin rejected")).collect();
+    assert!(
+        gw.wait_for_log("plugin rejected", Duration::from_secs(3)),
+        "{}",
+        gw.logs()
+    );
+    let rejected: Vec<String> = gw
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("plugin rejected"))
+        .collect();
     assert_eq!(rejected.len(), 1, "one clear line: {rejected:?}");
-    assert!(rejected[0].contains("custom") && rejected[0].contains("previous version keeps serving"), "{rejected:?}");
+    assert!(
+        rejected[0].contains("custom") && rejected[0].contains("previous version keeps serving"),
+        "{rejected:?}"
+    );
     for _ in 0..5 {
-        assert_eq!(answered_by(&gw).await, "second", "the previous version still routes");
+        assert_eq!(
+            answered_by(&gw).await,
+            "second",
+            "the previous version still routes"
+        );
     }
 
     // An evaluator dropped in under the strategy's id: wrong kind, refused.
     replace_by_rename(&dir, "custom", &std::fs::read(plugin("basic")).unwrap());
-    assert!(gw.wait_for_log("is a evaluator plugin, but this id is used as a strategy", Duration::from_secs(3)) || gw.wait_for_log("is a evaluator plugin", Duration::from_secs(1)), "{}", gw.logs());
+    assert!(
+        gw.wait_for_log(
+            "is a evaluator plugin, but this id is used as a strategy",
+            Duration::from_secs(3)
+        ) || gw.wait_for_log("is a evaluator plugin", Duration::from_secs(1)),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(answered_by(&gw).await, "second");
 
     // Junk under a new name: refused, everything else unaffected.
     std::fs::write(dir.join("junk.wasm"), b"definitely not wasm").unwrap();
-    assert!(gw.wait_for_log("no wasm header", Duration::from_secs(3)), "{}", gw.logs());
+    assert!(
+        gw.wait_for_log("no wasm header", Duration::from_secs(3)),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(answered_by(&gw).await, "second");
 }

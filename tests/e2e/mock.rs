@@ -56,7 +56,11 @@ impl Mock {
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"message": message, "type": kind, "code": null}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "type": kind, "code": null}})),
+    )
+        .into_response()
 }
 
 fn chunk(model: &str, delta: Value, finish: Value) -> Bytes {
@@ -80,18 +84,37 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
 
     match model.as_str() {
-        "fail-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "mock upstream exploded"),
+        "fail-500" => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "mock upstream exploded",
+            );
+        }
         "rate-429" => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "slow down");
-            r.headers_mut().insert(header::RETRY_AFTER, "30".parse().unwrap());
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "slow down",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "30".parse().unwrap());
             return r;
         }
         "bad-request" => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "messages[0].content is invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "messages[0].content is invalid",
+            );
         }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "too late");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "too late",
+            );
         }
         _ => {}
     }
@@ -101,11 +124,19 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
             "cut-early" => sse(futures_util::stream::empty()),
             "stall-first" => sse(futures_util::stream::pending()),
             "cut-mid" => sse(futures_util::stream::iter(vec![
-                chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(
+                    &model,
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ),
                 chunk(&model, json!({"content": "partial "}), Value::Null),
             ])),
             _ => {
-                let mut events = vec![chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null)];
+                let mut events = vec![chunk(
+                    &model,
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                )];
                 for piece in ["answer ", "from ", model.as_str()] {
                     events.push(chunk(&model, json!({"content": piece}), Value::Null));
                 }

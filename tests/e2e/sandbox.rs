@@ -19,7 +19,11 @@ async fn looping_strategy_and_memory_hungry_evaluator_are_cut_off() {
         let r = gw.chat("chat", false).await;
         assert_eq!(r.status(), 200, "{}", gw.logs());
         // The strategy's loop is cut at its 25 ms deadline.
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         // Configured order, and the evaluator's failure accepts the answer.
         assert_eq!(json_body(r).await["model"], "first");
     }
@@ -29,18 +33,29 @@ async fn looping_strategy_and_memory_hungry_evaluator_are_cut_off() {
     assert!(logs.contains("exceeded its memory limit"), "{logs}");
     assert!(logs.contains("accepting the answer"), "{logs}");
     // A trapped instance is replaced: each request trapped afresh.
-    assert_eq!(logs.matches("discarding trapped plugin instance").count(), 6, "{logs}");
+    assert_eq!(
+        logs.matches("discarding trapped plugin instance").count(),
+        6,
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_hungry_evaluator_stays_under_the_cap() {
     let mock = Mock::start().await;
     let routes = json!({"chat": {"evaluator": "hog", "deployments": [deployment("only", &mock.url, "good")]}});
-    let gw = Gateway::start(routes, &["openai", "hog"], json!({"plugins": {"memory_limit_mib": 16}}));
+    let gw = Gateway::start(
+        routes,
+        &["openai", "hog"],
+        json!({"plugins": {"memory_limit_mib": 16}}),
+    );
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 200);
     let rss_kib = gateway_rss_kib(&gw);
-    assert!(rss_kib < 512 * 1024, "the 1 GiB allocation never happened: {rss_kib} KiB");
+    assert!(
+        rss_kib < 512 * 1024,
+        "the 1 GiB allocation never happened: {rss_kib} KiB"
+    );
 }
 
 fn gateway_rss_kib(gw: &Gateway) -> u64 {

@@ -13,7 +13,10 @@ fn route(first: Value, second: Value) -> Value {
 async fn stream_text(gw: &Gateway) -> (String, Vec<String>) {
     let r = gw.chat("chat", true).await;
     assert_eq!(r.status(), 200, "{}", gw.logs());
-    let deployment = r.headers()["x-switchyard-deployment"].to_str().unwrap().to_string();
+    let deployment = r.headers()["x-switchyard-deployment"]
+        .to_str()
+        .unwrap()
+        .to_string();
     (deployment, sse_events(r).await)
 }
 
@@ -22,15 +25,25 @@ async fn stream_failing_before_the_first_chunk_fails_over_invisibly() {
     let mock = Mock::start().await;
     for broken in ["cut-early", "fail-500", "rate-429"] {
         let gw = Gateway::start(
-            route(deployment("broken", &mock.url, broken), deployment("backup", &mock.url, "good")),
+            route(
+                deployment("broken", &mock.url, broken),
+                deployment("backup", &mock.url, "good"),
+            ),
             &["openai", "priority", "basic"],
             json!({}),
         );
         let (deployment, events) = stream_text(&gw).await;
         assert_eq!(deployment, "backup", "{broken}");
         assert_eq!(events.last().unwrap(), "[DONE]", "{broken}");
-        assert!(events.iter().all(|e| !e.contains("\"error\"")), "{broken}: {events:?}");
-        assert!(events.iter().all(|e| e == "[DONE]" || e.contains("\"model\":\"backup\"")));
+        assert!(
+            events.iter().all(|e| !e.contains("\"error\"")),
+            "{broken}: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e == "[DONE]" || e.contains("\"model\":\"backup\""))
+        );
     }
 }
 
@@ -53,7 +66,10 @@ async fn stream_silent_before_the_first_chunk_fails_over() {
 async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
     let mock = Mock::start().await;
     let gw = Gateway::start(
-        route(deployment("flaky", &mock.url, "cut-mid"), deployment("backup", &mock.url, "good")),
+        route(
+            deployment("flaky", &mock.url, "cut-mid"),
+            deployment("backup", &mock.url, "good"),
+        ),
         &["openai", "priority", "basic"],
         json!({}),
     );
@@ -62,6 +78,13 @@ async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
     assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "stream_interrupted", "{events:?}");
-    assert!(!events.iter().any(|e| e == "[DONE]"), "a truncated stream must not look complete");
-    assert!(gw.logs().contains("stream failed after commit"), "{}", gw.logs());
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "a truncated stream must not look complete"
+    );
+    assert!(
+        gw.logs().contains("stream failed after commit"),
+        "{}",
+        gw.logs()
+    );
 }

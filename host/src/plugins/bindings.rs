@@ -11,8 +11,8 @@ wasmtime::component::bindgen!({
     world: "host-view",
 });
 
-pub use exports::switchyard::plugin::{adapter, evaluator, strategy};
 pub use self::switchyard::plugin::types;
+pub use exports::switchyard::plugin::{adapter, evaluator, strategy};
 
 /// The fully qualified export names the runtime looks for, by kind.
 pub const ADAPTER_EXPORT: &str = "switchyard:plugin/adapter@0.1.0";

@@ -73,9 +73,10 @@ impl PluginEngine {
     /// ~80 ms, a Python or JavaScript one tens of seconds, loading it from the
     /// cache well under a millisecond.
     pub fn compile(&self, bytes: &[u8], content_hash: &str) -> Result<Component, LoadError> {
-        let cache_file = self
-            .cache_dir
-            .join(format!("{content_hash}-{:016x}.cwasm", self.engine_fingerprint));
+        let cache_file = self.cache_dir.join(format!(
+            "{content_hash}-{:016x}.cwasm",
+            self.engine_fingerprint
+        ));
         if cache_file.exists() {
             // SAFETY: files in the cache directory are written only by
             // `store_in_cache` below from `Engine::precompile_component` output,

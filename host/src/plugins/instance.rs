@@ -205,7 +205,10 @@ impl Pool {
 
     /// Returns a healthy instance to the idle list.
     pub(crate) fn give_back(&self, slot: Slot) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
     }
 
     /// Forgets an instance that trapped (its store is unusable).

@@ -59,7 +59,9 @@ pub enum LoadError {
     NotComponent(&'static str),
     #[error("does not compile: {0}")]
     Compile(String),
-    #[error("exports none of the Switchyard plugin interfaces (adapter, strategy, evaluator @0.1.0)")]
+    #[error(
+        "exports none of the Switchyard plugin interfaces (adapter, strategy, evaluator @0.1.0)"
+    )]
     NoPluginExport,
     #[error("exports more than one plugin interface ({0}); a plugin implements exactly one world")]
     SeveralPluginExports(String),

@@ -218,15 +218,24 @@ impl Registry {
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
         let kind = exported_kind(&engine.engine, &component)?;
-        let expected = self.settings.expected_kinds.get(id).copied().or(loaded.map(|p| p.kind));
+        let expected = self
+            .settings
+            .expected_kinds
+            .get(id)
+            .copied()
+            .or(loaded.map(|p| p.kind));
         if let Some(expected) = expected.filter(|k| *k != kind) {
-            return Err(LoadError::WrongKind { expected, actual: kind });
+            return Err(LoadError::WrongKind {
+                expected,
+                actual: kind,
+            });
         }
         let pre = engine
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let indices = KindIndices::new(kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let indices =
+            KindIndices::new(kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let id: Arc<str> = Arc::from(id);
         let config = self
             .settings
@@ -297,15 +306,14 @@ impl Registry {
     /// The returned watcher must be kept alive; dropping it stops the watch.
     pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            match event {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if event.paths.iter().any(|p| is_wasm(p)) => {
                     let _ = tx.send(());
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("plugin folder watch error: {e}"),
-            }
-        })?;
+            })?;
         watcher.watch(&self.settings.dir, RecursiveMode::NonRecursive)?;
         let registry = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -382,7 +390,11 @@ fn exported_kind(
         [kind] => Ok(*kind),
         [] => Err(LoadError::NoPluginExport),
         several => Err(LoadError::SeveralPluginExports(
-            several.iter().map(Kind::to_string).collect::<Vec<_>>().join(", "),
+            several
+                .iter()
+                .map(Kind::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }

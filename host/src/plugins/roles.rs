@@ -92,12 +92,16 @@ impl Plugin {
             return Err(self.wrong_kind(Kind::Adapter));
         }
         let mut slot = self.pool.take()?;
-        let made = instance::run(&mut slot, request_id, self.deadline_ms, |store, exports| {
-            match exports {
-                Exports::Adapter(g) => g.stream_parser().call_constructor(store, target),
-                _ => unreachable!("kind checked above"),
-            }
-        });
+        let made =
+            instance::run(
+                &mut slot,
+                request_id,
+                self.deadline_ms,
+                |store, exports| match exports {
+                    Exports::Adapter(g) => g.stream_parser().call_constructor(store, target),
+                    _ => unreachable!("kind checked above"),
+                },
+            );
         match made {
             Ok(handle) => Ok(StreamSession {
                 plugin: self.clone(),
@@ -149,7 +153,8 @@ impl StreamSession {
         call: impl FnOnce(
             &mut wasmtime::Store<instance::HostState>,
             &adapter::Guest,
-        ) -> wasmtime::Result<Result<adapter::ChunkBatch, adapter::UpstreamError>>,
+        )
+            -> wasmtime::Result<Result<adapter::ChunkBatch, adapter::UpstreamError>>,
     ) -> StreamResult {
         let plugin = &self.plugin;
         let Some(slot) = self.slot.as_mut() else {
@@ -158,12 +163,15 @@ impl StreamSession {
                 message: "the stream parser's instance trapped earlier".into(),
             });
         };
-        let result = instance::run(slot, &self.request_id, plugin.deadline_ms, |store, exports| {
-            match exports {
+        let result = instance::run(
+            slot,
+            &self.request_id,
+            plugin.deadline_ms,
+            |store, exports| match exports {
                 Exports::Adapter(g) => call(store, g),
                 _ => unreachable!("stream sessions are opened on adapters only"),
-            }
-        });
+            },
+        );
         if result.is_err()
             && let Some(slot) = self.slot.take()
         {
