@@ -94,6 +94,30 @@ pub enum Answer {
     },
 }
 
+/// What the caller says about a request besides its body (from headers).
+#[derive(Debug, Default)]
+pub struct CallerHints {
+    /// `x-switchyard-tags`, comma separated.
+    pub tags: Vec<String>,
+    /// `x-switchyard-priority`: low, normal, high or critical.
+    pub priority: Option<strategy::TaskPriority>,
+}
+
+impl CallerHints {
+    /// Parses a priority header value, naming the accepted values on error.
+    pub fn parse_priority(value: &str) -> Result<strategy::TaskPriority, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "low" => Ok(strategy::TaskPriority::Low),
+            "normal" => Ok(strategy::TaskPriority::Normal),
+            "high" => Ok(strategy::TaskPriority::High),
+            "critical" => Ok(strategy::TaskPriority::Critical),
+            other => Err(format!(
+                "header x-switchyard-priority: {other:?} is not one of low, normal, high, critical"
+            )),
+        }
+    }
+}
+
 /// The parts of a chat request the host reads; everything else passes
 /// through to the adapter untouched.
 #[derive(Deserialize)]
@@ -194,7 +218,7 @@ impl Gateway {
     pub async fn chat(
         self: &Arc<Self>,
         request_id: Arc<str>,
-        tags: Vec<String>,
+        hints: CallerHints,
         body: Bytes,
     ) -> Result<Answer, ApiError> {
         // 1. Read the request.
@@ -217,7 +241,7 @@ impl Gateway {
 
         async move {
             // 3. The order to try its deployments in.
-            let summary = summarize(&view, text, tags);
+            let summary = summarize(&view, text, hints);
             let order = self.order(route, &summary, &request_id);
             if order.is_empty() {
                 return Err(ApiError::NoCandidate(route.name.clone()));
@@ -344,7 +368,7 @@ impl Gateway {
 
         if stream {
             let session = adapter
-                .open_stream(request_id, &d.target)
+                .open_stream(request_id, &d.target, request)
                 .map_err(plugin_failed)?;
             return start_stream(d, session, response).await;
         }
@@ -570,7 +594,7 @@ fn log_usage(d: &Deployment, usage: Option<Usage>) {
 }
 
 /// What the strategy is told about the request.
-fn summarize(view: &ChatRequestView, text: &str, tags: Vec<String>) -> strategy::RequestSummary {
+fn summarize(view: &ChatRequestView, text: &str, hints: CallerHints) -> strategy::RequestSummary {
     let content_bytes: usize = view
         .messages
         .iter()
@@ -601,8 +625,8 @@ fn summarize(view: &ChatRequestView, text: &str, tags: Vec<String>) -> strategy:
         max_output_tokens: view.max_completion_tokens.or(view.max_tokens),
         stream: view.stream,
         needs,
-        priority: strategy::TaskPriority::Normal,
-        tags,
+        priority: hints.priority.unwrap_or(strategy::TaskPriority::Normal),
+        tags: hints.tags,
     }
 }
 
@@ -675,7 +699,12 @@ mod tests {
             "response_format":{"type":"json_object"},
             "messages":[{"role":"user","content":"abcdefghijkl"}]}"#;
         let view: ChatRequestView = serde_json::from_str(text).unwrap();
-        let s = summarize(&view, text, vec!["t".into()]);
+        let hints = CallerHints {
+            tags: vec!["t".into()],
+            priority: Some(strategy::TaskPriority::High),
+        };
+        let s = summarize(&view, text, hints);
+        assert_eq!(s.priority, strategy::TaskPriority::High);
         assert!(
             s.needs
                 .contains(strategy::Capabilities::TOOLS | strategy::Capabilities::JSON_MODE)

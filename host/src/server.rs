@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::pipeline::{Answer, Gateway};
+use crate::pipeline::{Answer, CallerHints, Gateway};
 
 /// Shared state of every handler.
 pub struct AppState {
@@ -114,7 +114,17 @@ async fn handle_chat(
                 .collect()
         })
         .unwrap_or_default();
-    let answer = app.gateway.chat(request_id.clone(), tags, body).await?;
+    let priority = match headers.get("x-switchyard-priority") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| "header x-switchyard-priority is not text".to_string())
+                .and_then(CallerHints::parse_priority)
+                .map_err(ApiError::BadRequest)?,
+        ),
+    };
+    let hints = CallerHints { tags, priority };
+    let answer = app.gateway.chat(request_id.clone(), hints, body).await?;
     Ok(match answer {
         Answer::Complete {
             deployment,

@@ -43,8 +43,9 @@ pub trait Adapter {
 
 /// Incremental parser of one upstream stream, created per streamed request.
 pub trait StreamParser: 'static {
-    /// Starts parsing a stream from `target`.
-    fn new(target: Target) -> Self;
+    /// Starts parsing a stream from `target`, answering `request` (the
+    /// canonical request JSON, e.g. to see which `stream_options` the caller set).
+    fn new(target: Target, request: &str) -> Self;
 
     /// Consumes raw body bytes as they arrive. They are split anywhere (not at
     /// event or even UTF-8 boundaries), so buffer incomplete input.
@@ -123,8 +124,8 @@ impl<A: Adapter> wit::Guest for AdapterExport<A> {
 pub struct ParserExport<P>(RefCell<P>);
 
 impl<P: StreamParser> wit::GuestStreamParser for ParserExport<P> {
-    fn new(target: Target) -> Self {
-        ParserExport(RefCell::new(P::new(target)))
+    fn new(target: Target, request: String) -> Self {
+        ParserExport(RefCell::new(P::new(target, &request)))
     }
     fn feed(&self, bytes: Vec<u8>) -> Result<ChunkBatch, UpstreamError> {
         self.0.borrow_mut().feed(&bytes)

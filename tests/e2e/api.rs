@@ -53,11 +53,30 @@ async fn streamed_answer_is_openai_sse_ending_with_done() {
         }
     }
     assert_eq!(text, "answer from good");
-    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
-    assert_eq!(
-        usage["usage"]["completion_tokens"], 3,
-        "usage chunk passed through: {events:?}"
+    // The caller did not ask for usage: the usage-only chunk is not forwarded
+    // (the gateway still gets usage from the upstream for accounting).
+    let last: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "{events:?}");
+    assert!(
+        gw.wait_for_log(
+            "stream complete prompt_tokens=3 completion_tokens=3",
+            std::time::Duration::from_secs(2)
+        ),
+        "{}",
+        gw.logs()
     );
+
+    // A caller that asks for usage gets OpenAI's final usage chunk.
+    let r = gw
+        .post(
+            json!({"model": "chat", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    let events = sse_events(r).await;
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3, "{events:?}");
+    assert_eq!(usage["choices"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,7 @@ impl Plugin {
         self: &Arc<Self>,
         request_id: &Arc<str>,
         target: &adapter::Target,
+        request: &str,
     ) -> Result<StreamSession, PluginError> {
         if self.kind != Kind::Adapter {
             return Err(self.wrong_kind(Kind::Adapter));
@@ -98,7 +99,9 @@ impl Plugin {
                 request_id,
                 self.deadline_ms,
                 |store, exports| match exports {
-                    Exports::Adapter(g) => g.stream_parser().call_constructor(store, target),
+                    Exports::Adapter(g) => {
+                        g.stream_parser().call_constructor(store, target, request)
+                    }
                     _ => unreachable!("kind checked above"),
                 },
             );

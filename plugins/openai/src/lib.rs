@@ -62,6 +62,22 @@ fn build_body(model: &str, request: &str) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&req).map_err(|e| e.to_string())
 }
 
+/// Whether the canonical request sets `stream_options.include_usage: true`.
+fn caller_wants_usage(request: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        include_usage: Option<bool>,
+    }
+    serde_json::from_str::<Probe>(request)
+        .ok()
+        .and_then(|p| p.stream_options?.include_usage)
+        .unwrap_or(false)
+}
+
 fn overloaded(message: String) -> UpstreamError {
     UpstreamError::new(ErrorClass::Overloaded, message)
 }
@@ -99,6 +115,11 @@ pub struct Parser {
     finished: bool,
     /// The last usage the upstream reported; repeated in every later batch.
     usage: Option<Usage>,
+    /// Whether the caller itself asked for the usage chunk. The adapter always
+    /// asks the upstream for usage (the gateway accounts tokens), but forwards
+    /// the usage-only chunk (empty `choices`) only to callers that asked: some
+    /// clients index `choices[0]` of every chunk.
+    forward_usage_chunk: bool,
 }
 
 impl Parser {
@@ -128,6 +149,11 @@ impl Parser {
             if obj.get("choices").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(finish)) {
                 self.finished = true;
             }
+            let usage_only = obj.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+                && obj.get("usage").is_some_and(|u| !u.is_null());
+            if usage_only && !self.forward_usage_chunk {
+                continue;
+            }
             chunks.push(v.to_string());
         }
         Ok(ChunkBatch { chunks, usage: self.usage, done: self.done })
@@ -135,13 +161,14 @@ impl Parser {
 }
 
 impl StreamParser for Parser {
-    fn new(target: Target) -> Self {
+    fn new(target: Target, request: &str) -> Self {
         Parser {
             deployment: target.deployment,
             sse: sse::SseDecoder::default(),
             done: false,
             finished: false,
             usage: None,
+            forward_usage_chunk: caller_wants_usage(request),
         }
     }
 
@@ -215,7 +242,7 @@ mod tests {
     );
 
     fn run(parts: &[&[u8]]) -> Result<(Vec<String>, Option<Usage>, bool), UpstreamError> {
-        let mut p = Parser::new(target());
+        let mut p = Parser::new(target(), r#"{"stream_options":{"include_usage":true}}"#);
         let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
         for part in parts {
             let b = p.feed(part)?;
@@ -240,6 +267,20 @@ mod tests {
             assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
             assert!(done);
         }
+    }
+
+    #[test]
+    fn usage_chunk_is_forwarded_only_to_callers_that_asked() {
+        let mut p = Parser::new(target(), r#"{"stream":true}"#);
+        let b = p.feed(STREAM.as_bytes()).unwrap();
+        assert_eq!(b.chunks.len(), 2, "usage-only chunk dropped: {:?}", b.chunks);
+        let u = b.usage.expect("usage still reported to the host");
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
+        assert!(b.done);
+        assert!(caller_wants_usage(r#"{"stream_options":{"include_usage":true}}"#));
+        assert!(!caller_wants_usage(r#"{"stream_options":{"include_usage":false}}"#));
+        assert!(!caller_wants_usage(r#"{"stream_options":null}"#));
+        assert!(!caller_wants_usage("not json"));
     }
 
     #[test]
