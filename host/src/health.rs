@@ -11,6 +11,7 @@
 //! Updates are lock-free atomics. Concurrent updates of an average may lose
 //! one sample, which is fine for statistics that steer routing.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -91,10 +92,11 @@ impl DeploymentHealth {
         self.now_ms() < self.cooldown_until_ms.load(Relaxed)
     }
 
-    /// Counts a request in flight until the guard drops.
-    pub fn start(&self) -> InFlight<'_> {
+    /// Counts a request in flight until the guard drops. The guard owns a
+    /// reference so a committed stream can carry it past the attempt.
+    pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self)
+        InFlight(self.clone())
     }
 
     /// A successful attempt: closes the circuit and updates the averages.
@@ -138,9 +140,16 @@ impl DeploymentHealth {
 }
 
 /// Decrements the in-flight count when dropped.
-pub struct InFlight<'a>(&'a DeploymentHealth);
+pub struct InFlight(Arc<DeploymentHealth>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    /// The deployment this request is in flight on.
+    pub fn health(&self) -> &DeploymentHealth {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
@@ -208,7 +217,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_guards() {
-        let h = DeploymentHealth::default();
+        let h = Arc::new(DeploymentHealth::default());
         let a = h.start();
         let b = h.start();
         assert_eq!(h.snapshot().in_flight, 2);

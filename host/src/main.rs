@@ -47,11 +47,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Log lines are written by a background thread through a buffer, flushed
+    // whenever the queue drains: no write system call on the request path.
+    // Not lossy: under a flood, logging slows requests rather than dropping lines.
+    let (log_writer, _flush_logs_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("log-writer")
+            .finish(std::io::BufWriter::new(std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();

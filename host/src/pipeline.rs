@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::config::{Capability, Config, Timeouts};
 use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass, Next};
-use crate::health::DeploymentHealth;
+use crate::health::{DeploymentHealth, InFlight};
 use crate::plugins::bindings::{adapter, strategy, types::Usage};
 use crate::plugins::{Kind, Registry, StreamSession};
 use crate::upstream::{Endpoint, Upstream};
@@ -53,12 +53,12 @@ pub struct Route {
 pub struct Deployment {
     pub name: String,
     pub adapter: String,
-    pub base_url: String,
+    pub base_url: reqwest::Url,
     pub api_key_env: Option<String>,
     api_key: Option<String>,
     pub timeouts: Timeouts,
     pub target: adapter::Target,
-    pub health: DeploymentHealth,
+    pub health: Arc<DeploymentHealth>,
     input_cost_per_1k: f64,
     output_cost_per_1k: f64,
     priority: u32,
@@ -169,7 +169,8 @@ impl Gateway {
                 deployments.push(Deployment {
                     name: d.name.clone(),
                     adapter: d.adapter.clone(),
-                    base_url: d.base_url.clone(),
+                    base_url: reqwest::Url::parse(&d.base_url)
+                        .map_err(|e| format!("deployment {}: base_url: {e}", d.name))?,
                     api_key_env: d.api_key_env.clone(),
                     api_key: d.api_key_env.as_deref().and_then(|v| std::env::var(v).ok()),
                     timeouts,
@@ -177,7 +178,7 @@ impl Gateway {
                         deployment: d.name.clone(),
                         model: d.model.clone(),
                     },
-                    health: DeploymentHealth::default(),
+                    health: Arc::default(),
                     input_cost_per_1k: d.input_cost_per_1k,
                     output_cost_per_1k: d.output_cost_per_1k,
                     priority: d.priority,
@@ -254,7 +255,6 @@ impl Gateway {
                 let started = Instant::now();
                 let result = self
                     .attempt(route, deployment, text, view.stream, &request_id)
-                    .instrument(tracing::info_span!("attempt", deployment = %deployment.name))
                     .await;
                 match result {
                     Ok(answer) => {
@@ -352,7 +352,7 @@ impl Gateway {
             .build_request(request_id, &d.target, request)
             .map_err(plugin_failed)?;
 
-        let _in_flight = d.health.start();
+        let in_flight = d.health.start();
         let started = Instant::now();
         let endpoint = d.endpoint();
         let response = self.upstream.send(&endpoint, http).await?;
@@ -370,7 +370,14 @@ impl Gateway {
             let session = adapter
                 .open_stream(request_id, &d.target, request)
                 .map_err(plugin_failed)?;
-            return start_stream(d, session, response).await;
+            let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
+                registry: self.registry.clone(),
+                evaluator: evaluator.clone(),
+                request: request.to_string(),
+                request_id: request_id.clone(),
+                transcript: Transcript::default(),
+            });
+            return start_stream(d, session, response, in_flight, evaluation).await;
         }
 
         let body = Upstream::read_body(&endpoint, response, started).await?;
@@ -446,13 +453,15 @@ async fn start_stream(
     d: &Deployment,
     mut session: StreamSession,
     response: reqwest::Response,
+    in_flight: InFlight,
+    evaluation: Option<StreamEvaluation>,
 ) -> Result<Answer, Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
     let mut body = response.bytes_stream();
     let deadline = Instant::now() + d.timeouts.first_byte();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let batch = match tokio::time::timeout(wait, body.next()).await {
+        let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
             Err(_) => {
                 return Err(fail(
                     FailureClass::Timeout,
@@ -471,7 +480,6 @@ async fn start_stream(
             Ok(Some(Ok(bytes))) => (session.feed(&bytes), false),
             Ok(None) => (session.finish(), true),
         };
-        let (batch, eof) = batch;
         let batch = batch
             .map_err(|e| fail(FailureClass::Plugin, e.to_string()))?
             .map_err(|e| Attempt::upstream(&d.name, None, e))?;
@@ -487,76 +495,215 @@ async fn start_stream(
     };
 
     let (tx, rx) = mpsc::channel(32);
-    let idle = d.timeouts.idle();
-    let deployment = d.name.clone();
-    tokio::spawn(
-        async move {
-            let mut usage = first.usage;
-            let mut done = first.done;
-            if send_chunks(&tx, &first.chunks).await.is_err() {
-                return;
-            }
-            let mut failure = None;
-            while !done {
-                let (batch, eof) = match tokio::time::timeout(idle, body.next()).await {
-                    Err(_) => (
-                        Err(format!(
-                            "upstream stream stalled for {} ms (idle_ms)",
-                            idle.as_millis()
-                        )),
-                        false,
-                    ),
-                    Ok(Some(Err(e))) => (Err(format!("upstream stream broke: {e}")), false),
-                    Ok(Some(Ok(bytes))) => (flatten(session.feed(&bytes)), false),
-                    // The adapter's `finish` refuses an end it considers truncated.
-                    Ok(None) => (flatten(session.finish()), true),
-                };
-                match batch {
-                    Err(message) => {
-                        failure = Some(message);
-                        break;
-                    }
-                    Ok(batch) => {
-                        usage = batch.usage.or(usage);
-                        done = batch.done || eof;
-                        if send_chunks(&tx, &batch.chunks).await.is_err() {
-                            tracing::info!("client went away mid-stream");
-                            return;
-                        }
-                    }
-                }
-            }
-            match failure {
-                None => {
-                    let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-                    if let Some(u) = usage {
-                        tracing::info!(
-                            prompt_tokens = u.prompt_tokens,
-                            completion_tokens = u.completion_tokens,
-                            "stream complete"
-                        );
-                    } else {
-                        tracing::info!("stream complete (upstream reported no usage)");
-                    }
-                }
-                Some(message) => {
-                    tracing::warn!("stream failed after commit: {message}");
-                    let event = serde_json::json!({"error": {
-                        "message": format!("deployment {deployment:?}: {message}"),
-                        "type": "upstream_error",
-                        "code": "stream_interrupted",
-                    }});
-                    let _ = tx.send(Bytes::from(format!("data: {event}\n\n"))).await;
-                }
-            }
-        }
-        .in_current_span(),
-    );
+    let pump = StreamPump {
+        deployment: d.name.clone(),
+        idle: d.timeouts.idle(),
+        session,
+        tx,
+        in_flight,
+        evaluation,
+    };
+    tokio::spawn(pump.run(first, body).in_current_span());
     Ok(Answer::Stream {
         deployment: d.name.clone(),
         events: rx,
         attempts: 0,
     })
+}
+
+/// Moves a committed stream from the upstream to the client.
+struct StreamPump {
+    deployment: String,
+    idle: std::time::Duration,
+    session: StreamSession,
+    tx: mpsc::Sender<Bytes>,
+    /// Keeps the deployment counted in flight until the stream ends.
+    in_flight: InFlight,
+    evaluation: Option<StreamEvaluation>,
+}
+
+impl StreamPump {
+    async fn run(
+        mut self,
+        first: adapter::ChunkBatch,
+        mut body: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    ) {
+        let mut usage = first.usage;
+        let mut done = first.done;
+        if self.forward(&first.chunks).await.is_err() {
+            return;
+        }
+        let mut failure = None;
+        while !done {
+            let (batch, eof) = match tokio::time::timeout(self.idle, body.next()).await {
+                Err(_) => (
+                    Err(format!(
+                        "upstream stream stalled for {} ms (idle_ms)",
+                        self.idle.as_millis()
+                    )),
+                    false,
+                ),
+                Ok(Some(Err(e))) => (Err(format!("upstream stream broke: {e}")), false),
+                Ok(Some(Ok(bytes))) => (flatten(self.session.feed(&bytes)), false),
+                // The adapter's `finish` refuses an end it considers truncated.
+                Ok(None) => (flatten(self.session.finish()), true),
+            };
+            match batch {
+                Err(message) => {
+                    failure = Some(message);
+                    break;
+                }
+                Ok(batch) => {
+                    usage = batch.usage.or(usage);
+                    done = batch.done || eof;
+                    if self.forward(&batch.chunks).await.is_err() {
+                        tracing::info!("client went away mid-stream");
+                        return;
+                    }
+                }
+            }
+        }
+        let health = self.in_flight.health();
+        match failure {
+            None => {
+                let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                match usage {
+                    Some(u) => tracing::info!(
+                        prompt_tokens = u.prompt_tokens,
+                        completion_tokens = u.completion_tokens,
+                        "stream complete"
+                    ),
+                    None => tracing::info!("stream complete (upstream reported no usage)"),
+                }
+                if let Some(evaluation) = &self.evaluation {
+                    evaluation.run(health, &self.deployment);
+                }
+            }
+            Some(message) => {
+                tracing::warn!("stream failed after commit: {message}");
+                health.record_failure(FailureClass::Transport, None);
+                let event = serde_json::json!({"error": {
+                    "message": format!("deployment {:?}: {message}", self.deployment),
+                    "type": "upstream_error",
+                    "code": "stream_interrupted",
+                }});
+                let _ = self
+                    .tx
+                    .send(Bytes::from(format!("data: {event}\n\n")))
+                    .await;
+            }
+        }
+    }
+
+    /// Sends chunks to the client as SSE events (and to the transcript).
+    async fn forward(&mut self, chunks: &[String]) -> Result<(), ()> {
+        for chunk in chunks {
+            if let Some(evaluation) = &mut self.evaluation {
+                evaluation.transcript.add(chunk);
+            }
+            let mut event = Vec::with_capacity(chunk.len() + 8);
+            event.extend_from_slice(b"data: ");
+            event.extend_from_slice(chunk.as_bytes());
+            event.extend_from_slice(b"\n\n");
+            self.tx.send(Bytes::from(event)).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluating a streamed answer once it is complete. The client already has
+/// it, so a fail cannot trigger failover: it is logged and lowers the
+/// deployment's quality score, which strategies see.
+struct StreamEvaluation {
+    registry: Arc<Registry>,
+    evaluator: String,
+    request: String,
+    request_id: Arc<str>,
+    transcript: Transcript,
+}
+
+impl StreamEvaluation {
+    fn run(&self, health: &DeploymentHealth, deployment: &str) {
+        let response = self.transcript.to_completion(deployment);
+        let verdict = self
+            .registry
+            .get(&self.evaluator, Kind::Evaluator)
+            .and_then(|p| p.evaluate(&self.request_id, &self.request, &response));
+        match verdict {
+            Err(e) => {
+                tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}")
+            }
+            Ok(v) => {
+                health.record_quality(v.score);
+                if !v.pass {
+                    tracing::warn!(plugin = %self.evaluator, score = v.score, reasons = ?v.reasons,
+                        "evaluator rejected a streamed answer (already delivered)");
+                }
+            }
+        }
+    }
+}
+
+/// The first choice of a streamed answer, reassembled from its chunks.
+#[derive(Default)]
+struct Transcript {
+    content: String,
+    finish_reason: Option<String>,
+    tool_calls: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkView {
+    #[serde(default)]
+    choices: Vec<ChoiceView>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: DeltaView,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaView {
+    content: Option<String>,
+    tool_calls: Option<Vec<serde_json::Value>>,
+}
+
+impl Transcript {
+    fn add(&mut self, chunk: &str) {
+        let Ok(chunk) = serde_json::from_str::<ChunkView>(chunk) else {
+            return;
+        };
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            if let Some(text) = choice.delta.content {
+                self.content.push_str(&text);
+            }
+            if let Some(calls) = choice.delta.tool_calls {
+                self.tool_calls.extend(calls);
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+            }
+        }
+    }
+
+    /// A canonical `chat.completion` with the reassembled first choice.
+    fn to_completion(&self, deployment: &str) -> String {
+        let mut message = serde_json::json!({"role": "assistant", "content": self.content});
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = serde_json::Value::Array(self.tool_calls.clone());
+        }
+        serde_json::json!({
+            "object": "chat.completion",
+            "model": deployment,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+        })
+        .to_string()
+    }
 }
 
 fn flatten(
@@ -567,17 +714,6 @@ fn flatten(
         Ok(Err(e)) => Err(e.message),
         Err(e) => Err(e.to_string()),
     }
-}
-
-async fn send_chunks(tx: &mpsc::Sender<Bytes>, chunks: &[String]) -> Result<(), ()> {
-    for chunk in chunks {
-        let mut event = Vec::with_capacity(chunk.len() + 8);
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(chunk.as_bytes());
-        event.extend_from_slice(b"\n\n");
-        tx.send(Bytes::from(event)).await.map_err(|_| ())?;
-    }
-    Ok(())
 }
 
 fn log_usage(d: &Deployment, usage: Option<Usage>) {
@@ -684,6 +820,20 @@ fn capabilities(list: &[Capability]) -> strategy::Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transcript_reassembles_the_first_choice() {
+        let mut t = Transcript::default();
+        t.add(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"Hel"}},{"index":1,"delta":{"content":"x"}}]}"#);
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}"#);
+        t.add(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#);
+        t.add("not json");
+        let c: serde_json::Value = serde_json::from_str(&t.to_completion("dep")).unwrap();
+        assert_eq!(c["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        assert_eq!(c["model"], "dep");
+    }
 
     #[test]
     fn order_validation_rejects_out_of_range_and_repeats() {

@@ -22,7 +22,8 @@ pub struct Upstream {
 /// What the host needs to send to one deployment.
 pub struct Endpoint<'a> {
     pub deployment: &'a str,
-    pub base_url: &'a str,
+    /// Parsed once at start; the adapter's path is appended per request.
+    pub base_url: &'a reqwest::Url,
     pub api_key: Option<&'a str>,
     pub api_key_env: Option<&'a str>,
     pub timeouts: &'a Timeouts,
@@ -40,6 +41,11 @@ impl Upstream {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(256)
                 .tcp_nodelay(true)
+                // A gateway must not replay a POST wherever a redirect points,
+                // and retries are the failover engine's decision, not the
+                // client's. Both layers off also saves work on every request.
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never())
                 .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
                 .build()?;
             clients.insert(ms, client);
@@ -61,7 +67,7 @@ impl Upstream {
                 "no HTTP client for this deployment".into(),
             )
         })?;
-        let mut url = format!("{}{}", to.base_url.trim_end_matches('/'), request.path);
+        let mut url = join(to.base_url, &request.path);
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             fail(
                 FailureClass::Plugin,
@@ -119,13 +125,12 @@ impl Upstream {
                     headers.insert(name, v);
                 }
                 AuthScheme::Query(param) => {
-                    url.push(if url.contains('?') { '&' } else { '?' });
-                    url.push_str(&format!("{}={}", encode(param), encode(key)));
+                    url.query_pairs_mut().append_pair(param, key);
                 }
             }
         }
         let send = client
-            .request(method, &url)
+            .request(method, url)
             .headers(headers)
             .body(request.body)
             .send();
@@ -226,17 +231,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// Percent-encodes a query component.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// The adapter's path (and query) appended to the deployment's base URL,
+/// without reparsing the base.
+fn join(base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut url = base.clone();
+    let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url.set_query(query);
+    url
 }
 
 #[cfg(test)]
@@ -244,8 +250,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_encoding() {
-        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
-        assert_eq!(encode("AZaz09-._~"), "AZaz09-._~");
+    fn adapter_path_is_appended_to_the_base() {
+        let base = reqwest::Url::parse("http://h:1/v1/").unwrap();
+        assert_eq!(
+            join(&base, "/chat/completions").as_str(),
+            "http://h:1/v1/chat/completions"
+        );
+        let base = reqwest::Url::parse("https://h/v1beta").unwrap();
+        assert_eq!(
+            join(&base, "/models/m:generate?alt=sse").as_str(),
+            "https://h/v1beta/models/m:generate?alt=sse"
+        );
+        let mut url = join(&base, "/x");
+        url.query_pairs_mut().append_pair("key", "a b&c");
+        assert_eq!(url.as_str(), "https://h/v1beta/x?key=a+b%26c");
     }
 }

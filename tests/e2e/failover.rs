@@ -39,7 +39,7 @@ async fn server_error_fails_over() {
     ));
     answered_by(&gw, "backup", "2").await;
     assert_eq!(mock.hits("fail-500"), 1);
-    assert!(gw.logs().contains("class=Overloaded"), "{}", gw.logs());
+    gw.assert_log("class=Overloaded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +66,7 @@ async fn refused_connection_fails_over() {
         deployment("backup", &mock.url, "good"),
     ));
     answered_by(&gw, "backup", "2").await;
-    assert!(gw.logs().contains("class=Connect"), "{}", gw.logs());
+    gw.assert_log("class=Connect");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,11 +115,7 @@ async fn evaluator_fail_tries_the_next_candidate() {
         deployment("backup", &mock.url, "good"),
     ));
     answered_by(&gw, "backup", "2").await;
-    assert!(
-        gw.logs().contains("evaluator rejected the answer"),
-        "{}",
-        gw.logs()
-    );
+    gw.assert_log("evaluator rejected the answer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

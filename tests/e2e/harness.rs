@@ -139,16 +139,39 @@ impl Gateway {
         self.log_lines().join("\n")
     }
 
-    /// Waits until a log line contains `needle`.
+    /// Waits until a log line contains `needle`. Log lines are written by a
+    /// background thread, so they may trail the response a little.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_log_count(needle, 1, timeout)
+    }
+
+    /// Waits until at least `count` log lines contain `needle`.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log_lines().iter().any(|l| l.contains(needle)) {
+        loop {
+            if self
+                .log_lines()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count()
+                >= count
+            {
                 return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+    }
+
+    /// Asserts that a log line contains `needle` (waiting up to 3 s for it).
+    pub fn assert_log(&self, needle: &str) {
+        assert!(
+            self.wait_for_log(needle, Duration::from_secs(3)),
+            "no log line contains {needle:?}:\n{}",
+            self.logs()
+        );
     }
 
     /// POSTs a chat request for `model` with one user message.

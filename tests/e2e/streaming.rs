@@ -82,9 +82,5 @@ async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
         !events.iter().any(|e| e == "[DONE]"),
         "a truncated stream must not look complete"
     );
-    assert!(
-        gw.logs().contains("stream failed after commit"),
-        "{}",
-        gw.logs()
-    );
+    gw.assert_log("stream failed after commit");
 }

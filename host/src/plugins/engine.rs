@@ -14,8 +14,10 @@ use super::LoadError;
 use super::bindings::HostView;
 use super::instance::HostState;
 
-/// Resolution of plugin deadlines: the epoch advances once per tick.
-pub const TICK: Duration = Duration::from_millis(1);
+/// Resolution of plugin deadlines: the epoch advances once per tick. Deadlines
+/// are tens of milliseconds; a coarser tick would make them imprecise, a finer
+/// one would wake an idle gateway more often for nothing.
+pub const TICK: Duration = Duration::from_millis(5);
 
 /// Engine, linker and compile cache shared by every plugin.
 pub struct PluginEngine {

@@ -221,7 +221,7 @@ impl Pool {
 /// Epoch ticks for a deadline in milliseconds (at least two, so a call that
 /// starts just before a tick still gets a full period).
 pub(crate) fn ticks(ms: u64) -> u64 {
-    (ms * 1000 / TICK.as_micros() as u64).max(1) + 1
+    (ms * 1000).div_ceil(TICK.as_micros() as u64).max(1) + 1
 }
 
 /// Runs one plugin call on a slot under a fresh deadline, turning wasmtime

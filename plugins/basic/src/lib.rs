@@ -22,13 +22,23 @@ export_evaluator!(Basic);
 
 const FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "function_call", "content_filter"];
 
-/// Whether the request asked for a JSON answer (`response_format`).
+/// Whether the request asked for a JSON answer (`response_format`). Reads
+/// only that field: the messages are skipped, not built into values.
 fn wants_json(request: &str) -> bool {
-    let Ok(req) = serde_json::from_str::<Value>(request) else { return false };
-    matches!(
-        req.pointer("/response_format/type").and_then(Value::as_str),
-        Some("json_object" | "json_schema")
-    )
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        response_format: Option<Format<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Format<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Request>(request)
+        .ok()
+        .and_then(|r| r.response_format?.kind)
+        .is_some_and(|k| k == "json_object" || k == "json_schema")
 }
 
 /// The answer's text, when `content` is a string or a list of text parts.

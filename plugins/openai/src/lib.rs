@@ -9,7 +9,10 @@
 mod classify;
 mod sse;
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
 use switchyard_sdk::{
     Adapter, AuthScheme, ChatResponse, ChunkBatch, ErrorClass, HttpRequest, HttpResponse, Metadata,
     PluginKind, StreamParser, Target, UpstreamError, Usage, export_adapter,
@@ -49,15 +52,20 @@ export_adapter!(OpenAi);
 /// model id, and usage requested in streams (the gateway accounts tokens)
 /// unless the caller chose its own `stream_options`.
 fn build_body(model: &str, request: &str) -> Result<Vec<u8>, String> {
-    let mut req: Map<String, Value> = match serde_json::from_str(request) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("request is not a JSON object".into()),
+    let model = serde_json::value::to_raw_value(model).map_err(|e| e.to_string())?;
+    let usage_options = serde_json::value::to_raw_value(&serde_json::json!({ "include_usage": true }))
+        .map_err(|e| e.to_string())?;
+    let mut req = match serde_json::from_str::<RawObject>(request) {
+        Ok(req) => req,
+        Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(request).is_ok() => {
+            return Err(format!("request is not a JSON object: {e}"));
+        }
         Err(e) => return Err(format!("request is not JSON: {e}")),
     };
-    req.insert("model".into(), Value::String(model.into()));
-    let streaming = req.get("stream") == Some(&Value::Bool(true));
-    if streaming && req.get("stream_options").is_none_or(Value::is_null) {
-        req.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
+    req.insert(Cow::Borrowed("model"), &model);
+    let streaming = req.get("stream").is_some_and(|s| s.get() == "true");
+    if streaming && req.get("stream_options").is_none_or(|o| o.get() == "null") {
+        req.insert(Cow::Borrowed("stream_options"), &usage_options);
     }
     serde_json::to_vec(&req).map_err(|e| e.to_string())
 }
@@ -89,20 +97,37 @@ fn usage_of(v: Option<&Value>) -> Option<Usage> {
     Some(Usage::new(n("prompt_tokens"), n("completion_tokens")))
 }
 
+/// A JSON object read one level deep: its members stay raw text, in order,
+/// so replacing one member does not rebuild (or even parse) the others.
+type RawObject<'a> = indexmap::IndexMap<Cow<'a, str>, &'a RawValue>;
+
 /// A 2xx body in, canonical answer out. A body that is not a completion is
 /// an upstream failure (overloaded: another deployment may do better), never
 /// an answer passed on to the client.
 fn parse_body(deployment: &str, status: u16, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| overloaded(format!("upstream {status} body is not JSON: {e}")))?;
-    let Some(obj) = v.as_object_mut().filter(|o| o.get("choices").is_some_and(Value::is_array)) else {
-        let why = classify::error_info(&v).message.map(|m| format!(": {m}")).unwrap_or_default();
-        return Err(overloaded(format!("upstream response has no choices array{why}")));
+    let model = serde_json::value::to_raw_value(deployment).map_err(|e| overloaded(e.to_string()))?;
+    let mut obj = match serde_json::from_slice::<RawObject>(body) {
+        Ok(obj) if obj.get("choices").is_some_and(|c| c.get().starts_with('[')) => obj,
+        _ => return Err(not_a_completion(status, body)),
     };
-    obj.insert("model".into(), Value::String(deployment.into()));
-    let usage = usage_of(obj.get("usage"));
-    let body = serde_json::to_string(&v).map_err(|e| overloaded(e.to_string()))?;
+    obj.insert(Cow::Borrowed("model"), &model);
+    let usage = obj
+        .get("usage")
+        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
+        .and_then(|u| usage_of(Some(&u)));
+    let body = serde_json::to_string(&obj).map_err(|e| overloaded(e.to_string()))?;
     Ok(ChatResponse::new(body, usage))
+}
+
+/// Why a 2xx body is not a chat completion, for the attempt record.
+fn not_a_completion(status: u16, body: &[u8]) -> UpstreamError {
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => overloaded(format!("upstream {status} body is not JSON: {e}")),
+        Ok(v) => {
+            let why = classify::error_info(&v).message.map(|m| format!(": {m}")).unwrap_or_default();
+            overloaded(format!("upstream response has no choices array{why}"))
+        }
+    }
 }
 
 /// Parses one streamed chat completion (server-sent events).

@@ -1,0 +1,24 @@
+-- wrk script for scripts/load: POSTs one small non-streamed chat request and,
+-- when the run ends, prints one machine-readable line that scripts/load
+-- parses (wrk's own text summary rounds percentiles and is harder to read).
+--
+-- The model is the load test's route name; the mock upstream answers any
+-- model, so the same script serves both the direct and the gateway runs.
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"load","messages":['
+    .. '{"role":"system","content":"You are a helpful assistant."},'
+    .. '{"role":"user","content":"What is the capital of France? Answer in one sentence."}'
+    .. '],"max_tokens":64,"temperature":0.2}'
+
+-- Latencies are in microseconds; `status` counts responses with status >= 400.
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        "LOADRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d "
+            .. "connect=%d read=%d write=%d status=%d timeout=%d\n",
+        summary.requests, summary.duration,
+        latency:percentile(50), latency:percentile(99),
+        e.connect, e.read, e.write, e.status, e.timeout))
+end
