@@ -4,6 +4,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -22,6 +24,7 @@ pub const TICK: Duration = Duration::from_millis(5);
 /// Engine, linker and compile cache shared by every plugin.
 pub struct PluginEngine {
     pub(crate) engine: Engine,
+    pub(crate) ticker: Arc<EpochTicker>,
     pub(crate) linker: Linker<HostState>,
     cache_dir: PathBuf,
     /// Part of every cache key: compiled code is only valid for the same
@@ -30,25 +33,14 @@ pub struct PluginEngine {
 }
 
 impl PluginEngine {
-    /// Builds the engine and starts its epoch ticker. The ticker holds only a
-    /// weak reference, so it stops when the last engine clone is dropped.
+    /// Builds the engine and starts its epoch ticker.
     pub fn new(cache_dir: &Path) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .map_err(|e| LoadError::Engine(format!("cannot start epoch ticker: {e}")))?;
+        let ticker = EpochTicker::start(&engine)?;
 
         let mut linker = Linker::new(&engine);
         HostView::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -63,6 +55,7 @@ impl PluginEngine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             engine,
+            ticker,
             linker,
             cache_dir: cache_dir.to_owned(),
             engine_fingerprint: hasher.finish(),
@@ -124,4 +117,63 @@ fn store_in_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Advances the engine's epoch every [`TICK`] while plugin code may be
+/// running, and parks otherwise: an idle gateway does not wake up 200 times a
+/// second for nothing. Every guest entry holds an [`Entered`] guard.
+pub struct EpochTicker {
+    active: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread. It holds only a weak reference to the engine,
+    /// so it ends when the engine is dropped.
+    fn start(engine: &Engine) -> Result<Arc<Self>, LoadError> {
+        let weak = engine.weak();
+        let active = Arc::new(AtomicUsize::new(0));
+        let running = active.clone();
+        let handle = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                loop {
+                    if running.load(Ordering::SeqCst) == 0 {
+                        // Woken by `enter`; the timeout only bounds how long
+                        // a dropped engine keeps this thread alive.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                    let Some(engine) = weak.upgrade() else {
+                        return;
+                    };
+                    if running.load(Ordering::SeqCst) > 0 {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(TICK);
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start epoch ticker: {e}")))?;
+        Ok(Arc::new(Self {
+            active,
+            thread: handle.thread().clone(),
+        }))
+    }
+
+    /// Marks guest code as running until the guard drops.
+    pub fn enter(&self) -> Entered<'_> {
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.thread.unpark();
+        }
+        Entered(self)
+    }
+}
+
+/// Guest code may be running while this lives.
+pub struct Entered<'a>(&'a EpochTicker);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }

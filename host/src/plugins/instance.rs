@@ -16,7 +16,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{adapter, evaluator, strategy, switchyard::plugin::host, types};
-use super::engine::TICK;
+use super::engine::{EpochTicker, TICK};
 use super::{Kind, PluginError};
 
 /// Counters a plugin keeps in the host (see `counter-next` in the WIT).
@@ -130,6 +130,7 @@ pub struct InstanceLimits {
 /// Idle instances of one plugin version, and what is needed to make more.
 pub struct Pool {
     pub(crate) plugin: Arc<str>,
+    pub(crate) ticker: Arc<EpochTicker>,
     pre: InstancePre<HostState>,
     indices: KindIndices,
     config: Arc<str>,
@@ -142,6 +143,7 @@ pub struct Pool {
 impl Pool {
     pub(crate) fn new(
         plugin: Arc<str>,
+        ticker: Arc<EpochTicker>,
         pre: InstancePre<HostState>,
         indices: KindIndices,
         config: Arc<str>,
@@ -150,6 +152,7 @@ impl Pool {
     ) -> Self {
         Self {
             plugin,
+            ticker,
             pre,
             indices,
             config,
@@ -194,6 +197,7 @@ impl Pool {
         store.limiter(|s| &mut s.limits);
         // Instantiation runs guest start code: give it a deadline too.
         store.set_epoch_deadline(ticks(1_000));
+        let _running = self.ticker.enter();
         let fail = |e: wasmtime::Error| PluginError::Instantiate {
             plugin: self.plugin.to_string(),
             message: format!("{e:#}"),
@@ -229,6 +233,7 @@ pub(crate) fn ticks(ms: u64) -> u64 {
 /// arrives as `Ok(Err(..))`), after which the slot must be discarded.
 pub(crate) fn run<R>(
     slot: &mut Slot,
+    ticker: &EpochTicker,
     request_id: &Arc<str>,
     deadline_ms: u64,
     call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
@@ -236,6 +241,7 @@ pub(crate) fn run<R>(
     let Slot { store, exports } = slot;
     store.data_mut().request_id = request_id.clone();
     store.set_epoch_deadline(ticks(deadline_ms));
+    let _running = ticker.enter();
     let plugin = store.data().plugin.clone();
     call(store, exports).map_err(|e| classify_trap(&plugin, deadline_ms, e))
 }

@@ -245,6 +245,7 @@ impl Registry {
             .unwrap_or_else(|| Arc::from("{}"));
         let pool = Pool::new(
             id.clone(),
+            self.engine.ticker.clone(),
             pre,
             indices,
             config,

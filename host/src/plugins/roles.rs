@@ -93,18 +93,16 @@ impl Plugin {
             return Err(self.wrong_kind(Kind::Adapter));
         }
         let mut slot = self.pool.take()?;
-        let made =
-            instance::run(
-                &mut slot,
-                request_id,
-                self.deadline_ms,
-                |store, exports| match exports {
-                    Exports::Adapter(g) => {
-                        g.stream_parser().call_constructor(store, target, request)
-                    }
-                    _ => unreachable!("kind checked above"),
-                },
-            );
+        let made = instance::run(
+            &mut slot,
+            &self.pool.ticker,
+            request_id,
+            self.deadline_ms,
+            |store, exports| match exports {
+                Exports::Adapter(g) => g.stream_parser().call_constructor(store, target, request),
+                _ => unreachable!("kind checked above"),
+            },
+        );
         match made {
             Ok(handle) => Ok(StreamSession {
                 plugin: self.clone(),
@@ -168,6 +166,7 @@ impl StreamSession {
         };
         let result = instance::run(
             slot,
+            &plugin.pool.ticker,
             &self.request_id,
             plugin.deadline_ms,
             |store, exports| match exports {
@@ -191,6 +190,7 @@ impl Drop for StreamSession {
             let handle = self.handle;
             let dropped = instance::run(
                 &mut slot,
+                &self.plugin.pool.ticker,
                 &self.request_id,
                 self.plugin.deadline_ms,
                 |store, _| handle.resource_drop(store),
