@@ -8,7 +8,7 @@
 //! | `rate-429`   | 429 with `Retry-After: 30` |
 //! | `bad-request`| 400 invalid_request_error (the caller's fault) |
 //! | `hang`       | accepts, never sends headers |
-//! | `empty`      | 200 with empty content (an evaluator must fail it) |
+//! | `empty`      | 200 with empty content, streamed or not (an evaluator must fail it) |
 //! | `cut-early`  | streams: 200, then closes before any event |
 //! | `stall-first`| streams: 200, then silence |
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
@@ -137,7 +137,12 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
                     json!({"role": "assistant", "content": ""}),
                     Value::Null,
                 )];
-                for piece in ["answer ", "from ", model.as_str()] {
+                let pieces = if model == "empty" {
+                    vec![]
+                } else {
+                    vec!["answer ", "from ", model.as_str()]
+                };
+                for piece in pieces {
                     events.push(chunk(&model, json!({"content": piece}), Value::Null));
                 }
                 events.push(chunk(&model, json!({}), json!("stop")));

@@ -84,3 +84,24 @@ async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
     );
     gw.assert_log("stream failed after commit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answer_is_evaluated_after_delivery() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        route(
+            deployment("mute", &mock.url, "empty"),
+            deployment("backup", &mock.url, "good"),
+        ),
+        &["openai", "priority", "basic"],
+        json!({}),
+    );
+    let (deployment, events) = stream_text(&gw).await;
+    // Already committed: the client gets the (empty) stream, complete.
+    assert_eq!(deployment, "mute");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    // The evaluator still judged it, and said why.
+    gw.assert_log("evaluator rejected a streamed answer (already delivered)");
+    gw.assert_log("empty content");
+    assert_eq!(mock.hits("good"), 0);
+}
