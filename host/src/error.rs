@@ -24,8 +24,8 @@ pub enum ApiError {
     #[error("deployment {deployment:?} rejected the request: {message}")]
     UpstreamRejected { deployment: String, message: String },
     /// The strategy left no candidate to try.
-    #[error("no deployment of model {0:?} can serve this request")]
-    NoCandidate(String),
+    #[error("no deployment of model {model:?} can serve this request: {reason}")]
+    NoCandidate { model: String, reason: String },
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
     AllFailed {
@@ -54,9 +54,14 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::UpstreamRejected { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::NoCandidate(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoCandidate { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 StatusCode::TOO_MANY_REQUESTS
+            }
+            // Every deployment refused this request for what it contains: a
+            // 5xx would make OpenAI clients retry it unchanged.
+            ApiError::AllFailed { attempts, .. } if request_specific(attempts).is_some() => {
+                StatusCode::BAD_REQUEST
             }
             ApiError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -72,13 +77,26 @@ impl ApiError {
             ApiError::UpstreamRejected { .. } => {
                 ("invalid_request_error", "upstream_rejected_request")
             }
-            ApiError::NoCandidate(_) => ("server_error", "no_candidate"),
+            ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
             }
-            ApiError::AllFailed { .. } => ("upstream_error", "all_deployments_failed"),
+            ApiError::AllFailed { attempts, .. } => match request_specific(attempts) {
+                Some(FailureClass::ContextLengthExceeded) => {
+                    ("invalid_request_error", "context_length_exceeded")
+                }
+                Some(_) => ("invalid_request_error", "content_filter"),
+                None => ("upstream_error", "all_deployments_failed"),
+            },
         }
     }
+}
+
+/// The class every attempt failed with, when it is one that blames the
+/// request (context length, content filter).
+fn request_specific(attempts: &[Attempt]) -> Option<FailureClass> {
+    let first = attempts.first()?.class;
+    (first.is_request_specific() && attempts.iter().all(|a| a.class == first)).then_some(first)
 }
 
 fn all_rate_limited(attempts: &[Attempt]) -> bool {

@@ -65,6 +65,18 @@ impl FailureClass {
                 | FailureClass::EvaluatorRejected
                 | FailureClass::ContextLengthExceeded
                 | FailureClass::ContentFiltered
+                // The adapter plugin failed, not the upstream: tripping the
+                // deployment's circuit would punish a healthy upstream.
+                | FailureClass::Plugin
+        )
+    }
+
+    /// Failures that say the request, not the deployments, is the problem
+    /// when every deployment answers so (the caller should change it).
+    pub fn is_request_specific(self) -> bool {
+        matches!(
+            self,
+            FailureClass::ContextLengthExceeded | FailureClass::ContentFiltered
         )
     }
 }

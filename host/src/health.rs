@@ -3,10 +3,13 @@
 //!
 //! A deployment is unhealthy while it cools down: after a 429 for the
 //! upstream's Retry-After, and after [`TRIP_AFTER`] consecutive faults for
-//! [`TRIP_COOLDOWN`] (a circuit breaker). When the cool-down ends the next
-//! request tries it again (half-open): one success closes the circuit, one
-//! more fault opens it again. So traffic returns to a recovered primary
-//! without hammering it while it is down.
+//! [`TRIP_COOLDOWN`] (a circuit breaker). While it cools down it is tried
+//! only after every other candidate. When the cool-down ends it is tried
+//! again: a success closes the circuit, one more fault reopens it at once
+//! (the fault count is still at the threshold). So traffic returns to a
+//! recovered primary without hammering it while it is down. (Concurrent
+//! requests at the moment the cool-down ends may all try it; electing a
+//! single probe is a later refinement.)
 //!
 //! Updates are lock-free atomics. Concurrent updates of an average may lose
 //! one sample, which is fine for statistics that steer routing.
@@ -99,10 +102,18 @@ impl DeploymentHealth {
         InFlight(self.clone())
     }
 
-    /// A successful attempt: closes the circuit and updates the averages.
+    /// A successful attempt: closes the circuit (ending any cool-down: the
+    /// deployment just proved it serves) and updates the averages.
     pub fn record_success(&self, latency: Duration) {
         self.consecutive_faults.store(0, Relaxed);
+        self.cooldown_until_ms.store(0, Relaxed);
         self.error_rate.blend(0.0);
+        self.record_latency(latency);
+    }
+
+    /// Latency alone, e.g. a stream's time to its first chunk: whether the
+    /// attempt succeeds is only known when the stream ends.
+    pub fn record_latency(&self, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
         if self.latency_ms.get() == 0.0 {
             self.latency_ms.set(ms);
@@ -134,8 +145,11 @@ impl DeploymentHealth {
 
     fn cool_down(&self, for_: Duration, rate_limited: bool) {
         let until = self.now_ms() + for_.as_millis() as u64;
-        self.cooldown_until_ms.fetch_max(until, Relaxed);
-        self.rate_limited.store(u32::from(rate_limited), Relaxed);
+        let previous = self.cooldown_until_ms.fetch_max(until, Relaxed);
+        // The flag describes whichever cool-down ends last.
+        if rate_limited || until > previous {
+            self.rate_limited.store(u32::from(rate_limited), Relaxed);
+        }
     }
 }
 

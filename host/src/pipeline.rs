@@ -15,6 +15,7 @@
 //! After that, a failure ends the stream with an error event, never with a
 //! clean `[DONE]`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,10 +124,10 @@ impl CallerHints {
 #[derive(Deserialize)]
 struct ChatRequestView<'a> {
     #[serde(borrow)]
-    model: &'a str,
+    model: Cow<'a, str>,
     #[serde(borrow)]
     messages: Vec<MessageView<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_false")]
     stream: bool,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
@@ -138,9 +139,14 @@ struct ChatRequestView<'a> {
 #[derive(Deserialize)]
 struct MessageView<'a> {
     #[allow(dead_code)]
-    role: &'a str,
+    role: serde::de::IgnoredAny,
     #[serde(borrow)]
     content: Option<&'a RawValue>,
+}
+
+/// `"stream": null` means not streamed, as OpenAI reads it.
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 #[derive(Deserialize)]
@@ -236,7 +242,7 @@ impl Gateway {
         // 2. Its route.
         let route = self
             .routes
-            .get(view.model)
+            .get(view.model.as_ref())
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
         let span = tracing::info_span!("request", request_id = %request_id, model = %route.name);
 
@@ -245,7 +251,13 @@ impl Gateway {
             let summary = summarize(&view, text, hints);
             let order = self.order(route, &summary, &request_id);
             if order.is_empty() {
-                return Err(ApiError::NoCandidate(route.name.clone()));
+                return Err(ApiError::NoCandidate {
+                    model: route.name.clone(),
+                    reason: format!(
+                        "none of its deployments (or none the strategy chose) supports everything the request needs: {}",
+                        capability_names(summary.needs)
+                    ),
+                });
             }
 
             // 4. Each candidate in turn.
@@ -258,7 +270,15 @@ impl Gateway {
                     .await;
                 match result {
                     Ok(answer) => {
-                        deployment.health.record_success(started.elapsed());
+                        match &answer {
+                            Answer::Complete { .. } => {
+                                deployment.health.record_success(started.elapsed())
+                            }
+                            // Judged when the stream ends (see `StreamPump`).
+                            Answer::Stream { .. } => {
+                                deployment.health.record_latency(started.elapsed())
+                            }
+                        }
                         tracing::info!(
                             deployment = %deployment.name,
                             attempts = attempts.len() + 1,
@@ -328,6 +348,9 @@ impl Gateway {
                 }
             }
         };
+        // A deployment configured without a capability the request needs
+        // (tools, JSON mode, vision, streaming) is never tried.
+        order.retain(|&i| route.deployments[i].supports.contains(summary.needs));
         order.sort_by_key(|&i| route.deployments[i].health.is_cooling_down());
         order
     }
@@ -352,6 +375,18 @@ impl Gateway {
             .build_request(request_id, &d.target, request)
             .map_err(plugin_failed)?;
 
+        // A stream's parser (and the adapter instance it lives in) is taken
+        // before the upstream is called: if the plugin cannot serve, no
+        // billed upstream call is thrown away.
+        let session = match stream {
+            true => Some(
+                adapter
+                    .open_stream(request_id, &d.target, request)
+                    .map_err(plugin_failed)?,
+            ),
+            false => None,
+        };
+
         let in_flight = d.health.start();
         let started = Instant::now();
         let endpoint = d.endpoint();
@@ -366,10 +401,7 @@ impl Gateway {
             return Err(Attempt::upstream(&d.name, Some(status), error));
         }
 
-        if stream {
-            let session = adapter
-                .open_stream(request_id, &d.target, request)
-                .map_err(plugin_failed)?;
+        if let Some(session) = session {
             let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
                 registry: self.registry.clone(),
                 evaluator: evaluator.clone(),
@@ -377,7 +409,7 @@ impl Gateway {
                 request_id: request_id.clone(),
                 transcript: Transcript::default(),
             });
-            return start_stream(d, session, response, in_flight, evaluation).await;
+            return start_stream(d, session, response, started, in_flight, evaluation).await;
         }
 
         let body = Upstream::read_body(&endpoint, response, started).await?;
@@ -453,12 +485,14 @@ async fn start_stream(
     d: &Deployment,
     mut session: StreamSession,
     response: reqwest::Response,
+    started: Instant,
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
 ) -> Result<Answer, Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
     let mut body = response.bytes_stream();
-    let deadline = Instant::now() + d.timeouts.first_byte();
+    // One budget from sending the request to the first parsed chunk.
+    let deadline = started + d.timeouts.first_byte();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
@@ -535,18 +569,43 @@ impl StreamPump {
         }
         let mut failure = None;
         while !done {
-            let (batch, eof) = match tokio::time::timeout(self.idle, body.next()).await {
+            let next = tokio::select! {
+                biased;
+                // Nothing to send for a while (e.g. keep-alive comments)
+                // must not hide that the client left.
+                () = self.tx.closed() => {
+                    tracing::info!("client went away mid-stream");
+                    return;
+                }
+                next = tokio::time::timeout(self.idle, body.next()) => next,
+            };
+            let (batch, eof) = match next {
                 Err(_) => (
-                    Err(format!(
-                        "upstream stream stalled for {} ms (idle_ms)",
-                        self.idle.as_millis()
+                    Err((
+                        FailureClass::Timeout,
+                        format!(
+                            "upstream stream stalled for {} ms (idle_ms)",
+                            self.idle.as_millis()
+                        ),
                     )),
                     false,
                 ),
-                Ok(Some(Err(e))) => (Err(format!("upstream stream broke: {e}")), false),
-                Ok(Some(Ok(bytes))) => (flatten(self.session.feed(&bytes)), false),
+                Ok(Some(Err(e))) => (
+                    Err((
+                        FailureClass::Transport,
+                        format!("upstream stream broke: {e}"),
+                    )),
+                    false,
+                ),
+                Ok(Some(Ok(bytes))) => {
+                    let fed = self.session.feed(&bytes);
+                    (self.flatten(fed), false)
+                }
                 // The adapter's `finish` refuses an end it considers truncated.
-                Ok(None) => (flatten(self.session.finish()), true),
+                Ok(None) => {
+                    let finished = self.session.finish();
+                    (self.flatten(finished), true)
+                }
             };
             match batch {
                 Err(message) => {
@@ -557,7 +616,6 @@ impl StreamPump {
                     usage = batch.usage.or(usage);
                     done = batch.done || eof;
                     if self.forward(&batch.chunks).await.is_err() {
-                        tracing::info!("client went away mid-stream");
                         return;
                     }
                 }
@@ -566,6 +624,7 @@ impl StreamPump {
         let health = self.in_flight.health();
         match failure {
             None => {
+                health.record_success(std::time::Duration::ZERO);
                 let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 match usage {
                     Some(u) => tracing::info!(
@@ -579,9 +638,9 @@ impl StreamPump {
                     evaluation.run(health, &self.deployment);
                 }
             }
-            Some(message) => {
-                tracing::warn!("stream failed after commit: {message}");
-                health.record_failure(FailureClass::Transport, None);
+            Some((class, message)) => {
+                tracing::warn!(?class, "stream failed after commit: {message}");
+                health.record_failure(class, None);
                 let event = serde_json::json!({"error": {
                     "message": format!("deployment {:?}: {message}", self.deployment),
                     "type": "upstream_error",
@@ -595,7 +654,24 @@ impl StreamPump {
         }
     }
 
+    /// A parser result with its failure class, for the error event and health.
+    fn flatten(
+        &self,
+        r: Result<Result<adapter::ChunkBatch, adapter::UpstreamError>, crate::plugins::PluginError>,
+    ) -> Result<adapter::ChunkBatch, (FailureClass, String)> {
+        match r {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => {
+                let a = Attempt::upstream(&self.deployment, None, e);
+                Err((a.class, a.message))
+            }
+            Err(e) => Err((FailureClass::Plugin, e.to_string())),
+        }
+    }
+
     /// Sends chunks to the client as SSE events (and to the transcript).
+    /// A client that stops reading for `idle` is dropped, so it cannot hold
+    /// the upstream connection and the adapter instance forever.
     async fn forward(&mut self, chunks: &[String]) -> Result<(), ()> {
         for chunk in chunks {
             if let Some(evaluation) = &mut self.evaluation {
@@ -605,7 +681,20 @@ impl StreamPump {
             event.extend_from_slice(b"data: ");
             event.extend_from_slice(chunk.as_bytes());
             event.extend_from_slice(b"\n\n");
-            self.tx.send(Bytes::from(event)).await.map_err(|_| ())?;
+            match self.tx.send_timeout(Bytes::from(event), self.idle).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    tracing::info!("client went away mid-stream");
+                    return Err(());
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(
+                        "client read nothing for {} ms; stream abandoned",
+                        self.idle.as_millis()
+                    );
+                    return Err(());
+                }
+            }
         }
         Ok(())
     }
@@ -706,16 +795,6 @@ impl Transcript {
     }
 }
 
-fn flatten(
-    r: Result<Result<adapter::ChunkBatch, adapter::UpstreamError>, crate::plugins::PluginError>,
-) -> Result<adapter::ChunkBatch, String> {
-    match r {
-        Ok(Ok(batch)) => Ok(batch),
-        Ok(Err(e)) => Err(e.message),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn log_usage(d: &Deployment, usage: Option<Usage>) {
     if let Some(u) = usage {
         let cost = f64::from(u.prompt_tokens) / 1000.0 * d.input_cost_per_1k
@@ -804,6 +883,25 @@ fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String> {
             }
         })
         .collect()
+}
+
+fn capability_names(caps: strategy::Capabilities) -> String {
+    let names = [
+        (strategy::Capabilities::TOOLS, "tools"),
+        (strategy::Capabilities::JSON_MODE, "json-mode"),
+        (strategy::Capabilities::VISION, "vision"),
+        (strategy::Capabilities::STREAMING, "streaming"),
+    ];
+    let named: Vec<&str> = names
+        .iter()
+        .filter(|(c, _)| caps.contains(*c))
+        .map(|(_, n)| *n)
+        .collect();
+    if named.is_empty() {
+        "nothing special".into()
+    } else {
+        named.join(", ")
+    }
 }
 
 fn capabilities(list: &[Capability]) -> strategy::Capabilities {

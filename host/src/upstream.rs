@@ -144,7 +144,7 @@ impl Upstream {
             )),
             Ok(Err(e)) if e.is_connect() => Err(fail(
                 FailureClass::Connect,
-                format!("cannot connect: {}", root_cause(&e)),
+                format!("cannot connect: {}", root_cause(e)),
             )),
             Ok(Err(e)) if e.is_timeout() => Err(fail(
                 FailureClass::Connect,
@@ -155,7 +155,7 @@ impl Upstream {
             )),
             Ok(Err(e)) => Err(fail(
                 FailureClass::Transport,
-                format!("request failed: {}", root_cause(&e)),
+                format!("request failed: {}", root_cause(e)),
             )),
             Ok(Ok(response)) => Ok(response),
         }
@@ -195,7 +195,7 @@ impl Upstream {
                 Ok(Err(e)) => {
                     return Err(fail(
                         FailureClass::Transport,
-                        format!("reading body failed: {}", root_cause(&e)),
+                        format!("reading body failed: {}", root_cause(e)),
                     ));
                 }
                 Ok(Ok(None)) => break,
@@ -219,15 +219,20 @@ impl Upstream {
 }
 
 /// reqwest nests the useful message (e.g. "Connection refused") in sources.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = e;
+/// The URL is left out: it may carry an API key as a query parameter, and
+/// this text reaches logs and the caller's error body.
+fn root_cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut inner: &(dyn std::error::Error + 'static) = &e;
     while let Some(next) = inner.source() {
         inner = next;
     }
-    if std::ptr::eq(inner, e) {
-        e.to_string()
+    let top = e.to_string();
+    let cause = inner.to_string();
+    if top == cause {
+        top
     } else {
-        format!("{e}: {inner}")
+        format!("{top}: {cause}")
     }
 }
 
@@ -248,6 +253,24 @@ fn join(base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn errors_never_show_the_url_and_its_key() {
+        let client = reqwest::Client::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = client
+            .get(format!("http://127.0.0.1:{port}/v1/x?key=SECRET"))
+            .send()
+            .await
+            .unwrap_err();
+        let text = root_cause(e);
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.to_lowercase().contains("connect"), "{text}");
+    }
 
     #[test]
     fn adapter_path_is_appended_to_the_base() {

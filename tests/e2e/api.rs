@@ -156,7 +156,17 @@ async fn models_health_and_client_errors() {
     assert_eq!(r.status(), 404);
     assert_eq!(json_body(r).await["error"]["code"], "not_found");
 
+    // JSON escapes in the model name and `"stream": null` are fine.
+    let raw = r#"{"model":"ch\u0061t","stream":null,"messages":[{"role":"user","content":"x"}]}"#;
+    let r = c
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // Still serving after all that.
     assert_eq!(gw.chat("chat", false).await.status(), 200);
-    assert_eq!(mock.hits("good"), 1);
+    assert_eq!(mock.hits("good"), 2);
 }

@@ -156,3 +156,25 @@ async fn all_rate_limited_is_a_429_with_retry_after() {
     assert_eq!(r.headers()["retry-after"], "30");
     assert_eq!(json_body(r).await["error"]["type"], "rate_limit_error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_length_everywhere_is_the_callers_400() {
+    let mock = Mock::start().await;
+    let gw = start(route(
+        deployment("small", &mock.url, "context-length"),
+        deployment("also-small", &mock.url, "context-length"),
+    ));
+    let r = gw.chat("chat", false).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "an OpenAI client must not retry this unchanged"
+    );
+    let e = json_body(r).await;
+    assert_eq!(e["error"]["code"], "context_length_exceeded");
+    assert_eq!(
+        e["error"]["attempts"].as_array().unwrap().len(),
+        2,
+        "both were tried: {e}"
+    );
+}

@@ -12,6 +12,8 @@
 //! | `cut-early`  | streams: 200, then closes before any event |
 //! | `stall-first`| streams: 200, then silence |
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
+//! | `stall-mid`  | streams: two chunks, then silence |
+//! | `context-length` | 400 `context_length_exceeded` |
 //! | anything else| a normal answer, "answer from <model>" |
 
 use std::collections::HashMap;
@@ -108,6 +110,11 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
                 "messages[0].content is invalid",
             );
         }
+        "context-length" => {
+            let body = json!({"error": {"message": "This model's maximum context length is 8192 tokens",
+                "type": "invalid_request_error", "code": "context_length_exceeded"}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return error(
@@ -131,6 +138,18 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
                 ),
                 chunk(&model, json!({"content": "partial "}), Value::Null),
             ])),
+            "stall-mid" => {
+                use futures_util::StreamExt;
+                let start = futures_util::stream::iter(vec![
+                    chunk(
+                        &model,
+                        json!({"role": "assistant", "content": ""}),
+                        Value::Null,
+                    ),
+                    chunk(&model, json!({"content": "partial "}), Value::Null),
+                ]);
+                sse(start.chain(futures_util::stream::pending()))
+            }
             _ => {
                 let mut events = vec![chunk(
                     &model,

@@ -54,6 +54,7 @@ async fn memory_hungry_evaluator_stays_under_the_cap() {
     );
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 200);
+    gw.assert_log("exceeded its memory limit");
     let rss_kib = gateway_rss_kib(&gw);
     assert!(
         rss_kib < 512 * 1024,

@@ -105,3 +105,79 @@ async fn streamed_answer_is_evaluated_after_delivery() {
     gw.assert_log("empty content");
     assert_eq!(mock.hits("good"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stalling_after_commit_ends_with_an_error_event_after_idle_timeout() {
+    let mock = Mock::start().await;
+    let mut stalling = deployment("stalling", &mock.url, "stall-mid");
+    stalling["timeouts"] = json!({"idle_ms": 300});
+    let gw = Gateway::start(
+        route(stalling, deployment("backup", &mock.url, "good")),
+        &["openai", "priority", "basic"],
+        json!({}),
+    );
+    let started = std::time::Instant::now();
+    let (deployment, events) = stream_text(&gw).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(deployment, "stalling");
+    assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{events:?}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle_ms"),
+        "{last}"
+    );
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_without_a_needed_capability_are_not_tried() {
+    let mock = Mock::start().await;
+    let mut no_stream = deployment("batch-only", &mock.url, "batch");
+    no_stream["capabilities"] = json!(["tools"]);
+    let gw = Gateway::start(
+        json!({
+            "chat": {"strategy": "priority", "deployments": [no_stream.clone(), deployment("backup", &mock.url, "good")]},
+            "batch": {"deployments": [deployment("batch-only-2", &mock.url, "batch")]},
+        }),
+        &["openai", "priority"],
+        json!({}),
+    );
+    let (answered_by, events) = stream_text(&gw).await;
+    assert_eq!(answered_by, "backup");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!(
+        mock.hits("batch"),
+        0,
+        "the deployment without streaming was never called"
+    );
+    drop(gw);
+
+    let mut only = deployment("only", &mock.url, "batch");
+    only["capabilities"] = json!(["tools"]);
+    let gw = Gateway::start(
+        json!({"batch": {"deployments": [only]}}),
+        &["openai"],
+        json!({}),
+    );
+    let r = gw.chat("batch", true).await;
+    assert_eq!(r.status(), 503);
+    let e = crate::harness::json_body(r).await;
+    assert_eq!(e["error"]["code"], "no_candidate");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("streaming"),
+        "{e}"
+    );
+    // Not streamed, it is served.
+    assert_eq!(gw.chat("batch", false).await.status(), 200);
+}

@@ -120,6 +120,10 @@ pub struct Slot {
     pub(crate) exports: Exports,
 }
 
+/// Idle instances kept per plugin version. Calls are synchronous and short,
+/// so a handful covers every worker thread; streams take more while they run.
+const MAX_IDLE: usize = 32;
+
 /// Settings that shape every instance of a plugin.
 #[derive(Clone, Debug)]
 pub struct InstanceLimits {
@@ -202,20 +206,35 @@ impl Pool {
             plugin: self.plugin.to_string(),
             message: format!("{e:#}"),
         };
-        let instance = self.pre.instantiate(&mut store).map_err(fail)?;
-        let exports = self.indices.load(&mut store, &instance).map_err(fail)?;
-        Ok(Slot { store, exports })
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let instance = self.pre.instantiate(&mut store)?;
+            self.indices.load(&mut store, &instance)
+        }));
+        match made {
+            Ok(Ok(exports)) => Ok(Slot { store, exports }),
+            Ok(Err(e)) => Err(fail(e)),
+            Err(panic) => Err(PluginError::Instantiate {
+                plugin: self.plugin.to_string(),
+                message: format!("a host function panicked: {}", panic_text(&panic)),
+            }),
+        }
     }
 
-    /// Returns a healthy instance to the idle list.
+    /// Returns a healthy instance to the idle list, or drops it when enough
+    /// are idle already, so a burst (of streams, say) does not leave its
+    /// instances and their memory behind.
     pub(crate) fn give_back(&self, slot: Slot) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(slot);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(slot);
+        } else {
+            drop(idle);
+            self.discard(slot);
+        }
     }
 
-    /// Forgets an instance that trapped (its store is unusable).
+    /// Forgets an instance: one that trapped (its store is unusable) or one
+    /// more than the idle list keeps.
     pub(crate) fn discard(&self, slot: Slot) {
         drop(slot);
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -225,7 +244,10 @@ impl Pool {
 /// Epoch ticks for a deadline in milliseconds (at least two, so a call that
 /// starts just before a tick still gets a full period).
 pub(crate) fn ticks(ms: u64) -> u64 {
-    (ms * 1000).div_ceil(TICK.as_micros() as u64).max(1) + 1
+    ms.saturating_mul(1000)
+        .div_ceil(TICK.as_micros() as u64)
+        .max(1)
+        .saturating_add(1)
 }
 
 /// Runs one plugin call on a slot under a fresh deadline, turning wasmtime
@@ -243,7 +265,27 @@ pub(crate) fn run<R>(
     store.set_epoch_deadline(ticks(deadline_ms));
     let _running = ticker.enter();
     let plugin = store.data().plugin.clone();
-    call(store, exports).map_err(|e| classify_trap(&plugin, deadline_ms, e))
+    // A host function that panics (e.g. a blocking WASI call from a wasip2
+    // guest writing its panic message to stderr) unwinds through the guest;
+    // it ends this call like a trap instead of the request's task.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store, exports))) {
+        Ok(result) => result.map_err(|e| classify_trap(&plugin, deadline_ms, e)),
+        Err(panic) => Err(PluginError::Trap {
+            plugin: plugin.to_string(),
+            message: format!(
+                "a host function panicked during the call: {}",
+                panic_text(&panic)
+            ),
+        }),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Names the way a call died: deadline, memory cap, or any other trap.

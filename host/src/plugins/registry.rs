@@ -176,6 +176,11 @@ impl Registry {
                     changed = true;
                 }
                 Err(e) => {
+                    if matches!(e, LoadError::Io(_)) {
+                        // Perhaps unreadable for now (permissions fixed later
+                        // change no size or mtime): try again next scan.
+                        stamps.remove(id);
+                    }
                     let keeps = if current.contains_key(id) {
                         "; the previous version keeps serving"
                     } else {
@@ -309,10 +314,12 @@ impl Registry {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if event.paths.iter().any(|p| is_wasm(p)) => {
+                // Any event rescans (debounced): a deploy may swap a
+                // symlinked folder rather than touch a `.wasm` name, and an
+                // unchanged file costs one stat.
+                Ok(_) => {
                     let _ = tx.send(());
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!("plugin folder watch error: {e}"),
             })?;
         watcher.watch(&self.settings.dir, RecursiveMode::NonRecursive)?;
