@@ -33,7 +33,10 @@ pub trait Adapter {
     /// A 2xx upstream response in, canonical `chat.completion` out. Return an
     /// [`UpstreamError`] when the body is unusable, so the host can try the
     /// next deployment instead of passing garbage on.
-    fn parse_response(target: &Target, response: &HttpResponse) -> Result<ChatResponse, UpstreamError>;
+    fn parse_response(
+        target: &Target,
+        response: &HttpResponse,
+    ) -> Result<ChatResponse, UpstreamError>;
 
     /// A non-2xx upstream response in, its [`ErrorClass`] out: the class
     /// decides whether the host retries elsewhere, cools the deployment down or
@@ -60,14 +63,21 @@ pub trait StreamParser: 'static {
 impl UpstreamError {
     /// An upstream error of `class` with a human-readable `message`.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        UpstreamError { class, message: message.into() }
+        UpstreamError {
+            class,
+            message: message.into(),
+        }
     }
 }
 
 impl ChunkBatch {
     /// A batch with no chunks, no usage and not done.
     pub fn empty() -> Self {
-        ChunkBatch { chunks: Vec::new(), usage: None, done: false }
+        ChunkBatch {
+            chunks: Vec::new(),
+            usage: None,
+            done: false,
+        }
     }
 }
 
@@ -87,7 +97,10 @@ impl HttpRequest {
 impl HttpResponse {
     /// The first header named `name` (compare lower case: the host lower-cases names).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -110,7 +123,10 @@ impl<A: Adapter> wit::Guest for AdapterExport<A> {
     fn build_request(target: Target, request: String) -> Result<HttpRequest, String> {
         A::build_request(&target, &request)
     }
-    fn parse_response(target: Target, response: HttpResponse) -> Result<ChatResponse, UpstreamError> {
+    fn parse_response(
+        target: Target,
+        response: HttpResponse,
+    ) -> Result<ChatResponse, UpstreamError> {
         A::parse_response(&target, &response)
     }
     fn classify_error(response: HttpResponse) -> UpstreamError {

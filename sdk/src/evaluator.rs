@@ -23,13 +23,21 @@ pub trait Evaluator {
 impl Verdict {
     /// A pass with score 1 and no reasons.
     pub fn pass() -> Self {
-        Verdict { score: 1.0, pass: true, reasons: Vec::new() }
+        Verdict {
+            score: 1.0,
+            pass: true,
+            reasons: Vec::new(),
+        }
     }
 
     /// A fail with `score` and one reason; say exactly what was wrong, it ends
     /// up in logs and in the error the client sees when every candidate fails.
     pub fn fail(score: f32, reason: impl Into<String>) -> Self {
-        Verdict { score, pass: false, reasons: alloc::vec![reason.into()] }
+        Verdict {
+            score,
+            pass: false,
+            reasons: alloc::vec![reason.into()],
+        }
     }
 }
 

@@ -76,10 +76,10 @@ pub mod __private {
     pub use crate::bindings::adapter as adapter_bindings;
     #[cfg(feature = "evaluator")]
     pub use crate::bindings::evaluator as evaluator_bindings;
-    #[cfg(feature = "evaluator")]
-    pub use crate::evaluator::EvaluatorExport;
     #[cfg(feature = "strategy")]
     pub use crate::bindings::strategy as strategy_bindings;
+    #[cfg(feature = "evaluator")]
+    pub use crate::evaluator::EvaluatorExport;
     #[cfg(feature = "strategy")]
     pub use crate::strategy::StrategyExport;
 }

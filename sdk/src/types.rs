@@ -15,7 +15,10 @@ impl Metadata {
             name: name.to_string(),
             version: version.to_string(),
             kind,
-            capabilities: capabilities.iter().map(|c| c.to_string()).collect::<Vec<String>>(),
+            capabilities: capabilities
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<String>>(),
         }
     }
 }
@@ -23,6 +26,9 @@ impl Metadata {
 impl Usage {
     /// Token counts as the upstream reported them.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Usage { prompt_tokens, completion_tokens }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+        }
     }
 }

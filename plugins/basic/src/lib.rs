@@ -10,7 +10,12 @@ struct Basic;
 
 impl Evaluator for Basic {
     fn metadata() -> Metadata {
-        Metadata::new("basic", env!("CARGO_PKG_VERSION"), PluginKind::Evaluator, &["json"])
+        Metadata::new(
+            "basic",
+            env!("CARGO_PKG_VERSION"),
+            PluginKind::Evaluator,
+            &["json"],
+        )
     }
 
     fn evaluate(request: &str, response: &str) -> Result<Verdict, String> {
@@ -20,7 +25,13 @@ impl Evaluator for Basic {
 
 export_evaluator!(Basic);
 
-const FINISH_REASONS: &[&str] = &["stop", "length", "tool_calls", "function_call", "content_filter"];
+const FINISH_REASONS: &[&str] = &[
+    "stop",
+    "length",
+    "tool_calls",
+    "function_call",
+    "content_filter",
+];
 
 /// Whether the request asked for a JSON answer (`response_format`). Reads
 /// only that field: the messages are skipped, not built into values.
@@ -46,14 +57,20 @@ fn text_of(content: &Value) -> Option<String> {
     match content {
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => Some(
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
         ),
         _ => None,
     }
 }
 
 fn has_calls(message: &Value) -> bool {
-    message.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty())
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty())
         || message.get("function_call").is_some_and(Value::is_object)
 }
 
@@ -77,12 +94,12 @@ fn evaluate(request: &str, response: &str) -> Verdict {
     for (i, choice) in choices.iter().enumerate() {
         match choice.get("finish_reason") {
             None | Some(Value::Null) => fails.push(format!("choice {i}: finish_reason is null")),
-            Some(Value::String(r)) if r == "content_filter" => {
-                fails.push(format!("choice {i}: answer was filtered (finish_reason content_filter)"))
-            }
-            Some(Value::String(r)) if r == "length" => {
-                notes.push(format!("choice {i}: truncated at the token limit (finish_reason length)"))
-            }
+            Some(Value::String(r)) if r == "content_filter" => fails.push(format!(
+                "choice {i}: answer was filtered (finish_reason content_filter)"
+            )),
+            Some(Value::String(r)) if r == "length" => notes.push(format!(
+                "choice {i}: truncated at the token limit (finish_reason length)"
+            )),
             Some(Value::String(r)) if FINISH_REASONS.contains(&r.as_str()) => {}
             Some(other) => fails.push(format!("choice {i}: unexpected finish_reason {other}")),
         }
@@ -101,10 +118,8 @@ fn evaluate(request: &str, response: &str) -> Verdict {
         };
         match text {
             Some(t) if !t.trim().is_empty() => {
-                if json {
-                    if let Err(e) = serde_json::from_str::<Value>(&t) {
-                        fails.push(format!("choice {i}: content is not valid JSON: {e}"));
-                    }
+                if json && let Err(e) = serde_json::from_str::<Value>(&t) {
+                    fails.push(format!("choice {i}: content is not valid JSON: {e}"));
                 }
             }
             _ if calls => {}
@@ -115,9 +130,17 @@ fn evaluate(request: &str, response: &str) -> Verdict {
 
     if !fails.is_empty() {
         fails.extend(notes);
-        Verdict { score: 0.0, pass: false, reasons: fails }
+        Verdict {
+            score: 0.0,
+            pass: false,
+            reasons: fails,
+        }
     } else if !notes.is_empty() {
-        Verdict { score: 0.5, pass: true, reasons: notes }
+        Verdict {
+            score: 0.5,
+            pass: true,
+            reasons: notes,
+        }
     } else {
         Verdict::pass()
     }
@@ -138,7 +161,10 @@ mod tests {
 
     #[test]
     fn good_answers_pass() {
-        let (pass, score, r) = reasons("{}", &answer(r#""stop""#, r#"{"role":"assistant","content":"hi"}"#));
+        let (pass, score, r) = reasons(
+            "{}",
+            &answer(r#""stop""#, r#"{"role":"assistant","content":"hi"}"#),
+        );
         assert!(pass && score == 1.0 && r.is_empty());
         let tools = r#"{"content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]}"#;
         assert!(reasons("{}", &answer(r#""tool_calls""#, tools)).0);
@@ -146,10 +172,16 @@ mod tests {
 
     #[test]
     fn structural_failures_say_what() {
-        assert_eq!(reasons("{}", "nope").2[0].split(':').next(), Some("response is not JSON"));
+        assert_eq!(
+            reasons("{}", "nope").2[0].split(':').next(),
+            Some("response is not JSON")
+        );
         assert_eq!(reasons("{}", "[]").2, vec!["response is not a JSON object"]);
         assert_eq!(reasons("{}", "{}").2, vec!["response has no choices array"]);
-        assert_eq!(reasons("{}", r#"{"choices":[]}"#).2, vec!["response has no choices"]);
+        assert_eq!(
+            reasons("{}", r#"{"choices":[]}"#).2,
+            vec!["response has no choices"]
+        );
         assert_eq!(
             reasons("{}", &answer(r#""stop""#, r#"{"content":""}"#)).2,
             vec!["choice 0: empty content"]
@@ -179,11 +211,20 @@ mod tests {
     fn json_mode_needs_json_content() {
         let req = r#"{"response_format":{"type":"json_object"}}"#;
         assert!(reasons(req, &answer(r#""stop""#, r#"{"content":"{\"a\":1}"}"#)).0);
-        let (pass, _, r) = reasons(req, &answer(r#""stop""#, r#"{"content":"sure! {\"a\":1}"}"#));
+        let (pass, _, r) = reasons(
+            req,
+            &answer(r#""stop""#, r#"{"content":"sure! {\"a\":1}"}"#),
+        );
         assert!(!pass);
         assert!(r[0].starts_with("choice 0: content is not valid JSON"));
         let schema = r#"{"response_format":{"type":"json_schema","json_schema":{}}}"#;
         assert!(!reasons(schema, &answer(r#""stop""#, r#"{"content":"nope"}"#)).0);
-        assert!(reasons(r#"{"response_format":{"type":"text"}}"#, &answer(r#""stop""#, r#"{"content":"nope"}"#)).0);
+        assert!(
+            reasons(
+                r#"{"response_format":{"type":"text"}}"#,
+                &answer(r#""stop""#, r#"{"content":"nope"}"#)
+            )
+            .0
+        );
     }
 }

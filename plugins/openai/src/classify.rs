@@ -19,7 +19,10 @@ pub struct ErrorInfo {
 pub fn error_info(body: &Value) -> ErrorInfo {
     let err = match body.get("error") {
         Some(Value::String(s)) => {
-            return ErrorInfo { message: Some(s.clone()), ..Default::default() };
+            return ErrorInfo {
+                message: Some(s.clone()),
+                ..Default::default()
+            };
         }
         Some(e @ Value::Object(_)) => e,
         _ => body,
@@ -30,7 +33,9 @@ pub fn error_info(body: &Value) -> ErrorInfo {
         message: text("message"),
         code: code.and_then(Value::as_str).map(str::to_owned),
         kind: text("type"),
-        status: code.and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()),
+        status: code
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok()),
     }
 }
 
@@ -47,14 +52,23 @@ fn is_context_length(info: &ErrorInfo) -> bool {
 
 fn is_content_filter(info: &ErrorInfo) -> bool {
     let tagged = |s: &Option<String>| {
-        matches!(s.as_deref(), Some("content_filter" | "content_policy_violation"))
+        matches!(
+            s.as_deref(),
+            Some("content_filter" | "content_policy_violation")
+        )
     };
     let msg = info.message.as_deref().unwrap_or("").to_ascii_lowercase();
     tagged(&info.code)
         || tagged(&info.kind)
-        || ["content filter", "content_filter", "content policy", "content_policy", "content management policy"]
-            .iter()
-            .any(|p| msg.contains(p))
+        || [
+            "content filter",
+            "content_filter",
+            "content policy",
+            "content_policy",
+            "content management policy",
+        ]
+        .iter()
+        .any(|p| msg.contains(p))
 }
 
 /// The class of an error with HTTP `status`, given what its body said.
@@ -78,7 +92,10 @@ pub fn class_of(status: u16, info: &ErrorInfo, retry_after_ms: Option<u32>) -> E
 /// `retry-after` needs a wall clock the sandbox does not have: ignored.
 pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u32> {
     let header = |name: &str| {
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
     };
     let parse = |v: &str, scale: f64| {
         let n: f64 = v.parse().ok()?;
@@ -106,7 +123,10 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Upstr
 /// in the error is taken as the status the upstream meant.
 pub fn classify_stream_error(body: &Value) -> UpstreamError {
     let info = error_info(body);
-    let status = info.status.filter(|s| (400..=599).contains(s)).unwrap_or(500);
+    let status = info
+        .status
+        .filter(|s| (400..=599).contains(s))
+        .unwrap_or(500);
     let mut class = class_of(status, &info, None);
     // A 500 that says what it is (context length, content filter) is that.
     if matches!(class, ErrorClass::Overloaded) {
@@ -116,7 +136,9 @@ pub fn classify_stream_error(body: &Value) -> UpstreamError {
             class = ErrorClass::ContentFiltered;
         }
     }
-    let detail = info.message.unwrap_or_else(|| body.to_string().chars().take(200).collect());
+    let detail = info
+        .message
+        .unwrap_or_else(|| body.to_string().chars().take(200).collect());
     UpstreamError::new(class, format!("upstream stream error: {detail}"))
 }
 
@@ -125,7 +147,10 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn class(status: u16, headers: &[(&str, &str)], body: &str) -> ErrorClass {
@@ -134,9 +159,18 @@ mod tests {
 
     #[test]
     fn rate_limits_carry_retry_after() {
-        assert!(matches!(class(429, &[("retry-after-ms", "1500")], "{}"), ErrorClass::RateLimited(Some(1500))));
-        assert!(matches!(class(429, &[("retry-after", "2")], ""), ErrorClass::RateLimited(Some(2000))));
-        assert!(matches!(class(429, &[("retry-after", "0.25")], ""), ErrorClass::RateLimited(Some(250))));
+        assert!(matches!(
+            class(429, &[("retry-after-ms", "1500")], "{}"),
+            ErrorClass::RateLimited(Some(1500))
+        ));
+        assert!(matches!(
+            class(429, &[("retry-after", "2")], ""),
+            ErrorClass::RateLimited(Some(2000))
+        ));
+        assert!(matches!(
+            class(429, &[("retry-after", "0.25")], ""),
+            ErrorClass::RateLimited(Some(250))
+        ));
         assert!(matches!(
             class(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], ""),
             ErrorClass::RateLimited(None)
@@ -155,21 +189,43 @@ mod tests {
         assert!(matches!(class(403, &[], ""), ErrorClass::Auth));
         assert!(matches!(class(404, &[], ""), ErrorClass::Permanent));
         assert!(matches!(class(418, &[], ""), ErrorClass::Permanent));
-        assert!(matches!(class(400, &[], "{\"error\":{\"message\":\"bad\"}}"), ErrorClass::InvalidRequest));
-        assert!(matches!(class(422, &[], "nope"), ErrorClass::InvalidRequest));
+        assert!(matches!(
+            class(400, &[], "{\"error\":{\"message\":\"bad\"}}"),
+            ErrorClass::InvalidRequest
+        ));
+        assert!(matches!(
+            class(422, &[], "nope"),
+            ErrorClass::InvalidRequest
+        ));
     }
 
     #[test]
     fn context_length_and_content_filter() {
         let openai = r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
-        assert!(matches!(class(400, &[], openai), ErrorClass::ContextLengthExceeded));
-        let vllm = r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens","type":"BadRequestError","code":400}"#;
-        assert!(matches!(class(400, &[], vllm), ErrorClass::ContextLengthExceeded));
-        assert!(matches!(class(413, &[], r#"{"error":"too many tokens"}"#), ErrorClass::ContextLengthExceeded));
-        let azure = r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","code":"content_filter"}}"#;
-        assert!(matches!(class(400, &[], azure), ErrorClass::ContentFiltered));
         assert!(matches!(
-            class(400, &[], r#"{"error":{"code":"content_policy_violation","message":"x"}}"#),
+            class(400, &[], openai),
+            ErrorClass::ContextLengthExceeded
+        ));
+        let vllm = r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens","type":"BadRequestError","code":400}"#;
+        assert!(matches!(
+            class(400, &[], vllm),
+            ErrorClass::ContextLengthExceeded
+        ));
+        assert!(matches!(
+            class(413, &[], r#"{"error":"too many tokens"}"#),
+            ErrorClass::ContextLengthExceeded
+        ));
+        let azure = r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","code":"content_filter"}}"#;
+        assert!(matches!(
+            class(400, &[], azure),
+            ErrorClass::ContentFiltered
+        ));
+        assert!(matches!(
+            class(
+                400,
+                &[],
+                r#"{"error":{"code":"content_policy_violation","message":"x"}}"#
+            ),
             ErrorClass::ContentFiltered
         ));
     }
@@ -186,10 +242,22 @@ mod tests {
     #[test]
     fn stream_errors_default_to_overloaded() {
         let v: Value = serde_json::from_str(r#"{"error":{"message":"boom"}}"#).unwrap();
-        assert!(matches!(classify_stream_error(&v).class, ErrorClass::Overloaded));
-        let v: Value = serde_json::from_str(r#"{"error":{"message":"maximum context length is 10"}}"#).unwrap();
-        assert!(matches!(classify_stream_error(&v).class, ErrorClass::ContextLengthExceeded));
-        let v: Value = serde_json::from_str(r#"{"error":{"message":"slow down","code":429}}"#).unwrap();
-        assert!(matches!(classify_stream_error(&v).class, ErrorClass::RateLimited(None)));
+        assert!(matches!(
+            classify_stream_error(&v).class,
+            ErrorClass::Overloaded
+        ));
+        let v: Value =
+            serde_json::from_str(r#"{"error":{"message":"maximum context length is 10"}}"#)
+                .unwrap();
+        assert!(matches!(
+            classify_stream_error(&v).class,
+            ErrorClass::ContextLengthExceeded
+        ));
+        let v: Value =
+            serde_json::from_str(r#"{"error":{"message":"slow down","code":429}}"#).unwrap();
+        assert!(matches!(
+            classify_stream_error(&v).class,
+            ErrorClass::RateLimited(None)
+        ));
     }
 }

@@ -11,8 +11,8 @@ mod sse;
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use switchyard_sdk::{
     Adapter, AuthScheme, ChatResponse, ChunkBatch, ErrorClass, HttpRequest, HttpResponse, Metadata,
     PluginKind, StreamParser, Target, UpstreamError, Usage, export_adapter,
@@ -34,10 +34,17 @@ impl Adapter for OpenAi {
 
     fn build_request(target: &Target, request: &str) -> Result<HttpRequest, String> {
         let body = build_body(&target.model, request)?;
-        Ok(HttpRequest::post_json("/chat/completions", body, AuthScheme::Bearer))
+        Ok(HttpRequest::post_json(
+            "/chat/completions",
+            body,
+            AuthScheme::Bearer,
+        ))
     }
 
-    fn parse_response(target: &Target, response: &HttpResponse) -> Result<ChatResponse, UpstreamError> {
+    fn parse_response(
+        target: &Target,
+        response: &HttpResponse,
+    ) -> Result<ChatResponse, UpstreamError> {
         parse_body(&target.deployment, response.status, &response.body)
     }
 
@@ -53,8 +60,9 @@ export_adapter!(OpenAi);
 /// unless the caller chose its own `stream_options`.
 fn build_body(model: &str, request: &str) -> Result<Vec<u8>, String> {
     let model = serde_json::value::to_raw_value(model).map_err(|e| e.to_string())?;
-    let usage_options = serde_json::value::to_raw_value(&serde_json::json!({ "include_usage": true }))
-        .map_err(|e| e.to_string())?;
+    let usage_options =
+        serde_json::value::to_raw_value(&serde_json::json!({ "include_usage": true }))
+            .map_err(|e| e.to_string())?;
     let mut req = match serde_json::from_str::<RawObject>(request) {
         Ok(req) => req,
         Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(request).is_ok() => {
@@ -93,7 +101,11 @@ fn overloaded(message: String) -> UpstreamError {
 /// Usage from an OpenAI `usage` object; `None` when absent or null.
 fn usage_of(v: Option<&Value>) -> Option<Usage> {
     let u = v.filter(|u| u.is_object())?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).map_or(0, |n| n.min(u32::MAX as u64) as u32);
+    let n = |k: &str| {
+        u.get(k)
+            .and_then(Value::as_u64)
+            .map_or(0, |n| n.min(u32::MAX as u64) as u32)
+    };
     Some(Usage::new(n("prompt_tokens"), n("completion_tokens")))
 }
 
@@ -105,7 +117,8 @@ type RawObject<'a> = indexmap::IndexMap<Cow<'a, str>, &'a RawValue>;
 /// an upstream failure (overloaded: another deployment may do better), never
 /// an answer passed on to the client.
 fn parse_body(deployment: &str, status: u16, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
-    let model = serde_json::value::to_raw_value(deployment).map_err(|e| overloaded(e.to_string()))?;
+    let model =
+        serde_json::value::to_raw_value(deployment).map_err(|e| overloaded(e.to_string()))?;
     let mut obj = match serde_json::from_slice::<RawObject>(body) {
         Ok(obj) if obj.get("choices").is_some_and(|c| c.get().starts_with('[')) => obj,
         _ => return Err(not_a_completion(status, body)),
@@ -124,7 +137,10 @@ fn not_a_completion(status: u16, body: &[u8]) -> UpstreamError {
     match serde_json::from_slice::<Value>(body) {
         Err(e) => overloaded(format!("upstream {status} body is not JSON: {e}")),
         Ok(v) => {
-            let why = classify::error_info(&v).message.map(|m| format!(": {m}")).unwrap_or_default();
+            let why = classify::error_info(&v)
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
             overloaded(format!("upstream response has no choices array{why}"))
         }
     }
@@ -161,7 +177,9 @@ impl Parser {
             let mut v: Value = serde_json::from_str(&data)
                 .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
             let Some(obj) = v.as_object_mut() else {
-                return Err(overloaded("malformed stream chunk: not a JSON object".into()));
+                return Err(overloaded(
+                    "malformed stream chunk: not a JSON object".into(),
+                ));
             };
             if obj.get("error").is_some_and(|e| !e.is_null()) {
                 return Err(classify::classify_stream_error(&v));
@@ -171,17 +189,28 @@ impl Parser {
                 self.usage = Some(u);
             }
             let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
-            if obj.get("choices").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(finish)) {
+            if obj
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(finish))
+            {
                 self.finished = true;
             }
-            let usage_only = obj.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            let usage_only = obj
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
                 && obj.get("usage").is_some_and(|u| !u.is_null());
             if usage_only && !self.forward_usage_chunk {
                 continue;
             }
             chunks.push(v.to_string());
         }
-        Ok(ChunkBatch { chunks, usage: self.usage, done: self.done })
+        Ok(ChunkBatch {
+            chunks,
+            usage: self.usage,
+            done: self.done,
+        })
     }
 }
 
@@ -217,7 +246,10 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target { deployment: "gpt-eu".into(), model: "gpt-4o".into() }
+        Target {
+            deployment: "gpt-eu".into(),
+            model: "gpt-4o".into(),
+        }
     }
 
     fn json(b: &[u8]) -> Value {
@@ -226,14 +258,26 @@ mod tests {
 
     #[test]
     fn build_sets_model_and_stream_usage() {
-        let b = json(&build_body("gpt-4o", r#"{"model":"route","messages":[],"stream":true}"#).unwrap());
+        let b = json(
+            &build_body("gpt-4o", r#"{"model":"route","messages":[],"stream":true}"#).unwrap(),
+        );
         assert_eq!(b["model"], "gpt-4o");
         assert_eq!(b["stream_options"]["include_usage"], true);
-        let b = json(&build_body("m", r#"{"stream":true,"stream_options":{"include_usage":false}}"#).unwrap());
+        let b = json(
+            &build_body(
+                "m",
+                r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+            )
+            .unwrap(),
+        );
         assert_eq!(b["stream_options"]["include_usage"], false);
         let b = json(&build_body("m", r#"{"messages":[]}"#).unwrap());
         assert!(b.get("stream_options").is_none());
-        assert!(build_body("m", "[1]").unwrap_err().contains("not a JSON object"));
+        assert!(
+            build_body("m", "[1]")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
         assert!(build_body("m", "{").unwrap_err().contains("not JSON"));
     }
 
@@ -244,14 +288,23 @@ mod tests {
         assert_eq!(json(r.body.as_bytes())["model"], "gpt-eu");
         let u = r.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 2));
-        assert!(parse_body("d", 200, br#"{"choices":[]}"#).unwrap().usage.is_none());
+        assert!(
+            parse_body("d", 200, br#"{"choices":[]}"#)
+                .unwrap()
+                .usage
+                .is_none()
+        );
     }
 
     #[test]
     fn parse_rejects_non_completions() {
         let e = parse_body("d", 200, b"<html>").unwrap_err();
         assert!(matches!(e.class, ErrorClass::Overloaded));
-        assert!(e.message.starts_with("upstream 200 body is not JSON: "), "{}", e.message);
+        assert!(
+            e.message.starts_with("upstream 200 body is not JSON: "),
+            "{}",
+            e.message
+        );
         let e = parse_body("d", 200, br#"{"error":{"message":"busy"}}"#).unwrap_err();
         assert_eq!(e.message, "upstream response has no choices array: busy");
         let e = parse_body("d", 200, b"[]").unwrap_err();
@@ -286,8 +339,15 @@ mod tests {
         for cut in 0..=bytes.len() {
             let (chunks, usage, done) = run(&[&bytes[..cut], &bytes[cut..]]).unwrap();
             assert_eq!(chunks.len(), 3);
-            assert!(chunks.iter().all(|c| json(c.as_bytes())["model"] == "gpt-eu"));
-            assert_eq!(json(chunks[0].as_bytes())["choices"][0]["delta"]["content"], "Hé");
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| json(c.as_bytes())["model"] == "gpt-eu")
+            );
+            assert_eq!(
+                json(chunks[0].as_bytes())["choices"][0]["delta"]["content"],
+                "Hé"
+            );
             let u = usage.unwrap();
             assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
             assert!(done);
@@ -298,23 +358,36 @@ mod tests {
     fn usage_chunk_is_forwarded_only_to_callers_that_asked() {
         let mut p = Parser::new(target(), r#"{"stream":true}"#);
         let b = p.feed(STREAM.as_bytes()).unwrap();
-        assert_eq!(b.chunks.len(), 2, "usage-only chunk dropped: {:?}", b.chunks);
+        assert_eq!(
+            b.chunks.len(),
+            2,
+            "usage-only chunk dropped: {:?}",
+            b.chunks
+        );
         let u = b.usage.expect("usage still reported to the host");
         assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
         assert!(b.done);
-        assert!(caller_wants_usage(r#"{"stream_options":{"include_usage":true}}"#));
-        assert!(!caller_wants_usage(r#"{"stream_options":{"include_usage":false}}"#));
+        assert!(caller_wants_usage(
+            r#"{"stream_options":{"include_usage":true}}"#
+        ));
+        assert!(!caller_wants_usage(
+            r#"{"stream_options":{"include_usage":false}}"#
+        ));
         assert!(!caller_wants_usage(r#"{"stream_options":null}"#));
         assert!(!caller_wants_usage("not json"));
     }
 
     #[test]
     fn truncated_stream_is_an_error() {
-        let e = run(&[b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n"]).unwrap_err();
+        let e = run(&[
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n",
+        ])
+        .unwrap_err();
         assert!(matches!(e.class, ErrorClass::Overloaded));
         assert_eq!(e.message, "stream ended before completion");
         // A finish_reason without [DONE] is complete enough (some servers omit it).
-        let ok = run(&[b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}"]).unwrap();
+        let ok =
+            run(&[b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}"]).unwrap();
         assert_eq!(ok.0.len(), 1);
         assert!(!ok.2);
     }
@@ -322,8 +395,14 @@ mod tests {
     #[test]
     fn stream_errors() {
         let e = run(&[b"data: {\"choices\": [\n\n"]).unwrap_err();
-        assert!(e.message.starts_with("malformed stream chunk: "), "{}", e.message);
-        let e = run(&[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"]).unwrap_err();
+        assert!(
+            e.message.starts_with("malformed stream chunk: "),
+            "{}",
+            e.message
+        );
+        let e =
+            run(&[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"])
+                .unwrap_err();
         assert!(matches!(e.class, ErrorClass::Overloaded));
         assert!(e.message.contains("overloaded"));
     }

@@ -38,15 +38,19 @@ impl SseDecoder {
                 break;
             }
             let end = i;
-            i += if b == b'\r' && self.buf[i + 1] == b'\n' { 2 } else { 1 };
+            i += if b == b'\r' && self.buf[i + 1] == b'\n' {
+                2
+            } else {
+                1
+            };
             let line = std::str::from_utf8(&self.buf[start..end])
                 .map_err(|e| format!("stream is not UTF-8: {e}"))?
                 .to_owned();
             start = i;
-            if let Line::Dispatch = self.line(&line) {
-                if let Some(data) = self.data.take() {
-                    events.push(data);
-                }
+            if let Line::Dispatch = self.line(&line)
+                && let Some(data) = self.data.take()
+            {
+                events.push(data);
             }
         }
         self.buf.drain(..start);
@@ -112,7 +116,11 @@ mod tests {
             "data: {\"a\":1}\r\rdata: [DONE]\r\r",
         ] {
             for ev in all_splits(input.as_bytes()) {
-                assert_eq!(ev, vec!["{\"a\":1}".to_string(), "[DONE]".to_string()], "{input:?}");
+                assert_eq!(
+                    ev,
+                    vec!["{\"a\":1}".to_string(), "[DONE]".to_string()],
+                    "{input:?}"
+                );
             }
         }
     }

@@ -9,11 +9,20 @@ struct Priority;
 
 impl Strategy for Priority {
     fn metadata() -> Metadata {
-        Metadata::new("priority", env!("CARGO_PKG_VERSION"), PluginKind::Strategy, &[])
+        Metadata::new(
+            "priority",
+            env!("CARGO_PKG_VERSION"),
+            PluginKind::Strategy,
+            &[],
+        )
     }
 
     fn order(_request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
-        Ok(order(candidates.iter().map(|c| (c.healthy, c.headroom, c.priority))))
+        Ok(order(
+            candidates
+                .iter()
+                .map(|c| (c.healthy, c.headroom, c.priority)),
+        ))
     }
 }
 

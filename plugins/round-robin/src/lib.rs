@@ -4,18 +4,28 @@
 //! plugin and stays fair under concurrency; unhealthy deployments are kept
 //! at the end as a last resort.
 
-use switchyard_sdk::{Candidate, Metadata, PluginKind, RequestSummary, Strategy, counter_next, export_strategy};
+use switchyard_sdk::{
+    Candidate, Metadata, PluginKind, RequestSummary, Strategy, counter_next, export_strategy,
+};
 
 struct RoundRobin;
 
 impl Strategy for RoundRobin {
     fn metadata() -> Metadata {
-        Metadata::new("round-robin", env!("CARGO_PKG_VERSION"), PluginKind::Strategy, &[])
+        Metadata::new(
+            "round-robin",
+            env!("CARGO_PKG_VERSION"),
+            PluginKind::Strategy,
+            &[],
+        )
     }
 
     fn order(request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
         let turn = counter_next(&request.model);
-        Ok(order(turn, candidates.iter().map(|c| (c.healthy, c.weight))))
+        Ok(order(
+            turn,
+            candidates.iter().map(|c| (c.healthy, c.weight)),
+        ))
     }
 }
 
@@ -42,7 +52,11 @@ fn order(turn: u64, candidates: impl Iterator<Item = (bool, u32)>) -> Vec<u32> {
         let first = smooth_pick(&weights, turn);
         healthy.rotate_left(first);
     }
-    healthy.into_iter().map(|(i, _)| i).chain(unhealthy).collect()
+    healthy
+        .into_iter()
+        .map(|(i, _)| i)
+        .chain(unhealthy)
+        .collect()
 }
 
 /// Divides weights by their common divisor and caps their total.
@@ -51,7 +65,9 @@ fn normalise(mut weights: Vec<u64>) -> Vec<u64> {
     weights.iter_mut().for_each(|w| *w /= gcd);
     let total: u64 = weights.iter().sum();
     if total > MAX_TOTAL_WEIGHT {
-        weights.iter_mut().for_each(|w| *w = (*w * MAX_TOTAL_WEIGHT / total).max(1));
+        weights
+            .iter_mut()
+            .for_each(|w| *w = (*w * MAX_TOTAL_WEIGHT / total).max(1));
     }
     weights
 }
@@ -71,7 +87,9 @@ fn smooth_pick(weights: &[u64], turn: u64) -> usize {
         for (c, &w) in current.iter_mut().zip(weights) {
             *c += w as i64;
         }
-        pick = (0..current.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+        pick = (0..current.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
         current[pick] -= total as i64;
     }
     pick

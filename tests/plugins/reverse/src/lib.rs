@@ -7,7 +7,12 @@ struct Reverse;
 
 impl Strategy for Reverse {
     fn metadata() -> Metadata {
-        Metadata::new("reverse", env!("CARGO_PKG_VERSION"), PluginKind::Strategy, &[])
+        Metadata::new(
+            "reverse",
+            env!("CARGO_PKG_VERSION"),
+            PluginKind::Strategy,
+            &[],
+        )
     }
 
     fn order(_request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
