@@ -155,11 +155,27 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listen = %local, "switchyard listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| e.to_string())
+    // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
+    // no longer than DRAIN (a long stream must not block a deploy forever).
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = stopping_tx.send(true);
+    });
+    tokio::select! {
+        served = server => served.map_err(|e| e.to_string()),
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("requests still in flight after {} s; exiting", DRAIN.as_secs());
+            Ok(())
+        }
+    }
 }
+
+/// How long a shutdown waits for requests in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();

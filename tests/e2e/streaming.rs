@@ -181,3 +181,50 @@ async fn deployments_without_a_needed_capability_are_not_tried() {
     // Not streamed, it is served.
     assert_eq!(gw.chat("batch", false).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cannot_take_the_instances_short_calls_need() {
+    let mock = Mock::start().await;
+    let mut stalled = deployment("stalled", &mock.url, "stall-first");
+    stalled["timeouts"] = json!({"first_byte_ms": 3000});
+    let gw = std::sync::Arc::new(Gateway::start(
+        json!({
+            "slow": {"deployments": [stalled]},
+            "chat": {"deployments": [deployment("good", &mock.url, "good")]},
+        }),
+        &["openai"],
+        // Streams may hold 3 of the 4 instances.
+        json!({"plugins": {"max_instances": 4}}),
+    ));
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let gw = gw.clone();
+        slow.push(tokio::spawn(
+            async move { gw.chat("slow", true).await.status() },
+        ));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while mock.hits("stall-first") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow streams did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A fourth stream is refused cleanly, naming the limit...
+    let r = gw.chat("chat", true).await;
+    assert_eq!(r.status(), 502);
+    let e = crate::harness::json_body(r).await;
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limit of 3 concurrent streams"), "{e}");
+    assert_eq!(mock.hits("good"), 0, "refused before any upstream call");
+    // ...while short calls still have their instance.
+    assert_eq!(gw.chat("chat", false).await.status(), 200);
+
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 502, "the stalled streams time out");
+    }
+    // Once they ended, streams are admitted again.
+    assert_eq!(gw.chat("chat", true).await.status(), 200);
+}

@@ -142,6 +142,8 @@ pub struct Pool {
     limits: InstanceLimits,
     idle: Mutex<Vec<Slot>>,
     live: AtomicUsize,
+    /// Streams in progress; each holds an instance for its whole duration.
+    streams: AtomicUsize,
 }
 
 impl Pool {
@@ -164,7 +166,29 @@ impl Pool {
             limits,
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
         }
+    }
+
+    /// Admits one more stream, as long as streams hold at most three
+    /// quarters of `max_instances`: the rest stay free for the short calls
+    /// every request makes, so long streams cannot starve them.
+    pub(crate) fn begin_stream(&self) -> Result<(), PluginError> {
+        let limit = (self.limits.max_instances * 3 / 4).max(1);
+        if self.streams.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.streams.fetch_sub(1, Ordering::Relaxed);
+            return Err(PluginError::Busy {
+                plugin: self.plugin.to_string(),
+                max: limit,
+                what: "streams",
+            });
+        }
+        Ok(())
+    }
+
+    /// A stream admitted by [`begin_stream`](Self::begin_stream) ended.
+    pub(crate) fn end_stream(&self) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Takes an idle instance or instantiates a new one.
@@ -177,6 +201,7 @@ impl Pool {
             return Err(PluginError::Busy {
                 plugin: self.plugin.to_string(),
                 max: self.limits.max_instances,
+                what: "instances",
             });
         }
         self.instantiate().inspect_err(|_| {

@@ -100,8 +100,12 @@ pub enum PluginError {
     Trap { plugin: String, message: String },
     #[error("plugin {plugin:?} could not be instantiated: {message}")]
     Instantiate { plugin: String, message: String },
-    #[error("plugin {plugin:?} has all {max} instances busy")]
-    Busy { plugin: String, max: usize },
+    #[error("plugin {plugin:?} is at its limit of {max} concurrent {what}")]
+    Busy {
+        plugin: String,
+        max: usize,
+        what: &'static str,
+    },
     #[error("plugin {plugin:?} returned an error: {message}")]
     Guest { plugin: String, message: String },
     #[error("plugin {plugin:?} returned an unusable result: {message}")]

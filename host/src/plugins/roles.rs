@@ -92,7 +92,14 @@ impl Plugin {
         if self.kind != Kind::Adapter {
             return Err(self.wrong_kind(Kind::Adapter));
         }
-        let mut slot = self.pool.take()?;
+        self.pool.begin_stream()?;
+        let mut slot = match self.pool.take() {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.pool.end_stream();
+                return Err(e);
+            }
+        };
         let made = instance::run(
             &mut slot,
             &self.pool.ticker,
@@ -112,6 +119,7 @@ impl Plugin {
             }),
             Err(e) => {
                 self.finish(slot, false);
+                self.pool.end_stream();
                 Err(e)
             }
         }
@@ -186,6 +194,7 @@ impl StreamSession {
 impl Drop for StreamSession {
     /// Frees the guest's parser and returns the instance to the pool.
     fn drop(&mut self) {
+        self.plugin.pool.end_stream();
         if let Some(mut slot) = self.slot.take() {
             let handle = self.handle;
             let dropped = instance::run(
