@@ -144,6 +144,8 @@ pub struct Pool {
     live: AtomicUsize,
     /// Streams in progress; each holds an instance for its whole duration.
     streams: AtomicUsize,
+    /// The component imports `wasi:io`, whose sync host functions block.
+    pub(crate) blocking_wasi: bool,
 }
 
 impl Pool {
@@ -155,6 +157,7 @@ impl Pool {
         config: Arc<str>,
         counters: Arc<Counters>,
         limits: InstanceLimits,
+        blocking_wasi: bool,
     ) -> Self {
         Self {
             plugin,
@@ -167,6 +170,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             streams: AtomicUsize::new(0),
+            blocking_wasi,
         }
     }
 
@@ -231,10 +235,17 @@ impl Pool {
             plugin: self.plugin.to_string(),
             message: format!("{e:#}"),
         };
-        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let instance = self.pre.instantiate(&mut store)?;
-            self.indices.load(&mut store, &instance)
-        }));
+        let mut instantiate = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let instance = self.pre.instantiate(&mut store)?;
+                self.indices.load(&mut store, &instance)
+            }))
+        };
+        let made = if self.blocking_wasi && on_multi_thread_runtime() {
+            tokio::task::block_in_place(instantiate)
+        } else {
+            instantiate()
+        };
         match made {
             Ok(Ok(exports)) => Ok(Slot { store, exports }),
             Ok(Err(e)) => Err(fail(e)),
@@ -280,7 +291,7 @@ pub(crate) fn ticks(ms: u64) -> u64 {
 /// arrives as `Ok(Err(..))`), after which the slot must be discarded.
 pub(crate) fn run<R>(
     slot: &mut Slot,
-    ticker: &EpochTicker,
+    pool: &Pool,
     request_id: &Arc<str>,
     deadline_ms: u64,
     call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
@@ -288,12 +299,22 @@ pub(crate) fn run<R>(
     let Slot { store, exports } = slot;
     store.data_mut().request_id = request_id.clone();
     store.set_epoch_deadline(ticks(deadline_ms));
-    let _running = ticker.enter();
+    let _running = pool.ticker.enter();
     let plugin = store.data().plugin.clone();
-    // A host function that panics (e.g. a blocking WASI call from a wasip2
-    // guest writing its panic message to stderr) unwinds through the guest;
-    // it ends this call like a trap instead of the request's task.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store, exports))) {
+    // A host function that panics unwinds through the guest; it ends this
+    // call like a trap instead of the request's task.
+    let guarded =
+        || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store, exports)));
+    let outcome = if pool.blocking_wasi && on_multi_thread_runtime() {
+        // WASI's stream and poll functions, linked synchronously, block on
+        // the async runtime; on a runtime worker that is only allowed inside
+        // `block_in_place`. Only components that import `wasi:io` pay for it
+        // (those built from Python, JavaScript or for wasm32-wasip2).
+        tokio::task::block_in_place(guarded)
+    } else {
+        guarded()
+    };
+    match outcome {
         Ok(result) => result.map_err(|e| classify_trap(&plugin, deadline_ms, e)),
         Err(panic) => Err(PluginError::Trap {
             plugin: plugin.to_string(),
@@ -303,6 +324,11 @@ pub(crate) fn run<R>(
             ),
         }),
     }
+}
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {

@@ -153,13 +153,7 @@ impl Plugin {
         call: impl FnOnce(&mut wasmtime::Store<instance::HostState>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let mut slot = self.pool.take()?;
-        let result = instance::run(
-            &mut slot,
-            &self.pool.ticker,
-            request_id,
-            self.deadline_ms,
-            call,
-        );
+        let result = instance::run(&mut slot, &self.pool, request_id, self.deadline_ms, call);
         self.finish(slot, result.is_ok());
         result
     }

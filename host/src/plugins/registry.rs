@@ -223,6 +223,10 @@ impl Registry {
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
         let kind = exported_kind(&engine.engine, &component)?;
+        let blocking_wasi = component
+            .component_type()
+            .imports(&engine.engine)
+            .any(|(name, _)| name.starts_with("wasi:io/"));
         let expected = self
             .settings
             .expected_kinds
@@ -256,6 +260,7 @@ impl Registry {
             config,
             self.counters_for(&id),
             self.settings.limits.clone(),
+            blocking_wasi,
         );
         let deadline_ms = match kind {
             Kind::Adapter => self.settings.deadlines.adapter,

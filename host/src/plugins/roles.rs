@@ -102,7 +102,7 @@ impl Plugin {
         };
         let made = instance::run(
             &mut slot,
-            &self.pool.ticker,
+            &self.pool,
             request_id,
             self.deadline_ms,
             |store, exports| match exports {
@@ -174,7 +174,7 @@ impl StreamSession {
         };
         let result = instance::run(
             slot,
-            &plugin.pool.ticker,
+            &plugin.pool,
             &self.request_id,
             plugin.deadline_ms,
             |store, exports| match exports {
@@ -199,7 +199,7 @@ impl Drop for StreamSession {
             let handle = self.handle;
             let dropped = instance::run(
                 &mut slot,
-                &self.plugin.pool.ticker,
+                &self.plugin.pool,
                 &self.request_id,
                 self.plugin.deadline_ms,
                 |store, _| handle.resource_drop(store),
