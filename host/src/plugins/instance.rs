@@ -157,8 +157,12 @@ impl Pool {
         config: Arc<str>,
         counters: Arc<Counters>,
         limits: InstanceLimits,
-        blocking_wasi: bool,
     ) -> Self {
+        let blocking_wasi = pre
+            .component()
+            .component_type()
+            .imports(pre.engine())
+            .any(|(name, _)| name.starts_with("wasi:io/"));
         Self {
             plugin,
             ticker,

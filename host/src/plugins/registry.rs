@@ -223,10 +223,6 @@ impl Registry {
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
         let kind = exported_kind(&engine.engine, &component)?;
-        let blocking_wasi = component
-            .component_type()
-            .imports(&engine.engine)
-            .any(|(name, _)| name.starts_with("wasi:io/"));
         let expected = self
             .settings
             .expected_kinds
@@ -260,7 +256,6 @@ impl Registry {
             config,
             self.counters_for(&id),
             self.settings.limits.clone(),
-            blocking_wasi,
         );
         let deadline_ms = match kind {
             Kind::Adapter => self.settings.deadlines.adapter,

@@ -48,7 +48,9 @@ class Strategy(exports.Strategy):
         self, request: strategy.RequestSummary, candidates: List[strategy.Candidate]
     ) -> List[int]:
         if _wants_print():
-            print("ordering", len(candidates))  # goes to WASI stdout
+            # flush=True: write through WASI stdout on every call, not only
+            # when Python's 8 KiB stdout buffer fills.
+            print("ordering", len(candidates), flush=True)
         else:
             host.log(types.LogLevel.INFO, f"ordering {len(candidates)}")
         return list(range(len(candidates) - 1, -1, -1))
