@@ -8,5 +8,6 @@ mod api;
 mod config;
 mod failover;
 mod hot_reload;
+mod languages;
 mod sandbox;
 mod streaming;
