@@ -4,12 +4,10 @@
 //! A deployment is unhealthy while it cools down: after a 429 for the
 //! upstream's Retry-After, and after [`TRIP_AFTER`] consecutive faults for
 //! [`TRIP_COOLDOWN`] (a circuit breaker). While it cools down it is tried
-//! only after every other candidate. When the cool-down ends it is tried
-//! again: a success closes the circuit, one more fault reopens it at once
-//! (the fault count is still at the threshold). So traffic returns to a
-//! recovered primary without hammering it while it is down. (Concurrent
-//! requests at the moment the cool-down ends may all try it; electing a
-//! single probe is a later refinement.)
+//! only after every other candidate. When a tripped circuit's cool-down ends,
+//! one request probes it (half-open, see [`DeploymentHealth::admit`]): a
+//! success closes the circuit, a fault reopens it at once. So traffic returns
+//! to a recovered primary without hammering it while it is down.
 //!
 //! Updates are lock-free atomics. Concurrent updates of an average may lose
 //! one sample, which is fine for statistics that steer routing.
@@ -24,6 +22,8 @@ use crate::failover::FailureClass;
 pub const TRIP_AFTER: u32 = 3;
 /// How long an open circuit keeps a deployment out of the first choices.
 pub const TRIP_COOLDOWN: Duration = Duration::from_secs(5);
+/// How long other requests keep away while one probes a tripped deployment.
+pub const PROBE_WINDOW: Duration = Duration::from_secs(2);
 /// Cool-down after a 429 that gave no Retry-After.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
 /// Weight of a new sample in the moving averages.
@@ -93,6 +93,29 @@ impl DeploymentHealth {
 
     pub fn is_cooling_down(&self) -> bool {
         self.now_ms() < self.cooldown_until_ms.load(Relaxed)
+    }
+
+    /// Whether this request may use the deployment among the first choices.
+    ///
+    /// While it cools down: no. When a tripped circuit's cool-down has ended,
+    /// exactly one request wins the right to probe it (the others see it
+    /// cooling for [`PROBE_WINDOW`] more); the probe's success closes the
+    /// circuit for everyone, its failure reopens it. Without this, every
+    /// request arriving as the cool-down ends would hit a deployment that is
+    /// probably still down.
+    pub fn admit(&self) -> bool {
+        let until = self.cooldown_until_ms.load(Relaxed);
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        if until == 0 || self.consecutive_faults.load(Relaxed) < TRIP_AFTER {
+            return true;
+        }
+        let probe_until = now + PROBE_WINDOW.as_millis() as u64;
+        self.cooldown_until_ms
+            .compare_exchange(until, probe_until, Relaxed, Relaxed)
+            .is_ok()
     }
 
     /// Counts a request in flight until the guard drops. The guard owns a
@@ -217,6 +240,31 @@ mod tests {
         let s = h.snapshot();
         assert!(!s.healthy);
         assert_eq!(s.headroom, 1.0, "a tripped circuit is not a rate limit");
+    }
+
+    #[test]
+    fn one_probe_after_the_cool_down_then_the_circuit_closes_or_reopens() {
+        let h = DeploymentHealth::default();
+        for _ in 0..TRIP_AFTER {
+            h.record_failure(FailureClass::Overloaded, None);
+        }
+        assert!(!h.admit(), "cooling down");
+        // Pretend the cool-down has passed.
+        h.cooldown_until_ms.store(1, Relaxed);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(h.admit(), "the first request probes");
+        assert!(!h.admit(), "the others keep away meanwhile");
+        h.record_failure(FailureClass::Overloaded, None);
+        assert!(!h.admit(), "a failed probe reopens the circuit");
+
+        h.cooldown_until_ms.store(1, Relaxed);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(h.admit());
+        h.record_success(Duration::from_millis(3));
+        assert!(
+            h.admit() && h.admit(),
+            "a successful probe closes it for everyone"
+        );
     }
 
     #[test]

@@ -351,7 +351,9 @@ impl Gateway {
         // A deployment configured without a capability the request needs
         // (tools, JSON mode, vision, streaming) is never tried.
         order.retain(|&i| route.deployments[i].supports.contains(summary.needs));
-        order.sort_by_key(|&i| route.deployments[i].health.is_cooling_down());
+        // Deployments cooling down (or whose half-open probe another request
+        // holds) go last: tried only if everything else fails.
+        order.sort_by_cached_key(|&i| !route.deployments[i].health.admit());
         order
     }
 
