@@ -56,7 +56,38 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     pub routes: BTreeMap<String, Route>,
+}
+
+/// The passive health and circuit-breaker settings of every deployment.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Consecutive faults that open a deployment's circuit.
+    #[serde(default = "d_trip_after")]
+    pub trip_after: u32,
+    /// How long an open circuit keeps a deployment out of the first choices.
+    #[serde(default = "d_cooldown")]
+    pub cooldown_ms: u64,
+    /// How long other requests keep away while one probes a tripped deployment.
+    #[serde(default = "d_probe_window")]
+    pub probe_window_ms: u64,
+    /// Cool-down after a 429 that gave no Retry-After.
+    #[serde(default = "d_rate_limit_cooldown")]
+    pub rate_limit_cooldown_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            trip_after: d_trip_after(),
+            cooldown_ms: d_cooldown(),
+            probe_window_ms: d_probe_window(),
+            rate_limit_cooldown_ms: d_rate_limit_cooldown(),
+        }
+    }
 }
 
 impl Config {
@@ -290,6 +321,18 @@ fn d_idle() -> u64 {
 }
 fn d_total() -> u64 {
     300_000
+}
+fn d_trip_after() -> u32 {
+    3
+}
+fn d_cooldown() -> u64 {
+    5_000
+}
+fn d_probe_window() -> u64 {
+    2_000
+}
+fn d_rate_limit_cooldown() -> u64 {
+    1_000
 }
 fn d_strategy() -> u64 {
     25

@@ -2,8 +2,8 @@
 //! attempt and read by strategies as candidate stats.
 //!
 //! A deployment is unhealthy while it cools down: after a 429 for the
-//! upstream's Retry-After, and after [`TRIP_AFTER`] consecutive faults for
-//! [`TRIP_COOLDOWN`] (a circuit breaker). While it cools down it is tried
+//! upstream's Retry-After, and after `trip_after` consecutive faults for
+//! `cooldown_ms` (a circuit breaker; see [`HealthConfig`]). While it cools down it is tried
 //! only after every other candidate. When a tripped circuit's cool-down ends,
 //! one request probes it (half-open, see [`DeploymentHealth::admit`]): a
 //! success closes the circuit, a fault reopens it at once. So traffic returns
@@ -16,22 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::config::HealthConfig;
 use crate::failover::FailureClass;
 
-/// Consecutive faults that open the circuit.
-pub const TRIP_AFTER: u32 = 3;
-/// How long an open circuit keeps a deployment out of the first choices.
-pub const TRIP_COOLDOWN: Duration = Duration::from_secs(5);
-/// How long other requests keep away while one probes a tripped deployment.
-pub const PROBE_WINDOW: Duration = Duration::from_secs(2);
-/// Cool-down after a 429 that gave no Retry-After.
-pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
 /// Weight of a new sample in the moving averages.
 const ALPHA: f64 = 0.2;
 
 /// Health of one deployment.
 #[derive(Debug)]
 pub struct DeploymentHealth {
+    settings: HealthConfig,
     origin: Instant,
     in_flight: AtomicU32,
     consecutive_faults: AtomicU32,
@@ -46,16 +40,7 @@ pub struct DeploymentHealth {
 
 impl Default for DeploymentHealth {
     fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            consecutive_faults: AtomicU32::new(0),
-            cooldown_until_ms: AtomicU64::new(0),
-            rate_limited: AtomicU32::new(0),
-            latency_ms: AtomicF64::new(0.0),
-            error_rate: AtomicF64::new(0.0),
-            quality: AtomicF64::new(1.0),
-        }
+        Self::new(HealthConfig::default())
     }
 }
 
@@ -71,6 +56,21 @@ pub struct Snapshot {
 }
 
 impl DeploymentHealth {
+    /// A healthy deployment with no history.
+    pub fn new(settings: HealthConfig) -> Self {
+        Self {
+            settings,
+            origin: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            consecutive_faults: AtomicU32::new(0),
+            cooldown_until_ms: AtomicU64::new(0),
+            rate_limited: AtomicU32::new(0),
+            latency_ms: AtomicF64::new(0.0),
+            error_rate: AtomicF64::new(0.0),
+            quality: AtomicF64::new(1.0),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
     }
@@ -99,7 +99,7 @@ impl DeploymentHealth {
     ///
     /// While it cools down: no. When a tripped circuit's cool-down has ended,
     /// exactly one request wins the right to probe it (the others see it
-    /// cooling for [`PROBE_WINDOW`] more); the probe's success closes the
+    /// cooling for `probe_window_ms` more); the probe's success closes the
     /// circuit for everyone, its failure reopens it. Without this, every
     /// request arriving as the cool-down ends would hit a deployment that is
     /// probably still down.
@@ -109,10 +109,10 @@ impl DeploymentHealth {
         if now < until {
             return false;
         }
-        if until == 0 || self.consecutive_faults.load(Relaxed) < TRIP_AFTER {
+        if until == 0 || self.consecutive_faults.load(Relaxed) < self.settings.trip_after {
             return true;
         }
-        let probe_until = now + PROBE_WINDOW.as_millis() as u64;
+        let probe_until = now + self.settings.probe_window_ms;
         self.cooldown_until_ms
             .compare_exchange(until, probe_until, Relaxed, Relaxed)
             .is_ok()
@@ -148,7 +148,8 @@ impl DeploymentHealth {
     /// A failed attempt of the given class.
     pub fn record_failure(&self, class: FailureClass, retry_after: Option<Duration>) {
         if class == FailureClass::RateLimited {
-            self.cool_down(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN), true);
+            let default = Duration::from_millis(self.settings.rate_limit_cooldown_ms);
+            self.cool_down(retry_after.unwrap_or(default), true);
             return;
         }
         if !class.is_deployment_fault() {
@@ -156,8 +157,8 @@ impl DeploymentHealth {
         }
         self.error_rate.blend(1.0);
         let faults = self.consecutive_faults.fetch_add(1, Relaxed) + 1;
-        if faults >= TRIP_AFTER {
-            self.cool_down(TRIP_COOLDOWN, false);
+        if faults >= self.settings.trip_after {
+            self.cool_down(Duration::from_millis(self.settings.cooldown_ms), false);
         }
     }
 
@@ -214,6 +215,8 @@ impl AtomicF64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TRIP_AFTER: u32 = 3;
 
     #[test]
     fn rate_limit_cools_down_with_zero_headroom() {

@@ -184,7 +184,7 @@ impl Gateway {
                         deployment: d.name.clone(),
                         model: d.model.clone(),
                     },
-                    health: Arc::default(),
+                    health: Arc::new(DeploymentHealth::new(config.health)),
                     input_cost_per_1k: d.input_cost_per_1k,
                     output_cost_per_1k: d.output_cost_per_1k,
                     priority: d.priority,

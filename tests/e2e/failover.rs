@@ -178,3 +178,32 @@ async fn context_length_everywhere_is_the_callers_400() {
         "both were tried: {e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_returns_to_the_primary_after_an_outage_without_hammering_it() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        route(
+            deployment("primary", &mock.url, "primary"),
+            deployment("backup", &mock.url, "good"),
+        ),
+        &["openai", "priority", "basic"],
+        json!({"health": {"trip_after": 2, "cooldown_ms": 1500, "probe_window_ms": 5000}}),
+    );
+    answered_by(&gw, "primary", "1").await;
+
+    mock.set_failing("primary", true);
+    answered_by(&gw, "backup", "2").await;
+    answered_by(&gw, "backup", "2").await; // second fault: the circuit opens
+    for _ in 0..5 {
+        answered_by(&gw, "backup", "1").await; // primary left alone while open
+    }
+    assert_eq!(mock.hits("primary"), 3);
+
+    mock.set_failing("primary", false);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    // One request probes the primary, succeeds, and closes the circuit.
+    answered_by(&gw, "primary", "1").await;
+    answered_by(&gw, "primary", "1").await;
+    assert_eq!(mock.hits("primary"), 5);
+}

@@ -14,9 +14,9 @@
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
 //! | `stall-mid`  | streams: two chunks, then silence |
 //! | `context-length` | 400 `context_length_exceeded` |
-//! | anything else| a normal answer, "answer from <model>" |
+//! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,10 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
-struct Hits(Arc<Mutex<HashMap<String, usize>>>);
+struct Hits(
+    Arc<Mutex<HashMap<String, usize>>>,
+    Arc<Mutex<HashSet<String>>>,
+);
 
 /// A running mock upstream (stops with the test's runtime).
 pub struct Mock {
@@ -49,6 +52,17 @@ impl Mock {
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Mock { url, hits }
+    }
+
+    /// Makes this upstream model answer 500 until told otherwise (an outage
+    /// the test controls).
+    pub fn set_failing(&self, model: &str, failing: bool) {
+        let mut set = self.hits.1.lock().unwrap();
+        if failing {
+            set.insert(model.to_string());
+        } else {
+            set.remove(model);
+        }
     }
 
     /// How many requests asked for this upstream model.
@@ -84,6 +98,9 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
+    if hits.1.lock().unwrap().contains(&model) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "outage");
+    }
 
     match model.as_str() {
         "fail-500" => {
