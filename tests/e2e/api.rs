@@ -156,6 +156,24 @@ async fn models_health_and_client_errors() {
     assert_eq!(r.status(), 404);
     assert_eq!(json_body(r).await["error"]["code"], "not_found");
 
+    // A bad hint header is named.
+    let r = c
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-switchyard-priority", "urgent")
+        .body(json!({"model": "chat", "messages": [{"role": "user", "content": "x"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let message = json_body(r).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("x-switchyard-priority") && message.contains("urgent"),
+        "{message}"
+    );
+
     // JSON escapes in the model name and `"stream": null` are fine.
     let raw = r#"{"model":"ch\u0061t","stream":null,"messages":[{"role":"user","content":"x"}]}"#;
     let r = c
