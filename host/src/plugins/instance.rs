@@ -121,8 +121,18 @@ pub struct Slot {
 }
 
 /// Idle instances kept per plugin version. Calls are synchronous and short,
-/// so a handful covers every worker thread; streams take more while they run.
-const MAX_IDLE: usize = 32;
+/// so at most one per runtime worker thread runs at a time; twice the core
+/// count covers that with room. Streams take more while they run and give
+/// the surplus back to the allocator when they end (a Python instance holds
+/// tens of MiB).
+fn max_idle() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .max(4)
+    })
+}
 
 /// Settings that shape every instance of a plugin.
 #[derive(Clone, Debug)]
@@ -265,7 +275,7 @@ impl Pool {
     /// instances and their memory behind.
     pub(crate) fn give_back(&self, slot: Slot) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
+        if idle.len() < max_idle() {
             idle.push(slot);
         } else {
             drop(idle);
