@@ -14,7 +14,6 @@ pub mod registry;
 pub mod roles;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use registry::{Registry, RegistrySettings};
@@ -128,7 +127,6 @@ pub struct Plugin {
     pub metadata: Metadata,
     /// SHA-256 of the file's bytes.
     pub hash: String,
-    pub path: PathBuf,
     deadline_ms: u64,
     pool: Pool,
 }

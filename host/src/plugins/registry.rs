@@ -271,7 +271,6 @@ impl Registry {
                 capabilities: Vec::new(),
             },
             hash,
-            path: path.to_owned(),
             deadline_ms,
             pool,
         };
