@@ -3,8 +3,9 @@
 //! and parses its answer, the evaluator checks that answer.
 //!
 //! Each call is measured alone and all four together (`one_request`), on warm
-//! pooled instances, the way the pipeline runs them. Budget: the whole
-//! plugin path at most 30 µs per request.
+//! pooled instances, the way the pipeline runs them: async calls polled
+//! inline on the caller's task (a request runtime worker in the gateway).
+//! Budget: the whole plugin path at most 12 µs per request.
 //!
 //!     cargo bench --bench plugin_path -- --warm-up-time 1 --measurement-time 3
 
@@ -14,10 +15,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard::config::Deadlines;
-use switchyard::plugins::bindings::{adapter, strategy};
-use switchyard::plugins::instance::InstanceLimits;
-use switchyard::plugins::{Kind, Plugin, Registry, RegistrySettings};
+use switchyard::config::{Deadlines, QuarantineConfig};
+use switchyard::domain::{
+    Candidate, Capabilities, ChatResponse, Kind, RequestSummary, Target, TaskPriority,
+    UpstreamRequest, UpstreamResponse,
+};
+use switchyard::plugins::pool::InstanceLimits;
+use switchyard::plugins::{Plugin, Registry, RegistrySettings};
 
 /// A typical small chat request, as a client sends it.
 const REQUEST: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"max_tokens":64,"temperature":0.2}"#;
@@ -35,10 +39,12 @@ struct Fixture {
     adapter: Arc<Plugin>,
     evaluator: Arc<Plugin>,
     request_id: Arc<str>,
-    summary: strategy::RequestSummary,
-    candidates: Vec<strategy::Candidate>,
-    target: adapter::Target,
-    response: adapter::HttpResponse,
+    request: Arc<str>,
+    summary: RequestSummary,
+    candidates: Vec<Candidate>,
+    target: Arc<Target>,
+    response: UpstreamResponse,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Fixture {
@@ -54,6 +60,7 @@ impl Fixture {
                 max_instances: 16,
             },
             deadlines: Deadlines::default(),
+            quarantine: QuarantineConfig::default(),
             plugin_config: HashMap::new(),
             expected_kinds: HashMap::new(),
         })
@@ -77,21 +84,26 @@ impl Fixture {
             evaluator: get("basic", Kind::Evaluator),
             _cache: cache,
             request_id: Arc::from("bench-0000000001"),
-            summary: strategy::RequestSummary {
+            request: Arc::from(REQUEST),
+            summary: RequestSummary {
                 model: "gpt-4o-mini".into(),
                 input_tokens: 24,
                 max_output_tokens: Some(64),
                 stream: false,
-                needs: strategy::Capabilities::empty(),
-                priority: strategy::TaskPriority::Normal,
+                needs: Capabilities::empty(),
+                priority: TaskPriority::Normal,
                 tags: Vec::new(),
             },
             candidates,
-            target: adapter::Target {
+            target: Arc::new(Target {
                 deployment: "primary".into(),
                 model: "gpt-4o-mini".into(),
-            },
-            response: adapter::HttpResponse {
+            }),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("bench runtime"),
+            response: UpstreamResponse {
                 status: 200,
                 headers: vec![
                     ("content-type".into(), "application/json".into()),
@@ -103,27 +115,42 @@ impl Fixture {
     }
 
     fn order(&self) -> Vec<u32> {
-        self.strategy
-            .order(&self.request_id, &self.summary, &self.candidates)
+        self.rt
+            .block_on(self.strategy.order(
+                &self.request_id,
+                self.summary.clone(),
+                self.candidates.clone(),
+            ))
             .expect("strategy order")
     }
 
-    fn build_request(&self) -> adapter::HttpRequest {
-        self.adapter
-            .build_request(&self.request_id, &self.target, REQUEST)
-            .expect("build_request")
+    fn build_request(&self) -> UpstreamRequest {
+        self.rt
+            .block_on(
+                self.adapter
+                    .build_request(&self.request_id, &self.target, &self.request),
+            )
+            .expect("build_request call")
+            .expect("build_request answer")
     }
 
-    fn parse_response(&self, response: &adapter::HttpResponse) -> adapter::ChatResponse {
-        self.adapter
-            .parse_response(&self.request_id, &self.target, response)
+    fn parse_response(&self, response: &UpstreamResponse) -> ChatResponse {
+        self.rt
+            .block_on(
+                self.adapter
+                    .parse_response(&self.request_id, &self.target, response.clone()),
+            )
             .expect("parse_response call")
             .expect("parse_response answer")
     }
 
     fn evaluate(&self, answer: &str) -> bool {
-        self.evaluator
-            .evaluate(&self.request_id, REQUEST, answer)
+        self.rt
+            .block_on(self.evaluator.evaluate(
+                &self.request_id,
+                self.request.clone(),
+                Arc::from(answer),
+            ))
             .expect("evaluate")
             .pass
     }
@@ -141,8 +168,8 @@ impl Fixture {
     }
 }
 
-fn candidate(name: &str, priority: u32) -> strategy::Candidate {
-    strategy::Candidate {
+fn candidate(name: &str, priority: u32) -> Candidate {
+    Candidate {
         deployment: name.into(),
         adapter: "openai".into(),
         healthy: true,
@@ -155,7 +182,7 @@ fn candidate(name: &str, priority: u32) -> strategy::Candidate {
         priority,
         weight: 1,
         quality: 1.0,
-        supports: strategy::Capabilities::all(),
+        supports: Capabilities::all(),
     }
 }
 

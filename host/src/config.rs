@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::plugins::Kind;
+use crate::domain::{AuthScheme, Kind};
 
 /// The JSON Schema every config must satisfy (also shipped as `config/schema.json`).
 pub const SCHEMA: &str = include_str!("../../config/schema.json");
@@ -199,6 +199,8 @@ pub struct PluginsConfig {
     pub deadlines_ms: Deadlines,
     #[serde(default = "default_max_instances")]
     pub max_instances: usize,
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
     /// Per-plugin config blocks, keyed by plugin id.
     #[serde(default)]
     pub config: BTreeMap<String, Value>,
@@ -212,9 +214,43 @@ impl Default for PluginsConfig {
             memory_limit_mib: default_memory_mib(),
             deadlines_ms: Deadlines::default(),
             max_instances: default_max_instances(),
+            quarantine: QuarantineConfig::default(),
             config: BTreeMap::new(),
         }
     }
+}
+
+/// When a plugin that keeps faulting (traps, deadlines, out of memory) is
+/// taken out of service for a while; `faults: 0` turns quarantine off.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    #[serde(default = "q_faults")]
+    pub faults: u32,
+    #[serde(default = "q_window")]
+    pub window_ms: u64,
+    #[serde(default = "q_cooldown")]
+    pub cooldown_ms: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            faults: q_faults(),
+            window_ms: q_window(),
+            cooldown_ms: q_cooldown(),
+        }
+    }
+}
+
+fn q_faults() -> u32 {
+    5
+}
+fn q_window() -> u64 {
+    60_000
+}
+fn q_cooldown() -> u64 {
+    60_000
 }
 
 /// Per-call deadlines by plugin kind, in milliseconds.
@@ -257,6 +293,8 @@ pub struct Deployment {
     pub base_url: String,
     pub model: String,
     pub api_key_env: Option<String>,
+    /// How the key is attached; overrides what the adapter declares.
+    pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub input_cost_per_1k: f64,
     #[serde(default)]
@@ -269,6 +307,28 @@ pub struct Deployment {
     pub capabilities: Vec<Capability>,
     /// Overrides of the top-level timeouts, field by field.
     pub timeouts: Option<Value>,
+}
+
+/// A deployment's auth scheme in the config: `"none"`, `"bearer"`,
+/// `{"header": "x-api-key"}` or `{"query": "key"}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthConfig {
+    None,
+    Bearer,
+    Header(String),
+    Query(String),
+}
+
+impl From<&AuthConfig> for AuthScheme {
+    fn from(a: &AuthConfig) -> Self {
+        match a {
+            AuthConfig::None => AuthScheme::None,
+            AuthConfig::Bearer => AuthScheme::Bearer,
+            AuthConfig::Header(h) => AuthScheme::Header(h.clone()),
+            AuthConfig::Query(q) => AuthScheme::Query(q.clone()),
+        }
+    }
 }
 
 /// Features a deployment offers (and a request may need).

@@ -63,6 +63,15 @@ impl ApiError {
             ApiError::AllFailed { attempts, .. } if request_specific(attempts).is_some() => {
                 StatusCode::BAD_REQUEST
             }
+            // The gateway itself is saturated: a 503 with Retry-After, which
+            // clients back off from, never a 502 that they retry at once.
+            ApiError::AllFailed { attempts, .. } if saturated(attempts) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // Every adapter said this request cannot be expressed for its provider.
+            ApiError::AllFailed { attempts, .. } if all_unsupported(attempts) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -80,6 +89,12 @@ impl ApiError {
             ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
+            }
+            ApiError::AllFailed { attempts, .. } if saturated(attempts) => {
+                ("server_error", "gateway_saturated")
+            }
+            ApiError::AllFailed { attempts, .. } if all_unsupported(attempts) => {
+                ("invalid_request_error", "unsupported_by_provider")
             }
             ApiError::AllFailed { attempts, .. } => match request_specific(attempts) {
                 Some(FailureClass::ContextLengthExceeded) => {
@@ -99,6 +114,27 @@ fn request_specific(attempts: &[Attempt]) -> Option<FailureClass> {
     (first.is_request_specific() && attempts.iter().all(|a| a.class == first)).then_some(first)
 }
 
+/// Some attempt found the gateway saturated and none failed upstream in a way
+/// that blames a deployment.
+fn saturated(attempts: &[Attempt]) -> bool {
+    attempts
+        .iter()
+        .any(|a| a.class == FailureClass::GatewaySaturated)
+        && attempts.iter().all(|a| {
+            matches!(
+                a.class,
+                FailureClass::GatewaySaturated | FailureClass::Unsupported
+            )
+        })
+}
+
+fn all_unsupported(attempts: &[Attempt]) -> bool {
+    !attempts.is_empty()
+        && attempts
+            .iter()
+            .all(|a| a.class == FailureClass::Unsupported)
+}
+
 fn all_rate_limited(attempts: &[Attempt]) -> bool {
     !attempts.is_empty()
         && attempts
@@ -116,6 +152,9 @@ impl IntoResponse for ApiError {
             error["attempts"] = json!(attempts);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 retry_after = attempts.iter().filter_map(|a| a.retry_after_ms).min();
+            }
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                retry_after = Some(1000);
             }
         }
         let mut response = (status, axum::Json(json!({ "error": error }))).into_response();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plugins::bindings::adapter::{ErrorClass, UpstreamError};
+use crate::domain::{ErrorClass, UpstreamError};
 
 /// Why one attempt on one deployment failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -39,6 +39,14 @@ pub enum FailureClass {
     Plugin,
     /// The evaluator failed the answer.
     EvaluatorRejected,
+    /// The adapter says its provider cannot serve the request as asked
+    /// (`build-request` → `invalid-request`): deployments behind the same
+    /// adapter are skipped; when no other adapter serves it, the caller gets
+    /// a 400 naming the deployment and the reason.
+    Unsupported,
+    /// The gateway itself is saturated (plugin instances): no deployment is to
+    /// blame; when nothing else serves the request, a 503 with Retry-After.
+    GatewaySaturated,
 }
 
 /// What the pipeline does after a failed attempt.
@@ -68,6 +76,8 @@ impl FailureClass {
                 // The adapter plugin failed, not the upstream: tripping the
                 // deployment's circuit would punish a healthy upstream.
                 | FailureClass::Plugin
+                | FailureClass::Unsupported
+                | FailureClass::GatewaySaturated
         )
     }
 
@@ -149,6 +159,8 @@ mod tests {
             Transport,
             Plugin,
             EvaluatorRejected,
+            Unsupported,
+            GatewaySaturated,
         ] {
             assert_eq!(class.next(), Next::TryNextCandidate, "{class:?}");
         }
@@ -163,6 +175,7 @@ mod tests {
             UpstreamError {
                 class: ErrorClass::RateLimited(Some(1500)),
                 message: "slow down".into(),
+                quota: None,
             },
         );
         assert_eq!(a.class, FailureClass::RateLimited);

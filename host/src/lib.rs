@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod domain;
 pub mod error;
 pub mod failover;
 pub mod health;

@@ -206,8 +206,8 @@ fn check(path: &Path) -> Result<(), String> {
             "  {:<16} {:<9} {} {} ({})\n",
             p.id,
             p.kind.to_string(),
-            p.metadata.name,
-            p.metadata.version,
+            p.metadata().name,
+            p.metadata().version,
             &p.hash[..12]
         ));
     }

@@ -1,6 +1,14 @@
 //! Sending requests to upstreams: one pooled HTTP client per connect timeout,
 //! the secret attached here (never in a plugin), and the three timeouts that
 //! keep a dead, silent or stalling upstream from hanging a request.
+//!
+//! Egress is the host's: an adapter supplies method, path, headers and body,
+//! but the host owns the transport. Headers that steer the connection or
+//! carry credentials (`host`, `content-length`, hop-by-hop headers, auth
+//! headers, anything containing the key) are dropped from what the adapter
+//! returns; a path that could leave the deployment's base URL (dot segments,
+//! also percent-encoded, a scheme, an authority, backslashes) is refused. The
+//! key goes where the deployment's declared auth scheme says, nowhere else.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,8 +16,8 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Timeouts;
+use crate::domain::{AuthScheme, UpstreamRequest, UpstreamResponse};
 use crate::failover::{Attempt, FailureClass};
-use crate::plugins::bindings::adapter::{AuthScheme, HttpRequest, HttpResponse};
 
 /// Largest upstream body read into memory for one non-streamed answer.
 pub const MAX_UPSTREAM_BODY: usize = 32 << 20;
@@ -26,7 +34,87 @@ pub struct Endpoint<'a> {
     pub base_url: &'a reqwest::Url,
     pub api_key: Option<&'a str>,
     pub api_key_env: Option<&'a str>,
+    /// Declared once (adapter metadata or deployment config).
+    pub auth: &'a AuthScheme,
     pub timeouts: &'a Timeouts,
+}
+
+/// Headers only the host may set: they steer the connection, frame the
+/// body or carry credentials.
+const HOST_OWNED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "trailers",
+    "upgrade",
+    "authorization",
+    "cookie",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Checks an adapter's path: it must stay below the base URL's path.
+pub fn check_path(path_and_query: &str) -> Result<(), String> {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return Err(format!("path {path_and_query:?} does not start with '/'"));
+    }
+    if path.starts_with("//") || path.contains("://") {
+        return Err(format!("path {path_and_query:?} names another host"));
+    }
+    if path.contains('\\') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!(
+            "path {path_and_query:?} contains a backslash, a space or a control character"
+        ));
+    }
+    for segment in path.split('/') {
+        let decoded = percent_decode(segment);
+        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+            return Err(format!(
+                "path {path_and_query:?} has a dot segment or an encoded separator, which could leave the base URL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Percent-decodes a path segment (repeatedly, so `%252e` is caught too).
+fn percent_decode(segment: &str) -> String {
+    let mut current = segment.to_string();
+    for _ in 0..3 {
+        if !current.contains('%') {
+            break;
+        }
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let Some(v) = current
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        current = String::from_utf8_lossy(&out).into_owned();
+    }
+    current
 }
 
 impl Upstream {
@@ -58,7 +146,7 @@ impl Upstream {
     pub async fn send(
         &self,
         to: &Endpoint<'_>,
-        request: HttpRequest,
+        request: UpstreamRequest,
     ) -> Result<reqwest::Response, Attempt> {
         let fail = |class, message: String| Attempt::new(to.deployment, class, message);
         let client = self.clients.get(&to.timeouts.connect_ms).ok_or_else(|| {
@@ -67,17 +155,52 @@ impl Upstream {
                 "no HTTP client for this deployment".into(),
             )
         })?;
+        check_path(&request.path).map_err(|e| {
+            fail(
+                FailureClass::Plugin,
+                format!("adapter request refused: {e}"),
+            )
+        })?;
         let mut url = join(to.base_url, &request.path);
+        if !url
+            .path()
+            .starts_with(to.base_url.path().trim_end_matches('/'))
+        {
+            return Err(fail(
+                FailureClass::Plugin,
+                format!(
+                    "adapter request refused: path {:?} leaves the base URL's path",
+                    request.path
+                ),
+            ));
+        }
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             fail(
                 FailureClass::Plugin,
                 format!("adapter returned invalid method {:?}", request.method),
             )
         })?;
+        // v0.1 adapters chose the scheme per request; v0.2 ones declare it.
+        let auth = request.auth.as_ref().unwrap_or(to.auth);
+        let auth_header = match auth {
+            AuthScheme::Header(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        };
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         for (name, value) in &request.headers {
+            let lower = name.to_ascii_lowercase();
+            let carries_key = to
+                .api_key
+                .is_some_and(|k| !k.is_empty() && value.contains(k));
+            if HOST_OWNED_HEADERS.contains(&lower.as_str())
+                || auth_header.as_deref() == Some(lower.as_str())
+                || carries_key
+            {
+                tracing::debug!(header = %lower, "dropped a header the host owns from the adapter's request");
+                continue;
+            }
             let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_str()),
+                HeaderName::try_from(lower.as_str()),
                 HeaderValue::try_from(value.as_str()),
             ) else {
                 return Err(fail(
@@ -89,14 +212,14 @@ impl Upstream {
         }
         // A deployment without `api_key_env` sends no key (local servers such
         // as Ollama or vLLM need none); one whose variable is unset fails.
-        if let (false, Some(env)) = (matches!(request.auth, AuthScheme::None), to.api_key_env) {
+        if let (false, Some(env)) = (matches!(auth, AuthScheme::None), to.api_key_env) {
             let Some(key) = to.api_key else {
                 return Err(fail(
                     FailureClass::Auth,
                     format!("no API key: the environment variable {env} (api_key_env) is not set"),
                 ));
             };
-            match &request.auth {
+            match auth {
                 AuthScheme::None => {}
                 AuthScheme::Bearer => {
                     let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
@@ -167,7 +290,7 @@ impl Upstream {
         to: &Endpoint<'_>,
         mut response: reqwest::Response,
         started: Instant,
-    ) -> Result<HttpResponse, Attempt> {
+    ) -> Result<UpstreamResponse, Attempt> {
         let fail = |class, message: String| Attempt::new(to.deployment, class, message);
         let status = response.status().as_u16();
         let headers = response
@@ -210,7 +333,7 @@ impl Upstream {
                 }
             }
         }
-        Ok(HttpResponse {
+        Ok(UpstreamResponse {
             status,
             headers,
             body,
@@ -253,6 +376,33 @@ fn join(base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_could_leave_the_base_are_refused() {
+        for ok in [
+            "/chat/completions",
+            "/models/m:generate?alt=sse",
+            "/v1/a.b/c..d",
+        ] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/../admin",
+            "/v1/..",
+            "/./x",
+            "/%2e%2E/admin",
+            "/%2e/admin",
+            "/%252e%252e/admin",
+            "/a%2fb",
+            "//evil.example/x",
+            "http://evil.example/x",
+            "/..\\admin",
+            "relative",
+            "/a b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn errors_never_show_the_url_and_its_key() {

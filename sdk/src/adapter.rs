@@ -3,36 +3,58 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use core::marker::PhantomData;
 
 use crate::bindings::adapter::exports::switchyard::plugin::adapter as wit;
+use crate::stream::StreamParser;
 use crate::types::{Metadata, Usage};
 
 pub use wit::{
-    AuthScheme, ChatResponse, ChunkBatch, ErrorClass, HttpRequest, HttpResponse, Target,
-    UpstreamError,
+    AdapterMetadata, AuthScheme, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse,
+    QuotaHint, StreamEvent, StreamFraming, StreamStart, StreamStep, Target, UpstreamError,
 };
 
 /// A provider adapter. All functions are stateless: the host may call them on
-/// any instance, in any order, and replaces instances at will; per-stream state
-/// lives in [`Adapter::Parser`].
+/// any instance, in any order, and replaces instances at will; the state of a
+/// stream lives in [`Adapter::Stream`], which the host keeps as bytes between
+/// calls.
 pub trait Adapter {
     /// Parses one streamed upstream response.
-    type Parser: StreamParser;
+    type Stream: StreamParser;
 
-    /// Name, version, kind ([`PluginKind::Adapter`](crate::PluginKind)) and capability tags.
+    /// Name, version and capability tags (the kind is implied by
+    /// [`export_adapter!`](crate::export_adapter)).
     fn metadata() -> Metadata;
 
-    /// Canonical request JSON in, upstream HTTP request out. An `Err` is the
-    /// caller's fault (e.g. not JSON) and is returned to the client as is.
-    /// Never attach the API key here: say how in [`HttpRequest::auth`] and
-    /// the host attaches it, so secrets never enter the sandbox.
-    fn build_request(target: &Target, request: &str) -> Result<HttpRequest, String>;
+    /// How the host attaches a deployment's API key (a deployment's `auth`
+    /// config may override it). Declared once rather than per request so the
+    /// key never enters the sandbox and a request cannot redirect it.
+    /// Default: `Authorization: Bearer <key>`.
+    fn auth() -> AuthScheme {
+        AuthScheme::Bearer
+    }
+
+    /// How the upstream frames streamed bodies; the host splits them into
+    /// [`StreamEvent`]s accordingly. Default: server-sent events.
+    fn framing() -> StreamFraming {
+        StreamFraming::Sse
+    }
+
+    /// Canonical request JSON in, upstream HTTP request out.
+    ///
+    /// [`BuildError::InvalidRequest`] says this provider cannot serve the
+    /// request as asked (the caller gets a 400 naming the deployment, and
+    /// deployments behind other adapters are still tried);
+    /// [`BuildError::Failed`] is the adapter's own failure (the next
+    /// candidate is tried). Never attach the key or set `host`,
+    /// `content-length` or hop-by-hop headers: the host owns them and drops
+    /// such headers.
+    fn build_request(target: &Target, request: &str) -> Result<HttpRequest, BuildError>;
 
     /// A 2xx upstream response in, canonical `chat.completion` out. Return an
     /// [`UpstreamError`] when the body is unusable, so the host can try the
-    /// next deployment instead of passing garbage on.
+    /// next deployment instead of passing garbage on. A `quota` left `None`
+    /// is filled in from the headers by [`Adapter::quota`].
     fn parse_response(
         target: &Target,
         response: &HttpResponse,
@@ -40,24 +62,17 @@ pub trait Adapter {
 
     /// A non-2xx upstream response in, its [`ErrorClass`] out: the class
     /// decides whether the host retries elsewhere, cools the deployment down or
-    /// returns the error to the caller.
+    /// returns the error to the caller. A `quota` left `None` is filled in
+    /// from the headers by [`Adapter::quota`].
     fn classify_error(response: &HttpResponse) -> UpstreamError;
-}
 
-/// Incremental parser of one upstream stream, created per streamed request.
-pub trait StreamParser: 'static {
-    /// Starts parsing a stream from `target`, answering `request` (the
-    /// canonical request JSON, e.g. to see which `stream_options` the caller set).
-    fn new(target: Target, request: &str) -> Self;
-
-    /// Consumes raw body bytes as they arrive. They are split anywhere (not at
-    /// event or even UTF-8 boundaries), so buffer incomplete input.
-    fn feed(&mut self, bytes: &[u8]) -> Result<ChunkBatch, UpstreamError>;
-
-    /// The upstream closed the body: flush what is buffered, and return an
-    /// error if the stream ended before it completed, so a truncated answer is
-    /// never presented as a success.
-    fn finish(&mut self) -> Result<ChunkBatch, UpstreamError>;
+    /// The rate-limit state in a response's headers, reported to the host
+    /// with every answer, error and stream start. The default reads the
+    /// common dialects ([`QuotaHint::from_headers`]); override it for a
+    /// provider with headers of its own.
+    fn quota(headers: &[(String, String)]) -> Option<QuotaHint> {
+        QuotaHint::from_headers(headers)
+    }
 }
 
 impl UpstreamError {
@@ -66,48 +81,61 @@ impl UpstreamError {
         UpstreamError {
             class,
             message: message.into(),
+            quota: None,
         }
     }
-}
 
-impl ChunkBatch {
-    /// A batch with no chunks, no usage and not done.
-    pub fn empty() -> Self {
-        ChunkBatch {
-            chunks: Vec::new(),
-            usage: None,
-            done: false,
-        }
-    }
-}
-
-impl HttpRequest {
-    /// A `POST` of a JSON `body` to `path`, with `content-type: application/json`.
-    pub fn post_json(path: &str, body: Vec<u8>, auth: AuthScheme) -> Self {
-        HttpRequest {
-            method: "POST".to_string(),
-            path: path.to_string(),
-            headers: alloc::vec![("content-type".to_string(), "application/json".to_string())],
-            body,
-            auth,
-        }
-    }
-}
-
-impl HttpResponse {
-    /// The first header named `name` (compare lower case: the host lower-cases names).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    /// The same error, reporting `quota`.
+    pub fn with_quota(mut self, quota: Option<QuotaHint>) -> Self {
+        self.quota = quota;
+        self
     }
 }
 
 impl ChatResponse {
     /// A canonical answer `body` with its token `usage`, when known.
     pub fn new(body: String, usage: Option<Usage>) -> Self {
-        ChatResponse { body, usage }
+        ChatResponse {
+            body,
+            usage,
+            quota: None,
+        }
+    }
+
+    /// The same answer, reporting `quota`.
+    pub fn with_quota(mut self, quota: Option<QuotaHint>) -> Self {
+        self.quota = quota;
+        self
+    }
+}
+
+impl HttpRequest {
+    /// A `POST` of a JSON `body` to `path`, with `content-type: application/json`.
+    pub fn post_json(path: &str, body: Vec<u8>) -> Self {
+        HttpRequest {
+            method: "POST".to_string(),
+            path: path.to_string(),
+            headers: alloc::vec![("content-type".to_string(), "application/json".to_string())],
+            body,
+        }
+    }
+
+    /// The same request with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl HttpResponse {
+    /// The first header named `name`, compared case-insensitively, trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::headers::header(&self.headers, name)
+    }
+
+    /// The retry delay the response asked for ([`retry_after_ms`](crate::retry_after_ms)).
+    pub fn retry_after_ms(&self) -> Option<u32> {
+        crate::headers::retry_after_ms(&self.headers)
     }
 }
 
@@ -115,39 +143,37 @@ impl ChatResponse {
 pub struct AdapterExport<A>(PhantomData<A>);
 
 impl<A: Adapter> wit::Guest for AdapterExport<A> {
-    type StreamParser = ParserExport<A::Parser>;
-
-    fn metadata() -> Metadata {
-        A::metadata()
+    fn metadata() -> AdapterMetadata {
+        crate::run::metadata::<A>()
     }
-    fn build_request(target: Target, request: String) -> Result<HttpRequest, String> {
-        A::build_request(&target, &request)
+    fn build_request(target: Target, request: String) -> Result<HttpRequest, BuildError> {
+        crate::run::build_request::<A>(&target, &request)
     }
     fn parse_response(
         target: Target,
         response: HttpResponse,
     ) -> Result<ChatResponse, UpstreamError> {
-        A::parse_response(&target, &response)
+        crate::run::parse_response::<A>(&target, &response)
     }
     fn classify_error(response: HttpResponse) -> UpstreamError {
-        A::classify_error(&response)
+        crate::run::classify_error::<A>(&response)
     }
-}
-
-/// The WIT resource methods take `&self`; the host never calls one resource
-/// re-entrantly, so a `RefCell` gives the parser its `&mut self`.
-#[doc(hidden)]
-pub struct ParserExport<P>(RefCell<P>);
-
-impl<P: StreamParser> wit::GuestStreamParser for ParserExport<P> {
-    fn new(target: Target, request: String) -> Self {
-        ParserExport(RefCell::new(P::new(target, &request)))
+    fn begin_stream(
+        target: Target,
+        request: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<StreamStart, UpstreamError> {
+        crate::run::begin_stream::<A>(&target, &request, &headers)
     }
-    fn feed(&self, bytes: Vec<u8>) -> Result<ChunkBatch, UpstreamError> {
-        self.0.borrow_mut().feed(&bytes)
+    fn parse_stream(
+        target: Target,
+        state: Vec<u8>,
+        events: Vec<StreamEvent>,
+    ) -> Result<StreamStep, UpstreamError> {
+        crate::run::parse_stream::<A>(&target, &state, &events)
     }
-    fn finish(&self) -> Result<ChunkBatch, UpstreamError> {
-        self.0.borrow_mut().finish()
+    fn end_stream(target: Target, state: Vec<u8>) -> Result<StreamStep, UpstreamError> {
+        crate::run::end_stream::<A>(&target, &state)
     }
 }
 

@@ -11,7 +11,7 @@ pub use wit::Verdict;
 
 /// A response evaluator.
 pub trait Evaluator {
-    /// Name, version, kind ([`PluginKind::Evaluator`](crate::PluginKind)) and capability tags.
+    /// Name, version and capability tags (the kind is implied by [`export_evaluator!`](crate::export_evaluator)).
     fn metadata() -> Metadata;
 
     /// Scores the canonical `response` JSON given the canonical `request` JSON.

@@ -60,6 +60,11 @@ pub fn plugin_config() -> String {
 /// Counters live in the host (one namespace per plugin id), so they are shared
 /// by every instance of the plugin and survive instance replacement and hot
 /// reload; a static inside the plugin would not be.
-pub fn counter_next(name: &str) -> u64 {
+///
+/// The host bounds them (at most 64 counters per plugin, names of at most 64
+/// bytes) and answers `Err` naming the limit beyond that; the error is not
+/// transient, so have a fallback that still gives a usable answer (e.g.
+/// derive a turn from [`now_ns`]) rather than failing the call.
+pub fn counter_next(name: &str) -> Result<u64, String> {
     host::counter_next(name)
 }

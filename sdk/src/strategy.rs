@@ -11,7 +11,7 @@ pub use wit::{Candidate, Capabilities, RequestSummary, TaskPriority};
 
 /// A routing strategy.
 pub trait Strategy {
-    /// Name, version, kind ([`PluginKind::Strategy`](crate::PluginKind)) and capability tags.
+    /// Name, version and capability tags (the kind is implied by [`export_strategy!`](crate::export_strategy)).
     fn metadata() -> Metadata;
 
     /// Indices into `candidates` in the order the host should try them.

@@ -3,18 +3,17 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-pub use crate::bindings::base::switchyard::plugin::types::{LogLevel, Metadata, PluginKind, Usage};
+pub use crate::bindings::base::switchyard::plugin::types::{LogLevel, Metadata, Usage};
 
 impl Metadata {
     /// Metadata for a plugin; pass `env!("CARGO_PKG_VERSION")` as `version` so
     /// that logs and `switchyard check` show the version that was built.
-    /// `kind` must match the export macro the crate uses, or the host refuses
-    /// to load the plugin.
-    pub fn new(name: &str, version: &str, kind: PluginKind, capabilities: &[&str]) -> Self {
+    /// There is no kind to state: a plugin's kind is the interface its export
+    /// macro exports, so the two can never disagree.
+    pub fn new(name: &str, version: &str, capabilities: &[&str]) -> Self {
         Metadata {
             name: name.to_string(),
             version: version.to_string(),
-            kind,
             capabilities: capabilities
                 .iter()
                 .map(|c| c.to_string())
@@ -24,11 +23,31 @@ impl Metadata {
 }
 
 impl Usage {
-    /// Token counts as the upstream reported them.
+    /// Token counts as the upstream reported them, with no cached prompt
+    /// tokens and no reasoning tokens; add those with
+    /// [`with_cached_prompt_tokens`](Self::with_cached_prompt_tokens) and
+    /// [`with_reasoning_tokens`](Self::with_reasoning_tokens) when the
+    /// upstream reports them. `prompt_tokens` and `completion_tokens` are
+    /// totals: they include the cached and reasoning tokens.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
         Usage {
             prompt_tokens,
             completion_tokens,
+            cached_prompt_tokens: 0,
+            reasoning_tokens: 0,
         }
+    }
+
+    /// The same usage, with `n` of its prompt tokens served from the
+    /// provider's prompt cache (usually billed at a discount).
+    pub fn with_cached_prompt_tokens(mut self, n: u32) -> Self {
+        self.cached_prompt_tokens = n;
+        self
+    }
+
+    /// The same usage, with `n` of its completion tokens spent on hidden reasoning.
+    pub fn with_reasoning_tokens(mut self, n: u32) -> Self {
+        self.reasoning_tokens = n;
+        self
     }
 }

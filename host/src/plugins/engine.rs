@@ -1,20 +1,21 @@
-//! The wasmtime engine every plugin runs on: epoch interruption for per-call
-//! deadlines, a ticker thread driving the epoch, the linker with the host
-//! interface (and a WASI that grants nothing), and a compile cache on disk.
+//! The wasmtime engine every plugin runs on: async calls with epoch
+//! interruption for per-call deadlines, a ticker thread driving the epoch,
+//! the linker with every supported version's host interface (and a WASI that
+//! grants nothing), and the compile cache on disk.
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use super::LoadError;
-use super::bindings::HostView;
-use super::instance::HostState;
+use super::abi;
+use super::cache::CodeCache;
+use super::host_api::HostState;
 
 /// Resolution of plugin deadlines: the epoch advances once per tick. Deadlines
 /// are tens of milliseconds; a coarser tick would make them imprecise, a finer
@@ -26,10 +27,7 @@ pub struct PluginEngine {
     pub(crate) engine: Engine,
     pub(crate) ticker: Arc<EpochTicker>,
     pub(crate) linker: Linker<HostState>,
-    cache_dir: PathBuf,
-    /// Part of every cache key: compiled code is only valid for the same
-    /// wasmtime build and code-affecting settings.
-    engine_fingerprint: u64,
+    pub(crate) cache: CodeCache,
 }
 
 impl PluginEngine {
@@ -43,22 +41,19 @@ impl PluginEngine {
         let ticker = EpochTicker::start(&engine)?;
 
         let mut linker = Linker::new(&engine);
-        HostView::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        abi::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         // Components built from other languages import WASI. Link it, but the
         // context grants nothing beyond clocks and randomness: no preopened
-        // directories, no environment, no arguments, no sockets.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // directories, no environment, no arguments, no sockets. Linked async,
+        // so a guest waiting in `poll` or a sleep is cut off at its deadline.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cache = CodeCache::open(cache_dir);
         Ok(Self {
             engine,
             ticker,
             linker,
-            cache_dir: cache_dir.to_owned(),
-            engine_fingerprint: hasher.finish(),
+            cache,
         })
     }
 
@@ -68,37 +63,9 @@ impl PluginEngine {
     /// ~80 ms, a Python or JavaScript one tens of seconds, loading it from the
     /// cache well under a millisecond.
     pub fn compile(&self, bytes: &[u8], content_hash: &str) -> Result<Component, LoadError> {
-        let cache_file = self.cache_dir.join(format!(
-            "{content_hash}-{:016x}.cwasm",
-            self.engine_fingerprint
-        ));
-        if cache_file.exists() {
-            // SAFETY: files in the cache directory are written only by
-            // `store_in_cache` below from `Engine::precompile_component` output,
-            // under a name that includes this engine's compatibility hash, and
-            // are never modified in place (written to a temp name, then renamed).
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(&self.engine, &cache_file) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    cache = %cache_file.display(),
-                    "compiled plugin cache entry unusable, recompiling: {e}"
-                ),
-            }
-        }
-        let compiled = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        if let Err(e) = store_in_cache(&cache_file, &compiled) {
-            tracing::warn!(cache = %cache_file.display(), "cannot write compiled plugin cache: {e}");
-        }
-        // SAFETY: `compiled` was produced just above by this engine's
-        // `precompile_component`.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        Ok(component)
+        self.cache
+            .load_or_compile(&self.engine, bytes, content_hash)
+            .map_err(LoadError::Compile)
     }
 }
 
@@ -106,17 +73,6 @@ impl PluginEngine {
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Write-then-rename: the cache is memory-mapped when read, so a file must
-/// never change under a reader.
-fn store_in_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Advances the engine's epoch every [`TICK`] while plugin code may be

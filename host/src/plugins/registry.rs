@@ -19,11 +19,15 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
-use super::bindings::{ADAPTER_EXPORT, EVALUATOR_EXPORT, STRATEGY_EXPORT};
+use super::abi::{self, Indices};
+use super::call::{CallStats, plugin_runtime};
 use super::engine::{PluginEngine, content_hash};
-use super::instance::{Counters, Exports, InstanceLimits, KindIndices, Pool};
-use super::{Kind, LoadError, Metadata, Plugin, PluginError};
-use crate::config::{Config, Deadlines};
+use super::host_api::Shared;
+use super::limits::{Counters, LogGate};
+use super::pool::{InstanceLimits, Pool};
+use super::{LoadError, MAX_PLUGIN_BYTES, Plugin, PluginError};
+use crate::config::{Config, Deadlines, QuarantineConfig};
+use crate::domain::Kind;
 
 /// Quiet period after the last file event before the folder is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -35,6 +39,7 @@ pub struct RegistrySettings {
     pub cache_dir: PathBuf,
     pub limits: InstanceLimits,
     pub deadlines: Deadlines,
+    pub quarantine: QuarantineConfig,
     /// Plugin id → its config as JSON text.
     pub plugin_config: HashMap<String, Arc<str>>,
     /// Plugin id → the kind the config uses it as. A file of another kind
@@ -53,6 +58,7 @@ impl From<&Config> for RegistrySettings {
                 max_instances: c.max_instances,
             },
             deadlines: c.deadlines_ms,
+            quarantine: c.quarantine,
             plugin_config: c
                 .config
                 .iter()
@@ -81,8 +87,9 @@ pub struct Registry {
     loaded: ArcSwap<HashMap<String, Arc<Plugin>>>,
     /// Why a file was refused, by id, until it loads cleanly.
     rejected: ArcSwap<BTreeMap<String, String>>,
-    /// Host-held plugin counters by plugin id; they outlive plugin versions.
-    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    /// Host-held counters and log gates by plugin id; they outlive plugin
+    /// versions (a reload neither resets a rotation nor a log budget).
+    per_id: Mutex<HashMap<String, (Arc<Counters>, Arc<LogGate>)>>,
     stamps: Mutex<HashMap<String, Stamp>>,
     /// Serialises folder scans (start-up, watcher, tests).
     scan_lock: Mutex<()>,
@@ -97,7 +104,7 @@ impl Registry {
             settings,
             loaded: ArcSwap::default(),
             rejected: ArcSwap::default(),
-            counters: Mutex::default(),
+            per_id: Mutex::default(),
             stamps: Mutex::default(),
             scan_lock: Mutex::new(()),
         });
@@ -109,7 +116,11 @@ impl Registry {
     pub fn get(&self, id: &str, kind: Kind) -> Result<Arc<Plugin>, PluginError> {
         match self.loaded.load().get(id) {
             Some(p) if p.kind == kind => Ok(p.clone()),
-            Some(p) => Err(p.wrong_kind(kind)),
+            Some(p) => Err(PluginError::WrongKind {
+                plugin: id.to_string(),
+                expected: Some(kind),
+                actual: p.kind,
+            }),
             None => Err(PluginError::Missing {
                 plugin: id.to_string(),
                 reason: self.rejected.load().get(id).cloned(),
@@ -165,14 +176,15 @@ impl Registry {
                     tracing::info!(
                         plugin = %id,
                         kind = %plugin.kind,
-                        name = %plugin.metadata.name,
-                        version = %plugin.metadata.version,
+                        wit = %plugin.wit,
+                        name = %plugin.metadata().name,
+                        version = %plugin.metadata().version,
                         hash = &plugin.hash[..12],
                         previous = previous.as_deref().unwrap_or("-"),
                         "plugin loaded"
                     );
                     rejected.remove(id);
-                    next.insert(id.clone(), Arc::new(plugin));
+                    next.insert(id.clone(), plugin);
                     changed = true;
                 }
                 Err(e) => {
@@ -202,6 +214,8 @@ impl Registry {
         rejected.retain(|id, _| files.contains_key(id));
         stamps.retain(|id, _| files.contains_key(id));
         if changed {
+            let keep = next.values().map(|p| p.hash.clone()).collect();
+            self.engine.cache.prune(&keep);
             self.loaded.store(Arc::new(next));
         }
         self.rejected.store(Arc::new(rejected));
@@ -213,7 +227,11 @@ impl Registry {
         id: &str,
         path: &Path,
         loaded: Option<&Arc<Plugin>>,
-    ) -> Result<Option<Plugin>, LoadError> {
+    ) -> Result<Option<Arc<Plugin>>, LoadError> {
+        let size = std::fs::metadata(path)?.len();
+        if size > MAX_PLUGIN_BYTES {
+            return Err(LoadError::TooBig { size });
+        }
         let bytes = std::fs::read(path)?;
         let hash = content_hash(&bytes);
         if loaded.is_some_and(|p| p.hash == hash) {
@@ -222,7 +240,7 @@ impl Registry {
         check_header(&bytes)?;
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
-        let kind = exported_kind(&engine.engine, &component)?;
+        let (wit, kind) = abi::identify(&engine.engine, &component)?;
         let expected = self
             .settings
             .expected_kinds
@@ -235,12 +253,17 @@ impl Registry {
                 actual: kind,
             });
         }
+        let imports = component
+            .component_type()
+            .imports(&engine.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let pre = engine
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let indices =
-            KindIndices::new(kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+            Indices::new(wit, kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let id: Arc<str> = Arc::from(id);
         let config = self
             .settings
@@ -248,63 +271,59 @@ impl Registry {
             .get(&*id)
             .cloned()
             .unwrap_or_else(|| Arc::from("{}"));
-        let pool = Pool::new(
-            id.clone(),
-            self.engine.ticker.clone(),
-            pre,
-            indices,
+        let (counters, logs) = self.per_id(&id);
+        let shared = Arc::new(Shared {
+            plugin: id.clone(),
             config,
-            self.counters_for(&id),
-            self.settings.limits.clone(),
-        );
+            counters,
+            logs,
+        });
+        let pool = Pool::new(shared, pre, indices, self.settings.limits.clone());
         let deadline_ms = match kind {
             Kind::Adapter => self.settings.deadlines.adapter,
             Kind::Strategy => self.settings.deadlines.strategy,
             Kind::Evaluator => self.settings.deadlines.evaluator,
         };
-        let mut plugin = Plugin {
+        let plugin = Arc::new(Plugin {
             id,
             kind,
-            metadata: Metadata {
-                name: String::new(),
-                version: String::new(),
-                capabilities: Vec::new(),
-            },
+            wit,
+            metadata: std::sync::OnceLock::new(),
             hash,
-            deadline_ms,
+            imports,
+            deadline: Duration::from_millis(deadline_ms),
+            quarantine: self.settings.quarantine,
+            stats: CallStats::default(),
+            ticker: self.engine.ticker.clone(),
             pool,
-        };
+        });
         // Instantiates the first instance (kept warm in the pool) and asks the
         // plugin who it is, so a broken plugin fails here and not on a request.
-        let meta = plugin
-            .call(&Arc::from("load"), |store, exports| match exports {
-                Exports::Adapter(g) => g.call_metadata(store),
-                Exports::Strategy(g) => g.call_metadata(store),
-                Exports::Evaluator(g) => g.call_metadata(store),
-            })
-            .map_err(LoadError::Metadata)?;
-        let declared = Kind::from(meta.kind);
-        if declared != kind {
+        let probe = plugin.clone();
+        let (meta, declared) =
+            block_on(async move { probe.fetch_metadata().await }).map_err(LoadError::Metadata)?;
+        if let Some(declared) = declared.filter(|d| *d != kind) {
             return Err(LoadError::KindMismatch {
                 exported: kind,
                 declared,
             });
         }
-        plugin.metadata = Metadata {
-            name: meta.name,
-            version: meta.version,
-            capabilities: meta.capabilities,
-        };
+        let _ = plugin.metadata.set(meta);
         Ok(Some(plugin))
     }
 
-    fn counters_for(&self, id: &str) -> Arc<Counters> {
-        self.counters
+    fn per_id(&self, id: &str) -> (Arc<Counters>, Arc<LogGate>) {
+        self.per_id
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(id.to_string())
-            .or_default()
+            .or_insert_with(|| (Arc::new(Counters::new()), Arc::new(LogGate::default())))
             .clone()
+    }
+
+    /// Whether the compiled-code cache is in use, and why not.
+    pub fn cache_disabled_reason(&self) -> Option<&str> {
+        self.engine.cache.disabled_reason()
     }
 
     /// Watches the plugin folder and rescans it after each burst of changes.
@@ -378,32 +397,15 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// Which plugin interface a component exports; exactly one is allowed.
-fn exported_kind(
-    engine: &wasmtime::Engine,
-    component: &wasmtime::component::Component,
-) -> Result<Kind, LoadError> {
-    let ty = component.component_type();
-    let kinds: Vec<Kind> = ty
-        .exports(engine)
-        .filter_map(|(name, _)| match name {
-            ADAPTER_EXPORT => Some(Kind::Adapter),
-            STRATEGY_EXPORT => Some(Kind::Strategy),
-            EVALUATOR_EXPORT => Some(Kind::Evaluator),
-            _ => None,
-        })
-        .collect();
-    match kinds.as_slice() {
-        [kind] => Ok(*kind),
-        [] => Err(LoadError::NoPluginExport),
-        several => Err(LoadError::SeveralPluginExports(
-            several
-                .iter()
-                .map(Kind::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
-    }
+/// Runs a plugin future to completion from synchronous code (loading runs
+/// on start-up and on the watcher's blocking thread), on the plugin runtime.
+fn block_on<R: Send + 'static>(work: impl std::future::Future<Output = R> + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    plugin_runtime().spawn(async move {
+        let out = work.await;
+        let _ = tx.send(out);
+    });
+    rx.recv().expect("the plugin runtime dropped a load task")
 }
 
 #[cfg(test)]

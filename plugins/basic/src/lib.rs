@@ -4,18 +4,13 @@
 //! them on.
 
 use serde_json::Value;
-use switchyard_sdk::{Evaluator, Metadata, PluginKind, Verdict, export_evaluator};
+use switchyard_sdk::{Evaluator, Metadata, Verdict, export_evaluator};
 
 struct Basic;
 
 impl Evaluator for Basic {
     fn metadata() -> Metadata {
-        Metadata::new(
-            "basic",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Evaluator,
-            &["json"],
-        )
+        Metadata::new("basic", env!("CARGO_PKG_VERSION"), &["json"])
     }
 
     fn evaluate(request: &str, response: &str) -> Result<Verdict, String> {

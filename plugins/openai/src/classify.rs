@@ -87,30 +87,11 @@ pub fn class_of(status: u16, info: &ErrorInfo, retry_after_ms: Option<u32>) -> E
     }
 }
 
-/// The retry delay the upstream asked for, in milliseconds: `retry-after-ms`
-/// first, else `retry-after` in (possibly fractional) seconds. An HTTP-date
-/// `retry-after` needs a wall clock the sandbox does not have: ignored.
-pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u32> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-    };
-    let parse = |v: &str, scale: f64| {
-        let n: f64 = v.parse().ok()?;
-        (n.is_finite() && n >= 0.0).then(|| (n * scale).ceil().min(u32::MAX as f64) as u32)
-    };
-    header("retry-after-ms")
-        .and_then(|v| parse(v, 1.0))
-        .or_else(|| header("retry-after").and_then(|v| parse(v, 1000.0)))
-}
-
 /// Classifies a non-2xx upstream response.
 pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> UpstreamError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let info = json.as_ref().map(error_info).unwrap_or_default();
-    let class = class_of(status, &info, retry_after_ms(headers));
+    let class = class_of(status, &info, switchyard_sdk::retry_after_ms(headers));
     let detail = match &info.message {
         Some(m) => m.clone(),
         None => String::from_utf8_lossy(body).chars().take(200).collect(),
@@ -176,6 +157,18 @@ mod tests {
             ErrorClass::RateLimited(None)
         ));
         assert!(matches!(class(429, &[], ""), ErrorClass::RateLimited(None)));
+        // An HTTP-date counts from the response's own Date (the sandbox has no clock).
+        assert!(matches!(
+            class(
+                429,
+                &[
+                    ("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                    ("date", "Wed, 21 Oct 2015 07:27:58 GMT")
+                ],
+                ""
+            ),
+            ErrorClass::RateLimited(Some(2000))
+        ));
     }
 
     #[test]

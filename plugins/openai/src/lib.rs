@@ -7,38 +7,35 @@
 //! A deployment's base URL includes the version prefix (`.../v1`).
 
 mod classify;
-mod sse;
 
 use std::borrow::Cow;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
 use switchyard_sdk::{
-    Adapter, AuthScheme, ChatResponse, ChunkBatch, ErrorClass, HttpRequest, HttpResponse, Metadata,
-    PluginKind, StreamParser, Target, UpstreamError, Usage, export_adapter,
+    Adapter, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse, Metadata,
+    StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target, UpstreamError,
+    Usage, export_adapter,
 };
 
 struct OpenAi;
 
+/// Authentication (`Authorization: Bearer`) and framing (server-sent events)
+/// are the SDK's defaults, which are OpenAI's.
 impl Adapter for OpenAi {
-    type Parser = Parser;
+    type Stream = Stream;
 
     fn metadata() -> Metadata {
         Metadata::new(
             "openai",
             env!("CARGO_PKG_VERSION"),
-            PluginKind::Adapter,
             &["streaming", "tools", "json", "vision"],
         )
     }
 
-    fn build_request(target: &Target, request: &str) -> Result<HttpRequest, String> {
+    fn build_request(target: &Target, request: &str) -> Result<HttpRequest, BuildError> {
         let body = build_body(&target.model, request)?;
-        Ok(HttpRequest::post_json(
-            "/chat/completions",
-            body,
-            AuthScheme::Bearer,
-        ))
+        Ok(HttpRequest::post_json("/chat/completions", body))
     }
 
     fn parse_response(
@@ -58,24 +55,35 @@ export_adapter!(OpenAi);
 /// The upstream request body: the canonical request with the upstream's
 /// model id, and usage requested in streams (the gateway accounts tokens)
 /// unless the caller chose its own `stream_options`.
-fn build_body(model: &str, request: &str) -> Result<Vec<u8>, String> {
-    let model = serde_json::value::to_raw_value(model).map_err(|e| e.to_string())?;
+///
+/// The canonical format is this dialect, so every canonical request can be
+/// expressed; only a body that is not a JSON object is refused, as the
+/// caller's error ([`BuildError::InvalidRequest`]).
+fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
+    let failed = |e: serde_json::Error| BuildError::Failed(e.to_string());
+    let model = serde_json::value::to_raw_value(model).map_err(failed)?;
     let usage_options =
         serde_json::value::to_raw_value(&serde_json::json!({ "include_usage": true }))
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
     let mut req = match serde_json::from_str::<RawObject>(request) {
         Ok(req) => req,
         Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(request).is_ok() => {
-            return Err(format!("request is not a JSON object: {e}"));
+            return Err(BuildError::InvalidRequest(format!(
+                "request is not a JSON object: {e}"
+            )));
         }
-        Err(e) => return Err(format!("request is not JSON: {e}")),
+        Err(e) => {
+            return Err(BuildError::InvalidRequest(format!(
+                "request is not JSON: {e}"
+            )));
+        }
     };
     req.insert(Cow::Borrowed("model"), &model);
     let streaming = req.get("stream").is_some_and(|s| s.get() == "true");
     if streaming && req.get("stream_options").is_none_or(|o| o.get() == "null") {
         req.insert(Cow::Borrowed("stream_options"), &usage_options);
     }
-    serde_json::to_vec(&req).map_err(|e| e.to_string())
+    serde_json::to_vec(&req).map_err(failed)
 }
 
 /// Whether the canonical request sets `stream_options.include_usage: true`.
@@ -98,15 +106,21 @@ fn overloaded(message: String) -> UpstreamError {
     UpstreamError::new(ErrorClass::Overloaded, message)
 }
 
-/// Usage from an OpenAI `usage` object; `None` when absent or null.
+/// Usage from an OpenAI `usage` object; `None` when absent or null. Cached
+/// prompt tokens (`prompt_tokens_details.cached_tokens`) and reasoning tokens
+/// (`completion_tokens_details.reasoning_tokens`) are 0 when not reported.
 fn usage_of(v: Option<&Value>) -> Option<Usage> {
     let u = v.filter(|u| u.is_object())?;
-    let n = |k: &str| {
-        u.get(k)
-            .and_then(Value::as_u64)
+    let n = |v: Option<&Value>| {
+        v.and_then(Value::as_u64)
             .map_or(0, |n| n.min(u32::MAX as u64) as u32)
     };
-    Some(Usage::new(n("prompt_tokens"), n("completion_tokens")))
+    let detail = |group: &str, k: &str| n(u.get(group).and_then(|d| d.get(k)));
+    Some(
+        Usage::new(n(u.get("prompt_tokens")), n(u.get("completion_tokens")))
+            .with_cached_prompt_tokens(detail("prompt_tokens_details", "cached_tokens"))
+            .with_reasoning_tokens(detail("completion_tokens_details", "reasoning_tokens")),
+    )
 }
 
 /// A JSON object read one level deep: its members stay raw text, in order,
@@ -146,16 +160,14 @@ fn not_a_completion(status: u16, body: &[u8]) -> UpstreamError {
     }
 }
 
-/// Parses one streamed chat completion (server-sent events).
-pub struct Parser {
-    deployment: String,
-    sse: sse::SseDecoder,
-    /// `data: [DONE]` was seen; anything after it is ignored.
-    done: bool,
+/// Parses one streamed chat completion, one server-sent event at a time (the
+/// host does the framing). Between events it is two flags; the deployment
+/// name comes with every call, and the end of the stream and the last usage
+/// are kept by the SDK.
+#[derive(Debug, PartialEq)]
+pub struct Stream {
     /// Some choice carried a non-null `finish_reason`.
     finished: bool,
-    /// The last usage the upstream reported; repeated in every later batch.
-    usage: Option<Usage>,
     /// Whether the caller itself asked for the usage chunk. The adapter always
     /// asks the upstream for usage (the gateway accounts tokens), but forwards
     /// the usage-only chunk (empty `choices`) only to callers that asked: some
@@ -163,87 +175,101 @@ pub struct Parser {
     forward_usage_chunk: bool,
 }
 
-impl Parser {
-    fn events(&mut self, events: Vec<String>) -> Result<ChunkBatch, UpstreamError> {
-        let mut chunks = Vec::new();
-        for data in events {
-            if self.done {
-                break;
-            }
-            if data.trim() == "[DONE]" {
-                self.done = true;
-                continue;
-            }
-            let mut v: Value = serde_json::from_str(&data)
-                .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
-            let Some(obj) = v.as_object_mut() else {
-                return Err(overloaded(
-                    "malformed stream chunk: not a JSON object".into(),
-                ));
-            };
-            if obj.get("error").is_some_and(|e| !e.is_null()) {
-                return Err(classify::classify_stream_error(&v));
-            }
-            obj.insert("model".into(), Value::String(self.deployment.clone()));
-            if let Some(u) = usage_of(obj.get("usage")) {
-                self.usage = Some(u);
-            }
-            let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
-            if obj
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(finish))
-            {
-                self.finished = true;
-            }
-            let usage_only = obj
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty)
-                && obj.get("usage").is_some_and(|u| !u.is_null());
-            if usage_only && !self.forward_usage_chunk {
-                continue;
-            }
-            chunks.push(v.to_string());
-        }
-        Ok(ChunkBatch {
-            chunks,
-            usage: self.usage,
-            done: self.done,
+impl StreamParser for Stream {
+    fn begin(
+        _target: &Target,
+        request: &str,
+        _headers: &[(String, String)],
+    ) -> Result<Self, UpstreamError> {
+        Ok(Stream {
+            finished: false,
+            forward_usage_chunk: caller_wants_usage(request),
         })
     }
-}
 
-impl StreamParser for Parser {
-    fn new(target: Target, request: &str) -> Self {
-        Parser {
-            deployment: target.deployment,
-            sse: sse::SseDecoder::default(),
-            done: false,
-            finished: false,
-            usage: None,
-            forward_usage_chunk: caller_wants_usage(request),
+    fn event(
+        &mut self,
+        target: &Target,
+        event: &StreamEvent,
+        out: &mut StreamOutput,
+    ) -> Result<(), UpstreamError> {
+        let data = event.data.trim();
+        // Some compatible servers name their error events; the data says what failed.
+        if event.event == "error" {
+            return Err(match serde_json::from_str::<Value>(data) {
+                Ok(v) => classify::classify_stream_error(&v),
+                Err(_) => overloaded(format!(
+                    "upstream stream error: {}",
+                    data.chars().take(200).collect::<String>()
+                )),
+            });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data == "[DONE]" {
+            out.set_done();
+            return Ok(());
+        }
+        let mut v: Value = serde_json::from_str(data)
+            .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
+        let Some(obj) = v.as_object_mut() else {
+            return Err(overloaded(
+                "malformed stream chunk: not a JSON object".into(),
+            ));
+        };
+        if obj.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(classify::classify_stream_error(&v));
+        }
+        obj.insert("model".into(), Value::String(target.deployment.clone()));
+        if let Some(u) = usage_of(obj.get("usage")) {
+            out.set_usage(u);
+        }
+        let choices = obj.get("choices").and_then(Value::as_array);
+        let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
+        if choices.is_some_and(|cs| cs.iter().any(finish)) {
+            self.finished = true;
+        }
+        let usage_only =
+            choices.is_some_and(Vec::is_empty) && obj.get("usage").is_some_and(|u| !u.is_null());
+        if !usage_only || self.forward_usage_chunk {
+            out.push(v.to_string());
+        }
+        Ok(())
+    }
+
+    /// A stream is complete with `[DONE]`, or with a `finish_reason` (some
+    /// servers omit `[DONE]`); anything else was cut short.
+    fn end(&mut self, _target: &Target, out: &mut StreamOutput) -> Result<(), UpstreamError> {
+        if out.is_done() || self.finished {
+            Ok(())
+        } else {
+            Err(overloaded("stream ended before completion".into()))
         }
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> Result<ChunkBatch, UpstreamError> {
-        let events = self.sse.push(bytes).map_err(overloaded)?;
-        self.events(events)
+    fn save(&self) -> Vec<u8> {
+        StateWriter::new()
+            .bool(self.finished)
+            .bool(self.forward_usage_chunk)
+            .finish()
     }
 
-    fn finish(&mut self) -> Result<ChunkBatch, UpstreamError> {
-        let events = self.sse.finish().map_err(overloaded)?;
-        let batch = self.events(events)?;
-        if !self.done && !self.finished {
-            return Err(overloaded("stream ended before completion".into()));
-        }
-        Ok(batch)
+    fn restore(state: &[u8]) -> Result<Self, UpstreamError> {
+        let mut r = StateReader::new(state);
+        let stream = Stream {
+            finished: r.bool()?,
+            forward_usage_chunk: r.bool()?,
+        };
+        r.finish()?;
+        Ok(stream)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_sdk::{QuotaHint, run};
 
     fn target() -> Target {
         Target {
@@ -273,12 +299,37 @@ mod tests {
         assert_eq!(b["stream_options"]["include_usage"], false);
         let b = json(&build_body("m", r#"{"messages":[]}"#).unwrap());
         assert!(b.get("stream_options").is_none());
-        assert!(
-            build_body("m", "[1]")
-                .unwrap_err()
-                .contains("not a JSON object")
+    }
+
+    #[test]
+    fn build_request_refuses_non_objects_as_invalid() {
+        let r = run::build_request::<OpenAi>(&target(), r#"{"messages":[]}"#).unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/chat/completions")
         );
-        assert!(build_body("m", "{").unwrap_err().contains("not JSON"));
+        assert_eq!(
+            r.headers,
+            vec![("content-type".to_string(), "application/json".to_string())]
+        );
+        for (body, why) in [
+            ("[1]", "request is not a JSON object"),
+            ("\"x\"", "request is not a JSON object"),
+            ("{", "request is not JSON"),
+        ] {
+            match run::build_request::<OpenAi>(&target(), body) {
+                Err(BuildError::InvalidRequest(m)) => assert!(m.starts_with(why), "{m}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_declares_bearer_and_sse() {
+        let m = run::metadata::<OpenAi>();
+        assert_eq!(m.name, "openai");
+        assert_eq!(m.auth, switchyard_sdk::AuthScheme::Bearer);
+        assert_eq!(m.framing, switchyard_sdk::StreamFraming::Sse);
     }
 
     #[test]
@@ -286,14 +337,61 @@ mod tests {
         let body = br#"{"id":"x","model":"gpt-4o-2024","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
         let r = parse_body("gpt-eu", 200, body).unwrap();
         assert_eq!(json(r.body.as_bytes())["model"], "gpt-eu");
-        let u = r.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 2));
+        assert_eq!(r.usage, Some(Usage::new(5, 2)));
         assert!(
             parse_body("d", 200, br#"{"choices":[]}"#)
                 .unwrap()
                 .usage
                 .is_none()
         );
+    }
+
+    #[test]
+    fn usage_details_are_read() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}}"#;
+        let u = parse_body("d", 200, body).unwrap().usage.unwrap();
+        assert_eq!(
+            u,
+            Usage::new(2006, 300)
+                .with_cached_prompt_tokens(1920)
+                .with_reasoning_tokens(256)
+        );
+        let nulls = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        assert_eq!(
+            parse_body("d", 200, nulls).unwrap().usage,
+            Some(Usage::new(1, 1))
+        );
+    }
+
+    #[test]
+    fn answers_and_errors_carry_quota() {
+        let response = HttpResponse {
+            status: 200,
+            headers: vec![
+                ("x-ratelimit-remaining-requests".into(), "41".into()),
+                ("x-ratelimit-reset-tokens".into(), "1m30s".into()),
+            ],
+            body: br#"{"choices":[]}"#.to_vec(),
+        };
+        let want = Some(QuotaHint {
+            remaining_requests: Some(41),
+            reset_tokens_ms: Some(90_000),
+            ..QuotaHint::default()
+        });
+        assert_eq!(
+            run::parse_response::<OpenAi>(&target(), &response)
+                .unwrap()
+                .quota,
+            want
+        );
+        let limited = HttpResponse {
+            status: 429,
+            body: b"{}".to_vec(),
+            ..response
+        };
+        let e = run::classify_error::<OpenAi>(&limited);
+        assert_eq!(e.class, ErrorClass::RateLimited(None));
+        assert_eq!(e.quota, want);
     }
 
     #[test]
@@ -311,62 +409,122 @@ mod tests {
         assert_eq!(e.message, "upstream response has no choices array");
     }
 
-    const STREAM: &str = concat!(
-        ": OPENROUTER PROCESSING\n\n",
-        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hé\"},\"finish_reason\":null}],\"model\":\"up\",\"usage\":null}\n\n",
-        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"model\":\"up\"}\r\n\r\n",
-        "data: {\"choices\":[],\"model\":\"up\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
-        "data: [DONE]\n\n",
-    );
+    /// The events of a typical stream, as the host frames them.
+    const STREAM: [&str; 4] = [
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hé\"},\"finish_reason\":null}],\"model\":\"up\",\"usage\":null}",
+        "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"model\":\"up\"}",
+        "{\"choices\":[],\"model\":\"up\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":2}}}",
+        "[DONE]",
+    ];
 
-    fn run(parts: &[&[u8]]) -> Result<(Vec<String>, Option<Usage>, bool), UpstreamError> {
-        let mut p = Parser::new(target(), r#"{"stream_options":{"include_usage":true}}"#);
-        let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
-        for part in parts {
-            let b = p.feed(part)?;
-            chunks.extend(b.chunks);
-            usage = b.usage.or(usage);
-            done |= b.done;
+    #[derive(Debug)]
+    struct Outcome {
+        chunks: Vec<String>,
+        usage: Option<Usage>,
+        done: bool,
+    }
+
+    /// Runs a stream through the exported functions, in batches of the given
+    /// sizes, with the state going through bytes between every call.
+    fn run_batches(
+        request: &str,
+        events: &[StreamEvent],
+        batches: &[usize],
+    ) -> Result<Outcome, UpstreamError> {
+        let t = target();
+        let mut state = run::begin_stream::<OpenAi>(&t, request, &[])?.state;
+        let mut o = Outcome {
+            chunks: Vec::new(),
+            usage: None,
+            done: false,
+        };
+        let mut rest = events;
+        for &n in batches {
+            let (now, later) = rest.split_at(n);
+            rest = later;
+            let step = run::parse_stream::<OpenAi>(&t, &state, now)?;
+            o.chunks.extend(step.chunks);
+            o.usage = step.usage.or(o.usage);
+            o.done |= step.done;
+            state = step.state;
         }
-        let b = p.finish()?;
-        chunks.extend(b.chunks);
-        Ok((chunks, b.usage.or(usage), done || b.done))
+        let last = run::end_stream::<OpenAi>(&t, &state)?;
+        o.chunks.extend(last.chunks);
+        o.usage = last.usage.or(o.usage);
+        o.done |= last.done;
+        Ok(o)
+    }
+
+    fn run_events(request: &str, data: &[&str]) -> Result<Outcome, UpstreamError> {
+        let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(*d)).collect();
+        run_batches(request, &events, &[events.len()])
+    }
+
+    /// Every way of cutting `n` events into consecutive non-empty batches.
+    fn batchings(n: usize) -> Vec<Vec<usize>> {
+        (0u32..1 << (n - 1))
+            .map(|cuts| {
+                let mut sizes = vec![1];
+                for i in 0..n - 1 {
+                    if cuts & (1 << i) != 0 {
+                        sizes.push(1);
+                    } else {
+                        *sizes.last_mut().unwrap() += 1;
+                    }
+                }
+                sizes
+            })
+            .collect()
     }
 
     #[test]
-    fn stream_at_every_split() {
-        let bytes = STREAM.as_bytes();
-        for cut in 0..=bytes.len() {
-            let (chunks, usage, done) = run(&[&bytes[..cut], &bytes[cut..]]).unwrap();
-            assert_eq!(chunks.len(), 3);
+    fn stream_state_survives_every_batching() {
+        let events: Vec<StreamEvent> = STREAM.iter().map(|d| StreamEvent::data(*d)).collect();
+        for batches in batchings(events.len()) {
+            let o = run_batches(
+                r#"{"stream_options":{"include_usage":true}}"#,
+                &events,
+                &batches,
+            )
+            .unwrap();
+            assert_eq!(o.chunks.len(), 3, "{batches:?}");
             assert!(
-                chunks
+                o.chunks
                     .iter()
                     .all(|c| json(c.as_bytes())["model"] == "gpt-eu")
             );
             assert_eq!(
-                json(chunks[0].as_bytes())["choices"][0]["delta"]["content"],
+                json(o.chunks[0].as_bytes())["choices"][0]["delta"]["content"],
                 "Hé"
             );
-            let u = usage.unwrap();
-            assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
-            assert!(done);
+            assert_eq!(o.usage, Some(Usage::new(3, 1).with_cached_prompt_tokens(2)));
+            assert!(o.done);
         }
     }
 
     #[test]
+    fn state_is_two_flags() {
+        let s = Stream {
+            finished: true,
+            forward_usage_chunk: false,
+        };
+        assert_eq!(Stream::restore(&s.save()).unwrap(), s);
+        assert!(Stream::restore(&[1]).is_err());
+        assert!(Stream::restore(&[1, 0, 0]).is_err());
+    }
+
+    #[test]
     fn usage_chunk_is_forwarded_only_to_callers_that_asked() {
-        let mut p = Parser::new(target(), r#"{"stream":true}"#);
-        let b = p.feed(STREAM.as_bytes()).unwrap();
+        let o = run_events(r#"{"stream":true}"#, &STREAM).unwrap();
         assert_eq!(
-            b.chunks.len(),
+            o.chunks.len(),
             2,
             "usage-only chunk dropped: {:?}",
-            b.chunks
+            o.chunks
         );
-        let u = b.usage.expect("usage still reported to the host");
+        let u = o.usage.expect("usage still reported to the host");
         assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
-        assert!(b.done);
+        assert!(o.done);
         assert!(caller_wants_usage(
             r#"{"stream_options":{"include_usage":true}}"#
         ));
@@ -378,32 +536,54 @@ mod tests {
     }
 
     #[test]
+    fn nothing_after_done_and_blank_events_are_skipped() {
+        let o = run_events("{}", &["", STREAM[0], "  [DONE]\n", "{\"error\":{}}"]).unwrap();
+        assert_eq!(o.chunks.len(), 1);
+        assert!(o.done);
+    }
+
+    #[test]
     fn truncated_stream_is_an_error() {
-        let e = run(&[
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n",
-        ])
+        let e = run_events(
+            "{}",
+            &["{\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}"],
+        )
         .unwrap_err();
         assert!(matches!(e.class, ErrorClass::Overloaded));
         assert_eq!(e.message, "stream ended before completion");
         // A finish_reason without [DONE] is complete enough (some servers omit it).
-        let ok =
-            run(&[b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}"]).unwrap();
-        assert_eq!(ok.0.len(), 1);
-        assert!(!ok.2);
+        let ok = run_events(
+            "{}",
+            &["{\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}"],
+        )
+        .unwrap();
+        assert_eq!(ok.chunks.len(), 1);
+        assert!(!ok.done);
     }
 
     #[test]
     fn stream_errors() {
-        let e = run(&[b"data: {\"choices\": [\n\n"]).unwrap_err();
+        let e = run_events("{}", &["{\"choices\": ["]).unwrap_err();
         assert!(
             e.message.starts_with("malformed stream chunk: "),
             "{}",
             e.message
         );
-        let e =
-            run(&[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"])
-                .unwrap_err();
+        let e = run_events("{}", &["[1]"]).unwrap_err();
+        assert_eq!(e.message, "malformed stream chunk: not a JSON object");
+        let e = run_events(
+            "{}",
+            &["{\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}"],
+        )
+        .unwrap_err();
         assert!(matches!(e.class, ErrorClass::Overloaded));
         assert!(e.message.contains("overloaded"));
+        // A named error event, JSON or not.
+        let named =
+            |data: &str| run_batches("{}", &[StreamEvent::new("error", data)], &[1]).unwrap_err();
+        let e = named("{\"message\":\"maximum context length is 10\"}");
+        assert!(matches!(e.class, ErrorClass::ContextLengthExceeded));
+        let e = named("gone away");
+        assert_eq!(e.message, "upstream stream error: gone away");
     }
 }

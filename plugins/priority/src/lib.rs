@@ -3,18 +3,13 @@
 //! headroom come first, but nothing is dropped: an unhealthy or exhausted
 //! deployment is still a last resort, better than failing outright.
 
-use switchyard_sdk::{Candidate, Metadata, PluginKind, RequestSummary, Strategy, export_strategy};
+use switchyard_sdk::{Candidate, Metadata, RequestSummary, Strategy, export_strategy};
 
 struct Priority;
 
 impl Strategy for Priority {
     fn metadata() -> Metadata {
-        Metadata::new(
-            "priority",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Strategy,
-            &[],
-        )
+        Metadata::new("priority", env!("CARGO_PKG_VERSION"), &[])
     }
 
     fn order(_request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {

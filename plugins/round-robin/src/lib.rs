@@ -5,31 +5,72 @@
 //! at the end as a last resort.
 
 use switchyard_sdk::{
-    Candidate, Metadata, PluginKind, RequestSummary, Strategy, counter_next, export_strategy,
+    Candidate, Metadata, RequestSummary, Strategy, counter_next, export_strategy, log, now_ns,
 };
 
 struct RoundRobin;
 
 impl Strategy for RoundRobin {
     fn metadata() -> Metadata {
-        Metadata::new(
-            "round-robin",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Strategy,
-            &[],
-        )
+        Metadata::new("round-robin", env!("CARGO_PKG_VERSION"), &[])
     }
 
     fn order(request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
-        let turn = counter_next(&request.model);
         Ok(order(
-            turn,
+            turn(&request.model),
             candidates.iter().map(|c| (c.healthy, c.weight)),
         ))
     }
 }
 
 export_strategy!(RoundRobin);
+
+/// This request's turn in `route`'s rotation.
+///
+/// The host's counters are bounded (64 per plugin); past that, `counter_next`
+/// fails for every new name, and will keep failing. Failing the call would
+/// make the host use the configured order, sending the route's whole load to
+/// its first deployment; a turn taken from the clock still spreads the load
+/// evenly, only without strict alternation.
+fn turn(route: &str) -> u64 {
+    match counter_next(&counter_name(route)) {
+        Ok(turn) => turn,
+        Err(e) => {
+            log::warn(&format!(
+                "no rotation counter for route {route:?} ({e}); rotating by the clock"
+            ));
+            mix(now_ns())
+        }
+    }
+}
+
+/// The host accepts counter names of at most this many bytes.
+const MAX_COUNTER_NAME: usize = 64;
+
+/// The counter of `route`: its name when that fits, else a prefix of it and a
+/// hash of the whole name, so long route names still get a counter each.
+fn counter_name(route: &str) -> String {
+    if route.len() <= MAX_COUNTER_NAME {
+        return route.to_owned();
+    }
+    // 16 hex digits of hash and a `#` leave 47 bytes of prefix.
+    let mut cut = MAX_COUNTER_NAME - 17;
+    while !route.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = route.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}#{hash:016x}", &route[..cut])
+}
+
+/// Spreads clock readings over all residues: a clock that ticks in steps of
+/// a microsecond or more would otherwise always give the same `turn % n`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 /// Weights beyond this total are scaled down, bounding the work per call.
 const MAX_TOTAL_WEIGHT: u64 = 4096;
@@ -120,6 +161,29 @@ mod tests {
         assert_eq!(firsts.iter().filter(|&&i| i == 0).count(), 3);
         let huge = [(true, u32::MAX), (true, 1)];
         assert_eq!(order(u64::MAX, huge.into_iter()).len(), 2);
+    }
+
+    #[test]
+    fn counter_names_fit_the_host_limit() {
+        assert_eq!(counter_name("gpt"), "gpt");
+        let exact = "r".repeat(64);
+        assert_eq!(counter_name(&exact), exact);
+        let long = "é".repeat(40);
+        let name = counter_name(&long);
+        assert!(name.len() <= MAX_COUNTER_NAME, "{name}");
+        assert!(name.starts_with("éé") && name.contains('#'));
+        assert_ne!(name, counter_name(&format!("{long}x")));
+        assert_eq!(name, counter_name(&long));
+    }
+
+    #[test]
+    fn clock_turns_spread_even_on_a_coarse_clock() {
+        let c = [(true, 1), (true, 1)];
+        let firsts: Vec<u32> = (0..64u64)
+            .map(|ms| order(mix(ms * 1_000_000), c.into_iter())[0])
+            .collect();
+        let zeros = firsts.iter().filter(|&&i| i == 0).count();
+        assert!((16..=48).contains(&zeros), "{zeros} of 64");
     }
 
     #[test]

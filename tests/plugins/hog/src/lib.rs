@@ -1,13 +1,13 @@
 //! Test evaluator that allocates and touches 1 GiB per call: the host's
 //! memory limit must stop it without harming the gateway.
 
-use switchyard_sdk::{Evaluator, Metadata, PluginKind, Verdict, export_evaluator};
+use switchyard_sdk::{Evaluator, Metadata, Verdict, export_evaluator};
 
 struct Hog;
 
 impl Evaluator for Hog {
     fn metadata() -> Metadata {
-        Metadata::new("hog", env!("CARGO_PKG_VERSION"), PluginKind::Evaluator, &[])
+        Metadata::new("hog", env!("CARGO_PKG_VERSION"), &[])
     }
 
     fn evaluate(_request: &str, _response: &str) -> Result<Verdict, String> {

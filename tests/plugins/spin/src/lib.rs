@@ -1,13 +1,13 @@
 //! Test strategy whose `order` never returns: the host must interrupt it at
 //! its deadline and keep serving (falling back to the configured order).
 
-use switchyard_sdk::{Candidate, Metadata, PluginKind, RequestSummary, Strategy, export_strategy};
+use switchyard_sdk::{Candidate, Metadata, RequestSummary, Strategy, export_strategy};
 
 struct Spin;
 
 impl Strategy for Spin {
     fn metadata() -> Metadata {
-        Metadata::new("spin", env!("CARGO_PKG_VERSION"), PluginKind::Strategy, &[])
+        Metadata::new("spin", env!("CARGO_PKG_VERSION"), &[])
     }
 
     fn order(_request: &RequestSummary, _candidates: &[Candidate]) -> Result<Vec<u32>, String> {

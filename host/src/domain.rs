@@ -1,0 +1,365 @@
+//! The host's own types for everything that crosses the plugin boundary.
+//!
+//! Config, failover, upstream, health and the pipeline speak these types
+//! only; each WIT version's generated bindings are converted to and from them
+//! in one module (`plugins::abi::v0_1`, `plugins::abi::v0_2`). So a new WIT
+//! version touches the plugin ABI edge, not the rest of the gateway, and two
+//! versions can be loaded side by side.
+
+use std::fmt;
+
+/// The three plugin kinds; each is one WIT world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Adapter,
+    Strategy,
+    Evaluator,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Adapter, Kind::Strategy, Kind::Evaluator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Adapter => "adapter",
+            Kind::Strategy => "strategy",
+            Kind::Evaluator => "evaluator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The WIT package versions the host loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WitVersion {
+    V0_1,
+    V0_2,
+}
+
+impl WitVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
+}
+
+impl fmt::Display for WitVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Features a request needs or a deployment offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    pub const TOOLS: Self = Self(1);
+    pub const JSON_MODE: Self = Self(2);
+    pub const VISION: Self = Self(4);
+    pub const STREAMING: Self = Self(8);
+    const NAMES: [(Self, &'static str); 4] = [
+        (Self::TOOLS, "tools"),
+        (Self::JSON_MODE, "json-mode"),
+        (Self::VISION, "vision"),
+        (Self::STREAMING, "streaming"),
+    ];
+
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+
+    pub const fn all() -> Self {
+        Self(15)
+    }
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn insert(&mut self, other: Self) {
+        self.0 |= other.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Each capability in the set.
+    pub fn iter(self) -> impl Iterator<Item = Self> {
+        Self::NAMES
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(move |c| self.contains(*c))
+    }
+
+    /// Comma-separated names, or "nothing special".
+    pub fn names(self) -> String {
+        let named: Vec<&str> = Self::NAMES
+            .iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|(_, n)| *n)
+            .collect();
+        if named.is_empty() {
+            "nothing special".into()
+        } else {
+            named.join(", ")
+        }
+    }
+}
+
+impl std::ops::BitOr for Capabilities {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Capabilities {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// How urgent the caller says a request is (`x-switchyard-priority`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TaskPriority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Critical,
+}
+
+impl TaskPriority {
+    /// Parses a priority header value, naming the accepted values on error.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "low" => Ok(Self::Low),
+            "normal" => Ok(Self::Normal),
+            "high" => Ok(Self::High),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!(
+                "header x-switchyard-priority: {other:?} is not one of low, normal, high, critical"
+            )),
+        }
+    }
+}
+
+/// What the host read off a request, for strategies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestSummary {
+    pub model: String,
+    pub input_tokens: u32,
+    pub max_output_tokens: Option<u32>,
+    pub stream: bool,
+    pub needs: Capabilities,
+    pub priority: TaskPriority,
+    pub tags: Vec<String>,
+}
+
+/// One deployment of a route with the host's live view of it, for strategies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Candidate {
+    pub deployment: String,
+    pub adapter: String,
+    pub healthy: bool,
+    pub headroom: f32,
+    pub in_flight: u32,
+    pub error_rate: f32,
+    pub latency_ms: f32,
+    pub input_cost_per_1k: f64,
+    pub output_cost_per_1k: f64,
+    pub priority: u32,
+    pub weight: u32,
+    pub quality: f32,
+    pub supports: Capabilities,
+}
+
+/// An evaluator's judgement of an answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub score: f32,
+    pub pass: bool,
+    pub reasons: Vec<String>,
+}
+
+/// The deployment an adapter call is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub deployment: String,
+    pub model: String,
+}
+
+/// How the host attaches a deployment's key: declared once per adapter (or
+/// per deployment in the config), never per request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AuthScheme {
+    None,
+    #[default]
+    Bearer,
+    Header(String),
+    Query(String),
+}
+
+/// How an upstream frames a streamed body; the host splits it into events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamFraming {
+    #[default]
+    Sse,
+    Ndjson,
+    /// v0.1 adapters parse raw bytes themselves, on a pinned instance.
+    Raw,
+}
+
+/// Token accounting of one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub cached_prompt_tokens: u32,
+    pub reasoning_tokens: u32,
+}
+
+/// Rate-limit state an upstream reported in its headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaHint {
+    pub limit_requests: Option<u32>,
+    pub remaining_requests: Option<u32>,
+    pub reset_requests_ms: Option<u32>,
+    pub limit_tokens: Option<u32>,
+    pub remaining_tokens: Option<u32>,
+    pub reset_tokens_ms: Option<u32>,
+}
+
+/// The request an adapter built; the host adds the key and owns the transport.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpstreamRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// v0.1 adapters chose the auth scheme per request; v0.2 ones declare it.
+    pub auth: Option<AuthScheme>,
+}
+
+/// Why an adapter built no request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The provider cannot serve the request as asked: the caller's 400.
+    InvalidRequest(String),
+    /// The adapter failed: a plugin fault.
+    Failed(String),
+}
+
+/// A complete upstream response (header names lower case).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An adapter's classification of a failed upstream call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    RateLimited(Option<u32>),
+    Overloaded,
+    Timeout,
+    ContextLengthExceeded,
+    ContentFiltered,
+    Auth,
+    InvalidRequest,
+    Permanent,
+}
+
+/// An upstream failure as the adapter classified it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub quota: Option<QuotaHint>,
+}
+
+/// A canonical non-streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatResponse {
+    pub body: String,
+    pub usage: Option<Usage>,
+    pub quota: Option<QuotaHint>,
+}
+
+/// One event of a streamed body as the host framed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// What one step of stream parsing produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamBatch {
+    pub chunks: Vec<String>,
+    pub usage: Option<Usage>,
+    pub done: bool,
+}
+
+/// Log levels of the host interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What a plugin says about itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+    /// Adapters only (v0.2): the declared auth scheme.
+    pub auth: Option<AuthScheme>,
+    /// Adapters only: how their streams are framed.
+    pub framing: StreamFraming,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_a_set() {
+        let mut c = Capabilities::TOOLS | Capabilities::VISION;
+        assert!(c.contains(Capabilities::TOOLS));
+        assert!(!c.contains(Capabilities::STREAMING));
+        c.insert(Capabilities::STREAMING);
+        assert_eq!(c.names(), "tools, vision, streaming");
+        assert_eq!(Capabilities::empty().names(), "nothing special");
+        assert!(Capabilities::all().contains(c));
+    }
+
+    #[test]
+    fn priority_parses_and_names_the_choices() {
+        assert_eq!(TaskPriority::parse(" HIGH ").unwrap(), TaskPriority::High);
+        assert!(
+            TaskPriority::parse("urgent")
+                .unwrap_err()
+                .contains("low, normal")
+        );
+    }
+}

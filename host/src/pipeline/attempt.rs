@@ -1,0 +1,173 @@
+//! One attempt on one deployment: build the upstream request with the
+//! adapter, send it, parse or classify the answer, evaluate it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::stream::{StreamEvaluation, Transcript, start_stream};
+use super::{Answer, Deployment, Gateway, Route};
+use crate::domain::{BuildError, Kind, Usage};
+use crate::failover::{Attempt, FailureClass};
+use crate::plugins::PluginError;
+use crate::upstream::Upstream;
+
+/// A plugin failure as an attempt: a saturated gateway is nobody's fault.
+pub(super) fn plugin_failed(deployment: &str, e: PluginError) -> Attempt {
+    let class = if e.is_saturation() {
+        FailureClass::GatewaySaturated
+    } else {
+        FailureClass::Plugin
+    };
+    Attempt::new(deployment, class, e.to_string())
+}
+
+impl Gateway {
+    /// One attempt on one deployment.
+    pub(super) async fn attempt(
+        &self,
+        route: &Route,
+        d: &Deployment,
+        request: &Arc<str>,
+        stream: bool,
+        request_id: &Arc<str>,
+    ) -> Result<Answer, Attempt> {
+        let plugin_failed = |e: PluginError| plugin_failed(&d.name, e);
+        let adapter = self
+            .registry
+            .get(&d.adapter, Kind::Adapter)
+            .map_err(plugin_failed)?;
+        let http = match adapter
+            .build_request(request_id, &d.target, request)
+            .await
+            .map_err(plugin_failed)?
+        {
+            Ok(http) => http,
+            Err(BuildError::InvalidRequest(reason)) => {
+                return Err(Attempt::new(
+                    &d.name,
+                    FailureClass::Unsupported,
+                    format!("adapter {:?} cannot send this request: {reason}", d.adapter),
+                ));
+            }
+            Err(BuildError::Failed(message)) => {
+                return Err(plugin_failed(PluginError::Guest {
+                    plugin: d.adapter.clone(),
+                    message,
+                }));
+            }
+        };
+
+        let in_flight = d.health.start();
+        let started = Instant::now();
+        let endpoint = d.endpoint(adapter.metadata().auth.as_ref());
+        let response = self.upstream.send(&endpoint, http).await?;
+
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = Upstream::read_body(&endpoint, response, started).await?;
+            let error = adapter
+                .classify_error(request_id, body)
+                .await
+                .map_err(plugin_failed)?;
+            return Err(Attempt::upstream(&d.name, Some(status), error));
+        }
+
+        if stream {
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let (session, _quota) = adapter
+                .open_stream(request_id, &d.target, request, headers)
+                .await
+                .map_err(plugin_failed)?
+                .map_err(|e| Attempt::upstream(&d.name, None, e))?;
+            let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
+                registry: self.registry.clone(),
+                evaluator: evaluator.clone(),
+                request: request.clone(),
+                request_id: request_id.clone(),
+                transcript: Transcript::default(),
+            });
+            return start_stream(d, session, response, started, in_flight, evaluation).await;
+        }
+
+        let body = Upstream::read_body(&endpoint, response, started).await?;
+        let status = body.status;
+        let answer = adapter
+            .parse_response(request_id, &d.target, body)
+            .await
+            .map_err(plugin_failed)?
+            .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
+        log_usage(d, answer.usage);
+
+        if let Some(evaluator) = &route.evaluator {
+            self.evaluate(d, evaluator, request, &answer.body, request_id)
+                .await?;
+        }
+        Ok(Answer::Complete {
+            deployment: d.name.clone(),
+            body: answer.body.into_bytes(),
+            attempts: 0,
+        })
+    }
+
+    /// Runs the route's evaluator. A failing *evaluator* accepts the answer
+    /// (logged); a failing *verdict* rejects it.
+    async fn evaluate(
+        &self,
+        d: &Deployment,
+        evaluator: &str,
+        request: &Arc<str>,
+        response: &str,
+        request_id: &Arc<str>,
+    ) -> Result<(), Attempt> {
+        let verdict = match self.registry.get(evaluator, Kind::Evaluator) {
+            Ok(plugin) => {
+                plugin
+                    .evaluate(request_id, request.clone(), Arc::from(response))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Err(e) => {
+                tracing::warn!(plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
+                Ok(())
+            }
+            Ok(v) => {
+                d.health.record_quality(v.score);
+                if v.pass {
+                    Ok(())
+                } else {
+                    tracing::warn!(plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
+                    Err(Attempt::new(
+                        &d.name,
+                        FailureClass::EvaluatorRejected,
+                        format!(
+                            "evaluator {evaluator:?} rejected the answer (score {:.2}): {}",
+                            v.score,
+                            v.reasons.join("; ")
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn log_usage(d: &Deployment, usage: Option<Usage>) {
+    if let Some(u) = usage {
+        let cost = f64::from(u.prompt_tokens) / 1000.0 * d.input_cost_per_1k
+            + f64::from(u.completion_tokens) / 1000.0 * d.output_cost_per_1k;
+        tracing::debug!(
+            prompt_tokens = u.prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            cached_prompt_tokens = u.cached_prompt_tokens,
+            reasoning_tokens = u.reasoning_tokens,
+            cost_usd = cost,
+            "usage"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! A committed stream: read until the first parsed chunk (failover is still
+//! possible until then), then a task pumps the rest to the client, ends it
+//! with `[DONE]` or an error event, and evaluates the transcript.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::attempt::plugin_failed;
+use super::{Answer, Deployment};
+use crate::domain::{Kind, StreamBatch, UpstreamError};
+use crate::failover::{Attempt, FailureClass};
+use crate::health::{DeploymentHealth, InFlight};
+use crate::plugins::{PluginError, Registry, StreamSession};
+
+/// Reads the stream until its first parsed chunk (failing over is still
+/// possible until then), then commits: a task pumps the rest to the client.
+pub(super) async fn start_stream(
+    d: &Deployment,
+    mut session: StreamSession,
+    response: reqwest::Response,
+    started: Instant,
+    in_flight: InFlight,
+    evaluation: Option<StreamEvaluation>,
+) -> Result<Answer, Attempt> {
+    let fail = |class, message: String| Attempt::new(&d.name, class, message);
+    let mut body = response.bytes_stream();
+    // One budget from sending the request to the first parsed chunk.
+    let deadline = started + d.timeouts.first_byte();
+    let first = loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
+            Err(_) => {
+                return Err(fail(
+                    FailureClass::Timeout,
+                    format!(
+                        "no stream chunk within {} ms (first_byte_ms)",
+                        d.timeouts.first_byte_ms
+                    ),
+                ));
+            }
+            Ok(Some(Err(e))) => {
+                return Err(fail(
+                    FailureClass::Transport,
+                    format!("stream broke before the first chunk: {e}"),
+                ));
+            }
+            Ok(Some(Ok(bytes))) => (session.feed(&bytes).await, false),
+            Ok(None) => (session.finish().await, true),
+        };
+        let batch = batch
+            .map_err(|e| plugin_failed(&d.name, e))?
+            .map_err(|e| Attempt::upstream(&d.name, None, e))?;
+        if !batch.chunks.is_empty() || batch.done {
+            break batch;
+        }
+        if eof {
+            return Err(fail(
+                FailureClass::Overloaded,
+                "upstream closed the stream before any chunk".into(),
+            ));
+        }
+    };
+
+    let (tx, rx) = mpsc::channel(32);
+    let pump = StreamPump {
+        deployment: d.name.clone(),
+        idle: d.timeouts.idle(),
+        session,
+        tx,
+        in_flight,
+        evaluation,
+    };
+    tokio::spawn(pump.run(first, body).in_current_span());
+    Ok(Answer::Stream {
+        deployment: d.name.clone(),
+        events: rx,
+        attempts: 0,
+    })
+}
+
+/// Moves a committed stream from the upstream to the client.
+pub(super) struct StreamPump {
+    deployment: String,
+    idle: std::time::Duration,
+    session: StreamSession,
+    tx: mpsc::Sender<Bytes>,
+    /// Keeps the deployment counted in flight until the stream ends.
+    in_flight: InFlight,
+    evaluation: Option<StreamEvaluation>,
+}
+
+impl StreamPump {
+    async fn run(
+        mut self,
+        first: StreamBatch,
+        mut body: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    ) {
+        let mut usage = first.usage;
+        let mut done = first.done;
+        if self.forward(&first.chunks).await.is_err() {
+            return;
+        }
+        let mut failure = None;
+        while !done {
+            let next = tokio::select! {
+                biased;
+                // Nothing to send for a while (e.g. keep-alive comments)
+                // must not hide that the client left.
+                () = self.tx.closed() => {
+                    tracing::info!("client went away mid-stream");
+                    return;
+                }
+                next = tokio::time::timeout(self.idle, body.next()) => next,
+            };
+            let (batch, eof) = match next {
+                Err(_) => (
+                    Err((
+                        FailureClass::Timeout,
+                        format!(
+                            "upstream stream stalled for {} ms (idle_ms)",
+                            self.idle.as_millis()
+                        ),
+                    )),
+                    false,
+                ),
+                Ok(Some(Err(e))) => (
+                    Err((
+                        FailureClass::Transport,
+                        format!("upstream stream broke: {e}"),
+                    )),
+                    false,
+                ),
+                Ok(Some(Ok(bytes))) => {
+                    let fed = self.session.feed(&bytes).await;
+                    (self.flatten(fed), false)
+                }
+                // The adapter's `finish` refuses an end it considers truncated.
+                Ok(None) => {
+                    let finished = self.session.finish().await;
+                    (self.flatten(finished), true)
+                }
+            };
+            match batch {
+                Err(message) => {
+                    failure = Some(message);
+                    break;
+                }
+                Ok(batch) => {
+                    usage = batch.usage.or(usage);
+                    done = batch.done || eof;
+                    if self.forward(&batch.chunks).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let health = self.in_flight.health();
+        match failure {
+            None => {
+                health.record_success(std::time::Duration::ZERO);
+                let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                match usage {
+                    Some(u) => tracing::info!(
+                        prompt_tokens = u.prompt_tokens,
+                        completion_tokens = u.completion_tokens,
+                        "stream complete"
+                    ),
+                    None => tracing::info!("stream complete (upstream reported no usage)"),
+                }
+                if let Some(evaluation) = &self.evaluation {
+                    evaluation.run(health, &self.deployment).await;
+                }
+            }
+            Some((class, message)) => {
+                tracing::warn!(?class, "stream failed after commit: {message}");
+                health.record_failure(class, None);
+                let event = serde_json::json!({"error": {
+                    "message": format!("deployment {:?}: {message}", self.deployment),
+                    "type": "upstream_error",
+                    "code": "stream_interrupted",
+                }});
+                let _ = self
+                    .tx
+                    .send(Bytes::from(format!("data: {event}\n\n")))
+                    .await;
+            }
+        }
+    }
+
+    /// A parser result with its failure class, for the error event and health.
+    fn flatten(
+        &self,
+        r: Result<Result<StreamBatch, UpstreamError>, PluginError>,
+    ) -> Result<StreamBatch, (FailureClass, String)> {
+        match r {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => {
+                let a = Attempt::upstream(&self.deployment, None, e);
+                Err((a.class, a.message))
+            }
+            Err(e) => Err((FailureClass::Plugin, e.to_string())),
+        }
+    }
+
+    /// Sends chunks to the client as SSE events (and to the transcript).
+    /// A client that stops reading for `idle` is dropped, so it cannot hold
+    /// the upstream connection and the adapter instance forever.
+    async fn forward(&mut self, chunks: &[String]) -> Result<(), ()> {
+        for chunk in chunks {
+            if let Some(evaluation) = &mut self.evaluation {
+                evaluation.transcript.add(chunk);
+            }
+            let mut event = Vec::with_capacity(chunk.len() + 8);
+            event.extend_from_slice(b"data: ");
+            event.extend_from_slice(chunk.as_bytes());
+            event.extend_from_slice(b"\n\n");
+            match self.tx.send_timeout(Bytes::from(event), self.idle).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    tracing::info!("client went away mid-stream");
+                    return Err(());
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(
+                        "client read nothing for {} ms; stream abandoned",
+                        self.idle.as_millis()
+                    );
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Evaluating a streamed answer once it is complete. The client already has
+/// it, so a fail cannot trigger failover: it is logged and lowers the
+/// deployment's quality score, which strategies see.
+pub(super) struct StreamEvaluation {
+    pub(super) registry: Arc<Registry>,
+    pub(super) evaluator: String,
+    pub(super) request: Arc<str>,
+    pub(super) request_id: Arc<str>,
+    pub(super) transcript: Transcript,
+}
+
+impl StreamEvaluation {
+    async fn run(&self, health: &DeploymentHealth, deployment: &str) {
+        let response = Arc::from(self.transcript.to_completion(deployment));
+        let verdict = match self.registry.get(&self.evaluator, Kind::Evaluator) {
+            Ok(p) => {
+                p.evaluate(&self.request_id, self.request.clone(), response)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Err(e) => {
+                tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}")
+            }
+            Ok(v) => {
+                health.record_quality(v.score);
+                if !v.pass {
+                    tracing::warn!(plugin = %self.evaluator, score = v.score, reasons = ?v.reasons,
+                        "evaluator rejected a streamed answer (already delivered)");
+                }
+            }
+        }
+    }
+}
+
+/// The first choice of a streamed answer, reassembled from its chunks.
+#[derive(Default)]
+pub(super) struct Transcript {
+    content: String,
+    finish_reason: Option<String>,
+    tool_calls: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkView {
+    #[serde(default)]
+    choices: Vec<ChoiceView>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: DeltaView,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaView {
+    content: Option<String>,
+    tool_calls: Option<Vec<serde_json::Value>>,
+}
+
+impl Transcript {
+    fn add(&mut self, chunk: &str) {
+        let Ok(chunk) = serde_json::from_str::<ChunkView>(chunk) else {
+            return;
+        };
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            if let Some(text) = choice.delta.content {
+                self.content.push_str(&text);
+            }
+            if let Some(calls) = choice.delta.tool_calls {
+                self.tool_calls.extend(calls);
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+            }
+        }
+    }
+
+    /// A canonical `chat.completion` with the reassembled first choice.
+    fn to_completion(&self, deployment: &str) -> String {
+        let mut message = serde_json::json!({"role": "assistant", "content": self.content});
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = serde_json::Value::Array(self.tool_calls.clone());
+        }
+        serde_json::json!({
+            "object": "chat.completion",
+            "model": deployment,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_reassembles_the_first_choice() {
+        let mut t = Transcript::default();
+        t.add(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"Hel"}},{"index":1,"delta":{"content":"x"}}]}"#);
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}"#);
+        t.add(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#);
+        t.add("not json");
+        let c: serde_json::Value = serde_json::from_str(&t.to_completion("dep")).unwrap();
+        assert_eq!(c["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        assert_eq!(c["model"], "dep");
+    }
+}

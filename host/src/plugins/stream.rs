@@ -1,0 +1,546 @@
+//! Parsing one upstream stream with an adapter.
+//!
+//! v0.2 adapters hold no instance between chunks: the host frames the body
+//! (SSE events or NDJSON lines, [`Framer`]) and calls `parse-stream` with the
+//! whole events that arrived and the opaque state the previous call returned,
+//! on any pooled instance. So the number of concurrent streams is bounded by
+//! memory and sockets, not by plugin instances.
+//!
+//! v0.1 adapters keep their parser in a resource inside one instance, which
+//! stays pinned to the stream until it ends (at most ¾ of `max_instances`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::abi::Exports;
+use super::call::Call;
+use super::host_api::HostState;
+use super::pool::{Reserved, Slot};
+use super::{Plugin, PluginError};
+use crate::domain::{
+    Kind, QuotaHint, StreamBatch, StreamEvent, StreamFraming, Target, UpstreamError,
+};
+
+/// Largest parser state a v0.2 adapter may hand back.
+pub const MAX_STATE: usize = 64 << 10;
+/// Longest SSE line or NDJSON line the framer buffers.
+pub const MAX_LINE: usize = 8 << 20;
+
+type Parsed<T> = Result<Result<T, UpstreamError>, PluginError>;
+
+/// One upstream stream being parsed by an adapter.
+pub struct StreamSession {
+    plugin: Arc<Plugin>,
+    request_id: Arc<str>,
+    inner: Inner,
+}
+
+enum Inner {
+    Framed {
+        target: Arc<Target>,
+        framer: Framer,
+        state: Vec<u8>,
+    },
+    Pinned {
+        /// `None` once the instance failed.
+        slot: Option<Slot>,
+        parser: ResourceAny,
+    },
+}
+
+struct BeginStream {
+    target: Arc<Target>,
+    request: Arc<str>,
+    headers: Vec<(String, String)>,
+}
+
+impl Call for BeginStream {
+    type Output = Result<(Vec<u8>, Option<QuotaHint>), UpstreamError>;
+    fn run<'a>(
+        self,
+        store: &'a mut Store<HostState>,
+        exports: &'a Exports,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            exports
+                .begin_stream(store, &self.target, &self.request, &self.headers)
+                .await
+        })
+    }
+}
+
+struct StreamStep {
+    target: Arc<Target>,
+    state: Vec<u8>,
+    /// `None`: the body ended.
+    events: Option<Vec<StreamEvent>>,
+}
+
+impl Call for StreamStep {
+    type Output = Result<(StreamBatch, Vec<u8>), UpstreamError>;
+    fn run<'a>(
+        self,
+        store: &'a mut Store<HostState>,
+        exports: &'a Exports,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            exports
+                .stream_step(store, &self.target, &self.state, self.events.as_deref())
+                .await
+        })
+    }
+}
+
+struct OpenParser {
+    target: Arc<Target>,
+    request: Arc<str>,
+}
+
+impl Call for OpenParser {
+    type Output = ResourceAny;
+    fn run<'a>(
+        self,
+        store: &'a mut Store<HostState>,
+        exports: &'a Exports,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            exports
+                .open_parser(store, &self.target, &self.request)
+                .await
+        })
+    }
+}
+
+struct FeedParser {
+    parser: ResourceAny,
+    bytes: Option<Vec<u8>>,
+}
+
+impl Call for FeedParser {
+    type Output = Result<StreamBatch, UpstreamError>;
+    fn run<'a>(
+        self,
+        store: &'a mut Store<HostState>,
+        exports: &'a Exports,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            exports
+                .feed_parser(store, self.parser, self.bytes.as_deref())
+                .await
+        })
+    }
+}
+
+impl Plugin {
+    /// Adapter: starts parsing a 2xx streamed response. v0.2: asks the
+    /// adapter for its initial state (and the quota the headers carry);
+    /// v0.1: creates the parser in an instance pinned to this stream.
+    pub async fn open_stream(
+        self: &Arc<Self>,
+        request_id: &Arc<str>,
+        target: &Arc<Target>,
+        request: &Arc<str>,
+        headers: Vec<(String, String)>,
+    ) -> Parsed<(StreamSession, Option<QuotaHint>)> {
+        if self.kind != Kind::Adapter {
+            return Err(PluginError::WrongKind {
+                plugin: self.id.to_string(),
+                expected: Some(Kind::Adapter),
+                actual: self.kind,
+            });
+        }
+        let session = |inner| StreamSession {
+            plugin: self.clone(),
+            request_id: request_id.clone(),
+            inner,
+        };
+        if self.metadata().framing != StreamFraming::Raw {
+            let begin = BeginStream {
+                target: target.clone(),
+                request: request.clone(),
+                headers,
+            };
+            let started = match self.call(request_id, begin).await? {
+                Ok(started) => started,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (state, quota) = started;
+            self.check_state(&state)?;
+            return Ok(Ok((
+                session(Inner::Framed {
+                    target: target.clone(),
+                    framer: Framer::new(self.metadata().framing),
+                    state,
+                }),
+                quota,
+            )));
+        }
+        // v0.1: a pinned instance.
+        let admission = self.pool.begin_pinned()?;
+        let reserved = self.pool.reserve()?;
+        let deadline = Instant::now() + self.deadline;
+        let plugin = self.clone();
+        let rid = request_id.clone();
+        let call = OpenParser {
+            target: target.clone(),
+            request: request.clone(),
+        };
+        let work = async move {
+            let _running = plugin.ticker.enter();
+            let slot = match reserved {
+                Reserved::Idle(slot) => slot,
+                Reserved::New(place) => plugin.pool.instantiate(place, deadline).await?,
+            };
+            let (slot, parser) = plugin.run_on(slot, &rid, deadline, call).await;
+            Ok((slot, parser?))
+        };
+        let (slot, parser) = self.drive(work, deadline).await?;
+        admission.keep();
+        Ok(Ok((session(Inner::Pinned { slot, parser }), None)))
+    }
+
+    fn check_state(&self, state: &[u8]) -> Result<(), PluginError> {
+        if state.len() > MAX_STATE {
+            return Err(PluginError::BadOutput {
+                plugin: self.id.to_string(),
+                message: format!(
+                    "stream state of {} bytes exceeds the {MAX_STATE}-byte limit",
+                    state.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl StreamSession {
+    /// Bytes of the upstream body, split anywhere.
+    pub async fn feed(&mut self, bytes: &[u8]) -> Parsed<StreamBatch> {
+        match &mut self.inner {
+            Inner::Framed { framer, .. } => {
+                let events = match framer.push(bytes) {
+                    Ok(events) => events,
+                    Err(message) => return Ok(Err(framing_error(message))),
+                };
+                if events.is_empty() {
+                    return Ok(Ok(StreamBatch::default()));
+                }
+                self.step(Some(events)).await
+            }
+            Inner::Pinned { .. } => self.pinned(Some(bytes.to_vec())).await,
+        }
+    }
+
+    /// The upstream closed the body.
+    pub async fn finish(&mut self) -> Parsed<StreamBatch> {
+        match &mut self.inner {
+            Inner::Framed { framer, .. } => {
+                let rest = framer.finish();
+                if !rest.is_empty() {
+                    match self.step(Some(rest)).await {
+                        Ok(Ok(batch)) if batch.done => return Ok(Ok(batch)),
+                        Ok(Ok(batch)) => {
+                            let mut end = self.step(None).await;
+                            if let Ok(Ok(last)) = &mut end {
+                                let mut chunks = batch.chunks;
+                                chunks.append(&mut last.chunks);
+                                last.chunks = chunks;
+                                last.usage = last.usage.or(batch.usage);
+                            }
+                            return end;
+                        }
+                        other => return other,
+                    }
+                }
+                self.step(None).await
+            }
+            Inner::Pinned { .. } => self.pinned(None).await,
+        }
+    }
+
+    async fn step(&mut self, events: Option<Vec<StreamEvent>>) -> Parsed<StreamBatch> {
+        let Inner::Framed { target, state, .. } = &mut self.inner else {
+            unreachable!("framed sessions only")
+        };
+        let call = StreamStep {
+            target: target.clone(),
+            state: std::mem::take(state),
+            events,
+        };
+        match self.plugin.call(&self.request_id, call).await? {
+            Ok((batch, next)) => {
+                self.plugin.check_state(&next)?;
+                *state = next;
+                Ok(Ok(batch))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn pinned(&mut self, bytes: Option<Vec<u8>>) -> Parsed<StreamBatch> {
+        let Inner::Pinned { slot, parser } = &mut self.inner else {
+            unreachable!("pinned sessions only")
+        };
+        let plugin = self.plugin.clone();
+        let Some(taken) = slot.take() else {
+            return Err(PluginError::Trap {
+                plugin: plugin.id.to_string(),
+                message: "the stream parser's instance failed earlier".into(),
+            });
+        };
+        let deadline = Instant::now() + plugin.deadline;
+        let rid = self.request_id.clone();
+        let call = FeedParser {
+            parser: *parser,
+            bytes,
+        };
+        let runner = plugin.clone();
+        let work = async move {
+            let _running = runner.ticker.enter();
+            Ok(runner.run_on(taken, &rid, deadline, call).await)
+        };
+        let (back, result) = plugin.drive(work, deadline).await?;
+        *slot = back;
+        result
+    }
+}
+
+impl Drop for StreamSession {
+    /// A v0.1 stream's instance is dropped with its parser (cheaper than
+    /// calling into the guest to free it) and its admission released.
+    fn drop(&mut self) {
+        if let Inner::Pinned { .. } = self.inner {
+            self.plugin.pool.end_pinned();
+        }
+    }
+}
+
+fn framing_error(message: String) -> UpstreamError {
+    UpstreamError {
+        class: crate::domain::ErrorClass::Overloaded,
+        message,
+        quota: None,
+    }
+}
+
+/// Splits a streamed body into events: SSE per the HTML standard's
+/// event-stream rules (fields `data` and `event`, comments and other fields
+/// ignored, any line ending), or NDJSON lines.
+pub struct Framer {
+    framing: StreamFraming,
+    /// Bytes of the line in progress.
+    line: Vec<u8>,
+    /// The previous byte was `\r` (a following `\n` belongs to it).
+    after_cr: bool,
+    event: String,
+    data: String,
+    has_data: bool,
+}
+
+impl Framer {
+    pub fn new(framing: StreamFraming) -> Self {
+        Self {
+            framing,
+            line: Vec::new(),
+            after_cr: false,
+            event: String::new(),
+            data: String::new(),
+            has_data: false,
+        }
+    }
+
+    /// The events completed by `bytes`.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, String> {
+        let mut events = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.after_cr {
+                self.after_cr = false;
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+                Some(end) => {
+                    self.line.extend_from_slice(&rest[..end]);
+                    self.after_cr = rest[end] == b'\r';
+                    rest = &rest[end + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line, &mut events);
+                    self.line = line;
+                    self.line.clear();
+                }
+                None => {
+                    self.line.extend_from_slice(rest);
+                    rest = &[];
+                }
+            }
+            if self.line.len() > MAX_LINE {
+                return Err(format!("upstream stream line longer than {MAX_LINE} bytes"));
+            }
+        }
+        Ok(events)
+    }
+
+    /// The body ended: a last line without its ending, and an SSE event
+    /// without its blank line, are still delivered (the adapter's
+    /// `end-stream` decides whether the stream was complete).
+    pub fn finish(&mut self) -> Vec<StreamEvent> {
+        let mut events = Vec::new();
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, &mut events);
+        }
+        if self.framing == StreamFraming::Sse {
+            self.dispatch(&mut events);
+        }
+        events
+    }
+
+    fn line_done(&mut self, line: &[u8], events: &mut Vec<StreamEvent>) {
+        let text = String::from_utf8_lossy(line);
+        match self.framing {
+            StreamFraming::Ndjson | StreamFraming::Raw => {
+                if !text.trim().is_empty() {
+                    events.push(StreamEvent {
+                        event: String::new(),
+                        data: text.into_owned(),
+                    });
+                }
+            }
+            StreamFraming::Sse => {
+                if text.is_empty() {
+                    self.dispatch(events);
+                    return;
+                }
+                if text.starts_with(':') {
+                    return;
+                }
+                let (field, value) = match text.split_once(':') {
+                    Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                    None => (&*text, ""),
+                };
+                match field {
+                    "data" => {
+                        if self.has_data {
+                            self.data.push('\n');
+                        }
+                        self.data.push_str(value);
+                        self.has_data = true;
+                    }
+                    "event" => self.event = value.to_string(),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, events: &mut Vec<StreamEvent>) {
+        if self.has_data {
+            events.push(StreamEvent {
+                event: std::mem::take(&mut self.event),
+                data: std::mem::take(&mut self.data),
+            });
+        }
+        self.event.clear();
+        self.has_data = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sse(parts: &[&[u8]]) -> Vec<StreamEvent> {
+        let mut f = Framer::new(StreamFraming::Sse);
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(f.push(p).unwrap());
+        }
+        out.extend(f.finish());
+        out
+    }
+
+    #[test]
+    fn sse_events_survive_any_split_and_line_ending() {
+        let body = b"event: message\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\ndata: x\ndata: y\n\ndata: [DONE]\r\r";
+        let whole = sse(&[body]);
+        assert_eq!(
+            whole,
+            vec![
+                StreamEvent {
+                    event: "message".into(),
+                    data: "{\"a\":1}".into()
+                },
+                StreamEvent {
+                    event: String::new(),
+                    data: "x\ny".into()
+                },
+                StreamEvent {
+                    event: String::new(),
+                    data: "[DONE]".into()
+                },
+            ]
+        );
+        for split in 1..body.len() {
+            assert_eq!(
+                sse(&[&body[..split], &body[split..]]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(sse(&bytes), whole);
+    }
+
+    #[test]
+    fn sse_without_final_blank_line_is_still_delivered() {
+        assert_eq!(
+            sse(&[b"data: last"]),
+            vec![StreamEvent {
+                event: String::new(),
+                data: "last".into()
+            }]
+        );
+        assert!(
+            sse(&[b"event: ping\n\n"]).is_empty(),
+            "an event without data is not dispatched"
+        );
+    }
+
+    #[test]
+    fn ndjson_lines_are_events() {
+        let mut f = Framer::new(StreamFraming::Ndjson);
+        let mut out = f.push(b"{\"a\":1}\n\n{\"b\"").unwrap();
+        out.extend(f.push(b":2}\r\n{\"c\":3}").unwrap());
+        out.extend(f.finish());
+        let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[test]
+    fn an_endless_line_is_refused() {
+        let mut f = Framer::new(StreamFraming::Sse);
+        let chunk = vec![b'x'; 1 << 20];
+        let mut failed = false;
+        for _ in 0..10 {
+            if f.push(&chunk).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+    }
+}

@@ -1,0 +1,464 @@
+//! Reading upstream response headers: rate-limit quota and retry delays.
+//!
+//! Every provider reports rate limits in headers, in one of a few dialects,
+//! and the host's rate limiter wants them as a [`QuotaHint`]. The parsing is
+//! the same for every adapter, so it lives here once; [`Adapter::quota`]
+//! applies it to every response unless an adapter says otherwise.
+//!
+//! The sandbox has no wall clock. Headers that give an absolute time (an
+//! HTTP-date `Retry-After`, Anthropic's RFC 3339 reset times) are turned into
+//! delays against the response's own `Date` header; without one they are
+//! ignored rather than guessed.
+//!
+//! [`Adapter::quota`]: crate::Adapter::quota
+
+use alloc::string::String;
+
+use crate::adapter::QuotaHint;
+
+/// The first header named `name`, compared case-insensitively, with
+/// surrounding whitespace trimmed.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// The retry delay the upstream asked for, in milliseconds: `retry-after-ms`
+/// (OpenAI, Azure) first, else `retry-after` as (possibly fractional)
+/// seconds or as an HTTP-date, which counts from the response's `Date`.
+/// Rounded up: retrying a millisecond early is a wasted call.
+pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u32> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| scaled(v, 1_000_000)) {
+        return Some(ms);
+    }
+    let value = header(headers, "retry-after")?;
+    scaled(value, NANOS_PER_SECOND).or_else(|| {
+        let at = http_date_ms(value)?;
+        delay_ms(at, date_ms(headers)?)
+    })
+}
+
+/// A duration in milliseconds (rounded up, saturating at `u32::MAX`), as
+/// rate-limit reset headers write it: Go-style `1s`, `6m0s`, `20ms`,
+/// `1h2m3.5s`, `250us`, or a bare number of seconds (`12`, `0.5`).
+pub fn parse_duration_ms(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if let Some(ms) = scaled(text, NANOS_PER_SECOND) {
+        return Some(ms);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let units = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(units);
+        let unit_ns = match unit {
+            "h" => 3_600 * NANOS_PER_SECOND,
+            "m" => 60 * NANOS_PER_SECOND,
+            "s" => NANOS_PER_SECOND,
+            "ms" => 1_000_000,
+            "us" | "µs" | "μs" => 1_000,
+            "ns" => 1,
+            _ => return None,
+        };
+        total_ns = total_ns.saturating_add(nanos(number, unit_ns)?);
+        rest = tail;
+    }
+    Some(ns_to_ms(total_ns))
+}
+
+impl QuotaHint {
+    /// The rate-limit state in `headers`, or `None` when they report none.
+    ///
+    /// Reads the OpenAI dialect, which most OpenAI-compatible servers (Azure,
+    /// Groq, Together, OpenRouter, ...) copy: `x-ratelimit-limit-requests`,
+    /// `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests` (a
+    /// duration such as `6m0s`, see [`parse_duration_ms`]) and the `-tokens`
+    /// variants; and Anthropic's `anthropic-ratelimit-{requests,tokens}-
+    /// {limit,remaining,reset}`, whose reset is an RFC 3339 time (counted from
+    /// the response's `Date`). Where both are present the first one wins.
+    pub fn from_headers(headers: &[(String, String)]) -> Option<QuotaHint> {
+        let now = date_ms(headers);
+        let count = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| header(headers, n).and_then(parse_count))
+        };
+        let reset = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| header(headers, n).and_then(|v| reset_ms(v, now)))
+        };
+        let hint = QuotaHint {
+            limit_requests: count([
+                "x-ratelimit-limit-requests",
+                "anthropic-ratelimit-requests-limit",
+            ]),
+            remaining_requests: count([
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ]),
+            reset_requests_ms: reset([
+                "x-ratelimit-reset-requests",
+                "anthropic-ratelimit-requests-reset",
+            ]),
+            limit_tokens: count([
+                "x-ratelimit-limit-tokens",
+                "anthropic-ratelimit-tokens-limit",
+            ]),
+            remaining_tokens: count([
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-tokens-remaining",
+            ]),
+            reset_tokens_ms: reset([
+                "x-ratelimit-reset-tokens",
+                "anthropic-ratelimit-tokens-reset",
+            ]),
+        };
+        (!hint.is_empty()).then_some(hint)
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == QuotaHint::default()
+    }
+}
+
+// The type is generated, and `additional_derives` would ask every type of the
+// world for `Default`, variants included; so it is written out here.
+#[allow(clippy::derivable_impls)]
+impl Default for QuotaHint {
+    fn default() -> Self {
+        QuotaHint {
+            limit_requests: None,
+            remaining_requests: None,
+            reset_requests_ms: None,
+            limit_tokens: None,
+            remaining_tokens: None,
+            reset_tokens_ms: None,
+        }
+    }
+}
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// Unix times at or above this (2001-09-09) in a reset header are absolute
+/// times, not durations: some servers send epoch seconds there.
+const EPOCH_SECONDS_FLOOR: u64 = 1_000_000_000;
+
+/// A request or token count; saturates rather than failing on huge limits.
+fn parse_count(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        v.bytes()
+            .fold(0u64, |n, d| {
+                n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+            })
+            .min(u64::from(u32::MAX)) as u32,
+    )
+}
+
+/// A reset header: an RFC 3339 time or epoch seconds (both against `now`,
+/// the response's `Date`), else a duration.
+fn reset_ms(v: &str, now: Option<i64>) -> Option<u32> {
+    if let Some(at) = rfc3339_ms(v) {
+        return delay_ms(at, now?);
+    }
+    if let Some(secs) = v.parse::<u64>().ok().filter(|&s| s >= EPOCH_SECONDS_FLOOR) {
+        return delay_ms(i64::try_from(secs).ok()?.checked_mul(1000)?, now?);
+    }
+    parse_duration_ms(v)
+}
+
+/// A plain decimal number (`2`, `0.25`) times `unit_ns`, in milliseconds.
+fn scaled(v: &str, unit_ns: u128) -> Option<u32> {
+    nanos(v, unit_ns).map(ns_to_ms)
+}
+
+/// `number` (digits with at most one `.`) times `unit_ns`, rounded up.
+fn nanos(number: &str, unit_ns: u128) -> Option<u128> {
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(
+        decimal(int)
+            .saturating_mul(unit_ns)
+            .saturating_add(fraction_nanos(frac, unit_ns)),
+    )
+}
+
+/// The digits after a decimal point (ASCII digits only) times `unit_ns`,
+/// rounded up.
+fn fraction_nanos(frac: &str, unit_ns: u128) -> u128 {
+    // Digits beyond nanosecond precision cannot change the rounded-up ms.
+    let frac = &frac[..frac.len().min(9)];
+    (decimal(frac) * unit_ns).div_ceil(10u128.pow(frac.len() as u32))
+}
+
+/// ASCII digits as a number, saturating.
+fn decimal(digits: &str) -> u128 {
+    digits.bytes().fold(0u128, |n, d| {
+        n.saturating_mul(10).saturating_add(u128::from(d - b'0'))
+    })
+}
+
+fn ns_to_ms(ns: u128) -> u32 {
+    ns.div_ceil(1_000_000).min(u128::from(u32::MAX)) as u32
+}
+
+/// Milliseconds from `now` until `at` (both Unix ms), 0 when already past.
+fn delay_ms(at: i64, now: i64) -> Option<u32> {
+    Some(at.saturating_sub(now).clamp(0, i64::from(u32::MAX)) as u32)
+}
+
+/// The response's `Date` header as Unix milliseconds.
+fn date_ms(headers: &[(String, String)]) -> Option<i64> {
+    http_date_ms(header(headers, "date")?)
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only HTTP-date
+/// form servers may still send, as Unix milliseconds.
+fn http_date_ms(v: &str) -> Option<i64> {
+    let mut parts = v.split_ascii_whitespace();
+    let _weekday = parts.next()?.strip_suffix(',')?;
+    let day = parts.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? as u32 + 1;
+    let year = parts.next()?.parse().ok()?;
+    let (h, m, s) = clock(parts.next()?)?;
+    if parts.next()? != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    unix_ms(year, month, day, h, m, s, 0)
+}
+
+/// An RFC 3339 time (`2024-05-01T12:00:30.5Z`, `...+02:00`) as Unix milliseconds.
+fn rfc3339_ms(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |s: &str| -> Option<i64> {
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let year = num(v.get(..4)?)?;
+    let month = num(v.get(5..7)?)? as u32;
+    let day = num(v.get(8..10)?)? as u32;
+    let (h, m, s) = clock(v.get(11..19)?)?;
+    let mut rest = v.get(19..)?;
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let end = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        if end == 0 {
+            return None;
+        }
+        millis = ns_to_ms(fraction_nanos(&frac[..end], NANOS_PER_SECOND)) as i64;
+        rest = &frac[end..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest.get(1..)?.split_once(':')?;
+            if oh.len() != 2 || om.len() != 2 {
+                return None;
+            }
+            sign * (num(oh)? * 60 + num(om)?)
+        }
+    };
+    Some(unix_ms(year, month, day, h, m, s, millis)? - offset_min * 60_000)
+}
+
+/// `HH:MM:SS`.
+fn clock(v: &str) -> Option<(i64, i64, i64)> {
+    let mut it = v.split(':').map(|p| {
+        (p.len() == 2 && p.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| p.parse::<i64>().ok())
+            .flatten()
+    });
+    let (h, m, s) = (it.next()??, it.next()??, it.next()??);
+    (it.next().is_none() && h < 24 && m < 60 && s <= 60).then_some((h, m, s))
+}
+
+/// Unix milliseconds of a proleptic Gregorian UTC date and time.
+fn unix_ms(year: i64, month: u32, day: u32, h: i64, m: i64, s: i64, ms: i64) -> Option<i64> {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days since 1970-01-01, counting years from March so that the leap day
+    // is the last day of a year.
+    let (month, day) = (i64::from(month), i64::from(day));
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y.rem_euclid(400);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 24 + h) * 60 + m) * 60_000 + s * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("1s", 1000),
+            ("6m0s", 360_000),
+            ("20ms", 20),
+            ("1h2m3.5s", 3_723_500),
+            ("2m59.56s", 179_560),
+            ("0.5s", 500),
+            ("250us", 1),
+            ("1ns", 1),
+            ("0s", 0),
+            ("12", 12_000),
+            ("0.25", 250),
+            (" 7s ", 7000),
+            ("100000000h", u32::MAX),
+        ] {
+            assert_eq!(parse_duration_ms(text), Some(ms), "{text}");
+        }
+        for bad in ["", "s", "1x", "-1s", "1.2.3s", "1 s", "ms5"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn openai_quota() {
+        let q = QuotaHint::from_headers(&h(&[
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-requests", "9999"),
+            ("x-ratelimit-reset-requests", "6m0s"),
+            ("x-ratelimit-limit-tokens", "99999999999"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-tokens", "6ms"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            q,
+            QuotaHint {
+                limit_requests: Some(10000),
+                remaining_requests: Some(9999),
+                reset_requests_ms: Some(360_000),
+                limit_tokens: Some(u32::MAX),
+                remaining_tokens: Some(149_984),
+                reset_tokens_ms: Some(6),
+            }
+        );
+        // Partial reports are kept; garbage is skipped, not guessed.
+        let q = QuotaHint::from_headers(&h(&[
+            ("X-RateLimit-Remaining-Tokens", "5"),
+            ("x-ratelimit-limit-requests", "many"),
+        ]))
+        .unwrap();
+        assert_eq!(q.remaining_tokens, Some(5));
+        assert_eq!(q.limit_requests, None);
+        assert_eq!(QuotaHint::from_headers(&h(&[("content-type", "x")])), None);
+    }
+
+    #[test]
+    fn anthropic_quota_counts_reset_from_date() {
+        let headers = h(&[
+            ("date", "Wed, 01 May 2024 12:00:00 GMT"),
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2024-05-01T12:00:30Z"),
+            (
+                "anthropic-ratelimit-tokens-reset",
+                "2024-05-01T14:00:01.250+02:00",
+            ),
+        ]);
+        let q = QuotaHint::from_headers(&headers).unwrap();
+        assert_eq!(q.limit_requests, Some(50));
+        assert_eq!(q.remaining_requests, Some(0));
+        assert_eq!(q.reset_requests_ms, Some(30_000));
+        assert_eq!(q.reset_tokens_ms, Some(1250));
+        // Without a Date the absolute reset cannot be placed: left out.
+        let q = QuotaHint::from_headers(&headers[1..]).unwrap();
+        assert_eq!(q.reset_requests_ms, None);
+        // A reset already past is "now", not negative.
+        let past = h(&[
+            ("date", "Wed, 01 May 2024 12:00:00 GMT"),
+            ("x-ratelimit-reset-requests", "1714564000"),
+        ]);
+        assert_eq!(
+            QuotaHint::from_headers(&past).unwrap().reset_requests_ms,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn retry_after() {
+        let r = |pairs: &[(&str, &str)]| retry_after_ms(&h(pairs));
+        assert_eq!(r(&[("retry-after-ms", "1500")]), Some(1500));
+        assert_eq!(
+            r(&[("retry-after-ms", "1.5"), ("retry-after", "9")]),
+            Some(2)
+        );
+        assert_eq!(r(&[("Retry-After", "2")]), Some(2000));
+        assert_eq!(r(&[("retry-after", "0.25")]), Some(250));
+        assert_eq!(r(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), None);
+        assert_eq!(
+            r(&[
+                ("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ("date", "Wed, 21 Oct 2015 07:27:55 GMT"),
+            ]),
+            Some(5000)
+        );
+        assert_eq!(r(&[("retry-after", "soon")]), None);
+        assert_eq!(r(&[]), None);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(http_date_ms("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(rfc3339_ms("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        assert_eq!(rfc3339_ms("1969-12-31T23:59:59.5Z"), Some(-500));
+        assert_eq!(rfc3339_ms("2024-13-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_ms("2024-01-01T00:00:00"), None);
+        assert_eq!(http_date_ms("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    }
+}

@@ -1,0 +1,442 @@
+//! Streamed answers: a parser that lives in a byte string between calls.
+//!
+//! The host splits a streamed body into whole events (SSE events or NDJSON
+//! lines, as the adapter's [`framing`](crate::Adapter::framing) says) and
+//! hands them over a few at a time, each time with the parser state the
+//! previous call returned. No instance is held between calls: any instance
+//! may serve the next one, so a parser keeps nothing in globals and its state
+//! must survive a round trip through bytes.
+//!
+//! The SDK does that round trip: a [`StreamParser`] is an ordinary value
+//! that handles one event at a time and says how to [`save`] and [`restore`]
+//! itself ([`StateWriter`] and [`StateReader`] make that a few lines). The
+//! SDK also remembers, outside the parser's own bytes, whether the upstream
+//! signalled the end (events after it are ignored) and the last usage
+//! reported (repeated in every later step), so parsers need not.
+//!
+//! [`save`]: StreamParser::save
+//! [`restore`]: StreamParser::restore
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::adapter::{ErrorClass, StreamEvent, StreamStep, Target, UpstreamError};
+use crate::types::Usage;
+
+/// The host refuses a parser state larger than this (64 KiB).
+pub const MAX_STATE_BYTES: usize = 64 * 1024;
+
+/// Parses one streamed upstream response, event by event.
+///
+/// Between calls the parser exists only as the bytes [`save`](Self::save)
+/// returned; every call starts from [`restore`](Self::restore). Keep the state
+/// small (flags, counters, ids): it crosses the sandbox boundary twice per
+/// call, and the host refuses states over [`MAX_STATE_BYTES`].
+pub trait StreamParser: Sized {
+    /// A 2xx streamed response began. `request` is the canonical request
+    /// (e.g. to see whether the caller asked for the usage chunk), `headers`
+    /// the response's headers (lower-case names). The quota hint the host gets
+    /// with the start is read by [`Adapter::quota`](crate::Adapter::quota).
+    fn begin(
+        target: &Target,
+        request: &str,
+        headers: &[(String, String)],
+    ) -> Result<Self, UpstreamError>;
+
+    /// One whole event: emit the canonical `chat.completion.chunk` objects it
+    /// yields with [`StreamOutput::push`], report usage with
+    /// [`StreamOutput::set_usage`], and call [`StreamOutput::set_done`] when
+    /// the upstream signals the end (later events are then not delivered).
+    /// An `Err` ends the stream: an error event inside the stream, or a chunk
+    /// that cannot be understood.
+    fn event(
+        &mut self,
+        target: &Target,
+        event: &StreamEvent,
+        out: &mut StreamOutput,
+    ) -> Result<(), UpstreamError>;
+
+    /// The upstream closed the body. Return an error if the stream ended
+    /// before it completed, so a truncated answer is never a success. The
+    /// default accepts the stream only if [`StreamOutput::is_done`].
+    fn end(&mut self, target: &Target, out: &mut StreamOutput) -> Result<(), UpstreamError> {
+        let _ = target;
+        if out.is_done() {
+            Ok(())
+        } else {
+            Err(UpstreamError::new(
+                ErrorClass::Overloaded,
+                "stream ended before completion",
+            ))
+        }
+    }
+
+    /// The parser as bytes, read back by [`restore`](Self::restore).
+    fn save(&self) -> Vec<u8>;
+
+    /// The parser [`save`](Self::save) wrote. A [`StateReader`] error already
+    /// is the right `Err` for bytes that do not parse.
+    fn restore(state: &[u8]) -> Result<Self, UpstreamError>;
+}
+
+/// What the events of one call produced; the SDK turns it into the step the
+/// host receives.
+#[derive(Debug, Default)]
+pub struct StreamOutput {
+    pub(crate) chunks: Vec<String>,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) done: bool,
+}
+
+impl StreamOutput {
+    /// Emits one canonical `chat.completion.chunk` JSON object to the client.
+    pub fn push(&mut self, chunk: impl Into<String>) {
+        self.chunks.push(chunk.into());
+    }
+
+    /// Reports the stream's token usage (replacing any earlier report); the
+    /// host gets it with this and every later step.
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// The usage reported so far in this stream, e.g. to add output tokens
+    /// to the prompt tokens an earlier event reported.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The upstream signalled the end of the stream (e.g. `data: [DONE]`).
+    pub fn set_done(&mut self) {
+        self.done = true;
+    }
+
+    /// Whether the end was signalled, in this call or an earlier one.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The chunks emitted by this call so far.
+    pub fn chunks(&self) -> &[String] {
+        &self.chunks
+    }
+}
+
+impl StreamEvent {
+    /// An event with SSE `event` field `event` (empty when absent) and `data`.
+    pub fn new(event: impl Into<String>, data: impl Into<String>) -> Self {
+        StreamEvent {
+            event: event.into(),
+            data: data.into(),
+        }
+    }
+
+    /// An event with only data: an unnamed SSE event or an NDJSON line.
+    pub fn data(data: impl Into<String>) -> Self {
+        StreamEvent::new(String::new(), data)
+    }
+}
+
+/// Writes a parser state: fixed-width little-endian numbers and
+/// length-prefixed strings, read back in the same order by [`StateReader`].
+#[derive(Debug, Default)]
+pub struct StateWriter {
+    bytes: Vec<u8>,
+}
+
+impl StateWriter {
+    /// An empty state.
+    pub fn new() -> Self {
+        StateWriter::default()
+    }
+
+    /// Appends one byte.
+    pub fn u8(mut self, v: u8) -> Self {
+        self.bytes.push(v);
+        self
+    }
+
+    /// Appends a flag as one byte.
+    pub fn bool(self, v: bool) -> Self {
+        self.u8(v as u8)
+    }
+
+    /// Appends a `u32`.
+    pub fn u32(mut self, v: u32) -> Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends a `u64`.
+    pub fn u64(mut self, v: u64) -> Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends bytes, prefixed with their length.
+    pub fn bytes(self, v: &[u8]) -> Self {
+        let mut w = self.u32(v.len().try_into().unwrap_or(u32::MAX));
+        w.bytes.extend_from_slice(v);
+        w
+    }
+
+    /// Appends a string, prefixed with its length.
+    pub fn str(self, v: &str) -> Self {
+        self.bytes(v.as_bytes())
+    }
+
+    /// The state written.
+    pub fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Reads a state written by [`StateWriter`]. Every read fails with the
+/// stream error a corrupt state deserves, so `?` is all a parser needs.
+#[derive(Debug)]
+pub struct StateReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> StateReader<'a> {
+    /// Reads `state` from its start.
+    pub fn new(state: &'a [u8]) -> Self {
+        StateReader { rest: state }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], UpstreamError> {
+        if self.rest.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// Reads one byte.
+    pub fn u8(&mut self) -> Result<u8, UpstreamError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// Reads a flag; any byte but 0 or 1 is corruption.
+    pub fn bool(&mut self) -> Result<bool, UpstreamError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(corrupt("bad flag")),
+        }
+    }
+
+    /// Reads a `u32`.
+    pub fn u32(&mut self) -> Result<u32, UpstreamError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Reads a `u64`.
+    pub fn u64(&mut self) -> Result<u64, UpstreamError> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads length-prefixed bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], UpstreamError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    /// Reads a length-prefixed string.
+    pub fn str(&mut self) -> Result<String, UpstreamError> {
+        let b = self.bytes()?;
+        core::str::from_utf8(b)
+            .map(ToString::to_string)
+            .map_err(|_| corrupt("string is not UTF-8"))
+    }
+
+    /// Everything not read yet, consuming it.
+    pub fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.rest)
+    }
+
+    /// Checks that the whole state was read: leftovers mean the writer and
+    /// the reader disagree.
+    pub fn finish(self) -> Result<(), UpstreamError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(corrupt("trailing bytes"))
+        }
+    }
+}
+
+/// A state that cannot be read back: a bug or a version skew, not the
+/// upstream's fault, so not held against the deployment's health.
+fn corrupt(why: &str) -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::Permanent,
+        alloc::format!("corrupt stream state: {why}"),
+    )
+}
+
+/// Version of the SDK's envelope around a parser's own state.
+const ENVELOPE_FORMAT: u8 = 1;
+const FLAG_DONE: u8 = 1;
+const FLAG_USAGE: u8 = 2;
+
+/// The SDK's part of a stream state, kept around the parser's bytes.
+pub(crate) struct Envelope {
+    pub done: bool,
+    pub usage: Option<Usage>,
+}
+
+impl Envelope {
+    /// Splits a state into the SDK's part and the parser's bytes.
+    pub fn open(state: &[u8]) -> Result<(Envelope, &[u8]), UpstreamError> {
+        let mut r = StateReader::new(state);
+        if r.u8()? != ENVELOPE_FORMAT {
+            return Err(corrupt("unknown format"));
+        }
+        let flags = r.u8()?;
+        if flags & !(FLAG_DONE | FLAG_USAGE) != 0 {
+            return Err(corrupt("unknown flags"));
+        }
+        let usage = if flags & FLAG_USAGE != 0 {
+            Some(Usage {
+                prompt_tokens: r.u32()?,
+                completion_tokens: r.u32()?,
+                cached_prompt_tokens: r.u32()?,
+                reasoning_tokens: r.u32()?,
+            })
+        } else {
+            None
+        };
+        let env = Envelope {
+            done: flags & FLAG_DONE != 0,
+            usage,
+        };
+        Ok((env, r.rest()))
+    }
+
+    /// The state the host keeps: this envelope around `parser`'s bytes.
+    pub fn seal(&self, parser: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        let flags = if self.done { FLAG_DONE } else { 0 }
+            | if self.usage.is_some() { FLAG_USAGE } else { 0 };
+        let mut w = StateWriter::new().u8(ENVELOPE_FORMAT).u8(flags);
+        if let Some(u) = self.usage {
+            w = w
+                .u32(u.prompt_tokens)
+                .u32(u.completion_tokens)
+                .u32(u.cached_prompt_tokens)
+                .u32(u.reasoning_tokens);
+        }
+        let mut state = w.finish();
+        state.extend_from_slice(parser);
+        if state.len() > MAX_STATE_BYTES {
+            // Said here rather than left to the host, so the log names the
+            // real cause; retrying cannot shrink it.
+            return Err(UpstreamError::new(
+                ErrorClass::Permanent,
+                alloc::format!(
+                    "stream parser state is {} bytes, over the {MAX_STATE_BYTES}-byte limit",
+                    state.len()
+                ),
+            ));
+        }
+        Ok(state)
+    }
+
+    /// The step the host receives for `out`, with the parser's saved bytes.
+    pub fn step(out: StreamOutput, parser: &[u8]) -> Result<StreamStep, UpstreamError> {
+        let env = Envelope {
+            done: out.done,
+            usage: out.usage,
+        };
+        let state = env.seal(parser)?;
+        Ok(StreamStep {
+            chunks: out.chunks,
+            usage: out.usage,
+            done: out.done,
+            state,
+        })
+    }
+
+    /// An output that continues from this envelope.
+    pub fn output(&self) -> StreamOutput {
+        StreamOutput {
+            chunks: Vec::new(),
+            usage: self.usage,
+            done: self.done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip() {
+        let bytes = StateWriter::new()
+            .bool(true)
+            .u8(7)
+            .u32(70_000)
+            .u64(u64::MAX)
+            .str("dé")
+            .bytes(&[1, 2])
+            .finish();
+        let mut r = StateReader::new(&bytes);
+        assert!(r.bool().unwrap());
+        assert_eq!(r.u8().unwrap(), 7);
+        assert_eq!(r.u32().unwrap(), 70_000);
+        assert_eq!(r.u64().unwrap(), u64::MAX);
+        assert_eq!(r.str().unwrap(), "dé");
+        assert_eq!(r.bytes().unwrap(), &[1, 2]);
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn corrupt_states_are_errors() {
+        let e = StateReader::new(&[1, 0]).u32().unwrap_err();
+        assert!(matches!(e.class, ErrorClass::Permanent));
+        assert_eq!(e.message, "corrupt stream state: truncated");
+        assert!(StateReader::new(&[2]).bool().is_err());
+        assert!(StateReader::new(&[5, 0, 0, 0, b'a']).str().is_err());
+        assert!(StateReader::new(&[0]).finish().is_err());
+        assert!(Envelope::open(&[]).is_err());
+        assert!(Envelope::open(&[9, 0]).is_err());
+        assert!(Envelope::open(&[ENVELOPE_FORMAT, 4]).is_err());
+        assert!(Envelope::open(&[ENVELOPE_FORMAT, FLAG_USAGE, 1]).is_err());
+    }
+
+    #[test]
+    fn envelope_round_trip_and_limit() {
+        let usage = Usage::new(3, 4)
+            .with_cached_prompt_tokens(1)
+            .with_reasoning_tokens(2);
+        let env = Envelope {
+            done: true,
+            usage: Some(usage),
+        };
+        let state = env.seal(b"xyz").unwrap();
+        let (back, parser) = Envelope::open(&state).unwrap();
+        assert!(back.done);
+        assert_eq!(back.usage, Some(usage));
+        assert_eq!(parser, b"xyz");
+
+        let env = Envelope {
+            done: false,
+            usage: None,
+        };
+        let state = env.seal(&[]).unwrap();
+        let (back, parser) = Envelope::open(&state).unwrap();
+        assert!(!back.done && back.usage.is_none() && parser.is_empty());
+
+        let e = env.seal(&alloc::vec![0; MAX_STATE_BYTES]).unwrap_err();
+        assert!(
+            e.message.contains("over the 65536-byte limit"),
+            "{}",
+            e.message
+        );
+    }
+}
