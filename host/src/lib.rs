@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod failover;
 pub mod health;
+pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;

@@ -44,6 +44,39 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
     },
+    /// Plugin operations: list, check one file, start a new one.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Every plugin of the config's folder: id, kind, WIT version, name,
+    /// version, hash, state (active, quarantined as the running gateway
+    /// reports it, or rejected with the reason).
+    List {
+        #[arg(long, default_value = "config/switchyard.json")]
+        config: PathBuf,
+    },
+    /// What one plugin file is (kind, WIT version, imports) and whether the
+    /// gateway would load it, and why not. Exit status 1 when it would not.
+    Check { file: PathBuf },
+    /// A buildable skeleton of a new plugin in ./NAME (or --dir).
+    New {
+        #[arg(long)]
+        kind: String,
+        #[arg(long, value_parser = ["rust", "python", "js"])]
+        lang: String,
+        name: String,
+        /// Where to create the plugin's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The templates folder (default: the checkout's templates/).
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +109,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => runtime.block_on(serve(&config, listen)),
         Command::Check { config } => check(&config),
+        Command::Plugins { command } => plugins_command(command, &runtime),
         Command::DemoUpstream { listen } => runtime.block_on(async move {
             let listener = demo::bind(listen).await?;
             tracing::info!(%listen, "demo upstream listening");
@@ -196,6 +230,59 @@ async fn shutdown() {
     tracing::info!("shutting down; finishing requests in flight");
 }
 
+fn plugins_command(
+    command: PluginsCommand,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let text = match command {
+        PluginsCommand::List { config } => {
+            let (config, registry, _) = load(&config)?;
+            let mut rows = switchyard::ops::rows(&registry);
+            let mut text = String::new();
+            match runtime.block_on(switchyard::ops::live_detail(&config)) {
+                Some(detail) => {
+                    switchyard::ops::apply_live(&mut rows, &detail);
+                    text.push_str(&format!(
+                        "(live states from the gateway at {})\n",
+                        config.listen
+                    ));
+                }
+                None => text.push_str(
+                    "(no gateway answers at the config's listen address: states as loaded now)\n",
+                ),
+            }
+            text.push_str(&switchyard::ops::table(&rows));
+            text
+        }
+        PluginsCommand::Check { file } => match switchyard::ops::check_file(&file) {
+            Ok(report) => report,
+            Err(report) => {
+                let _ = out.write_all(report.as_bytes());
+                return Err(format!("{} would not load", file.display()));
+            }
+        },
+        PluginsCommand::New {
+            kind,
+            lang,
+            name,
+            dir,
+            templates,
+        } => {
+            let kind = switchyard::domain::Kind::parse(&kind)
+                .ok_or_else(|| format!("--kind {kind:?}: one of adapter, strategy, evaluator"))?;
+            let templates = templates.unwrap_or_else(switchyard::ops::default_templates);
+            let made = switchyard::ops::new_plugin(&templates, kind, &lang, &name, &dir)?;
+            format!(
+                "created {} ({lang} {kind}); build it as its README says and copy the .wasm into the gateway's plugins folder\n",
+                made.display()
+            )
+        }
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
 /// `switchyard check`: a report on stderr, a non-zero exit for an invalid config.
 fn check(path: &Path) -> Result<(), String> {
     let (config, registry, warnings) = load(path)?;
@@ -203,9 +290,10 @@ fn check(path: &Path) -> Result<(), String> {
     report.push_str(&format!("plugins in {}:\n", config.plugins.dir.display()));
     for p in registry.loaded() {
         report.push_str(&format!(
-            "  {:<16} {:<9} {} {} ({})\n",
+            "  {:<16} {:<9} wit {} {} {} ({})\n",
             p.id,
             p.kind.to_string(),
+            p.wit,
             p.metadata().name,
             p.metadata().version,
             &p.hash[..12]

@@ -174,11 +174,42 @@ async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
     r
 }
 
+/// Liveness plus a detail of every plugin: its WIT version, state (active,
+/// quarantined, rejected with the reason) and faults since load. The gateway
+/// keeps serving whatever a plugin does, so the status stays `ok`.
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
-    let plugins = app.gateway.registry().loaded().len();
+    let registry = app.gateway.registry();
+    let mut detail = serde_json::Map::new();
+    for p in registry.loaded() {
+        let state = p.state();
+        detail.insert(
+            p.id.to_string(),
+            json!({
+                "kind": p.kind,
+                "wit": p.wit.as_str(),
+                "version": p.metadata().version,
+                "hash": &p.hash[..12],
+                "state": match state {
+                    crate::plugins::PluginState::Active => "active",
+                    crate::plugins::PluginState::Quarantined { .. } => "quarantined",
+                },
+                "quarantine_remaining_ms": match state {
+                    crate::plugins::PluginState::Quarantined { remaining_ms } => Some(remaining_ms),
+                    crate::plugins::PluginState::Active => None,
+                },
+                "faults": p.faults(),
+            }),
+        );
+    }
+    for (id, reason) in registry.rejected() {
+        detail
+            .entry(id)
+            .or_insert_with(|| json!({"state": "rejected", "reason": reason}));
+    }
+    let count = registry.loaded().len();
     (
         StatusCode::OK,
-        axum::Json(json!({"status": "ok", "plugins": plugins})),
+        axum::Json(json!({"status": "ok", "plugins": count, "plugin_detail": detail})),
     )
         .into_response()
 }

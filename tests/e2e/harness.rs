@@ -19,7 +19,17 @@ pub fn repo() -> PathBuf {
 
 /// A compiled plugin: bundled ones in plugins/, test-only ones in tests/plugins/.
 pub fn plugin(name: &str) -> PathBuf {
-    for dir in ["plugins", "tests/plugins"] {
+    // A path inside the repository (e.g. `examples/js/cheapest-strategy`).
+    if name.contains('/') {
+        let path = repo().join(format!("{name}.wasm"));
+        assert!(
+            path.exists(),
+            "{} is not built: run scripts/setup",
+            path.display()
+        );
+        return path;
+    }
+    for dir in ["plugins", "tests/plugins", "tests/fixtures/v0.1"] {
         let path = repo().join(dir).join(format!("{name}.wasm"));
         if path.exists() {
             return path;
@@ -56,6 +66,17 @@ impl Gateway {
     /// Like [`start`](Self::start), with `(id, plugin)` pairs: the plugin
     /// `plugin` is installed as `<id>.wasm`.
     pub fn start_with_ids(routes: Value, plugins: &[(&str, &str)], extra: Value) -> Gateway {
+        Self::start_with_env(routes, plugins, extra, &[])
+    }
+
+    /// Like [`start_with_ids`](Self::start_with_ids), with extra environment
+    /// variables for the gateway (API keys).
+    pub fn start_with_env(
+        routes: Value,
+        plugins: &[(&str, &str)],
+        extra: Value,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir(&plugin_dir).unwrap();
@@ -81,6 +102,7 @@ impl Gateway {
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -5,6 +5,7 @@ mod harness;
 mod mock;
 
 mod api;
+mod boundary;
 mod config;
 mod failover;
 mod hot_reload;

@@ -14,6 +14,7 @@
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
 //! | `stall-mid`  | streams: two chunks, then silence |
 //! | `context-length` | 400 `context_length_exceeded` |
+//! | `slow-stream`| streams: a chunk every 500 ms, four in all, then `[DONE]` |
 //! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
 
 use std::collections::{HashMap, HashSet};
@@ -33,7 +34,17 @@ use serde_json::{Value, json};
 struct Hits(
     Arc<Mutex<HashMap<String, usize>>>,
     Arc<Mutex<HashSet<String>>>,
+    Arc<Mutex<Vec<Recorded>>>,
 );
+
+/// One request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Path and query.
+    pub uri: String,
+    /// Header names lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
 
 /// A running mock upstream (stops with the test's runtime).
 pub struct Mock {
@@ -47,6 +58,8 @@ impl Mock {
         let hits = Hits::default();
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .fallback(other)
+            .layer(axum::middleware::from_fn_with_state(hits.clone(), record))
             .with_state(hits.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -65,10 +78,45 @@ impl Mock {
         }
     }
 
+    /// Every request received so far, any path.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.hits.2.lock().unwrap().clone()
+    }
+
     /// How many requests asked for this upstream model.
     pub fn hits(&self, model: &str) -> usize {
         self.hits.0.lock().unwrap().get(model).copied().unwrap_or(0)
     }
+}
+
+async fn record(
+    State(hits): State<Hits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    hits.2.lock().unwrap().push(Recorded {
+        uri: request.uri().to_string(),
+        headers,
+    });
+    next.run(request).await
+}
+
+async fn other() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path on the mock",
+    )
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -146,6 +194,30 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     if stream {
         return match model.as_str() {
             "cut-early" => sse(futures_util::stream::empty()),
+            "slow-stream" => {
+                let model = model.clone();
+                let events = futures_util::stream::unfold(0u32, move |i| {
+                    let model = model.clone();
+                    async move {
+                        match i {
+                            0..4 => {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                Some((
+                                    chunk(
+                                        &model,
+                                        json!({"content": format!("piece{i} ")}),
+                                        Value::Null,
+                                    ),
+                                    i + 1,
+                                ))
+                            }
+                            4 => Some((Bytes::from_static(b"data: [DONE]\n\n"), i + 1)),
+                            _ => None,
+                        }
+                    }
+                });
+                sse(events)
+            }
             "stall-first" => sse(futures_util::stream::pending()),
             "cut-mid" => sse(futures_util::stream::iter(vec![
                 chunk(

@@ -94,7 +94,7 @@ pub enum PluginError {
     },
     #[error("plugin {plugin:?} exceeded its {deadline_ms} ms deadline and was interrupted")]
     Deadline { plugin: String, deadline_ms: u64 },
-    #[error("plugin {plugin:?} exceeded its resource limits: {message}")]
+    #[error("plugin {plugin:?} exceeded its memory limit: {message}")]
     OutOfMemory { plugin: String, message: String },
     #[error("plugin {plugin:?} trapped: {message}")]
     Trap { plugin: String, message: String },

@@ -1,6 +1,7 @@
 """py-reverse: a tiny Switchyard strategy plugin written in Python.
 
-Built with componentize-py against world `strategy-plugin` of wit/plugin.wit.
+Built with componentize-py against world `strategy-plugin` of WIT v0.1 (named
+in the `world` manifest beside this file).
 `order` returns the candidate indices in reverse order.
 
 Behaviour is chosen by the host's `plugin-config` JSON for this plugin id:
@@ -8,7 +9,7 @@ Behaviour is chosen by the host's `plugin-config` JSON for this plugin id:
                        the host's WASI context discards it)
   anything else     -> quiet: log through the host interface instead
 
-scripts/build-py-plugins builds it into tests/plugins/py-reverse.wasm; the
+scripts/build-lang-plugins builds it into tests/plugins/py-reverse.wasm; the
 end-to-end tests install those bytes under two plugin ids, one configured
 with {"print": true}.
 

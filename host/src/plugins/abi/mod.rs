@@ -229,3 +229,24 @@ impl Exports {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// `switchyard:plugin@0.1.0` is released: its text must never change
+    /// (plugins built against it must keep loading). A change belongs in a
+    /// new version folder.
+    #[test]
+    fn released_wit_is_frozen() {
+        let text = include_bytes!("../../../../wit/v0.1/plugin.wit");
+        let hash: String = Sha256::digest(text)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hash, "4c199aa80e78f98e278cff8f91630eec93e03e02291cdcbe46218a4baf075e39",
+            "wit/v0.1/plugin.wit changed; released WIT versions are frozen"
+        );
+    }
+}

@@ -101,6 +101,12 @@ fn attack(name: &str, request: HttpRequest) -> Result<HttpRequest, BuildError> {
     };
     Ok(match name {
         "clean" => request,
+        // Not an attack: a request this provider cannot express (the caller's 400).
+        "unsupported" => {
+            return Err(BuildError::InvalidRequest(
+                "n > 1 is not supported by this provider".into(),
+            ));
+        }
         "host" => request.with_header("Host", "evil.example"),
         "authorization" => request.with_header("Authorization", "Bearer stolen"),
         "x-api-key" => request.with_header("x-api-key", "planted"),
