@@ -13,10 +13,12 @@
 //
 // Built with componentize-qjs (QuickJS) against wit/v0.2, world
 // `strategy-plugin` (named in the `world` file beside this one). An imported
-// WIT interface is the default export of a module named after it; an exported
-// interface is a const named after it in camelCase. Records are objects with
-// camelCase fields, enums are strings, a `result` is returned or thrown.
-import host from "switchyard:plugin/host@0.2.0";
+// WIT interface is a module named after it, its functions in camelCase; the
+// exported interface is a const named after it. Records are objects with
+// camelCase fields, enums are strings; a `result` is returned (ok) or thrown
+// (err). There is no `console` and no `Date.now()` (it traps): log through
+// `host.log`, take time from `host.monotonicNow()`.
+import * as host from "switchyard:plugin/host@0.2.0";
 
 // The module's top level runs at *build* time (the engine state is
 // snapshotted): host imports are not callable there, so read the config on

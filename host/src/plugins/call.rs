@@ -49,11 +49,12 @@ pub const SLOW_FOR: Duration = Duration::from_secs(10);
 pub fn plugin_runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get() / 2)
-            .max(1);
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(plugin_threads())
+            // Calls arrive from outside (the injection queue); a worker
+            // busy with a long call's slices must still take them at the next
+            // slice, not after 61 of them.
+            .global_queue_interval(1)
             .thread_name("plugin-worker")
             .enable_all()
             .build()
@@ -74,9 +75,21 @@ pub(crate) trait Call: Send + 'static {
     ) -> GuestFuture<'a, Self::Output>;
 }
 
+/// Threads of the plugin runtime.
+fn plugin_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .max(1)
+}
+
 /// Per-plugin-version bookkeeping of where calls run and how often they fault.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CallStats {
+    /// Offloaded calls of this plugin running at once: at most one per
+    /// plugin-runtime thread, so a plugin whose calls all spin cannot fill the
+    /// plugin runtime's queue and delay every other plugin's calls behind it.
+    /// Its calls wait for a turn within their own deadline.
+    turns: Arc<tokio::sync::Semaphore>,
     /// Milliseconds since process start until which calls go offloaded.
     offload_until_ms: AtomicU64,
     /// Milliseconds since process start until which the plugin is quarantined.
@@ -84,6 +97,18 @@ pub struct CallStats {
     faults: Mutex<VecDeque<Instant>>,
     /// Total calls that ended in a fault (trap, deadline, out of memory).
     pub fault_count: AtomicU64,
+}
+
+impl Default for CallStats {
+    fn default() -> Self {
+        Self {
+            turns: Arc::new(tokio::sync::Semaphore::new(plugin_threads())),
+            offload_until_ms: AtomicU64::new(0),
+            quarantined_until_ms: AtomicU64::new(0),
+            faults: Mutex::default(),
+            fault_count: AtomicU64::new(0),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -170,8 +195,8 @@ impl Plugin {
                 remaining_ms: left.as_millis() as u64,
             });
         }
-        let reserved = self.pool.reserve()?;
         let deadline = Instant::now() + budget;
+        let reserved = self.pool.reserve_by(deadline).await?;
         let plugin = self.clone();
         let request_id = request_id.clone();
         let work = async move {
@@ -261,12 +286,41 @@ impl Plugin {
                     }
                     return result;
                 }
-                Poll::Pending => self
+                // It yielded at an epoch tick or waits in WASI: this call
+                // finishes on the plugin runtime. Only a call that really ran
+                // long marks the plugin slow (a tick can land in a 5 µs call).
+                Poll::Pending if started.elapsed() > SLOW_CALL => self
                     .stats
-                    .mark_slow(&self.id, "a call outlasted an epoch tick or waited in WASI"),
+                    .mark_slow(&self.id, "a call outlasted an epoch tick"),
+                Poll::Pending => {}
             }
         }
-        let mut task = plugin_runtime().spawn(work);
+        let deadline_error = || PluginError::Deadline {
+            plugin: self.id.to_string(),
+            deadline_ms: self.deadline.as_millis() as u64,
+        };
+        let turn = match tokio::time::timeout_at(
+            deadline.into(),
+            self.stats.turns.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => unreachable!("the semaphore is never closed"),
+            // Waiting for a turn is saturation, not this call's fault.
+            Err(_) => {
+                return Err(PluginError::Busy {
+                    plugin: self.id.to_string(),
+                    max: plugin_threads(),
+                    what: "calls on the plugin runtime",
+                });
+            }
+        };
+        let mut task = plugin_runtime().spawn(async move {
+            let out = work.await;
+            drop(turn);
+            out
+        });
         match tokio::time::timeout_at(deadline.into(), &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(PluginError::Trap {
@@ -276,10 +330,7 @@ impl Plugin {
             Err(_) => {
                 // Dropping the future drops the instance with it.
                 task.abort();
-                Err(PluginError::Deadline {
-                    plugin: self.id.to_string(),
-                    deadline_ms: self.deadline.as_millis() as u64,
-                })
+                Err(deadline_error())
             }
         }
     }

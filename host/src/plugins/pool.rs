@@ -45,12 +45,20 @@ pub struct Slot {
     _live: Live,
 }
 
+/// Live instances of a pool, and a signal when one is freed.
+#[derive(Default)]
+struct LiveCount {
+    count: AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
 /// Counts an instance as live until dropped.
-struct Live(Arc<AtomicUsize>);
+struct Live(Arc<LiveCount>);
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_one();
     }
 }
 
@@ -70,7 +78,7 @@ pub struct Pool {
     indices: Indices,
     limits: InstanceLimits,
     idle: Mutex<Vec<Slot>>,
-    live: Arc<AtomicUsize>,
+    live: Arc<LiveCount>,
     /// v0.1 streams in progress; each holds an instance for its whole duration.
     pinned: AtomicUsize,
 }
@@ -88,14 +96,34 @@ impl Pool {
             indices,
             limits,
             idle: Mutex::new(Vec::new()),
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Arc::new(LiveCount::default()),
             pinned: AtomicUsize::new(0),
         }
     }
 
     /// Instances alive now (idle or in a call).
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        self.live.count.load(Ordering::Relaxed)
+    }
+
+    /// Like [`reserve`](Self::reserve), but at `max_instances` waits for an
+    /// instance to be freed until `deadline`: a burst queues briefly instead
+    /// of failing; only a pool still full at the deadline is saturation.
+    pub(crate) async fn reserve_by(&self, deadline: Instant) -> Result<Reserved, PluginError> {
+        loop {
+            let freed = self.live.freed.notified();
+            match self.reserve() {
+                Err(e) if e.is_saturation() => {
+                    if tokio::time::timeout_at(deadline.into(), freed)
+                        .await
+                        .is_err()
+                    {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Takes an idle instance or reserves the right to make one. Refuses
@@ -105,8 +133,8 @@ impl Pool {
         if let Some(slot) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(Reserved::Idle(slot));
         }
-        if self.live.fetch_add(1, Ordering::Relaxed) >= self.limits.max_instances {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+        if self.live.count.fetch_add(1, Ordering::Relaxed) >= self.limits.max_instances {
+            self.live.count.fetch_sub(1, Ordering::Relaxed);
             return Err(PluginError::Busy {
                 plugin: self.shared.plugin.to_string(),
                 max: self.limits.max_instances,
@@ -172,6 +200,8 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < max_idle() {
             idle.push(slot);
+            drop(idle);
+            self.live.freed.notify_one();
         }
     }
 

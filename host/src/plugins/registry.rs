@@ -80,6 +80,9 @@ struct Stamp {
     modified: Option<SystemTime>,
 }
 
+/// What a plugin id keeps across versions: its counters and its log budget.
+type PerId = (Arc<Counters>, Arc<LogGate>);
+
 /// All loaded plugins, by id.
 pub struct Registry {
     engine: PluginEngine,
@@ -89,7 +92,7 @@ pub struct Registry {
     rejected: ArcSwap<BTreeMap<String, String>>,
     /// Host-held counters and log gates by plugin id; they outlive plugin
     /// versions (a reload neither resets a rotation nor a log budget).
-    per_id: Mutex<HashMap<String, (Arc<Counters>, Arc<LogGate>)>>,
+    per_id: Mutex<HashMap<String, PerId>>,
     stamps: Mutex<HashMap<String, Stamp>>,
     /// Serialises folder scans (start-up, watcher, tests).
     scan_lock: Mutex<()>,

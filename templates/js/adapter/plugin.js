@@ -17,7 +17,7 @@
 // strings, variants are `{ tag, val }`, `option` is a value or null,
 // `list<u8>` is a Uint8Array (there is no TextEncoder: see utf8.js); a
 // `result` is returned (ok) or thrown (err).
-import host from "switchyard:plugin/host@0.2.0";
+import * as host from "switchyard:plugin/host@0.2.0";
 import * as utf8 from "./utf8.js";
 
 const u32 = (v) => Math.min(Math.max(Math.trunc(Number(v) || 0), 0), 0xffffffff);

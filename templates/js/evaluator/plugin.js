@@ -10,7 +10,7 @@
 // Built with componentize-qjs (QuickJS) from the WIT version and world named
 // in the `world` file. Records are objects with camelCase fields, enums are
 // strings; a `result` is returned (ok) or thrown (err).
-import host from "switchyard:plugin/host@0.2.0";
+import * as host from "switchyard:plugin/host@0.2.0";
 
 export const evaluator = {
   metadata() {

@@ -7,11 +7,13 @@
 // folder (it is hot-loaded). There is no stdout: log through `host.log`.
 //
 // Built with componentize-qjs (QuickJS) from the WIT version and world named
-// in the `world` file. An imported WIT interface is the default export of a
-// module named after it; the exported interface is a const named after it in
-// camelCase. Records are objects with camelCase fields, enums are strings,
-// flags are objects of booleans; a `result` is returned (ok) or thrown (err).
-import host from "switchyard:plugin/host@0.2.0";
+// in the `world` file. An imported WIT interface is a module named after it,
+// its functions in camelCase; the exported interface is a const named after
+// it. Records are objects with camelCase fields, enums are strings, flags are
+// objects of booleans; a `result` is returned (ok) or thrown (err). There is
+// no `console` and no `Date.now()` (it traps): take time from
+// `host.monotonicNow()`.
+import * as host from "switchyard:plugin/host@0.2.0";
 
 // The top level runs at build time (the engine state is snapshotted): host
 // imports are not callable there, so read the config on the first call.
