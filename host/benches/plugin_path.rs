@@ -60,6 +60,7 @@ impl Fixture {
                 max_instances: 16,
             },
             deadlines: Deadlines::default(),
+            adapter_queue: std::time::Duration::from_secs(2),
             quarantine: QuarantineConfig::default(),
             plugin_config: HashMap::new(),
             expected_kinds: HashMap::new(),

@@ -199,6 +199,12 @@ pub struct PluginsConfig {
     pub deadlines_ms: Deadlines,
     #[serde(default = "default_max_instances")]
     pub max_instances: usize,
+    /// How long an adapter call may wait for a free instance or a turn on
+    /// the plugin runtime before the request gets 503 (its deadline starts
+    /// when it runs). Strategies and evaluators wait within their deadline:
+    /// their roles fail open.
+    #[serde(default = "default_queue_ms")]
+    pub queue_ms: u64,
     #[serde(default)]
     pub quarantine: QuarantineConfig,
     /// Per-plugin config blocks, keyed by plugin id.
@@ -214,6 +220,7 @@ impl Default for PluginsConfig {
             memory_limit_mib: default_memory_mib(),
             deadlines_ms: Deadlines::default(),
             max_instances: default_max_instances(),
+            queue_ms: default_queue_ms(),
             quarantine: QuarantineConfig::default(),
             config: BTreeMap::new(),
         }
@@ -355,6 +362,9 @@ fn default_cache_dir() -> PathBuf {
 }
 fn default_memory_mib() -> u64 {
     64
+}
+fn default_queue_ms() -> u64 {
+    2_000
 }
 fn default_max_instances() -> usize {
     256

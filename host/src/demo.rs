@@ -57,9 +57,7 @@ pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 
 /// Binds the demo upstream's address, with an error that says what it is for.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot bind the demo upstream to {addr}: {e}"))
+    crate::server::listen(addr).map_err(|e| format!("cannot bind the demo upstream to {addr}: {e}"))
 }
 
 async fn chat(body: Bytes) -> Response {

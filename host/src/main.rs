@@ -184,9 +184,8 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         Some(a) => a,
         None => config.listen.parse().map_err(|e| format!("listen: {e}"))?,
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listen = %local, "switchyard listening");
     // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but

@@ -107,6 +107,7 @@ pub fn check_file(file: &Path) -> Result<String, String> {
             max_instances: 4,
         },
         deadlines: Deadlines::default(),
+        adapter_queue: std::time::Duration::from_secs(2),
         quarantine: QuarantineConfig::default(),
         plugin_config: HashMap::new(),
         expected_kinds: HashMap::new(),

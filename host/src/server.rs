@@ -29,6 +29,23 @@ pub struct AppState {
     next_id: AtomicU64,
 }
 
+/// Connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`). Tokio's default of 1,024 drops SYNs in a burst of
+/// new clients, and each drop costs the client a 1 s retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The API router.
 pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     let created = std::time::SystemTime::now()
@@ -198,6 +215,8 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
                     crate::plugins::PluginState::Active => None,
                 },
                 "faults": p.faults(),
+                // Found slow: its calls run on the plugin runtime for this long.
+                "offloaded_ms": p.offloaded_for().map(|d| d.as_millis() as u64),
             }),
         );
     }

@@ -71,17 +71,27 @@ async fn a_spinning_strategy_costs_only_its_own_requests() {
                 let status = r.status();
                 let body = r.bytes().await.unwrap();
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-                spun.push(t.elapsed());
+                spun.push((t, t.elapsed()));
             }
             spun
         }));
     }
+    // The load's first burst opens 32 client and upstream connections at
+    // once (the mock shares this test's threads): both routes are measured
+    // over the same window, once the load is steady.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let window = Instant::now();
     let mut loaded = latencies(&gw, "plain", 300).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut spun: Vec<Duration> = Vec::new();
     for task in load {
-        spun.extend(task.await.unwrap());
+        let timed = task.await.unwrap();
+        spun.extend(
+            timed
+                .into_iter()
+                .filter(|(t, _)| *t >= window)
+                .map(|(_, d)| d),
+        );
     }
     let loaded_p50 = percentile(&mut loaded, 0.5);
     let loaded_max = *loaded.iter().max().unwrap();
@@ -104,6 +114,9 @@ async fn a_spinning_strategy_costs_only_its_own_requests() {
     // Deadline 25 ms + 20 ms of plugin time; the rest of a request is a
     // loopback round trip through the gateway (the plain route's worst case).
     let bound = Duration::from_millis(45) + loaded_max;
+    if spun_max > bound {
+        eprintln!("{}", gw.logs());
+    }
     assert!(
         spun_max <= bound,
         "a request on the spinning route took {spun_max:?} (bound {bound:?})"
@@ -118,7 +131,6 @@ async fn a_spinning_strategy_costs_only_its_own_requests() {
 /// Acceptance: 2,000 concurrent streams through one adapter whose instance
 /// limit is 8 all complete, and the gateway's peak RSS stays under 256 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (issue 5, item 2): a burst of 2,000 stream starts on 8 instances gets the openai adapter quarantined (faults counted during the burst); run with --ignored"]
 async fn two_thousand_streams_need_no_instances_between_chunks() {
     let mock = Mock::start().await;
     let routes = json!({"slow": {"deployments": [deployment("slow-a", &mock.url, "slow-stream")]}});
@@ -168,6 +180,13 @@ async fn two_thousand_streams_need_no_instances_between_chunks() {
         "{complete} streams complete, gateway peak RSS {} MiB",
         rss_kib / 1024
     );
+    if complete != 2000 {
+        for line in gw.log_lines() {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("{line}");
+            }
+        }
+    }
     assert_eq!(
         complete,
         2000,
@@ -336,6 +355,48 @@ async fn an_adapter_can_refuse_a_request_it_cannot_express() {
         "u4 speaks the same dialect and is skipped: {body}"
     );
     assert_eq!(mock.requests().len(), 1, "only the fallback was called");
+}
+
+/// A plugin whose call runs long inline has its calls moved to the plugin
+/// runtime (`/healthz` shows it); the next call that proves fast there brings
+/// them back inline, so a fast plugin marked slow by one unlucky call (a
+/// descheduled thread) never stays behind a slow one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_found_slow_runs_offloaded_until_a_call_proves_it_fast() {
+    let mock = Mock::start().await;
+    let hostile = |model: &str| json!({"name": model, "adapter": "hostile", "base_url": mock.url, "model": model});
+    let routes = json!({
+        "slow": {"deployments": [hostile("slow")]},
+        "clean": {"deployments": [hostile("clean")]},
+    });
+    let gw = Gateway::start(routes, &["hostile"], json!({}));
+    let offloaded = || async {
+        let health = json_body(
+            client()
+                .get(format!("{}/healthz", gw.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        health["plugin_detail"]["hostile"]["offloaded_ms"].as_u64()
+    };
+    assert_eq!(gw.chat("clean", false).await.status(), 200);
+    assert_eq!(offloaded().await, None, "a fast adapter runs inline");
+    // Building burns 1 ms of CPU: moved, for up to SLOW_FOR (10 s).
+    let r = gw.chat("slow", false).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    let left = offloaded()
+        .await
+        .expect("a 1 ms call moves the adapter's calls");
+    assert!(left > 5_000 && left <= 10_000, "{left}");
+    // The next build is fast: back inline at once.
+    assert_eq!(gw.chat("clean", false).await.status(), 200);
+    assert_eq!(
+        offloaded().await,
+        None,
+        "a fast offloaded call brings it back"
+    );
 }
 
 /// A strategy that keeps overrunning its deadline is quarantined after

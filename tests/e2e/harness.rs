@@ -101,7 +101,11 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            // SWITCHYARD_TEST_LOG raises the gateway's log level to debug a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("SWITCHYARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -61,7 +61,9 @@ impl Mock {
             .fallback(other)
             .layer(axum::middleware::from_fn_with_state(hits.clone(), record))
             .with_state(hits.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A burst of thousands of upstream connections must not overflow
+        // the accept queue (a dropped SYN costs a 1 s retransmit).
+        let listener = switchyard::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Mock { url, hits }

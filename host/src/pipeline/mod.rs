@@ -176,6 +176,7 @@ impl Gateway {
         hints: CallerHints,
         body: Bytes,
     ) -> Result<Answer, ApiError> {
+        let begun = Instant::now();
         // 1. Read the request.
         let text = std::str::from_utf8(&body)
             .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))?;
@@ -237,6 +238,7 @@ impl Gateway {
                             deployment = %deployment.name,
                             attempts = attempts.len() + 1,
                             ms = started.elapsed().as_millis() as u64,
+                            total_ms = begun.elapsed().as_millis() as u64,
                             "answered"
                         );
                         return Ok(answer.with_attempts(attempts.len() + 1));

@@ -1,20 +1,33 @@
 //! How a plugin call runs without ever stalling the gateway.
 //!
 //! Every call is an async wasmtime call on its own fiber, under a wall-clock
-//! deadline that covers everything: waiting for a thread, instantiation,
-//! guest code (interrupted at the first epoch tick past the deadline) and
-//! WASI host calls (a guest asleep in `poll` is dropped when the deadline's
-//! timer fires).
+//! deadline that covers everything it runs: instantiation, guest code
+//! (interrupted at the first epoch tick past the deadline) and WASI host calls
+//! (a guest asleep in `poll` is dropped when the deadline's timer fires).
+//! Waiting for an instance or a plugin-runtime turn is covered by the
+//! deadline too for strategies and evaluators (their roles fail open); an
+//! adapter call, which nothing can replace, may wait `plugins.queue_ms` in a
+//! burst before its deadline starts, and only then is the request refused
+//! (503, the gateway is saturated).
 //!
 //! Where it runs is measured, not declared:
 //! - A plugin that answers quickly is polled **inline**, on the request's own
 //!   task: no thread hop, a few microseconds.
 //! - A call still running at the first epoch tick yields; its future then
-//!   moves to the **plugin runtime** (its own threads, half the cores), and
-//!   its plugin is marked slow for a while: later calls go there directly.
-//!   Calls that take longer than [`SLOW_CALL`] mark it slow too (a Python
-//!   strategy costs ~1 ms a call). So a spinning or sleeping plugin costs only
-//!   its own requests: the runtime's workers keep serving everything else.
+//!   moves to the **plugin runtime** (its own threads, half the cores).
+//! - A call that runs longer than [`SLOW_CALL`] inline marks its plugin
+//!   slow for [`SLOW_FOR`]: its calls go to the plugin runtime directly. So a
+//!   spinning or sleeping plugin costs only its own requests: the runtime's
+//!   workers keep serving everything else.
+//! - Wall time is not proof: on a loaded machine a 5 µs call is sometimes
+//!   descheduled for milliseconds. An offloaded call that finishes in one
+//!   poll using less than [`SLOW_CALL`] of thread CPU time (measured there
+//!   only: it costs a system call) clears the mark at once, and calls still
+//!   waiting for a turn go back inline: a fast plugin marked by bad luck
+//!   recovers on its next call.
+//! - One plugin's offloaded calls use at most half the plugin runtime's
+//!   threads, so a spinning plugin never makes another plugin's calls queue
+//!   behind it.
 //!
 //! Faults (traps, deadlines, out-of-memory) count towards quarantine: a
 //! plugin that faults `faults` times within `window` is not called for
@@ -32,7 +45,7 @@ use futures_util::FutureExt;
 use wasmtime::{Store, Trap};
 
 use super::abi::Exports;
-use super::host_api::HostState;
+use super::host_api::{CallDeadline, HostState};
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 use crate::config::QuarantineConfig;
@@ -44,8 +57,8 @@ pub const SLOW_CALL: Duration = Duration::from_micros(250);
 pub const SLOW_FOR: Duration = Duration::from_secs(10);
 
 /// The plugin runtime: threads where calls of slow plugins run, so that they
-/// never occupy the request runtime's workers. Half the cores (at least
-/// one): a saturating plugin leaves the other half to everything else.
+/// never occupy the request runtime's workers. One per core, at least two: a
+/// plugin's calls take at most half of them (see [`CallStats::turns`]).
 pub fn plugin_runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -60,6 +73,25 @@ pub fn plugin_runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("cannot start the plugin runtime")
     })
+}
+
+/// How long a call may wait to start, and how long it may run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// How long it may run once it starts.
+    run: Duration,
+    /// Waiting for an instance or a turn on the plugin runtime ends here.
+    pub(crate) wait_until: Instant,
+    /// When set, no call runs past it, however late it started.
+    overall: Option<Instant>,
+}
+
+impl Budget {
+    /// The deadline of a call that starts at `start`.
+    fn deadline_from(&self, start: Instant) -> CallDeadline {
+        let deadline = start + self.run;
+        CallDeadline::at(self.overall.map_or(deadline, |o| o.min(deadline)))
+    }
 }
 
 type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<Option<T>>> + Send + 'a>>;
@@ -78,20 +110,28 @@ pub(crate) trait Call: Send + 'static {
 /// Threads of the plugin runtime.
 fn plugin_threads() -> usize {
     std::thread::available_parallelism()
-        .map_or(1, |n| n.get() / 2)
-        .max(1)
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
+/// Offloaded calls of one plugin running at once: half the plugin runtime.
+fn plugin_turns() -> usize {
+    (plugin_threads() / 2).max(1)
 }
 
 /// Per-plugin-version bookkeeping of where calls run and how often they fault.
 #[derive(Debug)]
 pub struct CallStats {
-    /// Offloaded calls of this plugin running at once: at most one per
-    /// plugin-runtime thread, so a plugin whose calls all spin cannot fill the
-    /// plugin runtime's queue and delay every other plugin's calls behind it.
-    /// Its calls wait for a turn within their own deadline.
+    /// Offloaded calls of this plugin running at once: half the plugin
+    /// runtime's threads, so a plugin whose calls all spin cannot fill the
+    /// plugin runtime and delay every other plugin's calls behind it. Its
+    /// calls wait for a turn within their own deadline.
     turns: Arc<tokio::sync::Semaphore>,
     /// Milliseconds since process start until which calls go offloaded.
     offload_until_ms: AtomicU64,
+    /// Woken when the plugin is found fast again: calls waiting for a turn
+    /// on the plugin runtime run inline instead.
+    recovered: tokio::sync::Notify,
     /// Milliseconds since process start until which the plugin is quarantined.
     quarantined_until_ms: AtomicU64,
     faults: Mutex<VecDeque<Instant>>,
@@ -102,8 +142,9 @@ pub struct CallStats {
 impl Default for CallStats {
     fn default() -> Self {
         Self {
-            turns: Arc::new(tokio::sync::Semaphore::new(plugin_threads())),
+            turns: Arc::new(tokio::sync::Semaphore::new(plugin_turns())),
             offload_until_ms: AtomicU64::new(0),
+            recovered: tokio::sync::Notify::new(),
             quarantined_until_ms: AtomicU64::new(0),
             faults: Mutex::default(),
             fault_count: AtomicU64::new(0),
@@ -121,12 +162,36 @@ impl CallStats {
         now_ms() < self.offload_until_ms.load(Ordering::Relaxed)
     }
 
-    fn mark_slow(&self, plugin: &str, why: &str) {
+    /// How much longer calls go straight to the plugin runtime, if they do.
+    pub fn offloaded_for(&self) -> Option<Duration> {
+        let until = self.offload_until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        (now < until).then(|| Duration::from_millis(until - now))
+    }
+
+    fn mark_slow(&self, plugin: &str, ran: Duration) {
         let was = self.offloading();
         self.offload_until_ms
             .store(now_ms() + SLOW_FOR.as_millis() as u64, Ordering::Relaxed);
         if !was {
-            tracing::debug!(plugin, "plugin calls move to the plugin runtime: {why}");
+            tracing::debug!(
+                plugin,
+                ran_us = ran.as_micros() as u64,
+                "plugin calls move to the plugin runtime: an inline call ran longer than {} µs",
+                SLOW_CALL.as_micros()
+            );
+        }
+    }
+
+    /// An offloaded call finished in one short poll: the plugin is fast.
+    fn note_fast_offloaded(&self, plugin: &str) {
+        if self.offloading() {
+            self.offload_until_ms.store(0, Ordering::Relaxed);
+            tracing::debug!(
+                plugin,
+                "plugin calls run inline again: an offloaded call was fast"
+            );
+            self.recovered.notify_waiters();
         }
     }
 
@@ -187,7 +252,7 @@ impl Plugin {
         self: &Arc<Self>,
         request_id: &Arc<str>,
         call: C,
-        budget: Duration,
+        run: Duration,
     ) -> Result<C::Output, PluginError> {
         if let Some(left) = self.stats.quarantined_for() {
             return Err(PluginError::Quarantined {
@@ -195,15 +260,15 @@ impl Plugin {
                 remaining_ms: left.as_millis() as u64,
             });
         }
-        let deadline = Instant::now() + budget;
-        let reserved = self.pool.reserve_by(deadline).await?;
+        let budget = self.budget(run);
+        let reserved = self.pool.reserve_by(budget.wait_until).await?;
         let plugin = self.clone();
         let request_id = request_id.clone();
-        let work = async move {
+        let work = move |deadline: CallDeadline| async move {
             let _running = plugin.ticker.enter();
             let slot = match reserved {
                 Reserved::Idle(slot) => slot,
-                Reserved::New(place) => plugin.pool.instantiate(place, deadline).await?,
+                Reserved::New(place) => plugin.pool.instantiate(place, &deadline).await?,
             };
             let (slot, result) = plugin.run_on(slot, &request_id, deadline, call).await;
             if let Some(slot) = slot {
@@ -211,11 +276,28 @@ impl Plugin {
             }
             result
         };
-        let result = self.drive(work, deadline).await;
+        let result = self.drive(work, budget).await;
         if let Err(e) = &result {
             self.note_failure(e);
         }
         result
+    }
+
+    /// The budget of a call of `run` starting now.
+    pub(crate) fn budget(&self, run: Duration) -> Budget {
+        let now = Instant::now();
+        match self.queue {
+            Some(queue) => Budget {
+                run,
+                wait_until: now + queue,
+                overall: None,
+            },
+            None => Budget {
+                run,
+                wait_until: now + run,
+                overall: Some(now + run),
+            },
+        }
     }
 
     /// Runs a call on a given instance (v0.1 streams keep theirs); the slot
@@ -224,7 +306,7 @@ impl Plugin {
         &self,
         mut slot: Slot,
         request_id: &Arc<str>,
-        deadline: Instant,
+        deadline: CallDeadline,
         call: C,
     ) -> (Option<Slot>, Result<C::Output, PluginError>) {
         {
@@ -268,61 +350,111 @@ impl Plugin {
     }
 
     /// Polls a call inline once; moves it to the plugin runtime when it
-    /// yields or when the plugin is known to be slow. Cut off at `deadline`.
-    pub(crate) async fn drive<R: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<R, PluginError>> + Send + 'static,
-        deadline: Instant,
-    ) -> Result<R, PluginError> {
-        let mut work = Box::pin(work);
-        if !self.stats.offloading() {
-            let started = Instant::now();
-            let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-            match first {
-                Poll::Ready(result) => {
-                    if started.elapsed() > SLOW_CALL {
-                        self.stats
-                            .mark_slow(&self.id, "a call took longer than 250 µs");
-                    }
-                    return result;
+    /// yields or when the plugin is known to be slow. `work` makes the call's
+    /// future given its deadline, once it is about to run.
+    pub(crate) async fn drive<R, F, W>(&self, work: F, budget: Budget) -> Result<R, PluginError>
+    where
+        R: Send + 'static,
+        F: FnOnce(CallDeadline) -> W + Send + 'static,
+        W: Future<Output = Result<R, PluginError>> + Send + 'static,
+    {
+        let mut make = Some(work);
+        // A call that began inline and yielded: its future and deadline.
+        let mut started = None;
+        loop {
+            if started.is_none() && !self.stats.offloading() {
+                let t0 = Instant::now();
+                let deadline = budget.deadline_from(t0);
+                let mut work = Box::pin(make.take().expect("made once")(deadline.clone()));
+                let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+                // A tick can land in a 5 µs call: only time says slow.
+                let ran = t0.elapsed();
+                if ran > SLOW_CALL {
+                    self.stats.mark_slow(&self.id, ran);
                 }
-                // It yielded at an epoch tick or waits in WASI: this call
-                // finishes on the plugin runtime. Only a call that really ran
-                // long marks the plugin slow (a tick can land in a 5 µs call).
-                Poll::Pending if started.elapsed() > SLOW_CALL => self
-                    .stats
-                    .mark_slow(&self.id, "a call outlasted an epoch tick"),
-                Poll::Pending => {}
+                match first {
+                    Poll::Ready(result) => return result,
+                    // It yielded at an epoch tick or waits in WASI: this call
+                    // finishes on the plugin runtime.
+                    Poll::Pending => started = Some((work, deadline)),
+                }
             }
+            // Waiting for a turn is bounded by the budget's queue time; the
+            // deadline of a call already begun stops meanwhile (unless the
+            // role's deadline covers waiting too).
+            let waiting = Instant::now();
+            let recovered = self.stats.recovered.notified();
+            let turn = tokio::select! {
+                biased;
+                turn = tokio::time::timeout_at(
+                    budget.wait_until.into(),
+                    self.stats.turns.clone().acquire_owned(),
+                ) => turn,
+                // Found fast again while this call waited: run it inline.
+                () = recovered, if started.is_none() => continue,
+            };
+            let turn = match turn {
+                Ok(Ok(turn)) => turn,
+                Ok(Err(_)) => unreachable!("the semaphore is never closed"),
+                // Waiting for a turn is saturation, not this call's fault.
+                Err(_) => {
+                    return Err(PluginError::Busy {
+                        plugin: self.id.to_string(),
+                        max: plugin_turns(),
+                        what: "calls on the plugin runtime",
+                    });
+                }
+            };
+            let fresh = started.is_none();
+            let (work, deadline) = match started {
+                Some((work, deadline)) => {
+                    if budget.overall.is_none() {
+                        deadline.extend(waiting.elapsed());
+                    }
+                    (work, deadline)
+                }
+                None => {
+                    let deadline = budget.deadline_from(Instant::now());
+                    let work: Pin<Box<W>> =
+                        Box::pin(make.take().expect("made once")(deadline.clone()));
+                    (work, deadline)
+                }
+            };
+            return self.offload(work, deadline, turn, fresh).await;
         }
-        let deadline_error = || PluginError::Deadline {
-            plugin: self.id.to_string(),
-            deadline_ms: self.deadline.as_millis() as u64,
-        };
-        let turn = match tokio::time::timeout_at(
-            deadline.into(),
-            self.stats.turns.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(turn)) => turn,
-            Ok(Err(_)) => unreachable!("the semaphore is never closed"),
-            // Waiting for a turn is saturation, not this call's fault.
-            Err(_) => {
-                return Err(PluginError::Busy {
-                    plugin: self.id.to_string(),
-                    max: plugin_threads(),
-                    what: "calls on the plugin runtime",
-                });
-            }
-        };
+    }
+
+    /// Runs the rest of a call on the plugin runtime, holding `turn`.
+    async fn offload<R: Send + 'static>(
+        &self,
+        mut work: Pin<Box<impl Future<Output = Result<R, PluginError>> + Send + 'static>>,
+        deadline: CallDeadline,
+        turn: tokio::sync::OwnedSemaphorePermit,
+        fresh: bool,
+    ) -> Result<R, PluginError> {
         let mut task = plugin_runtime().spawn(async move {
-            let out = work.await;
+            // A fresh call that completes in its first poll on little CPU
+            // shows the plugin is fast.
+            let cpu0 = fresh.then(thread_cpu_time);
+            let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+            let (out, quick) = match first {
+                Poll::Ready(out) => {
+                    let quick = cpu0
+                        .is_some_and(|cpu0| thread_cpu_time().saturating_sub(cpu0) <= SLOW_CALL);
+                    (out, quick)
+                }
+                Poll::Pending => (work.await, false),
+            };
             drop(turn);
-            out
+            (out, quick)
         });
-        match tokio::time::timeout_at(deadline.into(), &mut task).await {
-            Ok(Ok(result)) => result,
+        match tokio::time::timeout_at(deadline.get().into(), &mut task).await {
+            Ok(Ok((result, quick))) => {
+                if quick {
+                    self.stats.note_fast_offloaded(&self.id);
+                }
+                result
+            }
             Ok(Err(e)) => Err(PluginError::Trap {
                 plugin: self.id.to_string(),
                 message: format!("the call's task failed: {e}"),
@@ -330,7 +462,10 @@ impl Plugin {
             Err(_) => {
                 // Dropping the future drops the instance with it.
                 task.abort();
-                Err(deadline_error())
+                Err(PluginError::Deadline {
+                    plugin: self.id.to_string(),
+                    deadline_ms: self.deadline.as_millis() as u64,
+                })
             }
         }
     }
@@ -340,6 +475,23 @@ impl Plugin {
             self.stats.record_fault(&self.id, &self.quarantine, e);
         }
     }
+}
+
+/// CPU time this thread has used (a system call: ~0.5 µs, so offloaded
+/// calls only).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux kernel since 2.6.12 supports.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {

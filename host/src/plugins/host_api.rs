@@ -23,6 +23,39 @@ pub struct Shared {
     pub logs: Arc<LogGate>,
 }
 
+/// When a call must end, shared between its store (read by the epoch
+/// callback) and the host, which stops the clock while a call that began
+/// inline waits for a turn on the plugin runtime: queueing is the gateway's
+/// load, not the plugin's time.
+#[derive(Clone, Debug)]
+pub(crate) struct CallDeadline(Arc<std::sync::atomic::AtomicU64>);
+
+impl CallDeadline {
+    /// A deadline at `when`.
+    pub(crate) fn at(when: Instant) -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicU64::new(
+            when.saturating_duration_since(origin()).as_nanos() as u64,
+        )))
+    }
+
+    pub(crate) fn get(&self) -> Instant {
+        origin()
+            + std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves the deadline `by` later.
+    pub(crate) fn extend(&self, by: std::time::Duration) {
+        self.0
+            .fetch_add(by.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The instant deadlines count from.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// Everything a plugin's store holds: its identity for logs, its config, its
 /// counters, its limits, the deadline of the call in progress and an empty
 /// WASI context.
@@ -31,7 +64,7 @@ pub struct HostState {
     /// The request the current call serves, for log lines.
     pub(crate) request_id: Arc<str>,
     /// When the call in progress must end; read by the epoch callback.
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: CallDeadline,
     pub(crate) limiter: PluginLimiter,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -42,7 +75,7 @@ impl HostState {
         Self {
             shared,
             request_id: Arc::from(""),
-            deadline: Instant::now(),
+            deadline: CallDeadline::at(Instant::now()),
             limiter: PluginLimiter::new(memory_bytes),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

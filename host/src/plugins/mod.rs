@@ -147,6 +147,10 @@ pub struct Plugin {
     /// What the component imports (interface names), for `plugins check`.
     pub imports: Vec<String>,
     deadline: Duration,
+    /// How long a call may wait for an instance or a plugin-runtime turn
+    /// before its deadline starts; `None`: the deadline covers the wait too
+    /// (strategies and evaluators, whose roles fail open).
+    queue: Option<Duration>,
     quarantine: QuarantineConfig,
     pub(crate) stats: CallStats,
     pub(crate) ticker: Arc<engine::EpochTicker>,
@@ -182,6 +186,12 @@ impl Plugin {
             },
             None => PluginState::Active,
         }
+    }
+
+    /// Whether its calls run inline (`None`) or go straight to the plugin
+    /// runtime, and for how much longer (it was found slow).
+    pub fn offloaded_for(&self) -> Option<Duration> {
+        self.stats.offloaded_for()
     }
 
     /// Calls that ended in a fault (trap, deadline, out of memory) since load.

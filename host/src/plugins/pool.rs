@@ -17,7 +17,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::PluginError;
 use super::abi::{Exports, Indices};
-use super::host_api::{HostState, Shared};
+use super::host_api::{CallDeadline, HostState, Shared};
 
 /// Settings that shape every instance of a plugin.
 #[derive(Clone, Debug)]
@@ -149,7 +149,7 @@ impl Pool {
     pub(crate) async fn instantiate(
         &self,
         reservation: LiveReservation,
-        deadline: Instant,
+        deadline: &CallDeadline,
     ) -> Result<Slot, PluginError> {
         let mut store = Store::new(
             self.pre.engine(),
@@ -159,13 +159,13 @@ impl Pool {
         // Every tick: past the call's deadline, interrupt; otherwise yield to
         // the executor, so a long call never holds a thread for more than a tick.
         store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline {
+            Ok(if Instant::now() >= ctx.data().deadline.get() {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
             })
         });
-        store.data_mut().deadline = deadline;
+        store.data_mut().deadline = deadline.clone();
         store.set_epoch_deadline(1);
         let made = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -182,7 +182,7 @@ impl Pool {
                 match super::call::classify_trap(
                     &self.shared.plugin,
                     &store,
-                    deadline.saturating_duration_since(Instant::now()),
+                    deadline.get().saturating_duration_since(Instant::now()),
                     e,
                 ) {
                     PluginError::Trap { plugin, message } => {

@@ -39,6 +39,8 @@ pub struct RegistrySettings {
     pub cache_dir: PathBuf,
     pub limits: InstanceLimits,
     pub deadlines: Deadlines,
+    /// How long an adapter call may queue (see `plugins.queue_ms`).
+    pub adapter_queue: Duration,
     pub quarantine: QuarantineConfig,
     /// Plugin id → its config as JSON text.
     pub plugin_config: HashMap<String, Arc<str>>,
@@ -58,6 +60,7 @@ impl From<&Config> for RegistrySettings {
                 max_instances: c.max_instances,
             },
             deadlines: c.deadlines_ms,
+            adapter_queue: Duration::from_millis(c.queue_ms),
             quarantine: c.quarantine,
             plugin_config: c
                 .config
@@ -295,6 +298,7 @@ impl Registry {
             hash,
             imports,
             deadline: Duration::from_millis(deadline_ms),
+            queue: (kind == Kind::Adapter).then_some(self.settings.adapter_queue),
             quarantine: self.settings.quarantine,
             stats: CallStats::default(),
             ticker: self.engine.ticker.clone(),

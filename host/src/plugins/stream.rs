@@ -10,14 +10,13 @@
 //! stays pinned to the stream until it ends (at most ¾ of `max_instances`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use super::abi::Exports;
 use super::call::Call;
-use super::host_api::HostState;
+use super::host_api::{CallDeadline, HostState};
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 use crate::domain::{
@@ -189,23 +188,23 @@ impl Plugin {
         // v0.1: a pinned instance.
         let admission = self.pool.begin_pinned()?;
         let reserved = self.pool.reserve()?;
-        let deadline = Instant::now() + self.deadline;
+        let budget = self.budget(self.deadline);
         let plugin = self.clone();
         let rid = request_id.clone();
         let call = OpenParser {
             target: target.clone(),
             request: request.clone(),
         };
-        let work = async move {
+        let work = move |deadline: CallDeadline| async move {
             let _running = plugin.ticker.enter();
             let slot = match reserved {
                 Reserved::Idle(slot) => slot,
-                Reserved::New(place) => plugin.pool.instantiate(place, deadline).await?,
+                Reserved::New(place) => plugin.pool.instantiate(place, &deadline).await?,
             };
             let (slot, parser) = plugin.run_on(slot, &rid, deadline, call).await;
             Ok((slot, parser?))
         };
-        let (slot, parser) = self.drive(work, deadline).await?;
+        let (slot, parser) = self.drive(work, budget).await?;
         admission.keep();
         Ok(Ok((session(Inner::Pinned { slot, parser }), None)))
     }
@@ -299,18 +298,18 @@ impl StreamSession {
                 message: "the stream parser's instance failed earlier".into(),
             });
         };
-        let deadline = Instant::now() + plugin.deadline;
+        let budget = plugin.budget(plugin.deadline);
         let rid = self.request_id.clone();
         let call = FeedParser {
             parser: *parser,
             bytes,
         };
         let runner = plugin.clone();
-        let work = async move {
+        let work = move |deadline: CallDeadline| async move {
             let _running = runner.ticker.enter();
             Ok(runner.run_on(taken, &rid, deadline, call).await)
         };
-        let (back, result) = plugin.drive(work, deadline).await?;
+        let (back, result) = plugin.drive(work, budget).await?;
         *slot = back;
         result
     }

@@ -21,6 +21,7 @@
 //! | `absolute` | path `http://evil.example/x` |
 //! | `authority` | path `//evil.example/x` |
 //! | `backslash` | path `/..\admin` |
+//! | `slow` | none, but building and parsing each burn 1 ms (moves the adapter's calls to the plugin runtime) |
 //!
 //! Any other model fails the build (so a typo in a test is not a silent pass).
 
@@ -65,6 +66,9 @@ impl Adapter for Hostile {
         target: &Target,
         response: &HttpResponse,
     ) -> Result<ChatResponse, UpstreamError> {
+        if target.model == "slow" {
+            burn_1ms();
+        }
         let mut v: Value = serde_json::from_slice(&response.body)
             .map_err(|e| overloaded(format!("body is not JSON: {e}")))?;
         let Some(obj) = v
@@ -101,6 +105,12 @@ fn attack(name: &str, request: HttpRequest) -> Result<HttpRequest, BuildError> {
     };
     Ok(match name {
         "clean" => request,
+        // Not an attack: a build slow enough to move this adapter's calls
+        // to the plugin runtime.
+        "slow" => {
+            burn_1ms();
+            request
+        }
         // Not an attack: a request this provider cannot express (the caller's 400).
         "unsupported" => {
             return Err(BuildError::InvalidRequest(
@@ -130,6 +140,12 @@ fn attack(name: &str, request: HttpRequest) -> Result<HttpRequest, BuildError> {
             )));
         }
     })
+}
+
+/// Spins for a millisecond of the host's clock.
+fn burn_1ms() {
+    let start = switchyard_sdk::now_ns();
+    while switchyard_sdk::now_ns() - start < 1_000_000 {}
 }
 
 fn overloaded(message: String) -> UpstreamError {
