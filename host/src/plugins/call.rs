@@ -15,10 +15,13 @@
 //!   task: no thread hop, a few microseconds.
 //! - A call still running at the first epoch tick yields; its future then
 //!   moves to the **plugin runtime** (its own threads, half the cores).
-//! - A call that runs longer than [`SLOW_CALL`] inline marks its plugin
-//!   slow for [`SLOW_FOR`]: its calls go to the plugin runtime directly. So a
-//!   spinning or sleeping plugin costs only its own requests: the runtime's
-//!   workers keep serving everything else.
+//! - [`SLOW_STREAK`] calls in a row that run longer than [`SLOW_CALL`]
+//!   inline mark their plugin slow for [`SLOW_FOR`]: its calls go to the
+//!   plugin runtime directly. So a spinning or sleeping plugin costs only its
+//!   own requests: the runtime's workers keep serving everything else. One
+//!   slow call is not enough: under load a few percent of 5 µs calls are
+//!   descheduled for longer than that, and every offloaded call costs two
+//!   thread hand-offs.
 //! - Wall time is not proof: on a loaded machine a 5 µs call is sometimes
 //!   descheduled for milliseconds. An offloaded call that finishes in one
 //!   poll using less than [`SLOW_CALL`] of thread CPU time (measured there
@@ -36,7 +39,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -52,6 +55,8 @@ use crate::config::QuarantineConfig;
 
 /// An inline call longer than this marks its plugin slow.
 pub const SLOW_CALL: Duration = Duration::from_micros(250);
+/// Consecutive slow inline calls that mark a plugin slow.
+pub const SLOW_STREAK: u32 = 3;
 /// How long a slow plugin's calls go straight to the plugin runtime before
 /// one is tried inline again.
 pub const SLOW_FOR: Duration = Duration::from_secs(10);
@@ -129,6 +134,8 @@ pub struct CallStats {
     turns: Arc<tokio::sync::Semaphore>,
     /// Milliseconds since process start until which calls go offloaded.
     offload_until_ms: AtomicU64,
+    /// Consecutive inline calls that ran longer than [`SLOW_CALL`].
+    slow_streak: AtomicU32,
     /// Woken when the plugin is found fast again: calls waiting for a turn
     /// on the plugin runtime run inline instead.
     recovered: tokio::sync::Notify,
@@ -144,6 +151,7 @@ impl Default for CallStats {
         Self {
             turns: Arc::new(tokio::sync::Semaphore::new(plugin_turns())),
             offload_until_ms: AtomicU64::new(0),
+            slow_streak: AtomicU32::new(0),
             recovered: tokio::sync::Notify::new(),
             quarantined_until_ms: AtomicU64::new(0),
             faults: Mutex::default(),
@@ -169,6 +177,21 @@ impl CallStats {
         (now < until).then(|| Duration::from_millis(until - now))
     }
 
+    /// Notes an inline call's wall time; [`SLOW_STREAK`] slow ones in a row
+    /// mark the plugin slow.
+    fn note_inline(&self, plugin: &str, ran: Duration) {
+        if ran <= SLOW_CALL {
+            // A write only when there is a streak to end: fast calls on every
+            // worker do not contend for the cache line.
+            if self.slow_streak.load(Ordering::Relaxed) != 0 {
+                self.slow_streak.store(0, Ordering::Relaxed);
+            }
+        } else if self.slow_streak.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_STREAK {
+            self.slow_streak.store(0, Ordering::Relaxed);
+            self.mark_slow(plugin, ran);
+        }
+    }
+
     fn mark_slow(&self, plugin: &str, ran: Duration) {
         let was = self.offloading();
         self.offload_until_ms
@@ -177,7 +200,8 @@ impl CallStats {
             tracing::debug!(
                 plugin,
                 ran_us = ran.as_micros() as u64,
-                "plugin calls move to the plugin runtime: an inline call ran longer than {} µs",
+                "plugin calls move to the plugin runtime: {SLOW_STREAK} inline calls in a row \
+                 ran longer than {} µs",
                 SLOW_CALL.as_micros()
             );
         }
@@ -368,10 +392,7 @@ impl Plugin {
                 let mut work = Box::pin(make.take().expect("made once")(deadline.clone()));
                 let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
                 // A tick can land in a 5 µs call: only time says slow.
-                let ran = t0.elapsed();
-                if ran > SLOW_CALL {
-                    self.stats.mark_slow(&self.id, ran);
-                }
+                self.stats.note_inline(&self.id, t0.elapsed());
                 match first {
                     Poll::Ready(result) => return result,
                     // It yielded at an epoch tick or waits in WASI: this call
