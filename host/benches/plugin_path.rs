@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::config::{Deadlines, QuarantineConfig};
@@ -115,57 +116,70 @@ impl Fixture {
         }
     }
 
-    fn order(&self) -> Vec<u32> {
-        self.rt
-            .block_on(self.strategy.order(
+    // The calls are awaited inside one runtime entry per batch (see
+    // `timed`), as the gateway awaits them inside a request's task: a
+    // `block_on` per call would time the runtime's entry and exit instead.
+
+    async fn order(&self) -> Vec<u32> {
+        self.strategy
+            .order(
                 &self.request_id,
                 self.summary.clone(),
                 self.candidates.clone(),
-            ))
+            )
+            .await
             .expect("strategy order")
     }
 
-    fn build_request(&self) -> UpstreamRequest {
-        self.rt
-            .block_on(
-                self.adapter
-                    .build_request(&self.request_id, &self.target, &self.request),
-            )
+    async fn build_request(&self) -> UpstreamRequest {
+        self.adapter
+            .build_request(&self.request_id, &self.target, &self.request)
+            .await
             .expect("build_request call")
             .expect("build_request answer")
     }
 
-    fn parse_response(&self, response: &UpstreamResponse) -> ChatResponse {
-        self.rt
-            .block_on(
-                self.adapter
-                    .parse_response(&self.request_id, &self.target, response.clone()),
-            )
+    async fn parse_response(&self, response: &UpstreamResponse) -> ChatResponse {
+        self.adapter
+            .parse_response(&self.request_id, &self.target, response.clone())
+            .await
             .expect("parse_response call")
             .expect("parse_response answer")
     }
 
-    fn evaluate(&self, answer: &str) -> bool {
-        self.rt
-            .block_on(self.evaluator.evaluate(
-                &self.request_id,
-                self.request.clone(),
-                Arc::from(answer),
-            ))
+    async fn evaluate(&self, answer: &str) -> bool {
+        self.evaluator
+            .evaluate(&self.request_id, self.request.clone(), Arc::from(answer))
+            .await
             .expect("evaluate")
             .pass
     }
 
     /// What the pipeline does for a request answered by its first candidate.
-    fn one_request(&self) -> Vec<u8> {
-        let order = self.order();
+    async fn one_request(&self) -> Vec<u8> {
+        let order = self.order().await;
         let target = &self.candidates[order[0] as usize];
         black_box(target);
-        let http = self.build_request();
+        let http = self.build_request().await;
         black_box(&http);
-        let answer = self.parse_response(&self.response);
-        assert!(self.evaluate(&answer.body));
+        let answer = self.parse_response(&self.response).await;
+        assert!(self.evaluate(&answer.body).await);
         answer.body.into_bytes()
+    }
+
+    /// Runs `iters` of `step` inside one `block_on`, timed.
+    fn timed<'a, F, Fut, T>(&'a self, iters: u64, step: F) -> Duration
+    where
+        F: Fn(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = T> + 'a,
+    {
+        self.rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(step(self).await);
+            }
+            started.elapsed()
+        })
     }
 }
 
@@ -191,26 +205,29 @@ fn plugin_path(c: &mut Criterion) {
     let f = Fixture::new();
     // Measure the success path only: a fixture that makes a plugin fail
     // would time error handling instead.
-    assert_eq!(f.order(), vec![0, 1, 2]);
-    let answer = f.parse_response(&f.response);
+    assert_eq!(f.rt.block_on(f.order()), vec![0, 1, 2]);
+    let answer = f.rt.block_on(f.parse_response(&f.response));
     assert!(
-        f.evaluate(&answer.body),
+        f.rt.block_on(f.evaluate(&answer.body)),
         "the evaluator must accept the fixture answer"
     );
+    let answer = answer.body;
 
     c.bench_function("strategy_order/priority_3_candidates", |b| {
-        b.iter(|| f.order())
+        b.iter_custom(|n| f.timed(n, |f| f.order()))
     });
     c.bench_function("adapter_build_request/openai", |b| {
-        b.iter(|| f.build_request())
+        b.iter_custom(|n| f.timed(n, |f| f.build_request()))
     });
     c.bench_function("adapter_parse_response/openai", |b| {
-        b.iter(|| f.parse_response(black_box(&f.response)))
+        b.iter_custom(|n| f.timed(n, |f| f.parse_response(black_box(&f.response))))
     });
     c.bench_function("evaluator_evaluate/basic", |b| {
-        b.iter(|| f.evaluate(black_box(&answer.body)))
+        b.iter_custom(|n| f.timed(n, |f| f.evaluate(black_box(&answer))))
     });
-    c.bench_function("one_request", |b| b.iter(|| f.one_request()));
+    c.bench_function("one_request", |b| {
+        b.iter_custom(|n| f.timed(n, |f| f.one_request()))
+    });
 }
 
 criterion_group!(benches, plugin_path);

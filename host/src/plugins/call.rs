@@ -81,25 +81,43 @@ pub fn plugin_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// How long a call may wait to start, and how long it may run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Budget {
     /// How long it may run once it starts.
     run: Duration,
+    /// When the call was made (an inline call starts then).
+    created: Instant,
     /// Waiting for an instance or a turn on the plugin runtime ends here.
     pub(crate) wait_until: Instant,
     /// When set, no call runs past it, however late it started.
     overall: Option<Instant>,
+    /// The deadline cell of the instance, when known before the call runs.
+    cell: Option<CallDeadline>,
 }
 
 impl Budget {
-    /// The deadline of a call that starts at `start`.
+    /// The deadline of a call that starts at `start`, in the instance's own
+    /// cell when the call has one (no allocation per call).
     fn deadline_from(&self, start: Instant) -> CallDeadline {
         let deadline = start + self.run;
-        CallDeadline::at(self.overall.map_or(deadline, |o| o.min(deadline)))
+        let deadline = self.overall.map_or(deadline, |o| o.min(deadline));
+        match &self.cell {
+            Some(cell) => {
+                cell.set(deadline);
+                cell.clone()
+            }
+            None => CallDeadline::at(deadline),
+        }
+    }
+
+    /// Uses the deadline cell of the instance the call will run on.
+    pub(crate) fn on(mut self, reserved: &Reserved) -> Self {
+        if let Reserved::Idle(slot) = reserved {
+            self.cell = Some(slot.store.data().deadline.clone());
+        }
+        self
     }
 }
-
-type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<Option<T>>> + Send + 'a>>;
 
 /// One call into a plugin, with owned arguments (it may move to another thread).
 /// `Ok(None)` from `run` means the instance does not export what the call needs.
@@ -109,8 +127,30 @@ pub(crate) trait Call: Send + 'static {
         self,
         store: &'a mut Store<HostState>,
         exports: &'a Exports,
-    ) -> GuestFuture<'a, Self::Output>;
+    ) -> impl Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a;
 }
+
+/// Declares a [`Call`]: its owned arguments and the `Exports` method it runs.
+/// (Its future is a plain `async` block, stored inline in the call's boxed
+/// future: no second allocation per call.)
+macro_rules! call {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? } -> $out:ty = |$s:ident, $store:ident, $exports:ident| $body:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name { $($(#[$fdoc])* pub(crate) $field: $ty),* }
+        impl $crate::plugins::call::Call for $name {
+            type Output = $out;
+            fn run<'a>(
+                self,
+                $store: &'a mut wasmtime::Store<$crate::plugins::host_api::HostState>,
+                $exports: &'a $crate::plugins::abi::Exports,
+            ) -> impl std::future::Future<Output = wasmtime::Result<Option<$out>>> + Send + 'a {
+                let $s = self;
+                async move { $body }
+            }
+        }
+    };
+}
+pub(crate) use call;
 
 /// Threads of the plugin runtime.
 fn plugin_threads() -> usize {
@@ -160,6 +200,17 @@ impl Default for CallStats {
     }
 }
 
+/// Time left until `until` (milliseconds since process start); no clock
+/// read in the common case of a mark that was never set.
+fn remaining(until: &AtomicU64) -> Option<Duration> {
+    let until = until.load(Ordering::Relaxed);
+    if until == 0 {
+        return None;
+    }
+    let now = now_ms();
+    (now < until).then(|| Duration::from_millis(until - now))
+}
+
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
@@ -167,14 +218,12 @@ fn now_ms() -> u64 {
 
 impl CallStats {
     fn offloading(&self) -> bool {
-        now_ms() < self.offload_until_ms.load(Ordering::Relaxed)
+        self.offloaded_for().is_some()
     }
 
     /// How much longer calls go straight to the plugin runtime, if they do.
     pub fn offloaded_for(&self) -> Option<Duration> {
-        let until = self.offload_until_ms.load(Ordering::Relaxed);
-        let now = now_ms();
-        (now < until).then(|| Duration::from_millis(until - now))
+        remaining(&self.offload_until_ms)
     }
 
     /// Notes an inline call's wall time; [`SLOW_STREAK`] slow ones in a row
@@ -221,9 +270,7 @@ impl CallStats {
 
     /// Remaining quarantine, if any.
     pub fn quarantined_for(&self) -> Option<Duration> {
-        let until = self.quarantined_until_ms.load(Ordering::Relaxed);
-        let now = now_ms();
-        (now < until).then(|| Duration::from_millis(until - now))
+        remaining(&self.quarantined_until_ms)
     }
 
     /// Counts a fault; quarantines the plugin when there were too many.
@@ -262,14 +309,14 @@ impl CallStats {
 }
 
 impl Plugin {
-    /// Runs `call` on a pooled instance under this plugin's deadline.
-    pub(crate) async fn call<C: Call>(
-        self: &Arc<Self>,
-        request_id: &Arc<str>,
+    /// Runs `call` on a pooled instance under this plugin's deadline. (Not
+    /// an `async fn`: each layer of future is copied whole when made.)
+    pub(crate) fn call<'a, C: Call>(
+        self: &'a Arc<Self>,
+        request_id: &'a Arc<str>,
         call: C,
-    ) -> Result<C::Output, PluginError> {
+    ) -> impl Future<Output = Result<C::Output, PluginError>> + Send + 'a {
         self.call_with_deadline(request_id, call, self.deadline)
-            .await
     }
 
     pub(crate) async fn call_with_deadline<C: Call>(
@@ -285,14 +332,22 @@ impl Plugin {
             });
         }
         let budget = self.budget(run);
-        let reserved = self.pool.reserve_by(budget.wait_until).await?;
+        let reserved = match self.pool.reserve() {
+            Err(e) if e.is_saturation() => {
+                Box::pin(self.pool.reserve_by(budget.wait_until)).await?
+            }
+            other => other?,
+        };
+        let budget = budget.on(&reserved);
         let plugin = self.clone();
         let request_id = request_id.clone();
         let work = move |deadline: CallDeadline| async move {
             let _running = plugin.ticker.enter();
             let slot = match reserved {
                 Reserved::Idle(slot) => slot,
-                Reserved::New(place) => plugin.pool.instantiate(place, &deadline).await?,
+                // Boxed: instantiation's future is large, and this one is
+                // moved to the heap (and maybe to another thread) whole.
+                Reserved::New(place) => Box::pin(plugin.pool.instantiate(place, &deadline)).await?,
             };
             let (slot, result) = plugin.run_on(slot, &request_id, deadline, call).await;
             if let Some(slot) = slot {
@@ -313,13 +368,17 @@ impl Plugin {
         match self.queue {
             Some(queue) => Budget {
                 run,
+                created: now,
                 wait_until: now + queue,
                 overall: None,
+                cell: None,
             },
             None => Budget {
                 run,
+                created: now,
                 wait_until: now + run,
                 overall: Some(now + run),
+                cell: None,
             },
         }
     }
@@ -382,29 +441,47 @@ impl Plugin {
         F: FnOnce(CallDeadline) -> W + Send + 'static,
         W: Future<Output = Result<R, PluginError>> + Send + 'static,
     {
-        let mut make = Some(work);
-        // A call that began inline and yielded: its future and deadline.
-        let mut started = None;
-        loop {
-            if started.is_none() && !self.stats.offloading() {
-                let t0 = Instant::now();
-                let deadline = budget.deadline_from(t0);
-                let mut work = Box::pin(make.take().expect("made once")(deadline.clone()));
-                let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-                // A tick can land in a 5 µs call: only time says slow.
-                self.stats.note_inline(&self.id, t0.elapsed());
-                match first {
-                    Poll::Ready(result) => return result,
-                    // It yielded at an epoch tick or waits in WASI: this call
-                    // finishes on the plugin runtime.
-                    Poll::Pending => started = Some((work, deadline)),
-                }
+        if self.stats.offloading() {
+            return Box::pin(self.drive_offloaded(Err(work), budget)).await;
+        }
+        // The inline path is kept small: its future is moved whole into the
+        // caller's, and the slow path's timers and semaphores are boxed.
+        let t0 = budget.created;
+        let deadline = budget.deadline_from(t0);
+        let mut call = Box::pin(work(deadline.clone()));
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        // A tick can land in a 5 µs call: only time says slow.
+        self.stats.note_inline(&self.id, t0.elapsed());
+        match first {
+            Poll::Ready(result) => result,
+            // It yielded at an epoch tick or waits in WASI: this call
+            // finishes on the plugin runtime.
+            Poll::Pending => {
+                Box::pin(self.drive_offloaded::<R, F, W>(Ok((call, deadline)), budget)).await
             }
+        }
+    }
+
+    /// The slow path of [`drive`](Self::drive): a call that began inline and
+    /// yielded (`Ok`), or one not begun, of a plugin known to be slow (`Err`),
+    /// waits for a turn and runs on the plugin runtime.
+    async fn drive_offloaded<R, F, W>(
+        &self,
+        mut call: Result<(Pin<Box<W>>, CallDeadline), F>,
+        budget: Budget,
+    ) -> Result<R, PluginError>
+    where
+        R: Send + 'static,
+        F: FnOnce(CallDeadline) -> W + Send + 'static,
+        W: Future<Output = Result<R, PluginError>> + Send + 'static,
+    {
+        loop {
             // Waiting for a turn is bounded by the budget's queue time; the
             // deadline of a call already begun stops meanwhile (unless the
             // role's deadline covers waiting too).
             let waiting = Instant::now();
             let recovered = self.stats.recovered.notified();
+            let fresh = call.is_err();
             let turn = tokio::select! {
                 biased;
                 turn = tokio::time::timeout_at(
@@ -412,7 +489,21 @@ impl Plugin {
                     self.stats.turns.clone().acquire_owned(),
                 ) => turn,
                 // Found fast again while this call waited: run it inline.
-                () = recovered, if started.is_none() => continue,
+                () = recovered, if fresh => {
+                    let Err(work) = call else { unreachable!("fresh") };
+                    let now = Instant::now();
+                    let deadline = budget.deadline_from(now);
+                    let mut begun = Box::pin(work(deadline.clone()));
+                    let first = std::future::poll_fn(|cx| Poll::Ready(begun.as_mut().poll(cx))).await;
+                    self.stats.note_inline(&self.id, now.elapsed());
+                    match first {
+                        Poll::Ready(result) => return result,
+                        Poll::Pending => {
+                            call = Ok((begun, deadline));
+                            continue;
+                        }
+                    }
+                }
             };
             let turn = match turn {
                 Ok(Ok(turn)) => turn,
@@ -426,19 +517,16 @@ impl Plugin {
                     });
                 }
             };
-            let fresh = started.is_none();
-            let (work, deadline) = match started {
-                Some((work, deadline)) => {
+            let (work, deadline) = match call {
+                Ok((work, deadline)) => {
                     if budget.overall.is_none() {
                         deadline.extend(waiting.elapsed());
                     }
                     (work, deadline)
                 }
-                None => {
+                Err(work) => {
                     let deadline = budget.deadline_from(Instant::now());
-                    let work: Pin<Box<W>> =
-                        Box::pin(make.take().expect("made once")(deadline.clone()));
-                    (work, deadline)
+                    (Box::pin(work(deadline.clone())), deadline)
                 }
             };
             return self.offload(work, deadline, turn, fresh).await;

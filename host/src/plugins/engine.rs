@@ -76,12 +76,22 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 /// Advances the engine's epoch every [`TICK`] while plugin code may be
-/// running, and parks otherwise: an idle gateway does not wake up 200 times a
-/// second for nothing. Every guest entry holds an [`Entered`] guard.
+/// running, and for [`IDLE_GRACE`] after; then parks: an idle gateway does not
+/// wake up 200 times a second for nothing. Every guest entry holds an
+/// [`Entered`] guard.
+///
+/// Entering costs two atomic operations: only an entry that finds the ticker
+/// parked wakes it (a system call and a thread wake-up, once per idle
+/// period, not once per call), and a woken ticker waits a whole tick before
+/// its first increment, so the call that woke it is not interrupted at once.
 pub struct EpochTicker {
     active: Arc<AtomicUsize>,
+    parked: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::Thread,
 }
+
+/// How long the ticker keeps ticking after the last call ended.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 impl EpochTicker {
     /// Starts the ticker thread. It holds only a weak reference to the engine,
@@ -89,36 +99,50 @@ impl EpochTicker {
     fn start(engine: &Engine) -> Result<Arc<Self>, LoadError> {
         let weak = engine.weak();
         let active = Arc::new(AtomicUsize::new(0));
-        let running = active.clone();
+        let parked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (running, asleep) = (active.clone(), parked.clone());
+        let idle_ticks = (IDLE_GRACE.as_millis() / TICK.as_millis()) as u32;
         let handle = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                let mut idle = 0u32;
                 loop {
                     if running.load(Ordering::SeqCst) == 0 {
-                        // Woken by `enter`; the timeout only bounds how long
-                        // a dropped engine keeps this thread alive.
-                        std::thread::park_timeout(Duration::from_secs(1));
+                        idle += 1;
+                        if idle > idle_ticks {
+                            asleep.store(true, Ordering::SeqCst);
+                            // Re-check after announcing: an entry in between
+                            // saw `parked` false and did not unpark.
+                            if running.load(Ordering::SeqCst) == 0 {
+                                // The timeout only bounds how long a dropped
+                                // engine keeps this thread alive.
+                                std::thread::park_timeout(Duration::from_secs(1));
+                            }
+                            asleep.store(false, Ordering::SeqCst);
+                            idle = 0;
+                        }
+                    } else {
+                        idle = 0;
                     }
+                    std::thread::sleep(TICK);
                     let Some(engine) = weak.upgrade() else {
                         return;
                     };
-                    if running.load(Ordering::SeqCst) > 0 {
-                        engine.increment_epoch();
-                        drop(engine);
-                        std::thread::sleep(TICK);
-                    }
+                    engine.increment_epoch();
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start epoch ticker: {e}")))?;
         Ok(Arc::new(Self {
             active,
+            parked,
             thread: handle.thread().clone(),
         }))
     }
 
     /// Marks guest code as running until the guard drops.
     pub fn enter(&self) -> Entered<'_> {
-        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
             self.thread.unpark();
         }
         Entered(self)

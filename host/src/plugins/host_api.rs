@@ -38,6 +38,14 @@ impl CallDeadline {
         )))
     }
 
+    /// Sets the deadline of the next call (each instance keeps one cell).
+    pub(crate) fn set(&self, when: Instant) {
+        self.0.store(
+            when.saturating_duration_since(origin()).as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     pub(crate) fn get(&self) -> Instant {
         origin()
             + std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))

@@ -41,7 +41,9 @@ fn max_idle() -> usize {
 /// One live instance: its store and its exports.
 pub struct Slot {
     pub(crate) store: Store<HostState>,
-    pub(crate) exports: Exports,
+    /// Boxed: a slot is moved through every call's future, and the typed
+    /// export handles are ~200 bytes.
+    pub(crate) exports: Box<Exports>,
     _live: Live,
 }
 
@@ -175,7 +177,7 @@ impl Pool {
         match made {
             Ok(exports) => Ok(Slot {
                 store,
-                exports,
+                exports: Box::new(exports),
                 _live: reservation.0,
             }),
             Err(e) => Err(

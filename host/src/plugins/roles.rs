@@ -5,34 +5,12 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-
-use super::abi::Exports;
-use super::call::Call;
-use super::host_api::HostState;
+use super::call::call;
 use super::{Plugin, PluginError};
 use crate::domain::{
     BuildError, Candidate, ChatResponse, Kind, Metadata, RequestSummary, Target, UpstreamError,
     UpstreamRequest, UpstreamResponse, Verdict,
 };
-
-/// Declares a [`Call`]: its owned arguments and the `Exports` method it runs.
-macro_rules! call {
-    ($name:ident { $($field:ident : $ty:ty),* } -> $out:ty = |$s:ident, $store:ident, $exports:ident| $body:expr) => {
-        pub(crate) struct $name { $(pub(crate) $field: $ty),* }
-        impl Call for $name {
-            type Output = $out;
-            fn run<'a>(
-                self,
-                $store: &'a mut Store<HostState>,
-                $exports: &'a Exports,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<Option<$out>>> + Send + 'a>> {
-                let $s = self;
-                Box::pin(async move { $body })
-            }
-        }
-    };
-}
 
 call!(GetMetadata {} -> (Metadata, Option<Kind>) = |_s, store, exports| exports.metadata(store).await.map(Some));
 call!(Order { request: RequestSummary, candidates: Vec<Candidate> } -> Result<Vec<u32>, String> =

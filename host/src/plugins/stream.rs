@@ -11,12 +11,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use super::abi::Exports;
-use super::call::Call;
-use super::host_api::{CallDeadline, HostState};
+use super::call::call;
+use super::host_api::CallDeadline;
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 use crate::domain::{
@@ -50,96 +48,20 @@ enum Inner {
     },
 }
 
-struct BeginStream {
-    target: Arc<Target>,
-    request: Arc<str>,
-    headers: Vec<(String, String)>,
-}
-
-impl Call for BeginStream {
-    type Output = Result<(Vec<u8>, Option<QuotaHint>), UpstreamError>;
-    fn run<'a>(
-        self,
-        store: &'a mut Store<HostState>,
-        exports: &'a Exports,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            exports
-                .begin_stream(store, &self.target, &self.request, &self.headers)
-                .await
-        })
-    }
-}
-
-struct StreamStep {
+call!(BeginStream { target: Arc<Target>, request: Arc<str>, headers: Vec<(String, String)> }
+    -> Result<(Vec<u8>, Option<QuotaHint>), UpstreamError> =
+    |s, store, exports| exports.begin_stream(store, &s.target, &s.request, &s.headers).await);
+call!(StreamStep {
     target: Arc<Target>,
     state: Vec<u8>,
     /// `None`: the body ended.
     events: Option<Vec<StreamEvent>>,
-}
-
-impl Call for StreamStep {
-    type Output = Result<(StreamBatch, Vec<u8>), UpstreamError>;
-    fn run<'a>(
-        self,
-        store: &'a mut Store<HostState>,
-        exports: &'a Exports,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            exports
-                .stream_step(store, &self.target, &self.state, self.events.as_deref())
-                .await
-        })
-    }
-}
-
-struct OpenParser {
-    target: Arc<Target>,
-    request: Arc<str>,
-}
-
-impl Call for OpenParser {
-    type Output = ResourceAny;
-    fn run<'a>(
-        self,
-        store: &'a mut Store<HostState>,
-        exports: &'a Exports,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            exports
-                .open_parser(store, &self.target, &self.request)
-                .await
-        })
-    }
-}
-
-struct FeedParser {
-    parser: ResourceAny,
-    bytes: Option<Vec<u8>>,
-}
-
-impl Call for FeedParser {
-    type Output = Result<StreamBatch, UpstreamError>;
-    fn run<'a>(
-        self,
-        store: &'a mut Store<HostState>,
-        exports: &'a Exports,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = wasmtime::Result<Option<Self::Output>>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            exports
-                .feed_parser(store, self.parser, self.bytes.as_deref())
-                .await
-        })
-    }
-}
+} -> Result<(StreamBatch, Vec<u8>), UpstreamError> =
+    |s, store, exports| exports.stream_step(store, &s.target, &s.state, s.events.as_deref()).await);
+call!(OpenParser { target: Arc<Target>, request: Arc<str> } -> ResourceAny =
+    |s, store, exports| exports.open_parser(store, &s.target, &s.request).await);
+call!(FeedParser { parser: ResourceAny, bytes: Option<Vec<u8>> } -> Result<StreamBatch, UpstreamError> =
+    |s, store, exports| exports.feed_parser(store, s.parser, s.bytes.as_deref()).await);
 
 impl Plugin {
     /// Adapter: starts parsing a 2xx streamed response. v0.2: asks the
@@ -188,7 +110,7 @@ impl Plugin {
         // v0.1: a pinned instance.
         let admission = self.pool.begin_pinned()?;
         let reserved = self.pool.reserve()?;
-        let budget = self.budget(self.deadline);
+        let budget = self.budget(self.deadline).on(&reserved);
         let plugin = self.clone();
         let rid = request_id.clone();
         let call = OpenParser {
