@@ -370,17 +370,8 @@ async fn a_plugin_found_slow_runs_offloaded_until_a_call_proves_it_fast() {
         "clean": {"deployments": [hostile("clean")]},
     });
     let gw = Gateway::start(routes, &["hostile"], json!({}));
-    let offloaded = || async {
-        let health = json_body(
-            client()
-                .get(format!("{}/healthz", gw.url))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        health["plugin_detail"]["hostile"]["offloaded_ms"].as_u64()
-    };
+    let offloaded =
+        || async { gw.health().await["plugin_detail"]["hostile"]["offloaded_ms"].as_u64() };
     assert_eq!(gw.chat("clean", false).await.status(), 200);
     assert_eq!(offloaded().await, None, "a fast adapter runs inline");
     // Building and parsing each burn 1 ms of CPU: three such calls in a row
@@ -435,14 +426,7 @@ async fn a_faulting_plugin_is_quarantined() {
             .count(),
         1
     );
-    let health = json_body(
-        client()
-            .get(format!("{}/healthz", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let health = gw.health().await;
     assert_eq!(
         health["plugin_detail"]["spin"]["state"], "quarantined",
         "{health}"

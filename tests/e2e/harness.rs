@@ -200,6 +200,16 @@ impl Gateway {
         );
     }
 
+    /// The `/healthz` document.
+    pub async fn health(&self) -> Value {
+        let r = client()
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await
+            .unwrap();
+        json_body(r).await
+    }
+
     /// POSTs a chat request for `model` with one user message.
     pub async fn chat(&self, model: &str, stream: bool) -> reqwest::Response {
         self.post(json!({

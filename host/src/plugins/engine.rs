@@ -91,7 +91,7 @@ pub struct EpochTicker {
 }
 
 /// How long the ticker keeps ticking after the last call ended.
-pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+pub const IDLE_GRACE: Duration = Duration::from_millis(250);
 
 impl EpochTicker {
     /// Starts the ticker thread. It holds only a weak reference to the engine,
