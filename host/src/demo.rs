@@ -52,7 +52,7 @@ pub fn router() -> Router {
 
 /// Binds and serves the demo upstream until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router()).await
+    axum::serve(crate::server::nodelay(listener), router()).await
 }
 
 /// Binds the demo upstream's address, with an error that says what it is for.

@@ -34,6 +34,20 @@ pub struct AppState {
 /// new clients, and each drop costs the client a 1 s retransmit.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+/// Accepted connections with `TCP_NODELAY`: a stream's events are written
+/// one by one, and Nagle's algorithm would hold each behind the client's
+/// delayed ACK (~40 ms a chunk).
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
+        }
+    })
+}
+
 /// A listener on `addr` with [`LISTEN_BACKLOG`].
 pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {

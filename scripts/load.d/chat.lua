@@ -12,6 +12,11 @@ wrk.body = '{"model":"load","messages":['
     .. '{"role":"user","content":"What is the capital of France? Answer in one sentence."}'
     .. '],"max_tokens":64,"temperature":0.2}'
 
+-- LOAD_STREAM=1: the same request, streamed (SSE).
+if os.getenv("LOAD_STREAM") == "1" then
+    wrk.body = wrk.body:sub(1, -2) .. ',"stream":true}'
+end
+
 -- Latencies are in microseconds; `status` counts responses with status >= 400.
 function done(summary, latency, requests)
     local e = summary.errors

@@ -65,7 +65,7 @@ impl Mock {
         // the accept queue (a dropped SYN costs a 1 s retransmit).
         let listener = switchyard::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(switchyard::server::nodelay(listener), app).await });
         Mock { url, hits }
     }
 
