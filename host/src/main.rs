@@ -191,10 +191,12 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
     // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
     // no longer than DRAIN (a long stream must not block a deploy forever).
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(switchyard::server::nodelay(listener), app).with_graceful_shutdown(async move {
-        shutdown().await;
-        let _ = stopping_tx.send(true);
-    });
+    let server = axum::serve(switchyard::server::nodelay(listener), app).with_graceful_shutdown(
+        async move {
+            shutdown().await;
+            let _ = stopping_tx.send(true);
+        },
+    );
     tokio::select! {
         served = server => served.map_err(|e| e.to_string()),
         () = async {

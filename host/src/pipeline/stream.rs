@@ -103,9 +103,10 @@ impl StreamPump {
     ) {
         let mut usage = first.usage;
         let mut done = first.done;
-        if self.forward(&first.chunks).await.is_err() {
+        if !done && self.forward(&first.chunks, false).await.is_err() {
             return;
         }
+        let mut last = done.then_some(first.chunks);
         let mut failure = None;
         while !done {
             let next = tokio::select! {
@@ -154,17 +155,22 @@ impl StreamPump {
                 Ok(batch) => {
                     usage = batch.usage.or(usage);
                     done = batch.done || eof;
-                    if self.forward(&batch.chunks).await.is_err() {
+                    if done {
+                        // Sent with `[DONE]`, in one write.
+                        last = Some(batch.chunks);
+                    } else if self.forward(&batch.chunks, false).await.is_err() {
                         return;
                     }
                 }
             }
         }
+        if failure.is_none() {
+            let _ = self.forward(&last.unwrap_or_default(), true).await;
+        }
         let health = self.in_flight.health();
         match failure {
             None => {
                 health.record_success(std::time::Duration::ZERO);
-                let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 match usage {
                     Some(u) => tracing::info!(
                         prompt_tokens = u.prompt_tokens,
@@ -208,31 +214,40 @@ impl StreamPump {
         }
     }
 
-    /// Sends chunks to the client as SSE events (and to the transcript).
-    /// A client that stops reading for `idle` is dropped, so it cannot hold
-    /// the upstream connection and the adapter instance forever.
-    async fn forward(&mut self, chunks: &[String]) -> Result<(), ()> {
+    /// Sends chunks to the client as SSE events (and to the transcript), all
+    /// of one batch in one write (each write is a packet: `TCP_NODELAY`),
+    /// with `data: [DONE]` after them when `end`. A client that stops reading
+    /// for `idle` is dropped, so it cannot hold the upstream connection and
+    /// the adapter instance forever.
+    async fn forward(&mut self, chunks: &[String], end: bool) -> Result<(), ()> {
+        if chunks.is_empty() && !end {
+            return Ok(());
+        }
+        let size: usize = chunks.iter().map(|c| c.len() + 8).sum::<usize>() + 14;
+        let mut events = Vec::with_capacity(size);
         for chunk in chunks {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
             }
-            let mut event = Vec::with_capacity(chunk.len() + 8);
-            event.extend_from_slice(b"data: ");
-            event.extend_from_slice(chunk.as_bytes());
-            event.extend_from_slice(b"\n\n");
-            match self.tx.send_timeout(Bytes::from(event), self.idle).await {
-                Ok(()) => {}
-                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                    tracing::info!("client went away mid-stream");
-                    return Err(());
-                }
-                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    tracing::warn!(
-                        "client read nothing for {} ms; stream abandoned",
-                        self.idle.as_millis()
-                    );
-                    return Err(());
-                }
+            events.extend_from_slice(b"data: ");
+            events.extend_from_slice(chunk.as_bytes());
+            events.extend_from_slice(b"\n\n");
+        }
+        if end {
+            events.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        match self.tx.send_timeout(Bytes::from(events), self.idle).await {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                tracing::info!("client went away mid-stream");
+                return Err(());
+            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(
+                    "client read nothing for {} ms; stream abandoned",
+                    self.idle.as_millis()
+                );
+                return Err(());
             }
         }
         Ok(())
