@@ -20,6 +20,7 @@ pub mod call;
 pub mod engine;
 pub mod host_api;
 pub mod limits;
+pub mod placement;
 pub mod pool;
 pub mod registry;
 pub mod roles;
@@ -34,7 +35,7 @@ pub use stream::StreamSession;
 
 use crate::config::QuarantineConfig;
 use crate::domain::{Kind, Metadata, WitVersion};
-use call::CallStats;
+use placement::CallStats;
 use pool::Pool;
 
 /// Budget of the first call of a freshly loaded plugin (instantiation and

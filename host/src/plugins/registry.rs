@@ -20,10 +20,10 @@ use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
 use super::abi::{self, Indices};
-use super::call::{CallStats, plugin_runtime};
 use super::engine::{PluginEngine, content_hash};
 use super::host_api::Shared;
 use super::limits::{Counters, LogGate};
+use super::placement::{CallStats, plugin_runtime};
 use super::pool::{InstanceLimits, Pool};
 use super::{LoadError, MAX_PLUGIN_BYTES, Plugin, PluginError};
 use crate::config::{Config, Deadlines, QuarantineConfig};
