@@ -57,7 +57,8 @@ use super::{Plugin, PluginError};
 pub(crate) struct Budget {
     /// How long it may run once it starts.
     run: Duration,
-    /// When the call was made (an inline call starts then).
+    /// When the call was made, or got its instance after waiting for one: an
+    /// inline call starts then.
     created: Instant,
     /// Waiting for an instance or a turn on the plugin runtime ends here.
     pub(crate) wait_until: Instant,
@@ -147,10 +148,14 @@ impl Plugin {
                 remaining_ms: left.as_millis() as u64,
             });
         }
-        let budget = self.budget(run);
+        let mut budget = self.budget(run);
         let reserved = match self.pool.reserve() {
             Err(e) if e.is_saturation() => {
-                Box::pin(self.pool.reserve_by(budget.wait_until)).await?
+                let reserved = Box::pin(self.pool.reserve_by(budget.wait_until)).await?;
+                // An inline call's deadline counts from here, not from
+                // before the wait (capped by `overall` where waiting counts).
+                budget.created = Instant::now();
+                reserved
             }
             other => other?,
         };
