@@ -4,6 +4,68 @@
 //! Nothing outside this folder names generated bindings: the rest of the
 //! runtime sees [`Exports`] and [`crate::domain`] types.
 
+/// The conversions of a strategy's arguments into a WIT version's bindings,
+/// for versions whose `strategy` types are the same: written once, expanded in
+/// each version module with its own generated `strategy` module.
+macro_rules! strategy_conversions {
+    ($s:ident) => {
+        impl From<&domain::RequestSummary> for $s::RequestSummary {
+            fn from(r: &domain::RequestSummary) -> Self {
+                Self {
+                    model: r.model.clone(),
+                    input_tokens: r.input_tokens,
+                    max_output_tokens: r.max_output_tokens,
+                    stream: r.stream,
+                    needs: capabilities(r.needs),
+                    priority: match r.priority {
+                        domain::TaskPriority::Low => $s::TaskPriority::Low,
+                        domain::TaskPriority::Normal => $s::TaskPriority::Normal,
+                        domain::TaskPriority::High => $s::TaskPriority::High,
+                        domain::TaskPriority::Critical => $s::TaskPriority::Critical,
+                    },
+                    tags: r.tags.clone(),
+                }
+            }
+        }
+
+        impl From<&domain::Candidate> for $s::Candidate {
+            fn from(c: &domain::Candidate) -> Self {
+                Self {
+                    deployment: c.deployment.clone(),
+                    adapter: c.adapter.clone(),
+                    healthy: c.healthy,
+                    headroom: c.headroom,
+                    in_flight: c.in_flight,
+                    error_rate: c.error_rate,
+                    latency_ms: c.latency_ms,
+                    input_cost_per_1k: c.input_cost_per_1k,
+                    output_cost_per_1k: c.output_cost_per_1k,
+                    priority: c.priority,
+                    weight: c.weight,
+                    quality: c.quality,
+                    supports: capabilities(c.supports),
+                }
+            }
+        }
+
+        fn capabilities(c: domain::Capabilities) -> $s::Capabilities {
+            let mut out = $s::Capabilities::empty();
+            for (host, wit) in [
+                (domain::Capabilities::TOOLS, $s::Capabilities::TOOLS),
+                (domain::Capabilities::JSON_MODE, $s::Capabilities::JSON_MODE),
+                (domain::Capabilities::VISION, $s::Capabilities::VISION),
+                (domain::Capabilities::STREAMING, $s::Capabilities::STREAMING),
+            ] {
+                if c.contains(host) {
+                    out |= wit;
+                }
+            }
+            out
+        }
+    };
+}
+pub(crate) use strategy_conversions;
+
 pub mod v0_1;
 pub mod v0_2;
 
