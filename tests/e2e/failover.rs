@@ -22,12 +22,31 @@ fn start(routes: Value) -> Gateway {
     Gateway::start(routes, &["openai", "priority", "basic"], json!({}))
 }
 
-async fn answered_by(gw: &Gateway, expect: &str, attempts: &str) {
+/// Asks route "chat" and checks who answered; returns the request id.
+async fn answered_by(gw: &Gateway, expect: &str, attempts: &str) -> String {
     let r = gw.chat("chat", false).await;
     assert_eq!(r.status(), 200, "{}", gw.logs());
     assert_eq!(r.headers()["x-switchyard-attempts"], attempts);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let body = json_body(r).await;
     assert_eq!(body["model"], expect, "{body}");
+    id
+}
+
+/// Waits for a log line that contains every one of `needles`.
+fn assert_line(gw: &Gateway, needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if gw
+            .log_lines()
+            .iter()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no log line contains all of {needles:?}:\n{}", gw.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,9 +56,30 @@ async fn server_error_fails_over() {
         deployment("broken", &mock.url, "fail-500"),
         deployment("backup", &mock.url, "good"),
     ));
-    answered_by(&gw, "backup", "2").await;
+    let id = answered_by(&gw, "backup", "2").await;
     assert_eq!(mock.hits("fail-500"), 1);
-    gw.assert_log("class=Overloaded");
+    // Each line of the request names it, its route and the deployment.
+    let id = format!("request_id={id}");
+    assert_line(
+        &gw,
+        &[
+            "attempt failed",
+            &id,
+            "model=chat",
+            "deployment=broken",
+            "class=Overloaded",
+        ],
+    );
+    assert_line(
+        &gw,
+        &[
+            "answered",
+            &id,
+            "model=chat",
+            "deployment=backup",
+            "attempts=2",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,7 +90,14 @@ impl Gateway {
                 request_id: request_id.clone(),
                 transcript: Transcript::default(),
             });
-            return start_stream(d, session, response, started, in_flight, evaluation).await;
+            // Lines of the pump (spawned) carry the request's identity.
+            let log = tracing::info_span!(
+                "stream",
+                request_id = %request_id,
+                model = %route.name,
+                deployment = %d.name
+            );
+            return start_stream(d, session, response, started, in_flight, evaluation, log).await;
         }
 
         let body = Upstream::read_body(&endpoint, response, started).await?;
@@ -133,7 +140,7 @@ impl Gateway {
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
+                tracing::warn!(request_id = %request_id, plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
                 Ok(())
             }
             Ok(v) => {
@@ -141,7 +148,7 @@ impl Gateway {
                 if v.pass {
                     Ok(())
                 } else {
-                    tracing::warn!(plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
+                    tracing::warn!(request_id = %request_id, plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
                     Err(Attempt::new(
                         &d.name,
                         FailureClass::EvaluatorRejected,

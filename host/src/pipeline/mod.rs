@@ -193,7 +193,10 @@ impl Gateway {
             .routes
             .get(view.model.as_ref())
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
-        let span = tracing::info_span!("request", request_id = %request_id, model = %route.name);
+        // A span at `debug` only: at `info` its creation, formatting and
+        // per-poll enter/exit cost several microseconds a request. Lines at
+        // `info` and above name the request themselves (`request_id`, `model`).
+        let span = tracing::debug_span!("request", request_id = %request_id, model = %route.name);
 
         async move {
             // 3. The order to try its deployments in.
@@ -235,6 +238,8 @@ impl Gateway {
                             }
                         }
                         tracing::info!(
+                            request_id = %request_id,
+                            model = %route.name,
                             deployment = %deployment.name,
                             attempts = attempts.len() + 1,
                             ms = started.elapsed().as_millis() as u64,
@@ -245,6 +250,8 @@ impl Gateway {
                     }
                     Err(attempt) => {
                         tracing::warn!(
+                            request_id = %request_id,
+                            model = %route.name,
                             deployment = %attempt.deployment,
                             class = ?attempt.class,
                             status = attempt.status,
@@ -305,7 +312,7 @@ impl Gateway {
                 match ordered {
                     Ok(order) => order,
                     Err(e) => {
-                        tracing::warn!(plugin = %id, "strategy failed, using the configured order: {e}");
+                        tracing::warn!(request_id = %request_id, plugin = %id, "strategy failed, using the configured order: {e}");
                         configured()
                     }
                 }

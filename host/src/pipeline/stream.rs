@@ -27,6 +27,7 @@ pub(super) async fn start_stream(
     started: Instant,
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
+    log: tracing::Span,
 ) -> Result<Answer, Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
     let mut body = response.bytes_stream();
@@ -76,7 +77,7 @@ pub(super) async fn start_stream(
         in_flight,
         evaluation,
     };
-    tokio::spawn(pump.run(first, body).in_current_span());
+    tokio::spawn(pump.run(first, body).instrument(log));
     Ok(Answer::Stream {
         deployment: d.name.clone(),
         events: rx,

@@ -237,7 +237,7 @@ impl Plugin {
             ),
             Ok(Err(e)) => {
                 let error = classify_trap(&self.id, &slot.store, self.deadline, e);
-                tracing::warn!(plugin = %self.id, "discarding trapped plugin instance");
+                tracing::warn!(request_id = %request_id, plugin = %self.id, "discarding trapped plugin instance");
                 (None, Err(error))
             }
             Err(panic) => (
