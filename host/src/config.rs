@@ -489,11 +489,8 @@ impl Config {
                         d.name
                     ));
                 }
-                if reqwest::Url::parse(&d.base_url).is_err() {
-                    problems.push(format!(
-                        "  at {at}/base_url: {:?} is not a valid URL",
-                        d.base_url
-                    ));
+                if let Err(e) = crate::upstream::BaseUrl::parse(&d.base_url) {
+                    problems.push(format!("  at {at}/base_url: {e}"));
                 }
                 if let Some(t) = &d.timeouts
                     && let Err(e) = self.timeouts.merged(t)

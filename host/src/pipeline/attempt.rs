@@ -9,7 +9,7 @@ use super::{Answer, Deployment, Gateway, Route};
 use crate::domain::{BuildError, Kind, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::plugins::PluginError;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, header_pairs};
 
 /// A plugin failure as an attempt: a saturated gateway is nobody's fault.
 pub(super) fn plugin_failed(deployment: &str, e: PluginError) -> Attempt {
@@ -62,8 +62,8 @@ impl Gateway {
         let endpoint = d.endpoint(adapter.metadata().auth.as_ref());
         let response = self.upstream.send(&endpoint, http).await?;
 
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
+        if !response.status.is_success() {
+            let status = response.status.as_u16();
             let body = Upstream::read_body(&endpoint, response, started).await?;
             let error = adapter
                 .classify_error(request_id, body)
@@ -73,11 +73,7 @@ impl Gateway {
         }
 
         if stream {
-            let headers = response
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                .collect();
+            let headers = header_pairs(&response.headers);
             let (session, _quota) = adapter
                 .open_stream(request_id, &d.target, request, headers)
                 .await

@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::failover::{FailureClass, Next};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
-use crate::upstream::{Endpoint, Upstream};
+use crate::upstream::{BaseUrl, Endpoint, Upstream};
 use request::{ChatRequestView, capabilities, summarize, validate_order};
 
 /// Everything a request needs, built once from the config.
@@ -57,7 +57,7 @@ pub struct Route {
 pub struct Deployment {
     pub name: String,
     pub adapter: String,
-    pub base_url: reqwest::Url,
+    pub base_url: BaseUrl,
     pub api_key_env: Option<String>,
     api_key: Option<String>,
     pub timeouts: Timeouts,
@@ -122,7 +122,7 @@ impl Gateway {
                 deployments.push(Deployment {
                     name: d.name.clone(),
                     adapter: d.adapter.clone(),
-                    base_url: reqwest::Url::parse(&d.base_url)
+                    base_url: BaseUrl::parse(&d.base_url)
                         .map_err(|e| format!("deployment {}: base_url: {e}", d.name))?,
                     api_key_env: d.api_key_env.clone(),
                     api_key: d.api_key_env.as_deref().and_then(|v| std::env::var(v).ok()),

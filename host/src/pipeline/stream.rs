@@ -17,20 +17,21 @@ use crate::domain::{Kind, StreamBatch, UpstreamError};
 use crate::failover::{Attempt, FailureClass};
 use crate::health::{DeploymentHealth, InFlight};
 use crate::plugins::{PluginError, Registry, StreamSession};
+use crate::upstream::{Reply, ReplyBody};
 
 /// Reads the stream until its first parsed chunk (failing over is still
 /// possible until then), then commits: a task pumps the rest to the client.
 pub(super) async fn start_stream(
     d: &Deployment,
     mut session: StreamSession,
-    response: reqwest::Response,
+    response: Reply,
     started: Instant,
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
     log: tracing::Span,
 ) -> Result<Answer, Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
-    let mut body = response.bytes_stream();
+    let mut body = response.body;
     // One budget from sending the request to the first parsed chunk.
     let deadline = started + d.timeouts.first_byte();
     let first = loop {
@@ -97,11 +98,7 @@ pub(super) struct StreamPump {
 }
 
 impl StreamPump {
-    async fn run(
-        mut self,
-        first: StreamBatch,
-        mut body: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
-    ) {
+    async fn run(mut self, first: StreamBatch, mut body: ReplyBody) {
         let mut usage = first.usage;
         let mut done = first.done;
         if !done && self.forward(&first.chunks, false).await.is_err() {

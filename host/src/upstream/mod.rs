@@ -1,0 +1,430 @@
+//! Sending requests to upstreams: one pooled HTTP client per connect timeout,
+//! the secret attached here (never in a plugin), and the three timeouts that
+//! keep a dead, silent or stalling upstream from hanging a request.
+//!
+//! Egress is the host's: an adapter supplies method, path, headers and body,
+//! but the host owns the transport. Headers that steer the connection or
+//! carry credentials (`host`, `content-length`, hop-by-hop headers, auth
+//! headers, anything containing the key) are dropped from what the adapter
+//! returns; a path that could leave the deployment's base URL (dot segments,
+//! also percent-encoded, a scheme, an authority, backslashes) is refused. The
+//! key goes where the deployment's declared auth scheme says, nowhere else
+//! (see [`egress`]).
+//!
+//! The client is hyper's pooled client used directly: a request is one URI
+//! built from the base checked at start and the adapter's path, handed to
+//! the connection pool. (A general-purpose client reparses the URL for its
+//! redirect policy on every request, and a gateway follows no redirects.)
+//! [`Upstream::in_process`] swaps the network for a function, so benchmarks
+//! can measure the whole request path without sockets.
+
+mod egress;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use egress::{BaseUrl, check_path};
+
+use crate::config::Timeouts;
+use crate::domain::{AuthScheme, UpstreamRequest, UpstreamResponse};
+use crate::failover::{Attempt, FailureClass};
+
+/// Largest upstream body read into memory for one non-streamed answer.
+pub const MAX_UPSTREAM_BODY: usize = 32 << 20;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// An upstream stand-in for benchmarks and tests: answers a request in
+/// process, with no socket.
+pub type InProcess = Arc<dyn Fn(Request<Bytes>) -> Response<Bytes> + Send + Sync>;
+
+/// Where requests go.
+enum Transport {
+    /// Pooled HTTP(S) clients, one per distinct connect timeout in the config.
+    Http(HashMap<u64, Client<Connector, Full<Bytes>>>),
+    InProcess(InProcess),
+}
+
+/// The gateway's way out to its upstreams.
+pub struct Upstream {
+    transport: Transport,
+}
+
+/// What the host needs to send to one deployment.
+pub struct Endpoint<'a> {
+    pub deployment: &'a str,
+    /// Checked once at start; the adapter's path is appended per request.
+    pub base_url: &'a BaseUrl,
+    pub api_key: Option<&'a str>,
+    pub api_key_env: Option<&'a str>,
+    /// Declared once (adapter metadata or deployment config).
+    pub auth: &'a AuthScheme,
+    pub timeouts: &'a Timeouts,
+}
+
+/// An upstream's answer once its headers arrived; the body is read by
+/// [`Upstream::read_body`] or streamed.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: ReplyBody,
+}
+
+/// The body of a [`Reply`], as a stream of chunks.
+pub struct ReplyBody(BodyInner);
+
+enum BodyInner {
+    Http(hyper::body::Incoming),
+    Full(Option<Bytes>),
+}
+
+/// A body that broke while being read (the connection failed or the
+/// upstream sent something that is not HTTP).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(String);
+
+impl futures_util::Stream for ReplyBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.get_mut().0 {
+            BodyInner::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
+            BodyInner::Http(incoming) => loop {
+                let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Some(Err(BodyError(root_cause(&e)))));
+                    }
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                };
+                // Trailers carry nothing an adapter reads.
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Poll::Ready(Some(Ok(data)));
+                }
+            },
+        }
+    }
+}
+
+impl Upstream {
+    /// Pooled clients for each connect timeout the config uses.
+    pub fn new(connect_timeouts: impl IntoIterator<Item = u64>) -> Result<Self, String> {
+        let mut clients = HashMap::new();
+        for ms in connect_timeouts {
+            if clients.contains_key(&ms) {
+                continue;
+            }
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(Duration::from_millis(ms)));
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            // No retries and no redirects: a gateway must not replay a POST
+            // wherever a redirect points, and retrying is the failover
+            // engine's decision.
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .retry_canceled_requests(false)
+                .build(https);
+            clients.insert(ms, client);
+        }
+        Ok(Self {
+            transport: Transport::Http(clients),
+        })
+    }
+
+    /// An upstream that answers every request with `answer`, in process.
+    pub fn in_process(answer: InProcess) -> Self {
+        Self {
+            transport: Transport::InProcess(answer),
+        }
+    }
+
+    /// Sends the adapter's request with the deployment's key attached and
+    /// waits for the response headers, at most the first-byte timeout.
+    pub async fn send(
+        &self,
+        to: &Endpoint<'_>,
+        request: UpstreamRequest,
+    ) -> Result<Reply, Attempt> {
+        let fail = |class, message: String| Attempt::new(to.deployment, class, message);
+        let refused = |e: String| {
+            fail(
+                FailureClass::Plugin,
+                format!("adapter request refused: {e}"),
+            )
+        };
+        check_path(&request.path).map_err(refused)?;
+        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            fail(
+                FailureClass::Plugin,
+                format!("adapter returned invalid method {:?}", request.method),
+            )
+        })?;
+        // v0.1 adapters chose the scheme per request; v0.2 ones declare it.
+        let auth = request.auth.as_ref().unwrap_or(to.auth);
+        // A deployment without `api_key_env` sends no key (local servers such
+        // as Ollama or vLLM need none); one whose variable is unset fails.
+        let key = match (auth, to.api_key_env) {
+            (AuthScheme::None, _) | (_, None) => None,
+            (_, Some(env)) => Some(to.api_key.ok_or_else(|| {
+                fail(
+                    FailureClass::Auth,
+                    format!("no API key: the environment variable {env} (api_key_env) is not set"),
+                )
+            })?),
+        };
+        let key_param = match (auth, key) {
+            (AuthScheme::Query(param), Some(key)) => Some((param.as_str(), key)),
+            _ => None,
+        };
+        let uri: http::Uri = to
+            .base_url
+            .join(&request.path, key_param)
+            .parse()
+            .map_err(|_| refused(format!("path {:?} is not a valid URI path", request.path)))?;
+        let headers =
+            egress::headers(&request.headers, auth, key).map_err(|(class, m)| fail(class, m))?;
+        let mut outgoing = Request::new(Bytes::from(request.body));
+        *outgoing.method_mut() = method;
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = headers;
+
+        let client = match &self.transport {
+            Transport::InProcess(answer) => {
+                let (parts, body) = answer(outgoing).into_parts();
+                return Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: ReplyBody(BodyInner::Full(Some(body))),
+                });
+            }
+            Transport::Http(clients) => clients.get(&to.timeouts.connect_ms).ok_or_else(|| {
+                fail(
+                    FailureClass::Transport,
+                    "no HTTP client for this deployment".into(),
+                )
+            })?,
+        };
+        let send = client.request(outgoing.map(Full::new));
+        match tokio::time::timeout(to.timeouts.first_byte(), send).await {
+            Err(_) => Err(fail(
+                FailureClass::Timeout,
+                format!(
+                    "no response headers within {} ms (first_byte_ms)",
+                    to.timeouts.first_byte_ms
+                ),
+            )),
+            Ok(Err(e)) if e.is_connect() && timed_out(&e) => Err(fail(
+                FailureClass::Connect,
+                format!(
+                    "connect timed out after {} ms (connect_ms)",
+                    to.timeouts.connect_ms
+                ),
+            )),
+            Ok(Err(e)) if e.is_connect() => Err(fail(
+                FailureClass::Connect,
+                format!("cannot connect: {}", root_cause(&e)),
+            )),
+            Ok(Err(e)) => Err(fail(
+                FailureClass::Transport,
+                format!("request failed: {}", root_cause(&e)),
+            )),
+            Ok(Ok(response)) => {
+                let (parts, body) = response.into_parts();
+                Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: ReplyBody(BodyInner::Http(body)),
+                })
+            }
+        }
+    }
+
+    /// Reads a whole body, bounded by the idle and total timeouts and by
+    /// [`MAX_UPSTREAM_BODY`].
+    pub async fn read_body(
+        to: &Endpoint<'_>,
+        reply: Reply,
+        started: Instant,
+    ) -> Result<UpstreamResponse, Attempt> {
+        use futures_util::StreamExt;
+        let fail = |class, message: String| Attempt::new(to.deployment, class, message);
+        let headers = header_pairs(&reply.headers);
+        let mut stream = reply.body;
+        let total_deadline = started + to.timeouts.total();
+        let mut body = Vec::new();
+        loop {
+            let wait = to
+                .timeouts
+                .idle()
+                .min(total_deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) => {
+                    return Err(fail(
+                        FailureClass::Timeout,
+                        format!(
+                            "response body stalled (idle_ms {} / total_ms {})",
+                            to.timeouts.idle_ms, to.timeouts.total_ms
+                        ),
+                    ));
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(fail(
+                        FailureClass::Transport,
+                        format!("reading body failed: {e}"),
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => {
+                    if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                        return Err(fail(
+                            FailureClass::Permanent,
+                            format!("response body exceeds {MAX_UPSTREAM_BODY} bytes"),
+                        ));
+                    }
+                    if body.is_empty() {
+                        body = Vec::from(chunk);
+                    } else {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+            }
+        }
+        Ok(UpstreamResponse {
+            status: reply.status.as_u16(),
+            headers,
+            body,
+        })
+    }
+}
+
+/// Response headers as an adapter sees them (those that are text).
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// Whether a connect error was the connect timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The error and its innermost cause (e.g. "Connection refused"). Transport
+/// errors never contain the URL, which may carry an API key as a query
+/// parameter: this text reaches logs and the caller's error body.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let top = e.to_string();
+    let cause = inner.to_string();
+    if top == cause {
+        top
+    } else {
+        format!("{top}: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint<'a>(base: &'a BaseUrl, timeouts: &'a Timeouts) -> Endpoint<'a> {
+        static QUERY: std::sync::LazyLock<AuthScheme> =
+            std::sync::LazyLock::new(|| AuthScheme::Query("key".into()));
+        Endpoint {
+            deployment: "d",
+            base_url: base,
+            api_key: Some("SECRET"),
+            api_key_env: Some("K"),
+            auth: &QUERY,
+            timeouts,
+        }
+    }
+
+    fn request() -> UpstreamRequest {
+        UpstreamRequest {
+            method: "POST".into(),
+            path: "/v1/x".into(),
+            headers: vec![],
+            body: b"{}".to_vec(),
+            auth: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_url_and_its_key() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let timeouts = Timeouts::default();
+        let upstream = Upstream::new([timeouts.connect_ms]).unwrap();
+        let Err(e) = upstream.send(&endpoint(&base, &timeouts), request()).await else {
+            panic!("nothing listens there");
+        };
+        assert_eq!(e.class, FailureClass::Connect);
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
+        assert!(e.message.contains("cannot connect"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn in_process_answers_see_what_the_network_would() {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let keep = seen.clone();
+        let upstream = Upstream::in_process(Arc::new(move |r: Request<Bytes>| {
+            *keep.lock().unwrap() = Some(r.uri().to_string());
+            Response::new(Bytes::from_static(b"answer"))
+        }));
+        let base = BaseUrl::parse("http://h:1/api").unwrap();
+        let timeouts = Timeouts::default();
+        let to = endpoint(&base, &timeouts);
+        let reply = upstream.send(&to, request()).await.unwrap();
+        let body = Upstream::read_body(&to, reply, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(body.body, b"answer");
+        assert_eq!(
+            seen.lock().unwrap().as_deref(),
+            Some("http://h:1/api/v1/x?key=SECRET")
+        );
+    }
+}
