@@ -158,6 +158,13 @@ impl Gateway {
         })
     }
 
+    /// The same gateway sending to `upstream` instead (benchmarks and tests:
+    /// [`Upstream::in_process`] measures the request path without sockets).
+    pub fn with_upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = upstream;
+        self
+    }
+
     /// Model names clients may request, sorted.
     pub fn model_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();

@@ -6,13 +6,14 @@
 
 /// The conversions of a strategy's arguments into a WIT version's bindings,
 /// for versions whose `strategy` types are the same: written once, expanded in
-/// each version module with its own generated `strategy` module.
+/// each version module with its own generated `strategy` module. By move: a
+/// call owns its arguments, so their strings are handed over, not copied.
 macro_rules! strategy_conversions {
     ($s:ident) => {
-        impl From<&domain::RequestSummary> for $s::RequestSummary {
-            fn from(r: &domain::RequestSummary) -> Self {
+        impl From<domain::RequestSummary> for $s::RequestSummary {
+            fn from(r: domain::RequestSummary) -> Self {
                 Self {
-                    model: r.model.clone(),
+                    model: r.model,
                     input_tokens: r.input_tokens,
                     max_output_tokens: r.max_output_tokens,
                     stream: r.stream,
@@ -23,16 +24,16 @@ macro_rules! strategy_conversions {
                         domain::TaskPriority::High => $s::TaskPriority::High,
                         domain::TaskPriority::Critical => $s::TaskPriority::Critical,
                     },
-                    tags: r.tags.clone(),
+                    tags: r.tags,
                 }
             }
         }
 
-        impl From<&domain::Candidate> for $s::Candidate {
-            fn from(c: &domain::Candidate) -> Self {
+        impl From<domain::Candidate> for $s::Candidate {
+            fn from(c: domain::Candidate) -> Self {
                 Self {
-                    deployment: c.deployment.clone(),
-                    adapter: c.adapter.clone(),
+                    deployment: c.deployment,
+                    adapter: c.adapter,
                     healthy: c.healthy,
                     headroom: c.headroom,
                     in_flight: c.in_flight,
@@ -195,8 +196,8 @@ impl Exports {
     pub async fn order(
         &self,
         store: &mut Store<HostState>,
-        request: &domain::RequestSummary,
-        candidates: &[domain::Candidate],
+        request: domain::RequestSummary,
+        candidates: Vec<domain::Candidate>,
     ) -> Guest<Option<Result<Vec<u32>, String>>> {
         both!(self, order(store, request, candidates))
     }
@@ -223,7 +224,7 @@ impl Exports {
         &self,
         store: &mut Store<HostState>,
         target: &domain::Target,
-        response: &domain::UpstreamResponse,
+        response: domain::UpstreamResponse,
     ) -> Guest<Option<Result<domain::ChatResponse, domain::UpstreamError>>> {
         both!(self, parse_response(store, target, response))
     }
@@ -231,7 +232,7 @@ impl Exports {
     pub async fn classify_error(
         &self,
         store: &mut Store<HostState>,
-        response: &domain::UpstreamResponse,
+        response: domain::UpstreamResponse,
     ) -> Guest<Option<domain::UpstreamError>> {
         both!(self, classify_error(store, response))
     }

@@ -103,14 +103,14 @@ impl Exports {
     pub async fn order(
         &self,
         store: &mut Store<HostState>,
-        request: &domain::RequestSummary,
-        candidates: &[domain::Candidate],
+        request: domain::RequestSummary,
+        candidates: Vec<domain::Candidate>,
     ) -> Guest<Option<Result<Vec<u32>, String>>> {
         let Exports::Strategy(g) = self else {
             return Ok(None);
         };
         let request = strategy::RequestSummary::from(request);
-        let candidates: Vec<strategy::Candidate> = candidates.iter().map(Into::into).collect();
+        let candidates: Vec<strategy::Candidate> = candidates.into_iter().map(Into::into).collect();
         Ok(Some(g.call_order(store, &request, &candidates).await?))
     }
 
@@ -160,13 +160,17 @@ impl Exports {
         &self,
         store: &mut Store<HostState>,
         target: &domain::Target,
-        response: &domain::UpstreamResponse,
+        response: domain::UpstreamResponse,
     ) -> Guest<Option<Result<domain::ChatResponse, domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
         let parsed = g
-            .call_parse_response(store, &target.into(), &response.into())
+            .call_parse_response(
+                store,
+                &target.into(),
+                &adapter::HttpResponse::from(response),
+            )
             .await?;
         Ok(Some(match parsed {
             Ok(r) => Ok(domain::ChatResponse {
@@ -181,13 +185,15 @@ impl Exports {
     pub async fn classify_error(
         &self,
         store: &mut Store<HostState>,
-        response: &domain::UpstreamResponse,
+        response: domain::UpstreamResponse,
     ) -> Guest<Option<domain::UpstreamError>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
         Ok(Some(
-            g.call_classify_error(store, &response.into()).await?.into(),
+            g.call_classify_error(store, &adapter::HttpResponse::from(response))
+                .await?
+                .into(),
         ))
     }
 
@@ -312,12 +318,12 @@ impl From<&domain::Target> for adapter::Target {
     }
 }
 
-impl From<&domain::UpstreamResponse> for adapter::HttpResponse {
-    fn from(r: &domain::UpstreamResponse) -> Self {
+impl From<domain::UpstreamResponse> for adapter::HttpResponse {
+    fn from(r: domain::UpstreamResponse) -> Self {
         Self {
             status: r.status,
-            headers: r.headers.clone(),
-            body: r.body.clone(),
+            headers: r.headers,
+            body: r.body,
         }
     }
 }

@@ -1,0 +1,167 @@
+//! The whole request path in process, with no sockets: the HTTP handler
+//! (axum router, as served), the pipeline (route, strategy, adapter,
+//! upstream exchange, evaluator) and the answer's body, against an
+//! in-process upstream ([`Upstream::in_process`]) that answers at once.
+//!
+//! What it leaves out is what the load test (`scripts/load`) adds: the two
+//! TCP exchanges and their wake-ups, and log formatting (no subscriber is
+//! installed here). Variants: `full` (priority strategy,
+//! openai adapter, basic evaluator), `cheap` (the adapter only) and
+//! `streamed` (full, an SSE answer of six events).
+//!
+//!     cargo bench --bench request_path -- --warm-up-time 1 --measurement-time 3
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use switchyard::config::Config;
+use switchyard::pipeline::Gateway;
+use switchyard::plugins::{Registry, RegistrySettings};
+use switchyard::upstream::Upstream;
+use tower::ServiceExt;
+
+/// The load test's request (`scripts/load.d/chat.lua`).
+const REQUEST: &str = r#"{"model":"full","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"max_tokens":64,"temperature":0.2}"#;
+
+/// A real-shaped OpenAI chat completion with usage.
+const ANSWER: &str = r#"{"id":"chatcmpl-9x3Kq2LmZ8vQpR7sT1uW4yB6nE0aDf","object":"chat.completion","created":1717171717,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris, which has been the seat of its government for most of the last thousand years.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":24,"total_tokens":55},"system_fingerprint":"fp_0ba0d124f1"}"#;
+
+/// The same answer streamed: role, four content pieces, finish with usage.
+fn sse_answer() -> Bytes {
+    let head = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":"#;
+    let mut out = String::new();
+    let mut event = |delta: &str, finish: &str, usage: &str| {
+        out.push_str(&format!(
+            "data: {head}{delta},\"finish_reason\":{finish}}}]{usage}}}\n\n"
+        ));
+    };
+    event(r#"{"role":"assistant","content":""}"#, "null", "");
+    for piece in ["The capital ", "of France ", "is ", "Paris."] {
+        event(&format!("{{\"content\":{piece:?}}}"), "null", "");
+    }
+    event(
+        "{}",
+        "\"stop\"",
+        r#","usage":{"prompt_tokens":31,"completion_tokens":8,"total_tokens":39}"#,
+    );
+    out.push_str("data: [DONE]\n\n");
+    Bytes::from(out)
+}
+
+struct Fixture {
+    _cache: tempfile::TempDir,
+    app: Router,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        let cache = tempfile::tempdir().expect("temp dir for the plugin compile cache");
+        let deployment = serde_json::json!([{
+            "name": "mock", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
+        }]);
+        let config = serde_json::json!({
+            "listen": "127.0.0.1:0",
+            "plugins": {"dir": plugins, "cache_dir": cache.path()},
+            "routes": {
+                "full": {"strategy": "priority", "evaluator": "basic", "deployments": deployment},
+                "cheap": {"deployments": [{
+                    "name": "mock-cheap", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
+                }]}
+            }
+        });
+        let config = Config::from_str(&config.to_string(), "bench.json".as_ref(), ".".as_ref())
+            .expect("bench config");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _entered = rt.enter();
+        let registry = Registry::new(RegistrySettings::from(&config)).unwrap_or_else(|e| {
+            panic!("{e} (build the plugins with scripts/build-plugins)");
+        });
+        let sse = sse_answer();
+        let upstream = Upstream::in_process(Arc::new(move |r: Request<Bytes>| {
+            let streamed = r.body().windows(13).any(|w| w == br#""stream":true"#);
+            let (kind, body) = if streamed {
+                ("text/event-stream", sse.clone())
+            } else {
+                ("application/json", Bytes::from_static(ANSWER.as_bytes()))
+            };
+            Response::builder()
+                .header("content-type", kind)
+                .body(body)
+                .expect("answer")
+        }));
+        let gateway = Gateway::new(&config, registry)
+            .expect("gateway")
+            .with_upstream(upstream);
+        let app = switchyard::server::router(Arc::new(gateway), config.server.max_body_bytes);
+        drop(_entered);
+        Self {
+            _cache: cache,
+            app,
+            rt,
+        }
+    }
+
+    /// One request through the router; the answer's body, whole.
+    async fn request(&self, body: &Bytes) -> Bytes {
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .expect("request");
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), 200);
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body")
+    }
+
+    /// Runs `iters` requests inside one `block_on`, timed.
+    fn timed(&self, iters: u64, body: &Bytes) -> Duration {
+        self.rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(self.request(body).await);
+            }
+            started.elapsed()
+        })
+    }
+}
+
+fn request_path(c: &mut Criterion) {
+    let f = Fixture::new();
+    let full = Bytes::from_static(REQUEST.as_bytes());
+    let cheap = Bytes::from(REQUEST.replacen("\"full\"", "\"cheap\"", 1));
+    let streamed = Bytes::from(format!(
+        "{},\"stream\":true}}",
+        &REQUEST[..REQUEST.len() - 1]
+    ));
+    // Measure answers, not errors.
+    let answer = f.rt.block_on(f.request(&full));
+    assert!(answer.starts_with(br#"{"id":"#), "{answer:?}");
+    let events = f.rt.block_on(f.request(&streamed));
+    assert!(events.ends_with(b"data: [DONE]\n\n"), "{events:?}");
+    assert!(String::from_utf8_lossy(&events).contains("Paris"));
+
+    c.bench_function("request_path/full", |b| {
+        b.iter_custom(|n| f.timed(n, &full))
+    });
+    c.bench_function("request_path/cheap", |b| {
+        b.iter_custom(|n| f.timed(n, &cheap))
+    });
+    c.bench_function("request_path/streamed", |b| {
+        b.iter_custom(|n| f.timed(n, &streamed))
+    });
+}
+
+criterion_group!(benches, request_path);
+criterion_main!(benches);
