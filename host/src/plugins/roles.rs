@@ -14,15 +14,15 @@ use crate::domain::{
 
 call!(GetMetadata {} -> (Metadata, Option<Kind>) = |_s, store, exports| exports.metadata(store).await.map(Some));
 call!(Order { request: RequestSummary, candidates: Vec<Candidate> } -> Result<Vec<u32>, String> =
-    |s, store, exports| exports.order(store, s.request, s.candidates).await);
+    |s, store, exports| exports.order(store, &s.request, &s.candidates).await);
 call!(Evaluate { request: Arc<str>, response: Arc<str> } -> Result<Verdict, String> =
     |s, store, exports| exports.evaluate(store, &s.request, &s.response).await);
 call!(BuildRequest { target: Arc<Target>, request: Arc<str> } -> Result<UpstreamRequest, BuildError> =
     |s, store, exports| exports.build_request(store, &s.target, &s.request).await);
 call!(ParseResponse { target: Arc<Target>, response: UpstreamResponse } -> Result<ChatResponse, UpstreamError> =
-    |s, store, exports| exports.parse_response(store, &s.target, s.response).await);
+    |s, store, exports| exports.parse_response(store, &s.target, &s.response).await);
 call!(ClassifyError { response: UpstreamResponse } -> UpstreamError =
-    |s, store, exports| exports.classify_error(store, s.response).await);
+    |s, store, exports| exports.classify_error(store, &s.response).await);
 
 impl Plugin {
     /// Strategy: the order in which to try `candidates` (indices into it).

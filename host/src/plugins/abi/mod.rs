@@ -6,34 +6,37 @@
 
 /// The conversions of a strategy's arguments into a WIT version's bindings,
 /// for versions whose `strategy` types are the same: written once, expanded in
-/// each version module with its own generated `strategy` module. By move: a
-/// call owns its arguments, so their strings are handed over, not copied.
+/// each version module with its own generated `strategy` module. Bindings of
+/// export parameters borrow (`ownership: Borrowing`): the host's values are
+/// lowered into the guest straight from where they are, with no copy.
 macro_rules! strategy_conversions {
     ($s:ident) => {
-        impl From<domain::RequestSummary> for $s::RequestSummary {
-            fn from(r: domain::RequestSummary) -> Self {
-                Self {
-                    model: r.model,
-                    input_tokens: r.input_tokens,
-                    max_output_tokens: r.max_output_tokens,
-                    stream: r.stream,
-                    needs: capabilities(r.needs),
-                    priority: match r.priority {
-                        domain::TaskPriority::Low => $s::TaskPriority::Low,
-                        domain::TaskPriority::Normal => $s::TaskPriority::Normal,
-                        domain::TaskPriority::High => $s::TaskPriority::High,
-                        domain::TaskPriority::Critical => $s::TaskPriority::Critical,
-                    },
-                    tags: r.tags,
-                }
+        /// The summary's bindings; `tags` is [`super::strs`] of its tags.
+        fn summary<'a>(
+            r: &'a domain::RequestSummary,
+            tags: &'a [&'a str],
+        ) -> $s::RequestSummary<'a> {
+            $s::RequestSummary {
+                model: &r.model,
+                input_tokens: r.input_tokens,
+                max_output_tokens: r.max_output_tokens,
+                stream: r.stream,
+                needs: capabilities(r.needs),
+                priority: match r.priority {
+                    domain::TaskPriority::Low => $s::TaskPriority::Low,
+                    domain::TaskPriority::Normal => $s::TaskPriority::Normal,
+                    domain::TaskPriority::High => $s::TaskPriority::High,
+                    domain::TaskPriority::Critical => $s::TaskPriority::Critical,
+                },
+                tags,
             }
         }
 
-        impl From<domain::Candidate> for $s::Candidate {
-            fn from(c: domain::Candidate) -> Self {
+        impl<'a> From<&'a domain::Candidate> for $s::Candidate<'a> {
+            fn from(c: &'a domain::Candidate) -> Self {
                 Self {
-                    deployment: c.deployment,
-                    adapter: c.adapter,
+                    deployment: &c.deployment,
+                    adapter: &c.adapter,
                     healthy: c.healthy,
                     headroom: c.headroom,
                     in_flight: c.in_flight,
@@ -66,6 +69,19 @@ macro_rules! strategy_conversions {
     };
 }
 pub(crate) use strategy_conversions;
+
+/// Borrowed views of owned strings, for bindings whose lists borrow.
+pub(crate) fn strs(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
+}
+
+/// Borrowed views of owned header pairs, for bindings whose lists borrow.
+pub(crate) fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
 
 pub mod v0_1;
 pub mod v0_2;
@@ -196,8 +212,8 @@ impl Exports {
     pub async fn order(
         &self,
         store: &mut Store<HostState>,
-        request: domain::RequestSummary,
-        candidates: Vec<domain::Candidate>,
+        request: &domain::RequestSummary,
+        candidates: &[domain::Candidate],
     ) -> Guest<Option<Result<Vec<u32>, String>>> {
         both!(self, order(store, request, candidates))
     }
@@ -224,7 +240,7 @@ impl Exports {
         &self,
         store: &mut Store<HostState>,
         target: &domain::Target,
-        response: domain::UpstreamResponse,
+        response: &domain::UpstreamResponse,
     ) -> Guest<Option<Result<domain::ChatResponse, domain::UpstreamError>>> {
         both!(self, parse_response(store, target, response))
     }
@@ -232,7 +248,7 @@ impl Exports {
     pub async fn classify_error(
         &self,
         store: &mut Store<HostState>,
-        response: domain::UpstreamResponse,
+        response: &domain::UpstreamResponse,
     ) -> Guest<Option<domain::UpstreamError>> {
         both!(self, classify_error(store, response))
     }

@@ -12,6 +12,7 @@ wasmtime::component::bindgen!({
     path: "../wit/v0.2",
     world: "host-view",
     exports: { default: async },
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 use exports::switchyard::plugin::{adapter, evaluator, strategy};
@@ -103,15 +104,16 @@ impl Exports {
     pub async fn order(
         &self,
         store: &mut Store<HostState>,
-        request: domain::RequestSummary,
-        candidates: Vec<domain::Candidate>,
+        request: &domain::RequestSummary,
+        candidates: &[domain::Candidate],
     ) -> Guest<Option<Result<Vec<u32>, String>>> {
         let Exports::Strategy(g) = self else {
             return Ok(None);
         };
-        let request = strategy::RequestSummary::from(request);
-        let candidates: Vec<strategy::Candidate> = candidates.into_iter().map(Into::into).collect();
-        Ok(Some(g.call_order(store, &request, &candidates).await?))
+        let tags = super::strs(&request.tags);
+        let request = summary(request, &tags);
+        let candidates: Vec<strategy::Candidate> = candidates.iter().map(Into::into).collect();
+        Ok(Some(g.call_order(store, request, &candidates).await?))
     }
 
     pub async fn evaluate(
@@ -140,7 +142,7 @@ impl Exports {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
-        let built = g.call_build_request(store, &target.into(), request).await?;
+        let built = g.call_build_request(store, target.into(), request).await?;
         Ok(Some(match built {
             Ok(r) => Ok(domain::UpstreamRequest {
                 method: r.method,
@@ -160,7 +162,7 @@ impl Exports {
         &self,
         store: &mut Store<HostState>,
         target: &domain::Target,
-        response: domain::UpstreamResponse,
+        response: &domain::UpstreamResponse,
     ) -> Guest<Option<Result<domain::ChatResponse, domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
@@ -168,8 +170,8 @@ impl Exports {
         let parsed = g
             .call_parse_response(
                 store,
-                &target.into(),
-                &adapter::HttpResponse::from(response),
+                target.into(),
+                http_response(response, &super::pairs(&response.headers)),
             )
             .await?;
         Ok(Some(match parsed {
@@ -185,15 +187,18 @@ impl Exports {
     pub async fn classify_error(
         &self,
         store: &mut Store<HostState>,
-        response: domain::UpstreamResponse,
+        response: &domain::UpstreamResponse,
     ) -> Guest<Option<domain::UpstreamError>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
         Ok(Some(
-            g.call_classify_error(store, &adapter::HttpResponse::from(response))
-                .await?
-                .into(),
+            g.call_classify_error(
+                store,
+                http_response(response, &super::pairs(&response.headers)),
+            )
+            .await?
+            .into(),
         ))
     }
 
@@ -208,7 +213,7 @@ impl Exports {
             return Ok(None);
         };
         let started = g
-            .call_begin_stream(store, &target.into(), request, headers)
+            .call_begin_stream(store, target.into(), request, &super::pairs(headers))
             .await?;
         Ok(Some(
             started
@@ -230,12 +235,12 @@ impl Exports {
         let events: Vec<adapter::StreamEvent> = events
             .iter()
             .map(|e| adapter::StreamEvent {
-                event: e.event.clone(),
-                data: e.data.clone(),
+                event: &e.event,
+                data: &e.data,
             })
             .collect();
         let step = g
-            .call_parse_stream(store, &target.into(), state, &events)
+            .call_parse_stream(store, target.into(), state, &events)
             .await?;
         Ok(Some(step.map(step_parts).map_err(Into::into)))
     }
@@ -249,7 +254,7 @@ impl Exports {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
-        let step = g.call_end_stream(store, &target.into(), state).await?;
+        let step = g.call_end_stream(store, target.into(), state).await?;
         Ok(Some(step.map(step_parts).map_err(Into::into)))
     }
 }
@@ -309,22 +314,24 @@ impl From<adapter::AdapterMetadata> for domain::Metadata {
     }
 }
 
-impl From<&domain::Target> for adapter::Target {
-    fn from(t: &domain::Target) -> Self {
+impl<'a> From<&'a domain::Target> for adapter::Target<'a> {
+    fn from(t: &'a domain::Target) -> Self {
         Self {
-            deployment: t.deployment.clone(),
-            model: t.model.clone(),
+            deployment: &t.deployment,
+            model: &t.model,
         }
     }
 }
 
-impl From<domain::UpstreamResponse> for adapter::HttpResponse {
-    fn from(r: domain::UpstreamResponse) -> Self {
-        Self {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        }
+/// A response's bindings; `headers` is [`super::pairs`] of its headers.
+fn http_response<'a>(
+    r: &'a domain::UpstreamResponse,
+    headers: &'a [(&'a str, &'a str)],
+) -> adapter::HttpResponse<'a> {
+    adapter::HttpResponse {
+        status: r.status,
+        headers,
+        body: &r.body,
     }
 }
 
