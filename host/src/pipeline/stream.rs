@@ -36,6 +36,8 @@ pub(super) async fn start_stream(
     let deadline = started + d.timeouts.first_byte();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
+        // Not gathered (see `ReplyBody::next_batch`): the first event goes
+        // to the client as soon as it is parsed.
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
             Err(_) => {
                 return Err(fail(
@@ -115,7 +117,7 @@ impl StreamPump {
                     tracing::info!("client went away mid-stream");
                     return;
                 }
-                next = tokio::time::timeout(self.idle, body.next()) => next,
+                next = tokio::time::timeout(self.idle, body.next_batch()) => next,
             };
             let (batch, eof) = match next {
                 Err(_) => (

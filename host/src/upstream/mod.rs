@@ -81,12 +81,81 @@ pub struct Reply {
     pub body: ReplyBody,
 }
 
-/// The body of a [`Reply`], as a stream of chunks.
+/// The body of a [`Reply`], as a stream of chunks. Each item is everything
+/// that had arrived when it was asked for: an upstream that sends one HTTP
+/// chunk per SSE event (most do) is read a socket read at a time, not an
+/// event at a time, so one read costs one adapter call and one write to the
+/// client, not one per event.
 pub struct ReplyBody(BodyInner);
 
 enum BodyInner {
-    Http(hyper::body::Incoming),
+    Http {
+        incoming: hyper::body::Incoming,
+        /// The body's end (or its failure), seen while gathering a batch and
+        /// reported after it.
+        end: Option<Option<BodyError>>,
+        /// The end was reported: the stream is fused.
+        done: bool,
+    },
     Full(Option<Bytes>),
+}
+
+/// Most yields [`ReplyBody::next_batch`] makes while gathering one batch.
+const GATHER_YIELDS: usize = 64;
+
+impl ReplyBody {
+    fn http(incoming: hyper::body::Incoming) -> Self {
+        Self(BodyInner::Http {
+            incoming,
+            end: None,
+            done: false,
+        })
+    }
+
+    /// The next piece of the body joined with every piece that follows it
+    /// at once. The HTTP client hands a body over one HTTP chunk at a time
+    /// from its connection task, and most upstreams send one chunk per SSE
+    /// event: without gathering, a burst of events read from the socket at
+    /// once would cost one adapter call and one write to the client per
+    /// event. Gathering yields to the runtime (so the connection task can
+    /// decode what it has already read) and stops at the first piece that
+    /// is not there yet: a slow stream's events are not delayed.
+    pub async fn next_batch(&mut self) -> Option<Result<Bytes, BodyError>> {
+        use futures_util::StreamExt;
+        let first = match self.next().await? {
+            Ok(first) => first,
+            Err(e) => return Some(Err(e)),
+        };
+        if matches!(self.0, BodyInner::Full(_)) {
+            return Some(Ok(first));
+        }
+        let mut joined: Option<bytes::BytesMut> = None;
+        for _ in 0..GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            let more = std::future::poll_fn(|cx| Poll::Ready(self.poll_next_unpin(cx))).await;
+            match more {
+                Poll::Ready(Some(Ok(more))) => {
+                    joined
+                        .get_or_insert_with(|| {
+                            let mut j = bytes::BytesMut::with_capacity(first.len() * 8);
+                            j.extend_from_slice(&first);
+                            j
+                        })
+                        .extend_from_slice(&more);
+                }
+                Poll::Ready(ended) => {
+                    // Reported by the next call, after this batch.
+                    if let BodyInner::Http { end, done, .. } = &mut self.0 {
+                        *end = Some(ended.and_then(Result::err));
+                        *done = false;
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Some(Ok(joined.map_or(first, bytes::BytesMut::freeze)))
+    }
 }
 
 /// A body that broke while being read (the connection failed or the
@@ -99,23 +168,64 @@ impl futures_util::Stream for ReplyBody {
     type Item = Result<Bytes, BodyError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match &mut self.get_mut().0 {
-            BodyInner::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
-            BodyInner::Http(incoming) => loop {
-                let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Some(Err(BodyError(root_cause(&e)))));
-                    }
-                    Poll::Ready(Some(Ok(frame))) => frame,
-                };
-                // Trailers carry nothing an adapter reads.
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                {
-                    return Poll::Ready(Some(Ok(data)));
+        let (incoming, end, done) = match &mut self.get_mut().0 {
+            BodyInner::Full(bytes) => return Poll::Ready(bytes.take().map(Ok)),
+            BodyInner::Http {
+                incoming,
+                end,
+                done,
+            } => (incoming, end, done),
+        };
+        if *done {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = end.take() {
+            // Reported once; the body is fused after it.
+            *done = true;
+            return Poll::Ready(end.map(Err));
+        }
+        let mut batch: Option<Bytes> = None;
+        let mut joined: Option<bytes::BytesMut> = None;
+        loop {
+            let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    *end = Some(None);
+                    break;
                 }
+                Poll::Ready(Some(Err(e))) => {
+                    *end = Some(Some(BodyError(root_cause(&e))));
+                    break;
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            // Trailers carry nothing an adapter reads.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match (&mut joined, batch.take()) {
+                (Some(j), _) => j.extend_from_slice(&data),
+                (None, None) => batch = Some(data),
+                (None, Some(first)) => {
+                    let mut j = bytes::BytesMut::with_capacity(first.len() + data.len() * 4);
+                    j.extend_from_slice(&first);
+                    j.extend_from_slice(&data);
+                    joined = Some(j);
+                }
+            }
+        }
+        match (joined, batch) {
+            (Some(j), _) => Poll::Ready(Some(Ok(j.freeze()))),
+            (None, Some(b)) => Poll::Ready(Some(Ok(b))),
+            (None, None) => match end.take() {
+                Some(end) => {
+                    *done = true;
+                    Poll::Ready(end.map(Err))
+                }
+                None => Poll::Pending,
             },
         }
     }
@@ -258,7 +368,7 @@ impl Upstream {
                 Ok(Reply {
                     status: parts.status,
                     headers: parts.headers,
-                    body: ReplyBody(BodyInner::Http(body)),
+                    body: ReplyBody::http(body),
                 })
             }
         }
@@ -404,6 +514,44 @@ mod tests {
         assert_eq!(e.class, FailureClass::Connect);
         assert!(!e.message.contains("SECRET"), "{}", e.message);
         assert!(e.message.contains("cannot connect"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn chunks_that_arrived_together_are_read_together() {
+        use futures_util::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let events: Vec<String> = (0..6).map(|i| format!("data: {{\"n\":{i}}}\n\n")).collect();
+        let mut wire = String::from(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        for e in &events {
+            wire.push_str(&format!("{:X}\r\n{e}\r\n", e.len()));
+        }
+        wire.push_str("0\r\n\r\n");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            // Six HTTP chunks in one write, as an upstream streaming fast does.
+            socket.write_all(wire.as_bytes()).await.unwrap();
+            let _ = socket.read(&mut buf).await;
+        });
+        let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let timeouts = Timeouts::default();
+        let mut to = endpoint(&base, &timeouts);
+        to.api_key_env = None;
+        let upstream = Upstream::new([timeouts.connect_ms]).unwrap();
+        let reply = upstream.send(&to, request()).await.unwrap();
+        let mut body = reply.body;
+        let mut items = Vec::new();
+        while let Some(item) = body.next_batch().await {
+            items.push(item.unwrap());
+        }
+        assert!(body.next().await.is_none(), "fused after its end");
+        assert_eq!(items.concat(), events.concat().into_bytes());
+        assert!(items.len() <= 2, "{} reads for one write", items.len());
     }
 
     #[tokio::test]
