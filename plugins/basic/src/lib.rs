@@ -3,7 +3,10 @@
 //! with a 200, so the router can try another deployment instead of passing
 //! them on.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 use switchyard_sdk::{Evaluator, Metadata, Verdict, export_evaluator};
 
 struct Basic;
@@ -69,7 +72,86 @@ fn has_calls(message: &Value) -> bool {
         || message.get("function_call").is_some_and(Value::is_object)
 }
 
+/// The fields of a chat completion the checks read, borrowed from the
+/// response text; everything else is skipped, not built into values.
+#[derive(serde::Deserialize)]
+struct Completion<'a> {
+    #[serde(borrow)]
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<Message<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+}
+
+/// What one choice says, read from either parse.
+struct Seen<'a> {
+    /// `None`: absent or null; `Ok`: a string; `Err`: any other JSON, as text.
+    finish_reason: Option<Result<Cow<'a, str>, String>>,
+    calls: bool,
+    /// `None`: absent or null; `Some(None)`: not a string or text parts.
+    text: Option<Option<String>>,
+}
+
 fn evaluate(request: &str, response: &str) -> Verdict {
+    // The common case, a well-formed completion, is read without building
+    // a value tree; anything unusual takes the general path below, which
+    // also names what is wrong.
+    let Ok(completion) = serde_json::from_str::<Completion>(response) else {
+        return evaluate_values(request, response);
+    };
+    if completion.choices.is_empty() {
+        return Verdict::fail(0.0, "response has no choices");
+    }
+    let mut seen = Vec::with_capacity(completion.choices.len());
+    for choice in &completion.choices {
+        let message = choice.message.as_ref();
+        let text = match message.and_then(|m| raw(m.content)) {
+            None => None,
+            Some(t) if t.starts_with('"') => Some(serde_json::from_str::<String>(t).ok()),
+            Some(t) => Some(
+                serde_json::from_str::<Value>(t)
+                    .ok()
+                    .and_then(|c| text_of(&c)),
+            ),
+        };
+        let calls = message.is_some_and(|m| {
+            raw(m.tool_calls).is_some_and(|t| {
+                serde_json::from_str::<Vec<serde::de::IgnoredAny>>(t).is_ok_and(|c| !c.is_empty())
+            }) || raw(m.function_call).is_some_and(|t| t.starts_with('{'))
+        });
+        seen.push(Seen {
+            finish_reason: raw(choice.finish_reason)
+                .map(|t| serde_json::from_str::<Cow<str>>(t).map_err(|_| t.to_string())),
+            calls,
+            text,
+        });
+    }
+    judge(request, &seen)
+}
+
+/// A field's JSON text, unless it is absent or null.
+fn raw(v: Option<&RawValue>) -> Option<&str> {
+    v.map(RawValue::get).filter(|t| *t != "null")
+}
+
+/// The general path: any JSON, with a precise reason when it is not a
+/// completion.
+fn evaluate_values(request: &str, response: &str) -> Verdict {
     let resp: Value = match serde_json::from_str(response) {
         Ok(v) => v,
         Err(e) => return Verdict::fail(0.0, format!("response is not JSON: {e}")),
@@ -84,36 +166,61 @@ fn evaluate(request: &str, response: &str) -> Verdict {
         return Verdict::fail(0.0, "response has no choices");
     }
 
+    let seen: Vec<Seen> = choices
+        .iter()
+        .map(|choice| {
+            let message = choice.get("message").unwrap_or(&Value::Null);
+            Seen {
+                finish_reason: match choice.get("finish_reason") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(r)) => Some(Ok(Cow::Borrowed(r.as_str()))),
+                    Some(other) => Some(Err(other.to_string())),
+                },
+                calls: has_calls(message),
+                text: match message.get("content") {
+                    None | Some(Value::Null) => None,
+                    Some(c) => Some(text_of(c)),
+                },
+            }
+        })
+        .collect();
+    judge(request, &seen)
+}
+
+/// The verdict on what the choices say.
+fn judge(request: &str, seen: &[Seen]) -> Verdict {
     let json = wants_json(request);
     let (mut fails, mut notes) = (Vec::new(), Vec::new());
-    for (i, choice) in choices.iter().enumerate() {
-        match choice.get("finish_reason") {
-            None | Some(Value::Null) => fails.push(format!("choice {i}: finish_reason is null")),
-            Some(Value::String(r)) if r == "content_filter" => fails.push(format!(
+    for (i, choice) in seen.iter().enumerate() {
+        match choice
+            .finish_reason
+            .as_ref()
+            .map(|r| r.as_ref().map(Cow::as_ref))
+        {
+            None => fails.push(format!("choice {i}: finish_reason is null")),
+            Some(Ok("content_filter")) => fails.push(format!(
                 "choice {i}: answer was filtered (finish_reason content_filter)"
             )),
-            Some(Value::String(r)) if r == "length" => notes.push(format!(
+            Some(Ok("length")) => notes.push(format!(
                 "choice {i}: truncated at the token limit (finish_reason length)"
             )),
-            Some(Value::String(r)) if FINISH_REASONS.contains(&r.as_str()) => {}
-            Some(other) => fails.push(format!("choice {i}: unexpected finish_reason {other}")),
+            Some(Ok(r)) if FINISH_REASONS.contains(&r) => {}
+            Some(Ok(r)) => fails.push(format!("choice {i}: unexpected finish_reason {r:?}")),
+            Some(Err(other)) => fails.push(format!("choice {i}: unexpected finish_reason {other}")),
         }
 
-        let message = choice.get("message").unwrap_or(&Value::Null);
-        let calls = has_calls(message);
-        let text = match message.get("content") {
-            None | Some(Value::Null) => None,
-            Some(c) => match text_of(c) {
-                Some(t) => Some(t),
-                None => {
-                    fails.push(format!("choice {i}: content is not a string"));
-                    continue;
-                }
-            },
+        let calls = choice.calls;
+        let text = match &choice.text {
+            None => None,
+            Some(Some(t)) => Some(t.as_str()),
+            Some(None) => {
+                fails.push(format!("choice {i}: content is not a string"));
+                continue;
+            }
         };
         match text {
             Some(t) if !t.trim().is_empty() => {
-                if json && let Err(e) = serde_json::from_str::<Value>(&t) {
+                if json && let Err(e) = serde_json::from_str::<Value>(t) {
                     fails.push(format!("choice {i}: content is not valid JSON: {e}"));
                 }
             }
@@ -143,7 +250,56 @@ fn evaluate(request: &str, response: &str) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::evaluate;
+    use super::{evaluate, evaluate_values};
+
+    #[test]
+    fn the_fast_path_judges_as_the_general_one() {
+        let json = r#"{"response_format":{"type":"json_object"}}"#;
+        for (request, message, finish) in [
+            ("{}", r#"{"role":"assistant","content":"hi"}"#, r#""stop""#),
+            ("{}", r#"{"content":"abc"}"#, r#""length""#),
+            ("{}", r#"{"content":"x"}"#, r#""content_filter""#),
+            ("{}", r#"{"content":"x"}"#, r#""weird""#),
+            ("{}", r#"{"content":"x"}"#, "7"),
+            ("{}", r#"{"content":"x"}"#, "null"),
+            ("{}", r#"{"content":"  "}"#, r#""stop""#),
+            ("{}", r#"{"content":5}"#, r#""stop""#),
+            (
+                "{}",
+                r#"{"content":[{"type":"text","text":"a"},{"text":"b"}]}"#,
+                r#""stop""#,
+            ),
+            (
+                "{}",
+                r#"{"content":null,"tool_calls":[{"id":"1"}]}"#,
+                r#""tool_calls""#,
+            ),
+            (
+                "{}",
+                r#"{"content":null,"tool_calls":[]}"#,
+                r#""tool_calls""#,
+            ),
+            (
+                "{}",
+                r#"{"content":null,"function_call":{"name":"f"}}"#,
+                r#""function_call""#,
+            ),
+            ("{}", r#"{}"#, r#""stop""#),
+            (json, r#"{"content":"{\"a\":1}"}"#, r#""stop""#),
+            (json, r#"{"content":"sure"}"#, r#""stop""#),
+        ] {
+            let response = answer(finish, message);
+            let (fast, general) = (
+                evaluate(request, &response),
+                evaluate_values(request, &response),
+            );
+            assert_eq!(
+                (fast.pass, fast.score, &fast.reasons),
+                (general.pass, general.score, &general.reasons),
+                "{response}"
+            );
+        }
+    }
 
     fn answer(finish: &str, message: &str) -> String {
         format!(r#"{{"choices":[{{"index":0,"finish_reason":{finish},"message":{message}}}]}}"#)

@@ -131,6 +131,9 @@ type RawObject<'a> = indexmap::IndexMap<Cow<'a, str>, &'a RawValue>;
 /// an upstream failure (overloaded: another deployment may do better), never
 /// an answer passed on to the client.
 fn parse_body(deployment: &str, status: u16, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
+    if let Some(parsed) = parse_in_place(deployment, body) {
+        return Ok(parsed);
+    }
     let model =
         serde_json::value::to_raw_value(deployment).map_err(|e| overloaded(e.to_string()))?;
     let mut obj = match serde_json::from_slice::<RawObject>(body) {
@@ -144,6 +147,61 @@ fn parse_body(deployment: &str, status: u16, body: &[u8]) -> Result<ChatResponse
         .and_then(|u| usage_of(Some(&u)));
     let body = serde_json::to_string(&obj).map_err(|e| overloaded(e.to_string()))?;
     Ok(ChatResponse::new(body, usage))
+}
+
+/// The top-level members [`parse_in_place`] reads; the rest are skipped.
+#[derive(serde::Deserialize)]
+struct Top<'a> {
+    /// Present even when null (it is replaced, not duplicated).
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: &'a RawValue,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+/// A member's raw text, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// The common case of [`parse_body`] without rebuilding the body: one pass
+/// finds the members it reads, and the deployment's name is spliced in place
+/// of the upstream's `model` (or put first when there is none). `None` for
+/// anything else (not UTF-8, not an object, no `choices` array, a duplicate
+/// member): the general path then decides, and says why.
+fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
+    let text = std::str::from_utf8(body).ok()?;
+    let top: Top = serde_json::from_str(text).ok()?;
+    if !top.choices.get().starts_with('[') {
+        return None;
+    }
+    let model = serde_json::to_string(deployment).ok()?;
+    let mut out = String::with_capacity(text.len() + model.len());
+    match top.model {
+        Some(old) => {
+            // `old` borrows from `text`: its offset is where it starts there.
+            let start = old.get().as_ptr() as usize - text.as_ptr() as usize;
+            let end = start + old.get().len();
+            out.push_str(&text[..start]);
+            out.push_str(&model);
+            out.push_str(&text[end..]);
+        }
+        None => {
+            let open = text.find('{')?;
+            out.push_str(&text[..=open]);
+            out.push_str("\"model\":");
+            out.push_str(&model);
+            out.push(',');
+            out.push_str(&text[open + 1..]);
+        }
+    }
+    let usage = top
+        .usage
+        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
+        .and_then(|u| usage_of(Some(&u)));
+    Some(ChatResponse::new(out, usage))
 }
 
 /// Why a 2xx body is not a chat completion, for the attempt record.
@@ -344,6 +402,45 @@ mod tests {
                 .usage
                 .is_none()
         );
+    }
+
+    #[test]
+    fn in_place_and_general_paths_agree() {
+        for body in [
+            r#"{"id":"x","model":"gpt-4o-2024","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
+            r#" { "choices" : [ ] , "model" : "m\"q" } "#,
+            r#"{"choices":[],"usage":null}"#,
+            r#"{"model":null,"choices":[]}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[]}"#,
+        ] {
+            let fast = parse_in_place("gpt \"eu\"", body.as_bytes()).expect(body);
+            let general = {
+                let model = serde_json::value::to_raw_value("gpt \"eu\"").unwrap();
+                let mut obj = serde_json::from_str::<RawObject>(body).unwrap();
+                obj.insert(Cow::Borrowed("model"), &model);
+                serde_json::to_string(&obj).unwrap()
+            };
+            assert_eq!(
+                json(fast.body.as_bytes()),
+                json(general.as_bytes()),
+                "{body}"
+            );
+            assert_eq!(json(fast.body.as_bytes())["model"], "gpt \"eu\"");
+            assert_eq!(
+                fast.usage,
+                parse_body("gpt \"eu\"", 200, body.as_bytes())
+                    .unwrap()
+                    .usage
+            );
+        }
+        // Not for the fast path: the general one decides (and explains).
+        for body in [
+            r#"{"choices":{}}"#,
+            r#"{"model":"a","model":"b","choices":[]}"#,
+            "[]",
+        ] {
+            assert!(parse_in_place("d", body.as_bytes()).is_none(), "{body}");
+        }
     }
 
     #[test]
