@@ -249,15 +249,19 @@ impl Upstream {
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(http);
-            // No retries and no redirects: a gateway must not replay a POST
-            // wherever a redirect points, and retrying is the failover
+            // Redirects are not followed (this client has none): a gateway
+            // must not replay a POST wherever a redirect points. A request
+            // that was sent is never retried here: that is the failover
             // engine's decision.
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(256)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
-                .retry_canceled_requests(false)
+                // A request that never left because its pooled connection
+                // was found closed (the upstream's idle timeout) is sent on
+                // a fresh one: nothing was sent, so nothing is replayed.
+                .retry_canceled_requests(true)
                 .build(https);
             clients.insert(ms, client);
         }
