@@ -36,7 +36,7 @@ pub(super) async fn start_stream(
     let deadline = started + d.timeouts.first_byte();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
-        // Not gathered (see `ReplyBody::next_batch`): the first event goes
+        // Not gathered (see `ReplyBody::gather`): the first event goes
         // to the client as soon as it is parsed.
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
             Err(_) => {
@@ -117,7 +117,7 @@ impl StreamPump {
                     tracing::info!("client went away mid-stream");
                     return;
                 }
-                next = tokio::time::timeout(self.idle, body.next_batch()) => next,
+                next = tokio::time::timeout(self.idle, body.next()) => next,
             };
             let (batch, eof) = match next {
                 Err(_) => (
@@ -138,6 +138,9 @@ impl StreamPump {
                     false,
                 ),
                 Ok(Some(Ok(bytes))) => {
+                    // With whatever arrived with it: one adapter call and one
+                    // write to the client per burst, not per event.
+                    let bytes = body.gather(bytes).await;
                     let fed = self.session.feed(&bytes).await;
                     (self.flatten(fed), false)
                 }

@@ -49,7 +49,13 @@ impl BaseUrl {
     pub fn join(&self, path_and_query: &str, key_param: Option<(&str, &str)>) -> String {
         let mut uri = String::with_capacity(self.prefix.len() + path_and_query.len() + 64);
         uri.push_str(&self.prefix);
-        uri.push_str(path_and_query);
+        // What a URI cannot carry as is (non-ASCII, spaces and controls in
+        // the query, quotes, angle brackets...) is percent-encoded, as a URL
+        // parser would; `%` is left alone, so encoded text stays as it is.
+        uri.extend(percent_encoding::utf8_percent_encode(
+            path_and_query,
+            URI_UNSAFE,
+        ));
         if let Some((name, key)) = key_param {
             uri.push(if path_and_query.contains('?') {
                 '&'
@@ -69,6 +75,19 @@ impl std::fmt::Display for BaseUrl {
         f.write_str(&self.prefix)
     }
 }
+
+/// Bytes percent-encoded in an adapter's path and query (non-ASCII always is).
+const URI_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^');
 
 /// Headers only the host may set: they steer the connection, frame the
 /// body or carry credentials.
@@ -106,10 +125,7 @@ pub fn check_path(path_and_query: &str) -> Result<(), String> {
     if path_and_query.contains('#') {
         return Err(format!("path {path_and_query:?} contains a fragment"));
     }
-    if path_and_query
-        .bytes()
-        .any(|b| b == b'\\' || b.is_ascii_control() || b == b' ')
-    {
+    if path.contains('\\') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(format!(
             "path {path_and_query:?} contains a backslash, a space or a control character"
         ));
@@ -254,7 +270,6 @@ mod tests {
             "/..\\admin",
             "relative",
             "/a b",
-            "/x?q=a b",
             "/x#frag",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
@@ -281,11 +296,20 @@ mod tests {
             base.join("/x?alt=sse", Some(("key", "k"))),
             "https://h/v1beta/x?alt=sse&key=k"
         );
+        // What a URI cannot carry is encoded, not refused.
+        assert_eq!(
+            base.join("/models/modèle:generate?q=a b&t=\"x\"&e=%20", None),
+            "https://h/v1beta/models/mod%C3%A8le:generate?q=a%20b&t=%22x%22&e=%20"
+        );
+        assert!(check_path("/x?q=a b").is_ok());
         let v6 = BaseUrl::parse("http://[::1]:8080").unwrap();
         assert_eq!(v6.join("/a", None), "http://[::1]:8080/a");
         // Every joined URI is one `http::Uri` accepts.
         for base in [base, v6] {
-            let uri: http::Uri = base.join("/a/b?c=d", Some(("k", "v/+="))).parse().unwrap();
+            let uri: http::Uri = base
+                .join("/a/é b?c=<d>|{}^`\\", Some(("k", "v/+=")))
+                .parse()
+                .unwrap();
             assert!(uri.host().is_some());
         }
     }

@@ -18,22 +18,22 @@
 //! [`Upstream::in_process`] swaps the network for a function, so benchmarks
 //! can measure the whole request path without sockets.
 
+mod body;
+mod connect;
 mod egress;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub use body::{BodyError, ReplyBody};
 pub use egress::{BaseUrl, check_path};
 
 use crate::config::Timeouts;
@@ -43,7 +43,7 @@ use crate::failover::{Attempt, FailureClass};
 /// Largest upstream body read into memory for one non-streamed answer.
 pub const MAX_UPSTREAM_BODY: usize = 32 << 20;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = connect::Bounded<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// An upstream stand-in for benchmarks and tests: answers a request in
 /// process, with no socket.
@@ -81,159 +81,23 @@ pub struct Reply {
     pub body: ReplyBody,
 }
 
-/// The body of a [`Reply`], as a stream of chunks. Each item is everything
-/// that had arrived when it was asked for: an upstream that sends one HTTP
-/// chunk per SSE event (most do) is read a socket read at a time, not an
-/// event at a time, so one read costs one adapter call and one write to the
-/// client, not one per event.
-pub struct ReplyBody(BodyInner);
-
-enum BodyInner {
-    Http {
-        incoming: hyper::body::Incoming,
-        /// The body's end (or its failure), seen while gathering a batch and
-        /// reported after it.
-        end: Option<Option<BodyError>>,
-        /// The end was reported: the stream is fused.
-        done: bool,
-    },
-    Full(Option<Bytes>),
-}
-
-/// Most yields [`ReplyBody::next_batch`] makes while gathering one batch.
-const GATHER_YIELDS: usize = 64;
-
-impl ReplyBody {
-    fn http(incoming: hyper::body::Incoming) -> Self {
-        Self(BodyInner::Http {
-            incoming,
-            end: None,
-            done: false,
-        })
-    }
-
-    /// The next piece of the body joined with every piece that follows it
-    /// at once. The HTTP client hands a body over one HTTP chunk at a time
-    /// from its connection task, and most upstreams send one chunk per SSE
-    /// event: without gathering, a burst of events read from the socket at
-    /// once would cost one adapter call and one write to the client per
-    /// event. Gathering yields to the runtime (so the connection task can
-    /// decode what it has already read) and stops at the first piece that
-    /// is not there yet: a slow stream's events are not delayed.
-    pub async fn next_batch(&mut self) -> Option<Result<Bytes, BodyError>> {
-        use futures_util::StreamExt;
-        let first = match self.next().await? {
-            Ok(first) => first,
-            Err(e) => return Some(Err(e)),
-        };
-        if matches!(self.0, BodyInner::Full(_)) {
-            return Some(Ok(first));
-        }
-        let mut joined: Option<bytes::BytesMut> = None;
-        for _ in 0..GATHER_YIELDS {
-            tokio::task::yield_now().await;
-            let more = std::future::poll_fn(|cx| Poll::Ready(self.poll_next_unpin(cx))).await;
-            match more {
-                Poll::Ready(Some(Ok(more))) => {
-                    joined
-                        .get_or_insert_with(|| {
-                            let mut j = bytes::BytesMut::with_capacity(first.len() * 8);
-                            j.extend_from_slice(&first);
-                            j
-                        })
-                        .extend_from_slice(&more);
-                }
-                Poll::Ready(ended) => {
-                    // Reported by the next call, after this batch.
-                    if let BodyInner::Http { end, done, .. } = &mut self.0 {
-                        *end = Some(ended.and_then(Result::err));
-                        *done = false;
-                    }
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        Some(Ok(joined.map_or(first, bytes::BytesMut::freeze)))
-    }
-}
-
-/// A body that broke while being read (the connection failed or the
-/// upstream sent something that is not HTTP).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BodyError(String);
-
-impl futures_util::Stream for ReplyBody {
-    type Item = Result<Bytes, BodyError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let (incoming, end, done) = match &mut self.get_mut().0 {
-            BodyInner::Full(bytes) => return Poll::Ready(bytes.take().map(Ok)),
-            BodyInner::Http {
-                incoming,
-                end,
-                done,
-            } => (incoming, end, done),
-        };
-        if *done {
-            return Poll::Ready(None);
-        }
-        if let Some(end) = end.take() {
-            // Reported once; the body is fused after it.
-            *done = true;
-            return Poll::Ready(end.map(Err));
-        }
-        let mut batch: Option<Bytes> = None;
-        let mut joined: Option<bytes::BytesMut> = None;
-        loop {
-            let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
-                Poll::Pending => break,
-                Poll::Ready(None) => {
-                    *end = Some(None);
-                    break;
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    *end = Some(Some(BodyError(root_cause(&e))));
-                    break;
-                }
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            // Trailers carry nothing an adapter reads.
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            match (&mut joined, batch.take()) {
-                (Some(j), _) => j.extend_from_slice(&data),
-                (None, None) => batch = Some(data),
-                (None, Some(first)) => {
-                    let mut j = bytes::BytesMut::with_capacity(first.len() + data.len() * 4);
-                    j.extend_from_slice(&first);
-                    j.extend_from_slice(&data);
-                    joined = Some(j);
-                }
-            }
-        }
-        match (joined, batch) {
-            (Some(j), _) => Poll::Ready(Some(Ok(j.freeze()))),
-            (None, Some(b)) => Poll::Ready(Some(Ok(b))),
-            (None, None) => match end.take() {
-                Some(end) => {
-                    *done = true;
-                    Poll::Ready(end.map(Err))
-                }
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
 impl Upstream {
     /// Pooled clients for each connect timeout the config uses.
     pub fn new(connect_timeouts: impl IntoIterator<Item = u64>) -> Result<Self, String> {
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+                tracing::warn!(
+                    "{var} is set, but outbound proxies are not supported yet: upstreams are called directly"
+                );
+            }
+        }
         let mut clients = HashMap::new();
         for ms in connect_timeouts {
             if clients.contains_key(&ms) {
@@ -243,12 +107,22 @@ impl Upstream {
             http.set_connect_timeout(Some(Duration::from_millis(ms)));
             http.set_nodelay(true);
             http.enforce_http(false);
+            // A pooled connection silently dropped by a NAT or a load
+            // balancer is found dead in ~1 min, not when a request waits out
+            // its first-byte timeout on it.
+            http.set_keepalive(Some(Duration::from_secs(15)));
+            http.set_keepalive_interval(Some(Duration::from_secs(15)));
+            http.set_keepalive_retries(Some(3));
+            http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_webpki_roots()
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(http);
+            // `connect_ms` bounds the whole connection: name resolution, TCP
+            // and the TLS handshake (the connector's own timeout is TCP only).
+            let https = connect::Bounded::new(https, Duration::from_millis(ms));
             // Redirects are not followed (this client has none): a gateway
             // must not replay a POST wherever a redirect points. A request
             // that was sent is never retried here: that is the failover
@@ -333,7 +207,7 @@ impl Upstream {
                 return Ok(Reply {
                     status: parts.status,
                     headers: parts.headers,
-                    body: ReplyBody(BodyInner::Full(Some(body))),
+                    body: ReplyBody::full(body),
                 });
             }
             Transport::Http(clients) => clients.get(&to.timeouts.connect_ms).ok_or_else(|| {
@@ -550,8 +424,8 @@ mod tests {
         let reply = upstream.send(&to, request()).await.unwrap();
         let mut body = reply.body;
         let mut items = Vec::new();
-        while let Some(item) = body.next_batch().await {
-            items.push(item.unwrap());
+        while let Some(item) = body.next().await {
+            items.push(body.gather(item.unwrap()).await);
         }
         assert!(body.next().await.is_none(), "fused after its end");
         assert_eq!(items.concat(), events.concat().into_bytes());

@@ -74,10 +74,12 @@ fn has_calls(message: &Value) -> bool {
 
 /// The fields of a chat completion the checks read, borrowed from the
 /// response text; everything else is skipped, not built into values.
+/// (A struct also reads from a JSON array, positionally: every level read
+/// as one is checked to be an object first.)
 #[derive(serde::Deserialize)]
 struct Completion<'a> {
     #[serde(borrow)]
-    choices: Vec<Choice<'a>>,
+    choices: Vec<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -85,7 +87,7 @@ struct Choice<'a> {
     #[serde(borrow, default)]
     finish_reason: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    message: Option<Message<'a>>,
+    message: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -111,7 +113,11 @@ fn evaluate(request: &str, response: &str) -> Verdict {
     // The common case, a well-formed completion, is read without building
     // a value tree; anything unusual takes the general path below, which
     // also names what is wrong.
-    let Ok(completion) = serde_json::from_str::<Completion>(response) else {
+    let object = |t: &str| t.trim_start().starts_with('{');
+    let Some(completion) = Some(response)
+        .filter(|r| object(r))
+        .and_then(|r| serde_json::from_str::<Completion>(r).ok())
+    else {
         return evaluate_values(request, response);
     };
     if completion.choices.is_empty() {
@@ -119,7 +125,22 @@ fn evaluate(request: &str, response: &str) -> Verdict {
     }
     let mut seen = Vec::with_capacity(completion.choices.len());
     for choice in &completion.choices {
-        let message = choice.message.as_ref();
+        let choice = match Some(choice.get())
+            .filter(|c| object(c))
+            .and_then(|c| serde_json::from_str::<Choice>(c).ok())
+        {
+            Some(c) => c,
+            None => return evaluate_values(request, response),
+        };
+        let message = match raw(choice.message) {
+            None => None,
+            Some(m) if object(m) => match serde_json::from_str::<Message>(m) {
+                Ok(m) => Some(m),
+                Err(_) => return evaluate_values(request, response),
+            },
+            Some(_) => return evaluate_values(request, response),
+        };
+        let message = message.as_ref();
         let text = match message.and_then(|m| raw(m.content)) {
             None => None,
             Some(t) if t.starts_with('"') => Some(serde_json::from_str::<String>(t).ok()),
@@ -205,7 +226,10 @@ fn judge(request: &str, seen: &[Seen]) -> Verdict {
                 "choice {i}: truncated at the token limit (finish_reason length)"
             )),
             Some(Ok(r)) if FINISH_REASONS.contains(&r) => {}
-            Some(Ok(r)) => fails.push(format!("choice {i}: unexpected finish_reason {r:?}")),
+            Some(Ok(r)) => fails.push(format!(
+                "choice {i}: unexpected finish_reason {}",
+                serde_json::to_string(r).unwrap_or_default()
+            )),
             Some(Err(other)) => fails.push(format!("choice {i}: unexpected finish_reason {other}")),
         }
 
@@ -285,13 +309,23 @@ mod tests {
                 r#""function_call""#,
             ),
             ("{}", r#"{}"#, r#""stop""#),
+            ("{}", r#"["hi"]"#, r#""stop""#),
+            ("{}", r#""hi""#, r#""stop""#),
             (json, r#"{"content":"{\"a\":1}"}"#, r#""stop""#),
             (json, r#"{"content":"sure"}"#, r#""stop""#),
         ] {
-            let response = answer(finish, message);
+            check(request, &answer(finish, message));
+        }
+        for response in [
+            r#"[[["stop",["hi"]]]]"#,
+            r#"{"choices":[["stop",{"content":"x"}]]}"#,
+        ] {
+            check("{}", response);
+        }
+        fn check(request: &str, response: &str) {
             let (fast, general) = (
-                evaluate(request, &response),
-                evaluate_values(request, &response),
+                evaluate(request, response),
+                evaluate_values(request, response),
             );
             assert_eq!(
                 (fast.pass, fast.score, &fast.reasons),

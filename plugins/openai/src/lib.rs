@@ -173,6 +173,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// member): the general path then decides, and says why.
 fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
     let text = std::str::from_utf8(body).ok()?;
+    // A struct also reads from a JSON array (positionally): objects only.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
     let top: Top = serde_json::from_str(text).ok()?;
     if !top.choices.get().starts_with('[') {
         return None;
@@ -438,6 +442,7 @@ mod tests {
             r#"{"choices":{}}"#,
             r#"{"model":"a","model":"b","choices":[]}"#,
             "[]",
+            r#"[0,[]]"#,
         ] {
             assert!(parse_in_place("d", body.as_bytes()).is_none(), "{body}");
         }

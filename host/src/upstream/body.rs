@@ -1,0 +1,164 @@
+//! An upstream answer's body as the pipeline reads it: a stream of what has
+//! arrived, gathered a burst at a time (see [`ReplyBody::gather`]).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Body as _;
+
+use super::root_cause;
+
+/// The body of a [`Reply`], as a stream of chunks. Each item is everything
+/// that had arrived when it was asked for: an upstream that sends one HTTP
+/// chunk per SSE event (most do) is read a socket read at a time, not an
+/// event at a time, so one read costs one adapter call and one write to the
+/// client, not one per event.
+pub struct ReplyBody(BodyInner);
+
+enum BodyInner {
+    Http {
+        incoming: hyper::body::Incoming,
+        /// The body's end (or its failure), seen while gathering a batch and
+        /// reported after it.
+        end: Option<Option<BodyError>>,
+        /// The end was reported: the stream is fused.
+        done: bool,
+    },
+    Full(Option<Bytes>),
+}
+
+/// Most yields [`ReplyBody::gather`] makes while gathering one batch.
+const GATHER_YIELDS: usize = 64;
+
+impl ReplyBody {
+    /// A whole body already in memory (the in-process upstream).
+    pub(super) fn full(bytes: Bytes) -> Self {
+        Self(BodyInner::Full(Some(bytes)))
+    }
+
+    pub(super) fn http(incoming: hyper::body::Incoming) -> Self {
+        Self(BodyInner::Http {
+            incoming,
+            end: None,
+            done: false,
+        })
+    }
+
+    /// `first` (the piece just read) joined with every piece that follows
+    /// it at once. The HTTP client hands a body over one HTTP chunk at a
+    /// time from its connection task, and most upstreams send one chunk per
+    /// SSE event: without gathering, a burst of events read from the socket
+    /// at once would cost one adapter call and one write to the client per
+    /// event. Gathering yields to the runtime (so the connection task can
+    /// decode what it has already read) and stops at the first piece that
+    /// is not there yet: a slow stream's events are not delayed. It takes at
+    /// most [`GATHER_YIELDS`] yields, so it needs no timeout; and it should
+    /// not be under one: cancelled, it would drop what it gathered. (Read
+    /// `first` with `next()` under the idle timeout: that is cancel-safe.)
+    pub async fn gather(&mut self, first: Bytes) -> Bytes {
+        use futures_util::StreamExt;
+        if matches!(self.0, BodyInner::Full(_)) {
+            return first;
+        }
+        let mut joined: Option<bytes::BytesMut> = None;
+        for _ in 0..GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            let more = std::future::poll_fn(|cx| Poll::Ready(self.poll_next_unpin(cx))).await;
+            match more {
+                Poll::Ready(Some(Ok(more))) => {
+                    joined
+                        .get_or_insert_with(|| {
+                            let mut j = bytes::BytesMut::with_capacity(first.len() * 8);
+                            j.extend_from_slice(&first);
+                            j
+                        })
+                        .extend_from_slice(&more);
+                }
+                Poll::Ready(ended) => {
+                    // Reported by the next call, after this batch.
+                    if let BodyInner::Http { end, done, .. } = &mut self.0 {
+                        *end = Some(ended.and_then(Result::err));
+                        *done = false;
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        joined.map_or(first, bytes::BytesMut::freeze)
+    }
+}
+
+/// A body that broke while being read (the connection failed or the
+/// upstream sent something that is not HTTP).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub(super) String);
+
+impl futures_util::Stream for ReplyBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let (incoming, end, done) = match &mut self.get_mut().0 {
+            BodyInner::Full(bytes) => return Poll::Ready(bytes.take().map(Ok)),
+            BodyInner::Http {
+                incoming,
+                end,
+                done,
+            } => (incoming, end, done),
+        };
+        if *done {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = end.take() {
+            // Reported once; the body is fused after it.
+            *done = true;
+            return Poll::Ready(end.map(Err));
+        }
+        let mut batch: Option<Bytes> = None;
+        let mut joined: Option<bytes::BytesMut> = None;
+        loop {
+            let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    *end = Some(None);
+                    break;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    *end = Some(Some(BodyError(root_cause(&e))));
+                    break;
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            // Trailers carry nothing an adapter reads.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match (&mut joined, batch.take()) {
+                (Some(j), _) => j.extend_from_slice(&data),
+                (None, None) => batch = Some(data),
+                (None, Some(first)) => {
+                    let mut j = bytes::BytesMut::with_capacity(first.len() + data.len() * 4);
+                    j.extend_from_slice(&first);
+                    j.extend_from_slice(&data);
+                    joined = Some(j);
+                }
+            }
+        }
+        match (joined, batch) {
+            (Some(j), _) => Poll::Ready(Some(Ok(j.freeze()))),
+            (None, Some(b)) => Poll::Ready(Some(Ok(b))),
+            (None, None) => match end.take() {
+                Some(end) => {
+                    *done = true;
+                    Poll::Ready(end.map(Err))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+}
