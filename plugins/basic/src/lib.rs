@@ -74,30 +74,64 @@ fn has_calls(message: &Value) -> bool {
 
 /// The fields of a chat completion the checks read, borrowed from the
 /// response text; everything else is skipped, not built into values.
-/// (A struct also reads from a JSON array, positionally: every level read
-/// as one is checked to be an object first.)
+/// Every level is read as a JSON object only ([`Members`]: a derived struct
+/// would also read an array, positionally).
 #[derive(serde::Deserialize)]
 struct Completion<'a> {
     #[serde(borrow)]
-    choices: Vec<&'a RawValue>,
+    choices: Vec<Members<'a, 2>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    finish_reason: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
+/// The members of a JSON object named by `FIELDS` (the rest skipped), raw;
+/// the last of duplicates wins, as in a value tree.
+struct Members<'a, const N: usize>([Option<&'a RawValue>; N]);
+
+/// The member names [`Members`] reads, for 2 (a choice) and 3 (a message).
+trait Fields {
+    const NAMES: &'static [&'static str];
+}
+impl Fields for Members<'_, 2> {
+    const NAMES: &'static [&'static str] = &["finish_reason", "message"];
+}
+impl Fields for Members<'_, 3> {
+    const NAMES: &'static [&'static str] = &["content", "tool_calls", "function_call"];
 }
 
-#[derive(serde::Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    function_call: Option<&'a RawValue>,
+impl<'de: 'a, 'a, const N: usize> serde::Deserialize<'de> for Members<'a, N>
+where
+    Members<'a, N>: Fields,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a, const N: usize>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const N: usize> serde::de::Visitor<'de> for Visit<'a, N>
+        where
+            Members<'a, N>: Fields,
+        {
+            type Value = Members<'a, N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = [None; N];
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match <Members<'a, N> as Fields>::NAMES
+                        .iter()
+                        .position(|n| *n == key)
+                    {
+                        Some(i) => out[i] = Some(map.next_value::<&'de RawValue>()?),
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// What one choice says, read from either parse.
@@ -124,24 +158,17 @@ fn evaluate(request: &str, response: &str) -> Verdict {
         return Verdict::fail(0.0, "response has no choices");
     }
     let mut seen = Vec::with_capacity(completion.choices.len());
-    for choice in &completion.choices {
-        let choice = match Some(choice.get())
-            .filter(|c| object(c))
-            .and_then(|c| serde_json::from_str::<Choice>(c).ok())
-        {
-            Some(c) => c,
-            None => return evaluate_values(request, response),
-        };
-        let message = match raw(choice.message) {
+    for Members([finish_reason, message]) in &completion.choices {
+        let message = match raw(*message) {
             None => None,
-            Some(m) if object(m) => match serde_json::from_str::<Message>(m) {
-                Ok(m) => Some(m),
+            Some(m) => match serde_json::from_str::<Members<3>>(m) {
+                Ok(Members([content, tool_calls, function_call])) => {
+                    Some((content, tool_calls, function_call))
+                }
                 Err(_) => return evaluate_values(request, response),
             },
-            Some(_) => return evaluate_values(request, response),
         };
-        let message = message.as_ref();
-        let text = match message.and_then(|m| raw(m.content)) {
+        let text = match message.and_then(|(content, _, _)| raw(content)) {
             None => None,
             Some(t) if t.starts_with('"') => Some(serde_json::from_str::<String>(t).ok()),
             Some(t) => Some(
@@ -150,13 +177,13 @@ fn evaluate(request: &str, response: &str) -> Verdict {
                     .and_then(|c| text_of(&c)),
             ),
         };
-        let calls = message.is_some_and(|m| {
-            raw(m.tool_calls).is_some_and(|t| {
+        let calls = message.is_some_and(|(_, tool_calls, function_call)| {
+            raw(tool_calls).is_some_and(|t| {
                 serde_json::from_str::<Vec<serde::de::IgnoredAny>>(t).is_ok_and(|c| !c.is_empty())
-            }) || raw(m.function_call).is_some_and(|t| t.starts_with('{'))
+            }) || raw(function_call).is_some_and(|t| t.starts_with('{'))
         });
         seen.push(Seen {
-            finish_reason: raw(choice.finish_reason)
+            finish_reason: raw(*finish_reason)
                 .map(|t| serde_json::from_str::<Cow<str>>(t).map_err(|_| t.to_string())),
             calls,
             text,
