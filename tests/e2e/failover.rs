@@ -154,8 +154,18 @@ async fn evaluator_fail_tries_the_next_candidate() {
         deployment("mute", &mock.url, "empty"),
         deployment("backup", &mock.url, "good"),
     ));
-    answered_by(&gw, "backup", "2").await;
+    let id = answered_by(&gw, "backup", "2").await;
     gw.assert_log("evaluator rejected the answer");
+    let id = format!("request_id={id}");
+    assert_line(
+        &gw,
+        &[
+            "evaluator rejected the answer",
+            &id,
+            "model=chat",
+            "deployment=mute",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,7 +106,7 @@ impl Gateway {
         log_usage(d, answer.usage);
 
         if let Some(evaluator) = &route.evaluator {
-            self.evaluate(d, evaluator, request, &answer.body, request_id)
+            self.evaluate(&route.name, d, evaluator, request, &answer.body, request_id)
                 .await?;
         }
         Ok(Answer::Complete {
@@ -120,6 +120,7 @@ impl Gateway {
     /// (logged); a failing *verdict* rejects it.
     async fn evaluate(
         &self,
+        model: &str,
         d: &Deployment,
         evaluator: &str,
         request: &Arc<str>,
@@ -136,7 +137,7 @@ impl Gateway {
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(request_id = %request_id, plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
+                tracing::warn!(request_id = %request_id, model = %model, deployment = %d.name, plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
                 Ok(())
             }
             Ok(v) => {
@@ -144,7 +145,7 @@ impl Gateway {
                 if v.pass {
                     Ok(())
                 } else {
-                    tracing::warn!(request_id = %request_id, plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
+                    tracing::warn!(request_id = %request_id, model = %model, deployment = %d.name, plugin = %evaluator, score = v.score, reasons = ?v.reasons, "evaluator rejected the answer");
                     Err(Attempt::new(
                         &d.name,
                         FailureClass::EvaluatorRejected,

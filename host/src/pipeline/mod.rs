@@ -319,7 +319,7 @@ impl Gateway {
                 match ordered {
                     Ok(order) => order,
                     Err(e) => {
-                        tracing::warn!(request_id = %request_id, plugin = %id, "strategy failed, using the configured order: {e}");
+                        tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
                         configured()
                     }
                 }
