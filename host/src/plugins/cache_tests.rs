@@ -33,6 +33,17 @@ fn assert_usable(engine: &Engine, component: &Component) {
     linker.instantiate(&mut store, component).unwrap();
 }
 
+/// Loads `HASH_A` through `cache`: usable, and mapped from `entry` as it
+/// is (the file is not rewritten).
+fn assert_hit(cache: &CodeCache, engine: &Engine, entry: &Path) {
+    let inode = fs::metadata(entry).unwrap().ino();
+    let component = cache
+        .load_or_compile(engine, EMPTY_COMPONENT, HASH_A)
+        .unwrap();
+    assert_usable(engine, &component);
+    assert_eq!(fs::metadata(entry).unwrap().ino(), inode);
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -60,12 +71,7 @@ fn creates_the_folder_owner_only_and_caches() {
     assert_eq!(files(&dir).len(), 1, "no temporary file left behind");
 
     // A hit maps the same file; it is not rewritten.
-    let inode = fs::metadata(&entry).unwrap().ino();
-    let again = cache
-        .load_or_compile(&engine, EMPTY_COMPONENT, HASH_A)
-        .unwrap();
-    assert_usable(&engine, &again);
-    assert_eq!(fs::metadata(&entry).unwrap().ino(), inode);
+    assert_hit(&cache, &engine, &entry);
 }
 
 #[test]
@@ -189,13 +195,7 @@ fn a_corrupt_entry_is_deleted_and_recompiled() {
     assert_ne!(fs::read(&entry).unwrap(), garbage);
 
     // The rewritten entry is a good one: a second cache maps it.
-    let inode = fs::metadata(&entry).unwrap().ino();
-    let reopened = CodeCache::open(cache.dir());
-    let component = reopened
-        .load_or_compile(&engine, EMPTY_COMPONENT, HASH_A)
-        .unwrap();
-    assert_usable(&engine, &component);
-    assert_eq!(fs::metadata(&entry).unwrap().ino(), inode);
+    assert_hit(&CodeCache::open(cache.dir()), &engine, &entry);
 }
 
 #[test]

@@ -9,18 +9,16 @@ use http_body::Body as _;
 
 use super::root_cause;
 
-/// The body of a [`Reply`], as a stream of chunks. Each item is everything
-/// that had arrived when it was asked for: an upstream that sends one HTTP
-/// chunk per SSE event (most do) is read a socket read at a time, not an
-/// event at a time, so one read costs one adapter call and one write to the
-/// client, not one per event.
+/// The body of a [`Reply`](super::Reply), as a stream of the HTTP client's
+/// pieces (one per HTTP chunk; trailers and empty pieces skipped).
+/// [`ReplyBody::gather`] joins a piece with those that arrived with it.
 pub struct ReplyBody(BodyInner);
 
 enum BodyInner {
     Http {
         incoming: hyper::body::Incoming,
-        /// The body's end (or its failure), seen while gathering a batch and
-        /// reported after it.
+        /// The body's end (or its failure), seen by [`ReplyBody::gather`]
+        /// after its batch and reported by the next poll.
         end: Option<Option<BodyError>>,
         /// The end was reported: the stream is fused.
         done: bool,
@@ -116,49 +114,25 @@ impl futures_util::Stream for ReplyBody {
             *done = true;
             return Poll::Ready(end.map(Err));
         }
-        let mut batch: Option<Bytes> = None;
-        let mut joined: Option<bytes::BytesMut> = None;
         loop {
             let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
-                Poll::Pending => break,
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    *end = Some(None);
-                    break;
+                    *done = true;
+                    return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    *end = Some(Some(BodyError(root_cause(&e))));
-                    break;
+                    *done = true;
+                    return Poll::Ready(Some(Err(BodyError(root_cause(&e)))));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
             // Trailers carry nothing an adapter reads.
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Poll::Ready(Some(Ok(data)));
             }
-            match (&mut joined, batch.take()) {
-                (Some(j), _) => j.extend_from_slice(&data),
-                (None, None) => batch = Some(data),
-                (None, Some(first)) => {
-                    let mut j = bytes::BytesMut::with_capacity(first.len() + data.len() * 4);
-                    j.extend_from_slice(&first);
-                    j.extend_from_slice(&data);
-                    joined = Some(j);
-                }
-            }
-        }
-        match (joined, batch) {
-            (Some(j), _) => Poll::Ready(Some(Ok(j.freeze()))),
-            (None, Some(b)) => Poll::Ready(Some(Ok(b))),
-            (None, None) => match end.take() {
-                Some(end) => {
-                    *done = true;
-                    Poll::Ready(end.map(Err))
-                }
-                None => Poll::Pending,
-            },
         }
     }
 }

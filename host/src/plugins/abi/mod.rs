@@ -70,6 +70,35 @@ macro_rules! strategy_conversions {
 }
 pub(crate) use strategy_conversions;
 
+/// The conversions of an adapter's arguments into a WIT version's bindings,
+/// for versions whose `target` and `http-response` are the same (borrowed,
+/// as [`strategy_conversions`]).
+macro_rules! adapter_conversions {
+    ($a:ident) => {
+        impl<'a> From<&'a domain::Target> for $a::Target<'a> {
+            fn from(t: &'a domain::Target) -> Self {
+                Self {
+                    deployment: &t.deployment,
+                    model: &t.model,
+                }
+            }
+        }
+
+        /// A response's bindings; `headers` is [`super::pairs`] of its headers.
+        fn http_response<'a>(
+            r: &'a domain::UpstreamResponse,
+            headers: &'a [(&'a str, &'a str)],
+        ) -> $a::HttpResponse<'a> {
+            $a::HttpResponse {
+                status: r.status,
+                headers,
+                body: &r.body,
+            }
+        }
+    };
+}
+pub(crate) use adapter_conversions;
+
 /// Borrowed views of owned strings, for bindings whose lists borrow.
 pub(crate) fn strs(owned: &[String]) -> Vec<&str> {
     owned.iter().map(String::as_str).collect()

@@ -314,27 +314,6 @@ impl From<adapter::AdapterMetadata> for domain::Metadata {
     }
 }
 
-impl<'a> From<&'a domain::Target> for adapter::Target<'a> {
-    fn from(t: &'a domain::Target) -> Self {
-        Self {
-            deployment: &t.deployment,
-            model: &t.model,
-        }
-    }
-}
-
-/// A response's bindings; `headers` is [`super::pairs`] of its headers.
-fn http_response<'a>(
-    r: &'a domain::UpstreamResponse,
-    headers: &'a [(&'a str, &'a str)],
-) -> adapter::HttpResponse<'a> {
-    adapter::HttpResponse {
-        status: r.status,
-        headers,
-        body: &r.body,
-    }
-}
-
 impl From<types::Usage> for domain::Usage {
     fn from(u: types::Usage) -> Self {
         Self {
@@ -381,3 +360,4 @@ impl From<adapter::UpstreamError> for domain::UpstreamError {
 
 // Strategy arguments: the same WIT types in every version so far.
 super::strategy_conversions!(strategy);
+super::adapter_conversions!(adapter);
