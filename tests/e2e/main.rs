@@ -10,5 +10,6 @@ mod config;
 mod failover;
 mod hot_reload;
 mod languages;
+mod proxy;
 mod sandbox;
 mod streaming;

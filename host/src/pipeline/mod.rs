@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::failover::{FailureClass, Next};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
-use crate::upstream::{BaseUrl, Endpoint, Upstream};
+use crate::upstream::{BaseUrl, Endpoint, Proxies, Upstream};
 use request::{ChatRequestView, capabilities, summarize, validate_order};
 
 /// Everything a request needs, built once from the config.
@@ -150,7 +150,14 @@ impl Gateway {
                 },
             );
         }
-        let upstream = Upstream::new(connect_timeouts).map_err(|e| format!("HTTP client: {e}"))?;
+        let proxies = Proxies::from_env().map_err(|e| format!("outbound proxy: {e}"))?;
+        if proxies.any() {
+            tracing::info!(
+                "upstreams are called through the outbound proxy the environment names (NO_PROXY exempts hosts)"
+            );
+        }
+        let upstream =
+            Upstream::new(connect_timeouts, proxies).map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
             routes,
             registry,

@@ -21,6 +21,7 @@
 mod body;
 mod connect;
 mod egress;
+mod proxy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::{BodyError, ReplyBody};
 pub use egress::{BaseUrl, check_path};
+pub use proxy::Proxies;
 
 use crate::config::Timeouts;
 use crate::domain::{AuthScheme, UpstreamRequest, UpstreamResponse};
@@ -43,7 +45,7 @@ use crate::failover::{Attempt, FailureClass};
 /// Largest upstream body read into memory for one non-streamed answer.
 pub const MAX_UPSTREAM_BODY: usize = 32 << 20;
 
-type Connector = connect::Bounded<hyper_rustls::HttpsConnector<HttpConnector>>;
+type Connector = connect::Bounded<hyper_rustls::HttpsConnector<proxy::Via>>;
 
 /// An upstream stand-in for benchmarks and tests: answers a request in
 /// process, with no socket.
@@ -59,6 +61,7 @@ enum Transport {
 /// The gateway's way out to its upstreams.
 pub struct Upstream {
     transport: Transport,
+    proxies: Proxies,
 }
 
 /// What the host needs to send to one deployment.
@@ -83,21 +86,10 @@ pub struct Reply {
 
 impl Upstream {
     /// Pooled clients for each connect timeout the config uses.
-    pub fn new(connect_timeouts: impl IntoIterator<Item = u64>) -> Result<Self, String> {
-        for var in [
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ] {
-            if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-                tracing::warn!(
-                    "{var} is set, but outbound proxies are not supported yet: upstreams are called directly"
-                );
-            }
-        }
+    pub fn new(
+        connect_timeouts: impl IntoIterator<Item = u64>,
+        proxies: Proxies,
+    ) -> Result<Self, String> {
         let mut clients = HashMap::new();
         for ms in connect_timeouts {
             if clients.contains_key(&ms) {
@@ -119,7 +111,7 @@ impl Upstream {
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
-                .wrap_connector(http);
+                .wrap_connector(proxy::Via::new(http, proxies.clone()));
             // `connect_ms` bounds the whole connection: name resolution, TCP
             // and the TLS handshake (the connector's own timeout is TCP only).
             let https = connect::Bounded::new(https, Duration::from_millis(ms));
@@ -141,6 +133,7 @@ impl Upstream {
         }
         Ok(Self {
             transport: Transport::Http(clients),
+            proxies,
         })
     }
 
@@ -148,6 +141,7 @@ impl Upstream {
     pub fn in_process(answer: InProcess) -> Self {
         Self {
             transport: Transport::InProcess(answer),
+            proxies: Proxies::default(),
         }
     }
 
@@ -194,8 +188,13 @@ impl Upstream {
             .join(&request.path, key_param)
             .parse()
             .map_err(|_| refused(format!("path {:?} is not a valid URI path", request.path)))?;
-        let headers =
+        let mut headers =
             egress::headers(&request.headers, auth, key).map_err(|(class, m)| fail(class, m))?;
+        if self.proxies.any()
+            && let Some(credentials) = self.proxies.authorization(&uri)
+        {
+            headers.insert(http::header::PROXY_AUTHORIZATION, credentials);
+        }
         let mut outgoing = Request::new(Bytes::from(request.body));
         *outgoing.method_mut() = method;
         *outgoing.uri_mut() = uri;
@@ -385,7 +384,7 @@ mod tests {
             .port();
         let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let timeouts = Timeouts::default();
-        let upstream = Upstream::new([timeouts.connect_ms]).unwrap();
+        let upstream = Upstream::new([timeouts.connect_ms], Proxies::default()).unwrap();
         let Err(e) = upstream.send(&endpoint(&base, &timeouts), request()).await else {
             panic!("nothing listens there");
         };
@@ -420,7 +419,7 @@ mod tests {
         let timeouts = Timeouts::default();
         let mut to = endpoint(&base, &timeouts);
         to.api_key_env = None;
-        let upstream = Upstream::new([timeouts.connect_ms]).unwrap();
+        let upstream = Upstream::new([timeouts.connect_ms], Proxies::default()).unwrap();
         let reply = upstream.send(&to, request()).await.unwrap();
         let mut body = reply.body;
         let mut items = Vec::new();
