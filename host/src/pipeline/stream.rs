@@ -36,8 +36,6 @@ pub(super) async fn start_stream(
     let deadline = started + d.timeouts.first_byte();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
-        // Not gathered (see `ReplyBody::gather`): the first event goes
-        // to the client as soon as it is parsed.
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
             Err(_) => {
                 return Err(fail(
@@ -54,7 +52,14 @@ pub(super) async fn start_stream(
                     format!("stream broke before the first chunk: {e}"),
                 ));
             }
-            Ok(Some(Ok(bytes))) => (session.feed(&bytes).await, false),
+            Ok(Some(Ok(bytes))) => {
+                // With what arrived with it (see `ReplyBody::gather`): a
+                // burst costs one adapter call and one write to the client.
+                // Nothing that has not arrived yet is waited for, so the
+                // first event is not held back.
+                let bytes = body.gather(bytes).await;
+                (session.feed(&bytes).await, false)
+            }
             Ok(None) => (session.finish().await, true),
         };
         let batch = batch
@@ -72,7 +77,7 @@ pub(super) async fn start_stream(
     };
 
     let (tx, rx) = mpsc::channel(32);
-    let pump = StreamPump {
+    let mut pump = StreamPump {
         deployment: d.name.clone(),
         idle: d.timeouts.idle(),
         session,
@@ -80,6 +85,12 @@ pub(super) async fn start_stream(
         in_flight,
         evaluation,
     };
+    if !first.done {
+        // Queued before the response is returned (it cannot wait: the
+        // channel is new), so the headers and the first chunk leave in one
+        // write, not two.
+        let _ = pump.forward(&first.chunks, false).await;
+    }
     tokio::spawn(pump.run(first, body).instrument(log));
     Ok(Answer::Stream {
         deployment: d.name.clone(),
@@ -101,11 +112,9 @@ pub(super) struct StreamPump {
 
 impl StreamPump {
     async fn run(mut self, first: StreamBatch, mut body: ReplyBody) {
+        // The first chunks were forwarded by `start_stream` unless `done`.
         let mut usage = first.usage;
         let mut done = first.done;
-        if !done && self.forward(&first.chunks, false).await.is_err() {
-            return;
-        }
         let mut last = done.then_some(first.chunks);
         let mut failure = None;
         while !done {

@@ -181,9 +181,20 @@ fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
     if !top.choices.get().starts_with('[') {
         return None;
     }
+    let out = with_model(text, top.model, deployment)?;
+    let usage = top
+        .usage
+        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
+        .and_then(|u| usage_of(Some(&u)));
+    Some(ChatResponse::new(out, usage))
+}
+
+/// `text` (a JSON object) with `deployment` as its `model`: spliced in place
+/// of `old`, the upstream's (which borrows from `text`), or put first.
+fn with_model(text: &str, old: Option<&RawValue>, deployment: &str) -> Option<String> {
     let model = serde_json::to_string(deployment).ok()?;
-    let mut out = String::with_capacity(text.len() + model.len());
-    match top.model {
+    let mut out = String::with_capacity(text.len() + model.len() + 9);
+    match old {
         Some(old) => {
             // `old` borrows from `text`: its offset is where it starts there.
             let start = old.get().as_ptr() as usize - text.as_ptr() as usize;
@@ -197,15 +208,108 @@ fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
             out.push_str(&text[..=open]);
             out.push_str("\"model\":");
             out.push_str(&model);
-            out.push(',');
-            out.push_str(&text[open + 1..]);
+            let rest = &text[open + 1..];
+            if !rest.trim_start().starts_with('}') {
+                out.push(',');
+            }
+            out.push_str(rest);
+        }
+    }
+    Some(out)
+}
+
+/// The members of a stream chunk [`chunk_in_place`] reads.
+#[derive(serde::Deserialize)]
+struct ChunkTop<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// What a choice of a stream chunk tells the parser.
+#[derive(serde::Deserialize)]
+struct ChoiceTop<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+/// One ordinary stream chunk, read without rebuilding it.
+struct Chunk {
+    text: String,
+    usage: Option<Usage>,
+    finished: bool,
+    usage_only: bool,
+}
+
+/// The common case of a stream event, as [`Stream::event`]'s general path
+/// reads it, in one pass and with the deployment's name spliced in. `None`
+/// for anything else (an error member, a duplicate member, a choice that is
+/// not an object, not an object at all): the general path decides.
+fn chunk_in_place(deployment: &str, data: &str) -> Option<Chunk> {
+    // A struct also reads from a JSON array (positionally): objects only.
+    // A line break (multi-line `data:`) would end the event sent on: such a
+    // chunk is rewritten compact by the general path.
+    if !data.starts_with('{') || data.contains(['\n', '\r']) {
+        return None;
+    }
+    let top: ChunkTop = serde_json::from_str(data).ok()?;
+    if top.error.is_some() {
+        return None;
+    }
+    let mut finished = false;
+    let mut no_choices = false;
+    if let Some(choices) = top.choices.filter(|c| c.get().starts_with('[')) {
+        let choices: Vec<&RawValue> = serde_json::from_str(choices.get()).ok()?;
+        no_choices = choices.is_empty();
+        for choice in choices {
+            if !choice.get().starts_with('{') {
+                return None;
+            }
+            let choice: ChoiceTop = serde_json::from_str(choice.get()).ok()?;
+            finished |= choice.finish_reason.is_some_and(|f| f.get() != "null");
         }
     }
     let usage = top
         .usage
-        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
-        .and_then(|u| usage_of(Some(&u)));
-    Some(ChatResponse::new(out, usage))
+        .filter(|u| u.get() != "null")
+        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
+    Some(Chunk {
+        text: with_model(data, top.model, deployment)?,
+        usage_only: no_choices && usage.is_some(),
+        usage: usage_of(usage.as_ref()),
+        finished,
+    })
+}
+
+/// Any stream chunk: parsed whole and written back compact (so it is one
+/// line, whatever the upstream's layout), with the reason when it is not a
+/// chunk.
+fn chunk_general(deployment: &str, data: &str) -> Result<Chunk, UpstreamError> {
+    let mut v: Value = serde_json::from_str(data)
+        .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(overloaded(
+            "malformed stream chunk: not a JSON object".into(),
+        ));
+    };
+    if obj.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(classify::classify_stream_error(&v));
+    }
+    obj.insert("model".into(), Value::String(deployment.to_owned()));
+    let choices = obj.get("choices").and_then(Value::as_array);
+    let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
+    Ok(Chunk {
+        usage: usage_of(obj.get("usage")),
+        finished: choices.is_some_and(|cs| cs.iter().any(finish)),
+        usage_only: choices.is_some_and(Vec::is_empty)
+            && obj.get("usage").is_some_and(|u| !u.is_null()),
+        text: v.to_string(),
+    })
 }
 
 /// Why a 2xx body is not a chat completion, for the attempt record.
@@ -273,29 +377,16 @@ impl StreamParser for Stream {
             out.set_done();
             return Ok(());
         }
-        let mut v: Value = serde_json::from_str(data)
-            .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
-        let Some(obj) = v.as_object_mut() else {
-            return Err(overloaded(
-                "malformed stream chunk: not a JSON object".into(),
-            ));
+        let chunk = match chunk_in_place(&target.deployment, data) {
+            Some(chunk) => chunk,
+            None => chunk_general(&target.deployment, data)?,
         };
-        if obj.get("error").is_some_and(|e| !e.is_null()) {
-            return Err(classify::classify_stream_error(&v));
-        }
-        obj.insert("model".into(), Value::String(target.deployment.clone()));
-        if let Some(u) = usage_of(obj.get("usage")) {
+        if let Some(u) = chunk.usage {
             out.set_usage(u);
         }
-        let choices = obj.get("choices").and_then(Value::as_array);
-        let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
-        if choices.is_some_and(|cs| cs.iter().any(finish)) {
-            self.finished = true;
-        }
-        let usage_only =
-            choices.is_some_and(Vec::is_empty) && obj.get("usage").is_some_and(|u| !u.is_null());
-        if !usage_only || self.forward_usage_chunk {
-            out.push(v.to_string());
+        self.finished |= chunk.finished;
+        if !chunk.usage_only || self.forward_usage_chunk {
+            out.push(chunk.text);
         }
         Ok(())
     }
@@ -446,6 +537,46 @@ mod tests {
         ] {
             assert!(parse_in_place("d", body.as_bytes()).is_none(), "{body}");
         }
+    }
+
+    #[test]
+    fn stream_chunks_read_in_place_as_in_general() {
+        for data in [
+            r#"{"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"model":null}"#,
+            r#"{ "choices" : [ ] , "usage" : {"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":2}} }"#,
+            r#"{"choices":[],"usage":null}"#,
+            r#"{"choices":[],"usage":7}"#,
+            r#"{"choices":null,"error":null}"#,
+            r#"{"choices":{"a":1}}"#,
+            r#"{"choices":[{"finish_reason":null},{"finish_reason":"length"}]}"#,
+            r#"{}"#,
+        ] {
+            let fast = chunk_in_place("dep \"eu\"", data).expect(data);
+            let general = chunk_general("dep \"eu\"", data).unwrap();
+            assert_eq!(
+                json(fast.text.as_bytes()),
+                json(general.text.as_bytes()),
+                "{data}"
+            );
+            assert_eq!(json(fast.text.as_bytes())["model"], "dep \"eu\"");
+            assert_eq!(fast.usage, general.usage, "{data}");
+            assert_eq!(fast.finished, general.finished, "{data}");
+            assert_eq!(fast.usage_only, general.usage_only, "{data}");
+        }
+        // Not for the fast path: the general one decides (and explains).
+        for data in [
+            r#"{"error":{"message":"overloaded"}}"#,
+            r#"{"model":"a","model":"b","choices":[]}"#,
+            r#"{"choices":[["stop"]]}"#,
+            "{\"choices\":\n[]}",
+            "[]",
+            "nope",
+        ] {
+            assert!(chunk_in_place("d", data).is_none(), "{data}");
+        }
+        let general = chunk_general("d", "{\"choices\":\n[]}").unwrap();
+        assert!(!general.text.contains('\n'));
     }
 
     #[test]
