@@ -12,6 +12,12 @@ wrk.body = '{"model":"load","messages":['
     .. '{"role":"user","content":"What is the capital of France? Answer in one sentence."}'
     .. '],"max_tokens":64,"temperature":0.2}'
 
+-- LOAD_MODEL=NAME: the same request to another route.
+local model = os.getenv("LOAD_MODEL")
+if model then
+    wrk.body = wrk.body:gsub('^{"model":"load"', '{"model":"' .. model .. '"', 1)
+end
+
 -- LOAD_STREAM=1: the same request, streamed (SSE).
 if os.getenv("LOAD_STREAM") == "1" then
     wrk.body = wrk.body:sub(1, -2) .. ',"stream":true}'
