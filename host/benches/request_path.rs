@@ -103,7 +103,10 @@ impl Fixture {
         let gateway = Gateway::new(&config, registry)
             .expect("gateway")
             .with_upstream(upstream);
-        let app = switchyard::server::router(Arc::new(gateway), config.server.max_body_bytes);
+        let app = switchyard::server::router(
+            switchyard::live::Live::fixed(gateway),
+            config.server.max_body_bytes,
+        );
         drop(_entered);
         Self {
             _cache: cache,

@@ -25,7 +25,8 @@ const ALPHA: f64 = 0.2;
 /// Health of one deployment.
 #[derive(Debug)]
 pub struct DeploymentHealth {
-    settings: HealthConfig,
+    /// Swapped by a config reload; the state around it is kept.
+    settings: arc_swap::ArcSwap<HealthConfig>,
     origin: Instant,
     in_flight: AtomicU32,
     consecutive_faults: AtomicU32,
@@ -59,7 +60,7 @@ impl DeploymentHealth {
     /// A healthy deployment with no history.
     pub fn new(settings: HealthConfig) -> Self {
         Self {
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             origin: Instant::now(),
             in_flight: AtomicU32::new(0),
             consecutive_faults: AtomicU32::new(0),
@@ -68,6 +69,14 @@ impl DeploymentHealth {
             latency_ms: AtomicF64::new(0.0),
             error_rate: AtomicF64::new(0.0),
             quality: AtomicF64::new(1.0),
+        }
+    }
+
+    /// New settings from a reloaded config; counters, averages and any
+    /// cool-down in progress are kept.
+    pub fn set_settings(&self, settings: HealthConfig) {
+        if **self.settings.load() != settings {
+            self.settings.store(std::sync::Arc::new(settings));
         }
     }
 
@@ -109,10 +118,10 @@ impl DeploymentHealth {
         if now < until {
             return false;
         }
-        if until == 0 || self.consecutive_faults.load(Relaxed) < self.settings.trip_after {
+        if until == 0 || self.consecutive_faults.load(Relaxed) < self.settings.load().trip_after {
             return true;
         }
-        let probe_until = now + self.settings.probe_window_ms;
+        let probe_until = now + self.settings.load().probe_window_ms;
         self.cooldown_until_ms
             .compare_exchange(until, probe_until, Relaxed, Relaxed)
             .is_ok()
@@ -148,7 +157,7 @@ impl DeploymentHealth {
     /// A failed attempt of the given class.
     pub fn record_failure(&self, class: FailureClass, retry_after: Option<Duration>) {
         if class == FailureClass::RateLimited {
-            let default = Duration::from_millis(self.settings.rate_limit_cooldown_ms);
+            let default = Duration::from_millis(self.settings.load().rate_limit_cooldown_ms);
             self.cool_down(retry_after.unwrap_or(default), true);
             return;
         }
@@ -157,8 +166,11 @@ impl DeploymentHealth {
         }
         self.error_rate.blend(1.0);
         let faults = self.consecutive_faults.fetch_add(1, Relaxed) + 1;
-        if faults >= self.settings.trip_after {
-            self.cool_down(Duration::from_millis(self.settings.cooldown_ms), false);
+        if faults >= self.settings.load().trip_after {
+            self.cool_down(
+                Duration::from_millis(self.settings.load().cooldown_ms),
+                false,
+            );
         }
     }
 

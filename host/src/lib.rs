@@ -11,7 +11,8 @@
 //! - [`failover`]: what a failed attempt means; [`health`]: live deployment stats.
 //! - [`upstream`]: the HTTP client, secrets and timeouts.
 //! - [`plugins`]: the WebAssembly plugin runtime and hot reload.
-//! - [`config`]: the config file and its schema; [`error`]: API errors.
+//! - [`config`]: the config file and its schema; [`live`]: reloading it
+//!   while serving; [`error`]: API errors.
 //! - [`demo`]: the built-in echo upstream.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod failover;
 pub mod health;
+pub mod live;
 pub mod ops;
 pub mod pipeline;
 pub mod plugins;

@@ -139,16 +139,13 @@ fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
             ));
         }
     }
-    for route in config.routes.values() {
-        for d in &route.deployments {
-            if let Some(var) = &d.api_key_env
-                && std::env::var_os(var).is_none()
-            {
-                warnings.push(format!(
-                    "deployment {:?}: environment variable {var} is not set; its attempts fail with an auth error",
-                    d.name
-                ));
-            }
+    for (name, d) in &config.deployments {
+        if let Some(var) = &d.api_key_env
+            && config.env.get(var).is_none()
+        {
+            warnings.push(format!(
+                "deployment {name:?}: environment variable {var} is not set; its attempts fail with an auth error"
+            ));
         }
     }
     Ok((config, registry, warnings))
@@ -178,8 +175,14 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
             config.plugins.dir.display()
         )
     })?;
-    let gateway = Arc::new(Gateway::new(&config, registry)?);
-    let app = server::router(gateway, config.server.max_body_bytes);
+    let gateway = Gateway::new(&config, registry)?;
+    let live = switchyard::live::Live::new(gateway, path);
+    let _config_watcher = live
+        .watch()
+        .map_err(|e| format!("cannot watch the config file {}: {e}", path.display()))?;
+    live.reload_on_sighup();
+    let app = server::router(live, config.server.max_body_bytes)
+        .into_make_service_with_connect_info::<SocketAddr>();
     let addr = match listen {
         Some(a) => a,
         None => config.listen.parse().map_err(|e| format!("listen: {e}"))?,
@@ -303,16 +306,7 @@ fn check(path: &Path) -> Result<(), String> {
     for (id, reason) in registry.rejected() {
         report.push_str(&format!("  {id:<16} REJECTED: {reason}\n"));
     }
-    report.push_str("routes:\n");
-    for (name, route) in &config.routes {
-        let deployments: Vec<&str> = route.deployments.iter().map(|d| d.name.as_str()).collect();
-        report.push_str(&format!(
-            "  {name}: strategy {}, evaluator {}, deployments [{}]\n",
-            route.strategy.as_deref().unwrap_or("(configured order)"),
-            route.evaluator.as_deref().unwrap_or("(none)"),
-            deployments.join(", ")
-        ));
-    }
+    report.push_str(&switchyard::ops::route_table(&config));
     for w in &warnings {
         report.push_str(&format!("warning: {w}\n"));
     }

@@ -240,3 +240,59 @@ pub async fn live_detail(config: &Config) -> Option<serde_json::Value> {
     let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
     Some(health["plugin_detail"].clone())
 }
+
+/// The resolved route table `switchyard check` prints: each route's
+/// plugins, its deployments as they resolved (adapter, URL, upstream model,
+/// priority, weight) and its fallbacks, then deployments no route uses.
+pub fn route_table(config: &Config) -> String {
+    let mut out = format!("routes ({}):\n", config.routes.len());
+    let mut used = std::collections::HashSet::new();
+    for (name, route) in &config.routes {
+        let kind = match name.strip_suffix('*') {
+            Some(prefix) => {
+                format!(" (wildcard: every model named {prefix:?}…; `*` in a model is the rest)")
+            }
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "  {name}{kind}: strategy {}, evaluator {}\n",
+            route.strategy.as_deref().unwrap_or("(configured order)"),
+            route.evaluator.as_deref().unwrap_or("(none)"),
+        ));
+        for m in &route.members {
+            used.insert(m.name.as_str());
+            if let Some(d) = config.deployments.get(&m.name) {
+                out.push_str(&format!(
+                    "    {:<24} {:<10} {} model {:?}, priority {}, weight {}{}\n",
+                    m.name,
+                    d.adapter,
+                    d.base_url,
+                    d.model,
+                    m.priority,
+                    m.weight,
+                    d.api_key_env
+                        .as_deref()
+                        .map(|v| format!(", key from {v}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        let chain = config.fallback_chain(name);
+        if !chain.is_empty() {
+            out.push_str(&format!("    falls back to: {}\n", chain.join(" → ")));
+        }
+    }
+    let unused: Vec<&str> = config
+        .deployments
+        .keys()
+        .map(String::as_str)
+        .filter(|d| !used.contains(d))
+        .collect();
+    if !unused.is_empty() {
+        out.push_str(&format!(
+            "deployments no route lists: {}\n",
+            unused.join(", ")
+        ));
+    }
+    out
+}

@@ -16,14 +16,14 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::pipeline::{Answer, CallerHints, Gateway};
+use crate::live::Live;
+use crate::pipeline::{Answer, CallerHints};
 
 /// Shared state of every handler.
 pub struct AppState {
-    gateway: Arc<Gateway>,
+    /// The running gateway; a request takes the current one and keeps it.
+    live: Arc<Live>,
     max_body_bytes: usize,
-    /// `GET /v1/models`, rendered once.
-    models: Bytes,
     /// Request ids: a per-process prefix and a counter (unique, cheap).
     id_prefix: u32,
     next_id: AtomicU64,
@@ -39,13 +39,14 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// delayed ACK (~40 ms a chunk).
 pub fn nodelay(
     listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set(tcp: &mut tokio::net::TcpStream) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
         }
-    })
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`].
@@ -60,25 +61,18 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// The API router.
-pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+/// The API router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: `/admin/reload`
+/// answers loopback callers only.
+pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let data: Vec<_> = gateway
-        .model_names()
-        .into_iter()
-        .map(
-            |id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}),
-        )
-        .collect();
-    let models = Bytes::from(json!({"object": "list", "data": data}).to_string());
     let id_prefix = (created as u32) ^ std::process::id().rotate_left(16);
     let state = Arc::new(AppState {
-        gateway,
+        live,
         max_body_bytes,
-        models,
         id_prefix,
         next_id: AtomicU64::new(1),
     });
@@ -86,6 +80,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz))
+        .route("/admin/reload", post(admin_reload))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -155,7 +150,11 @@ async fn handle_chat(
         ),
     };
     let hints = CallerHints { tags, priority };
-    let answer = app.gateway.chat(request_id.clone(), hints, body).await?;
+    let answer = app
+        .live
+        .gateway()
+        .chat(request_id.clone(), hints, body)
+        .await?;
     Ok(match answer {
         Answer::Complete {
             deployment,
@@ -200,7 +199,7 @@ fn set_route_headers(r: &mut Response, deployment: &str, attempts: usize) {
 }
 
 async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
-    let mut r = Response::new(Body::from(app.models.clone()));
+    let mut r = Response::new(Body::from(app.live.gateway().models()));
     set(&mut r, header::CONTENT_TYPE, "application/json");
     r
 }
@@ -209,7 +208,8 @@ async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
 /// quarantined, rejected with the reason) and faults since load. The gateway
 /// keeps serving whatever a plugin does, so the status stays `ok`.
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
-    let registry = app.gateway.registry();
+    let gateway = app.live.gateway();
+    let registry = gateway.registry();
     let mut detail = serde_json::Map::new();
     for p in registry.loaded() {
         let state = p.state();
@@ -245,6 +245,50 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
         axum::Json(json!({"status": "ok", "plugins": count, "plugin_detail": detail})),
     )
         .into_response()
+}
+
+/// Reloads the config now: 200 with a summary of what changed, or 422 with
+/// every problem (the running config keeps serving). Loopback callers only,
+/// until the gateway has admin keys.
+async fn admin_reload(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !peer.is_some_and(|ip| ip.is_loopback()) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": {
+                "message": "/admin/reload answers loopback callers only",
+                "type": "permission_error",
+                "code": "admin_loopback_only",
+            }})),
+        )
+            .into_response();
+    }
+    match app.live.reload("POST /admin/reload").await {
+        Ok(summary) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "reloaded", "summary": summary})),
+        )
+            .into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({
+                "status": "refused",
+                "error": {
+                    "message": format!("the new config was refused; the running one keeps serving: {}", problems.join("; ")),
+                    "type": "invalid_config",
+                    "code": "config_refused",
+                },
+                "problems": problems,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

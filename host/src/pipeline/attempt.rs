@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::stream::{StreamEvaluation, Transcript, start_stream};
 use super::{Answer, Deployment, Gateway, Route};
-use crate::domain::{BuildError, Kind, Usage};
+use crate::domain::{BuildError, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::plugins::PluginError;
 use crate::upstream::{Upstream, header_pairs};
@@ -27,6 +27,7 @@ impl Gateway {
         &self,
         route: &Route,
         d: &Deployment,
+        target: &Arc<Target>,
         request: &Arc<str>,
         stream: bool,
         request_id: &Arc<str>,
@@ -37,7 +38,7 @@ impl Gateway {
             .get(&d.adapter, Kind::Adapter)
             .map_err(plugin_failed)?;
         let http = match adapter
-            .build_request(request_id, &d.target, request)
+            .build_request(request_id, target, request)
             .await
             .map_err(plugin_failed)?
         {
@@ -75,7 +76,7 @@ impl Gateway {
         if stream {
             let headers = header_pairs(&response.headers);
             let (session, _quota) = adapter
-                .open_stream(request_id, &d.target, request, headers)
+                .open_stream(request_id, target, request, headers)
                 .await
                 .map_err(plugin_failed)?
                 .map_err(|e| Attempt::upstream(&d.name, None, e))?;
@@ -99,7 +100,7 @@ impl Gateway {
         let body = Upstream::read_body(&endpoint, response, started).await?;
         let status = body.status;
         let answer = adapter
-            .parse_response(request_id, &d.target, body)
+            .parse_response(request_id, target, body)
             .await
             .map_err(plugin_failed)?
             .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;

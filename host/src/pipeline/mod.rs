@@ -16,6 +16,7 @@
 //! clean `[DONE]`.
 
 mod attempt;
+mod build;
 mod request;
 mod stream;
 
@@ -35,14 +36,23 @@ use crate::error::ApiError;
 use crate::failover::{FailureClass, Next};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
-use crate::upstream::{BaseUrl, Endpoint, Proxies, Upstream};
-use request::{ChatRequestView, capabilities, summarize, validate_order};
+use crate::upstream::{BaseUrl, Endpoint, Upstream};
+use request::{ChatRequestView, summarize, validate_order};
 
-/// Everything a request needs, built once from the config.
+/// Everything a request needs, built from one config. A reload builds a
+/// new one and swaps it in (see [`crate::live`]); a request keeps the one it
+/// started with.
 pub struct Gateway {
     routes: HashMap<String, Route>,
+    /// Wildcard routes by prefix, the longest first.
+    wildcards: Vec<(String, Route)>,
+    /// Every deployment by name, shared by the routes that list it.
+    deployments: HashMap<String, Arc<Deployment>>,
     registry: Arc<Registry>,
     upstream: Upstream,
+    /// `GET /v1/models`, rendered once.
+    models: Bytes,
+    config: Arc<Config>,
 }
 
 /// A model name clients may request.
@@ -50,7 +60,17 @@ pub struct Route {
     pub name: String,
     pub strategy: Option<String>,
     pub evaluator: Option<String>,
-    pub deployments: Vec<Deployment>,
+    pub members: Vec<Member>,
+    /// Routes tried after this one's deployments, in order (resolved
+    /// transitively at load).
+    pub fallbacks: Vec<String>,
+}
+
+/// A deployment as one route uses it.
+pub struct Member {
+    pub deployment: Arc<Deployment>,
+    priority: u32,
+    weight: u32,
 }
 
 /// One deployment with its resolved secret, timeouts and live health.
@@ -61,14 +81,13 @@ pub struct Deployment {
     pub api_key_env: Option<String>,
     api_key: Option<String>,
     pub timeouts: Timeouts,
+    /// In a wildcard route, its model's `*` is the rest of the requested name.
     pub target: Arc<Target>,
     pub health: Arc<DeploymentHealth>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
     input_cost_per_1k: f64,
     output_cost_per_1k: f64,
-    priority: u32,
-    weight: u32,
     supports: Capabilities,
 }
 
@@ -103,68 +122,6 @@ pub enum Answer {
 }
 
 impl Gateway {
-    /// Resolves the config's routes. Missing API keys are warnings: the
-    /// deployment fails its attempts (class `auth`) until the key is set.
-    pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, String> {
-        let mut routes = HashMap::new();
-        let mut connect_timeouts = vec![config.timeouts.connect_ms];
-        for (name, r) in &config.routes {
-            let mut deployments = Vec::with_capacity(r.deployments.len());
-            for d in &r.deployments {
-                let timeouts = match &d.timeouts {
-                    Some(o) => config
-                        .timeouts
-                        .merged(o)
-                        .map_err(|e| format!("deployment {}: timeouts: {e}", d.name))?,
-                    None => config.timeouts,
-                };
-                connect_timeouts.push(timeouts.connect_ms);
-                deployments.push(Deployment {
-                    name: d.name.clone(),
-                    adapter: d.adapter.clone(),
-                    base_url: BaseUrl::parse(&d.base_url)
-                        .map_err(|e| format!("deployment {}: base_url: {e}", d.name))?,
-                    api_key_env: d.api_key_env.clone(),
-                    api_key: d.api_key_env.as_deref().and_then(|v| std::env::var(v).ok()),
-                    timeouts,
-                    target: Arc::new(Target {
-                        deployment: d.name.clone(),
-                        model: d.model.clone(),
-                    }),
-                    health: Arc::new(DeploymentHealth::new(config.health)),
-                    auth: d.auth.as_ref().map(AuthScheme::from),
-                    input_cost_per_1k: d.input_cost_per_1k,
-                    output_cost_per_1k: d.output_cost_per_1k,
-                    priority: d.priority,
-                    weight: d.weight,
-                    supports: capabilities(&d.capabilities),
-                });
-            }
-            routes.insert(
-                name.clone(),
-                Route {
-                    name: name.clone(),
-                    strategy: r.strategy.clone(),
-                    evaluator: r.evaluator.clone(),
-                    deployments,
-                },
-            );
-        }
-        let proxies = Proxies::from_env().map_err(|e| format!("outbound proxy: {e}"))?;
-        if proxies.any() {
-            tracing::info!(
-                "upstreams are called through the outbound proxy the environment names (NO_PROXY exempts hosts)"
-            );
-        }
-        let upstream =
-            Upstream::new(connect_timeouts, proxies).map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Self {
-            routes,
-            registry,
-            upstream,
-        })
-    }
-
     /// The same gateway sending to `upstream` instead (benchmarks and tests:
     /// [`Upstream::in_process`] measures the request path without sockets).
     pub fn with_upstream(mut self, upstream: Upstream) -> Self {
@@ -172,11 +129,26 @@ impl Gateway {
         self
     }
 
-    /// Model names clients may request, sorted.
-    pub fn model_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
+    /// `GET /v1/models`: exact routes, and the prefixes wildcards open.
+    pub fn models(&self) -> Bytes {
+        self.models.clone()
+    }
+
+    /// The config this gateway was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The route serving `model` (an exact name before any wildcard) and,
+    /// for a wildcard, the rest of the name.
+    fn route_for<'a>(&'a self, model: &'a str) -> Option<(&'a Route, Option<&'a str>)> {
+        if let Some(r) = self.routes.get(model) {
+            return Some((r, None));
+        }
+        self.wildcards.iter().find_map(|(prefix, r)| {
+            let rest = model.strip_prefix(prefix.as_str())?;
+            (!rest.is_empty()).then_some((r, Some(rest)))
+        })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -202,102 +174,167 @@ impl Gateway {
             ));
         }
 
-        // 2. Its route.
-        let route = self
-            .routes
-            .get(view.model.as_ref())
+        // 2. Its route, and the routes to fall back to.
+        let (route, rest) = self
+            .route_for(view.model.as_ref())
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
+        let mut chain = vec![(route, rest)];
+        let (fallbacks, request): (Vec<&str>, Arc<str>) = match &view.fallbacks {
+            // The caller's list replaces the route's, and is not sent upstream.
+            Some(list) => (
+                list.iter().map(String::as_str).collect(),
+                Arc::from(without_member(text, "fallbacks")?),
+            ),
+            None => (
+                route.fallbacks.iter().map(String::as_str).collect(),
+                Arc::from(text),
+            ),
+        };
+        for (i, name) in fallbacks.into_iter().enumerate() {
+            let found = self.route_for(name).ok_or_else(|| {
+                ApiError::BadRequest(format!("fallbacks[{i}]: no model (route) named {name:?}"))
+            })?;
+            if !chain.iter().any(|(r, _)| std::ptr::eq(*r, found.0)) {
+                chain.push(found);
+            }
+        }
         // A span at `debug` only: at `info` its creation, formatting and
         // per-poll enter/exit cost several microseconds a request. Lines at
         // `info` and above name the request themselves (`request_id`, `model`).
         let span = tracing::debug_span!("request", request_id = %request_id, model = %route.name);
 
-        async move {
-            // 3. The order to try its deployments in.
+        async {
             let summary = summarize(&view, text, hints);
-            let order = self.order(route, &summary, &request_id).await;
-            if order.is_empty() {
+            let mut attempts = Vec::new();
+            for (n, &(route, rest)) in chain.iter().enumerate() {
+                if n > 0 {
+                    // Only what another model may fix: not a gateway that is
+                    // saturated (the caller gets its 503 and Retry-After).
+                    if !attempts.is_empty()
+                        && attempts
+                            .iter()
+                            .all(|a: &crate::failover::Attempt| a.class == FailureClass::GatewaySaturated)
+                    {
+                        break;
+                    }
+                    tracing::info!(request_id = %request_id, model = %chain[0].0.name,
+                        fallback = %route.name, "falling back to another route");
+                }
+                match self
+                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, begun)
+                    .await
+                {
+                    Ok(Some(answer)) => return Ok(answer),
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // 5. Every candidate failed (or none could serve the request).
+            let first = &chain[0].0;
+            if attempts.is_empty() {
                 return Err(ApiError::NoCandidate {
-                    model: route.name.clone(),
+                    model: first.name.clone(),
                     reason: format!(
                         "none of its deployments (or none the strategy chose) supports everything the request needs: {}",
                         summary.needs.names()
                     ),
                 });
             }
-
-            // 4. Each candidate in turn. The request text is shared by every
-            // plugin call of this request (calls may run on other threads).
-            let request: Arc<str> = Arc::from(text);
-            let mut attempts = Vec::new();
-            let mut unsupported_adapters: Vec<&str> = Vec::new();
-            for index in order {
-                let deployment = &route.deployments[index];
-                if unsupported_adapters.contains(&deployment.adapter.as_str()) {
-                    continue;
-                }
-                let started = Instant::now();
-                let result = self
-                    .attempt(route, deployment, &request, view.stream, &request_id)
-                    .await;
-                match result {
-                    Ok(answer) => {
-                        match &answer {
-                            Answer::Complete { .. } => {
-                                deployment.health.record_success(started.elapsed())
-                            }
-                            // Judged when the stream ends (see `StreamPump`).
-                            Answer::Stream { .. } => {
-                                deployment.health.record_latency(started.elapsed())
-                            }
-                        }
-                        tracing::info!(
-                            request_id = %request_id,
-                            model = %route.name,
-                            deployment = %deployment.name,
-                            attempts = attempts.len() + 1,
-                            ms = started.elapsed().as_millis() as u64,
-                            total_ms = begun.elapsed().as_millis() as u64,
-                            "answered"
-                        );
-                        return Ok(answer.with_attempts(attempts.len() + 1));
-                    }
-                    Err(attempt) => {
-                        tracing::warn!(
-                            request_id = %request_id,
-                            model = %route.name,
-                            deployment = %attempt.deployment,
-                            class = ?attempt.class,
-                            status = attempt.status,
-                            "attempt failed: {}",
-                            attempt.message
-                        );
-                        deployment
-                            .health
-                            .record_failure(attempt.class, attempt.retry_after());
-                        if attempt.class == FailureClass::Unsupported {
-                            // Same dialect, same verdict: only deployments
-                            // behind other adapters are still worth a try.
-                            unsupported_adapters.push(&deployment.adapter);
-                        }
-                        if attempt.class.next() == Next::ReturnToCaller {
-                            return Err(ApiError::UpstreamRejected {
-                                deployment: attempt.deployment,
-                                message: attempt.message,
-                            });
-                        }
-                        attempts.push(attempt);
-                    }
-                }
-            }
-            // 5. Every candidate failed.
             Err(ApiError::AllFailed {
-                model: route.name.clone(),
+                model: first.name.clone(),
                 attempts,
             })
         }
         .instrument(span)
         .await
+    }
+
+    /// Steps 3 and 4 for one route: its order, then each candidate in turn.
+    /// `None` when all failed (their attempts are in `attempts`).
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_route(
+        &self,
+        route: &Route,
+        rest: Option<&str>,
+        summary: &RequestSummary,
+        request: &Arc<str>,
+        stream: bool,
+        request_id: &Arc<str>,
+        attempts: &mut Vec<crate::failover::Attempt>,
+        begun: Instant,
+    ) -> Result<Option<Answer>, ApiError> {
+        // 3. The order to try its deployments in.
+        let order = self.order(route, summary, request_id).await;
+        // 4. Each candidate in turn. The request text is shared by every
+        // plugin call of this request (calls may run on other threads).
+        let mut unsupported_adapters: Vec<&str> = Vec::new();
+        for index in order {
+            let deployment = &route.members[index].deployment;
+            if unsupported_adapters.contains(&deployment.adapter.as_str()) {
+                continue;
+            }
+            let target = match rest {
+                Some(rest) if deployment.target.model.contains('*') => Arc::new(Target {
+                    deployment: deployment.name.clone(),
+                    model: deployment.target.model.replace('*', rest),
+                }),
+                _ => deployment.target.clone(),
+            };
+            let started = Instant::now();
+            let result = self
+                .attempt(route, deployment, &target, request, stream, request_id)
+                .await;
+            match result {
+                Ok(answer) => {
+                    match &answer {
+                        Answer::Complete { .. } => {
+                            deployment.health.record_success(started.elapsed())
+                        }
+                        // Judged when the stream ends (see `StreamPump`).
+                        Answer::Stream { .. } => {
+                            deployment.health.record_latency(started.elapsed())
+                        }
+                    }
+                    tracing::info!(
+                        request_id = %request_id,
+                        model = %route.name,
+                        deployment = %deployment.name,
+                        attempts = attempts.len() + 1,
+                        ms = started.elapsed().as_millis() as u64,
+                        total_ms = begun.elapsed().as_millis() as u64,
+                        "answered"
+                    );
+                    return Ok(Some(answer.with_attempts(attempts.len() + 1)));
+                }
+                Err(attempt) => {
+                    tracing::warn!(
+                        request_id = %request_id,
+                        model = %route.name,
+                        deployment = %attempt.deployment,
+                        class = ?attempt.class,
+                        status = attempt.status,
+                        "attempt failed: {}",
+                        attempt.message
+                    );
+                    deployment
+                        .health
+                        .record_failure(attempt.class, attempt.retry_after());
+                    if attempt.class == FailureClass::Unsupported {
+                        // Same dialect, same verdict: only deployments
+                        // behind other adapters are still worth a try.
+                        unsupported_adapters.push(&deployment.adapter);
+                    }
+                    if attempt.class.next() == Next::ReturnToCaller {
+                        return Err(ApiError::UpstreamRejected {
+                            deployment: attempt.deployment,
+                            message: attempt.message,
+                        });
+                    }
+                    attempts.push(attempt);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The strategy's order, validated; the configured order when the route
@@ -309,11 +346,11 @@ impl Gateway {
         summary: &RequestSummary,
         request_id: &Arc<str>,
     ) -> Vec<usize> {
-        let configured = || (0..route.deployments.len()).collect::<Vec<_>>();
+        let configured = || (0..route.members.len()).collect::<Vec<_>>();
         let mut order = match &route.strategy {
             None => configured(),
             Some(id) => {
-                let candidates: Vec<Candidate> = route.deployments.iter().map(candidate).collect();
+                let candidates: Vec<Candidate> = route.members.iter().map(candidate).collect();
                 let count = candidates.len();
                 let ordered = match self.registry.get(id, Kind::Strategy) {
                     Ok(plugin) => plugin
@@ -334,10 +371,10 @@ impl Gateway {
         };
         // A deployment configured without a capability the request needs
         // (tools, JSON mode, vision, streaming) is never tried.
-        order.retain(|&i| route.deployments[i].supports.contains(summary.needs));
+        order.retain(|&i| route.members[i].deployment.supports.contains(summary.needs));
         // Deployments cooling down (or whose half-open probe another request
         // holds) go last: tried only if everything else fails.
-        order.sort_by_cached_key(|&i| !route.deployments[i].health.admit());
+        order.sort_by_cached_key(|&i| !route.members[i].deployment.health.admit());
         order
     }
 }
@@ -351,7 +388,8 @@ impl Answer {
     }
 }
 
-fn candidate(d: &Deployment) -> Candidate {
+fn candidate(m: &Member) -> Candidate {
+    let d = &m.deployment;
     let h = d.health.snapshot();
     Candidate {
         deployment: d.name.clone(),
@@ -363,9 +401,18 @@ fn candidate(d: &Deployment) -> Candidate {
         latency_ms: h.latency_ms,
         input_cost_per_1k: d.input_cost_per_1k,
         output_cost_per_1k: d.output_cost_per_1k,
-        priority: d.priority,
-        weight: d.weight,
+        priority: m.priority,
+        weight: m.weight,
         quality: h.quality,
         supports: d.supports,
     }
+}
+
+/// The request text without one top-level member (a gateway parameter that
+/// must not reach the upstream).
+fn without_member(text: &str, name: &str) -> Result<String, ApiError> {
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("invalid chat request body: {e}")))?;
+    value.remove(name);
+    Ok(serde_json::Value::Object(value).to_string())
 }

@@ -41,6 +41,10 @@ pub(super) struct ChatRequestView<'a> {
     #[serde(borrow)]
     tools: Option<&'a RawValue>,
     response_format: Option<ResponseFormat>,
+    /// Routes to try after the requested one (the convention of
+    /// OpenAI-compatible gateways); not sent upstream.
+    #[serde(default)]
+    pub(super) fallbacks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

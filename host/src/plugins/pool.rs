@@ -20,7 +20,7 @@ use super::abi::{Exports, Indices};
 use super::host_api::{CallDeadline, HostState, Shared};
 
 /// Settings that shape every instance of a plugin.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct InstanceLimits {
     pub memory_bytes: usize,
     pub max_instances: usize,

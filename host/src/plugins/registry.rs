@@ -89,7 +89,8 @@ type PerId = (Arc<Counters>, Arc<LogGate>);
 /// All loaded plugins, by id.
 pub struct Registry {
     engine: PluginEngine,
-    settings: RegistrySettings,
+    /// Swapped by a config reload (the folders stay: they need a restart).
+    settings: ArcSwap<RegistrySettings>,
     loaded: ArcSwap<HashMap<String, Arc<Plugin>>>,
     /// Why a file was refused, by id, until it loads cleanly.
     rejected: ArcSwap<BTreeMap<String, String>>,
@@ -107,7 +108,7 @@ impl Registry {
         let engine = PluginEngine::new(&settings.cache_dir)?;
         let registry = Arc::new(Self {
             engine,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             loaded: ArcSwap::default(),
             rejected: ArcSwap::default(),
             per_id: Mutex::default(),
@@ -149,7 +150,8 @@ impl Registry {
     /// Reconciles the folder with the loaded set. Safe to call at any time.
     pub fn scan(&self) {
         let _guard = self.scan_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = &self.settings.dir;
+        let settings = self.settings.load();
+        let dir = &settings.dir;
         let files = match wasm_files(dir) {
             Ok(files) => files,
             Err(e) => {
@@ -175,7 +177,7 @@ impl Registry {
                 continue;
             }
             stamps.insert(id.clone(), stamp);
-            match self.load_file(id, path, current.get(id)) {
+            match self.load_file(id, path, current.get(id), false) {
                 Ok(None) => {}
                 Ok(Some(plugin)) => {
                     let previous = current.get(id).map(|p| p.hash[..12].to_string());
@@ -233,6 +235,7 @@ impl Registry {
         id: &str,
         path: &Path,
         loaded: Option<&Arc<Plugin>>,
+        fresh: bool,
     ) -> Result<Option<Arc<Plugin>>, LoadError> {
         let size = std::fs::metadata(path)?.len();
         if size > MAX_PLUGIN_BYTES {
@@ -240,15 +243,15 @@ impl Registry {
         }
         let bytes = std::fs::read(path)?;
         let hash = content_hash(&bytes);
-        if loaded.is_some_and(|p| p.hash == hash) {
+        if !fresh && loaded.is_some_and(|p| p.hash == hash) {
             return Ok(None);
         }
         check_header(&bytes)?;
         let engine = &self.engine;
         let component = engine.compile(&bytes, &hash)?;
         let (wit, kind) = abi::identify(&engine.engine, &component)?;
-        let expected = self
-            .settings
+        let settings = self.settings.load();
+        let expected = settings
             .expected_kinds
             .get(id)
             .copied()
@@ -271,8 +274,7 @@ impl Registry {
         let indices =
             Indices::new(wit, kind, &pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let id: Arc<str> = Arc::from(id);
-        let config = self
-            .settings
+        let config = settings
             .plugin_config
             .get(&*id)
             .cloned()
@@ -284,11 +286,11 @@ impl Registry {
             counters,
             logs,
         });
-        let pool = Pool::new(shared, pre, indices, self.settings.limits.clone());
+        let pool = Pool::new(shared, pre, indices, settings.limits.clone());
         let deadline_ms = match kind {
-            Kind::Adapter => self.settings.deadlines.adapter,
-            Kind::Strategy => self.settings.deadlines.strategy,
-            Kind::Evaluator => self.settings.deadlines.evaluator,
+            Kind::Adapter => settings.deadlines.adapter,
+            Kind::Strategy => settings.deadlines.strategy,
+            Kind::Evaluator => settings.deadlines.evaluator,
         };
         let plugin = Arc::new(Plugin {
             id,
@@ -298,8 +300,8 @@ impl Registry {
             hash,
             imports,
             deadline: Duration::from_millis(deadline_ms),
-            queue: (kind == Kind::Adapter).then_some(self.settings.adapter_queue),
-            quarantine: self.settings.quarantine,
+            queue: (kind == Kind::Adapter).then_some(settings.adapter_queue),
+            quarantine: settings.quarantine,
             stats: CallStats::default(),
             ticker: self.engine.ticker.clone(),
             pool,
@@ -328,6 +330,63 @@ impl Registry {
             .clone()
     }
 
+    /// Takes a reloaded config's plugin settings. A loaded plugin whose
+    /// config block changed (or every plugin, when limits, deadlines,
+    /// queueing or quarantine changed) is loaded again from its file: fresh
+    /// instances, initialised with the new config. Files refused before are
+    /// looked at again (the kind the config expects may have changed).
+    /// Returns the ids reloaded. Blocking: call it off the async runtime.
+    pub fn reconfigure(&self, new: RegistrySettings) -> Vec<String> {
+        let mut reloaded = Vec::new();
+        {
+            let _guard = self.scan_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.settings.load_full();
+            let everything = old.limits != new.limits
+                || old.deadlines != new.deadlines
+                || old.adapter_queue != new.adapter_queue
+                || old.quarantine != new.quarantine;
+            if old.dir != new.dir || old.cache_dir != new.cache_dir {
+                tracing::warn!(
+                    "plugins.dir and plugins.cache_dir take effect at the next start; the running gateway keeps {}",
+                    old.dir.display()
+                );
+            }
+            let kept = RegistrySettings {
+                dir: old.dir.clone(),
+                cache_dir: old.cache_dir.clone(),
+                ..new
+            };
+            let kept = Arc::new(kept);
+            self.settings.store(kept.clone());
+            let changed =
+                |id: &str| everything || old.plugin_config.get(id) != kept.plugin_config.get(id);
+            let current = self.loaded.load_full();
+            let mut next = (*current).clone();
+            for (id, plugin) in current.iter() {
+                if !changed(id) {
+                    continue;
+                }
+                let path = kept.dir.join(format!("{id}.wasm"));
+                match self.load_file(id, &path, Some(plugin), true) {
+                    Ok(Some(fresh)) => {
+                        next.insert(id.clone(), fresh);
+                        reloaded.push(id.clone());
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(plugin = %id,
+                        "plugin not reconfigured: {e}; the previous instances keep serving"),
+                }
+            }
+            self.loaded.store(Arc::new(next));
+            let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+            for id in self.rejected.load().keys() {
+                stamps.remove(id);
+            }
+        }
+        self.scan();
+        reloaded
+    }
+
     /// Whether the compiled-code cache is in use, and why not.
     pub fn cache_disabled_reason(&self) -> Option<&str> {
         self.engine.cache.disabled_reason()
@@ -347,7 +406,7 @@ impl Registry {
                 }
                 Err(e) => tracing::warn!("plugin folder watch error: {e}"),
             })?;
-        watcher.watch(&self.settings.dir, RecursiveMode::NonRecursive)?;
+        watcher.watch(&self.settings.load().dir, RecursiveMode::NonRecursive)?;
         let registry = Arc::downgrade(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {

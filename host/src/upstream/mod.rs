@@ -92,49 +92,36 @@ impl Upstream {
     ) -> Result<Self, String> {
         let mut clients = HashMap::new();
         for ms in connect_timeouts {
-            if clients.contains_key(&ms) {
-                continue;
-            }
-            let mut http = HttpConnector::new();
-            http.set_connect_timeout(Some(Duration::from_millis(ms)));
-            http.set_nodelay(true);
-            http.enforce_http(false);
-            // A pooled connection silently dropped by a NAT or a load
-            // balancer is found dead in ~1 min, not when a request waits out
-            // its first-byte timeout on it.
-            http.set_keepalive(Some(Duration::from_secs(15)));
-            http.set_keepalive_interval(Some(Duration::from_secs(15)));
-            http.set_keepalive_retries(Some(3));
-            http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(proxy::Via::new(http, proxies.clone()));
-            // `connect_ms` bounds the whole connection: name resolution, TCP
-            // and the TLS handshake (the connector's own timeout is TCP only).
-            let https = connect::Bounded::new(https, Duration::from_millis(ms));
-            // Redirects are not followed (this client has none): a gateway
-            // must not replay a POST wherever a redirect points. A request
-            // that was sent is never retried here: that is the failover
-            // engine's decision.
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(256)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                // A request that never left because its pooled connection
-                // was found closed (the upstream's idle timeout) is sent on
-                // a fresh one: nothing was sent, so nothing is replayed.
-                .retry_canceled_requests(true)
-                .build(https);
-            clients.insert(ms, client);
+            clients
+                .entry(ms)
+                .or_insert_with(|| http_client(ms, &proxies));
         }
         Ok(Self {
             transport: Transport::Http(clients),
             proxies,
         })
+    }
+
+    /// The same pools (a reloaded config keeps its connections), with a
+    /// client added for each new connect timeout.
+    pub fn extended(&self, connect_timeouts: impl IntoIterator<Item = u64>) -> Self {
+        match &self.transport {
+            Transport::InProcess(answer) => Self::in_process(answer.clone()),
+            Transport::Http(existing) => {
+                let mut clients = HashMap::new();
+                for ms in connect_timeouts {
+                    let client = existing
+                        .get(&ms)
+                        .cloned()
+                        .unwrap_or_else(|| http_client(ms, &self.proxies));
+                    clients.insert(ms, client);
+                }
+                Self {
+                    transport: Transport::Http(clients),
+                    proxies: self.proxies.clone(),
+                }
+            }
+        }
     }
 
     /// An upstream that answers every request with `answer`, in process.
@@ -307,6 +294,44 @@ impl Upstream {
             body,
         })
     }
+}
+
+/// A pooled client whose connections are bounded by `ms` (see [`Upstream`]).
+fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_millis(ms)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    // A pooled connection silently dropped by a NAT or a load
+    // balancer is found dead in ~1 min, not when a request waits out
+    // its first-byte timeout on it.
+    http.set_keepalive(Some(Duration::from_secs(15)));
+    http.set_keepalive_interval(Some(Duration::from_secs(15)));
+    http.set_keepalive_retries(Some(3));
+    http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(proxy::Via::new(http, proxies.clone()));
+    // `connect_ms` bounds the whole connection: name resolution, TCP
+    // and the TLS handshake (the connector's own timeout is TCP only).
+    let https = connect::Bounded::new(https, Duration::from_millis(ms));
+    // Redirects are not followed (this client has none): a gateway
+    // must not replay a POST wherever a redirect points. A request
+    // that was sent is never retried here: that is the failover
+    // engine's decision.
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // A request that never left because its pooled connection
+        // was found closed (the upstream's idle timeout) is sent on
+        // a fresh one: nothing was sent, so nothing is replayed.
+        .retry_canceled_requests(true)
+        .build(https)
 }
 
 /// Response headers as an adapter sees them (those that are text).

@@ -5,9 +5,18 @@
 //! Relative paths inside the file are resolved against the file's own folder,
 //! so a config works the same whatever the working directory is. Secrets are
 //! never part of the file: a deployment names the environment variable that
-//! holds its key, read once at load.
+//! holds its key, read when the config resolves (at start and each reload).
+//!
+//! Before validation the file gets its environment's overlay and `${VAR}`
+//! references ([`env`]); after it, deployments defined inline in routes join
+//! the top-level map and every cross-reference is checked ([`resolve`]).
 
-use std::collections::{BTreeMap, HashSet};
+mod env;
+mod resolve;
+
+pub use env::Env;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,7 +27,7 @@ use serde_json::Value;
 use crate::domain::{AuthScheme, Kind};
 
 /// The JSON Schema every config must satisfy (also shipped as `config/schema.json`).
-pub const SCHEMA: &str = include_str!("../../config/schema.json");
+pub const SCHEMA: &str = include_str!("../../../config/schema.json");
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +67,14 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// Every deployment by name: those of the top-level map and, once
+    /// resolved, those defined inline in routes.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, Deployment>,
     pub routes: BTreeMap<String, Route>,
+    /// The variables the config was resolved with (API keys are read here).
+    #[serde(skip)]
+    pub env: Env,
 }
 
 /// The passive health and circuit-breaker settings of every deployment.
@@ -110,13 +126,13 @@ impl Config {
                     format!("/routes/{name}/evaluator"),
                 ));
             }
-            for (i, d) in route.deployments.iter().enumerate() {
-                refs.push((
-                    d.adapter.clone(),
-                    Kind::Adapter,
-                    format!("/routes/{name}/deployments/{i}/adapter"),
-                ));
-            }
+        }
+        for (name, d) in &self.deployments {
+            refs.push((
+                d.adapter.clone(),
+                Kind::Adapter,
+                format!("{}/adapter", d.origin(name)),
+            ));
         }
         refs
     }
@@ -283,21 +299,64 @@ impl Default for Deadlines {
 }
 
 /// A model name clients may request and the deployments that can serve it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub strategy: Option<String>,
     pub evaluator: Option<String>,
-    pub deployments: Vec<Deployment>,
+    /// As written; [`Route::members`] once resolved.
+    pub deployments: Vec<MemberEntry>,
+    /// Routes tried, in order, when all of this one's deployments failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// The deployments by name, with this route's priority and weight.
+    #[serde(skip)]
+    pub members: Vec<Member>,
+}
+
+impl Route {
+    /// Whether the name is a wildcard (`openai/*`).
+    pub fn is_wildcard(name: &str) -> bool {
+        name.ends_with('*')
+    }
+}
+
+/// A route's deployment as written: a name, a name with this route's
+/// priority and weight, or a whole deployment defined inline.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum MemberEntry {
+    Name(String),
+    Inline(Box<Deployment>),
+    Ref(MemberRef),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRef {
+    pub name: String,
+    pub priority: Option<u32>,
+    pub weight: Option<u32>,
+}
+
+/// A deployment as one route uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub priority: u32,
+    pub weight: u32,
 }
 
 /// One upstream model reachable through one adapter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
+    /// The key in the top-level map; required inline.
+    #[serde(default)]
     pub name: String,
     pub adapter: String,
     pub base_url: String,
+    /// In a wildcard route, `*` stands for the rest of the requested name.
     pub model: String,
     pub api_key_env: Option<String>,
     /// How the key is attached; overrides what the adapter declares.
@@ -306,14 +365,29 @@ pub struct Deployment {
     pub input_cost_per_1k: f64,
     #[serde(default)]
     pub output_cost_per_1k: f64,
+    /// The default for routes that do not set their own.
     #[serde(default)]
     pub priority: u32,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default = "all_capabilities")]
     pub capabilities: Vec<Capability>,
+    /// Largest prompt plus completion, in tokens.
+    pub context_window: Option<u32>,
     /// Overrides of the top-level timeouts, field by field.
     pub timeouts: Option<Value>,
+    /// Where it was defined (JSON path), for error messages.
+    #[serde(skip)]
+    pub defined_at: Option<String>,
+}
+
+impl Deployment {
+    /// The JSON path that defines deployment `name`.
+    pub fn origin(&self, name: &str) -> String {
+        self.defined_at
+            .clone()
+            .unwrap_or_else(|| format!("/deployments/{name}"))
+    }
 }
 
 /// A deployment's auth scheme in the config: `"none"`, `"bearer"`,
@@ -423,14 +497,20 @@ fn validator() -> &'static jsonschema::Validator {
 }
 
 impl Config {
-    /// Reads, validates and resolves a config file.
+    /// Reads, validates and resolves a config file, with the overlay
+    /// `SWITCHYARD_ENV` selects and the `.env` file beside it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_str(&text, path, base)
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        let env = Env::beside(base).map_err(|e| invalid(vec![format!("  {e}")]))?;
+        let mut value = read_json(path)?;
+        if let Some(overlay) = env::overlay_path(path, &env) {
+            env::merge(&mut value, read_json(&overlay)?);
+        }
+        Self::from_value(value, env, path, base)
     }
 
     /// Validates config text; `origin` names it in errors, `base` resolves relative paths.
@@ -439,10 +519,24 @@ impl Config {
             path: origin.to_owned(),
             source,
         })?;
+        Self::from_value(value, Env::default(), origin, base)
+    }
+
+    fn from_value(
+        mut value: Value,
+        env: Env,
+        origin: &Path,
+        base: &Path,
+    ) -> Result<Self, ConfigError> {
         let invalid = |problems| ConfigError::Invalid {
             path: origin.to_owned(),
             problems,
         };
+        let mut problems = Vec::new();
+        env::substitute(&mut value, &env, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
         let problems: Vec<String> = validator()
             .iter_errors(&value)
             .map(|e| format!("  at {}: {}", json_path(&e.instance_path().to_string()), e))
@@ -452,7 +546,8 @@ impl Config {
         }
         let mut config: Config =
             serde_json::from_value(value).map_err(|e| invalid(vec![format!("  {e}")]))?;
-        let problems = config.semantic_problems();
+        config.env = env;
+        let problems = config.resolve();
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
@@ -460,60 +555,17 @@ impl Config {
         config.plugins.cache_dir = base.join(&config.plugins.cache_dir);
         Ok(config)
     }
+}
 
-    /// Rules JSON Schema cannot express: unique deployment names, parsable
-    /// addresses and URLs, well-formed timeout overrides.
-    fn semantic_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut names = HashSet::new();
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "  at /listen: {:?} is not a socket address (host:port)",
-                self.listen
-            ));
-        }
-        if let Some(demo) = &self.demo_upstream
-            && demo.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            problems.push(format!(
-                "  at /demo_upstream/listen: {:?} is not a socket address (host:port)",
-                demo.listen
-            ));
-        }
-        for (route_name, route) in &self.routes {
-            for (i, d) in route.deployments.iter().enumerate() {
-                let at = format!("/routes/{route_name}/deployments/{i}");
-                if !names.insert(d.name.as_str()) {
-                    problems.push(format!(
-                        "  at {at}/name: deployment name {:?} is used twice; names must be unique across routes",
-                        d.name
-                    ));
-                }
-                if let Err(e) = crate::upstream::BaseUrl::parse(&d.base_url) {
-                    problems.push(format!("  at {at}/base_url: {e}"));
-                }
-                if let Some(t) = &d.timeouts
-                    && let Err(e) = self.timeouts.merged(t)
-                {
-                    problems.push(format!("  at {at}/timeouts: {e}"));
-                }
-            }
-        }
-        let mut kinds: std::collections::HashMap<&str, (Kind, &str)> = Default::default();
-        let refs = self.plugin_references();
-        for (id, kind, at) in &refs {
-            match kinds.get(id.as_str()) {
-                Some((k, first)) if k != kind => problems.push(format!(
-                    "  at {at}: plugin {id:?} is used as a {kind} here but as a {k} at {first}"
-                )),
-                Some(_) => {}
-                None => {
-                    kinds.insert(id, (*kind, at));
-                }
-            }
-        }
-        problems
-    }
+fn read_json(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl Timeouts {
@@ -554,13 +606,13 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.plugins.dir, Path::new("/base/plugins"));
-        assert_eq!(c.routes["m"].deployments[0].weight, 1);
+        assert_eq!(c.routes["m"].members[0].weight, 1);
         assert_eq!(c.timeouts, Timeouts::default());
     }
 
     #[test]
     fn bundled_default_config_is_valid() {
-        let text = include_str!("../../config/switchyard.json");
+        let text = include_str!("../../../config/switchyard.json");
         parse(text).unwrap();
     }
 

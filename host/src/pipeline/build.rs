@@ -1,0 +1,141 @@
+//! A [`Gateway`] from a resolved config, carrying over what must survive a
+//! reload: each deployment's health (circuit, cool-down, averages) by
+//! name, and the upstream connection pools.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::request::capabilities;
+use super::{Deployment, Gateway, Member, Route};
+use crate::config::{Config, Route as RouteConfig};
+use crate::domain::{AuthScheme, Target};
+use crate::health::DeploymentHealth;
+use crate::plugins::Registry;
+use crate::upstream::{BaseUrl, Proxies, Upstream};
+
+impl Gateway {
+    /// Resolves the config's deployments and routes. Missing API keys are
+    /// warnings: the deployment fails its attempts (class `auth`) until the
+    /// key is set (and the config reloaded).
+    pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, String> {
+        Self::build(config, registry, None)
+    }
+
+    /// Like [`Gateway::new`], keeping `previous`'s health by deployment name
+    /// and its connection pools.
+    pub fn build(
+        config: &Config,
+        registry: Arc<Registry>,
+        previous: Option<&Gateway>,
+    ) -> Result<Self, String> {
+        let mut deployments = HashMap::new();
+        let mut connect_timeouts = vec![config.timeouts.connect_ms];
+        for (name, d) in &config.deployments {
+            let timeouts = match &d.timeouts {
+                Some(o) => config
+                    .timeouts
+                    .merged(o)
+                    .map_err(|e| format!("deployment {name}: timeouts: {e}"))?,
+                None => config.timeouts,
+            };
+            connect_timeouts.push(timeouts.connect_ms);
+            let health = match previous.and_then(|p| p.deployments.get(name)) {
+                Some(old) => {
+                    old.health.set_settings(config.health);
+                    old.health.clone()
+                }
+                None => Arc::new(DeploymentHealth::new(config.health)),
+            };
+            let deployment = Deployment {
+                name: name.clone(),
+                adapter: d.adapter.clone(),
+                base_url: BaseUrl::parse(&d.base_url)
+                    .map_err(|e| format!("deployment {name}: base_url: {e}"))?,
+                api_key_env: d.api_key_env.clone(),
+                api_key: d.api_key_env.as_deref().and_then(|v| config.env.get(v)),
+                timeouts,
+                target: Arc::new(Target {
+                    deployment: name.clone(),
+                    model: d.model.clone(),
+                }),
+                health,
+                auth: d.auth.as_ref().map(AuthScheme::from),
+                input_cost_per_1k: d.input_cost_per_1k,
+                output_cost_per_1k: d.output_cost_per_1k,
+                supports: capabilities(&d.capabilities),
+            };
+            deployments.insert(name.clone(), Arc::new(deployment));
+        }
+        let route = |name: &String, r: &RouteConfig| Route {
+            name: name.clone(),
+            strategy: r.strategy.clone(),
+            evaluator: r.evaluator.clone(),
+            members: r
+                .members
+                .iter()
+                .map(|m| Member {
+                    deployment: deployments[&m.name].clone(),
+                    priority: m.priority,
+                    weight: m.weight,
+                })
+                .collect(),
+            fallbacks: config.fallback_chain(name),
+        };
+        let mut routes = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (name, r) in &config.routes {
+            match name.strip_suffix('*') {
+                Some(prefix) => wildcards.push((prefix.to_string(), route(name, r))),
+                None => {
+                    routes.insert(name.clone(), route(name, r));
+                }
+            }
+        }
+        // The longest prefix first: it is the most specific.
+        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        let upstream = match previous {
+            Some(p) => p.upstream.extended(connect_timeouts),
+            None => {
+                let proxies = Proxies::from_env().map_err(|e| format!("outbound proxy: {e}"))?;
+                if proxies.any() {
+                    tracing::info!(
+                        "upstreams are called through the outbound proxy the environment names (NO_PROXY exempts hosts)"
+                    );
+                }
+                Upstream::new(connect_timeouts, proxies).map_err(|e| format!("HTTP client: {e}"))?
+            }
+        };
+        let models = models_list(&routes, &wildcards);
+        Ok(Self {
+            routes,
+            wildcards,
+            deployments,
+            registry,
+            upstream,
+            models,
+            config: Arc::new(config.clone()),
+        })
+    }
+}
+
+/// `GET /v1/models`: the exact routes, and the prefixes wildcard routes open.
+fn models_list(routes: &HashMap<String, Route>, wildcards: &[(String, Route)]) -> Bytes {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut names: Vec<&str> = routes.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let data: Vec<_> = names
+        .into_iter()
+        .map(
+            |id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}),
+        )
+        .collect();
+    let mut prefixes: Vec<&str> = wildcards.iter().map(|(p, _)| p.as_str()).collect();
+    prefixes.sort_unstable();
+    Bytes::from(json!({"object": "list", "data": data, "open_prefixes": prefixes}).to_string())
+}
