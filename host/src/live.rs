@@ -131,7 +131,9 @@ impl Live {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(e) if e.paths.iter().any(|p| watched(p)) => {
+                // Not accesses: reading the config for a reload would
+                // trigger the next one.
+                Ok(e) if !e.kind.is_access() && e.paths.iter().any(|p| watched(p)) => {
                     let _ = tx.send(());
                 }
                 Ok(_) => {}

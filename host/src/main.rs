@@ -139,14 +139,20 @@ fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
             ));
         }
     }
+    // One warning per missing variable, naming every deployment that needs it.
+    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for (name, d) in &config.deployments {
         if let Some(var) = &d.api_key_env
             && config.env.get(var).is_none()
         {
-            warnings.push(format!(
-                "deployment {name:?}: environment variable {var} is not set; its attempts fail with an auth error"
-            ));
+            missing.entry(var).or_default().push(name);
         }
+    }
+    for (var, names) in missing {
+        warnings.push(format!(
+            "environment variable {var} is not set: the attempts of deployment(s) {} fail with an auth error",
+            names.join(", ")
+        ));
     }
     Ok((config, registry, warnings))
 }

@@ -152,6 +152,20 @@ impl Gateway {
         self.child.id()
     }
 
+    /// The gateway's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.json")
+    }
+
+    /// Rewrites the config file in place with `change` applied (the gateway
+    /// watches it).
+    pub fn rewrite_config(&self, change: impl FnOnce(&mut Value)) {
+        let path = self.config_path();
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        change(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
     /// The gateway's plugin folder.
     pub fn plugin_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")

@@ -10,6 +10,7 @@ mod config;
 mod failover;
 mod hot_reload;
 mod languages;
+mod live_config;
 mod proxy;
 mod sandbox;
 mod streaming;

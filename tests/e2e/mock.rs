@@ -35,6 +35,8 @@ struct Hits(
     Arc<Mutex<HashMap<String, usize>>>,
     Arc<Mutex<HashSet<String>>>,
     Arc<Mutex<Vec<Recorded>>>,
+    /// Chat request bodies, in arrival order.
+    Arc<Mutex<Vec<Value>>>,
 );
 
 /// One request as the mock received it.
@@ -83,6 +85,11 @@ impl Mock {
     /// Every request received so far, any path.
     pub fn requests(&self) -> Vec<Recorded> {
         self.hits.2.lock().unwrap().clone()
+    }
+
+    /// Every chat request body received so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.hits.3.lock().unwrap().clone()
     }
 
     /// How many requests asked for this upstream model.
@@ -145,6 +152,7 @@ fn sse(events: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Resp
 
 async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap();
+    hits.3.lock().unwrap().push(request.clone());
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;

@@ -401,6 +401,8 @@ impl Registry {
                 // Any event rescans (debounced): a deploy may swap a
                 // symlinked folder rather than touch a `.wasm` name, and an
                 // unchanged file costs one stat.
+                // Not accesses: loading a plugin reads its file.
+                Ok(e) if e.kind.is_access() => {}
                 Ok(_) => {
                     let _ = tx.send(());
                 }
