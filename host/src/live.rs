@@ -59,7 +59,18 @@ impl Live {
     /// Reads the config again and swaps it in; `trigger` says why (logged).
     /// On success, a one-line summary of what changed; on failure, the
     /// problems (each also logged), and nothing changed.
-    pub async fn reload(&self, trigger: &str) -> Result<String, Vec<String>> {
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<String, Vec<String>> {
+        // A task of its own: a caller that goes away (an HTTP client timing
+        // out, a shutdown) must not cancel a reload halfway, between the
+        // plugins' reconfiguration and the swap.
+        let live = self.clone();
+        let trigger = trigger.to_owned();
+        tokio::spawn(async move { live.reload_now(&trigger).await })
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("reload failed: {e}")]))
+    }
+
+    async fn reload_now(&self, trigger: &str) -> Result<String, Vec<String>> {
         let _one = self.reloading.lock().await;
         let Some(path) = self.path.clone() else {
             return Err(vec![
@@ -99,6 +110,14 @@ impl Live {
         for what in restart_only(old.config(), &config) {
             tracing::warn!(trigger, "{what} changed: it takes effect at the next start");
         }
+        for (id, kind, at) in config.plugin_references() {
+            if let Err(e) = old.registry().get(&id, kind) {
+                tracing::warn!(
+                    trigger,
+                    "at {at}: {e}; requests fall back as for a failing {kind}"
+                );
+            }
+        }
         let summary = summary(old.config(), &config, &plugins);
         self.current.store(Arc::new(new));
         tracing::info!(trigger, "config reloaded: {summary}");
@@ -117,15 +136,31 @@ impl Live {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
+        // The config file, any overlay of it, the `.env`, and `..data`: a
+        // Kubernetes ConfigMap is updated by swapping that symlink. Exact
+        // names only: a log written beside the config must not reload it.
+        let file = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|s| format!(".{}", s.to_string_lossy()))
+            .unwrap_or_default();
         let watched = move |p: &Path| {
             p.file_name().is_some_and(|name| {
                 let name = name.to_string_lossy();
-                // switchyard.json, switchyard.<env>.json, .env
-                name == ".env" || name.starts_with(&format!("{stem}."))
+                name == file
+                    || name == ".env"
+                    || name == "..data"
+                    || name
+                        .strip_prefix(&format!("{stem}."))
+                        .and_then(|rest| rest.strip_suffix(&ext))
+                        .is_some_and(|env| !env.is_empty() && !env.contains('.'))
             })
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

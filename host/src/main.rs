@@ -183,9 +183,15 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
     })?;
     let gateway = Gateway::new(&config, registry)?;
     let live = switchyard::live::Live::new(gateway, path);
-    let _config_watcher = live
-        .watch()
-        .map_err(|e| format!("cannot watch the config file {}: {e}", path.display()))?;
+    // Without a watch (e.g. the host's inotify limit is reached) the gateway
+    // still serves, and reloads on SIGHUP and /admin/reload.
+    let _config_watcher = live.watch().unwrap_or_else(|e| {
+        tracing::warn!(
+            "cannot watch the config file {} ({e}): reload it with SIGHUP or POST /admin/reload",
+            path.display()
+        );
+        None
+    });
     live.reload_on_sighup();
     let app = server::router(live, config.server.max_body_bytes)
         .into_make_service_with_connect_info::<SocketAddr>();

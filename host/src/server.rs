@@ -247,6 +247,14 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// A caller on this host: loopback, also as an IPv4-mapped IPv6 address
+/// (a gateway listening on `[::]`). A reverse proxy on the same host makes
+/// every caller local: expose `/admin/*` through it only with its own
+/// access control.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 /// Reloads the config now: 200 with a summary of what changed, or 422 with
 /// every problem (the running config keeps serving). Loopback callers only,
 /// until the gateway has admin keys.
@@ -258,7 +266,7 @@ async fn admin_reload(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if !peer.is_some_and(|ip| ip.is_loopback()) {
+    if !peer.is_some_and(is_local) {
         return (
             StatusCode::FORBIDDEN,
             axum::Json(json!({"error": {
@@ -293,4 +301,20 @@ async fn admin_reload(
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("{method} {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_callers_include_mapped_loopback_only() {
+        for (ip, local) in [
+            ("127.0.0.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+        ] {
+            assert_eq!(super::is_local(ip.parse().unwrap()), local, "{ip}");
+        }
+    }
 }

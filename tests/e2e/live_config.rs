@@ -241,6 +241,24 @@ async fn a_shared_deployment_has_one_circuit_for_all_its_routes() {
     assert_eq!(r.headers()["x-switchyard-attempts"], "1");
     assert_eq!(json_body(r).await["model"], "backup");
     assert_eq!(mock.hits("flaky"), before, "y tried the open circuit first");
+    // The circuit survives a reload (here: a new route)...
+    gateway.rewrite_config(|c| c["routes"]["z"] = json!({"deployments": ["backup"]}));
+    answers_within(&gateway, "z", Duration::from_secs(3))
+        .await
+        .expect("reloaded");
+    let r = gateway.chat("y", false).await;
+    assert_eq!(json_body(r).await["model"], "backup");
+    assert_eq!(mock.hits("flaky"), before, "the reload reset the circuit");
+    // ...but not a change of the upstream it stands for.
+    mock.set_failing("flaky-2", false);
+    gateway.rewrite_config(|c| c["deployments"]["shared"]["model"] = json!("flaky-2"));
+    assert!(
+        gateway.wait_for_log("deployments changed: shared", Duration::from_secs(3)),
+        "{}",
+        gateway.logs()
+    );
+    let r = gateway.chat("y", false).await;
+    assert_eq!(json_body(r).await["model"], "shared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +304,18 @@ async fn routes_fall_back_across_adapters_and_requests_name_their_own_fallbacks(
             .contains("fallbacks[0]"),
         "{body}"
     );
+    // A deployment listed by the route and its fallback is tried once.
+    let shared = Gateway::start_with_env(
+        json!({"p": {"deployments": ["broken"], "fallbacks": ["s"]}, "s": {"deployments": ["broken", "ok"]}}),
+        &[("openai", "openai")],
+        json!({"deployments": {"broken": def(&mock.url, "fail-500"), "ok": def(&mock.url, "gpt")}}),
+        &[],
+    );
+    let before = mock.hits("fail-500");
+    let r = shared.chat("p", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-attempts"], "2");
+    assert_eq!(mock.hits("fail-500"), before + 1);
     // A caller's bad request is not retried on another route.
     let bad = Gateway::start_with_env(
         json!({"p": {"deployments": ["bad"], "fallbacks": ["s"]}, "s": {"deployments": ["ok"]}}),
@@ -315,6 +345,17 @@ async fn wildcard_routes_serve_a_prefix_and_exact_names_win() {
     assert_eq!(gateway.chat("openai/gpt-exact", false).await.status(), 200);
     assert_eq!(mock.hits("exact"), 1);
     assert_eq!(gateway.chat("openai/", false).await.status(), 404);
+    assert_eq!(gateway.chat("openai/../admin", false).await.status(), 400);
+    // A fallback through the same wildcard route, to another model.
+    mock.set_failing("gpt-down", true);
+    let r = gateway
+        .post(
+            json!({"model": "openai/gpt-down", "fallbacks": ["openai/gpt-up"],
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!((mock.hits("gpt-down"), mock.hits("gpt-up")), (1, 1));
     assert_eq!(gateway.chat("anthropic/x", false).await.status(), 404);
     let models = json_body(
         client()
@@ -338,11 +379,46 @@ async fn overlays_variables_and_dotenv_resolve() {
     let gateway = Gateway::start_with_env(
         json!({"chat": {"deployments": ["a"]}}),
         PLUGINS,
-        json!({"deployments": {"a": def("${SY_TEST_UPSTREAM:-http://127.0.0.1:9/v1}", "gpt")}}),
-        &[("SY_TEST_UPSTREAM", &mock.url)],
+        json!({
+            "deployments": {
+                "a": def("${SY_TEST_UPSTREAM:-http://127.0.0.1:9/v1}", "gpt"),
+                "n": def("${SY_TEST_UPSTREAM}", "${SY_TEST_NUMERIC}"),
+            },
+            "server": {"max_body_bytes": "${SY_TEST_MAX_BODY}"},
+        }),
+        &[
+            ("SY_TEST_UPSTREAM", &mock.url),
+            ("SY_TEST_NUMERIC", "1234"),
+            ("SY_TEST_MAX_BODY", "65536"),
+            ("SY_TEST_SECRET", "hunter2-secret"),
+        ],
     );
     assert_eq!(gateway.chat("chat", false).await.status(), 200);
     assert_eq!(mock.hits("gpt"), 1);
+    // A number where the schema wants one, a string where it wants a string.
+    gateway.rewrite_config(|c| c["routes"]["num"] = json!({"deployments": ["n"]}));
+    answers_within(&gateway, "num", Duration::from_secs(3))
+        .await
+        .expect("numeric model");
+    assert_eq!(mock.hits("1234"), 1);
+    let big = "x".repeat(70_000);
+    let r = gateway
+        .post(json!({"model": "chat", "messages": [{"role": "user", "content": big}]}))
+        .await;
+    assert_eq!(r.status(), 413);
+    // A refused value that came from a variable is not repeated in the log.
+    gateway.rewrite_config(|c| {
+        c["deployments"]["a"]["base_url"] = json!("https://u:${SY_TEST_SECRET}@h/v1")
+    });
+    gateway.assert_log("/deployments/a/base_url");
+    assert!(
+        !gateway.logs().contains("hunter2-secret"),
+        "{}",
+        gateway.logs()
+    );
+    gateway.rewrite_config(|c| {
+        c["deployments"]["a"]["base_url"] = json!("${SY_TEST_UPSTREAM:-http://127.0.0.1:9/v1}")
+    });
     // An overlay selected from .env adds a route; its model comes from .env.
     let dir = gateway.dir.path();
     std::fs::write(
@@ -365,7 +441,11 @@ async fn overlays_variables_and_dotenv_resolve() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check", "--config"])
         .arg(gateway.config_path())
-        .env("SY_TEST_UPSTREAM", &mock.url)
+        .envs([
+            ("SY_TEST_UPSTREAM", mock.url.as_str()),
+            ("SY_TEST_NUMERIC", "1234"),
+            ("SY_TEST_MAX_BODY", "65536"),
+        ])
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stderr);

@@ -69,9 +69,10 @@ impl Env {
 }
 
 /// `NAME=value` lines; `#` comments, blank lines, `export ` prefixes and
-/// quoted values as shells write them.
+/// quoted values as shells write them (a comment may follow a quoted value).
 fn parse_dotenv(text: &str) -> Result<HashMap<String, String>, String> {
     let mut vars = HashMap::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -86,11 +87,26 @@ fn parse_dotenv(text: &str) -> Result<HashMap<String, String>, String> {
             return Err(format!("line {}: {name:?} is not a variable name", n + 1));
         }
         let value = value.trim();
-        let value = match (value.chars().next(), value.chars().last()) {
-            (Some(q @ ('"' | '\'')), Some(e)) if value.len() >= 2 && q == e => {
-                &value[1..value.len() - 1]
+        let value = match value.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let inner = &value[1..];
+                let end = inner
+                    .find(q)
+                    .ok_or_else(|| format!("line {}: unclosed {q} quote", n + 1))?;
+                let after = inner[end + 1..].trim_start();
+                if !after.is_empty() && !after.starts_with('#') {
+                    return Err(format!("line {}: text after the closing quote", n + 1));
+                }
+                &inner[..end]
             }
-            _ => value.split(" #").next().unwrap_or(value).trim_end(),
+            // An unquoted value ends at a comment (`#` after whitespace).
+            _ => match value.find([' ', '\t']).and_then(|i| {
+                let rest = value[i..].trim_start();
+                rest.starts_with('#').then_some(i)
+            }) {
+                Some(i) => value[..i].trim_end(),
+                None => value,
+            },
         };
         vars.insert(name.to_string(), value.to_string());
     }
@@ -131,19 +147,43 @@ pub fn merge(base: &mut Value, overlay: Value) {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` in every string of `value`; one
-/// problem per string that cannot be resolved, with its JSON path.
-pub fn substitute(value: &mut Value, env: &Env, at: &str, problems: &mut Vec<String>) {
+/// What substitution did, for what follows it: the strings that were one
+/// reference (read as numbers or booleans where the schema wants one), and
+/// the values it put in (redacted from error messages: they may be secrets).
+#[derive(Default, Debug)]
+pub struct Substituted {
+    pub whole: Vec<String>,
+    pub values: Vec<String>,
+}
+
+impl Substituted {
+    /// `text` with every substituted value replaced by `<substituted>`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for v in self.values.iter().filter(|v| v.len() >= 3) {
+            out = out.replace(v.as_str(), "<substituted>");
+        }
+        out
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string of `value`
+/// (`$${` writes a literal `${`); one problem per string that cannot be
+/// resolved, with its JSON path.
+pub fn substitute(
+    value: &mut Value,
+    env: &Env,
+    at: &str,
+    problems: &mut Vec<String>,
+    done: &mut Substituted,
+) {
     match value {
-        Value::String(s) if s.contains("${") => match expand(s, env) {
+        Value::String(s) if s.contains("${") => match expand(s, env, &mut done.values) {
             Ok((text, whole)) => {
-                *value = match whole
-                    .then(|| serde_json::from_str::<Value>(&text).ok())
-                    .flatten()
-                {
-                    Some(v @ (Value::Number(_) | Value::Bool(_))) => v,
-                    _ => Value::String(text),
-                };
+                if whole {
+                    done.whole.push(at.to_owned());
+                }
+                *value = Value::String(text);
             }
             Err(e) => problems.push(format!(
                 "  at {}: {e}",
@@ -152,30 +192,51 @@ pub fn substitute(value: &mut Value, env: &Env, at: &str, problems: &mut Vec<Str
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                substitute(item, env, &format!("{at}/{i}"), problems);
+                substitute(item, env, &format!("{at}/{i}"), problems, done);
             }
         }
         Value::Object(members) => {
             for (k, v) in members.iter_mut() {
                 let key = k.replace('~', "~0").replace('/', "~1");
-                substitute(v, env, &format!("{at}/{key}"), problems);
+                substitute(v, env, &format!("{at}/{key}"), problems, done);
             }
         }
         _ => {}
     }
 }
 
+/// A string that was one reference, as the number or boolean it reads as.
+pub fn typed(value: &mut Value) -> bool {
+    let Value::String(s) = value else {
+        return false;
+    };
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => {
+            *value = v;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// `text` with its references expanded, and whether it was one reference.
-fn expand(text: &str, env: &Env) -> Result<(String, bool), String> {
+fn expand(text: &str, env: &Env, values: &mut Vec<String>) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut references = 0;
     while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            // `$${`: a literal `${`.
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            .ok_or_else(|| "unclosed ${ in a value (write $${ for a literal ${)".to_string())?;
         let inner = &after[..end];
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -184,18 +245,26 @@ fn expand(text: &str, env: &Env) -> Result<(String, bool), String> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("${{{inner}}}: {name:?} is not a variable name"));
         }
-        match env
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .or(default.map(str::to_owned))
-        {
-            Some(v) => out.push_str(&v),
-            None => {
+        if default.is_some_and(|d| d.contains("${")) {
+            return Err(format!(
+                "${{{name}:-…}}: a default cannot hold another reference"
+            ));
+        }
+        // As shells read them: `:-` also replaces an empty value.
+        let found = match (env.get(name), default) {
+            (Some(v), Some(d)) if v.is_empty() => d.to_owned(),
+            (Some(v), _) => {
+                values.push(v.clone());
+                v
+            }
+            (None, Some(d)) => d.to_owned(),
+            (None, None) => {
                 return Err(format!(
                     "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
                 ));
             }
-        }
+        };
+        out.push_str(&found);
         references += 1;
         rest = &after[end + 1..];
     }
@@ -220,11 +289,20 @@ mod tests {
             "list": ["${SY_TEST_HOST}"],
         });
         let mut problems = vec![];
-        substitute(&mut v, &env, "", &mut problems);
+        let mut done = Substituted::default();
+        substitute(&mut v, &env, "", &mut problems, &mut done);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(v["url"], "http://10.0.0.1:9000/v1");
+        // Strings until the schema wants a number or boolean there.
+        assert_eq!(v["limit"], "9000");
+        assert_eq!(done.whole, ["/flag", "/limit", "/list/0", "/name"]);
+        assert!(typed(&mut v["limit"]) && typed(&mut v["flag"]));
         assert_eq!(v["limit"], 9000);
         assert_eq!(v["flag"], true);
+        assert_eq!(
+            done.redact("at http://10.0.0.1:9000"),
+            "at http://<substituted>:<substituted>"
+        );
         assert_eq!(v["name"], "fallback");
         assert_eq!(v["list"][0], "10.0.0.1");
     }
@@ -233,18 +311,41 @@ mod tests {
     fn an_unset_variable_is_named_with_its_path() {
         let mut v = json!({"routes": {"a/b": {"x": "${SY_TEST_NEVER_SET}"}}});
         let mut problems = vec![];
-        substitute(&mut v, &Env::default(), "", &mut problems);
+        substitute(
+            &mut v,
+            &Env::default(),
+            "",
+            &mut problems,
+            &mut Substituted::default(),
+        );
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("/routes/a~1b/x"), "{}", problems[0]);
         assert!(problems[0].contains("SY_TEST_NEVER_SET"), "{}", problems[0]);
     }
 
     #[test]
+    fn escapes_nesting_and_empty_values() {
+        let env = Env::from_pairs(&[("SY_TEST_EMPTY", "")]);
+        let mut done = Substituted::default();
+        let ex = |t: &str, done: &mut Substituted| expand(t, &env, &mut done.values);
+        assert_eq!(ex("a $${X} b", &mut done).unwrap().0, "a ${X} b");
+        assert_eq!(ex("[${SY_TEST_EMPTY}]", &mut done).unwrap().0, "[]");
+        assert_eq!(ex("${SY_TEST_EMPTY:-d}", &mut done).unwrap().0, "d");
+        assert!(
+            ex("${SY_TEST_UNSET_A:-${SY_TEST_UNSET_B}}", &mut done)
+                .unwrap_err()
+                .contains("another reference")
+        );
+    }
+
+    #[test]
     fn dotenv_lines_parse_as_shells_write_them() {
         let vars = parse_dotenv(
-            "# comment\n\nA=1\nexport B = two words \nC=\"quoted # not a comment\"\nD='x'\nE=v # note\n",
+            "\u{feff}# comment\n\nA=1\nexport B = two words \nC=\"quoted # not a comment\"\nD='x'\nE=v # note\nF=\"sk-abc\" # prod\nG=abc\t# c\n",
         )
         .unwrap();
+        assert_eq!(vars["F"], "sk-abc");
+        assert_eq!(vars["G"], "abc");
         assert_eq!(vars["A"], "1");
         assert_eq!(vars["B"], "two words");
         assert_eq!(vars["C"], "quoted # not a comment");

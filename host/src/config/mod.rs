@@ -533,21 +533,50 @@ impl Config {
             problems,
         };
         let mut problems = Vec::new();
-        env::substitute(&mut value, &env, "", &mut problems);
+        let mut substituted = env::Substituted::default();
+        env::substitute(&mut value, &env, "", &mut problems, &mut substituted);
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
+        // A value that was one reference reads as a number or boolean where
+        // the schema wants one (`"max_body_bytes": "${MAX_BODY}"`).
+        let mistyped: Vec<String> = validator()
+            .iter_errors(&value)
+            .filter(|e| {
+                matches!(
+                    e.kind(),
+                    jsonschema::error::ValidationErrorKind::Type { .. }
+                )
+            })
+            .map(|e| e.instance_path().to_string())
+            .filter(|p| substituted.whole.contains(p))
+            .collect();
+        for pointer in mistyped {
+            if let Some(v) = value.pointer_mut(&pointer) {
+                env::typed(v);
+            }
+        }
         let problems: Vec<String> = validator()
             .iter_errors(&value)
-            .map(|e| format!("  at {}: {}", json_path(&e.instance_path().to_string()), e))
+            .map(|e| {
+                substituted.redact(&format!(
+                    "  at {}: {}",
+                    json_path(&e.instance_path().to_string()),
+                    e
+                ))
+            })
             .collect();
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let mut config: Config =
-            serde_json::from_value(value).map_err(|e| invalid(vec![format!("  {e}")]))?;
+        let mut config: Config = serde_json::from_value(value)
+            .map_err(|e| invalid(vec![substituted.redact(&format!("  {e}"))]))?;
         config.env = env;
-        let problems = config.resolve();
+        let problems: Vec<String> = config
+            .resolve()
+            .iter()
+            .map(|p| substituted.redact(p))
+            .collect();
         if !problems.is_empty() {
             return Err(invalid(problems));
         }

@@ -55,6 +55,27 @@ impl Config {
         for (name, d) in self.deployments.iter_mut() {
             d.name = name.clone();
         }
+        // Inline definitions first, so a route may list by name a deployment
+        // another route defines inline (as a migration does).
+        for (route_name, route) in self.routes.iter() {
+            for (i, entry) in route.deployments.iter().enumerate() {
+                let MemberEntry::Inline(d) = entry else {
+                    continue;
+                };
+                let at = format!("/routes/{route_name}/deployments/{i}");
+                if let Some(first) = self.deployments.get(&d.name) {
+                    problems.push(format!(
+                        "  at {at}/name: deployment {:?} is already defined at {}; define it once (under /deployments) and list its name in each route",
+                        d.name,
+                        first.origin(&d.name)
+                    ));
+                    continue;
+                }
+                let mut d = (**d).clone();
+                d.defined_at = Some(at);
+                self.deployments.insert(d.name.clone(), d);
+            }
+        }
         for (route_name, route) in self.routes.iter_mut() {
             let mut members = Vec::with_capacity(route.deployments.len());
             for (i, entry) in route.deployments.iter().enumerate() {
@@ -63,19 +84,16 @@ impl Config {
                     MemberEntry::Name(name) => (name.clone(), None, None),
                     MemberEntry::Ref(r) => (r.name.clone(), r.priority, r.weight),
                     MemberEntry::Inline(d) => {
-                        if let Some(first) = self.deployments.get(&d.name) {
-                            problems.push(format!(
-                                "  at {at}/name: deployment {:?} is already defined at {}; define it once (under /deployments) and list its name in each route",
-                                d.name,
-                                first.origin(&d.name)
-                            ));
+                        // Defined above, unless it was a second definition.
+                        if self
+                            .deployments
+                            .get(&d.name)
+                            .and_then(|x| x.defined_at.as_deref())
+                            != Some(at.as_str())
+                        {
                             continue;
                         }
-                        let mut d = (**d).clone();
-                        d.defined_at = Some(at.clone());
-                        let member = (d.name.clone(), Some(d.priority), Some(d.weight));
-                        self.deployments.insert(d.name.clone(), d);
-                        member
+                        (d.name.clone(), Some(d.priority), Some(d.weight))
                     }
                 };
                 let Some(d) = self.deployments.get(&name) else {
@@ -84,6 +102,13 @@ impl Config {
                     ));
                     continue;
                 };
+                if d.model.contains('*') && !Route::is_wildcard(route_name) {
+                    problems.push(format!(
+                        "  at {at}: deployment {name:?} has model {:?}, but `*` stands for the rest of a wildcard route's name and {route_name:?} is not one",
+                        d.model
+                    ));
+                    continue;
+                }
                 if members.iter().any(|m: &Member| m.name == name) {
                     problems.push(format!(
                         "  at {at}: deployment {name:?} is listed twice in this route"
@@ -247,6 +272,28 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("already defined at /deployments/a"), "{e}");
+    }
+
+    #[test]
+    fn a_route_may_list_a_deployment_another_defines_inline() {
+        let c = parse(
+            r#"{"routes": {
+                "a": {"deployments": ["c"]},
+                "b": {"deployments": [{"name": "c", "adapter": "openai", "base_url": "http://h/", "model": "z"}]}
+            }}"#,
+        )
+        .unwrap();
+        assert_eq!(c.routes["a"].members[0].name, "c");
+        let e = parse(
+            r#"{"deployments": {"any": {"adapter": "openai", "base_url": "http://h/", "model": "*"}},
+                "routes": {"exact": {"deployments": ["any"]}, "w/*": {"deployments": ["any"]}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("/routes/exact/deployments/0") && e.contains("not one"),
+            "{e}"
+        );
+        assert!(!e.contains("/routes/w/*"), "{e}");
     }
 
     #[test]

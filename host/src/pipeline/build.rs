@@ -42,12 +42,23 @@ impl Gateway {
                 None => config.timeouts,
             };
             connect_timeouts.push(timeouts.connect_ms);
-            let health = match previous.and_then(|p| p.deployments.get(name)) {
+            // Carried across a reload while the deployment still names the
+            // same upstream model; one that now points elsewhere starts afresh
+            // (another upstream's circuit says nothing about this one).
+            let same_upstream = |p: &Gateway| {
+                p.config.deployments.get(name).is_some_and(|old| {
+                    old.adapter == d.adapter && old.base_url == d.base_url && old.model == d.model
+                })
+            };
+            let health = match previous
+                .filter(|p| same_upstream(p))
+                .and_then(|p| p.deployments.get(name))
+            {
                 Some(old) => {
                     old.health.set_settings(config.health);
                     old.health.clone()
                 }
-                None => Arc::new(DeploymentHealth::new(config.health)),
+                _ => Arc::new(DeploymentHealth::new(config.health)),
             };
             let deployment = Deployment {
                 name: name.clone(),

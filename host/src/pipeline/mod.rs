@@ -179,23 +179,31 @@ impl Gateway {
             .route_for(view.model.as_ref())
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
         let mut chain = vec![(route, rest)];
-        let (fallbacks, request): (Vec<&str>, Arc<str>) = match &view.fallbacks {
-            // The caller's list replaces the route's, and is not sent upstream.
-            Some(list) => (
-                list.iter().map(String::as_str).collect(),
-                Arc::from(without_member(text, "fallbacks")?),
-            ),
-            None => (
-                route.fallbacks.iter().map(String::as_str).collect(),
-                Arc::from(text),
-            ),
+        // The caller's list replaces the route's; it is never sent upstream
+        // (even `null`: providers refuse arguments they do not know).
+        let fallbacks: Vec<&str> = match &view.fallbacks {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => route.fallbacks.iter().map(String::as_str).collect(),
+        };
+        let request: Arc<str> = if text.contains("\"fallbacks\"") {
+            Arc::from(without_member(text, "fallbacks")?)
+        } else {
+            Arc::from(text)
         };
         for (i, name) in fallbacks.into_iter().enumerate() {
             let found = self.route_for(name).ok_or_else(|| {
                 ApiError::BadRequest(format!("fallbacks[{i}]: no model (route) named {name:?}"))
             })?;
-            if !chain.iter().any(|(r, _)| std::ptr::eq(*r, found.0)) {
+            if !chain
+                .iter()
+                .any(|(r, rest)| std::ptr::eq(*r, found.0) && *rest == found.1)
+            {
                 chain.push(found);
+            }
+        }
+        for (_, rest) in &chain {
+            if let Some(rest) = rest {
+                check_wildcard_rest(rest)?;
             }
         }
         // A span at `debug` only: at `info` its creation, formatting and
@@ -206,6 +214,10 @@ impl Gateway {
         async {
             let summary = summarize(&view, text, hints);
             let mut attempts = Vec::new();
+            // Across the whole chain: a deployment listed by two routes is
+            // tried once, an adapter that cannot send the request is not
+            // asked again.
+            let mut tried = Tried::default();
             for (n, &(route, rest)) in chain.iter().enumerate() {
                 if n > 0 {
                     // Only what another model may fix: not a gateway that is
@@ -221,7 +233,7 @@ impl Gateway {
                         fallback = %route.name, "falling back to another route");
                 }
                 match self
-                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, begun)
+                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, &mut tried, begun)
                     .await
                 {
                     Ok(Some(answer)) => return Ok(answer),
@@ -261,18 +273,15 @@ impl Gateway {
         stream: bool,
         request_id: &Arc<str>,
         attempts: &mut Vec<crate::failover::Attempt>,
+        tried: &mut Tried,
         begun: Instant,
     ) -> Result<Option<Answer>, ApiError> {
         // 3. The order to try its deployments in.
         let order = self.order(route, summary, request_id).await;
         // 4. Each candidate in turn. The request text is shared by every
         // plugin call of this request (calls may run on other threads).
-        let mut unsupported_adapters: Vec<&str> = Vec::new();
         for index in order {
             let deployment = &route.members[index].deployment;
-            if unsupported_adapters.contains(&deployment.adapter.as_str()) {
-                continue;
-            }
             let target = match rest {
                 Some(rest) if deployment.target.model.contains('*') => Arc::new(Target {
                     deployment: deployment.name.clone(),
@@ -280,6 +289,15 @@ impl Gateway {
                 }),
                 _ => deployment.target.clone(),
             };
+            // Once per deployment and upstream model (a wildcard deployment
+            // serves several).
+            let key = (deployment.name.clone(), target.model.clone());
+            if tried.deployments.contains(&key)
+                || tried.unsupported_adapters.contains(&deployment.adapter)
+            {
+                continue;
+            }
+            tried.deployments.push(key);
             let started = Instant::now();
             let result = self
                 .attempt(route, deployment, &target, request, stream, request_id)
@@ -322,7 +340,7 @@ impl Gateway {
                     if attempt.class == FailureClass::Unsupported {
                         // Same dialect, same verdict: only deployments
                         // behind other adapters are still worth a try.
-                        unsupported_adapters.push(&deployment.adapter);
+                        tried.unsupported_adapters.push(deployment.adapter.clone());
                     }
                     if attempt.class.next() == Next::ReturnToCaller {
                         return Err(ApiError::UpstreamRejected {
@@ -408,11 +426,77 @@ fn candidate(m: &Member) -> Candidate {
     }
 }
 
+/// The part of a requested model a wildcard route matched becomes part of
+/// an upstream model name, which some adapters put in a URL path: only the
+/// characters model names use, and no `..` segment.
+fn check_wildcard_rest(rest: &str) -> Result<(), ApiError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/@+-".contains(c);
+    if rest.len() > 256 || !rest.chars().all(allowed) || rest.split('/').any(|s| s == "..") {
+        return Err(ApiError::BadRequest(format!(
+            "model name part {rest:?}: after a wildcard route's prefix, a model name may hold letters, digits and . _ : / @ + - (no `..` segment)"
+        )));
+    }
+    Ok(())
+}
+
+/// What a request already tried, across its routes.
+#[derive(Default)]
+struct Tried {
+    /// Deployment and upstream model.
+    deployments: Vec<(String, String)>,
+    unsupported_adapters: Vec<String>,
+}
+
 /// The request text without one top-level member (a gateway parameter that
 /// must not reach the upstream).
 fn without_member(text: &str, name: &str) -> Result<String, ApiError> {
-    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    /// The members in order, values as written (nothing is re-encoded).
+    struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Members<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        out.push(entry);
+                    }
+                    Ok(Members(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let members: Members = serde_json::from_str(text)
         .map_err(|e| ApiError::BadRequest(format!("invalid chat request body: {e}")))?;
-    value.remove(name);
-    Ok(serde_json::Value::Object(value).to_string())
+    let mut out = String::with_capacity(text.len());
+    out.push('{');
+    for (key, value) in members.0.iter().filter(|(k, _)| k != name) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_gateway_member_is_cut_and_the_rest_kept_as_written() {
+        let text = r#"{"model":"m","fallbacks":null,"n":123456789012345678901234567890,"z":{"a":[1, 2]},"fallbacks":["x"]}"#;
+        assert_eq!(
+            super::without_member(text, "fallbacks").unwrap(),
+            r#"{"model":"m","n":123456789012345678901234567890,"z":{"a":[1, 2]}}"#
+        );
+    }
 }
