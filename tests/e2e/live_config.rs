@@ -457,3 +457,31 @@ async fn overlays_variables_and_dotenv_resolve() {
     gateway.assert_log("/deployments/a/model");
     assert_eq!(gateway.chat("chat", false).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_reorders_a_cost_strategy_on_the_next_request() {
+    let mock = Mock::start().await;
+    let priced = |cost: f64| {
+        json!({"adapter": "openai", "base_url": mock.url, "model": "gpt",
+               "input_cost_per_1k": cost, "output_cost_per_1k": cost})
+    };
+    let gateway = Gateway::start_with_env(
+        json!({"chat": {"strategy": "cheapest", "deployments": ["a", "b"]}}),
+        &[
+            ("cheapest", "examples/js/cheapest-strategy"),
+            ("openai", "openai"),
+        ],
+        json!({"deployments": {"a": priced(0.001), "b": priced(0.01)}}),
+        &[],
+    );
+    let r = gateway.chat("chat", false).await;
+    assert_eq!(json_body(r).await["model"], "a");
+    gateway.rewrite_config(|c| c["deployments"]["a"] = priced(0.1));
+    assert!(
+        gateway.wait_for_log("deployments changed: a", Duration::from_secs(3)),
+        "{}",
+        gateway.logs()
+    );
+    let r = gateway.chat("chat", false).await;
+    assert_eq!(json_body(r).await["model"], "b");
+}
