@@ -110,6 +110,14 @@ impl Live {
         for what in restart_only(old.config(), &config) {
             tracing::warn!(trigger, "{what} changed: it takes effect at the next start");
         }
+        for (name, d) in &config.deployments {
+            if let Some(var) = &d.api_key_env
+                && config.env.get(var).is_none()
+            {
+                tracing::warn!(trigger, deployment = %name,
+                    "environment variable {var} (api_key_env) is not set: its attempts fail with an auth error");
+            }
+        }
         for (id, kind, at) in config.plugin_references() {
             if let Err(e) = old.registry().get(&id, kind) {
                 tracing::warn!(
@@ -118,7 +126,16 @@ impl Live {
                 );
             }
         }
-        let summary = summary(old.config(), &config, &plugins);
+        let mut summary = summary(old.config(), &config, &plugins);
+        let keys = new.keys_changed(&old);
+        if !keys.is_empty() {
+            let keys = format!("keys changed: {}", keys.join(", "));
+            summary = if summary == "no change" {
+                keys
+            } else {
+                format!("{summary}; {keys}")
+            };
+        }
         self.current.store(Arc::new(new));
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)

@@ -132,6 +132,25 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Deployments whose API key differs from `old`'s (a key rotated in
+    /// `.env` changes no line of the config). Names only.
+    pub fn keys_changed<'a>(&'a self, old: &Gateway) -> Vec<&'a str> {
+        let mut names: Vec<&str> = self
+            .deployments
+            .iter()
+            .filter(|(name, d)| {
+                old.deployments
+                    .get(*name)
+                    .is_some_and(|o| o.api_key != d.api_key)
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
 /// `GET /v1/models`: the exact routes, and the prefixes wildcard routes open.
 fn models_list(routes: &HashMap<String, Route>, wildcards: &[(String, Route)]) -> Bytes {
     let created = std::time::SystemTime::now()
