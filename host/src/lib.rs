@@ -13,6 +13,7 @@
 //! - [`plugins`]: the WebAssembly plugin runtime and hot reload.
 //! - [`config`]: the config file and its schema; [`live`]: reloading it
 //!   while serving; [`error`]: API errors.
+//! - [`store`]: the embedded SQLite store (written by one thread).
 //! - [`demo`]: the built-in echo upstream.
 
 pub mod config;
@@ -26,4 +27,5 @@ pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;
+pub mod store;
 pub mod upstream;

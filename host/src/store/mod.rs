@@ -1,0 +1,337 @@
+//! The store: an embedded SQLite database, written by one thread, never on
+//! the request path.
+//!
+//! A request hands its rows to [`Store::record`], which only puts them on a
+//! bounded queue (a full queue drops them, counted, with a warning at most
+//! every ten seconds). The writer thread commits what it took in batched
+//! transactions (at most [`BATCH_ROWS`] rows or [`BATCH_WAIT`] after the
+//! first). The database is in WAL mode with `synchronous = NORMAL`: a crash
+//! loses at most the last transactions, never a committed one, and leaves
+//! a database that passes `integrity_check`.
+//!
+//! A database that cannot be written (read-only, full, locked, deleted,
+//! corrupt) puts the store in degraded mode: logged once, reported by
+//! [`Store::status`], and retried with back-off while rows wait in memory
+//! (up to [`MAX_PENDING`], then dropped and counted). It recovers by itself.
+//!
+//! (Issue 8, in progress: the writer and its schema; the request record that
+//! feeds it and the admin views come next.)
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Rows the queue holds before [`Store::record`] drops.
+pub const QUEUE_ROWS: usize = 65_536;
+/// Most rows in one transaction.
+pub const BATCH_ROWS: usize = 2_048;
+/// Longest a row waits for its batch to fill.
+pub const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// Rows kept in memory while the database cannot be written.
+pub const MAX_PENDING: usize = 200_000;
+
+/// One finished request.
+#[derive(Clone, Debug, Default)]
+pub struct RequestRow {
+    pub id: String,
+    pub ts_ms: i64,
+    pub route: String,
+    pub caller: Option<String>,
+    pub tags: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: String,
+    pub deployment: Option<String>,
+    pub attempts: u32,
+    pub latency_ms: f64,
+    pub overhead_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub cost: Option<f64>,
+    pub estimated: bool,
+    pub verdict: Option<String>,
+}
+
+/// One attempt of a request on one deployment.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptRow {
+    pub request_id: String,
+    pub n: u32,
+    pub ts_ms: i64,
+    pub deployment: String,
+    pub adapter: String,
+    pub class: Option<String>,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub cost: Option<f64>,
+    pub billed: bool,
+}
+
+/// Something that happened (a failover, a circuit opening, an alert).
+#[derive(Clone, Debug, Default)]
+pub struct EventRow {
+    pub ts_ms: i64,
+    pub kind: String,
+    pub subject: String,
+    /// JSON.
+    pub detail: String,
+}
+
+/// What the writer is handed.
+pub enum Row {
+    Request(RequestRow),
+    Attempt(AttemptRow),
+    Event(EventRow),
+    /// Commit everything before this, then answer (tests, benchmarks, shutdown).
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The store's condition, for `/healthz`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Ok,
+    Degraded(String),
+}
+
+/// A handle on the store (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    queue: SyncSender<Row>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    dropped: AtomicU64,
+    last_drop_warning: Mutex<Option<Instant>>,
+    status: Mutex<Status>,
+}
+
+impl Store {
+    /// Starts the writer on the database at `path` (created with its folder
+    /// if missing). Never fails: a database that cannot be opened is a
+    /// degraded store, retried.
+    pub fn open(path: &Path) -> Store {
+        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_ROWS);
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            dropped: AtomicU64::new(0),
+            last_drop_warning: Mutex::new(None),
+            status: Mutex::new(Status::Ok),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&writer, rx))
+            .expect("spawn the store writer");
+        Store { queue, shared }
+    }
+
+    /// Queues a row; never blocks. A full queue drops it (counted).
+    pub fn record(&self, row: Row) {
+        match self.queue.try_send(row) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut last = self
+                    .shared
+                    .last_drop_warning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(dropped = n, "store queue full: records dropped");
+                }
+            }
+        }
+    }
+
+    /// Waits until every row queued before is committed (or `limit` passes).
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.queue.send(Row::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(limit).is_ok()
+    }
+
+    /// Rows dropped so far (queue full, or too many waiting on a broken database).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Shared {
+    fn set_status(&self, status: Status) {
+        let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*current, &status) {
+            (Status::Ok, Status::Degraded(why)) => {
+                tracing::error!(path = %self.path.display(), "store degraded, records wait in memory: {why}")
+            }
+            (Status::Degraded(_), Status::Ok) => {
+                tracing::info!(path = %self.path.display(), "store recovered")
+            }
+            _ => {}
+        }
+        *current = status;
+    }
+}
+
+fn open_db(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(2))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn write_loop(shared: &Shared, rx: Receiver<Row>) {
+    let mut conn: Option<rusqlite::Connection> = None;
+    let mut pending: Vec<Row> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Take a batch: block for the first row (unless rows wait), then
+        // gather for up to BATCH_WAIT.
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(row) => pending.push(row),
+                Err(_) => return,
+            }
+        }
+        let deadline = Instant::now() + BATCH_WAIT;
+        while pending.len() < BATCH_ROWS {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(row) => {
+                    let flush = matches!(row, Row::Flush(_));
+                    pending.push(row);
+                    if flush {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let result = match conn.as_mut() {
+            Some(c) => commit(c, &pending),
+            None => open_db(&shared.path).and_then(|mut c| {
+                let r = commit(&mut c, &pending);
+                conn = Some(c);
+                r
+            }),
+        };
+        match result {
+            Ok(()) => {
+                for row in pending.drain(..) {
+                    if let Row::Flush(done) = row {
+                        let _ = done.send(());
+                    }
+                }
+                backoff = Duration::from_millis(100);
+                shared.set_status(Status::Ok);
+            }
+            Err(e) => {
+                shared.set_status(Status::Degraded(e.to_string()));
+                // Reopened next time: the file may have been replaced or deleted.
+                conn = None;
+                if pending.len() > MAX_PENDING {
+                    let excess = pending.len() - MAX_PENDING;
+                    pending.drain(..excess);
+                    shared.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut requests = tx.prepare_cached(
+            "INSERT INTO requests (id, ts_ms, route, caller, tags, stream, status, outcome, deployment,
+             attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens, cost, estimated, verdict)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )?;
+        let mut attempts = tx.prepare_cached(
+            "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
+             ttft_ms, prompt_tokens, completion_tokens, cost, billed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut events = tx.prepare_cached(
+            "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for row in rows {
+            match row {
+                Row::Request(r) => {
+                    requests.execute(rusqlite::params![
+                        r.id,
+                        r.ts_ms,
+                        r.route,
+                        r.caller,
+                        r.tags,
+                        r.stream,
+                        r.status,
+                        r.outcome,
+                        r.deployment,
+                        r.attempts,
+                        r.latency_ms,
+                        r.overhead_ms,
+                        r.ttft_ms,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.cost,
+                        r.estimated,
+                        r.verdict
+                    ])?;
+                }
+                Row::Attempt(a) => {
+                    attempts.execute(rusqlite::params![
+                        a.request_id,
+                        a.n,
+                        a.ts_ms,
+                        a.deployment,
+                        a.adapter,
+                        a.class,
+                        a.status,
+                        a.latency_ms,
+                        a.ttft_ms,
+                        a.prompt_tokens,
+                        a.completion_tokens,
+                        a.cost,
+                        a.billed
+                    ])?;
+                }
+                Row::Event(e) => {
+                    events.execute(rusqlite::params![e.ts_ms, e.kind, e.subject, e.detail])?;
+                }
+                Row::Flush(_) => {}
+            }
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests;

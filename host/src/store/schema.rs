@@ -1,0 +1,69 @@
+//! The store's tables, as numbered migrations: migration `n` takes a
+//! database from `PRAGMA user_version` `n` to `n + 1`. Append only: a
+//! released migration never changes, so every database reaches the same
+//! schema whatever version it started from.
+
+/// Applied in order, each in its own transaction with the version bump.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: requests, their attempts, and events (failover, rate limits, health
+    // and circuit transitions, alerts), each with a millisecond timestamp.
+    "CREATE TABLE requests (
+        id TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        route TEXT NOT NULL,
+        caller TEXT,
+        tags TEXT,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        deployment TEXT,
+        attempts INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        overhead_ms REAL,
+        ttft_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost REAL,
+        estimated INTEGER NOT NULL DEFAULT 0,
+        verdict TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts_ms);
+    CREATE INDEX requests_id ON requests (id);
+    CREATE TABLE attempts (
+        request_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        deployment TEXT NOT NULL,
+        adapter TEXT NOT NULL,
+        class TEXT,
+        status INTEGER,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost REAL,
+        billed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attempts_request ON attempts (request_id);
+    CREATE INDEX attempts_ts ON attempts (ts_ms);
+    CREATE TABLE events (
+        ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_ts ON events (ts_ms);
+    CREATE INDEX events_kind ON events (kind, ts_ms);",
+];
+
+/// Brings `conn` to the newest schema.
+pub fn migrate(conn: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", n as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
