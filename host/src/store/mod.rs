@@ -205,10 +205,12 @@ fn open_db(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-fn write_loop(shared: &Shared, rx: Receiver<Row>) {
+fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
     let mut conn: Option<rusqlite::Connection> = None;
     let mut pending: Vec<Row> = Vec::new();
     let mut backoff = Duration::from_millis(100);
+    // Every handle is gone: commit what is left, and stop when that fails.
+    let mut closed = false;
     loop {
         // Take a batch: block for the first row (unless rows wait), then
         // gather for up to BATCH_WAIT.
@@ -217,6 +219,9 @@ fn write_loop(shared: &Shared, rx: Receiver<Row>) {
                 Ok(row) => pending.push(row),
                 Err(_) => return,
             }
+        }
+        if closed && pending.is_empty() {
+            return;
         }
         let deadline = Instant::now() + BATCH_WAIT;
         while pending.len() < BATCH_ROWS {
@@ -229,7 +234,10 @@ fn write_loop(shared: &Shared, rx: Receiver<Row>) {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
         }
         let result = match conn.as_mut() {
@@ -242,16 +250,24 @@ fn write_loop(shared: &Shared, rx: Receiver<Row>) {
         };
         match result {
             Ok(()) => {
+                // Healthy before anyone waiting on a flush hears of it.
+                shared.set_status(Status::Ok);
+                backoff = Duration::from_millis(100);
                 for row in pending.drain(..) {
                     if let Row::Flush(done) = row {
                         let _ = done.send(());
                     }
                 }
-                backoff = Duration::from_millis(100);
-                shared.set_status(Status::Ok);
             }
             Err(e) => {
                 shared.set_status(Status::Degraded(e.to_string()));
+                // The writer's own reference is the last: no handle is left.
+                if closed || Arc::strong_count(shared) == 1 {
+                    let lost = pending.len() as u64;
+                    shared.dropped.fetch_add(lost, Ordering::Relaxed);
+                    tracing::error!(lost, "store closed with rows it could not write");
+                    return;
+                }
                 // Reopened next time: the file may have been replaced or deleted.
                 conn = None;
                 if pending.len() > MAX_PENDING {
