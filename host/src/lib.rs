@@ -14,6 +14,7 @@
 //! - [`config`]: the config file and its schema; [`live`]: reloading it
 //!   while serving; [`error`]: API errors.
 //! - [`store`]: the embedded SQLite store (written by one thread).
+//! - [`watch`]: debounced file watching (plugins and config).
 //! - [`demo`]: the built-in echo upstream.
 
 pub mod config;
@@ -29,3 +30,4 @@ pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod upstream;
+pub mod watch;

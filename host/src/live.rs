@@ -12,16 +12,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::pipeline::Gateway;
 use crate::plugins::RegistrySettings;
-
-/// Quiet period after the last file event before the config is reloaded.
-const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// The running gateway and how to replace it.
 pub struct Live {
@@ -110,21 +106,8 @@ impl Live {
         for what in restart_only(old.config(), &config) {
             tracing::warn!(trigger, "{what} changed: it takes effect at the next start");
         }
-        for (name, d) in &config.deployments {
-            if let Some(var) = &d.api_key_env
-                && config.env.get(var).is_none()
-            {
-                tracing::warn!(trigger, deployment = %name,
-                    "environment variable {var} (api_key_env) is not set: its attempts fail with an auth error");
-            }
-        }
-        for (id, kind, at) in config.plugin_references() {
-            if let Err(e) = old.registry().get(&id, kind) {
-                tracing::warn!(
-                    trigger,
-                    "at {at}: {e}; requests fall back as for a failing {kind}"
-                );
-            }
+        for warning in crate::ops::config_warnings(&config, old.registry()) {
+            tracing::warn!(trigger, "{warning}");
         }
         let mut summary = summary(old.config(), &config, &plugins);
         let keys = new.keys_changed(&old);
@@ -195,14 +178,7 @@ impl Live {
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let live = Arc::downgrade(self);
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                loop {
-                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
+            while crate::watch::next_burst(&mut rx).await {
                 let Some(live) = live.upgrade() else { return };
                 let _ = live.reload("file changed").await;
             }

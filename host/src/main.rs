@@ -131,29 +131,7 @@ fn load(path: &Path) -> Result<(Config, Arc<Registry>, Vec<String>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let settings = RegistrySettings::from(&config);
     let registry = Registry::new(settings).map_err(|e| e.to_string())?;
-    let mut warnings = Vec::new();
-    for (id, kind, at) in config.plugin_references() {
-        if let Err(e) = registry.get(&id, kind) {
-            warnings.push(format!(
-                "at {at}: {e}; requests fall back as for a failing {kind}"
-            ));
-        }
-    }
-    // One warning per missing variable, naming every deployment that needs it.
-    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for (name, d) in &config.deployments {
-        if let Some(var) = &d.api_key_env
-            && config.env.get(var).is_none()
-        {
-            missing.entry(var).or_default().push(name);
-        }
-    }
-    for (var, names) in missing {
-        warnings.push(format!(
-            "environment variable {var} is not set: the attempts of deployment(s) {} fail with an auth error",
-            names.join(", ")
-        ));
-    }
+    let warnings = switchyard::ops::config_warnings(&config, &registry);
     Ok((config, registry, warnings))
 }
 

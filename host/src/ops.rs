@@ -296,3 +296,32 @@ pub fn route_table(config: &Config) -> String {
     }
     out
 }
+
+/// What a valid config names but cannot use yet, at start and at each
+/// reload: plugins the folder lacks (or holds as another kind), and key
+/// variables that are not set (one line per variable).
+pub fn config_warnings(config: &Config, registry: &Registry) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (id, kind, at) in config.plugin_references() {
+        if let Err(e) = registry.get(&id, kind) {
+            warnings.push(format!(
+                "at {at}: {e}; requests fall back as for a failing {kind}"
+            ));
+        }
+    }
+    let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (name, d) in &config.deployments {
+        if let Some(var) = &d.api_key_env
+            && config.env.get(var).is_none()
+        {
+            missing.entry(var).or_default().push(name);
+        }
+    }
+    for (var, names) in missing {
+        warnings.push(format!(
+            "environment variable {var} is not set: the attempts of deployment(s) {} fail with an auth error",
+            names.join(", ")
+        ));
+    }
+    warnings
+}

@@ -291,13 +291,15 @@ impl Gateway {
             };
             // Once per deployment and upstream model (a wildcard deployment
             // serves several).
-            let key = (deployment.name.clone(), target.model.clone());
-            if tried.deployments.contains(&key)
+            if tried
+                .targets
+                .iter()
+                .any(|t| t.deployment == target.deployment && t.model == target.model)
                 || tried.unsupported_adapters.contains(&deployment.adapter)
             {
                 continue;
             }
-            tried.deployments.push(key);
+            tried.targets.push(target.clone());
             let started = Instant::now();
             let result = self
                 .attempt(route, deployment, &target, request, stream, request_id)
@@ -443,7 +445,7 @@ fn check_wildcard_rest(rest: &str) -> Result<(), ApiError> {
 #[derive(Default)]
 struct Tried {
     /// Deployment and upstream model.
-    deployments: Vec<(String, String)>,
+    targets: Vec<Arc<Target>>,
     unsupported_adapters: Vec<String>,
 }
 

@@ -29,9 +29,6 @@ use super::{LoadError, MAX_PLUGIN_BYTES, Plugin, PluginError};
 use crate::config::{Config, Deadlines, QuarantineConfig};
 use crate::domain::Kind;
 
-/// Quiet period after the last file event before the folder is rescanned.
-const DEBOUNCE: Duration = Duration::from_millis(150);
-
 /// What the registry needs from the config.
 #[derive(Clone, Debug)]
 pub struct RegistrySettings {
@@ -411,16 +408,7 @@ impl Registry {
         watcher.watch(&self.settings.load().dir, RecursiveMode::NonRecursive)?;
         let registry = Arc::downgrade(self);
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Debounce: wait for a quiet period so a file being written
-                // in several steps is read once, complete.
-                loop {
-                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
+            while crate::watch::next_burst(&mut rx).await {
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };
