@@ -143,9 +143,15 @@ fn attack(name: &str, request: HttpRequest) -> Result<HttpRequest, BuildError> {
 }
 
 /// Spins for a millisecond of the host's clock.
+/// At least 1 ms of wall time and at least 20,000 clock reads: CPU the host
+/// sees whatever the scheduler does (wall time alone passes while the thread
+/// is descheduled, and a call that used little CPU counts as fast).
 fn burn_1ms() {
     let start = switchyard_sdk::now_ns();
-    while switchyard_sdk::now_ns() - start < 1_000_000 {}
+    let mut reads = 0u32;
+    while switchyard_sdk::now_ns() - start < 1_000_000 || reads < 20_000 {
+        reads += 1;
+    }
 }
 
 fn overloaded(message: String) -> UpstreamError {
