@@ -24,6 +24,7 @@ pub mod error;
 pub mod failover;
 pub mod health;
 pub mod live;
+pub mod logging;
 pub mod ops;
 pub mod pipeline;
 pub mod plugins;

@@ -80,14 +80,15 @@ enum PluginsCommand {
 }
 
 fn main() -> ExitCode {
-    // Log lines are written by a background thread through a buffer, flushed
-    // whenever the queue drains: no write system call on the request path.
-    // Not lossy: under a flood, logging slows requests rather than dropping lines.
-    let (log_writer, _flush_logs_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .thread_name("log-writer")
-            .finish(std::io::BufWriter::new(std::io::stderr()));
+    // Log lines are gathered in memory and written in batches by one thread
+    // (logging.rs): no system call and no wake-up per line on the request path.
+    let (log_writer, _flush_logs_on_exit) = match switchyard::logging::batched(std::io::stderr()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

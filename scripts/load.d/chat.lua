@@ -18,7 +18,8 @@ if model then
     wrk.body = wrk.body:gsub('^{"model":"load"', '{"model":"' .. model .. '"', 1)
 end
 
--- LOAD_STREAM=1: the same request, streamed (SSE).
+-- LOAD_STREAM=1: the same request, streamed (SSE); scripts/load drives streams
+-- with tools/loadgen instead, which also times the first chunk.
 if os.getenv("LOAD_STREAM") == "1" then
     wrk.body = wrk.body:sub(1, -2) .. ',"stream":true}'
 end
