@@ -106,6 +106,7 @@ impl Fixture {
         let app = switchyard::server::router(
             switchyard::live::Live::fixed(gateway),
             config.server.max_body_bytes,
+            std::sync::Arc::new(switchyard::pipeline::Sinks::default()),
         );
         drop(_entered);
         Self {

@@ -57,6 +57,27 @@ pub enum Next {
 }
 
 impl FailureClass {
+    /// The class as the API, the store and the logs name it.
+    pub fn name(self) -> &'static str {
+        use FailureClass::*;
+        match self {
+            RateLimited => "rate_limited",
+            Overloaded => "overloaded",
+            Timeout => "timeout",
+            ContextLengthExceeded => "context_length_exceeded",
+            ContentFiltered => "content_filtered",
+            Auth => "auth",
+            InvalidRequest => "invalid_request",
+            Permanent => "permanent",
+            Connect => "connect",
+            Transport => "transport",
+            Plugin => "plugin",
+            EvaluatorRejected => "evaluator_rejected",
+            Unsupported => "unsupported",
+            GatewaySaturated => "gateway_saturated",
+        }
+    }
+
     pub fn next(self) -> Next {
         match self {
             FailureClass::InvalidRequest => Next::ReturnToCaller,
@@ -163,6 +184,10 @@ mod tests {
             GatewaySaturated,
         ] {
             assert_eq!(class.next(), Next::TryNextCandidate, "{class:?}");
+            assert_eq!(
+                serde_json::to_value(class).unwrap(),
+                serde_json::json!(class.name())
+            );
         }
         assert_eq!(InvalidRequest.next(), Next::ReturnToCaller);
     }

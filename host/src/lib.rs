@@ -17,6 +17,7 @@
 //! - [`watch`]: debounced file watching (plugins and config).
 //! - [`demo`]: the built-in echo upstream.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod domain;

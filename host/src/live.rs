@@ -236,6 +236,12 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         changed.push("demo_upstream");
     }
+    if old.store != new.store {
+        changed.push("store");
+    }
+    if old.admin != new.admin {
+        changed.push("admin");
+    }
     changed
 }
 

@@ -172,7 +172,18 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         None
     });
     live.reload_on_sighup();
-    let app = server::router(live, config.server.max_body_bytes)
+    let store = config.store.enabled.then(|| {
+        let retention = (config.store.retention_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(config.store.retention_days) * 86_400)
+        });
+        tracing::info!(path = %config.store.path.display(), "recording requests in the store");
+        switchyard::store::Store::open_with(&config.store.path, retention)
+    });
+    let sinks = Arc::new(switchyard::pipeline::Sinks {
+        store: store.clone(),
+    });
+    serve_admin(&config, live.clone(), store).await?;
+    let app = server::router(live, config.server.max_body_bytes, sinks.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
     let addr = match listen {
         Some(a) => a,
@@ -201,6 +212,36 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Starts the admin API on its own listener.
+async fn serve_admin(
+    config: &switchyard::config::Config,
+    live: Arc<switchyard::live::Live>,
+    store: Option<switchyard::store::Store>,
+) -> Result<(), String> {
+    let token = match &config.admin.token_env {
+        None => None,
+        Some(var) => Some(config.env.get(var).filter(|t| !t.is_empty()).ok_or_else(|| {
+            format!("admin.token_env names {var}, which is not set (or empty): set it, or remove admin.token_env")
+        })?),
+    };
+    let addr = switchyard::admin::address(&config.admin.listen, token.is_some())?;
+    let listener = switchyard::server::listen(addr)
+        .map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, "admin API listening");
+    let app = switchyard::admin::router(Arc::new(switchyard::admin::AdminState {
+        live,
+        store,
+        token,
+    }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// How long a shutdown waits for requests in flight.

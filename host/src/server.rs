@@ -17,13 +17,15 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::live::Live;
-use crate::pipeline::{Answer, CallerHints};
+use crate::pipeline::{Answer, CallerHints, End, Recorder, Sinks};
 
 /// Shared state of every handler.
 pub struct AppState {
     /// The running gateway; a request takes the current one and keeps it.
     live: Arc<Live>,
     max_body_bytes: usize,
+    /// Where every request's record goes (kept across reloads).
+    sinks: Arc<Sinks>,
     /// Request ids: a per-process prefix and a counter (unique, cheap).
     id_prefix: u32,
     next_id: AtomicU64,
@@ -64,7 +66,7 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
 /// The API router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: `/admin/reload`
 /// answers loopback callers only.
-pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
+pub fn router(live: Arc<Live>, max_body_bytes: usize, sinks: Arc<Sinks>) -> Router {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -73,6 +75,7 @@ pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
     let state = Arc::new(AppState {
         live,
         max_body_bytes,
+        sinks,
         id_prefix,
         next_id: AtomicU64::new(1),
     });
@@ -99,11 +102,21 @@ async fn chat(
             app.next_id.fetch_add(1, Ordering::Relaxed)
         )),
     };
-    let mut response = match handle_chat(&app, &request_id, &headers, body).await {
-        Ok(r) => r,
+    // Finished below, or by its pump (a stream), or when dropped (the
+    // client went away while this handler waited).
+    let mut rec = Recorder::new(app.sinks.clone(), request_id.clone(), Vec::new());
+    let mut response = match handle_chat(&app, &request_id, &headers, body, &mut rec).await {
+        Ok(r) => {
+            rec.finish(End::Answered);
+            r
+        }
         Err(e) => {
             tracing::info!(request_id = %request_id, "request refused: {e}");
-            e.into_response()
+            let r = e.into_response();
+            rec.finish(End::Failed {
+                status: r.status().as_u16(),
+            });
+            r
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -117,6 +130,7 @@ async fn handle_chat(
     request_id: &Arc<str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    rec: &mut Recorder,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -130,7 +144,7 @@ async fn handle_chat(
             ))
         }
     })?;
-    let tags = headers
+    let tags: Vec<String> = headers
         .get("x-switchyard-tags")
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -140,6 +154,9 @@ async fn handle_chat(
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(r) = rec.record() {
+        r.tags = tags.clone();
+    }
     let priority = match headers.get("x-switchyard-priority") {
         None => None,
         Some(v) => Some(
@@ -153,7 +170,7 @@ async fn handle_chat(
     let answer = app
         .live
         .gateway()
-        .chat(request_id.clone(), hints, body)
+        .chat(request_id.clone(), hints, body, rec)
         .await?;
     Ok(match answer {
         Answer::Complete {
@@ -240,9 +257,20 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             .or_insert_with(|| json!({"state": "rejected", "reason": reason}));
     }
     let count = registry.loaded().len();
+    let store = match &app.sinks.store {
+        None => json!({"state": "off"}),
+        Some(store) => {
+            let mut s = match store.status() {
+                crate::store::Status::Ok => json!({"state": "ok"}),
+                crate::store::Status::Degraded(why) => json!({"state": "degraded", "reason": why}),
+            };
+            s["dropped"] = json!(store.dropped());
+            s
+        }
+    };
     (
         StatusCode::OK,
-        axum::Json(json!({"status": "ok", "plugins": count, "plugin_detail": detail})),
+        axum::Json(json!({"status": "ok", "plugins": count, "plugin_detail": detail, "store": store})),
     )
         .into_response()
 }
@@ -277,7 +305,13 @@ async fn admin_reload(
         )
             .into_response();
     }
-    match app.live.reload("POST /admin/reload").await {
+    reload_response(&app.live, "POST /admin/reload").await
+}
+
+/// Reloads the config and answers: 200 with the summary, or 422 listing
+/// every problem.
+pub async fn reload_response(live: &Arc<Live>, trigger: &str) -> Response {
+    match live.reload(trigger).await {
         Ok(summary) => (
             StatusCode::OK,
             axum::Json(json!({"status": "reloaded", "summary": summary})),

@@ -47,6 +47,8 @@ pub fn deployment(name: &str, base_url: &str, model: &str) -> Value {
 pub struct Gateway {
     child: Child,
     pub url: String,
+    /// The admin API (its own listener).
+    pub admin_url: String,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -85,6 +87,7 @@ impl Gateway {
         }
         let mut config = json!({
             "listen": "127.0.0.1:0",
+            "admin": {"listen": "127.0.0.1:0"},
             "timeouts": {"connect_ms": 1000, "first_byte_ms": 2000, "idle_ms": 2000, "total_ms": 5000},
             "plugins": {
                 "dir": plugin_dir,
@@ -122,6 +125,7 @@ impl Gateway {
         let mut gateway = Gateway {
             child,
             url: String::new(),
+            admin_url: String::new(),
             dir,
             logs,
         };
@@ -134,6 +138,15 @@ impl Gateway {
                 .and_then(|l| l.split("listen=").nth(1))
             {
                 gateway.url = format!("http://{}", addr.trim());
+                // Logged before the API's line.
+                if let Some(admin) = gateway
+                    .log_lines()
+                    .iter()
+                    .find(|l| l.contains("admin API listening"))
+                    .and_then(|l| l.split("listen=").nth(1))
+                {
+                    gateway.admin_url = format!("http://{}", admin.trim());
+                }
                 return gateway;
             }
             if let Ok(Some(status)) = gateway.child.try_wait() {
@@ -212,6 +225,42 @@ impl Gateway {
             "no log line contains {needle:?}:\n{}",
             self.logs()
         );
+    }
+
+    /// `GET` on the admin API (`path` from `/admin/...`): status and JSON.
+    pub async fn admin(&self, path: &str) -> (u16, Value) {
+        let r = client()
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The store's database file (the default path beside the config).
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join(".switchyard/switchyard.db")
+    }
+
+    /// Waits until the store holds `n` requests (records are written in
+    /// batches, a little after the answer), then returns them, newest first.
+    pub async fn records(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.admin("/admin/requests?limit=1000").await;
+            let data = body["data"].as_array().cloned().unwrap_or_default();
+            if status == 200 && data.len() >= n {
+                return data;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the store holds {} requests, not {n} (status {status}): {body}\n{}",
+                data.len(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The `/healthz` document.

@@ -67,6 +67,10 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Every deployment by name: those of the top-level map and, once
     /// resolved, those defined inline in routes.
     #[serde(default)]
@@ -136,6 +140,64 @@ impl Config {
         }
         refs
     }
+}
+
+/// The record of every request (see [`crate::store`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The SQLite file; relative to the config's folder.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Rows older than this many days are deleted (0: kept forever).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: default_store_path(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from(".switchyard/switchyard.db")
+}
+fn default_retention_days() -> u32 {
+    30
+}
+
+/// The admin API's own listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// The variable holding the bearer token callers must present. Without
+    /// one the admin API binds to loopback only.
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token_env: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
 }
 
 /// The built-in echo upstream `serve` starts when asked.
@@ -361,10 +423,16 @@ pub struct Deployment {
     pub api_key_env: Option<String>,
     /// How the key is attached; overrides what the adapter declares.
     pub auth: Option<AuthConfig>,
-    #[serde(default)]
-    pub input_cost_per_1k: f64,
-    #[serde(default)]
-    pub output_cost_per_1k: f64,
+    /// Prices in US dollars per million tokens: prompt, completion, and
+    /// prompt tokens served from the provider's cache (default: the
+    /// prompt price).
+    pub input_cost_per_1m: Option<f64>,
+    pub output_cost_per_1m: Option<f64>,
+    pub cached_input_cost_per_1m: Option<f64>,
+    /// The older per-1,000-token prices, still read (× 1,000); a deployment
+    /// may not set both forms of one price.
+    pub input_cost_per_1k: Option<f64>,
+    pub output_cost_per_1k: Option<f64>,
     /// The default for routes that do not set their own.
     #[serde(default)]
     pub priority: u32,
@@ -382,6 +450,24 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Its prices per million tokens; an error names the fields that clash.
+    pub fn prices(&self) -> Result<crate::pipeline::Prices, String> {
+        let one = |per_1m: Option<f64>, per_1k: Option<f64>, what: &str| match (per_1m, per_1k) {
+            (Some(_), Some(_)) => Err(format!(
+                "sets both {what}_cost_per_1m and {what}_cost_per_1k: keep {what}_cost_per_1m (per million tokens; {what}_cost_per_1k × 1000)"
+            )),
+            (Some(m), None) => Ok(m),
+            (None, Some(k)) => Ok(k * 1000.0),
+            (None, None) => Ok(0.0),
+        };
+        let input = one(self.input_cost_per_1m, self.input_cost_per_1k, "input")?;
+        Ok(crate::pipeline::Prices {
+            input,
+            output: one(self.output_cost_per_1m, self.output_cost_per_1k, "output")?,
+            cached_input: self.cached_input_cost_per_1m.unwrap_or(input),
+        })
+    }
+
     /// The JSON path that defines deployment `name`.
     pub fn origin(&self, name: &str) -> String {
         self.defined_at
@@ -413,7 +499,7 @@ impl From<&AuthConfig> for AuthScheme {
 }
 
 /// Features a deployment offers (and a request may need).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Tools,
@@ -582,6 +668,7 @@ impl Config {
         }
         config.plugins.dir = base.join(&config.plugins.dir);
         config.plugins.cache_dir = base.join(&config.plugins.cache_dir);
+        config.store.path = base.join(&config.store.path);
         Ok(config)
     }
 }

@@ -26,6 +26,9 @@ impl Config {
             {
                 problems.push(format!("  at {at}/timeouts: {e}"));
             }
+            if let Err(e) = d.prices() {
+                problems.push(format!("  at {at}: {e}"));
+            }
         }
         self.check_fallbacks(&mut problems);
         self.check_plugin_kinds(&mut problems);

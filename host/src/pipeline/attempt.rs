@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::outcome::{AttemptRecord, Recorder, content_chars, estimate_tokens};
 use super::stream::{StreamEvaluation, Transcript, start_stream};
 use super::{Answer, Deployment, Gateway, Route};
 use crate::domain::{BuildError, Kind, Target, Usage};
@@ -22,7 +23,10 @@ pub(super) fn plugin_failed(deployment: &str, e: PluginError) -> Attempt {
 }
 
 impl Gateway {
-    /// One attempt on one deployment.
+    /// One attempt on one deployment. What it learns (status, upstream
+    /// time, usage and cost) goes into `record`; a committed stream hands
+    /// `rec` to its pump.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attempt(
         &self,
         route: &Route,
@@ -31,6 +35,8 @@ impl Gateway {
         request: &Arc<str>,
         stream: bool,
         request_id: &Arc<str>,
+        record: &mut AttemptRecord,
+        rec: &mut Recorder,
     ) -> Result<Answer, Attempt> {
         let plugin_failed = |e: PluginError| plugin_failed(&d.name, e);
         let adapter = self
@@ -61,11 +67,16 @@ impl Gateway {
         let in_flight = d.health.start();
         let started = Instant::now();
         let endpoint = d.endpoint(adapter.metadata().auth.as_ref());
-        let response = self.upstream.send(&endpoint, http).await?;
+        let sent = self.upstream.send(&endpoint, http).await;
+        record.upstream = started.elapsed();
+        let response = sent?;
+        record.status = Some(response.status.as_u16());
 
         if !response.status.is_success() {
             let status = response.status.as_u16();
-            let body = Upstream::read_body(&endpoint, response, started).await?;
+            let body = Upstream::read_body(&endpoint, response, started).await;
+            record.upstream = started.elapsed();
+            let body = body?;
             let error = adapter
                 .classify_error(request_id, body)
                 .await
@@ -94,20 +105,35 @@ impl Gateway {
                 model = %route.name,
                 deployment = %d.name
             );
-            return start_stream(d, session, response, started, in_flight, evaluation, log).await;
+            let prompt_chars = content_chars(request);
+            return start_stream(d, session, response, started, record, rec, prompt_chars, in_flight, evaluation, log)
+                .await;
         }
 
-        let body = Upstream::read_body(&endpoint, response, started).await?;
+        let body = Upstream::read_body(&endpoint, response, started).await;
+        record.upstream = started.elapsed();
+        let body = body?;
         let status = body.status;
         let answer = adapter
             .parse_response(request_id, target, body)
             .await
             .map_err(plugin_failed)?
             .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
-        log_usage(d, answer.usage);
+        match answer.usage {
+            Some(usage) => record.set_usage(usage, false),
+            None => record.set_usage(
+                Usage {
+                    prompt_tokens: estimate_tokens(content_chars(request)),
+                    completion_tokens: estimate_tokens(content_chars(&answer.body)),
+                    ..Usage::default()
+                },
+                true,
+            ),
+        }
+        log_usage(record);
 
         if let Some(evaluator) = &route.evaluator {
-            self.evaluate(&route.name, d, evaluator, request, &answer.body, request_id)
+            self.evaluate(&route.name, d, evaluator, request, &answer.body, request_id, rec)
                 .await?;
         }
         Ok(Answer::Complete {
@@ -119,6 +145,7 @@ impl Gateway {
 
     /// Runs the route's evaluator. A failing *evaluator* accepts the answer
     /// (logged); a failing *verdict* rejects it.
+    #[allow(clippy::too_many_arguments)]
     async fn evaluate(
         &self,
         model: &str,
@@ -127,6 +154,7 @@ impl Gateway {
         request: &Arc<str>,
         response: &str,
         request_id: &Arc<str>,
+        rec: &mut Recorder,
     ) -> Result<(), Attempt> {
         let verdict = match self.registry.get(evaluator, Kind::Evaluator) {
             Ok(plugin) => {
@@ -142,7 +170,7 @@ impl Gateway {
                 Ok(())
             }
             Ok(v) => {
-                d.health.record_quality(v.score);
+                rec.verdict(&d.health, &v);
                 if v.pass {
                     Ok(())
                 } else {
@@ -162,16 +190,15 @@ impl Gateway {
     }
 }
 
-fn log_usage(d: &Deployment, usage: Option<Usage>) {
-    if let Some(u) = usage {
-        let cost = f64::from(u.prompt_tokens) / 1000.0 * d.input_cost_per_1k
-            + f64::from(u.completion_tokens) / 1000.0 * d.output_cost_per_1k;
+fn log_usage(record: &AttemptRecord) {
+    if let Some(u) = record.usage {
         tracing::debug!(
             prompt_tokens = u.prompt_tokens,
             completion_tokens = u.completion_tokens,
             cached_prompt_tokens = u.cached_prompt_tokens,
             reasoning_tokens = u.reasoning_tokens,
-            cost_usd = cost,
+            estimated = record.estimated,
+            cost_usd = record.cost.unwrap_or(0.0),
             "usage"
         );
     }

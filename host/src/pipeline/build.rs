@@ -74,8 +74,7 @@ impl Gateway {
                 }),
                 health,
                 auth: d.auth.as_ref().map(AuthScheme::from),
-                input_cost_per_1k: d.input_cost_per_1k,
-                output_cost_per_1k: d.output_cost_per_1k,
+                prices: d.prices()?,
                 supports: capabilities(&d.capabilities),
             };
             deployments.insert(name.clone(), Arc::new(deployment));
@@ -119,7 +118,7 @@ impl Gateway {
                 Upstream::new(connect_timeouts, proxies).map_err(|e| format!("HTTP client: {e}"))?
             }
         };
-        let models = models_list(&routes, &wildcards);
+        let models = models_list(&routes, &wildcards, config);
         Ok(Self {
             routes,
             wildcards,
@@ -151,8 +150,82 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Every deployment as `GET /admin/deployments` shows it: what it is,
+    /// its prices and its live health. No secrets.
+    pub fn deployment_views(&self) -> Vec<serde_json::Value> {
+        let mut names: Vec<&String> = self.deployments.keys().collect();
+        names.sort_unstable();
+        names
+            .into_iter()
+            .map(|name| {
+                let d = &self.deployments[name];
+                let c = &self.config.deployments[name];
+                let h = d.health.snapshot();
+                json!({
+                    "name": name,
+                    "adapter": d.adapter,
+                    "model": c.model,
+                    "base_url": c.base_url,
+                    "api_key_env": c.api_key_env,
+                    "key_set": d.api_key.is_some(),
+                    "capabilities": c.capabilities,
+                    "context_window": c.context_window,
+                    "prices": {
+                        "input_per_1m": d.prices.input,
+                        "output_per_1m": d.prices.output,
+                        "cached_input_per_1m": d.prices.cached_input,
+                    },
+                    "routes": self.routes.values().chain(self.wildcards.iter().map(|(_, r)| r))
+                        .filter(|r| r.members.iter().any(|m| &m.deployment.name == name))
+                        .map(|r| r.name.as_str()).collect::<std::collections::BTreeSet<_>>(),
+                    "health": {
+                        "healthy": h.healthy,
+                        "cooling_down": d.health.is_cooling_down(),
+                        "headroom": h.headroom,
+                        "in_flight": h.in_flight,
+                        "error_rate": h.error_rate,
+                        "latency_ms": h.latency_ms,
+                        "quality": h.quality,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// What `GET /v1/models` says of a route beyond OpenAI's fields (clients
+/// ignore them): what its deployments can do together, the largest context
+/// window, and the range of their prices per million tokens.
+fn route_detail(r: &Route, config: &Config) -> serde_json::Value {
+    let mut caps = std::collections::BTreeSet::new();
+    let mut window: Option<u32> = None;
+    let (mut lo, mut hi) = ([f64::INFINITY; 2], [0f64; 2]);
+    for m in &r.members {
+        let c = &config.deployments[&m.deployment.name];
+        caps.extend(c.capabilities.iter().cloned());
+        window = window.max(c.context_window);
+        let p = m.deployment.prices;
+        for (i, v) in [p.input, p.output].into_iter().enumerate() {
+            lo[i] = lo[i].min(v);
+            hi[i] = hi[i].max(v);
+        }
+    }
+    let range = |i: usize| (lo[i].is_finite()).then(|| json!({"min": lo[i], "max": hi[i]}));
+    json!({
+        "capabilities": caps,
+        "context_window": window,
+        "input_cost_per_1m": range(0),
+        "output_cost_per_1m": range(1),
+    })
+}
+
 /// `GET /v1/models`: the exact routes, and the prefixes wildcard routes open.
-fn models_list(routes: &HashMap<String, Route>, wildcards: &[(String, Route)]) -> Bytes {
+fn models_list(
+    routes: &HashMap<String, Route>,
+    wildcards: &[(String, Route)],
+    config: &Config,
+) -> Bytes {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -161,9 +234,15 @@ fn models_list(routes: &HashMap<String, Route>, wildcards: &[(String, Route)]) -
     names.sort_unstable();
     let data: Vec<_> = names
         .into_iter()
-        .map(
-            |id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}),
-        )
+        .map(|id| {
+            let mut entry = json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"});
+            if let (Some(o), serde_json::Value::Object(more)) =
+                (entry.as_object_mut(), route_detail(&routes[id], config))
+            {
+                o.extend(more);
+            }
+            entry
+        })
         .collect();
     let mut prefixes: Vec<&str> = wildcards.iter().map(|(p, _)| p.as_str()).collect();
     prefixes.sort_unstable();

@@ -17,6 +17,7 @@
 
 mod attempt;
 mod build;
+pub mod outcome;
 mod request;
 mod stream;
 
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+pub use outcome::{End, Prices, Recorder, Sinks};
 pub use request::CallerHints;
 
 use crate::config::{Config, Timeouts};
@@ -86,8 +88,7 @@ pub struct Deployment {
     pub health: Arc<DeploymentHealth>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
-    input_cost_per_1k: f64,
-    output_cost_per_1k: f64,
+    pub prices: Prices,
     supports: Capabilities,
 }
 
@@ -155,12 +156,14 @@ impl Gateway {
         &self.registry
     }
 
-    /// Serves one chat-completions request.
+    /// Serves one chat-completions request. Its outcome goes into `rec`
+    /// (a committed stream's pump takes the record over).
     pub async fn chat(
         self: &Arc<Self>,
         request_id: Arc<str>,
         hints: CallerHints,
         body: Bytes,
+        rec: &mut Recorder,
     ) -> Result<Answer, ApiError> {
         let begun = Instant::now();
         // 1. Read the request.
@@ -168,6 +171,10 @@ impl Gateway {
             .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))?;
         let view: ChatRequestView = serde_json::from_str(text)
             .map_err(|e| ApiError::BadRequest(format!("invalid chat request body: {e}")))?;
+        if let Some(r) = rec.record() {
+            r.route = view.model.to_string();
+            r.stream = view.stream;
+        }
         if view.messages.is_empty() {
             return Err(ApiError::BadRequest(
                 "`messages` must contain at least one message".into(),
@@ -178,6 +185,9 @@ impl Gateway {
         let (route, rest) = self
             .route_for(view.model.as_ref())
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
+        if let Some(r) = rec.record() {
+            r.route = route.name.clone();
+        }
         let mut chain = vec![(route, rest)];
         // The caller's list replaces the route's; it is never sent upstream
         // (even `null`: providers refuse arguments they do not know).
@@ -233,7 +243,7 @@ impl Gateway {
                         fallback = %route.name, "falling back to another route");
                 }
                 match self
-                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, &mut tried, begun)
+                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, &mut tried, begun, rec)
                     .await
                 {
                     Ok(Some(answer)) => return Ok(answer),
@@ -275,6 +285,7 @@ impl Gateway {
         attempts: &mut Vec<crate::failover::Attempt>,
         tried: &mut Tried,
         begun: Instant,
+        rec: &mut Recorder,
     ) -> Result<Option<Answer>, ApiError> {
         // 3. The order to try its deployments in.
         let order = self.order(route, summary, request_id).await;
@@ -300,27 +311,21 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
-            let started = Instant::now();
+            let mut record = outcome::AttemptRecord::new(&deployment.name, &deployment.adapter, deployment.prices);
             let result = self
-                .attempt(route, deployment, &target, request, stream, request_id)
+                .attempt(route, deployment, &target, request, stream, request_id, &mut record, rec)
                 .await;
             match result {
                 Ok(answer) => {
-                    match &answer {
-                        Answer::Complete { .. } => {
-                            deployment.health.record_success(started.elapsed())
-                        }
-                        // Judged when the stream ends (see `StreamPump`).
-                        Answer::Stream { .. } => {
-                            deployment.health.record_latency(started.elapsed())
-                        }
-                    }
+                    if let Answer::Complete { .. } = &answer {
+                        rec.end_attempt(&deployment.health, record.clone(), None);
+                    } // A committed stream: its pump ends the attempt.
                     tracing::info!(
                         request_id = %request_id,
                         model = %route.name,
                         deployment = %deployment.name,
                         attempts = attempts.len() + 1,
-                        ms = started.elapsed().as_millis() as u64,
+                        ms = record.started.elapsed().as_millis() as u64,
                         total_ms = begun.elapsed().as_millis() as u64,
                         "answered"
                     );
@@ -336,9 +341,9 @@ impl Gateway {
                         "attempt failed: {}",
                         attempt.message
                     );
-                    deployment
-                        .health
-                        .record_failure(attempt.class, attempt.retry_after());
+                    record.class = Some(attempt.class);
+                    record.status = attempt.status;
+                    rec.end_attempt(&deployment.health, record, attempt.retry_after());
                     if attempt.class == FailureClass::Unsupported {
                         // Same dialect, same verdict: only deployments
                         // behind other adapters are still worth a try.
@@ -419,8 +424,8 @@ fn candidate(m: &Member) -> Candidate {
         in_flight: h.in_flight,
         error_rate: h.error_rate,
         latency_ms: h.latency_ms,
-        input_cost_per_1k: d.input_cost_per_1k,
-        output_cost_per_1k: d.output_cost_per_1k,
+        input_cost_per_1k: d.prices.input / 1000.0,
+        output_cost_per_1k: d.prices.output / 1000.0,
         priority: m.priority,
         weight: m.weight,
         quality: h.quality,

@@ -12,20 +12,26 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::attempt::plugin_failed;
+use super::outcome::{AttemptRecord, End, Recorder, content_chars, estimate_tokens};
 use super::{Answer, Deployment};
-use crate::domain::{Kind, StreamBatch, UpstreamError};
+use crate::domain::{Kind, StreamBatch, UpstreamError, Usage, Verdict};
 use crate::failover::{Attempt, FailureClass};
-use crate::health::{DeploymentHealth, InFlight};
+use crate::health::InFlight;
 use crate::plugins::{PluginError, Registry, StreamSession};
 use crate::upstream::{Reply, ReplyBody};
 
 /// Reads the stream until its first parsed chunk (failing over is still
-/// possible until then), then commits: a task pumps the rest to the client.
+/// possible until then), then commits: a task pumps the rest to the client
+/// and takes the request's record over (`rec` is left empty).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn start_stream(
     d: &Deployment,
     mut session: StreamSession,
     response: Reply,
     started: Instant,
+    record: &mut AttemptRecord,
+    rec: &mut Recorder,
+    prompt_chars: usize,
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
     log: tracing::Span,
@@ -72,6 +78,7 @@ pub(super) async fn start_stream(
         }
     };
 
+    rec.commit_stream(&d.health, record.clone());
     let (tx, rx) = mpsc::channel(32);
     let mut pump = StreamPump {
         deployment: d.name.clone(),
@@ -80,6 +87,9 @@ pub(super) async fn start_stream(
         tx,
         in_flight,
         evaluation,
+        rec: rec.hand_over(),
+        prompt_chars,
+        completion_chars: 0,
     };
     if !first.done {
         // Queued before the response is returned (it cannot wait: the
@@ -104,6 +114,11 @@ pub(super) struct StreamPump {
     /// Keeps the deployment counted in flight until the stream ends.
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
+    /// The request's record, finished when the pump ends (or is dropped).
+    rec: Recorder,
+    /// Text lengths for a usage estimate, should the upstream report none.
+    prompt_chars: usize,
+    completion_chars: usize,
 }
 
 impl StreamPump {
@@ -120,6 +135,7 @@ impl StreamPump {
                 // must not hide that the client left.
                 () = self.tx.closed() => {
                     tracing::info!("client went away mid-stream");
+                    self.client_gone(usage);
                     return;
                 }
                 next = tokio::time::timeout(self.idle, body.next()) => next,
@@ -167,33 +183,38 @@ impl StreamPump {
                         // Sent with `[DONE]`, in one write.
                         last = Some(batch.chunks);
                     } else if self.forward(&batch.chunks, false).await.is_err() {
+                        self.client_gone(usage);
                         return;
                     }
                 }
             }
         }
-        if failure.is_none() {
-            let _ = self.forward(&last.unwrap_or_default(), true).await;
+        if failure.is_none() && self.forward(&last.unwrap_or_default(), true).await.is_err() {
+            self.client_gone(usage);
+            return;
         }
-        let health = self.in_flight.health();
+        let usage = self.usage(usage);
         match failure {
             None => {
-                health.record_success(std::time::Duration::ZERO);
-                match usage {
-                    Some(u) => tracing::info!(
-                        prompt_tokens = u.prompt_tokens,
-                        completion_tokens = u.completion_tokens,
-                        "stream complete"
-                    ),
-                    None => tracing::info!("stream complete (upstream reported no usage)"),
+                let (u, estimated) = usage;
+                tracing::info!(
+                    prompt_tokens = u.prompt_tokens,
+                    completion_tokens = u.completion_tokens,
+                    estimated,
+                    "stream complete"
+                );
+                self.rec.end_stream(Some(self.in_flight.health()), None, Some(usage));
+                if let Some(evaluation) = &self.evaluation
+                    && let Some(verdict) = evaluation.run(&self.deployment).await
+                {
+                    self.rec.verdict(self.in_flight.health(), &verdict);
                 }
-                if let Some(evaluation) = &self.evaluation {
-                    evaluation.run(health, &self.deployment).await;
-                }
+                self.rec.hand_over().finish(End::Answered);
             }
             Some((class, message)) => {
                 tracing::warn!(?class, "stream failed after commit: {message}");
-                health.record_failure(class, None);
+                self.rec
+                    .end_stream(Some(self.in_flight.health()), Some(class), Some(usage));
                 let event = serde_json::json!({"error": {
                     "message": format!("deployment {:?}: {message}", self.deployment),
                     "type": "upstream_error",
@@ -203,8 +224,33 @@ impl StreamPump {
                     .tx
                     .send(Bytes::from(format!("data: {event}\n\n")))
                     .await;
+                self.rec.hand_over().finish(End::StreamFailed);
             }
         }
+    }
+
+    /// The usage the upstream reported, or one estimated from what was
+    /// streamed (`true`: estimated).
+    fn usage(&self, reported: Option<Usage>) -> (Usage, bool) {
+        match reported {
+            Some(u) => (u, false),
+            None => (
+                Usage {
+                    prompt_tokens: estimate_tokens(self.prompt_chars),
+                    completion_tokens: estimate_tokens(self.completion_chars),
+                    ..Usage::default()
+                },
+                true,
+            ),
+        }
+    }
+
+    /// The client left: the upstream did nothing wrong (its health is not
+    /// judged), but what it produced is billed.
+    fn client_gone(&mut self, usage: Option<Usage>) {
+        let usage = self.usage(usage);
+        self.rec.end_stream(None, None, Some(usage));
+        self.rec.hand_over().finish(End::ClientGone);
     }
 
     /// A parser result with its failure class, for the error event and health.
@@ -237,6 +283,7 @@ impl StreamPump {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
             }
+            self.completion_chars += content_chars(chunk);
             events.extend_from_slice(b"data: ");
             events.extend_from_slice(chunk.as_bytes());
             events.extend_from_slice(b"\n\n");
@@ -274,7 +321,8 @@ pub(super) struct StreamEvaluation {
 }
 
 impl StreamEvaluation {
-    async fn run(&self, health: &DeploymentHealth, deployment: &str) {
+    /// The verdict, or `None` when the evaluator failed (logged).
+    async fn run(&self, deployment: &str) -> Option<Verdict> {
         let response = Arc::from(self.transcript.to_completion(deployment));
         let verdict = match self.registry.get(&self.evaluator, Kind::Evaluator) {
             Ok(p) => {
@@ -285,14 +333,15 @@ impl StreamEvaluation {
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}")
+                tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}");
+                None
             }
             Ok(v) => {
-                health.record_quality(v.score);
                 if !v.pass {
                     tracing::warn!(plugin = %self.evaluator, score = v.score, reasons = ?v.reasons,
                         "evaluator rejected a streamed answer (already delivered)");
                 }
+                Some(v)
             }
         }
     }

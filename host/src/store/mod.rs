@@ -14,9 +14,10 @@
 //! [`Store::status`], and retried with back-off while rows wait in memory
 //! (up to [`MAX_PENDING`], then dropped and counted). It recovers by itself.
 //!
-//! (Issue 8, in progress: the writer and its schema; the request record that
-//! feeds it and the admin views come next.)
+//! Requests reach it through their record ([`crate::pipeline::outcome`]);
+//! [`query`] reads it for the admin API and `switchyard stats`.
 
+pub mod query;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +111,8 @@ pub struct Store {
 
 struct Shared {
     path: PathBuf,
+    /// Rows older than this are pruned (hourly, in the writer).
+    retention: Option<Duration>,
     dropped: AtomicU64,
     last_drop_warning: Mutex<Option<Instant>>,
     status: Mutex<Status>,
@@ -120,9 +123,15 @@ impl Store {
     /// if missing). Never fails: a database that cannot be opened is a
     /// degraded store, retried.
     pub fn open(path: &Path) -> Store {
+        Self::open_with(path, None)
+    }
+
+    /// [`Store::open`], pruning rows older than `retention`.
+    pub fn open_with(path: &Path, retention: Option<Duration>) -> Store {
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_ROWS);
         let shared = Arc::new(Shared {
             path: path.to_owned(),
+            retention,
             dropped: AtomicU64::new(0),
             last_drop_warning: Mutex::new(None),
             status: Mutex::new(Status::Ok),
@@ -168,6 +177,11 @@ impl Store {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
     pub fn status(&self) -> Status {
         self.shared
             .status
@@ -205,8 +219,39 @@ fn open_db(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
+/// The identity of the file a connection opened, to notice it was deleted
+/// or replaced (a connection keeps writing to an unlinked file).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// How often old rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes rows older than `retention`, a slice at a time (the writer is
+/// not held for long: rows keep queueing meanwhile).
+fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<usize> {
+    let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
+    let mut total = 0;
+    for table in ["requests", "attempts", "events"] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT 5000)"
+        );
+        loop {
+            let n = conn.execute(&sql, [cutoff])?;
+            total += n;
+            if n < 5000 {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
-    let mut conn: Option<rusqlite::Connection> = None;
+    let mut conn: Option<(rusqlite::Connection, Option<(u64, u64)>)> = None;
+    let mut last_prune: Option<Instant> = None;
     let mut pending: Vec<Row> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     // Every handle is gone: commit what is left, and stop when that fails.
@@ -240,14 +285,34 @@ fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
                 }
             }
         }
+        // A database file deleted or replaced under the open connection:
+        // reopen (a deleted one is created afresh).
+        if conn
+            .as_ref()
+            .is_some_and(|(_, id)| *id != file_id(&shared.path))
+        {
+            tracing::warn!(path = %shared.path.display(), "store file deleted or replaced; reopening");
+            conn = None;
+        }
         let result = match conn.as_mut() {
-            Some(c) => commit(c, &pending),
+            Some((c, _)) => commit(c, &pending),
             None => open_db(&shared.path).and_then(|mut c| {
                 let r = commit(&mut c, &pending);
-                conn = Some(c);
+                conn = Some((c, file_id(&shared.path)));
                 r
             }),
         };
+        if result.is_ok()
+            && let (Some(retention), Some((c, _))) = (shared.retention, conn.as_ref())
+            && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            last_prune = Some(Instant::now());
+            match prune(c, retention) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "store pruned rows past retention"),
+                Err(e) => tracing::warn!("store could not prune old rows: {e}"),
+            }
+        }
         match result {
             Ok(()) => {
                 // Healthy before anyone waiting on a flush hears of it.

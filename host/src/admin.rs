@@ -1,0 +1,233 @@
+//! The admin API, on its own listener (`admin.listen`): request records,
+//! usage, costs, events, live deployments, and reload.
+//!
+//! With `admin.token_env` set, every call needs `Authorization: Bearer
+//! <token>` (compared in constant time); without it the listener is bound
+//! to loopback only. Reads go to the store through their own read-only
+//! connection on the blocking pool, never on the request path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::live::Live;
+use crate::store::query::{self, Filter, QueryError};
+
+/// What the admin handlers share.
+pub struct AdminState {
+    pub live: Arc<Live>,
+    /// The store's database; `None` when the store is off.
+    pub store: Option<crate::store::Store>,
+    pub token: Option<String>,
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/admin/requests", get(requests))
+        .route("/admin/requests/{id}", get(request))
+        .route("/admin/usage", get(usage))
+        .route("/admin/costs", get(costs))
+        .route("/admin/events", get(events))
+        .route("/admin/deployments", get(deployments))
+        .route("/admin/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// Where the admin API listens: `admin.listen`, or its loopback
+/// equivalent when no token protects it (with a warning).
+pub fn address(listen: &str, token: bool) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("admin.listen {listen:?}: {e}"))?;
+    if !token && !addr.ip().is_loopback() {
+        let local = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+        tracing::warn!(
+            "admin.listen is {addr} but no admin.token_env is set: the admin API listens on {local} only"
+        );
+        return Ok(local);
+    }
+    if !token {
+        tracing::warn!(
+            "the admin API on {addr} has no token (set admin.token_env): any local process may use it"
+        );
+    }
+    Ok(addr)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let kind = if status == StatusCode::UNAUTHORIZED {
+        "authentication_error"
+    } else if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    (
+        status,
+        axum::Json(json!({"error": {"message": message.into(), "type": kind}})),
+    )
+        .into_response()
+}
+
+async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "the admin API needs Authorization: Bearer <the token in admin.token_env>",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs a store view on the blocking pool.
+async fn view(
+    state: &AdminState,
+    f: impl FnOnce(&rusqlite::Connection, i64) -> Result<Value, QueryError> + Send + 'static,
+) -> Response {
+    let Some(store) = &state.store else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the store is off (store.enabled is false): nothing is recorded",
+        );
+    };
+    let path: PathBuf = store.path().to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        let conn = query::open(&path)?;
+        f(&conn, crate::pipeline::outcome::now_ms())
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(QueryError::BadFilter(m))) => error(StatusCode::BAD_REQUEST, m),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin query failed: {e}")),
+    }
+}
+
+type Filters = Result<Query<Filter>, axum::extract::rejection::QueryRejection>;
+type View = fn(&rusqlite::Connection, &Filter, i64) -> Result<Value, QueryError>;
+
+/// A store view with the request's filters (a bad one is a 400 naming it).
+async fn filtered(s: &AdminState, q: Filters, v: View) -> Response {
+    match q {
+        Ok(Query(f)) => view(s, move |c, now| v(c, &f, now)).await,
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("query parameters: {}", e.body_text()),
+        ),
+    }
+}
+
+async fn requests(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    filtered(&s, q, query::requests).await
+}
+
+async fn request(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    let wanted = id.clone();
+    let r = view(&s, move |c, _| {
+        Ok(query::request(c, &wanted)?.unwrap_or(Value::Null))
+    })
+    .await;
+    if r.status() != StatusCode::OK {
+        return r;
+    }
+    let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    if body.as_ref() == b"null" {
+        return error(StatusCode::NOT_FOUND, format!("no request {id:?} in the store"));
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn usage(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    filtered(&s, q, query::usage).await
+}
+
+async fn costs(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    filtered(&s, q, query::costs).await
+}
+
+async fn events(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    filtered(&s, q, query::events).await
+}
+
+/// Filters of `GET /admin/deployments` (the model-registry queries).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFilter {
+    adapter: Option<String>,
+    capability: Option<String>,
+    /// At least this context window (tokens).
+    min_context: Option<u32>,
+    /// At most this output price (per 1M tokens).
+    max_output_cost_per_1m: Option<f64>,
+}
+
+async fn deployments(
+    State(s): State<Arc<AdminState>>,
+    q: Result<Query<DeploymentFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = match q {
+        Ok(Query(f)) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("query parameters: {}", e.body_text()),
+            );
+        }
+    };
+    let gateway = s.live.gateway();
+    let data: Vec<Value> = gateway
+        .deployment_views()
+        .into_iter()
+        .filter(|d| f.adapter.as_ref().is_none_or(|a| d["adapter"] == a.as_str()))
+        .filter(|d| {
+            f.capability.as_ref().is_none_or(|c| {
+                d["capabilities"]
+                    .as_array()
+                    .is_some_and(|caps| caps.iter().any(|x| x == c.as_str()))
+            })
+        })
+        .filter(|d| {
+            f.min_context
+                .is_none_or(|m| d["context_window"].as_u64().is_some_and(|w| w >= u64::from(m)))
+        })
+        .filter(|d| {
+            f.max_output_cost_per_1m.is_none_or(|m| {
+                d["prices"]["output_per_1m"].as_f64().is_some_and(|p| p <= m)
+            })
+        })
+        .collect();
+    axum::Json(json!({ "data": data })).into_response()
+}
+
+async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+    crate::server::reload_response(&s.live, "admin API").await
+}

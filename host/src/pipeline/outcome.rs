@@ -1,0 +1,477 @@
+//! One outcome per request, by construction.
+//!
+//! A request carries one [`Recorder`] from the moment its body is read. Each
+//! attempt is added as it ends ([`Recorder::end_attempt`] feeds the
+//! deployment's health at once, so concurrent requests see a failing
+//! deployment without waiting for this one); the request is completed by
+//! [`Recorder::finish`] on the paths that know how it ended, and by `Drop`
+//! on every other (the client went away and the handler future was dropped,
+//! the stream pump was cancelled, a panic unwound through it). The finished
+//! record goes to the sinks: the store, and the limiter and metrics of later
+//! issues. Nothing else in the gateway records outcomes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::domain::{Usage, Verdict};
+use crate::failover::FailureClass;
+use crate::health::DeploymentHealth;
+use crate::store::{AttemptRow, RequestRow, Row, Store};
+
+/// Where finished records go. Built once per process (not per config), so
+/// a reload never loses a record in flight.
+#[derive(Default)]
+pub struct Sinks {
+    pub store: Option<Store>,
+}
+
+/// A deployment's prices, in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Prices {
+    pub input: f64,
+    pub output: f64,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_input: f64,
+}
+
+impl Prices {
+    pub fn cost(&self, u: &Usage) -> f64 {
+        let cached = u.cached_prompt_tokens.min(u.prompt_tokens);
+        (f64::from(u.prompt_tokens - cached) * self.input
+            + f64::from(cached) * self.cached_input
+            + f64::from(u.completion_tokens) * self.output)
+            / 1_000_000.0
+    }
+
+    pub fn is_free(&self) -> bool {
+        *self == Prices::default()
+    }
+}
+
+/// One attempt on one deployment.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub deployment: String,
+    pub adapter: String,
+    pub ts_ms: i64,
+    pub started: Instant,
+    /// `None`: it succeeded.
+    pub class: Option<FailureClass>,
+    pub status: Option<u16>,
+    pub latency: Duration,
+    /// To the first streamed chunk (streams only).
+    pub ttft: Option<Duration>,
+    /// Time spent waiting on the upstream (sending, its answer, its stream).
+    pub upstream: Duration,
+    pub usage: Option<Usage>,
+    /// The usage was estimated from text lengths: the upstream sent none.
+    pub estimated: bool,
+    pub cost: Option<f64>,
+    /// The provider produced tokens it charges for (a success, an answer
+    /// the evaluator rejected, a stream cut after tokens).
+    pub billed: bool,
+    pub prices: Prices,
+}
+
+impl AttemptRecord {
+    pub fn new(deployment: &str, adapter: &str, prices: Prices) -> Self {
+        Self {
+            deployment: deployment.to_string(),
+            adapter: adapter.to_string(),
+            ts_ms: now_ms(),
+            started: Instant::now(),
+            class: None,
+            status: None,
+            latency: Duration::ZERO,
+            ttft: None,
+            upstream: Duration::ZERO,
+            usage: None,
+            estimated: false,
+            cost: None,
+            billed: false,
+            prices,
+        }
+    }
+
+    /// Sets the usage (reported or estimated) and its cost.
+    pub fn set_usage(&mut self, usage: Usage, estimated: bool) {
+        self.usage = Some(usage);
+        self.estimated = estimated;
+        self.cost = Some(self.prices.cost(&usage));
+        self.billed = usage.prompt_tokens > 0 || usage.completion_tokens > 0;
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum End {
+    /// An answer (complete, or a stream that ended cleanly).
+    Answered,
+    /// An error answer to the caller (its HTTP status).
+    Failed { status: u16 },
+    /// A committed stream that failed after its first chunk.
+    StreamFailed,
+    /// The client left before the end.
+    ClientGone,
+    /// A panic unwound through the request.
+    Panicked,
+}
+
+impl End {
+    fn name(&self) -> &'static str {
+        match self {
+            End::Answered => "success",
+            End::Failed { .. } => "failed",
+            End::StreamFailed => "stream_failed",
+            End::ClientGone => "client_gone",
+            End::Panicked => "panic",
+        }
+    }
+
+    /// The status the record keeps: what the client was (or would have
+    /// been) sent. 499 is the customary "client closed request".
+    fn status(&self) -> u16 {
+        match self {
+            End::Answered | End::StreamFailed => 200,
+            End::Failed { status } => *status,
+            End::ClientGone => 499,
+            End::Panicked => 500,
+        }
+    }
+}
+
+/// The record of one request.
+#[derive(Debug)]
+pub struct Record {
+    pub request_id: Arc<str>,
+    pub ts_ms: i64,
+    begun: Instant,
+    /// The route (the requested model until one is found).
+    pub route: String,
+    pub caller: Option<String>,
+    pub tags: Vec<String>,
+    pub stream: bool,
+    pub attempts: Vec<AttemptRecord>,
+    /// Time from the request's start to its first streamed chunk.
+    pub ttft: Option<Duration>,
+    pub verdict: Option<Verdict>,
+}
+
+/// Completes its record exactly once: by [`Recorder::finish`], or when
+/// dropped.
+pub struct Recorder {
+    record: Option<Box<Record>>,
+    sinks: Arc<Sinks>,
+}
+
+impl Recorder {
+    pub fn new(sinks: Arc<Sinks>, request_id: Arc<str>, tags: Vec<String>) -> Self {
+        Self {
+            record: Some(Box::new(Record {
+                request_id,
+                ts_ms: now_ms(),
+                begun: Instant::now(),
+                route: String::new(),
+                caller: None,
+                tags,
+                stream: false,
+                attempts: Vec::new(),
+                ttft: None,
+                verdict: None,
+            })),
+            sinks,
+        }
+    }
+
+    /// The record, while it is open. (Never `None` where the pipeline uses
+    /// it: it is only taken by `finish`, `drop` and `hand_over`.)
+    pub fn record(&mut self) -> Option<&mut Record> {
+        self.record.as_deref_mut()
+    }
+
+    /// Moves the open record into a new recorder (a committed stream's pump
+    /// takes it; this one is then empty and finishing it does nothing).
+    pub fn hand_over(&mut self) -> Recorder {
+        Recorder {
+            record: self.record.take(),
+            sinks: self.sinks.clone(),
+        }
+    }
+
+    /// An attempt ended: the deployment's health learns it now, the record
+    /// keeps it.
+    pub fn end_attempt(
+        &mut self,
+        health: &DeploymentHealth,
+        mut attempt: AttemptRecord,
+        retry_after: Option<Duration>,
+    ) {
+        attempt.latency = attempt.started.elapsed();
+        match attempt.class {
+            None => health.record_success(attempt.latency),
+            Some(class) => health.record_failure(class, retry_after),
+        }
+        if let Some(r) = self.record() {
+            r.attempts.push(attempt);
+        }
+    }
+
+    /// A stream committed: its first chunk came after `ttft`. Whether the
+    /// attempt succeeds is known when the stream ends
+    /// ([`Recorder::end_stream`]); until then it is the record's last attempt.
+    pub fn commit_stream(&mut self, health: &DeploymentHealth, mut attempt: AttemptRecord) {
+        let ttft = attempt.started.elapsed();
+        health.record_latency(ttft);
+        attempt.ttft = Some(ttft);
+        if let Some(r) = self.record() {
+            r.ttft = Some(r.begun.elapsed());
+            r.attempts.push(attempt);
+        }
+    }
+
+    /// The committed stream ended (`class` `None`: cleanly), with the usage
+    /// the upstream reported or, failing that, an estimate (`true`). The
+    /// deployment's health is judged unless `health` is `None` (the client
+    /// left: not the upstream's doing).
+    pub fn end_stream(
+        &mut self,
+        health: Option<&DeploymentHealth>,
+        class: Option<FailureClass>,
+        usage: Option<(Usage, bool)>,
+    ) {
+        match (health, class) {
+            (None, _) => {}
+            (Some(h), None) => h.record_success(Duration::ZERO),
+            (Some(h), Some(class)) => h.record_failure(class, None),
+        }
+        if let Some(a) = self.record().and_then(|r| r.attempts.last_mut()) {
+            a.latency = a.started.elapsed();
+            a.upstream = a.latency;
+            a.class = class;
+            if let Some((usage, estimated)) = usage {
+                a.set_usage(usage, estimated);
+            }
+        }
+    }
+
+    /// The evaluator's verdict on the answer the caller got.
+    pub fn verdict(&mut self, health: &DeploymentHealth, verdict: &Verdict) {
+        health.record_quality(verdict.score);
+        if let Some(r) = self.record() {
+            r.verdict = Some(verdict.clone());
+        }
+    }
+
+    /// Completes the record and hands it to the sinks.
+    pub fn finish(mut self, end: End) {
+        self.complete(end);
+    }
+
+    fn complete(&mut self, end: End) {
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        if let Some(store) = &self.sinks.store {
+            let (request, attempts) = rows(&record, &end);
+            store.record(Row::Request(request));
+            for a in attempts {
+                store.record(Row::Attempt(a));
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            let end = if std::thread::panicking() {
+                End::Panicked
+            } else {
+                End::ClientGone
+            };
+            if let Some(r) = &self.record {
+                tracing::debug!(request_id = %r.request_id, outcome = end.name(), "request ended early");
+            }
+            self.complete(end);
+        }
+    }
+}
+
+/// The store's rows for a finished record.
+fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
+    let total = r.begun.elapsed();
+    let upstream: Duration = r.attempts.iter().map(|a| a.upstream).sum();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // The caller's usage and cost: the attempt that answered. What failed
+    // attempts were billed is in their own rows (and in the cost total).
+    let answered = match end {
+        End::Answered | End::StreamFailed | End::ClientGone => {
+            r.attempts.last().filter(|a| a.class.is_none() || r.stream)
+        }
+        _ => None,
+    };
+    let cost: f64 = r.attempts.iter().filter_map(|a| a.cost).sum();
+    let any_cost = r.attempts.iter().any(|a| a.cost.is_some());
+    let request = RequestRow {
+        id: r.request_id.to_string(),
+        ts_ms: r.ts_ms,
+        route: r.route.clone(),
+        caller: r.caller.clone(),
+        tags: (!r.tags.is_empty()).then(|| r.tags.join(",")),
+        stream: r.stream,
+        status: end.status(),
+        outcome: end.name().to_string(),
+        deployment: answered.map(|a| a.deployment.clone()),
+        attempts: r.attempts.len() as u32,
+        latency_ms: ms(total),
+        overhead_ms: (!r.attempts.is_empty()).then(|| ms(total.saturating_sub(upstream))),
+        ttft_ms: r.ttft.map(ms),
+        prompt_tokens: answered.and_then(|a| a.usage).map(|u| u.prompt_tokens),
+        completion_tokens: answered.and_then(|a| a.usage).map(|u| u.completion_tokens),
+        cost: any_cost.then_some(cost),
+        estimated: r.attempts.iter().any(|a| a.estimated),
+        verdict: r.verdict.as_ref().map(|v| {
+            serde_json::json!({"pass": v.pass, "score": v.score, "reasons": v.reasons}).to_string()
+        }),
+    };
+    let attempts = r
+        .attempts
+        .iter()
+        .enumerate()
+        .map(|(n, a)| AttemptRow {
+            request_id: request.id.clone(),
+            n: n as u32 + 1,
+            ts_ms: a.ts_ms,
+            deployment: a.deployment.clone(),
+            adapter: a.adapter.clone(),
+            class: a.class.map(|c| c.name().to_string()),
+            status: a.status,
+            latency_ms: ms(a.latency),
+            ttft_ms: a.ttft.map(ms),
+            prompt_tokens: a.usage.map(|u| u.prompt_tokens),
+            completion_tokens: a.usage.map(|u| u.completion_tokens),
+            cost: a.cost,
+            billed: a.billed,
+        })
+        .collect();
+    (request, attempts)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Tokens estimated from text: ~4 characters a token, at least one for any
+/// text. Used only when the upstream reports no usage (the record says so).
+pub fn estimate_tokens(chars: usize) -> u32 {
+    if chars == 0 {
+        0
+    } else {
+        (chars.div_ceil(4)).min(u32::MAX as usize) as u32
+    }
+}
+
+/// Characters of every `"content":"…"` string in a JSON text (a chat
+/// request's messages, an answer, a stream chunk's deltas), without
+/// parsing it: an estimate's input, cheap enough for every chunk.
+pub fn content_chars(json: &str) -> usize {
+    const KEY: &str = "\"content\":";
+    let bytes = json.as_bytes();
+    let mut total = 0;
+    let mut from = 0;
+    while let Some(at) = json[from..].find(KEY) {
+        let mut i = from + at + KEY.len();
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'"' {
+            i += 1;
+            let start = i;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            let end = i.min(bytes.len());
+            total += json[start..end].chars().count();
+        }
+        from = i.min(bytes.len());
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_charges_cached_prompt_tokens_at_their_price() {
+        let p = Prices {
+            input: 2.5,
+            output: 10.0,
+            cached_input: 1.25,
+        };
+        let u = Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 500,
+            cached_prompt_tokens: 400,
+            reasoning_tokens: 0,
+        };
+        let expected = (600.0 * 2.5 + 400.0 * 1.25 + 500.0 * 10.0) / 1e6;
+        assert!((p.cost(&u) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn content_is_counted_in_requests_answers_and_chunks() {
+        assert_eq!(
+            content_chars(r#"{"messages":[{"role":"user","content":"héllo"},{"content": "a\"b"}]}"#),
+            5 + 4
+        );
+        assert_eq!(
+            content_chars(r#"{"choices":[{"delta":{"content":null}}]}"#),
+            0
+        );
+        assert_eq!(content_chars(r#"{"content":"unterminated"#), 12);
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(9), 3);
+    }
+
+    #[test]
+    fn a_dropped_recorder_still_delivers_its_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite"));
+        let sinks = Arc::new(Sinks {
+            store: Some(store.clone()),
+        });
+        let health = DeploymentHealth::default();
+        {
+            let mut rec = Recorder::new(sinks.clone(), Arc::from("r1"), vec![]);
+            rec.record().unwrap().route = "m".into();
+            let a = AttemptRecord::new("d", "openai", Prices::default());
+            rec.end_attempt(&health, a, None);
+            // dropped here: the client went away
+        }
+        let mut rec = Recorder::new(sinks, Arc::from("r2"), vec![]);
+        let mut stream_rec = rec.hand_over();
+        rec.finish(End::Answered); // empty: nothing
+        stream_rec.record().unwrap().route = "m".into();
+        stream_rec.finish(End::StreamFailed);
+        assert!(store.flush(Duration::from_secs(5)));
+        let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+        let rows: Vec<(String, String, i64)> = conn
+            .prepare("SELECT id, outcome, status FROM requests ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("r1".into(), "client_gone".into(), 499),
+                ("r2".into(), "stream_failed".into(), 200)
+            ]
+        );
+    }
+}

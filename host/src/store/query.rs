@@ -1,0 +1,296 @@
+//! Reading the store: the views the admin API and `switchyard stats` show.
+//!
+//! Every view reads through its own connection (WAL: readers never block
+//! the writer, nor it them) and answers JSON. Filters are bound parameters,
+//! never text spliced into SQL.
+
+use std::path::Path;
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OpenFlags};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The filters every view accepts (query parameters of the admin API).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// From: milliseconds since the epoch, or a span back from now (`90m`,
+    /// `24h`, `7d`).
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub route: Option<String>,
+    pub deployment: Option<String>,
+    pub caller: Option<String>,
+    pub status: Option<u16>,
+    pub outcome: Option<String>,
+    /// Rows per page (default 100, at most 1,000).
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+    /// `costs`: `day`, `route`, `deployment` or `caller`.
+    pub group_by: Option<String>,
+    /// `events`: the kind.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// A bad filter or a database that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    BadFilter(String),
+    #[error("the store cannot be read: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// Opens the database read-only (it must exist).
+pub fn open(path: &Path) -> Result<Connection, QueryError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    Ok(conn)
+}
+
+/// A point in time in milliseconds: an integer, or a span back from `now`.
+fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        QueryError::BadFilter(format!(
+            "{what}={text:?}: give milliseconds since the epoch or a span back from now such as 90m, 24h or 7d"
+        ))
+    };
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    Ok(now_ms - n.checked_mul(ms).ok_or_else(bad)?)
+}
+
+/// `WHERE` clauses and their parameters for the request filters, on the
+/// table aliased `r` (requests); over attempts (aliased `a`, joined), the
+/// deployment filter is the attempt's own.
+fn conditions(f: &Filter, now_ms: i64, over_attempts: bool) -> Result<(String, Vec<Sql>), QueryError> {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(s) = &f.since {
+        clauses.push("r.ts_ms >= ?");
+        params.push(Sql::Integer(instant(s, "since", now_ms)?));
+    }
+    if let Some(u) = &f.until {
+        clauses.push("r.ts_ms < ?");
+        params.push(Sql::Integer(instant(u, "until", now_ms)?));
+    }
+    for (value, clause) in [
+        (&f.route, "r.route = ?"),
+        (&f.caller, "r.caller = ?"),
+        (&f.outcome, "r.outcome = ?"),
+    ] {
+        if let Some(v) = value {
+            clauses.push(clause);
+            params.push(Sql::Text(v.clone()));
+        }
+    }
+    if let Some(d) = &f.deployment {
+        clauses.push(if over_attempts {
+            "a.deployment = ?"
+        } else {
+            "EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id AND a.deployment = ?)"
+        });
+        params.push(Sql::Text(d.clone()));
+    }
+    if let Some(s) = f.status {
+        clauses.push("r.status = ?");
+        params.push(Sql::Integer(i64::from(s)));
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    Ok((sql, params))
+}
+
+fn page(f: &Filter) -> (u32, u32) {
+    (f.limit.unwrap_or(100).clamp(1, 1000), f.offset.unwrap_or(0))
+}
+
+fn to_json(v: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef::*;
+    match v {
+        Null => Value::Null,
+        Integer(i) => json!(i),
+        Real(f) => json!(f),
+        Text(t) => json!(String::from_utf8_lossy(t)),
+        Blob(_) => Value::Null,
+    }
+}
+
+/// Runs `sql` and gives each row as an object keyed by column name.
+fn rows(conn: &Connection, sql: &str, params: &[Sql]) -> Result<Vec<Value>, QueryError> {
+    let mut stmt = conn.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+    let out = stmt
+        .query_map(rusqlite::params_from_iter(params), |row| {
+            let mut obj = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let mut v = to_json(row.get_ref(i)?);
+                // SQLite has no booleans.
+                if matches!(name.as_str(), "stream" | "estimated" | "billed") {
+                    v = json!(v.as_i64().unwrap_or(0) != 0);
+                }
+                if name == "verdict"
+                    && let Some(text) = v.as_str()
+                {
+                    v = serde_json::from_str(text).unwrap_or(v);
+                }
+                obj.insert(name.clone(), v);
+            }
+            Ok(Value::Object(obj))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(out)
+}
+
+const REQUEST_COLUMNS: &str = "r.id, r.ts_ms, r.route, r.caller, r.tags, r.stream, r.status, r.outcome, \
+    r.deployment, r.attempts, r.latency_ms, r.overhead_ms, r.ttft_ms, r.prompt_tokens, \
+    r.completion_tokens, r.cost, r.estimated, r.verdict";
+
+/// `GET /admin/requests`: the newest first, a page at a time.
+pub fn requests(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let (filter, mut params) = conditions(f, now_ms, false)?;
+    let (limit, offset) = page(f);
+    params.push(Sql::Integer(i64::from(limit) + 1));
+    params.push(Sql::Integer(i64::from(offset)));
+    let mut data = rows(
+        conn,
+        &format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r {filter} ORDER BY r.ts_ms DESC, r.rowid DESC LIMIT ? OFFSET ?"
+        ),
+        &params,
+    )?;
+    let more = data.len() > limit as usize;
+    data.truncate(limit as usize);
+    Ok(json!({
+        "data": data,
+        "next_offset": more.then_some(offset + limit),
+    }))
+}
+
+/// `GET /admin/requests/{id}`: the request with its attempts, or `None`.
+pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError> {
+    let mut found = rows(
+        conn,
+        &format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC LIMIT 1"),
+        &[Sql::Text(id.to_string())],
+    )?;
+    let Some(mut request) = found.pop() else {
+        return Ok(None);
+    };
+    let attempts = rows(
+        conn,
+        "SELECT n, ts_ms, deployment, adapter, class, status, latency_ms, ttft_ms, prompt_tokens, \
+         completion_tokens, cost, billed FROM attempts WHERE request_id = ? AND ts_ms >= ? ORDER BY n",
+        &[
+            Sql::Text(id.to_string()),
+            Sql::Integer(request["ts_ms"].as_i64().unwrap_or(0)),
+        ],
+    )?;
+    request["attempts_detail"] = Value::Array(attempts);
+    Ok(Some(request))
+}
+
+/// `GET /admin/usage`: per route and deployment, every attempt counted.
+pub fn usage(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let (filter, params) = conditions(f, now_ms, true)?;
+    let data = rows(
+        conn,
+        &format!(
+            "SELECT r.route AS route, a.deployment AS deployment, COUNT(*) AS requests,
+               SUM(a.class IS NULL) AS successes, SUM(a.class IS NOT NULL) AS failures,
+               COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
+               COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
+               COALESCE(SUM(a.cost), 0.0) AS cost, MAX(a.ts_ms) AS last_used_ms
+             FROM attempts a JOIN requests r ON r.id = a.request_id {filter}
+             GROUP BY r.route, a.deployment ORDER BY cost DESC, requests DESC"
+        ),
+        &params,
+    )?;
+    Ok(json!({ "data": data }))
+}
+
+/// `GET /admin/costs?group_by=day|route|deployment|caller`: spend (every
+/// billed attempt, failed ones too) per group.
+pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let group = match f.group_by.as_deref().unwrap_or("day") {
+        "day" => "date(a.ts_ms / 1000, 'unixepoch')",
+        "route" => "r.route",
+        "deployment" => "a.deployment",
+        "caller" => "COALESCE(r.caller, '')",
+        other => {
+            return Err(QueryError::BadFilter(format!(
+                "group_by={other:?}: one of day, route, deployment, caller"
+            )));
+        }
+    };
+    let (filter, params) = conditions(f, now_ms, true)?;
+    let data = rows(
+        conn,
+        &format!(
+            "SELECT {group} AS key, COUNT(DISTINCT a.request_id) AS requests,
+               COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
+               COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
+               COALESCE(SUM(a.cost), 0.0) AS cost, SUM(a.billed AND a.class IS NOT NULL) AS billed_failures
+             FROM attempts a JOIN requests r ON r.id = a.request_id {filter}
+             GROUP BY key ORDER BY key"
+        ),
+        &params,
+    )?;
+    let total: f64 = data.iter().filter_map(|r| r["cost"].as_f64()).sum();
+    Ok(json!({ "group_by": f.group_by.as_deref().unwrap_or("day"), "data": data, "total_cost": total }))
+}
+
+/// `GET /admin/events?type=...`: the newest first.
+pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(k) = &f.kind {
+        clauses.push("kind = ?");
+        params.push(Sql::Text(k.clone()));
+    }
+    if let Some(s) = &f.since {
+        clauses.push("ts_ms >= ?");
+        params.push(Sql::Integer(instant(s, "since", now_ms)?));
+    }
+    if let Some(u) = &f.until {
+        clauses.push("ts_ms < ?");
+        params.push(Sql::Integer(instant(u, "until", now_ms)?));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let (limit, offset) = page(f);
+    params.push(Sql::Integer(i64::from(limit)));
+    params.push(Sql::Integer(i64::from(offset)));
+    let mut data = rows(
+        conn,
+        &format!("SELECT ts_ms, kind, subject, detail FROM events {filter} ORDER BY ts_ms DESC LIMIT ? OFFSET ?"),
+        &params,
+    )?;
+    for e in &mut data {
+        if let Some(text) = e["detail"].as_str() {
+            e["detail"] = serde_json::from_str(text).unwrap_or(Value::Null);
+        }
+    }
+    Ok(json!({ "data": data }))
+}
