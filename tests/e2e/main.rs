@@ -12,5 +12,6 @@ mod hot_reload;
 mod languages;
 mod live_config;
 mod proxy;
+mod records;
 mod sandbox;
 mod streaming;

@@ -15,6 +15,8 @@
 //! | `stall-mid`  | streams: two chunks, then silence |
 //! | `context-length` | 400 `context_length_exceeded` |
 //! | `slow-stream`| streams: a chunk every 500 ms, four in all, then `[DONE]` |
+//! | `no-usage`   | a normal answer (or stream) that reports no usage |
+//! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
 //! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
 
 use std::collections::{HashMap, HashSet};
@@ -265,8 +267,10 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
                 }
                 events.push(chunk(&model, json!({}), json!("stop")));
                 let usage = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-                    "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}});
-                events.push(Bytes::from(format!("data: {usage}\n\n")));
+                    "choices": [], "usage": usage_of(&model)});
+                if model != "no-usage" {
+                    events.push(Bytes::from(format!("data: {usage}\n\n")));
+                }
                 events.push(Bytes::from_static(b"data: [DONE]\n\n"));
                 sse(futures_util::stream::iter(events))
             }
@@ -278,10 +282,23 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     } else {
         format!("answer from {model}")
     };
-    axum::Json(json!({
+    let mut answer = json!({
         "id": "mock", "object": "chat.completion", "created": 0, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-    }))
-    .into_response()
+        "usage": usage_of(&model),
+    });
+    if model == "no-usage" {
+        answer.as_object_mut().unwrap().remove("usage");
+    }
+    axum::Json(answer).into_response()
+}
+
+/// The usage the mock reports for `model`.
+fn usage_of(model: &str) -> Value {
+    if model == "cached" {
+        json!({"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 400}})
+    } else {
+        json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6})
+    }
 }

@@ -252,6 +252,12 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<u
 fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
     let mut conn: Option<(rusqlite::Connection, Option<(u64, u64)>)> = None;
     let mut last_prune: Option<Instant> = None;
+    // Created (and migrated) at start, so readers find it before the first
+    // request; a failure here is retried with the first rows.
+    match open_db(&shared.path) {
+        Ok(c) => conn = Some((c, file_id(&shared.path))),
+        Err(e) => shared.set_status(Status::Degraded(e.to_string())),
+    }
     let mut pending: Vec<Row> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     // Every handle is gone: commit what is left, and stop when that fails.

@@ -53,8 +53,9 @@ impl Adapter for OpenAi {
 export_adapter!(OpenAi);
 
 /// The upstream request body: the canonical request with the upstream's
-/// model id, and usage requested in streams (the gateway accounts tokens)
-/// unless the caller chose its own `stream_options`.
+/// model id, and usage always requested in streams (the gateway accounts
+/// tokens), whatever `stream_options` the caller sent: its other options are
+/// kept, and the usage chunk reaches the caller only if it asked for it.
 ///
 /// The canonical format is this dialect, so every canonical request can be
 /// expressed; only a body that is not a JSON object is refused, as the
@@ -80,8 +81,22 @@ fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
     };
     req.insert(Cow::Borrowed("model"), &model);
     let streaming = req.get("stream").is_some_and(|s| s.get() == "true");
-    if streaming && req.get("stream_options").is_none_or(|o| o.get() == "null") {
-        req.insert(Cow::Borrowed("stream_options"), &usage_options);
+    let merged;
+    if streaming {
+        match req
+            .get("stream_options")
+            .and_then(|o| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(o.get()).ok())
+        {
+            Some(mut options) if options.get("include_usage") != Some(&serde_json::Value::Bool(true)) => {
+                options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                merged = serde_json::value::to_raw_value(&options).map_err(failed)?;
+                req.insert(Cow::Borrowed("stream_options"), &merged);
+            }
+            Some(_) => {}
+            None => {
+                req.insert(Cow::Borrowed("stream_options"), &usage_options);
+            }
+        }
     }
     serde_json::to_vec(&req).map_err(failed)
 }
@@ -445,11 +460,18 @@ mod tests {
         let b = json(
             &build_body(
                 "m",
-                r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":false,"other":1}}"#,
             )
             .unwrap(),
         );
-        assert_eq!(b["stream_options"]["include_usage"], false);
+        // Asked for anyway (the gateway accounts tokens); the caller's other
+        // options kept. The usage chunk is not forwarded to this caller.
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(b["stream_options"]["other"], 1);
+        let b = json(
+            &build_body("m", r#"{"stream":true,"stream_options":null}"#).unwrap(),
+        );
+        assert_eq!(b["stream_options"]["include_usage"], true);
         let b = json(&build_body("m", r#"{"messages":[]}"#).unwrap());
         assert!(b.get("stream_options").is_none());
     }

@@ -1,0 +1,273 @@
+//! Every request leaves one record in the store (a real SQLite file), read
+//! back through the admin API: answers, failovers, failures, streams
+//! completed, cut and abandoned, evaluator rejections, exact costs, and
+//! estimated usage.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, client};
+use crate::mock::Mock;
+
+/// Prices per million tokens of every test deployment.
+const INPUT: f64 = 2.5;
+const OUTPUT: f64 = 10.0;
+const CACHED: f64 = 1.25;
+
+fn deployment(mock: &Mock, name: &str, model: &str) -> Value {
+    json!({"name": name, "adapter": "openai", "base_url": mock.url, "model": model,
+        "input_cost_per_1m": INPUT, "output_cost_per_1m": OUTPUT, "cached_input_cost_per_1m": CACHED})
+}
+
+async fn start(mock: &Mock) -> Gateway {
+    let routes = json!({
+        "ok": {"deployments": [deployment(mock, "good", "gpt")]},
+        "failover": {"strategy": "priority", "deployments": [
+            deployment(mock, "broken", "fail-500"), {"name": "good"}]},
+        "dead": {"deployments": [deployment(mock, "broken-only", "fail-500")]},
+        "cut": {"deployments": [deployment(mock, "cutter", "cut-mid")]},
+        "slow": {"deployments": [deployment(mock, "slowpoke", "slow-stream")]},
+        "silent": {"deployments": [deployment(mock, "silent", "no-usage")]},
+        "cached": {"deployments": [deployment(mock, "cacher", "cached")]},
+        "judged": {"strategy": "priority", "evaluator": "basic", "deployments": [
+            deployment(mock, "empty", "empty"), {"name": "good"}]},
+    });
+    Gateway::start(routes, &["openai", "priority", "basic"], json!({}))
+}
+
+async fn send(gw: &Gateway, id: &str, model: &str, stream: bool) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", id)
+        .header("x-switchyard-tags", "team-a, batch")
+        .body(
+            json!({"model": model, "stream": stream,
+                "messages": [{"role": "user", "content": "hello there, how are you"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The record of request `id`, with its attempts (waits for the writer).
+async fn record(gw: &Gateway, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = gw.admin(&format!("/admin/requests/{id}")).await;
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of {id}: {status} {body}\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+fn cost(prompt: f64, completion: f64) -> f64 {
+    (prompt * INPUT + completion * OUTPUT) / 1e6
+}
+
+#[tokio::test]
+async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
+    let mock = Mock::start().await;
+    let gw = start(&mock).await;
+
+    let r = send(&gw, "req-ok", "ok", false).await;
+    assert_eq!(r.status(), 200);
+    let ok = record(&gw, "req-ok").await;
+    assert_eq!(ok["outcome"], "success");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["route"], "ok");
+    assert_eq!(ok["deployment"], "good");
+    assert_eq!(ok["tags"], "team-a,batch");
+    assert_eq!(ok["stream"], false);
+    assert_eq!((ok["prompt_tokens"].clone(), ok["completion_tokens"].clone()), (json!(3), json!(3)));
+    assert!(close(ok["cost"].as_f64().unwrap(), cost(3.0, 3.0)), "{ok}");
+    assert_eq!(ok["estimated"], false);
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
+    let overhead = ok["overhead_ms"].as_f64().unwrap();
+    assert!(overhead >= 0.0 && overhead <= ok["latency_ms"].as_f64().unwrap(), "{ok}");
+    assert_eq!(ok["attempts_detail"][0]["billed"], true);
+    assert_eq!(ok["attempts_detail"][0]["adapter"], "openai");
+    assert_eq!(ok["attempts_detail"][0]["status"], 200);
+
+    // Cached prompt tokens at their own price.
+    assert_eq!(send(&gw, "req-cached", "cached", false).await.status(), 200);
+    let cached = record(&gw, "req-cached").await;
+    let expected = (600.0 * INPUT + 400.0 * CACHED + 500.0 * OUTPUT) / 1e6;
+    assert!(close(cached["cost"].as_f64().unwrap(), expected), "{cached}");
+
+    // A failover: two attempts, the first not billed.
+    assert_eq!(send(&gw, "req-failover", "failover", false).await.status(), 200);
+    let fo = record(&gw, "req-failover").await;
+    assert_eq!(fo["attempts"], 2);
+    assert_eq!(fo["deployment"], "good");
+    let attempts = fo["attempts_detail"].as_array().unwrap();
+    assert_eq!(attempts[0]["deployment"], "broken");
+    assert_eq!(attempts[0]["class"], "overloaded");
+    assert_eq!(attempts[0]["status"], 500);
+    assert_eq!(attempts[0]["billed"], false);
+    assert_eq!(attempts[1]["class"], Value::Null);
+    assert!(close(fo["cost"].as_f64().unwrap(), cost(3.0, 3.0)));
+
+    // All failed: the caller's status, no deployment.
+    assert_eq!(send(&gw, "req-dead", "dead", false).await.status(), 502);
+    let dead = record(&gw, "req-dead").await;
+    assert_eq!(dead["outcome"], "failed");
+    assert_eq!(dead["status"], 502);
+    assert_eq!(dead["deployment"], Value::Null);
+    assert_eq!(dead["attempts_detail"][0]["class"], "overloaded");
+
+    // Refused before routing: recorded too.
+    assert_eq!(send(&gw, "req-unknown", "no-such-model", false).await.status(), 404);
+    let unknown = record(&gw, "req-unknown").await;
+    assert_eq!(unknown["status"], 404);
+    assert_eq!(unknown["route"], "no-such-model");
+    assert_eq!(unknown["attempts"], 0);
+
+    // An answer the evaluator rejects was still billed by the provider.
+    assert_eq!(send(&gw, "req-judged", "judged", false).await.status(), 200);
+    let judged = record(&gw, "req-judged").await;
+    let attempts = judged["attempts_detail"].as_array().unwrap();
+    assert_eq!(attempts[0]["class"], "evaluator_rejected");
+    assert_eq!(attempts[0]["billed"], true);
+    assert!(close(judged["cost"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)), "{judged}");
+    assert_eq!(judged["verdict"]["pass"], true);
+
+    // Usage the upstream did not report is estimated and says so.
+    assert_eq!(send(&gw, "req-silent", "silent", false).await.status(), 200);
+    let silent = record(&gw, "req-silent").await;
+    assert_eq!(silent["estimated"], true);
+    // "hello there, how are you" (24 chars) → 6; "answer from no-usage" (20) → 5.
+    assert_eq!(silent["prompt_tokens"], 6);
+    assert_eq!(silent["completion_tokens"], 5);
+
+    // The views that aggregate them.
+    let (status, usage) = gw.admin("/admin/usage?route=failover").await;
+    assert_eq!(status, 200, "{usage}");
+    let rows = usage["data"].as_array().unwrap();
+    let broken = rows.iter().find(|r| r["deployment"] == "broken").unwrap();
+    assert_eq!((broken["requests"].clone(), broken["failures"].clone()), (json!(1), json!(1)));
+    let (_, costs) = gw.admin("/admin/costs?group_by=deployment").await;
+    let good = costs["data"].as_array().unwrap().iter().find(|r| r["key"] == "good").unwrap().clone();
+    // ok, failover and judged each had one billed attempt on "good".
+    assert!(close(good["cost"].as_f64().unwrap(), 3.0 * cost(3.0, 3.0)), "{costs}");
+    let (status, page) = gw.admin("/admin/requests?limit=2&status=200").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_offset"], 2);
+    let (status, bad) = gw.admin("/admin/requests?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(bad["error"]["message"].as_str().unwrap().contains("since"), "{bad}");
+}
+
+#[tokio::test]
+async fn streams_are_recorded_completed_cut_and_abandoned() {
+    let mock = Mock::start().await;
+    let gw = start(&mock).await;
+
+    let r = send(&gw, "s-ok", "ok", true).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let ok = record(&gw, "s-ok").await;
+    assert_eq!(ok["outcome"], "success");
+    assert_eq!(ok["stream"], true);
+    assert_eq!(ok["estimated"], false);
+    assert!(close(ok["cost"].as_f64().unwrap(), cost(3.0, 3.0)), "{ok}");
+    assert!(ok["ttft_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok["attempts_detail"][0]["ttft_ms"].as_f64().unwrap() > 0.0);
+
+    // Cut after commit: the client got an error event; the tokens it got
+    // were billed, estimated.
+    let text = send(&gw, "s-cut", "cut", true).await.text().await.unwrap();
+    assert!(text.contains("stream_interrupted"), "{text}");
+    let cut = record(&gw, "s-cut").await;
+    assert_eq!(cut["outcome"], "stream_failed");
+    let a = &cut["attempts_detail"][0];
+    assert!(a["class"].is_string(), "{cut}");
+    assert_eq!(a["billed"], true);
+    assert_eq!(cut["estimated"], true);
+    assert_eq!(a["completion_tokens"], 2); // "partial " → 8 chars
+
+    // Without usage: estimated from what was streamed.
+    send(&gw, "s-silent", "silent", true).await.text().await.unwrap();
+    let silent = record(&gw, "s-silent").await;
+    assert_eq!(silent["outcome"], "success");
+    assert_eq!(silent["estimated"], true);
+    assert_eq!(silent["completion_tokens"], 5); // "answer from no-usage"
+
+    // The client leaves after the first chunk.
+    let mut r = send(&gw, "s-gone", "slow", true).await;
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(r);
+    let gone = record(&gw, "s-gone").await;
+    assert_eq!(gone["outcome"], "client_gone");
+    assert_eq!(gone["status"], 499);
+    assert_eq!(gone["attempts_detail"][0]["class"], Value::Null);
+    // The deployment was not blamed for the client leaving.
+    let (_, deployments) = gw.admin("/admin/deployments").await;
+    let slow = deployments["data"].as_array().unwrap().iter()
+        .find(|d| d["name"] == "slowpoke").unwrap().clone();
+    assert_eq!(slow["health"]["error_rate"], 0.0, "{slow}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_non_streamed_request_leaves_a_record() {
+    let mock = Mock::start().await;
+    let routes = json!({"hang": {"deployments": [
+        {"name": "hanger", "adapter": "openai", "base_url": mock.url, "model": "hang"}]}});
+    let gw = Gateway::start(routes, &["openai"], json!({}));
+    let gone = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "left")
+        .timeout(Duration::from_millis(300))
+        .body(json!({"model": "hang", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await;
+    assert!(gone.is_err(), "the mock hangs: the client times out");
+    let rec = record(&gw, "left").await;
+    assert_eq!(rec["outcome"], "client_gone");
+    assert_eq!(rec["status"], 499);
+}
+
+#[tokio::test]
+async fn the_admin_api_wants_its_token_and_the_store_can_be_off() {
+    let mock = Mock::start().await;
+    let routes = json!({"ok": {"deployments": [deployment(&mock, "good", "gpt")]}});
+    let gw = Gateway::start_with_env(
+        routes.clone(),
+        &[("openai", "openai")],
+        json!({"admin": {"token_env": "ADMIN_TOKEN"}}),
+        &[("ADMIN_TOKEN", "s3cret-token")],
+    );
+    let (status, body) = gw.admin("/admin/requests").await;
+    assert_eq!(status, 401, "{body}");
+    let r = client()
+        .get(format!("{}/admin/requests", gw.admin_url))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!gw.logs().contains("s3cret-token"));
+
+    let off = Gateway::start(routes, &["openai"], json!({"store": {"enabled": false}}));
+    assert_eq!(off.chat("ok", false).await.status(), 200);
+    let (status, body) = off.admin("/admin/requests").await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].as_str().unwrap().contains("store.enabled"), "{body}");
+    assert!(!off.db_path().exists());
+    assert_eq!(off.health().await["store"]["state"], "off");
+}
