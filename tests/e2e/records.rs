@@ -187,6 +187,23 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     assert!(ok["ttft_ms"].as_f64().unwrap() > 0.0);
     assert!(ok["attempts_detail"][0]["ttft_ms"].as_f64().unwrap() > 0.0);
 
+    // A caller that turned usage off still gets none, but the gateway
+    // asked for it and accounts it.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "s-nousage")
+        .body(json!({"model": "ok", "stream": true, "stream_options": {"include_usage": false},
+            "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("\"usage\""), "{text}");
+    assert_eq!(mock.bodies().last().unwrap()["stream_options"]["include_usage"], true);
+    let quiet = record(&gw, "s-nousage").await;
+    assert_eq!(quiet["estimated"], false);
+    assert_eq!(quiet["completion_tokens"], 3);
+
     // Cut after commit: the client got an error event; the tokens it got
     // were billed, estimated.
     let text = send(&gw, "s-cut", "cut", true).await.text().await.unwrap();
