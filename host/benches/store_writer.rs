@@ -15,7 +15,7 @@ const ROWS: u64 = 9_999;
 fn rows(store: &Store, from: u64) {
     for n in from..from + ROWS / 3 {
         let id = format!("req-{n}");
-        store.record(Row::Request(RequestRow {
+        let request = RequestRow {
             id: id.clone(),
             ts_ms: n as i64,
             route: "chat".into(),
@@ -28,9 +28,11 @@ fn rows(store: &Store, from: u64) {
             completion_tokens: Some(40),
             cost: Some(0.0003),
             ..Default::default()
-        }));
-        for (i, d) in ["a", "b"].into_iter().enumerate() {
-            store.record(Row::Attempt(AttemptRow {
+        };
+        let attempts = ["a", "b"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| AttemptRow {
                 request_id: id.clone(),
                 n: i as u32 + 1,
                 ts_ms: n as i64,
@@ -40,8 +42,9 @@ fn rows(store: &Store, from: u64) {
                 status: Some(if i == 0 { 503 } else { 200 }),
                 latency_ms: 6.0,
                 ..Default::default()
-            }));
-        }
+            })
+            .collect();
+        store.record(Row::Request(request, attempts));
     }
 }
 

@@ -40,7 +40,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/deployments", get(deployments))
         .route("/admin/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
 }
 
@@ -126,7 +129,10 @@ async fn view(
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(QueryError::BadFilter(m))) => error(StatusCode::BAD_REQUEST, m),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("admin query failed: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("admin query failed: {e}"),
+        ),
     }
 }
 
@@ -161,7 +167,10 @@ async fn request(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Re
         .await
         .unwrap_or_default();
     if body.as_ref() == b"null" {
-        return error(StatusCode::NOT_FOUND, format!("no request {id:?} in the store"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no request {id:?} in the store"),
+        );
     }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -207,7 +216,11 @@ async fn deployments(
     let data: Vec<Value> = gateway
         .deployment_views()
         .into_iter()
-        .filter(|d| f.adapter.as_ref().is_none_or(|a| d["adapter"] == a.as_str()))
+        .filter(|d| {
+            f.adapter
+                .as_ref()
+                .is_none_or(|a| d["adapter"] == a.as_str())
+        })
         .filter(|d| {
             f.capability.as_ref().is_none_or(|c| {
                 d["capabilities"]
@@ -216,12 +229,17 @@ async fn deployments(
             })
         })
         .filter(|d| {
-            f.min_context
-                .is_none_or(|m| d["context_window"].as_u64().is_some_and(|w| w >= u64::from(m)))
+            f.min_context.is_none_or(|m| {
+                d["context_window"]
+                    .as_u64()
+                    .is_some_and(|w| w >= u64::from(m))
+            })
         })
         .filter(|d| {
             f.max_output_cost_per_1m.is_none_or(|m| {
-                d["prices"]["output_per_1m"].as_f64().is_some_and(|p| p <= m)
+                d["prices"]["output_per_1m"]
+                    .as_f64()
+                    .is_some_and(|p| p <= m)
             })
         })
         .collect();

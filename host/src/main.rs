@@ -172,6 +172,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         None
     });
     live.reload_on_sighup();
+    survive_file_size_limit();
     let store = config.store.enabled.then(|| {
         let retention = (config.store.retention_days > 0).then(|| {
             std::time::Duration::from_secs(u64::from(config.store.retention_days) * 86_400)
@@ -210,6 +211,31 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         } => {
             tracing::warn!("requests still in flight after {} s; exiting", DRAIN.as_secs());
             Ok(())
+        }
+    }
+}
+
+/// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ,
+/// whose default action ends the process. Handled, the write fails with
+/// EFBIG instead, which the store treats as a full disk (degraded, retried)
+/// while requests go on.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    let mut last: Option<std::time::Instant> = None;
+                    while s.recv().await.is_some() {
+                        if last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                            last = Some(std::time::Instant::now());
+                            tracing::warn!("a write went past the file-size limit (SIGXFSZ)");
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot handle SIGXFSZ: {e}"),
         }
     }
 }

@@ -270,7 +270,9 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     };
     (
         StatusCode::OK,
-        axum::Json(json!({"status": "ok", "plugins": count, "plugin_detail": detail, "store": store})),
+        axum::Json(
+            json!({"status": "ok", "plugins": count, "plugin_detail": detail, "store": store}),
+        ),
     )
         .into_response()
 }

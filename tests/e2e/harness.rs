@@ -244,26 +244,6 @@ impl Gateway {
         self.dir.path().join(".switchyard/switchyard.db")
     }
 
-    /// Waits until the store holds `n` requests (records are written in
-    /// batches, a little after the answer), then returns them, newest first.
-    pub async fn records(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = self.admin("/admin/requests?limit=1000").await;
-            let data = body["data"].as_array().cloned().unwrap_or_default();
-            if status == 200 && data.len() >= n {
-                return data;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the store holds {} requests, not {n} (status {status}): {body}\n{}",
-                data.len(),
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// The `/healthz` document.
     pub async fn health(&self) -> Value {
         let r = client()

@@ -14,4 +14,5 @@ mod live_config;
 mod proxy;
 mod records;
 mod sandbox;
+mod store_faults;
 mod streaming;

@@ -90,12 +90,18 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(ok["deployment"], "good");
     assert_eq!(ok["tags"], "team-a,batch");
     assert_eq!(ok["stream"], false);
-    assert_eq!((ok["prompt_tokens"].clone(), ok["completion_tokens"].clone()), (json!(3), json!(3)));
+    assert_eq!(
+        (ok["prompt_tokens"].clone(), ok["completion_tokens"].clone()),
+        (json!(3), json!(3))
+    );
     assert!(close(ok["cost"].as_f64().unwrap(), cost(3.0, 3.0)), "{ok}");
     assert_eq!(ok["estimated"], false);
     assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
     let overhead = ok["overhead_ms"].as_f64().unwrap();
-    assert!(overhead >= 0.0 && overhead <= ok["latency_ms"].as_f64().unwrap(), "{ok}");
+    assert!(
+        overhead >= 0.0 && overhead <= ok["latency_ms"].as_f64().unwrap(),
+        "{ok}"
+    );
     assert_eq!(ok["attempts_detail"][0]["billed"], true);
     assert_eq!(ok["attempts_detail"][0]["adapter"], "openai");
     assert_eq!(ok["attempts_detail"][0]["status"], 200);
@@ -104,10 +110,16 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(send(&gw, "req-cached", "cached", false).await.status(), 200);
     let cached = record(&gw, "req-cached").await;
     let expected = (600.0 * INPUT + 400.0 * CACHED + 500.0 * OUTPUT) / 1e6;
-    assert!(close(cached["cost"].as_f64().unwrap(), expected), "{cached}");
+    assert!(
+        close(cached["cost"].as_f64().unwrap(), expected),
+        "{cached}"
+    );
 
     // A failover: two attempts, the first not billed.
-    assert_eq!(send(&gw, "req-failover", "failover", false).await.status(), 200);
+    assert_eq!(
+        send(&gw, "req-failover", "failover", false).await.status(),
+        200
+    );
     let fo = record(&gw, "req-failover").await;
     assert_eq!(fo["attempts"], 2);
     assert_eq!(fo["deployment"], "good");
@@ -128,7 +140,12 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(dead["attempts_detail"][0]["class"], "overloaded");
 
     // Refused before routing: recorded too.
-    assert_eq!(send(&gw, "req-unknown", "no-such-model", false).await.status(), 404);
+    assert_eq!(
+        send(&gw, "req-unknown", "no-such-model", false)
+            .await
+            .status(),
+        404
+    );
     let unknown = record(&gw, "req-unknown").await;
     assert_eq!(unknown["status"], 404);
     assert_eq!(unknown["route"], "no-such-model");
@@ -140,7 +157,10 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     let attempts = judged["attempts_detail"].as_array().unwrap();
     assert_eq!(attempts[0]["class"], "evaluator_rejected");
     assert_eq!(attempts[0]["billed"], true);
-    assert!(close(judged["cost"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)), "{judged}");
+    assert!(
+        close(judged["cost"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)),
+        "{judged}"
+    );
     assert_eq!(judged["verdict"]["pass"], true);
 
     // Usage the upstream did not report is estimated and says so.
@@ -156,18 +176,33 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(status, 200, "{usage}");
     let rows = usage["data"].as_array().unwrap();
     let broken = rows.iter().find(|r| r["deployment"] == "broken").unwrap();
-    assert_eq!((broken["requests"].clone(), broken["failures"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (broken["requests"].clone(), broken["failures"].clone()),
+        (json!(1), json!(1))
+    );
     let (_, costs) = gw.admin("/admin/costs?group_by=deployment").await;
-    let good = costs["data"].as_array().unwrap().iter().find(|r| r["key"] == "good").unwrap().clone();
+    let good = costs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "good")
+        .unwrap()
+        .clone();
     // ok, failover and judged each had one billed attempt on "good".
-    assert!(close(good["cost"].as_f64().unwrap(), 3.0 * cost(3.0, 3.0)), "{costs}");
+    assert!(
+        close(good["cost"].as_f64().unwrap(), 3.0 * cost(3.0, 3.0)),
+        "{costs}"
+    );
     let (status, page) = gw.admin("/admin/requests?limit=2&status=200").await;
     assert_eq!(status, 200);
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_offset"], 2);
     let (status, bad) = gw.admin("/admin/requests?since=yesterday").await;
     assert_eq!(status, 400);
-    assert!(bad["error"]["message"].as_str().unwrap().contains("since"), "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("since"),
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -192,14 +227,20 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     let r = client()
         .post(format!("{}/v1/chat/completions", gw.url))
         .header("x-request-id", "s-nousage")
-        .body(json!({"model": "ok", "stream": true, "stream_options": {"include_usage": false},
-            "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .body(
+            json!({"model": "ok", "stream": true, "stream_options": {"include_usage": false},
+            "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        )
         .send()
         .await
         .unwrap();
     let text = r.text().await.unwrap();
     assert!(!text.contains("\"usage\""), "{text}");
-    assert_eq!(mock.bodies().last().unwrap()["stream_options"]["include_usage"], true);
+    assert_eq!(
+        mock.bodies().last().unwrap()["stream_options"]["include_usage"],
+        true
+    );
     let quiet = record(&gw, "s-nousage").await;
     assert_eq!(quiet["estimated"], false);
     assert_eq!(quiet["completion_tokens"], 3);
@@ -217,7 +258,11 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     assert_eq!(a["completion_tokens"], 2); // "partial " → 8 chars
 
     // Without usage: estimated from what was streamed.
-    send(&gw, "s-silent", "silent", true).await.text().await.unwrap();
+    send(&gw, "s-silent", "silent", true)
+        .await
+        .text()
+        .await
+        .unwrap();
     let silent = record(&gw, "s-silent").await;
     assert_eq!(silent["outcome"], "success");
     assert_eq!(silent["estimated"], true);
@@ -235,8 +280,13 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     assert_eq!(gone["attempts_detail"][0]["class"], Value::Null);
     // The deployment was not blamed for the client leaving.
     let (_, deployments) = gw.admin("/admin/deployments").await;
-    let slow = deployments["data"].as_array().unwrap().iter()
-        .find(|d| d["name"] == "slowpoke").unwrap().clone();
+    let slow = deployments["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "slowpoke")
+        .unwrap()
+        .clone();
     assert_eq!(slow["health"]["error_rate"], 0.0, "{slow}");
 }
 
@@ -284,7 +334,13 @@ async fn the_admin_api_wants_its_token_and_the_store_can_be_off() {
     assert_eq!(off.chat("ok", false).await.status(), 200);
     let (status, body) = off.admin("/admin/requests").await;
     assert_eq!(status, 404);
-    assert!(body["error"]["message"].as_str().unwrap().contains("store.enabled"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("store.enabled"),
+        "{body}"
+    );
     assert!(!off.db_path().exists());
     assert_eq!(off.health().await["store"]["state"], "off");
 }

@@ -499,7 +499,9 @@ impl From<&AuthConfig> for AuthScheme {
 }
 
 /// Features a deployment offers (and a request may need).
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Tools,

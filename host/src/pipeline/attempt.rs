@@ -106,8 +106,19 @@ impl Gateway {
                 deployment = %d.name
             );
             let prompt_chars = content_chars(request);
-            return start_stream(d, session, response, started, record, rec, prompt_chars, in_flight, evaluation, log)
-                .await;
+            return start_stream(
+                d,
+                session,
+                response,
+                started,
+                record,
+                rec,
+                prompt_chars,
+                in_flight,
+                evaluation,
+                log,
+            )
+            .await;
         }
 
         let body = Upstream::read_body(&endpoint, response, started).await;
@@ -133,8 +144,16 @@ impl Gateway {
         log_usage(record);
 
         if let Some(evaluator) = &route.evaluator {
-            self.evaluate(&route.name, d, evaluator, request, &answer.body, request_id, rec)
-                .await?;
+            self.evaluate(
+                &route.name,
+                d,
+                evaluator,
+                request,
+                &answer.body,
+                request_id,
+                rec,
+            )
+            .await?;
         }
         Ok(Answer::Complete {
             deployment: d.name.clone(),

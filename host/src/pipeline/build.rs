@@ -235,7 +235,8 @@ fn models_list(
     let data: Vec<_> = names
         .into_iter()
         .map(|id| {
-            let mut entry = json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"});
+            let mut entry =
+                json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"});
             if let (Some(o), serde_json::Value::Object(more)) =
                 (entry.as_object_mut(), route_detail(&routes[id], config))
             {

@@ -311,9 +311,22 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
-            let mut record = outcome::AttemptRecord::new(&deployment.name, &deployment.adapter, deployment.prices);
+            let mut record = outcome::AttemptRecord::new(
+                &deployment.name,
+                &deployment.adapter,
+                deployment.prices,
+            );
             let result = self
-                .attempt(route, deployment, &target, request, stream, request_id, &mut record, rec)
+                .attempt(
+                    route,
+                    deployment,
+                    &target,
+                    request,
+                    stream,
+                    request_id,
+                    &mut record,
+                    rec,
+                )
                 .await;
             match result {
                 Ok(answer) => {

@@ -273,10 +273,7 @@ impl Recorder {
         };
         if let Some(store) = &self.sinks.store {
             let (request, attempts) = rows(&record, &end);
-            store.record(Row::Request(request));
-            for a in attempts {
-                store.record(Row::Attempt(a));
-            }
+            store.record(Row::Request(request, attempts));
         }
     }
 }
@@ -425,7 +422,9 @@ mod tests {
     #[test]
     fn content_is_counted_in_requests_answers_and_chunks() {
         assert_eq!(
-            content_chars(r#"{"messages":[{"role":"user","content":"héllo"},{"content": "a\"b"}]}"#),
+            content_chars(
+                r#"{"messages":[{"role":"user","content":"héllo"},{"content": "a\"b"}]}"#
+            ),
             5 + 4
         );
         assert_eq!(

@@ -203,7 +203,8 @@ impl StreamPump {
                     estimated,
                     "stream complete"
                 );
-                self.rec.end_stream(Some(self.in_flight.health()), None, Some(usage));
+                self.rec
+                    .end_stream(Some(self.in_flight.health()), None, Some(usage));
                 if let Some(evaluation) = &self.evaluation
                     && let Some(verdict) = evaluation.run(&self.deployment).await
                 {

@@ -86,10 +86,10 @@ pub struct EventRow {
     pub detail: String,
 }
 
-/// What the writer is handed.
+/// What the writer is handed. A request comes with its attempts, in one
+/// queue slot and one transaction: a crash never leaves one without the other.
 pub enum Row {
-    Request(RequestRow),
-    Attempt(AttemptRow),
+    Request(RequestRow, Vec<AttemptRow>),
     Event(EventRow),
     /// Commit everything before this, then answer (tests, benchmarks, shutdown).
     Flush(std::sync::mpsc::Sender<()>),
@@ -371,7 +371,24 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         )?;
         for row in rows {
             match row {
-                Row::Request(r) => {
+                Row::Request(r, list) => {
+                    for a in list {
+                        attempts.execute(rusqlite::params![
+                            a.request_id,
+                            a.n,
+                            a.ts_ms,
+                            a.deployment,
+                            a.adapter,
+                            a.class,
+                            a.status,
+                            a.latency_ms,
+                            a.ttft_ms,
+                            a.prompt_tokens,
+                            a.completion_tokens,
+                            a.cost,
+                            a.billed
+                        ])?;
+                    }
                     requests.execute(rusqlite::params![
                         r.id,
                         r.ts_ms,
@@ -391,23 +408,6 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                         r.cost,
                         r.estimated,
                         r.verdict
-                    ])?;
-                }
-                Row::Attempt(a) => {
-                    attempts.execute(rusqlite::params![
-                        a.request_id,
-                        a.n,
-                        a.ts_ms,
-                        a.deployment,
-                        a.adapter,
-                        a.class,
-                        a.status,
-                        a.latency_ms,
-                        a.ttft_ms,
-                        a.prompt_tokens,
-                        a.completion_tokens,
-                        a.cost,
-                        a.billed
                     ])?;
                 }
                 Row::Event(e) => {

@@ -78,7 +78,11 @@ fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
 /// `WHERE` clauses and their parameters for the request filters, on the
 /// table aliased `r` (requests); over attempts (aliased `a`, joined), the
 /// deployment filter is the attempt's own.
-fn conditions(f: &Filter, now_ms: i64, over_attempts: bool) -> Result<(String, Vec<Sql>), QueryError> {
+fn conditions(
+    f: &Filter,
+    now_ms: i64,
+    over_attempts: bool,
+) -> Result<(String, Vec<Sql>), QueryError> {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
     if let Some(s) = &f.since {
@@ -189,7 +193,9 @@ pub fn requests(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Que
 pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError> {
     let mut found = rows(
         conn,
-        &format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC LIMIT 1"),
+        &format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC LIMIT 1"
+        ),
         &[Sql::Text(id.to_string())],
     )?;
     let Some(mut request) = found.pop() else {
@@ -255,7 +261,9 @@ pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
         &params,
     )?;
     let total: f64 = data.iter().filter_map(|r| r["cost"].as_f64()).sum();
-    Ok(json!({ "group_by": f.group_by.as_deref().unwrap_or("day"), "data": data, "total_cost": total }))
+    Ok(
+        json!({ "group_by": f.group_by.as_deref().unwrap_or("day"), "data": data, "total_cost": total }),
+    )
 }
 
 /// `GET /admin/events?type=...`: the newest first.
@@ -284,7 +292,9 @@ pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Query
     params.push(Sql::Integer(i64::from(offset)));
     let mut data = rows(
         conn,
-        &format!("SELECT ts_ms, kind, subject, detail FROM events {filter} ORDER BY ts_ms DESC LIMIT ? OFFSET ?"),
+        &format!(
+            "SELECT ts_ms, kind, subject, detail FROM events {filter} ORDER BY ts_ms DESC LIMIT ? OFFSET ?"
+        ),
         &params,
     )?;
     for e in &mut data {

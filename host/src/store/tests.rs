@@ -4,17 +4,20 @@
 use super::*;
 
 fn request(n: u32) -> Row {
-    Row::Request(RequestRow {
-        id: format!("r{n}"),
-        ts_ms: 1_700_000_000_000 + n as i64,
-        route: "chat".into(),
-        status: 200,
-        outcome: "ok".into(),
-        attempts: 1,
-        latency_ms: 1.5,
-        cost: Some(0.25),
-        ..Default::default()
-    })
+    Row::Request(
+        RequestRow {
+            id: format!("r{n}"),
+            ts_ms: 1_700_000_000_000 + n as i64,
+            route: "chat".into(),
+            status: 200,
+            outcome: "ok".into(),
+            attempts: 1,
+            latency_ms: 1.5,
+            cost: Some(0.25),
+            ..Default::default()
+        },
+        Vec::new(),
+    )
 }
 
 fn count(path: &Path, table: &str) -> i64 {
@@ -31,16 +34,24 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
     for n in 0..1000 {
         store.record(request(n));
     }
-    store.record(Row::Attempt(AttemptRow {
-        request_id: "r1".into(),
-        n: 1,
-        deployment: "a".into(),
-        adapter: "openai".into(),
-        class: Some("overloaded".into()),
-        status: Some(503),
-        billed: true,
-        ..Default::default()
-    }));
+    store.record(Row::Request(
+        RequestRow {
+            id: "r1".into(),
+            route: "chat".into(),
+            outcome: "failed".into(),
+            ..Default::default()
+        },
+        vec![AttemptRow {
+            request_id: "r1".into(),
+            n: 1,
+            deployment: "a".into(),
+            adapter: "openai".into(),
+            class: Some("overloaded".into()),
+            status: Some(503),
+            billed: true,
+            ..Default::default()
+        }],
+    ));
     store.record(Row::Event(EventRow {
         kind: "failover".into(),
         subject: "a".into(),
@@ -49,7 +60,7 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
     }));
     assert!(store.flush(Duration::from_secs(10)));
     assert_eq!(store.status(), Status::Ok);
-    assert_eq!(count(&path, "requests"), 1000);
+    assert_eq!(count(&path, "requests"), 1001);
     assert_eq!(count(&path, "attempts"), 1);
     assert_eq!(count(&path, "events"), 1);
     drop(store);
@@ -57,7 +68,7 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
     let again = Store::open(&path);
     again.record(request(5000));
     assert!(again.flush(Duration::from_secs(10)));
-    assert_eq!(count(&path, "requests"), 1001);
+    assert_eq!(count(&path, "requests"), 1002);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
