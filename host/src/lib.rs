@@ -30,6 +30,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod upstream;
 pub mod watch;

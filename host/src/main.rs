@@ -39,6 +39,22 @@ enum Command {
         #[arg(long, default_value = "config/switchyard.json")]
         config: PathBuf,
     },
+    /// Requests, usage, costs, failures and events from the store (works
+    /// while the gateway runs).
+    Stats {
+        #[arg(long, default_value = "config/switchyard.json")]
+        config: PathBuf,
+        /// From when: a span back from now (90m, 24h, 7d) or milliseconds
+        /// since the epoch.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Group costs by day, route, deployment or caller.
+        #[arg(long, default_value = "day", value_parser = ["day", "route", "deployment", "caller"])]
+        by: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run only the built-in OpenAI-compatible echo upstream.
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -110,6 +126,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => runtime.block_on(serve(&config, listen)),
         Command::Check { config } => check(&config),
+        Command::Stats {
+            config,
+            since,
+            by,
+            json,
+        } => Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| switchyard::stats::report(&c.store.path, &since, &by, json))
+            .map(|text| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
+            }),
         Command::Plugins { command } => plugins_command(command, &runtime),
         Command::DemoUpstream { listen } => runtime.block_on(async move {
             let listener = demo::bind(listen).await?;

@@ -344,3 +344,41 @@ async fn the_admin_api_wants_its_token_and_the_store_can_be_off() {
     assert!(!off.db_path().exists());
     assert_eq!(off.health().await["store"]["state"], "off");
 }
+
+#[tokio::test]
+async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
+    let mock = Mock::start().await;
+    let gw = start(&mock).await;
+    assert_eq!(send(&gw, "st-1", "ok", false).await.status(), 200);
+    assert_eq!(send(&gw, "st-2", "failover", false).await.status(), 200);
+    assert_eq!(send(&gw, "st-3", "dead", false).await.status(), 502);
+    record(&gw, "st-3").await;
+    let stats = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("stats")
+            .arg("--config")
+            .arg(gw.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = stats(&["--by", "deployment"]);
+    assert!(
+        text.contains("3 requests: 2 succeeded, 1 failed, 1 failed over"),
+        "{text}"
+    );
+    assert!(text.contains("Costs by deployment"), "{text}");
+    assert!(text.contains("st-3"), "{text}");
+    let json: Value = serde_json::from_str(&stats(&["--json", "--since", "1h"])).unwrap();
+    assert_eq!(json["summary"]["requests"], 3);
+    assert!(close(
+        json["summary"]["cost"].as_f64().unwrap(),
+        2.0 * cost(3.0, 3.0)
+    ));
+}

@@ -304,3 +304,40 @@ pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Query
     }
     Ok(json!({ "data": data }))
 }
+
+/// Totals and latency percentiles of the requests the filter selects.
+pub fn summary(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let (filter, params) = conditions(f, now_ms, false)?;
+    let mut totals = rows(
+        conn,
+        &format!(
+            "SELECT COUNT(*) AS requests, COALESCE(SUM(r.outcome = 'success'), 0) AS successes,
+               COALESCE(SUM(r.outcome != 'success'), 0) AS failures,
+               COALESCE(SUM(r.attempts > 1), 0) AS failed_over,
+               COALESCE(SUM(r.prompt_tokens), 0) AS prompt_tokens,
+               COALESCE(SUM(r.completion_tokens), 0) AS completion_tokens,
+               COALESCE(SUM(r.cost), 0.0) AS cost
+             FROM requests r {filter}"
+        ),
+        &params,
+    )?;
+    let mut out = totals.pop().unwrap_or(Value::Null);
+    let n = out["requests"].as_i64().unwrap_or(0);
+    for (name, p) in [
+        ("latency_p50_ms", 0.50),
+        ("latency_p95_ms", 0.95),
+        ("latency_p99_ms", 0.99),
+    ] {
+        let mut at = params.clone();
+        at.push(Sql::Integer(((n as f64 - 1.0) * p).round().max(0.0) as i64));
+        let v = rows(
+            conn,
+            &format!(
+                "SELECT r.latency_ms AS v FROM requests r {filter} ORDER BY r.latency_ms LIMIT 1 OFFSET ?"
+            ),
+            &at,
+        )?;
+        out[name] = v.first().map(|r| r["v"].clone()).unwrap_or(Value::Null);
+    }
+    Ok(out)
+}
