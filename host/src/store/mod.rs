@@ -18,11 +18,11 @@
 //! [`query`] reads it for the admin API and `switchyard stats`.
 
 pub mod query;
+mod queue;
 mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,8 +105,18 @@ pub enum Status {
 /// A handle on the store (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
-    queue: SyncSender<Row>,
+    queue: Arc<queue::Queue>,
     shared: Arc<Shared>,
+    /// Closes the queue when the last handle goes.
+    _handles: Arc<Handles>,
+}
+
+struct Handles(Arc<queue::Queue>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 struct Shared {
@@ -128,7 +138,7 @@ impl Store {
 
     /// [`Store::open`], pruning rows older than `retention`.
     pub fn open_with(path: &Path, retention: Option<Duration>) -> Store {
-        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_ROWS);
+        let queue = Arc::new(queue::Queue::default());
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             retention,
@@ -136,19 +146,23 @@ impl Store {
             last_drop_warning: Mutex::new(None),
             status: Mutex::new(Status::Ok),
         });
-        let writer = shared.clone();
+        let (writer, rows) = (shared.clone(), queue.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(&writer, rx))
+            .spawn(move || write_loop(&writer, &rows))
             .expect("spawn the store writer");
-        Store { queue, shared }
+        Store {
+            _handles: Arc::new(Handles(queue.clone())),
+            queue,
+            shared,
+        }
     }
 
     /// Queues a row; never blocks. A full queue drops it (counted).
     pub fn record(&self, row: Row) {
-        match self.queue.try_send(row) {
+        match self.queue.push(row) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(_) => {
                 let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut last = self
                     .shared
@@ -166,7 +180,7 @@ impl Store {
     /// Waits until every row queued before is committed (or `limit` passes).
     pub fn flush(&self, limit: Duration) -> bool {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.queue.send(Row::Flush(tx)).is_err() {
+        if self.queue.push(Row::Flush(tx)).is_err() {
             return false;
         }
         rx.recv_timeout(limit).is_ok()
@@ -249,7 +263,7 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<u
     Ok(total)
 }
 
-fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
+fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
     let mut conn: Option<(rusqlite::Connection, Option<(u64, u64)>)> = None;
     let mut last_prune: Option<Instant> = None;
     // Created (and migrated) at start, so readers find it before the first
@@ -260,36 +274,16 @@ fn write_loop(shared: &Arc<Shared>, rx: Receiver<Row>) {
     }
     let mut pending: Vec<Row> = Vec::new();
     let mut backoff = Duration::from_millis(100);
-    // Every handle is gone: commit what is left, and stop when that fails.
-    let mut closed = false;
     loop {
-        // Take a batch: block for the first row (unless rows wait), then
-        // gather for up to BATCH_WAIT.
+        // Take a batch: wait for the first row (unless rows wait for a
+        // retry), then gather for up to BATCH_WAIT.
+        let (rows, closed) = queue.take(BATCH_WAIT, !pending.is_empty());
+        pending.extend(rows);
         if pending.is_empty() {
-            match rx.recv() {
-                Ok(row) => pending.push(row),
-                Err(_) => return,
+            if closed {
+                return;
             }
-        }
-        if closed && pending.is_empty() {
-            return;
-        }
-        let deadline = Instant::now() + BATCH_WAIT;
-        while pending.len() < BATCH_ROWS {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(row) => {
-                    let flush = matches!(row, Row::Flush(_));
-                    pending.push(row);
-                    if flush {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
+            continue;
         }
         // A database file deleted or replaced under the open connection:
         // reopen (a deleted one is created afresh).
