@@ -160,19 +160,16 @@ impl Store {
 
     /// Queues a row; never blocks. A full queue drops it (counted).
     pub fn record(&self, row: Row) {
-        match self.queue.push(row) {
-            Ok(()) => {}
-            Err(_) => {
-                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut last = self
-                    .shared
-                    .last_drop_warning
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
-                    tracing::warn!(dropped = n, "store queue full: records dropped");
-                }
+        if !self.queue.push(row) {
+            let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut last = self
+                .shared
+                .last_drop_warning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(dropped = n, "store queue full: records dropped");
             }
         }
     }
@@ -180,7 +177,7 @@ impl Store {
     /// Waits until every row queued before is committed (or `limit` passes).
     pub fn flush(&self, limit: Duration) -> bool {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.queue.push(Row::Flush(tx)).is_err() {
+        if !self.queue.push(Row::Flush(tx)) {
             return false;
         }
         rx.recv_timeout(limit).is_ok()

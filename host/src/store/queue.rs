@@ -35,12 +35,12 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `row`; gives it back when [`QUEUE_ROWS`] wait already.
-    pub(super) fn push(&self, row: Row) -> Result<(), Row> {
+    /// Queues `row`; false (the row dropped) when [`QUEUE_ROWS`] wait already.
+    pub(super) fn push(&self, row: Row) -> bool {
         let flush = matches!(row, Row::Flush(_));
         let mut s = self.lock();
         if s.rows.len() >= QUEUE_ROWS && !flush {
-            return Err(row);
+            return false;
         }
         s.rows.push(row);
         let full = s.rows.len() == BATCH_ROWS;
@@ -50,7 +50,7 @@ impl Queue {
         if wake {
             self.wake.notify_one();
         }
-        Ok(())
+        true
     }
 
     /// No handle is left: the writer finishes what it has and stops.
