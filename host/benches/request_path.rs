@@ -104,9 +104,8 @@ impl Fixture {
             .expect("gateway")
             .with_upstream(upstream);
         let app = switchyard::server::router(
-            switchyard::live::Live::fixed(gateway),
+            switchyard::live::Live::fixed(gateway, Default::default()),
             config.server.max_body_bytes,
-            std::sync::Arc::new(switchyard::pipeline::Sinks::default()),
         );
         drop(_entered);
         Self {

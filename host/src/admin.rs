@@ -213,9 +213,15 @@ async fn deployments(
         }
     };
     let gateway = s.live.gateway();
+    let monitor = &s.live.sinks().monitor;
     let data: Vec<Value> = gateway
         .deployment_views()
         .into_iter()
+        .map(|mut d| {
+            let name = d["name"].as_str().unwrap_or_default().to_string();
+            d["stats"] = monitor.view(&name).unwrap_or(Value::Null);
+            d
+        })
         .filter(|d| {
             f.adapter
                 .as_ref()

@@ -26,6 +26,7 @@ pub mod failover;
 pub mod health;
 pub mod live;
 pub mod logging;
+pub mod monitor;
 pub mod ops;
 pub mod pipeline;
 pub mod plugins;

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::pipeline::Gateway;
+use crate::pipeline::Sinks;
 use crate::plugins::RegistrySettings;
 
 /// The running gateway and how to replace it.
@@ -26,25 +27,34 @@ pub struct Live {
     path: Option<PathBuf>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Where requests' records go: the process's, whatever the config.
+    sinks: Arc<Sinks>,
 }
 
 impl Live {
-    /// A gateway reloaded from `path`.
-    pub fn new(gateway: Gateway, path: &Path) -> Arc<Self> {
+    /// A gateway reloaded from `path`, its records going to `sinks`.
+    pub fn new(gateway: Gateway, path: &Path, sinks: Arc<Sinks>) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(gateway),
             path: Some(path.to_owned()),
             reloading: tokio::sync::Mutex::new(()),
+            sinks,
         })
     }
 
     /// A gateway that is never reloaded (benchmarks, in-process tests).
-    pub fn fixed(gateway: Gateway) -> Arc<Self> {
+    pub fn fixed(gateway: Gateway, sinks: Arc<Sinks>) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(gateway),
             path: None,
             reloading: tokio::sync::Mutex::new(()),
+            sinks,
         })
+    }
+
+    /// Where requests' records go.
+    pub fn sinks(&self) -> &Arc<Sinks> {
+        &self.sinks
     }
 
     /// The gateway a new request runs on.
@@ -119,6 +129,7 @@ impl Live {
                 format!("{summary}; {keys}")
             };
         }
+        self.sinks.monitor.set_settings(config.monitor);
         self.current.store(Arc::new(new));
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)

@@ -189,7 +189,18 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         )
     })?;
     let gateway = Gateway::new(&config, registry)?;
-    let live = switchyard::live::Live::new(gateway, path);
+    let store = config.store.enabled.then(|| {
+        let retention = (config.store.retention_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(config.store.retention_days) * 86_400)
+        });
+        tracing::info!(path = %config.store.path.display(), "recording requests in the store");
+        switchyard::store::Store::open_with(&config.store.path, retention)
+    });
+    let sinks = Arc::new(switchyard::pipeline::Sinks {
+        store: store.clone(),
+        monitor: switchyard::monitor::Monitor::new(config.monitor),
+    });
+    let live = switchyard::live::Live::new(gateway, path, sinks);
     // Without a watch (e.g. the host's inotify limit is reached) the gateway
     // still serves, and reloads on SIGHUP and /admin/reload.
     let _config_watcher = live.watch().unwrap_or_else(|e| {
@@ -201,18 +212,8 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
     });
     live.reload_on_sighup();
     survive_file_size_limit();
-    let store = config.store.enabled.then(|| {
-        let retention = (config.store.retention_days > 0).then(|| {
-            std::time::Duration::from_secs(u64::from(config.store.retention_days) * 86_400)
-        });
-        tracing::info!(path = %config.store.path.display(), "recording requests in the store");
-        switchyard::store::Store::open_with(&config.store.path, retention)
-    });
-    let sinks = Arc::new(switchyard::pipeline::Sinks {
-        store: store.clone(),
-    });
     serve_admin(&config, live.clone(), store).await?;
-    let app = server::router(live, config.server.max_body_bytes, sinks.clone())
+    let app = server::router(live, config.server.max_body_bytes)
         .into_make_service_with_connect_info::<SocketAddr>();
     let addr = match listen {
         Some(a) => a,

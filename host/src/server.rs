@@ -66,16 +66,16 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
 /// The API router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: `/admin/reload`
 /// answers loopback callers only.
-pub fn router(live: Arc<Live>, max_body_bytes: usize, sinks: Arc<Sinks>) -> Router {
+pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let id_prefix = (created as u32) ^ std::process::id().rotate_left(16);
     let state = Arc::new(AppState {
+        sinks: live.sinks().clone(),
         live,
         max_body_bytes,
-        sinks,
         id_prefix,
         next_id: AtomicU64::new(1),
     });

@@ -39,6 +39,8 @@ struct Hits(
     Arc<Mutex<Vec<Recorded>>>,
     /// Chat request bodies, in arrival order.
     Arc<Mutex<Vec<Value>>>,
+    /// Delay before answering, by model.
+    Arc<Mutex<HashMap<String, Duration>>>,
 );
 
 /// One request as the mock received it.
@@ -82,6 +84,12 @@ impl Mock {
         } else {
             set.remove(model);
         }
+    }
+
+    /// Makes this upstream model answer only after `delay` (a latency step
+    /// the test controls).
+    pub fn set_delay(&self, model: &str, delay: Duration) {
+        self.hits.4.lock().unwrap().insert(model.to_string(), delay);
     }
 
     /// Every request received so far, any path.
@@ -158,6 +166,10 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
+    let delay = hits.4.lock().unwrap().get(&model).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if hits.1.lock().unwrap().contains(&model) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "outage");
     }

@@ -382,3 +382,84 @@ async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
         2.0 * cost(3.0, 3.0)
     ));
 }
+
+/// Events of `kind` (waits up to 10 s for at least `n`).
+async fn events(gw: &Gateway, kind: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = gw.admin(&format!("/admin/events?type={kind}")).await;
+        assert_eq!(status, 200, "{body}");
+        let data = body["data"].as_array().cloned().unwrap_or_default();
+        if data.len() >= n || std::time::Instant::now() > deadline {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_monitor_raises_degradation_and_failover_alerts_once() {
+    let mock = Mock::start().await;
+    let routes = json!({
+        "step": {"deployments": [deployment(&mock, "stepper", "step")]},
+        "failover": {"strategy": "priority", "deployments": [
+            deployment(&mock, "broken", "fail-500"), deployment(&mock, "good", "gpt")]},
+    });
+    let gw = Gateway::start(
+        routes,
+        &["openai", "priority"],
+        json!({"monitor": {"window_s": 1, "baseline_s": 20, "degradation_ratio": 3,
+            "degradation_for_s": 0.3, "min_samples": 5, "failover_rate": 0.3},
+            // Keep trying the broken deployment first (no circuit).
+            "health": {"trip_after": 1000}}),
+    );
+    // A steady baseline, then past the recent window: 40 ms answers.
+    let until = std::time::Instant::now() + Duration::from_millis(1300);
+    while std::time::Instant::now() < until {
+        assert_eq!(gw.chat("step", false).await.status(), 200);
+    }
+    mock.set_delay("step", Duration::from_millis(40));
+    for _ in 0..40 {
+        assert_eq!(gw.chat("step", false).await.status(), 200);
+    }
+    let degraded = events(&gw, "degradation_alert", 1).await;
+    assert_eq!(degraded.len(), 1, "{degraded:?}\n{}", gw.logs());
+    assert_eq!(degraded[0]["subject"], "stepper");
+    assert!(
+        degraded[0]["detail"]["ratio"].as_f64().unwrap() >= 3.0,
+        "{degraded:?}"
+    );
+    gw.assert_log("degradation_alert");
+
+    for _ in 0..10 {
+        assert_eq!(gw.chat("failover", false).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let alerts = events(&gw, "failover_alert", 1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["subject"], "broken");
+    let failovers = events(&gw, "failover", 10).await;
+    assert_eq!(failovers.len(), 10);
+    assert_eq!(failovers[0]["detail"]["to"], "good");
+
+    // The live figures behind them.
+    let (_, deployments) = gw.admin("/admin/deployments").await;
+    let stepper = deployments["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "stepper")
+        .unwrap()
+        .clone();
+    assert!(
+        stepper["stats"]["recent"]["latency_ms"]["p50"]
+            .as_f64()
+            .unwrap()
+            >= 40.0,
+        "{stepper}"
+    );
+    assert!(
+        stepper["stats"]["baseline"]["attempts"].as_u64().unwrap() > 5,
+        "{stepper}"
+    );
+}

@@ -30,6 +30,12 @@ impl Config {
                 problems.push(format!("  at {at}: {e}"));
             }
         }
+        if self.monitor.baseline_s <= self.monitor.window_s {
+            problems.push(format!(
+                "  at /monitor/baseline_s: {} must be longer than window_s ({})",
+                self.monitor.baseline_s, self.monitor.window_s
+            ));
+        }
         self.check_fallbacks(&mut problems);
         self.check_plugin_kinds(&mut problems);
         problems

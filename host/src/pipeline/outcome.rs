@@ -16,13 +16,34 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::domain::{Usage, Verdict};
 use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
-use crate::store::{AttemptRow, RequestRow, Row, Store};
+use crate::monitor::{Monitor, Sample};
+use crate::store::{AttemptRow, EventRow, RequestRow, Row, Store};
 
 /// Where finished records go. Built once per process (not per config), so
 /// a reload never loses a record in flight.
 #[derive(Default)]
 pub struct Sinks {
     pub store: Option<Store>,
+    pub monitor: Monitor,
+}
+
+impl Sinks {
+    /// An event: logged, and stored.
+    pub fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
+        if kind.ends_with("_alert") {
+            tracing::warn!(kind, deployment = subject, %detail, "alert");
+        } else {
+            tracing::debug!(kind, subject, %detail, "event");
+        }
+        if let Some(store) = &self.store {
+            store.record(Row::Event(EventRow {
+                ts_ms: now_ms(),
+                kind: kind.to_string(),
+                subject: subject.to_string(),
+                detail: detail.to_string(),
+            }));
+        }
+    }
 }
 
 /// A deployment's prices, in US dollars per million tokens.
@@ -271,7 +292,42 @@ impl Recorder {
         let Some(record) = self.record.take() else {
             return;
         };
-        if let Some(store) = &self.sinks.store {
+        let sinks = &self.sinks;
+        let last = record.attempts.len().saturating_sub(1);
+        for (i, a) in record.attempts.iter().enumerate() {
+            // It failed and the request went on to another deployment.
+            let failed_over = a.class.is_some() && i < last;
+            if failed_over {
+                sinks.event(
+                    "failover",
+                    &a.deployment,
+                    serde_json::json!({
+                        "request_id": &*record.request_id, "route": record.route,
+                        "class": a.class.map(|c| c.name()), "status": a.status,
+                        "to": record.attempts[i + 1].deployment,
+                    }),
+                );
+            }
+            // A client that left says nothing about the deployment.
+            if end == End::ClientGone && i == last && a.class.is_none() {
+                continue;
+            }
+            let alerts = sinks.monitor.record(&Sample {
+                class: a.class,
+                failed_over,
+                latency: a.latency,
+                ttft: a.ttft,
+                output_tokens: a
+                    .usage
+                    .filter(|_| !a.estimated)
+                    .map(|u| u.completion_tokens),
+                deployment: &a.deployment,
+            });
+            for alert in alerts {
+                sinks.event(alert.kind, &alert.deployment, alert.detail);
+            }
+        }
+        if let Some(store) = &sinks.store {
             let (request, attempts) = rows(&record, &end);
             store.record(Row::Request(request, attempts));
         }
@@ -442,6 +498,7 @@ mod tests {
         let store = Store::open(&dir.path().join("db.sqlite"));
         let sinks = Arc::new(Sinks {
             store: Some(store.clone()),
+            ..Sinks::default()
         });
         let health = DeploymentHealth::default();
         {
