@@ -38,6 +38,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/costs", get(costs))
         .route("/admin/events", get(events))
         .route("/admin/deployments", get(deployments))
+        .route("/admin/budgets", get(budgets))
         .route("/admin/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(axum::middleware::from_fn_with_state(
@@ -250,6 +251,16 @@ async fn deployments(
         })
         .collect();
     axum::Json(json!({ "data": data })).into_response()
+}
+
+async fn budgets(State(s): State<Arc<AdminState>>) -> Response {
+    axum::Json(
+        s.live
+            .sinks()
+            .budgets
+            .view(crate::pipeline::outcome::now_ms()),
+    )
+    .into_response()
 }
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {

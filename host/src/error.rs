@@ -26,6 +26,17 @@ pub enum ApiError {
     /// The strategy left no candidate to try.
     #[error("no deployment of model {model:?} can serve this request: {reason}")]
     NoCandidate { model: String, reason: String },
+    /// A spent budget with `action: reject` covers this request.
+    #[error(
+        "budget {budget:?} is spent: ${spent:.6} of ${limit:.6} this {period}; requests it covers are refused until the window ends"
+    )]
+    BudgetExceeded {
+        budget: String,
+        spent: f64,
+        limit: f64,
+        period: &'static str,
+        retry_after_s: u64,
+    },
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
     AllFailed {
@@ -55,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NoCandidate { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -87,6 +99,7 @@ impl ApiError {
                 ("invalid_request_error", "upstream_rejected_request")
             }
             ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
+            ApiError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
             }
@@ -148,6 +161,15 @@ impl IntoResponse for ApiError {
         let (kind, code) = self.kind();
         let mut error = json!({ "message": self.to_string(), "type": kind, "code": code });
         let mut retry_after = None;
+        if let ApiError::BudgetExceeded {
+            budget,
+            retry_after_s,
+            ..
+        } = &self
+        {
+            error["budget"] = json!(budget);
+            retry_after = Some(retry_after_s.saturating_mul(1000));
+        }
         if let ApiError::AllFailed { attempts, .. } = &self {
             error["attempts"] = json!(attempts);
             if status == StatusCode::TOO_MANY_REQUESTS {

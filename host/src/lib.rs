@@ -18,6 +18,7 @@
 //! - [`demo`]: the built-in echo upstream.
 
 pub mod admin;
+pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod domain;

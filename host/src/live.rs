@@ -130,6 +130,7 @@ impl Live {
             };
         }
         self.sinks.monitor.set_settings(config.monitor);
+        self.sinks.budgets.set(config.budgets.clone());
         self.current.store(Arc::new(new));
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)

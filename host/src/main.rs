@@ -199,7 +199,23 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
     let sinks = Arc::new(switchyard::pipeline::Sinks {
         store: store.clone(),
         monitor: switchyard::monitor::Monitor::new(config.monitor),
+        budgets: Default::default(),
     });
+    sinks.budgets.set(config.budgets.clone());
+    if let Some(store) = &store {
+        // Spend of the current windows, so a restart resets no budget.
+        store.flush(std::time::Duration::from_secs(5));
+        if let Ok(conn) = switchyard::store::query::open(store.path()) {
+            sinks
+                .budgets
+                .restore(switchyard::pipeline::outcome::now_ms(), |name, b, from| {
+                    switchyard::store::query::budget_spend(&conn, b, from).unwrap_or_else(|e| {
+                        tracing::warn!(budget = name, "cannot read the budget's spend back: {e}");
+                        0.0
+                    })
+                });
+        }
+    }
     let live = switchyard::live::Live::new(gateway, path, sinks);
     // Without a watch (e.g. the host's inotify limit is reached) the gateway
     // still serves, and reloads on SIGHUP and /admin/reload.

@@ -424,7 +424,11 @@ async fn the_monitor_raises_degradation_and_failover_alerts_once() {
     }
     let degraded = events(&gw, "degradation_alert", 1).await;
     // Once per window (1 s): the step lasted ~1.6 s.
-    assert!((1..=2).contains(&degraded.len()), "{degraded:?}\n{}", gw.logs());
+    assert!(
+        (1..=2).contains(&degraded.len()),
+        "{degraded:?}\n{}",
+        gw.logs()
+    );
     if let [later, earlier] = &degraded[..] {
         let gap = later["ts_ms"].as_i64().unwrap() - earlier["ts_ms"].as_i64().unwrap();
         assert!(gap >= 1000, "{degraded:?}");
@@ -467,4 +471,80 @@ async fn the_monitor_raises_degradation_and_failover_alerts_once() {
         stepper["stats"]["baseline"]["attempts"].as_u64().unwrap() > 5,
         "{stepper}"
     );
+}
+
+#[tokio::test]
+async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
+    let mock = Mock::start().await;
+    let mut cheap = deployment(&mock, "cheap", "gpt");
+    cheap["input_cost_per_1m"] = json!(0.1);
+    cheap["output_cost_per_1m"] = json!(0.2);
+    let routes = json!({
+        "ok": {"deployments": [deployment(&mock, "good", "gpt")]},
+        "two": {"strategy": "priority", "deployments": [deployment(&mock, "pricey", "gpt"), cheap]},
+    });
+    let one = cost(3.0, 3.0);
+    let budgets = json!({"budgets": {
+        "ok-daily": {"route": "ok", "period": "day", "limit_usd": 3.0 * one - 1e-9,
+            "alert_at": [0.5, 1.0], "action": "reject"},
+        "two-soft": {"route": "two", "period": "month", "limit_usd": 1e-9, "action": "cheapest"},
+    }});
+    let gw = Gateway::start(routes.clone(), &["openai", "priority"], budgets.clone());
+    for i in 0..3 {
+        let r = send(&gw, &format!("b-{i}"), "ok", false).await;
+        assert_eq!(r.status(), 200, "request {i}");
+        record(&gw, &format!("b-{i}")).await;
+    }
+    // Spent: the fourth is refused, naming the budget.
+    let r = send(&gw, "b-3", "ok", false).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert_eq!(body["error"]["budget"], "ok-daily");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ok-daily"),
+        "{body}"
+    );
+    assert_eq!(send(&gw, "b-4", "ok", false).await.status(), 429);
+    let alerts = events(&gw, "budget_alert", 2).await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let fractions: Vec<f64> = alerts
+        .iter()
+        .map(|a| a["detail"]["fraction"].as_f64().unwrap())
+        .collect();
+    assert!(
+        fractions.contains(&0.5) && fractions.contains(&1.0),
+        "{alerts:?}"
+    );
+    let (_, view) = gw.admin("/admin/budgets").await;
+    let daily = view["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ok-daily")
+        .unwrap()
+        .clone();
+    assert!(
+        close(daily["spent_usd"].as_f64().unwrap(), 3.0 * one),
+        "{daily}"
+    );
+    assert_eq!(daily["reserved_usd"], 0.0);
+
+    // A spent `cheapest` budget: the route's cheapest deployment only.
+    let first = send(&gw, "c-0", "two", false).await;
+    assert_eq!(first.headers()["x-switchyard-deployment"], "pricey");
+    record(&gw, "c-0").await;
+    let next = send(&gw, "c-1", "two", false).await;
+    assert_eq!(next.status(), 200);
+    assert_eq!(next.headers()["x-switchyard-deployment"], "cheap");
+
+    // Another gateway on the same store starts with the day's spend.
+    let mut again = budgets;
+    again["store"] = json!({"path": gw.db_path()});
+    let restarted = Gateway::start(routes, &["openai", "priority"], again);
+    assert_eq!(send(&restarted, "b-5", "ok", false).await.status(), 429);
 }

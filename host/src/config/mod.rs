@@ -69,6 +69,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// Spend limits by name.
+    #[serde(default)]
+    pub budgets: BTreeMap<String, BudgetConfig>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -142,6 +145,50 @@ impl Config {
         }
         refs
     }
+}
+
+/// A spend limit (see [`crate::budget`]). No scope field: the whole
+/// gateway; otherwise requests of that route, caller or tag, or attempts on
+/// that deployment (all the fields given must match).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub route: Option<String>,
+    pub deployment: Option<String>,
+    pub caller: Option<String>,
+    pub tag: Option<String>,
+    pub period: BudgetPeriod,
+    pub limit_usd: f64,
+    /// Fractions of the limit that raise a `budget_alert` event, once per window.
+    #[serde(default = "d_alert_at")]
+    pub alert_at: Vec<f64>,
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+fn d_alert_at() -> Vec<f64> {
+    vec![0.5, 0.8, 1.0]
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Month,
+}
+
+/// What a spent budget does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetAction {
+    /// Alerts only.
+    #[default]
+    Alert,
+    /// Refuses requests (429 naming the budget); a deployment budget takes
+    /// its deployment out of every route instead.
+    Reject,
+    /// Sends its requests to the route's cheapest deployments only.
+    Cheapest,
 }
 
 /// The performance monitor's windows and alerts (see [`crate::monitor`]).

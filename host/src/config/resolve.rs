@@ -30,6 +30,24 @@ impl Config {
                 problems.push(format!("  at {at}: {e}"));
             }
         }
+        for (name, b) in &self.budgets {
+            let at = format!("/budgets/{name}");
+            if let Some(r) = &b.route
+                && !self.routes.contains_key(r)
+            {
+                problems.push(format!("  at {at}/route: no route named {r:?}"));
+            }
+            if let Some(d) = &b.deployment
+                && !self.deployments.contains_key(d)
+            {
+                problems.push(format!("  at {at}/deployment: no deployment named {d:?}"));
+            }
+            if b.deployment.is_some() && b.action == crate::config::BudgetAction::Cheapest {
+                problems.push(format!(
+                    "  at {at}/action: \"cheapest\" narrows a route; a deployment budget can \"reject\" (take the deployment out) or \"alert\""
+                ));
+            }
+        }
         if self.monitor.baseline_s <= self.monitor.window_s {
             problems.push(format!(
                 "  at /monitor/baseline_s: {} must be longer than window_s ({})",

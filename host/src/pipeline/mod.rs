@@ -216,6 +216,7 @@ impl Gateway {
                 check_wildcard_rest(rest)?;
             }
         }
+        self.admit(&chain, &view, text, rec)?;
         // A span at `debug` only: at `info` its creation, formatting and
         // per-poll enter/exit cost several microseconds a request. Lines at
         // `info` and above name the request themselves (`request_id`, `model`).
@@ -254,12 +255,25 @@ impl Gateway {
             // 5. Every candidate failed (or none could serve the request).
             let first = &chain[0].0;
             if attempts.is_empty() {
-                return Err(ApiError::NoCandidate {
-                    model: first.name.clone(),
-                    reason: format!(
+                let blocked = rec
+                    .record()
+                    .and_then(|r| r.reservation.as_ref())
+                    .map(|h| h.blocked_deployments.join(", "))
+                    .unwrap_or_default();
+                let reason = if blocked.is_empty() {
+                    format!(
                         "none of its deployments (or none the strategy chose) supports everything the request needs: {}",
                         summary.needs.names()
-                    ),
+                    )
+                } else {
+                    format!(
+                        "its deployments that could serve it are out until their budget's window ends (spent deployment budgets: {blocked}), or do not support everything the request needs: {}",
+                        summary.needs.names()
+                    )
+                };
+                return Err(ApiError::NoCandidate {
+                    model: first.name.clone(),
+                    reason,
                 });
             }
             Err(ApiError::AllFailed {
@@ -269,6 +283,59 @@ impl Gateway {
         }
         .instrument(span)
         .await
+    }
+
+    /// Budgets: reserves the request's estimated cost on every budget it
+    /// falls under (the prompt's length and `max_tokens`, 512 when unset, at
+    /// the highest prices of the routes it may use), or refuses it.
+    fn admit(
+        &self,
+        chain: &[(&Route, Option<&str>)],
+        view: &ChatRequestView<'_>,
+        text: &str,
+        rec: &mut Recorder,
+    ) -> Result<(), ApiError> {
+        let sinks = rec.sinks().clone();
+        if sinks.budgets.is_empty() {
+            return Ok(());
+        }
+        let Some(r) = rec.record() else {
+            return Ok(());
+        };
+        let (mut input, mut output) = (0f64, 0f64);
+        for m in chain.iter().flat_map(|(route, _)| &route.members) {
+            input = input.max(m.deployment.prices.input);
+            output = output.max(m.deployment.prices.output);
+        }
+        let prompt = outcome::estimate_tokens(outcome::content_chars(text));
+        let completion = view.output_limit().unwrap_or(512);
+        let estimate = (f64::from(prompt) * input + f64::from(completion) * output) / 1e6;
+        let subject = crate::budget::Subject {
+            route: &r.route,
+            caller: r.caller.as_deref(),
+            tags: &r.tags,
+        };
+        let now = outcome::now_ms();
+        match sinks.budgets.admit(&subject, estimate, now) {
+            Ok(reservation) => {
+                r.reservation = Some(reservation);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(request_id = %r.request_id, budget = %e.budget, "budget spent: request refused");
+                let end = crate::budget::window_end(e.period, now);
+                Err(ApiError::BudgetExceeded {
+                    budget: e.budget,
+                    spent: e.spent,
+                    limit: e.limit,
+                    period: match e.period {
+                        crate::config::BudgetPeriod::Day => "day",
+                        crate::config::BudgetPeriod::Month => "month",
+                    },
+                    retry_after_s: ((end - now).max(1000) / 1000) as u64,
+                })
+            }
+        }
     }
 
     /// Steps 3 and 4 for one route: its order, then each candidate in turn.
@@ -288,7 +355,10 @@ impl Gateway {
         rec: &mut Recorder,
     ) -> Result<Option<Answer>, ApiError> {
         // 3. The order to try its deployments in.
-        let order = self.order(route, summary, request_id).await;
+        let mut order = self.order(route, summary, request_id).await;
+        if let Some(held) = rec.record().and_then(|r| r.reservation.as_ref()) {
+            budget_filter(route, held, &mut order);
+        }
         // 4. Each candidate in turn. The request text is shared by every
         // plugin call of this request (calls may run on other threads).
         for index in order {
@@ -443,6 +513,27 @@ fn candidate(m: &Member) -> Candidate {
         weight: m.weight,
         quality: h.quality,
         supports: d.supports,
+    }
+}
+
+/// Deployments a spent budget takes out: those of a spent deployment
+/// budget, and all but the cheapest when a `cheapest` budget is spent.
+fn budget_filter(route: &Route, held: &crate::budget::Reservation, order: &mut Vec<usize>) {
+    order.retain(|&i| {
+        !held
+            .blocked_deployments
+            .contains(&route.members[i].deployment.name)
+    });
+    if held.cheapest_only {
+        let price = |i: usize| {
+            let p = route.members[i].deployment.prices;
+            p.input + p.output
+        };
+        let cheapest = order
+            .iter()
+            .map(|&i| price(i))
+            .fold(f64::INFINITY, f64::min);
+        order.retain(|&i| price(i) <= cheapest);
     }
 }
 

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::budget::{Budgets, Reservation, Subject};
 use crate::domain::{Usage, Verdict};
 use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
@@ -25,13 +26,14 @@ use crate::store::{AttemptRow, EventRow, RequestRow, Row, Store};
 pub struct Sinks {
     pub store: Option<Store>,
     pub monitor: Monitor,
+    pub budgets: Budgets,
 }
 
 impl Sinks {
     /// An event: logged, and stored.
     pub fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
         if kind.ends_with("_alert") {
-            tracing::warn!(kind, deployment = subject, %detail, "alert");
+            tracing::warn!(kind, subject, %detail, "alert");
         } else {
             tracing::debug!(kind, subject, %detail, "event");
         }
@@ -176,6 +178,8 @@ pub struct Record {
     /// Time from the request's start to its first streamed chunk.
     pub ttft: Option<Duration>,
     pub verdict: Option<Verdict>,
+    /// What the request holds of its budgets until it is settled.
+    pub reservation: Option<Reservation>,
 }
 
 /// Completes its record exactly once: by [`Recorder::finish`], or when
@@ -199,6 +203,7 @@ impl Recorder {
                 attempts: Vec::new(),
                 ttft: None,
                 verdict: None,
+                reservation: None,
             })),
             sinks,
         }
@@ -208,6 +213,11 @@ impl Recorder {
     /// it: it is only taken by `finish`, `drop` and `hand_over`.)
     pub fn record(&mut self) -> Option<&mut Record> {
         self.record.as_deref_mut()
+    }
+
+    /// Where the record goes (budgets are admitted through it).
+    pub fn sinks(&self) -> &Arc<Sinks> {
+        &self.sinks
     }
 
     /// Moves the open record into a new recorder (a committed stream's pump
@@ -325,6 +335,24 @@ impl Recorder {
             });
             for alert in alerts {
                 sinks.event(alert.kind, &alert.deployment, alert.detail);
+            }
+        }
+        if let Some(reservation) = &record.reservation {
+            let costs: Vec<(&str, f64)> = record
+                .attempts
+                .iter()
+                .filter_map(|a| Some((a.deployment.as_str(), a.cost?)))
+                .collect();
+            let subject = Subject {
+                route: &record.route,
+                caller: record.caller.as_deref(),
+                tags: &record.tags,
+            };
+            for alert in sinks
+                .budgets
+                .settle(reservation, &subject, &costs, now_ms())
+            {
+                sinks.event("budget_alert", &alert.budget, alert.detail);
             }
         }
         if let Some(store) = &sinks.store {

@@ -47,6 +47,13 @@ pub(super) struct ChatRequestView<'a> {
     pub(super) fallbacks: Option<Vec<String>>,
 }
 
+impl ChatRequestView<'_> {
+    /// The most completion tokens the caller allows, if it says.
+    pub(super) fn output_limit(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct MessageView<'a> {
     #[allow(dead_code)]

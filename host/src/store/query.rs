@@ -341,3 +341,33 @@ pub fn summary(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
     }
     Ok(out)
 }
+
+/// What attempts covered by a budget cost since `from_ms` (a budget's
+/// spend restored at start).
+pub fn budget_spend(
+    conn: &Connection,
+    b: &crate::config::BudgetConfig,
+    from_ms: i64,
+) -> Result<f64, QueryError> {
+    let mut clauses = vec!["a.ts_ms >= ?".to_string()];
+    let mut params = vec![Sql::Integer(from_ms)];
+    for (value, clause) in [
+        (&b.route, "r.route = ?"),
+        (&b.caller, "r.caller = ?"),
+        (&b.deployment, "a.deployment = ?"),
+    ] {
+        if let Some(v) = value {
+            clauses.push(clause.to_string());
+            params.push(Sql::Text(v.clone()));
+        }
+    }
+    if let Some(t) = &b.tag {
+        clauses.push("(',' || r.tags || ',') LIKE ?".to_string());
+        params.push(Sql::Text(format!("%,{},%", t.replace(['%', '_'], ""))));
+    }
+    let sql = format!(
+        "SELECT COALESCE(SUM(a.cost), 0.0) FROM attempts a JOIN requests r ON r.id = a.request_id WHERE {}",
+        clauses.join(" AND ")
+    );
+    Ok(conn.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))?)
+}

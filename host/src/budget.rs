@@ -1,0 +1,420 @@
+//! Budgets: spend limits, global or per route, deployment, caller or tag,
+//! per UTC day or month.
+//!
+//! A request's cost is counted before its answer is known — an estimate
+//! from the prompt's length and `max_tokens` at the route's highest price,
+//! reserved on every budget it falls under — and corrected when its record
+//! is finished (the reservation released, the billed cost of every attempt
+//! added). So a burst cannot overrun a hard stop by more than the requests
+//! already in flight. Crossing a configured fraction of a limit raises a
+//! `budget_alert` event once per window and fraction.
+//!
+//! Spend is kept by budget name across reloads and, at start, read back
+//! from the store for the current window, so a restart resets nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::config::{BudgetAction, BudgetConfig, BudgetPeriod};
+
+/// What a budget's current window has spent and holds in reserve.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    /// The window the figures are for (a day or month number).
+    window: i64,
+    spent: f64,
+    reserved: f64,
+    /// Fractions already alerted in this window.
+    alerted: Vec<u32>,
+}
+
+/// Every budget's definition and tally.
+#[derive(Default)]
+pub struct Budgets {
+    defs: arc_swap::ArcSwap<BTreeMap<String, BudgetConfig>>,
+    tallies: Mutex<HashMap<String, Tally>>,
+}
+
+/// Who and what a request is, as budgets select it.
+pub struct Subject<'a> {
+    pub route: &'a str,
+    pub caller: Option<&'a str>,
+    pub tags: &'a [String],
+}
+
+/// A request's hold on its budgets, released by [`Budgets::settle`].
+#[derive(Debug, Default, Clone)]
+pub struct Reservation {
+    amount: f64,
+    budgets: Vec<(String, i64)>,
+    /// Deployment-scoped budgets over their hard limit: not to be tried.
+    pub blocked_deployments: Vec<String>,
+    /// A `cheapest` budget is spent: only the route's cheapest deployments.
+    pub cheapest_only: bool,
+}
+
+/// A request refused by a spent budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exceeded {
+    pub budget: String,
+    pub spent: f64,
+    pub limit: f64,
+    pub period: BudgetPeriod,
+}
+
+/// An alert to log and store.
+pub struct BudgetAlert {
+    pub budget: String,
+    pub detail: Value,
+}
+
+/// The day (UTC) of `ms`, and its month as `year * 12 + month0`.
+fn windows(ms: i64) -> (i64, i64) {
+    let day = ms.div_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (day, year * 12 + month - 1)
+}
+
+fn window_of(period: BudgetPeriod, ms: i64) -> i64 {
+    let (day, month) = windows(ms);
+    match period {
+        BudgetPeriod::Day => day,
+        BudgetPeriod::Month => month,
+    }
+}
+
+/// The window's first millisecond (for reading spend back from the store).
+pub fn window_start(period: BudgetPeriod, ms: i64) -> i64 {
+    let day = ms.div_euclid(86_400_000);
+    match period {
+        BudgetPeriod::Day => day * 86_400_000,
+        BudgetPeriod::Month => {
+            let month = window_of(BudgetPeriod::Month, ms);
+            let mut d = day;
+            while window_of(BudgetPeriod::Month, (d - 1) * 86_400_000) == month {
+                d -= 1;
+            }
+            d * 86_400_000
+        }
+    }
+}
+
+/// The first millisecond of the next window.
+pub fn window_end(period: BudgetPeriod, ms: i64) -> i64 {
+    let start = window_start(period, ms);
+    match period {
+        BudgetPeriod::Day => start + 86_400_000,
+        BudgetPeriod::Month => window_start(period, start + 32 * 86_400_000),
+    }
+}
+
+impl BudgetConfig {
+    /// Whether a request (not yet at a deployment) falls under it.
+    fn covers(&self, s: &Subject<'_>) -> bool {
+        self.deployment.is_none()
+            && self.route.as_ref().is_none_or(|r| r == s.route)
+            && self
+                .caller
+                .as_ref()
+                .is_none_or(|c| Some(c.as_str()) == s.caller)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|t| s.tags.iter().any(|x| x == t))
+    }
+
+    /// Whether an attempt's cost on `deployment` counts against it.
+    fn counts(&self, s: &Subject<'_>, deployment: &str) -> bool {
+        self.route.as_ref().is_none_or(|r| r == s.route)
+            && self
+                .caller
+                .as_ref()
+                .is_none_or(|c| Some(c.as_str()) == s.caller)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|t| s.tags.iter().any(|x| x == t))
+            && self.deployment.as_ref().is_none_or(|d| d == deployment)
+    }
+}
+
+impl Budgets {
+    /// Budgets as configured; spend carried over from what they replace.
+    pub fn set(&self, defs: BTreeMap<String, BudgetConfig>) {
+        self.defs.store(Arc::new(defs));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.load().is_empty()
+    }
+
+    /// Spend already recorded in the current windows (read from the store
+    /// at start): `spent(budget)` is the store's sum for it.
+    pub fn restore(&self, now_ms: i64, spent: impl Fn(&str, &BudgetConfig, i64) -> f64) {
+        let defs = self.defs.load();
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, def) in defs.iter() {
+            let window = window_of(def.period, now_ms);
+            let from = window_start(def.period, now_ms);
+            let amount = spent(name, def, from);
+            let t = tallies.entry(name.clone()).or_default();
+            *t = Tally {
+                window,
+                spent: amount,
+                reserved: 0.0,
+                alerted: def
+                    .alert_at
+                    .iter()
+                    .filter(|f| amount >= def.limit_usd * **f)
+                    .map(|f| (f * 1000.0) as u32)
+                    .collect(),
+            };
+        }
+    }
+
+    /// Admits a request estimated to cost `estimate`: reserves it on every
+    /// budget it falls under, or refuses it when a `reject` budget is spent.
+    /// Deployment budgets only mark their deployments blocked or not.
+    pub fn admit(
+        &self,
+        s: &Subject<'_>,
+        estimate: f64,
+        now_ms: i64,
+    ) -> Result<Reservation, Exceeded> {
+        let defs = self.defs.load();
+        let mut r = Reservation {
+            amount: estimate,
+            ..Reservation::default()
+        };
+        if defs.is_empty() {
+            return Ok(r);
+        }
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, def) in defs.iter() {
+            let t = tallies.entry(name.clone()).or_default();
+            let window = window_of(def.period, now_ms);
+            if t.window != window {
+                *t = Tally {
+                    window,
+                    ..Tally::default()
+                };
+            }
+            let over = t.spent + t.reserved >= def.limit_usd;
+            if let Some(d) = &def.deployment {
+                if over && def.action == BudgetAction::Reject && def.counts(s, d) {
+                    r.blocked_deployments.push(d.clone());
+                }
+                continue;
+            }
+            if !def.covers(s) {
+                continue;
+            }
+            match (over, def.action) {
+                (true, BudgetAction::Reject) => {
+                    // Nothing reserved yet stays held.
+                    for (held, w) in &r.budgets {
+                        if let Some(t) = tallies.get_mut(held).filter(|t| t.window == *w) {
+                            t.reserved = (t.reserved - estimate).max(0.0);
+                        }
+                    }
+                    let t = &tallies[name];
+                    return Err(Exceeded {
+                        budget: name.clone(),
+                        spent: t.spent,
+                        limit: def.limit_usd,
+                        period: def.period,
+                    });
+                }
+                (true, BudgetAction::Cheapest) => r.cheapest_only = true,
+                _ => {}
+            }
+            t.reserved += estimate;
+            r.budgets.push((name.clone(), window));
+        }
+        Ok(r)
+    }
+
+    /// Releases `r` and adds what the request's attempts cost (`(deployment,
+    /// cost)` of every billed attempt). Returns the alerts raised.
+    pub fn settle(
+        &self,
+        r: &Reservation,
+        s: &Subject<'_>,
+        costs: &[(&str, f64)],
+        now_ms: i64,
+    ) -> Vec<BudgetAlert> {
+        let defs = self.defs.load();
+        if defs.is_empty() {
+            return Vec::new();
+        }
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, window) in &r.budgets {
+            if let Some(t) = tallies.get_mut(name).filter(|t| t.window == *window) {
+                t.reserved = (t.reserved - r.amount).max(0.0);
+            }
+        }
+        let mut alerts = Vec::new();
+        for (name, def) in defs.iter() {
+            let cost: f64 = costs
+                .iter()
+                .filter(|(d, _)| def.counts(s, d))
+                .map(|(_, c)| c)
+                .sum();
+            if cost <= 0.0 {
+                continue;
+            }
+            let t = tallies.entry(name.clone()).or_default();
+            let window = window_of(def.period, now_ms);
+            if t.window != window {
+                *t = Tally {
+                    window,
+                    ..Tally::default()
+                };
+            }
+            t.spent += cost;
+            for f in &def.alert_at {
+                let key = (f * 1000.0) as u32;
+                if t.spent >= def.limit_usd * f && !t.alerted.contains(&key) {
+                    t.alerted.push(key);
+                    alerts.push(BudgetAlert {
+                        budget: name.clone(),
+                        detail: json!({
+                            "fraction": f, "spent_usd": t.spent, "limit_usd": def.limit_usd,
+                            "period": def.period, "action": def.action,
+                        }),
+                    });
+                }
+            }
+        }
+        alerts
+    }
+
+    /// `GET /admin/budgets`.
+    pub fn view(&self, now_ms: i64) -> Value {
+        let defs = self.defs.load();
+        let tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        let data: Vec<Value> = defs
+            .iter()
+            .map(|(name, def)| {
+                let t = tallies
+                    .get(name)
+                    .filter(|t| t.window == window_of(def.period, now_ms))
+                    .cloned()
+                    .unwrap_or_default();
+                json!({
+                    "name": name,
+                    "scope": {"route": def.route, "deployment": def.deployment, "caller": def.caller, "tag": def.tag},
+                    "period": def.period,
+                    "window_start_ms": window_start(def.period, now_ms),
+                    "limit_usd": def.limit_usd,
+                    "spent_usd": t.spent,
+                    "reserved_usd": t.reserved,
+                    "fraction": if def.limit_usd > 0.0 { t.spent / def.limit_usd } else { 0.0 },
+                    "action": def.action,
+                    "alert_at": def.alert_at,
+                })
+            })
+            .collect();
+        json!({ "data": data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: f64, action: BudgetAction) -> BudgetConfig {
+        BudgetConfig {
+            route: None,
+            deployment: None,
+            caller: None,
+            tag: None,
+            period: BudgetPeriod::Day,
+            limit_usd: limit,
+            alert_at: vec![0.5, 0.8, 1.0],
+            action,
+        }
+    }
+
+    const NOW: i64 = 1_795_400_000_000;
+
+    fn subject() -> Subject<'static> {
+        Subject {
+            route: "chat",
+            caller: None,
+            tags: &[],
+        }
+    }
+
+    #[test]
+    fn windows_are_utc_days_and_months() {
+        // 2026-11-23T00:00:00Z
+        let nov23 = 1_795_392_000_000;
+        assert_eq!(window_start(BudgetPeriod::Day, nov23 + 5_000), nov23);
+        // 2026-11-01T00:00:00Z
+        assert_eq!(
+            window_start(BudgetPeriod::Month, nov23 + 5_000),
+            1_793_491_200_000
+        );
+        assert_eq!(windows(0).1, 1970 * 12);
+        // 2026-12-01T00:00:00Z
+        assert_eq!(window_end(BudgetPeriod::Month, nov23), 1_796_083_200_000);
+        // 2024-02-29 is in February.
+        assert_eq!(windows(1_709_164_800_000).1, 2024 * 12 + 1);
+    }
+
+    #[test]
+    fn a_hard_stop_refuses_once_spent_plus_in_flight_reach_the_limit() {
+        let b = Budgets::default();
+        b.set(BTreeMap::from([(
+            "daily".into(),
+            budget(1.0, BudgetAction::Reject),
+        )]));
+        // Three in flight at 0.3 each: the fourth would pass 1.0.
+        let held: Vec<_> = (0..4).map(|_| b.admit(&subject(), 0.3, NOW)).collect();
+        assert!(held[..3].iter().all(Result::is_ok));
+        assert!(held[3].is_ok(), "0.9 reserved is still under 1.0");
+        let refused = b.admit(&subject(), 0.3, NOW).unwrap_err();
+        assert_eq!(refused.budget, "daily");
+        // Settled at their real (smaller) cost: room again.
+        let mut alerts = Vec::new();
+        for r in held.into_iter().flatten() {
+            alerts.extend(b.settle(&r, &subject(), &[("d", 0.1)], NOW));
+        }
+        assert!(b.admit(&subject(), 0.3, NOW).is_ok());
+        // 0.4 spent: the 50 % alert is not due yet; 0.2 more is.
+        assert!(alerts.is_empty());
+        let r = b.admit(&subject(), 0.0, NOW).unwrap();
+        let alerts = b.settle(&r, &subject(), &[("d", 0.2)], NOW);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].detail["fraction"], 0.5);
+        // Once per window: the next day starts afresh.
+        assert!(b.admit(&subject(), 0.3, NOW + 86_400_000).is_ok());
+    }
+
+    #[test]
+    fn deployment_budgets_block_their_deployment_and_cheapest_narrows_the_route() {
+        let b = Budgets::default();
+        let mut dep = budget(0.5, BudgetAction::Reject);
+        dep.deployment = Some("pricey".into());
+        let mut soft = budget(0.5, BudgetAction::Cheapest);
+        soft.route = Some("chat".into());
+        b.set(BTreeMap::from([("dep".into(), dep), ("soft".into(), soft)]));
+        let r = b.admit(&subject(), 0.0, NOW).unwrap();
+        assert!(r.blocked_deployments.is_empty() && !r.cheapest_only);
+        b.settle(&r, &subject(), &[("pricey", 0.6)], NOW);
+        let r = b.admit(&subject(), 0.0, NOW).unwrap();
+        assert_eq!(r.blocked_deployments, vec!["pricey".to_string()]);
+        assert!(r.cheapest_only);
+    }
+}
