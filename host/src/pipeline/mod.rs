@@ -17,6 +17,7 @@
 
 mod attempt;
 mod build;
+mod order;
 pub mod outcome;
 mod request;
 mod stream;
@@ -33,13 +34,13 @@ pub use outcome::{End, Prices, Recorder, Sinks};
 pub use request::CallerHints;
 
 use crate::config::{Config, Timeouts};
-use crate::domain::{AuthScheme, Candidate, Capabilities, Kind, RequestSummary, Target};
+use crate::domain::{AuthScheme, Capabilities, RequestSummary, Target};
 use crate::error::ApiError;
 use crate::failover::{FailureClass, Next};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
 use crate::upstream::{BaseUrl, Endpoint, Upstream};
-use request::{ChatRequestView, summarize, validate_order};
+use request::{ChatRequestView, summarize};
 
 /// Everything a request needs, built from one config. A reload builds a
 /// new one and swaps it in (see [`crate::live`]); a request keeps the one it
@@ -285,59 +286,6 @@ impl Gateway {
         .await
     }
 
-    /// Budgets: reserves the request's estimated cost on every budget it
-    /// falls under (the prompt's length and `max_tokens`, 512 when unset, at
-    /// the highest prices of the routes it may use), or refuses it.
-    fn admit(
-        &self,
-        chain: &[(&Route, Option<&str>)],
-        view: &ChatRequestView<'_>,
-        text: &str,
-        rec: &mut Recorder,
-    ) -> Result<(), ApiError> {
-        let sinks = rec.sinks().clone();
-        if sinks.budgets.is_empty() {
-            return Ok(());
-        }
-        let Some(r) = rec.record() else {
-            return Ok(());
-        };
-        let (mut input, mut output) = (0f64, 0f64);
-        for m in chain.iter().flat_map(|(route, _)| &route.members) {
-            input = input.max(m.deployment.prices.input);
-            output = output.max(m.deployment.prices.output);
-        }
-        let prompt = outcome::estimate_tokens(outcome::content_chars(text));
-        let completion = view.output_limit().unwrap_or(512);
-        let estimate = (f64::from(prompt) * input + f64::from(completion) * output) / 1e6;
-        let subject = crate::budget::Subject {
-            route: &r.route,
-            caller: r.caller.as_deref(),
-            tags: &r.tags,
-        };
-        let now = outcome::now_ms();
-        match sinks.budgets.admit(&subject, estimate, now) {
-            Ok(reservation) => {
-                r.reservation = Some(reservation);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::info!(request_id = %r.request_id, budget = %e.budget, "budget spent: request refused");
-                let end = crate::budget::window_end(e.period, now);
-                Err(ApiError::BudgetExceeded {
-                    budget: e.budget,
-                    spent: e.spent,
-                    limit: e.limit,
-                    period: match e.period {
-                        crate::config::BudgetPeriod::Day => "day",
-                        crate::config::BudgetPeriod::Month => "month",
-                    },
-                    retry_after_s: ((end - now).max(1000) / 1000) as u64,
-                })
-            }
-        }
-    }
-
     /// Steps 3 and 4 for one route: its order, then each candidate in turn.
     /// `None` when all failed (their attempts are in `attempts`).
     #[allow(clippy::too_many_arguments)]
@@ -357,7 +305,7 @@ impl Gateway {
         // 3. The order to try its deployments in.
         let mut order = self.order(route, summary, request_id).await;
         if let Some(held) = rec.record().and_then(|r| r.reservation.as_ref()) {
-            budget_filter(route, held, &mut order);
+            order::budget_filter(route, held, &mut order);
         }
         // 4. Each candidate in turn. The request text is shared by every
         // plugin call of this request (calls may run on other threads).
@@ -444,47 +392,6 @@ impl Gateway {
         }
         Ok(None)
     }
-
-    /// The strategy's order, validated; the configured order when the route
-    /// has no strategy or the strategy fails. Deployments cooling down go
-    /// last whatever the strategy says: they are tried only if all else fails.
-    async fn order(
-        &self,
-        route: &Route,
-        summary: &RequestSummary,
-        request_id: &Arc<str>,
-    ) -> Vec<usize> {
-        let configured = || (0..route.members.len()).collect::<Vec<_>>();
-        let mut order = match &route.strategy {
-            None => configured(),
-            Some(id) => {
-                let candidates: Vec<Candidate> = route.members.iter().map(candidate).collect();
-                let count = candidates.len();
-                let ordered = match self.registry.get(id, Kind::Strategy) {
-                    Ok(plugin) => plugin
-                        .order(request_id, summary.clone(), candidates)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-                .and_then(|order| validate_order(order, count));
-                match ordered {
-                    Ok(order) => order,
-                    Err(e) => {
-                        tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
-                        configured()
-                    }
-                }
-            }
-        };
-        // A deployment configured without a capability the request needs
-        // (tools, JSON mode, vision, streaming) is never tried.
-        order.retain(|&i| route.members[i].deployment.supports.contains(summary.needs));
-        // Deployments cooling down (or whose half-open probe another request
-        // holds) go last: tried only if everything else fails.
-        order.sort_by_cached_key(|&i| !route.members[i].deployment.health.admit());
-        order
-    }
 }
 
 impl Answer {
@@ -493,47 +400,6 @@ impl Answer {
             Answer::Complete { attempts, .. } | Answer::Stream { attempts, .. } => *attempts = n,
         }
         self
-    }
-}
-
-fn candidate(m: &Member) -> Candidate {
-    let d = &m.deployment;
-    let h = d.health.snapshot();
-    Candidate {
-        deployment: d.name.clone(),
-        adapter: d.adapter.clone(),
-        healthy: h.healthy,
-        headroom: h.headroom,
-        in_flight: h.in_flight,
-        error_rate: h.error_rate,
-        latency_ms: h.latency_ms,
-        input_cost_per_1k: d.prices.input / 1000.0,
-        output_cost_per_1k: d.prices.output / 1000.0,
-        priority: m.priority,
-        weight: m.weight,
-        quality: h.quality,
-        supports: d.supports,
-    }
-}
-
-/// Deployments a spent budget takes out: those of a spent deployment
-/// budget, and all but the cheapest when a `cheapest` budget is spent.
-fn budget_filter(route: &Route, held: &crate::budget::Reservation, order: &mut Vec<usize>) {
-    order.retain(|&i| {
-        !held
-            .blocked_deployments
-            .contains(&route.members[i].deployment.name)
-    });
-    if held.cheapest_only {
-        let price = |i: usize| {
-            let p = route.members[i].deployment.prices;
-            p.input + p.output
-        };
-        let cheapest = order
-            .iter()
-            .map(|&i| price(i))
-            .fold(f64::INFINITY, f64::min);
-        order.retain(|&i| price(i) <= cheapest);
     }
 }
 

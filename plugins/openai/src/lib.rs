@@ -83,11 +83,12 @@ fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
     let streaming = req.get("stream").is_some_and(|s| s.get() == "true");
     let merged;
     if streaming {
-        match req
-            .get("stream_options")
-            .and_then(|o| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(o.get()).ok())
-        {
-            Some(mut options) if options.get("include_usage") != Some(&serde_json::Value::Bool(true)) => {
+        match req.get("stream_options").and_then(|o| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(o.get()).ok()
+        }) {
+            Some(mut options)
+                if options.get("include_usage") != Some(&serde_json::Value::Bool(true)) =>
+            {
                 options.insert("include_usage".into(), serde_json::Value::Bool(true));
                 merged = serde_json::value::to_raw_value(&options).map_err(failed)?;
                 req.insert(Cow::Borrowed("stream_options"), &merged);
@@ -468,9 +469,7 @@ mod tests {
         // options kept. The usage chunk is not forwarded to this caller.
         assert_eq!(b["stream_options"]["include_usage"], true);
         assert_eq!(b["stream_options"]["other"], 1);
-        let b = json(
-            &build_body("m", r#"{"stream":true,"stream_options":null}"#).unwrap(),
-        );
+        let b = json(&build_body("m", r#"{"stream":true,"stream_options":null}"#).unwrap());
         assert_eq!(b["stream_options"]["include_usage"], true);
         let b = json(&build_body("m", r#"{"messages":[]}"#).unwrap());
         assert!(b.get("stream_options").is_none());

@@ -1,0 +1,152 @@
+//! Step 3: which deployments a request may use, and in what order — the
+//! budgets it falls under (admission), then the route's strategy, the
+//! capabilities the request needs, and the deployments' health.
+
+use std::sync::Arc;
+
+use super::outcome::{self, Recorder};
+use super::request::{ChatRequestView, validate_order};
+use super::{Gateway, Member, Route};
+use crate::domain::{Candidate, Kind, RequestSummary};
+use crate::error::ApiError;
+
+impl Gateway {
+    /// Budgets: reserves the request's estimated cost on every budget it
+    /// falls under (the prompt's length and `max_tokens`, 512 when unset, at
+    /// the highest prices of the routes it may use), or refuses it.
+    pub(super) fn admit(
+        &self,
+        chain: &[(&Route, Option<&str>)],
+        view: &ChatRequestView<'_>,
+        text: &str,
+        rec: &mut Recorder,
+    ) -> Result<(), ApiError> {
+        let sinks = rec.sinks().clone();
+        if sinks.budgets.is_empty() {
+            return Ok(());
+        }
+        let Some(r) = rec.record() else {
+            return Ok(());
+        };
+        let (mut input, mut output) = (0f64, 0f64);
+        for m in chain.iter().flat_map(|(route, _)| &route.members) {
+            input = input.max(m.deployment.prices.input);
+            output = output.max(m.deployment.prices.output);
+        }
+        let prompt = outcome::estimate_tokens(outcome::content_chars(text));
+        let completion = view.output_limit().unwrap_or(512);
+        let estimate = (f64::from(prompt) * input + f64::from(completion) * output) / 1e6;
+        let subject = crate::budget::Subject {
+            route: &r.route,
+            caller: r.caller.as_deref(),
+            tags: &r.tags,
+        };
+        let now = outcome::now_ms();
+        match sinks.budgets.admit(&subject, estimate, now) {
+            Ok(reservation) => {
+                r.reservation = Some(reservation);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(request_id = %r.request_id, budget = %e.budget, "budget spent: request refused");
+                let end = crate::budget::window_end(e.period, now);
+                Err(ApiError::BudgetExceeded {
+                    budget: e.budget,
+                    spent: e.spent,
+                    limit: e.limit,
+                    period: match e.period {
+                        crate::config::BudgetPeriod::Day => "day",
+                        crate::config::BudgetPeriod::Month => "month",
+                    },
+                    retry_after_s: ((end - now).max(1000) / 1000) as u64,
+                })
+            }
+        }
+    }
+
+    /// The strategy's order, validated; the configured order when the route
+    /// has no strategy or the strategy fails. Deployments cooling down go
+    /// last whatever the strategy says: they are tried only if all else fails.
+    pub(super) async fn order(
+        &self,
+        route: &Route,
+        summary: &RequestSummary,
+        request_id: &Arc<str>,
+    ) -> Vec<usize> {
+        let configured = || (0..route.members.len()).collect::<Vec<_>>();
+        let mut order = match &route.strategy {
+            None => configured(),
+            Some(id) => {
+                let candidates: Vec<Candidate> = route.members.iter().map(candidate).collect();
+                let count = candidates.len();
+                let ordered = match self.registry.get(id, Kind::Strategy) {
+                    Ok(plugin) => plugin
+                        .order(request_id, summary.clone(), candidates)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+                .and_then(|order| validate_order(order, count));
+                match ordered {
+                    Ok(order) => order,
+                    Err(e) => {
+                        tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
+                        configured()
+                    }
+                }
+            }
+        };
+        // A deployment configured without a capability the request needs
+        // (tools, JSON mode, vision, streaming) is never tried.
+        order.retain(|&i| route.members[i].deployment.supports.contains(summary.needs));
+        // Deployments cooling down (or whose half-open probe another request
+        // holds) go last: tried only if everything else fails.
+        order.sort_by_cached_key(|&i| !route.members[i].deployment.health.admit());
+        order
+    }
+}
+
+fn candidate(m: &Member) -> Candidate {
+    let d = &m.deployment;
+    let h = d.health.snapshot();
+    Candidate {
+        deployment: d.name.clone(),
+        adapter: d.adapter.clone(),
+        healthy: h.healthy,
+        headroom: h.headroom,
+        in_flight: h.in_flight,
+        error_rate: h.error_rate,
+        latency_ms: h.latency_ms,
+        input_cost_per_1k: d.prices.input / 1000.0,
+        output_cost_per_1k: d.prices.output / 1000.0,
+        priority: m.priority,
+        weight: m.weight,
+        quality: h.quality,
+        supports: d.supports,
+    }
+}
+
+/// Deployments a spent budget takes out: those of a spent deployment
+/// budget, and all but the cheapest when a `cheapest` budget is spent.
+pub(super) fn budget_filter(
+    route: &Route,
+    held: &crate::budget::Reservation,
+    order: &mut Vec<usize>,
+) {
+    order.retain(|&i| {
+        !held
+            .blocked_deployments
+            .contains(&route.members[i].deployment.name)
+    });
+    if held.cheapest_only {
+        let price = |i: usize| {
+            let p = route.members[i].deployment.prices;
+            p.input + p.output
+        };
+        let cheapest = order
+            .iter()
+            .map(|&i| price(i))
+            .fold(f64::INFINITY, f64::min);
+        order.retain(|&i| price(i) <= cheapest);
+    }
+}
