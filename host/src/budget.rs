@@ -254,14 +254,15 @@ impl Budgets {
         now_ms: i64,
     ) -> Vec<BudgetAlert> {
         let defs = self.defs.load();
-        if defs.is_empty() {
-            return Vec::new();
-        }
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        // Released first, even when a reload removed every budget meanwhile.
         for (name, window) in &r.budgets {
             if let Some(t) = tallies.get_mut(name).filter(|t| t.window == *window) {
                 t.reserved = (t.reserved - r.amount).max(0.0);
             }
+        }
+        if defs.is_empty() {
+            return Vec::new();
         }
         let mut alerts = Vec::new();
         for (name, def) in defs.iter() {

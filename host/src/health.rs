@@ -137,10 +137,16 @@ impl DeploymentHealth {
     /// A successful attempt: closes the circuit (ending any cool-down: the
     /// deployment just proved it serves) and updates the averages.
     pub fn record_success(&self, latency: Duration) {
+        self.record_served();
+        self.record_latency(latency);
+    }
+
+    /// A success whose latency was recorded already (a stream's, at its
+    /// first chunk).
+    pub fn record_served(&self) {
         self.consecutive_faults.store(0, Relaxed);
         self.cooldown_until_ms.store(0, Relaxed);
         self.error_rate.blend(0.0);
-        self.record_latency(latency);
     }
 
     /// Latency alone, e.g. a stream's time to its first chunk: whether the

@@ -228,6 +228,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
     });
     live.reload_on_sighup();
     survive_file_size_limit();
+    let store_handle = store.clone();
     serve_admin(&config, live.clone(), store).await?;
     let app = server::router(live, config.server.max_body_bytes)
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -248,7 +249,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
             let _ = stopping_tx.send(true);
         },
     );
-    tokio::select! {
+    let result = tokio::select! {
         served = server => served.map_err(|e| e.to_string()),
         () = async {
             let _ = stopping.wait_for(|s| *s).await;
@@ -257,7 +258,14 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
             tracing::warn!("requests still in flight after {} s; exiting", DRAIN.as_secs());
             Ok(())
         }
+    };
+    // What the writer still gathers is committed before the process ends.
+    if let Some(store) = &store_handle
+        && !tokio::task::block_in_place(|| store.flush(std::time::Duration::from_secs(5)))
+    {
+        tracing::warn!("the store could not commit its last records before exit");
     }
+    result
 }
 
 /// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ,

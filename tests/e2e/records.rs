@@ -548,3 +548,30 @@ async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
     let restarted = Gateway::start(routes, &["openai", "priority"], again);
     assert_eq!(send(&restarted, "b-5", "ok", false).await.status(), 429);
 }
+
+#[tokio::test]
+async fn a_request_id_sent_twice_is_two_records_counted_once_each() {
+    let mock = Mock::start().await;
+    let gw = start(&mock).await;
+    for _ in 0..2 {
+        assert_eq!(send(&gw, "dup", "ok", false).await.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = gw.admin("/admin/requests?route=ok").await;
+        if page["data"].as_array().is_some_and(|d| d.len() == 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, usage) = gw.admin("/admin/usage?route=ok").await;
+    assert_eq!(usage["data"][0]["requests"], 2, "{usage}");
+    let (_, costs) = gw.admin("/admin/costs?group_by=route").await;
+    assert!(
+        close(costs["total_cost"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)),
+        "{costs}"
+    );
+    let (_, one) = gw.admin("/admin/requests/dup").await;
+    assert_eq!(one["attempts_detail"].as_array().unwrap().len(), 1, "{one}");
+}

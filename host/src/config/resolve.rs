@@ -42,6 +42,11 @@ impl Config {
             {
                 problems.push(format!("  at {at}/deployment: no deployment named {d:?}"));
             }
+            if b.caller.is_some() {
+                problems.push(format!(
+                    "  at {at}/caller: callers have no identity yet (client keys come with traffic control); scope the budget by tag instead"
+                ));
+            }
             if b.deployment.is_some() && b.action == crate::config::BudgetAction::Cheapest {
                 problems.push(format!(
                     "  at {at}/action: \"cheapest\" narrows a route; a deployment budget can \"reject\" (take the deployment out) or \"alert\""

@@ -10,6 +10,9 @@ use super::{Gateway, Member, Route};
 use crate::domain::{Candidate, Kind, RequestSummary};
 use crate::error::ApiError;
 
+/// The most completion tokens a request's cost estimate assumes.
+const MAX_ESTIMATED_COMPLETION: u32 = 16_384;
+
 impl Gateway {
     /// Budgets: reserves the request's estimated cost on every budget it
     /// falls under (the prompt's length and `max_tokens`, 512 when unset, at
@@ -34,7 +37,11 @@ impl Gateway {
             output = output.max(m.deployment.prices.output);
         }
         let prompt = outcome::estimate_tokens(outcome::content_chars(text));
-        let completion = view.output_limit().unwrap_or(512);
+        // Capped: a caller's huge max_tokens must not hold a budget for everyone.
+        let completion = view
+            .output_limit()
+            .unwrap_or(512)
+            .min(MAX_ESTIMATED_COMPLETION);
         let estimate = (f64::from(prompt) * input + f64::from(completion) * output) / 1e6;
         let subject = crate::budget::Subject {
             route: &r.route,
@@ -58,7 +65,7 @@ impl Gateway {
                         crate::config::BudgetPeriod::Day => "day",
                         crate::config::BudgetPeriod::Month => "month",
                     },
-                    retry_after_s: ((end - now).max(1000) / 1000) as u64,
+                    retry_after_s: ((end - now).max(1000) as u64).div_ceil(1000),
                 })
             }
         }

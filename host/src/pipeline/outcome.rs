@@ -272,7 +272,7 @@ impl Recorder {
     ) {
         match (health, class) {
             (None, _) => {}
-            (Some(h), None) => h.record_success(Duration::ZERO),
+            (Some(h), None) => h.record_served(),
             (Some(h), Some(class)) => h.record_failure(class, None),
         }
         if let Some(a) = self.record().and_then(|r| r.attempts.last_mut()) {
@@ -305,8 +305,12 @@ impl Recorder {
         let sinks = &self.sinks;
         let last = record.attempts.len().saturating_sub(1);
         for (i, a) in record.attempts.iter().enumerate() {
-            // It failed and the request went on to another deployment.
-            let failed_over = a.class.is_some() && i < last;
+            // It failed for a reason that blames the deployment, and the
+            // request went on to another one.
+            let failed_over = a
+                .class
+                .is_some_and(|c| c.is_deployment_fault() || c == FailureClass::RateLimited)
+                && i < last;
             if failed_over {
                 sinks.event(
                     "failover",
@@ -318,8 +322,14 @@ impl Recorder {
                     }),
                 );
             }
-            // A client that left says nothing about the deployment.
-            if end == End::ClientGone && i == last && a.class.is_none() {
+            // A client that left (or a panic) says nothing about the
+            // deployment; nor does a failure that is not its fault.
+            if matches!(end, End::ClientGone | End::Panicked) && i == last && a.class.is_none() {
+                continue;
+            }
+            if a.class
+                .is_some_and(|c| !c.is_deployment_fault() && c != FailureClass::RateLimited)
+            {
                 continue;
             }
             let alerts = sinks.monitor.record(&Sample {

@@ -240,24 +240,25 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// How often old rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Deletes rows older than `retention`, a slice at a time (the writer is
-/// not held for long: rows keep queueing meanwhile).
-fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<usize> {
+/// Deletes one slice of the rows older than `retention` from each table:
+/// the writer is held briefly, and the next batch prunes the next slice.
+/// `(rows deleted, whether more remain)`.
+fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<(usize, bool)> {
+    const SLICE: usize = 5000;
     let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
     let mut total = 0;
+    let mut more = false;
     for table in ["requests", "attempts", "events"] {
-        let sql = format!(
-            "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT 5000)"
-        );
-        loop {
-            let n = conn.execute(&sql, [cutoff])?;
-            total += n;
-            if n < 5000 {
-                break;
-            }
-        }
+        let n = conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT {SLICE})"
+            ),
+            [cutoff],
+        )?;
+        total += n;
+        more |= n == SLICE;
     }
-    Ok(total)
+    Ok((total, more))
 }
 
 fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
@@ -303,11 +304,19 @@ fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
             && let (Some(retention), Some((c, _))) = (shared.retention, conn.as_ref())
             && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
         {
-            last_prune = Some(Instant::now());
             match prune(c, retention) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "store pruned rows past retention"),
-                Err(e) => tracing::warn!("store could not prune old rows: {e}"),
+                Ok((n, more)) => {
+                    if n > 0 {
+                        tracing::debug!(rows = n, "store pruned rows past retention");
+                    }
+                    if !more {
+                        last_prune = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    last_prune = Some(Instant::now());
+                    tracing::warn!("store could not prune old rows: {e}");
+                }
             }
         }
         match result {
@@ -354,8 +363,8 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         )?;
         let mut attempts = tx.prepare_cached(
             "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
-             ttft_ms, prompt_tokens, completion_tokens, cost, billed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let mut events = tx.prepare_cached(
             "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -363,23 +372,6 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         for row in rows {
             match row {
                 Row::Request(r, list) => {
-                    for a in list {
-                        attempts.execute(rusqlite::params![
-                            a.request_id,
-                            a.n,
-                            a.ts_ms,
-                            a.deployment,
-                            a.adapter,
-                            a.class,
-                            a.status,
-                            a.latency_ms,
-                            a.ttft_ms,
-                            a.prompt_tokens,
-                            a.completion_tokens,
-                            a.cost,
-                            a.billed
-                        ])?;
-                    }
                     requests.execute(rusqlite::params![
                         r.id,
                         r.ts_ms,
@@ -400,6 +392,25 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                         r.estimated,
                         r.verdict
                     ])?;
+                    let request_rowid = tx.last_insert_rowid();
+                    for a in list {
+                        attempts.execute(rusqlite::params![
+                            a.request_id,
+                            a.n,
+                            a.ts_ms,
+                            a.deployment,
+                            a.adapter,
+                            a.class,
+                            a.status,
+                            a.latency_ms,
+                            a.ttft_ms,
+                            a.prompt_tokens,
+                            a.completion_tokens,
+                            a.cost,
+                            a.billed,
+                            request_rowid
+                        ])?;
+                    }
                 }
                 Row::Event(e) => {
                     events.execute(rusqlite::params![e.ts_ms, e.kind, e.subject, e.detail])?;

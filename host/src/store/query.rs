@@ -63,7 +63,10 @@ fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
             "{what}={text:?}: give milliseconds since the epoch or a span back from now such as 90m, 24h or 7d"
         ))
     };
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let Some((cut, _)) = text.char_indices().last() else {
+        return Err(bad());
+    };
+    let (n, unit) = text.split_at(cut);
     let n: i64 = n.parse().map_err(|_| bad())?;
     let ms = match unit {
         "s" => 1_000,
@@ -72,7 +75,9 @@ fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    Ok(now_ms - n.checked_mul(ms).ok_or_else(bad)?)
+    n.checked_mul(ms)
+        .and_then(|back| now_ms.checked_sub(back))
+        .ok_or_else(bad)
 }
 
 /// `WHERE` clauses and their parameters for the request filters, on the
@@ -107,7 +112,7 @@ fn conditions(
         clauses.push(if over_attempts {
             "a.deployment = ?"
         } else {
-            "EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = r.id AND a.deployment = ?)"
+            "EXISTS (SELECT 1 FROM attempts a WHERE a.request_rowid = r.rowid AND a.deployment = ?)"
         });
         params.push(Sql::Text(d.clone()));
     }
@@ -194,7 +199,7 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     let mut found = rows(
         conn,
         &format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC LIMIT 1"
+            "SELECT {REQUEST_COLUMNS}, r.rowid AS row FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC, r.rowid DESC LIMIT 1"
         ),
         &[Sql::Text(id.to_string())],
     )?;
@@ -204,12 +209,12 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     let attempts = rows(
         conn,
         "SELECT n, ts_ms, deployment, adapter, class, status, latency_ms, ttft_ms, prompt_tokens, \
-         completion_tokens, cost, billed FROM attempts WHERE request_id = ? AND ts_ms >= ? ORDER BY n",
-        &[
-            Sql::Text(id.to_string()),
-            Sql::Integer(request["ts_ms"].as_i64().unwrap_or(0)),
-        ],
+         completion_tokens, cost, billed FROM attempts WHERE request_rowid = ? ORDER BY n",
+        &[Sql::Integer(request["row"].as_i64().unwrap_or(-1))],
     )?;
+    if let Some(o) = request.as_object_mut() {
+        o.remove("row");
+    }
     request["attempts_detail"] = Value::Array(attempts);
     Ok(Some(request))
 }
@@ -225,7 +230,7 @@ pub fn usage(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
                COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
                COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
                COALESCE(SUM(a.cost), 0.0) AS cost, MAX(a.ts_ms) AS last_used_ms
-             FROM attempts a JOIN requests r ON r.id = a.request_id {filter}
+             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid {filter}
              GROUP BY r.route, a.deployment ORDER BY cost DESC, requests DESC"
         ),
         &params,
@@ -251,11 +256,11 @@ pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
     let data = rows(
         conn,
         &format!(
-            "SELECT {group} AS key, COUNT(DISTINCT a.request_id) AS requests,
+            "SELECT {group} AS key, COUNT(DISTINCT a.request_rowid) AS requests,
                COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
                COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
                COALESCE(SUM(a.cost), 0.0) AS cost, SUM(a.billed AND a.class IS NOT NULL) AS billed_failures
-             FROM attempts a JOIN requests r ON r.id = a.request_id {filter}
+             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid {filter}
              GROUP BY key ORDER BY key"
         ),
         &params,
@@ -362,11 +367,11 @@ pub fn budget_spend(
         }
     }
     if let Some(t) = &b.tag {
-        clauses.push("(',' || r.tags || ',') LIKE ?".to_string());
-        params.push(Sql::Text(format!("%,{},%", t.replace(['%', '_'], ""))));
+        clauses.push("instr(',' || r.tags || ',', ?) > 0".to_string());
+        params.push(Sql::Text(format!(",{t},")));
     }
     let sql = format!(
-        "SELECT COALESCE(SUM(a.cost), 0.0) FROM attempts a JOIN requests r ON r.id = a.request_id WHERE {}",
+        "SELECT COALESCE(SUM(a.cost), 0.0) FROM attempts a JOIN requests r ON r.rowid = a.request_rowid WHERE {}",
         clauses.join(" AND ")
     );
     Ok(conn.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))?)

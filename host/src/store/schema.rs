@@ -54,6 +54,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_ts ON events (ts_ms);
     CREATE INDEX events_kind ON events (kind, ts_ms);",
+    // 2: attempts point at their request's row: a request id comes from the
+    // caller (x-request-id) and may repeat, so joining on it double-counts.
+    "ALTER TABLE attempts ADD COLUMN request_rowid INTEGER;
+    UPDATE attempts SET request_rowid = (SELECT MAX(r.rowid) FROM requests r
+        WHERE r.id = attempts.request_id AND r.ts_ms <= attempts.ts_ms + 1);
+    CREATE INDEX attempts_request_rowid ON attempts (request_rowid);",
 ];
 
 /// Brings `conn` to the newest schema.
