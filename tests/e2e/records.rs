@@ -138,6 +138,13 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(dead["status"], 502);
     assert_eq!(dead["deployment"], Value::Null);
     assert_eq!(dead["attempts_detail"][0]["class"], "overloaded");
+    // Three faults in a row open its circuit: an event.
+    for _ in 0..2 {
+        send(&gw, "req-dead-again", "dead", false).await;
+    }
+    let opened = events(&gw, "circuit_open", 1).await;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["subject"], "broken-only");
 
     // Refused before routing: recorded too.
     assert_eq!(

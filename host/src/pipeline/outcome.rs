@@ -238,12 +238,37 @@ impl Recorder {
         retry_after: Option<Duration>,
     ) {
         attempt.latency = attempt.started.elapsed();
+        let was = health.is_cooling_down();
         match attempt.class {
             None => health.record_success(attempt.latency),
             Some(class) => health.record_failure(class, retry_after),
         }
+        self.transition(health, was, &attempt.deployment, attempt.class);
         if let Some(r) = self.record() {
             r.attempts.push(attempt);
+        }
+    }
+
+    /// A deployment's circuit opened (it cools down) or closed: an event.
+    fn transition(
+        &self,
+        health: &DeploymentHealth,
+        was: bool,
+        deployment: &str,
+        class: Option<FailureClass>,
+    ) {
+        let now = health.is_cooling_down();
+        if was != now {
+            let request_id = self.record.as_ref().map(|r| r.request_id.to_string());
+            self.sinks.event(
+                if now {
+                    "circuit_open"
+                } else {
+                    "circuit_closed"
+                },
+                deployment,
+                serde_json::json!({"class": class.map(|c| c.name()), "request_id": request_id}),
+            );
         }
     }
 
@@ -270,10 +295,19 @@ impl Recorder {
         class: Option<FailureClass>,
         usage: Option<(Usage, bool)>,
     ) {
-        match (health, class) {
-            (None, _) => {}
-            (Some(h), None) => h.record_served(),
-            (Some(h), Some(class)) => h.record_failure(class, None),
+        if let Some(h) = health {
+            let was = h.is_cooling_down();
+            match class {
+                None => h.record_served(),
+                Some(class) => h.record_failure(class, None),
+            }
+            let deployment = self
+                .record
+                .as_ref()
+                .and_then(|r| r.attempts.last())
+                .map(|a| a.deployment.clone())
+                .unwrap_or_default();
+            self.transition(h, was, &deployment, class);
         }
         if let Some(a) = self.record().and_then(|r| r.attempts.last_mut()) {
             a.latency = a.started.elapsed();
