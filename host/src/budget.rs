@@ -119,10 +119,9 @@ pub fn window_end(period: BudgetPeriod, ms: i64) -> i64 {
 }
 
 impl BudgetConfig {
-    /// Whether a request (not yet at a deployment) falls under it.
-    fn covers(&self, s: &Subject<'_>) -> bool {
-        self.deployment.is_none()
-            && self.route.as_ref().is_none_or(|r| r == s.route)
+    /// Whether its route, caller and tag (those it names) match the request.
+    fn selects(&self, s: &Subject<'_>) -> bool {
+        self.route.as_ref().is_none_or(|r| r == s.route)
             && self
                 .caller
                 .as_ref()
@@ -133,18 +132,14 @@ impl BudgetConfig {
                 .is_none_or(|t| s.tags.iter().any(|x| x == t))
     }
 
+    /// Whether a request (not yet at a deployment) falls under it.
+    fn covers(&self, s: &Subject<'_>) -> bool {
+        self.deployment.is_none() && self.selects(s)
+    }
+
     /// Whether an attempt's cost on `deployment` counts against it.
     fn counts(&self, s: &Subject<'_>, deployment: &str) -> bool {
-        self.route.as_ref().is_none_or(|r| r == s.route)
-            && self
-                .caller
-                .as_ref()
-                .is_none_or(|c| Some(c.as_str()) == s.caller)
-            && self
-                .tag
-                .as_ref()
-                .is_none_or(|t| s.tags.iter().any(|x| x == t))
-            && self.deployment.as_ref().is_none_or(|d| d == deployment)
+        self.selects(s) && self.deployment.as_ref().is_none_or(|d| d == deployment)
     }
 }
 

@@ -105,7 +105,6 @@ impl Gateway {
                 model = %route.name,
                 deployment = %d.name
             );
-            let prompt_chars = content_chars(request);
             return start_stream(
                 d,
                 session,
@@ -113,7 +112,7 @@ impl Gateway {
                 started,
                 record,
                 rec,
-                prompt_chars,
+                request.clone(),
                 in_flight,
                 evaluation,
                 log,

@@ -31,7 +31,7 @@ pub(super) async fn start_stream(
     started: Instant,
     record: &mut AttemptRecord,
     rec: &mut Recorder,
-    prompt_chars: usize,
+    request: Arc<str>,
     in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
     log: tracing::Span,
@@ -88,7 +88,7 @@ pub(super) async fn start_stream(
         in_flight,
         evaluation,
         rec: rec.hand_over(),
-        prompt_chars,
+        request,
         completion_chars: 0,
     };
     if !first.done {
@@ -116,8 +116,9 @@ pub(super) struct StreamPump {
     evaluation: Option<StreamEvaluation>,
     /// The request's record, finished when the pump ends (or is dropped).
     rec: Recorder,
-    /// Text lengths for a usage estimate, should the upstream report none.
-    prompt_chars: usize,
+    /// For a usage estimate, should the upstream report none: the request
+    /// (scanned only then) and the streamed text's length.
+    request: Arc<str>,
     completion_chars: usize,
 }
 
@@ -237,7 +238,7 @@ impl StreamPump {
             Some(u) => (u, false),
             None => (
                 Usage {
-                    prompt_tokens: estimate_tokens(self.prompt_chars),
+                    prompt_tokens: estimate_tokens(content_chars(&self.request)),
                     completion_tokens: estimate_tokens(self.completion_chars),
                     ..Usage::default()
                 },
