@@ -34,6 +34,8 @@ async fn latencies(gw: &Gateway, model: &str, count: usize) -> Vec<Duration> {
 /// takes longer than the strategy's deadline plus 20 ms of plugin time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spinning_strategy_costs_only_its_own_requests() {
+    // Latencies in two windows are compared: no other test's load between.
+    let _alone = crate::solo::alone();
     let mock = Mock::start().await;
     let routes = json!({
         "spun": {"strategy": "spin", "deployments": [deployment("spun-a", &mock.url, "good")]},

@@ -51,6 +51,9 @@ pub struct Gateway {
     pub admin_url: String,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Dropped after `child` (fields drop in order): the gateway is gone
+    /// before a test that waits to run alone starts.
+    _share: crate::solo::Share,
 }
 
 impl Gateway {
@@ -79,6 +82,7 @@ impl Gateway {
         extra: Value,
         env: &[(&str, &str)],
     ) -> Gateway {
+        let share = crate::solo::share();
         let dir = tempfile::tempdir().unwrap();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir(&plugin_dir).unwrap();
@@ -128,6 +132,7 @@ impl Gateway {
             admin_url: String::new(),
             dir,
             logs,
+            _share: share,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

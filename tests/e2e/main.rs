@@ -3,6 +3,7 @@
 
 mod harness;
 mod mock;
+mod solo;
 
 mod api;
 mod boundary;

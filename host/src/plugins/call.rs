@@ -17,7 +17,9 @@
 //!   moves to the **plugin runtime** (its own threads, one per core, at
 //!   least two).
 //! - [`SLOW_STREAK`](super::placement::SLOW_STREAK) calls in a row that run
-//!   longer than [`SLOW_CALL`] inline mark their plugin slow for
+//!   longer than [`SLOW_CALL`] (a call that yielded counts its inline
+//!   poll plus the rest's thread CPU, or as slow if it yields twice) mark
+//!   their plugin slow for
 //!   [`SLOW_FOR`](super::placement::SLOW_FOR): its calls go to the
 //!   plugin runtime directly. So a spinning or sleeping plugin costs only its
 //!   own requests: the runtime's workers keep serving everything else. One
@@ -271,15 +273,36 @@ impl Plugin {
         let deadline = budget.deadline_from(t0);
         let mut call = Box::pin(work(deadline.clone()));
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        // A tick can land in a 5 µs call: only time says slow.
-        self.stats.note_inline(&self.id, t0.elapsed());
         match first {
-            Poll::Ready(result) => result,
-            // It yielded at an epoch tick or waits in WASI: this call
-            // finishes on the plugin runtime.
-            Poll::Pending => {
-                Box::pin(self.drive_offloaded::<R, F, W>(Ok((call, deadline)), budget)).await
+            Poll::Ready(result) => {
+                self.stats.note_inline(&self.id, t0.elapsed());
+                result
             }
+            // It yielded at an epoch tick or waits in WASI: this call
+            // finishes on the plugin runtime, and is timed there (a tick can
+            // land early in a 1 ms call as well as in a 5 µs one: only its
+            // whole time says slow).
+            Poll::Pending => {
+                let begun = self.begun(call, deadline, t0.elapsed());
+                Box::pin(self.drive_offloaded::<R, F, W>(Ok(begun), budget)).await
+            }
+        }
+    }
+
+    /// A call whose inline poll ran `ran` and yielded. Already slow: noted
+    /// at once (concurrent calls must not all start inline before the
+    /// first one finishes); otherwise its whole time is noted when it ends.
+    fn begun<W>(&self, call: Pin<Box<W>>, deadline: CallDeadline, ran: Duration) -> Begun<W> {
+        let ran = if ran > SLOW_CALL {
+            self.stats.note_inline(&self.id, ran);
+            None
+        } else {
+            Some(ran)
+        };
+        Begun {
+            call,
+            deadline,
+            ran,
         }
     }
 
@@ -288,7 +311,7 @@ impl Plugin {
     /// waits for a turn and runs on the plugin runtime.
     async fn drive_offloaded<R, F, W>(
         &self,
-        mut call: Result<(Pin<Box<W>>, CallDeadline), F>,
+        mut call: Result<Begun<W>, F>,
         budget: Budget,
     ) -> Result<R, PluginError>
     where
@@ -316,11 +339,13 @@ impl Plugin {
                     let deadline = budget.deadline_from(now);
                     let mut begun = Box::pin(work(deadline.clone()));
                     let first = std::future::poll_fn(|cx| Poll::Ready(begun.as_mut().poll(cx))).await;
-                    self.stats.note_inline(&self.id, now.elapsed());
                     match first {
-                        Poll::Ready(result) => return result,
+                        Poll::Ready(result) => {
+                            self.stats.note_inline(&self.id, now.elapsed());
+                            return result;
+                        }
                         Poll::Pending => {
-                            call = Ok((begun, deadline));
+                            call = Ok(self.begun(begun, deadline, now.elapsed()));
                             continue;
                         }
                     }
@@ -338,50 +363,63 @@ impl Plugin {
                     });
                 }
             };
-            let (work, deadline) = match call {
-                Ok((work, deadline)) => {
+            let (work, deadline, inline) = match call {
+                Ok(Begun {
+                    call,
+                    deadline,
+                    ran,
+                }) => {
                     if budget.overall.is_none() {
                         deadline.extend(waiting.elapsed());
                     }
-                    (work, deadline)
+                    (call, deadline, ran)
                 }
                 Err(work) => {
                     let deadline = budget.deadline_from(Instant::now());
-                    (Box::pin(work(deadline.clone())), deadline)
+                    (Box::pin(work(deadline.clone())), deadline, None)
                 }
             };
-            return self.offload(work, deadline, turn, fresh).await;
+            return self.offload(work, deadline, turn, fresh, inline).await;
         }
     }
 
     /// Runs the rest of a call on the plugin runtime, holding `turn`.
+    /// `inline` is the time a call begun inline ran there before it yielded,
+    /// if its streak is still to be noted.
     async fn offload<R: Send + 'static>(
         &self,
         mut work: Pin<Box<impl Future<Output = Result<R, PluginError>> + Send + 'static>>,
         deadline: CallDeadline,
         turn: tokio::sync::OwnedSemaphorePermit,
         fresh: bool,
+        inline: Option<Duration>,
     ) -> Result<R, PluginError> {
         let mut task = plugin_runtime().spawn(async move {
-            // A fresh call that completes in its first poll on little CPU
-            // shows the plugin is fast.
-            let cpu0 = fresh.then(thread_cpu_time);
+            // The CPU of the rest of the call if it completes in one poll;
+            // `None` if it yields again (two ticks or a wait: slow).
+            let cpu0 = thread_cpu_time();
             let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-            let (out, quick) = match first {
-                Poll::Ready(out) => {
-                    let quick = cpu0
-                        .is_some_and(|cpu0| thread_cpu_time().saturating_sub(cpu0) <= SLOW_CALL);
-                    (out, quick)
-                }
-                Poll::Pending => (work.await, false),
+            let (out, used) = match first {
+                Poll::Ready(out) => (out, Some(thread_cpu_time().saturating_sub(cpu0))),
+                Poll::Pending => (work.await, None),
             };
             drop(turn);
-            (out, quick)
+            (out, used)
         });
         match tokio::time::timeout_at(deadline.get().into(), &mut task).await {
-            Ok(Ok((result, quick))) => {
-                if quick {
-                    self.stats.note_fast_offloaded(&self.id);
+            Ok(Ok((result, used))) => {
+                match inline {
+                    // Begun inline: its whole time decides the streak.
+                    Some(ran) => {
+                        let total = used.map_or(Duration::MAX, |used| ran.saturating_add(used));
+                        self.stats.note_inline(&self.id, total);
+                    }
+                    // A fresh call that completes in its first poll on little
+                    // CPU shows the plugin is fast.
+                    None if fresh && used.is_some_and(|used| used <= SLOW_CALL) => {
+                        self.stats.note_fast_offloaded(&self.id);
+                    }
+                    None => {}
                 }
                 result
             }
@@ -405,6 +443,14 @@ impl Plugin {
             self.stats.record_fault(&self.id, &self.quarantine, e);
         }
     }
+}
+
+/// A call begun inline that yielded: the rest runs on the plugin runtime.
+struct Begun<W> {
+    call: Pin<Box<W>>,
+    deadline: CallDeadline,
+    /// Wall time of its inline poll, unless already noted as slow.
+    ran: Option<Duration>,
 }
 
 /// CPU time this thread has used (a system call: ~0.5 µs, so offloaded
