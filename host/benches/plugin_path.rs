@@ -19,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::config::{Deadlines, QuarantineConfig};
 use switchyard::domain::{
     Candidate, Capabilities, ChatResponse, Kind, RequestSummary, Target, TaskPriority,
-    UpstreamRequest, UpstreamResponse,
+    UpstreamRequest, UpstreamResponse, WindowStats,
 };
 use switchyard::plugins::pool::InstanceLimits;
 use switchyard::plugins::{Plugin, Registry, RegistrySettings};
@@ -192,12 +192,26 @@ fn candidate(name: &str, priority: u32) -> Candidate {
         in_flight: 0,
         error_rate: 0.0,
         latency_ms: 420.0,
-        input_cost_per_1k: 0.00015,
-        output_cost_per_1k: 0.0006,
+        input_cost_per_1m: 0.15,
+        output_cost_per_1m: 0.6,
+        cached_input_cost_per_1m: 0.075,
         priority,
         weight: 1,
         quality: 1.0,
         supports: Capabilities::all(),
+        // A deployment with traffic: the monitor's figures cross too.
+        recent: std::sync::Arc::new(WindowStats {
+            attempts: 1200,
+            requests_per_minute: 240.0,
+            success_rate: 0.99,
+            latency_p50_ms: 420.0,
+            latency_p95_ms: 910.0,
+            latency_p99_ms: 1500.0,
+            ttft_p50_ms: 180.0,
+            ttft_p95_ms: 400.0,
+            output_tokens_per_second: 85.0,
+            errors: vec![("overloaded", 0.008), ("timeout", 0.002)],
+        }),
     }
 }
 

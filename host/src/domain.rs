@@ -7,6 +7,7 @@
 //! versions can be loaded side by side.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The three plugin kinds; each is one WIT world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -180,12 +181,34 @@ pub struct Candidate {
     pub in_flight: u32,
     pub error_rate: f32,
     pub latency_ms: f32,
-    pub input_cost_per_1k: f64,
-    pub output_cost_per_1k: f64,
+    /// US dollars per million tokens.
+    pub input_cost_per_1m: f64,
+    pub output_cost_per_1m: f64,
+    pub cached_input_cost_per_1m: f64,
     pub priority: u32,
     pub weight: u32,
     pub quality: f32,
     pub supports: Capabilities,
+    /// The performance monitor's figures over its recent window (shared:
+    /// refreshed at most once a second, read by every request).
+    pub recent: Arc<WindowStats>,
+}
+
+/// A deployment's figures over the monitor's recent window; all zero while
+/// `attempts` is 0.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowStats {
+    pub attempts: u32,
+    pub requests_per_minute: f32,
+    pub success_rate: f32,
+    pub latency_p50_ms: f32,
+    pub latency_p95_ms: f32,
+    pub latency_p99_ms: f32,
+    pub ttft_p50_ms: f32,
+    pub ttft_p95_ms: f32,
+    pub output_tokens_per_second: f32,
+    /// Share of attempts that failed, by failure class name.
+    pub errors: Vec<(&'static str, f32)>,
 }
 
 /// An evaluator's judgement of an answer.

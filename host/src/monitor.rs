@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::MonitorConfig;
+use crate::domain::WindowStats;
 use crate::failover::FailureClass;
 
 /// Buckets per ring.
@@ -184,6 +185,43 @@ pub struct Monitor {
     origin: Instant,
     settings: arc_swap::ArcSwap<MonitorConfig>,
     series: Mutex<HashMap<String, Arc<Mutex<Series>>>>,
+    /// Each deployment's recent figures as strategies see them, with when
+    /// (age of the monitor) they were taken: read without a lock by every
+    /// request, replaced at most once a second per deployment.
+    published: arc_swap::ArcSwap<HashMap<String, (Duration, Arc<WindowStats>)>>,
+    empty: Arc<WindowStats>,
+}
+
+/// The recent window's figures for strategies.
+fn window_stats(b: &Bucket, span: Duration) -> WindowStats {
+    if b.attempts == 0 {
+        return WindowStats::default();
+    }
+    let attempts = f64::from(b.attempts);
+    let ms = |q: Option<f64>| q.unwrap_or(0.0) as f32;
+    let mut errors: Vec<(&'static str, f32)> = b
+        .errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(class, n)| (*class, (f64::from(*n) / attempts) as f32))
+        .collect();
+    errors.sort_unstable_by_key(|(class, _)| *class);
+    WindowStats {
+        attempts: b.attempts,
+        requests_per_minute: (attempts / (span.as_secs_f64() / 60.0).max(1e-9)) as f32,
+        success_rate: (f64::from(b.successes) / attempts) as f32,
+        latency_p50_ms: ms(b.latency.quantile(0.5)),
+        latency_p95_ms: ms(b.latency.quantile(0.95)),
+        latency_p99_ms: ms(b.latency.quantile(0.99)),
+        ttft_p50_ms: ms(b.ttft.quantile(0.5)),
+        ttft_p95_ms: ms(b.ttft.quantile(0.95)),
+        output_tokens_per_second: if b.generation_ms > 0.0 {
+            (b.output_tokens as f64 / (b.generation_ms / 1000.0)) as f32
+        } else {
+            0.0
+        },
+        errors,
+    }
 }
 
 /// Rolling figures of one window.
@@ -221,7 +259,34 @@ impl Monitor {
             origin: Instant::now(),
             settings: arc_swap::ArcSwap::from_pointee(settings),
             series: Mutex::new(HashMap::new()),
+            published: arc_swap::ArcSwap::default(),
+            empty: Arc::default(),
         }
+    }
+
+    /// `deployment`'s figures over the recent window as of its last
+    /// attempt (at most a second old while it has traffic); all zero when
+    /// that attempt is older than the window.
+    pub fn recent(&self, deployment: &str) -> Arc<WindowStats> {
+        let published = self.published.load();
+        match published.get(deployment) {
+            Some((at, stats))
+                if self.origin.elapsed().saturating_sub(*at).as_secs_f64()
+                    < self.settings.load().window_s =>
+            {
+                stats.clone()
+            }
+            _ => self.empty.clone(),
+        }
+    }
+
+    fn publish(&self, deployment: &str, at: Duration, stats: WindowStats) {
+        let stats = Arc::new(stats);
+        self.published.rcu(|old| {
+            let mut map = HashMap::clone(old);
+            map.insert(deployment.to_string(), (at, stats.clone()));
+            map
+        });
     }
 
     /// New settings from a reloaded config. Windows of a new length start
@@ -233,6 +298,7 @@ impl Monitor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
+            self.published.store(Arc::default());
         }
     }
 
@@ -290,16 +356,25 @@ impl Monitor {
             return Vec::new();
         }
         s.last_check = Some(now);
-        self.check(s, sample.deployment, age, now)
+        let recent = s.recent.total(age);
+        let window = Duration::from_secs_f64(self.settings.load().window_s);
+        self.publish(sample.deployment, age, window_stats(&recent, window));
+        self.check(s, &recent, sample.deployment, age, now)
     }
 
-    fn check(&self, s: &mut Series, deployment: &str, age: Duration, now: Instant) -> Vec<Alert> {
+    fn check(
+        &self,
+        s: &mut Series,
+        recent: &Bucket,
+        deployment: &str,
+        age: Duration,
+        now: Instant,
+    ) -> Vec<Alert> {
         let cfg = self.settings.load();
         let window = Duration::from_secs_f64(cfg.window_s);
         let mut alerts = Vec::new();
-        let recent = s.recent.total(age);
         let mut baseline = s.baseline.total(age);
-        baseline.merge(&recent, -1);
+        baseline.merge(recent, -1);
         let min = u64::from(cfg.min_samples);
 
         // Degradation: recent p95 latency at least `ratio` × the baseline's,
@@ -401,6 +476,34 @@ mod tests {
             output_tokens: Some(10),
             deployment: "d",
         }
+    }
+
+    #[test]
+    fn strategies_see_recent_figures_until_the_window_passes() {
+        let m = Monitor::new(settings());
+        assert_eq!(m.recent("d").attempts, 0, "no traffic yet");
+        m.record(&ok(40));
+        let failed = Sample {
+            class: Some(FailureClass::Overloaded),
+            ..ok(5)
+        };
+        // Within the same second: not published yet (at most once a second).
+        m.record(&failed);
+        let r = m.recent("d");
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.success_rate, 1.0);
+        assert!((40.0..=40.0 * 1.19).contains(&r.latency_p50_ms), "{r:?}");
+        assert!(r.errors.is_empty());
+        assert_eq!(m.recent("other").attempts, 0);
+        // Next check: both attempts, the failure by class.
+        std::thread::sleep(Duration::from_millis(15));
+        m.record(&failed);
+        let r = m.recent("d");
+        assert_eq!(r.attempts, 3, "{r:?}");
+        assert_eq!(r.errors, [("overloaded", 2.0 / 3.0)]);
+        // The window (0.3 s) passes with no traffic: nothing to show.
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(*m.recent("d"), WindowStats::default());
     }
 
     #[test]

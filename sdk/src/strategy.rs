@@ -7,7 +7,7 @@ use core::marker::PhantomData;
 use crate::bindings::strategy::exports::switchyard::plugin::strategy as wit;
 use crate::types::Metadata;
 
-pub use wit::{Candidate, Capabilities, RequestSummary, TaskPriority};
+pub use wit::{Candidate, Capabilities, RequestSummary, TaskPriority, WindowStats};
 
 /// A routing strategy.
 pub trait Strategy {

@@ -480,6 +480,74 @@ async fn the_monitor_raises_degradation_and_failover_alerts_once() {
     );
 }
 
+/// The monitor's live figures reach strategies (WIT v0.2 `candidate.recent`):
+/// a strategy routing by recent p50 latency measures each deployment once,
+/// then sends everything to the fast one; failures show in `errors`.
+#[tokio::test]
+async fn strategies_see_the_monitors_live_figures() {
+    let mock = Mock::start().await;
+    mock.set_delay("lag", Duration::from_millis(30));
+    let routes = json!({
+        "fast": {"strategy": "fastest", "deployments": [
+            deployment(&mock, "laggard", "lag"), deployment(&mock, "quick", "gpt")]},
+        "flaky": {"strategy": "fastest", "deployments": [
+            deployment(&mock, "broken", "fail-500"), {"name": "quick"}]},
+    });
+    let gw = Gateway::start(
+        routes,
+        &["openai", "fastest"],
+        // Keep trying the broken deployment (no circuit).
+        json!({"health": {"trip_after": 1000}}),
+    );
+    for _ in 0..10 {
+        assert_eq!(gw.chat("fast", false).await.status(), 200);
+    }
+    // Configured order while neither has figures, then the unmeasured one,
+    // then the faster by p50 every time.
+    assert_eq!(mock.hits("lag"), 1, "{}", gw.logs());
+    assert_eq!(mock.hits("gpt"), 9, "{}", gw.logs());
+    assert!(gw.wait_for_log_count("fastest saw", 10, Duration::from_secs(5)));
+    let seen = gw
+        .log_lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("fastest saw"))
+        .unwrap();
+    let figure = |deployment: &str, name: &str| -> f64 {
+        let part = seen.split(&format!(" {deployment}: ")).nth(1).unwrap();
+        let part = part.split(&format!("{name}=")).nth(1).unwrap();
+        part.split([' ', ';']).next().unwrap().parse().unwrap()
+    };
+    assert_eq!(figure("laggard", "attempts"), 1.0, "{seen}");
+    assert!(figure("laggard", "p50") >= 30.0, "{seen}");
+    assert_eq!(figure("laggard", "success"), 1.0, "{seen}");
+    assert!(figure("quick", "attempts") >= 1.0, "{seen}");
+    assert!(figure("quick", "p50") < 30.0, "{seen}");
+    assert!(figure("quick", "rpm") > 0.0, "{seen}");
+    assert!(
+        seen.contains(&format!("price={INPUT}/{OUTPUT}/{CACHED}")),
+        "{seen}"
+    );
+
+    // Failures by class: the broken deployment is tried first (its p50 is 0:
+    // no successes), fails with 500s, and the figures (refreshed at most
+    // once a second) say so.
+    for _ in 0..3 {
+        assert_eq!(gw.chat("flaky", false).await.status(), 200);
+    }
+    assert!(gw.wait_for_log_count("fastest saw", 13, Duration::from_secs(5)));
+    let seen = gw
+        .log_lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("fastest saw broken"))
+        .unwrap();
+    assert!(
+        seen.contains("broken: attempts=") && seen.contains(r#"errors=[("overloaded", 1.0)]"#),
+        "{seen}"
+    );
+}
+
 #[tokio::test]
 async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
     let mock = Mock::start().await;

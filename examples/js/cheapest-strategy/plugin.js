@@ -1,7 +1,7 @@
 // cheapest-strategy: a Switchyard routing strategy written in JavaScript.
 //
 // Orders a route's candidates: healthy ones first, then by price (input plus
-// output cost per 1k tokens), ties kept in configured order. Logs one line per
+// output cost per million tokens), ties kept in configured order. Logs one line per
 // call through the host's `log` import.
 //
 // Config (the plugin's block in the gateway config, read through the host's
@@ -38,7 +38,7 @@ function limit() {
   return maxCandidates;
 }
 
-const price = (c) => c.inputCostPer1k + c.outputCostPer1k;
+const price = (c) => c.inputCostPer1m + c.outputCostPer1m;
 
 export const strategy = {
   metadata() {

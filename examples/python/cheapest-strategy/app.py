@@ -1,7 +1,7 @@
 """cheapest-strategy: a Switchyard routing strategy written in Python.
 
 Orders a route's candidates: healthy ones first, then by price (input plus
-output cost per 1k tokens), ties kept in configured order. Logs one line per
+output cost per million tokens), ties kept in configured order. Logs one line per
 call through the host's `log` import.
 
 Config (the plugin's block in the gateway config, read through the host's
@@ -52,7 +52,7 @@ class Strategy(exports.Strategy):
             range(len(candidates)),
             key=lambda i: (
                 not candidates[i].healthy,
-                candidates[i].input_cost_per_1k + candidates[i].output_cost_per_1k,
+                candidates[i].input_cost_per_1m + candidates[i].output_cost_per_1m,
             ),
         )
         limit = _limit()

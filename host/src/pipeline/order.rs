@@ -9,6 +9,7 @@ use super::request::{ChatRequestView, validate_order};
 use super::{Gateway, Member, Route};
 use crate::domain::{Candidate, Kind, RequestSummary};
 use crate::error::ApiError;
+use crate::monitor::Monitor;
 
 /// The most completion tokens a request's cost estimate assumes.
 const MAX_ESTIMATED_COMPLETION: u32 = 16_384;
@@ -79,12 +80,17 @@ impl Gateway {
         route: &Route,
         summary: &RequestSummary,
         request_id: &Arc<str>,
+        monitor: &Monitor,
     ) -> Vec<usize> {
         let configured = || (0..route.members.len()).collect::<Vec<_>>();
         let mut order = match &route.strategy {
             None => configured(),
             Some(id) => {
-                let candidates: Vec<Candidate> = route.members.iter().map(candidate).collect();
+                let candidates: Vec<Candidate> = route
+                    .members
+                    .iter()
+                    .map(|m| candidate(m, monitor))
+                    .collect();
                 let count = candidates.len();
                 let ordered = match self.registry.get(id, Kind::Strategy) {
                     Ok(plugin) => plugin
@@ -113,7 +119,7 @@ impl Gateway {
     }
 }
 
-fn candidate(m: &Member) -> Candidate {
+fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
     let d = &m.deployment;
     let h = d.health.snapshot();
     Candidate {
@@ -124,12 +130,14 @@ fn candidate(m: &Member) -> Candidate {
         in_flight: h.in_flight,
         error_rate: h.error_rate,
         latency_ms: h.latency_ms,
-        input_cost_per_1k: d.prices.input / 1000.0,
-        output_cost_per_1k: d.prices.output / 1000.0,
+        input_cost_per_1m: d.prices.input,
+        output_cost_per_1m: d.prices.output,
+        cached_input_cost_per_1m: d.prices.cached_input,
         priority: m.priority,
         weight: m.weight,
         quality: h.quality,
         supports: d.supports,
+        recent: monitor.recent(&d.name),
     }
 }
 

@@ -5,7 +5,8 @@
 //! runtime sees [`Exports`] and [`crate::domain`] types.
 
 /// The conversions of a strategy's arguments into a WIT version's bindings,
-/// for versions whose `strategy` types are the same: written once, expanded in
+/// for versions whose request summary and capabilities are the same (a
+/// candidate differs: each version converts its own): written once, expanded in
 /// each version module with its own generated `strategy` module. Bindings of
 /// export parameters borrow (`ownership: Borrowing`): the host's values are
 /// lowered into the guest straight from where they are, with no copy.
@@ -29,26 +30,6 @@ macro_rules! strategy_conversions {
                     domain::TaskPriority::Critical => $s::TaskPriority::Critical,
                 },
                 tags,
-            }
-        }
-
-        impl<'a> From<&'a domain::Candidate> for $s::Candidate<'a> {
-            fn from(c: &'a domain::Candidate) -> Self {
-                Self {
-                    deployment: &c.deployment,
-                    adapter: &c.adapter,
-                    healthy: c.healthy,
-                    headroom: c.headroom,
-                    in_flight: c.in_flight,
-                    error_rate: c.error_rate,
-                    latency_ms: c.latency_ms,
-                    input_cost_per_1k: c.input_cost_per_1k,
-                    output_cost_per_1k: c.output_cost_per_1k,
-                    priority: c.priority,
-                    weight: c.weight,
-                    quality: c.quality,
-                    supports: capabilities(c.supports),
-                }
             }
         }
 

@@ -321,3 +321,24 @@ impl From<adapter::UpstreamError> for domain::UpstreamError {
 // Strategy arguments: the same WIT types in every version so far.
 super::strategy_conversions!(strategy);
 super::adapter_conversions!(adapter);
+
+impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
+    /// v0.1 prices are per thousand tokens; it has no monitor figures.
+    fn from(c: &'a domain::Candidate) -> Self {
+        Self {
+            deployment: &c.deployment,
+            adapter: &c.adapter,
+            healthy: c.healthy,
+            headroom: c.headroom,
+            in_flight: c.in_flight,
+            error_rate: c.error_rate,
+            latency_ms: c.latency_ms,
+            input_cost_per_1k: c.input_cost_per_1m / 1000.0,
+            output_cost_per_1k: c.output_cost_per_1m / 1000.0,
+            priority: c.priority,
+            weight: c.weight,
+            quality: c.quality,
+            supports: capabilities(c.supports),
+        }
+    }
+}

@@ -361,3 +361,37 @@ impl From<adapter::UpstreamError> for domain::UpstreamError {
 // Strategy arguments: the same WIT types in every version so far.
 super::strategy_conversions!(strategy);
 super::adapter_conversions!(adapter);
+
+impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
+    fn from(c: &'a domain::Candidate) -> Self {
+        let r = &*c.recent;
+        Self {
+            deployment: &c.deployment,
+            adapter: &c.adapter,
+            healthy: c.healthy,
+            headroom: c.headroom,
+            in_flight: c.in_flight,
+            error_rate: c.error_rate,
+            latency_ms: c.latency_ms,
+            input_cost_per_1m: c.input_cost_per_1m,
+            output_cost_per_1m: c.output_cost_per_1m,
+            cached_input_cost_per_1m: c.cached_input_cost_per_1m,
+            priority: c.priority,
+            weight: c.weight,
+            quality: c.quality,
+            supports: capabilities(c.supports),
+            recent: strategy::WindowStats {
+                attempts: r.attempts,
+                requests_per_minute: r.requests_per_minute,
+                success_rate: r.success_rate,
+                latency_p50_ms: r.latency_p50_ms,
+                latency_p95_ms: r.latency_p95_ms,
+                latency_p99_ms: r.latency_p99_ms,
+                ttft_p50_ms: r.ttft_p50_ms,
+                ttft_p95_ms: r.ttft_p95_ms,
+                output_tokens_per_second: r.output_tokens_per_second,
+                errors: &r.errors,
+            },
+        }
+    }
+}
