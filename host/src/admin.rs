@@ -37,6 +37,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/usage", get(usage))
         .route("/admin/costs", get(costs))
         .route("/admin/events", get(events))
+        .route("/admin/quality", get(quality))
         .route("/admin/deployments", get(deployments))
         .route("/admin/budgets", get(budgets))
         .route("/admin/reload", post(reload))
@@ -149,6 +150,10 @@ async fn filtered(s: &AdminState, q: Filters, v: View) -> Response {
             format!("query parameters: {}", e.body_text()),
         ),
     }
+}
+
+async fn quality(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    filtered(&s, q, query::quality).await
 }
 
 async fn requests(State(s): State<Arc<AdminState>>, q: Filters) -> Response {

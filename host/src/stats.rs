@@ -29,6 +29,14 @@ pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, St
     let summary = run(query::summary(&conn, &filter, now))?;
     let usage = run(query::usage(&conn, &filter, now))?;
     let costs = run(query::costs(&conn, &filter, now))?;
+    let quality = run(query::quality(
+        &conn,
+        &Filter {
+            since: Some(since.to_string()),
+            ..Filter::default()
+        },
+        now,
+    ))?;
     let failed = run(query::requests(
         &conn,
         &Filter {
@@ -50,7 +58,7 @@ pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, St
     ))?;
     if json {
         return Ok(serde_json::json!({
-            "summary": summary, "usage": usage["data"], "costs": costs,
+            "summary": summary, "usage": usage["data"], "costs": costs, "quality": quality["data"],
             "recent_failures": failed["data"], "recent_events": events["data"],
         })
         .to_string());
@@ -102,6 +110,19 @@ pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, St
             "billed_failures",
         ],
         costs["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+    );
+    table(
+        &mut out,
+        "Quality per deployment (evaluator verdicts)",
+        &[
+            "key",
+            "evaluations",
+            "mean_score",
+            "min_score",
+            "pass_rate",
+            "rejected",
+        ],
+        quality["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
     );
     table(
         &mut out,

@@ -169,6 +169,53 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
         "{judged}"
     );
     assert_eq!(judged["verdict"]["pass"], true);
+    // Each verdict is a quality score of its attempt.
+    assert_eq!(
+        (
+            attempts[0]["evaluator"].clone(),
+            attempts[0]["pass"].clone()
+        ),
+        (json!("basic"), json!(false)),
+        "{judged}"
+    );
+    assert_eq!(attempts[0]["score"], 0.0, "{judged}");
+    assert_eq!(
+        (attempts[1]["score"].clone(), attempts[1]["pass"].clone()),
+        (json!(1.0), json!(true)),
+        "{judged}"
+    );
+    let (status, quality) = gw.admin("/admin/quality").await;
+    assert_eq!(status, 200, "{quality}");
+    let by_deployment: Vec<_> = quality["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].clone(),
+                r["evaluations"].clone(),
+                r["mean_score"].clone(),
+                r["rejected"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_deployment,
+        [
+            (json!("empty"), json!(1), json!(0.0), json!(1)),
+            (json!("good"), json!(1), json!(1.0), json!(0))
+        ],
+        "{quality}"
+    );
+    let (status, bad) = gw.admin("/admin/quality?group_by=colour").await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("group_by"),
+        "{bad}"
+    );
 
     // Usage the upstream did not report is estimated and says so.
     assert_eq!(send(&gw, "req-silent", "silent", false).await.status(), 200);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::outcome::{AttemptRecord, Recorder, content_chars, estimate_tokens};
+use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_tokens};
 use super::stream::{StreamEvaluation, Transcript, start_stream};
 use super::{Answer, Deployment, Gateway, Route};
 use crate::domain::{BuildError, Kind, Target, Usage};
@@ -150,7 +150,7 @@ impl Gateway {
                 request,
                 &answer.body,
                 request_id,
-                rec,
+                record,
             )
             .await?;
         }
@@ -172,7 +172,7 @@ impl Gateway {
         request: &Arc<str>,
         response: &str,
         request_id: &Arc<str>,
-        rec: &mut Recorder,
+        record: &mut AttemptRecord,
     ) -> Result<(), Attempt> {
         let verdict = match self.registry.get(evaluator, Kind::Evaluator) {
             Ok(plugin) => {
@@ -188,7 +188,7 @@ impl Gateway {
                 Ok(())
             }
             Ok(v) => {
-                rec.verdict(&d.health, &v);
+                outcome::verdict(record, &d.health, evaluator, &v);
                 if v.pass {
                     Ok(())
                 } else {

@@ -18,7 +18,7 @@ use crate::domain::{Usage, Verdict};
 use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
 use crate::monitor::{Monitor, Sample};
-use crate::store::{AttemptRow, EventRow, RequestRow, Row, Store};
+use crate::store::{AttemptRow, EventRow, QualityRow, RequestRow, Row, Store};
 
 /// Where finished records go. Built once per process (not per config), so
 /// a reload never loses a record in flight.
@@ -94,6 +94,8 @@ pub struct AttemptRecord {
     /// the evaluator rejected, a stream cut after tokens).
     pub billed: bool,
     pub prices: Prices,
+    /// The evaluator (plugin id) and its verdict on this attempt's answer.
+    pub verdict: Option<(Arc<str>, Verdict)>,
 }
 
 impl AttemptRecord {
@@ -113,6 +115,7 @@ impl AttemptRecord {
             cost: None,
             billed: false,
             prices,
+            verdict: None,
         }
     }
 
@@ -177,7 +180,6 @@ pub struct Record {
     pub attempts: Vec<AttemptRecord>,
     /// Time from the request's start to its first streamed chunk.
     pub ttft: Option<Duration>,
-    pub verdict: Option<Verdict>,
     /// What the request holds of its budgets until it is settled.
     pub reservation: Option<Reservation>,
 }
@@ -202,7 +204,6 @@ impl Recorder {
                 stream: false,
                 attempts: Vec::new(),
                 ttft: None,
-                verdict: None,
                 reservation: None,
             })),
             sinks,
@@ -319,11 +320,12 @@ impl Recorder {
         }
     }
 
-    /// The evaluator's verdict on the answer the caller got.
-    pub fn verdict(&mut self, health: &DeploymentHealth, verdict: &Verdict) {
-        health.record_quality(verdict.score);
-        if let Some(r) = self.record() {
-            r.verdict = Some(verdict.clone());
+    /// The evaluator's verdict on a committed stream's answer (its attempt
+    /// is the last).
+    pub fn verdict(&mut self, health: &DeploymentHealth, evaluator: &str, v: &Verdict) {
+        match self.record().and_then(|r| r.attempts.last_mut()) {
+            Some(attempt) => verdict(attempt, health, evaluator, v),
+            None => health.record_quality(v.score),
         }
     }
 
@@ -422,6 +424,18 @@ impl Drop for Recorder {
     }
 }
 
+/// The evaluator's verdict on `attempt`'s answer: the deployment's quality,
+/// and a quality score in the attempt's record.
+pub fn verdict(
+    attempt: &mut AttemptRecord,
+    health: &DeploymentHealth,
+    evaluator: &str,
+    v: &Verdict,
+) {
+    health.record_quality(v.score);
+    attempt.verdict = Some((Arc::from(evaluator), v.clone()));
+}
+
 /// The store's rows for a finished record.
 fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
     let total = r.begun.elapsed();
@@ -455,9 +469,15 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
         completion_tokens: answered.and_then(|a| a.usage).map(|u| u.completion_tokens),
         cost: any_cost.then_some(cost),
         estimated: r.attempts.iter().any(|a| a.estimated),
-        verdict: r.verdict.as_ref().map(|v| {
-            serde_json::json!({"pass": v.pass, "score": v.score, "reasons": v.reasons}).to_string()
-        }),
+        // The last attempt's: the answer's, or the last rejection.
+        verdict: r
+            .attempts
+            .last()
+            .and_then(|a| a.verdict.as_ref())
+            .map(|(_, v)| {
+                serde_json::json!({"pass": v.pass, "score": v.score, "reasons": v.reasons})
+                    .to_string()
+            }),
     };
     let attempts = r
         .attempts
@@ -477,6 +497,13 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
             completion_tokens: a.usage.map(|u| u.completion_tokens),
             cost: a.cost,
             billed: a.billed,
+            quality: a.verdict.as_ref().map(|(evaluator, v)| QualityRow {
+                evaluator: evaluator.to_string(),
+                score: v.score,
+                pass: v.pass,
+                reasons: (!v.reasons.is_empty())
+                    .then(|| serde_json::to_string(&v.reasons).unwrap_or_default()),
+            }),
         })
         .collect();
     (request, attempts)

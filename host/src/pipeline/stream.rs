@@ -209,7 +209,8 @@ impl StreamPump {
                 if let Some(evaluation) = &self.evaluation
                     && let Some(verdict) = evaluation.run(&self.deployment).await
                 {
-                    self.rec.verdict(self.in_flight.health(), &verdict);
+                    self.rec
+                        .verdict(self.in_flight.health(), &evaluation.evaluator, &verdict);
                 }
                 self.rec.hand_over().finish(End::Answered);
             }

@@ -74,6 +74,18 @@ pub struct AttemptRow {
     pub completion_tokens: Option<u32>,
     pub cost: Option<f64>,
     pub billed: bool,
+    /// The evaluator's verdict on this attempt's answer.
+    pub quality: Option<QualityRow>,
+}
+
+/// An evaluator's verdict on one attempt's answer.
+#[derive(Clone, Debug, Default)]
+pub struct QualityRow {
+    pub evaluator: String,
+    pub score: f32,
+    pub pass: bool,
+    /// JSON list of the evaluator's reasons (`None`: it gave none).
+    pub reasons: Option<String>,
 }
 
 /// Something that happened (a failover, a circuit opening, an alert).
@@ -248,7 +260,7 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<(
     let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
     let mut total = 0;
     let mut more = false;
-    for table in ["requests", "attempts", "events"] {
+    for table in ["requests", "attempts", "events", "quality_scores"] {
         let n = conn.execute(
             &format!(
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT {SLICE})"
@@ -366,6 +378,10 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
              ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
+        let mut quality = tx.prepare_cached(
+            "INSERT INTO quality_scores (ts_ms, request_rowid, request_id, n, route, deployment,
+             evaluator, score, pass, reasons) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
         let mut events = tx.prepare_cached(
             "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -410,6 +426,20 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                             a.billed,
                             request_rowid
                         ])?;
+                        if let Some(q) = &a.quality {
+                            quality.execute(rusqlite::params![
+                                a.ts_ms,
+                                request_rowid,
+                                a.request_id,
+                                a.n,
+                                r.route,
+                                a.deployment,
+                                q.evaluator,
+                                f64::from(q.score),
+                                q.pass,
+                                q.reasons
+                            ])?;
+                        }
                     }
                 }
                 Row::Event(e) => {

@@ -27,7 +27,8 @@ pub struct Filter {
     /// Rows per page (default 100, at most 1,000).
     pub limit: Option<u32>,
     pub offset: Option<u32>,
-    /// `costs`: `day`, `route`, `deployment` or `caller`.
+    /// `costs`: `day`, `route`, `deployment` or `caller`; `quality`:
+    /// `deployment`, `route`, `evaluator`, `day` or `hour`.
     pub group_by: Option<String>,
     /// `events`: the kind.
     #[serde(rename = "type")]
@@ -153,7 +154,9 @@ fn rows(conn: &Connection, sql: &str, params: &[Sql]) -> Result<Vec<Value>, Quer
             for (i, name) in names.iter().enumerate() {
                 let mut v = to_json(row.get_ref(i)?);
                 // SQLite has no booleans.
-                if matches!(name.as_str(), "stream" | "estimated" | "billed") {
+                if matches!(name.as_str(), "stream" | "estimated" | "billed" | "pass")
+                    && !v.is_null()
+                {
                     v = json!(v.as_i64().unwrap_or(0) != 0);
                 }
                 if name == "verdict"
@@ -208,8 +211,10 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     };
     let attempts = rows(
         conn,
-        "SELECT n, ts_ms, deployment, adapter, class, status, latency_ms, ttft_ms, prompt_tokens, \
-         completion_tokens, cost, billed FROM attempts WHERE request_rowid = ? ORDER BY n",
+        "SELECT a.n, a.ts_ms, a.deployment, a.adapter, a.class, a.status, a.latency_ms, a.ttft_ms, \
+         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, q.evaluator, q.score, q.pass \
+         FROM attempts a LEFT JOIN quality_scores q ON q.request_rowid = a.request_rowid AND q.n = a.n \
+         WHERE a.request_rowid = ? ORDER BY a.n",
         &[Sql::Integer(request["row"].as_i64().unwrap_or(-1))],
     )?;
     if let Some(o) = request.as_object_mut() {
@@ -269,6 +274,38 @@ pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
     Ok(
         json!({ "group_by": f.group_by.as_deref().unwrap_or("day"), "data": data, "total_cost": total }),
     )
+}
+
+/// `GET /admin/quality?group_by=deployment|route|evaluator|day|hour`: the
+/// evaluators' verdicts per group (every evaluated attempt): how many, the
+/// mean and lowest score, and the share that passed.
+pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
+    let by = f.group_by.as_deref().unwrap_or("deployment");
+    let group = match by {
+        "deployment" => "a.deployment",
+        "route" => "r.route",
+        "evaluator" => "a.evaluator",
+        "day" => "date(a.ts_ms / 1000, 'unixepoch')",
+        "hour" => "strftime('%Y-%m-%dT%H:00', a.ts_ms / 1000, 'unixepoch')",
+        other => {
+            return Err(QueryError::BadFilter(format!(
+                "group_by={other:?}: one of deployment, route, evaluator, day, hour"
+            )));
+        }
+    };
+    let (filter, params) = conditions(f, now_ms, true)?;
+    let data = rows(
+        conn,
+        &format!(
+            "SELECT {group} AS key, COUNT(*) AS evaluations, AVG(a.score) AS mean_score,
+               MIN(a.score) AS min_score, AVG(a.pass) AS pass_rate, SUM(NOT a.pass) AS rejected,
+               MAX(a.ts_ms) AS last_ms
+             FROM quality_scores a JOIN requests r ON r.rowid = a.request_rowid {filter}
+             GROUP BY key ORDER BY key"
+        ),
+        &params,
+    )?;
+    Ok(json!({ "group_by": by, "data": data }))
 }
 
 /// `GET /admin/events?type=...`: the newest first.

@@ -60,6 +60,22 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE attempts SET request_rowid = (SELECT MAX(r.rowid) FROM requests r
         WHERE r.id = attempts.request_id AND r.ts_ms <= attempts.ts_ms + 1);
     CREATE INDEX attempts_request_rowid ON attempts (request_rowid);",
+    // 3: quality scores: each evaluator verdict on an attempt's answer (the
+    // series per deployment that routing by quality reads).
+    "CREATE TABLE quality_scores (
+        ts_ms INTEGER NOT NULL,
+        request_rowid INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        route TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        evaluator TEXT NOT NULL,
+        score REAL NOT NULL,
+        pass INTEGER NOT NULL,
+        reasons TEXT
+    );
+    CREATE INDEX quality_scores_ts ON quality_scores (ts_ms);
+    CREATE INDEX quality_scores_deployment ON quality_scores (deployment, ts_ms);",
 ];
 
 /// Brings `conn` to the newest schema.
