@@ -260,7 +260,7 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<(
     let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
     let mut total = 0;
     let mut more = false;
-    for table in ["requests", "attempts", "events", "quality_scores"] {
+    for table in ["requests", "attempts", "events"] {
         let n = conn.execute(
             &format!(
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT {SLICE})"
@@ -375,12 +375,9 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         )?;
         let mut attempts = tx.prepare_cached(
             "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
-             ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
-        let mut quality = tx.prepare_cached(
-            "INSERT INTO quality_scores (ts_ms, request_rowid, request_id, n, route, deployment,
-             evaluator, score, pass, reasons) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid,
+             evaluator, score, pass, reasons)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         let mut events = tx.prepare_cached(
             "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -424,22 +421,12 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                             a.completion_tokens,
                             a.cost,
                             a.billed,
-                            request_rowid
+                            request_rowid,
+                            a.quality.as_ref().map(|q| &q.evaluator),
+                            a.quality.as_ref().map(|q| f64::from(q.score)),
+                            a.quality.as_ref().map(|q| q.pass),
+                            a.quality.as_ref().and_then(|q| q.reasons.as_ref()),
                         ])?;
-                        if let Some(q) = &a.quality {
-                            quality.execute(rusqlite::params![
-                                a.ts_ms,
-                                request_rowid,
-                                a.request_id,
-                                a.n,
-                                r.route,
-                                a.deployment,
-                                q.evaluator,
-                                f64::from(q.score),
-                                q.pass,
-                                q.reasons
-                            ])?;
-                        }
                     }
                 }
                 Row::Event(e) => {

@@ -212,9 +212,8 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     let attempts = rows(
         conn,
         "SELECT a.n, a.ts_ms, a.deployment, a.adapter, a.class, a.status, a.latency_ms, a.ttft_ms, \
-         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, q.evaluator, q.score, q.pass \
-         FROM attempts a LEFT JOIN quality_scores q ON q.request_rowid = a.request_rowid AND q.n = a.n \
-         WHERE a.request_rowid = ? ORDER BY a.n",
+         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, a.evaluator, a.score, a.pass \
+         FROM attempts a WHERE a.request_rowid = ? ORDER BY a.n",
         &[Sql::Integer(request["row"].as_i64().unwrap_or(-1))],
     )?;
     if let Some(o) = request.as_object_mut() {
@@ -294,13 +293,15 @@ pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
         }
     };
     let (filter, params) = conditions(f, now_ms, true)?;
+    let and = if filter.is_empty() { "WHERE" } else { "AND" };
     let data = rows(
         conn,
         &format!(
             "SELECT {group} AS key, COUNT(*) AS evaluations, AVG(a.score) AS mean_score,
                MIN(a.score) AS min_score, AVG(a.pass) AS pass_rate, SUM(NOT a.pass) AS rejected,
                MAX(a.ts_ms) AS last_ms
-             FROM quality_scores a JOIN requests r ON r.rowid = a.request_rowid {filter}
+             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid
+             {filter} {and} a.score IS NOT NULL
              GROUP BY key ORDER BY key"
         ),
         &params,
