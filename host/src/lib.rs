@@ -31,6 +31,7 @@ pub mod monitor;
 pub mod ops;
 pub mod pipeline;
 pub mod plugins;
+pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -69,7 +69,11 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
     assert_eq!(count(&path, "requests"), 1001);
     assert_eq!(count(&path, "attempts"), 1);
     assert_eq!(count(&path, "events"), 1);
-    assert_eq!(count(&path, "quality_scores"), 1, "the verdict is a quality score");
+    assert_eq!(
+        count(&path, "quality_scores"),
+        1,
+        "the verdict is a quality score"
+    );
     drop(store);
     // Opened again: migrations already applied, rows kept.
     let again = Store::open(&path);
