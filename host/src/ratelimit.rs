@@ -3,11 +3,11 @@
 //!
 //! **Algorithm: a sliding window of 60 sub-buckets** per limit (1/60 of the
 //! window each: 1 s for a minute, 16.7 ms for a second). A request is
-//! admitted when what the last 60 buckets hold plus what it asks for stays
-//! within the limit. The oldest bucket counts whole although part of it has
-//! already left the window, so the limiter never admits more than the limit
-//! in any window, and under a steady load admits at least 60/61 (98.4 %) of
-//! it. Memory is fixed (60 counters a limit) whatever the rate; a check is a
+//! admitted when what the current bucket and the 60 before it hold, plus
+//! what it asks for, stays within the limit. Those 61 buckets always cover
+//! the whole window (the oldest partly lies before it and counts whole), so
+//! the limiter never admits more than the limit in any window; under a
+//! steady load it admits at least 60/61 (98.4 %) of it. Memory is fixed (60 counters a limit) whatever the rate; a check is a
 //! sum of 60 numbers under the deployment's own mutex (no allocation).
 //!
 //! **Tokens are reserved, then reconciled**: a request reserves its
@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 
 /// Sub-buckets a window is divided into.
 const BUCKETS: usize = 60;
+/// Buckets kept: the window's 60 and the current one, which is partly
+/// outside it until it fills.
+const RING: usize = BUCKETS + 1;
 
 /// A deployment's limits (`None`: unlimited).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -66,7 +69,7 @@ struct Window {
     /// Width of one bucket, in microseconds.
     width_us: u64,
     /// `(slot, used)`: the slot (`µs / width_us`) a bucket holds.
-    buckets: [(u64, u64); BUCKETS],
+    buckets: [(u64, u64); RING],
     /// The window number (`µs / window`) in which the warning and the
     /// at-limit event last fired.
     warned: Option<u64>,
@@ -78,8 +81,9 @@ impl Window {
         Self {
             kind,
             limit,
-            width_us: (window_us / BUCKETS as u64).max(1),
-            buckets: [(u64::MAX, 0); BUCKETS],
+            // Rounded up: the buckets never cover less than the window.
+            width_us: window_us.div_ceil(BUCKETS as u64).max(1),
+            buckets: [(u64::MAX, 0); RING],
             warned: None,
             hit: None,
         }
@@ -94,8 +98,11 @@ impl Window {
         us / (self.width_us * BUCKETS as u64)
     }
 
+    /// Whether bucket `slot` counts at slot `now`: the current bucket and
+    /// the 60 before it (the oldest counts whole though part of it is
+    /// older than the window: never more than the limit in any window).
     fn live(&self, slot: u64, now: u64) -> bool {
-        slot != u64::MAX && slot <= now && now - slot < BUCKETS as u64
+        slot != u64::MAX && slot <= now && now - slot <= BUCKETS as u64
     }
 
     /// What the window holds at slot `now`.
@@ -113,7 +120,7 @@ impl Window {
     }
 
     fn add(&mut self, now: u64, n: u64) {
-        let b = &mut self.buckets[(now % BUCKETS as u64) as usize];
+        let b = &mut self.buckets[(now % RING as u64) as usize];
         if b.0 != now {
             *b = (now, 0);
         }
@@ -122,8 +129,11 @@ impl Window {
 
     /// Corrects what was added at `slot` by `delta`, if it is still inside.
     fn adjust(&mut self, slot: u64, now: u64, delta: i64) {
-        let b = &mut self.buckets[(slot % BUCKETS as u64) as usize];
-        if b.0 == slot && slot != u64::MAX && now - slot.min(now) < BUCKETS as u64 {
+        if !self.live(slot, now.max(slot)) {
+            return;
+        }
+        let b = &mut self.buckets[(slot % RING as u64) as usize];
+        if b.0 == slot {
             b.1 = b.1.saturating_add_signed(delta);
         }
     }
@@ -140,10 +150,10 @@ impl Window {
             .collect();
         live.sort_unstable();
         for (slot, u) in live {
-            // This bucket leaves the window when `now` reaches slot + 60.
+            // This bucket leaves the window when `now` reaches slot + 61.
             used -= u;
             if used == 0 || used + n <= self.limit {
-                return ((slot + BUCKETS as u64) * self.width_us).saturating_sub(us);
+                return ((slot + RING as u64) * self.width_us).saturating_sub(us);
             }
         }
         0
@@ -401,6 +411,34 @@ mod tests {
             ["rate_limit_warning", "rate_limit_reached"],
             "each once per window"
         );
+    }
+
+    #[test]
+    fn bursts_never_exceed_the_limit_in_any_window() {
+        // Bursts of 50 every 137 ms for 10 s against 20 a second.
+        let l = limiter(Limits {
+            rps: Some(20),
+            ..Limits::default()
+        });
+        let mut events = Vec::new();
+        let mut admitted = Vec::new();
+        for burst in 0..73u64 {
+            let us = 3_000_000 + burst * 137_000;
+            for i in 0..50 {
+                if l.reserve_at(us + i * 10, 0, &mut events).is_ok() {
+                    admitted.push(us + i * 10);
+                }
+            }
+        }
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[..=i]
+                .iter()
+                .filter(|&&u| u + 1_000_000 > *t)
+                .count();
+            assert!(in_window <= 20, "{in_window} in the second before {t}");
+        }
+        // 10 s: at least 95 % of 200.
+        assert!((190..=200).contains(&admitted.len()), "{}", admitted.len());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod config;
 mod failover;
 mod hot_reload;
 mod languages;
+mod limits;
 mod live_config;
 mod proxy;
 mod records;

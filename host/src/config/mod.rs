@@ -69,6 +69,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub monitor: MonitorConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Spend limits by name.
     #[serde(default)]
     pub budgets: BTreeMap<String, BudgetConfig>,
@@ -189,6 +191,36 @@ pub enum BudgetAction {
     Reject,
     /// Sends its requests to the route's cheapest deployments only.
     Cheapest,
+}
+
+/// The rate limiter's settings (see [`crate::ratelimit`]); the limits
+/// themselves are each deployment's `rpm`, `rps` and `tpm`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The fraction of a limit that raises a `rate_limit_warning` event.
+    #[serde(default = "d_warn_at")]
+    pub warn_at: f64,
+    /// Completion tokens a request without `max_tokens` reserves.
+    #[serde(default = "d_default_output_tokens")]
+    pub default_output_tokens: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            warn_at: d_warn_at(),
+            default_output_tokens: d_default_output_tokens(),
+        }
+    }
+}
+
+fn d_warn_at() -> f64 {
+    0.9
+}
+
+fn d_default_output_tokens() -> u32 {
+    512
 }
 
 /// The performance monitor's windows and alerts (see [`crate::monitor`]).
@@ -549,6 +581,11 @@ pub struct Deployment {
     pub capabilities: Vec<Capability>,
     /// Largest prompt plus completion, in tokens.
     pub context_window: Option<u32>,
+    /// Requests per minute and per second, and tokens per minute, sent to
+    /// it at most (see [`crate::ratelimit`]).
+    pub rpm: Option<u64>,
+    pub rps: Option<u64>,
+    pub tpm: Option<u64>,
     /// Overrides of the top-level timeouts, field by field.
     pub timeouts: Option<Value>,
     /// Where it was defined (JSON path), for error messages.
@@ -573,6 +610,15 @@ impl Deployment {
             output: one(self.output_cost_per_1m, self.output_cost_per_1k, "output")?,
             cached_input: self.cached_input_cost_per_1m.unwrap_or(input),
         })
+    }
+
+    /// Its rate limits.
+    pub fn limits(&self) -> crate::ratelimit::Limits {
+        crate::ratelimit::Limits {
+            rps: self.rps,
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
     }
 
     /// The JSON path that defines deployment `name`.

@@ -14,6 +14,7 @@ use crate::config::{Config, Route as RouteConfig};
 use crate::domain::{AuthScheme, Target};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
+use crate::ratelimit::Limiter;
 use crate::upstream::{BaseUrl, Proxies, Upstream};
 
 impl Gateway {
@@ -60,6 +61,14 @@ impl Gateway {
                 }
                 _ => Arc::new(DeploymentHealth::new(config.health)),
             };
+            // Kept by name: what was sent to it this minute still counts.
+            let limiter = match previous.and_then(|p| p.deployments.get(name)) {
+                Some(old) => {
+                    old.limiter.set(d.limits(), config.limits.warn_at);
+                    old.limiter.clone()
+                }
+                None => Arc::new(Limiter::new(d.limits(), config.limits.warn_at)),
+            };
             let deployment = Deployment {
                 name: name.clone(),
                 adapter: d.adapter.clone(),
@@ -73,6 +82,8 @@ impl Gateway {
                     model: d.model.clone(),
                 }),
                 health,
+                limited: !d.limits().is_empty(),
+                limiter,
                 auth: d.auth.as_ref().map(AuthScheme::from),
                 prices: d.prices()?,
                 supports: capabilities(&d.capabilities),
@@ -182,12 +193,16 @@ impl Gateway {
                     "health": {
                         "healthy": h.healthy,
                         "cooling_down": d.health.is_cooling_down(),
-                        "headroom": h.headroom,
+                        "headroom": h.headroom.min(d.limiter.headroom()),
                         "in_flight": h.in_flight,
                         "error_rate": h.error_rate,
                         "latency_ms": h.latency_ms,
                         "quality": h.quality,
                     },
+                    // Each limit with what its sliding window holds now.
+                    "limits": d.limiter.usage().into_iter()
+                        .map(|(kind, max, used)| (kind.name().to_string(), json!({"max": max, "used": used})))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect()

@@ -39,6 +39,7 @@ use crate::error::ApiError;
 use crate::failover::{FailureClass, Next};
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
+use crate::ratelimit::Limiter;
 use crate::upstream::{BaseUrl, Endpoint, Upstream};
 use request::{ChatRequestView, summarize};
 
@@ -87,6 +88,10 @@ pub struct Deployment {
     /// In a wildcard route, its model's `*` is the rest of the requested name.
     pub target: Arc<Target>,
     pub health: Arc<DeploymentHealth>,
+    /// Its rate limits (carried across reloads by name).
+    pub limiter: Arc<Limiter>,
+    /// Whether it has any limit (no lock taken otherwise).
+    pub limited: bool,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
     pub prices: Prices,
@@ -331,11 +336,20 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
+            // At one of its rate limits: not tried (the upstream would refuse).
+            let reservation = match self.reserve(deployment, summary, request_id, rec) {
+                Ok(reservation) => reservation,
+                Err(refused) => {
+                    attempts.push(refused);
+                    continue;
+                }
+            };
             let mut record = outcome::AttemptRecord::new(
                 &deployment.name,
                 &deployment.adapter,
                 deployment.prices,
             );
+            record.limit = reservation;
             let result = self
                 .attempt(
                     route,

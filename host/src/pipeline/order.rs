@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use super::outcome::{self, Recorder};
 use super::request::{ChatRequestView, validate_order};
-use super::{Gateway, Member, Route};
+use super::{Deployment, Gateway, Member, Route};
 use crate::domain::{Candidate, Kind, RequestSummary};
 use crate::error::ApiError;
+use crate::failover::{Attempt, FailureClass};
 use crate::monitor::Monitor;
+use crate::ratelimit::{Limiter, Reservation as LimitReservation};
 
 /// The most completion tokens a request's cost estimate assumes.
 const MAX_ESTIMATED_COMPLETION: u32 = 16_384;
@@ -119,6 +121,57 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Rate limits: takes a request and its estimated tokens (prompt plus
+    /// `max_tokens`, or `limits.default_output_tokens`) from `d`'s windows,
+    /// or refuses with the limit that is full (a `rate_limited` attempt
+    /// that was never sent, with when it frees up). Limit events go to the
+    /// store and the log.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn reserve(
+        &self,
+        d: &Deployment,
+        summary: &RequestSummary,
+        request_id: &Arc<str>,
+        rec: &Recorder,
+    ) -> Result<Option<(Arc<Limiter>, LimitReservation)>, Attempt> {
+        if !d.limited {
+            return Ok(None);
+        }
+        let output = summary
+            .max_output_tokens
+            .unwrap_or(self.config.limits.default_output_tokens);
+        let tokens = u64::from(summary.input_tokens) + u64::from(output);
+        let mut events = Vec::new();
+        let result = d.limiter.try_reserve(tokens, &mut events);
+        for e in events {
+            rec.sinks().event(
+                e.kind,
+                &d.name,
+                serde_json::json!({"limit": e.limit.name(), "used": e.used, "max": e.max,
+                    "request_id": &**request_id}),
+            );
+        }
+        match result {
+            Ok(reservation) => Ok(Some((d.limiter.clone(), reservation))),
+            Err(refused) => {
+                let retry_ms = refused.retry_after.as_millis().max(1) as u64;
+                let mut attempt = Attempt::new(
+                    &d.name,
+                    FailureClass::RateLimited,
+                    format!(
+                        "at its {} limit ({}); not sent, frees up in {retry_ms} ms",
+                        refused.limit.name(),
+                        refused.max
+                    ),
+                );
+                attempt.retry_after_ms = Some(retry_ms);
+                Err(attempt)
+            }
+        }
+    }
+}
+
 fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
     let d = &m.deployment;
     let h = d.health.snapshot();
@@ -126,7 +179,12 @@ fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
         deployment: d.name.clone(),
         adapter: d.adapter.clone(),
         healthy: h.healthy,
-        headroom: h.headroom,
+        // The tighter of a rate-limit cool-down and the limiter's windows.
+        headroom: if d.limited {
+            h.headroom.min(d.limiter.headroom())
+        } else {
+            h.headroom
+        },
         in_flight: h.in_flight,
         error_rate: h.error_rate,
         latency_ms: h.latency_ms,

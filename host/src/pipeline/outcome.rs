@@ -18,6 +18,7 @@ use crate::domain::{Usage, Verdict};
 use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
 use crate::monitor::{Monitor, Sample};
+use crate::ratelimit::{Limiter, Reservation as LimitReservation};
 use crate::store::{AttemptRow, EventRow, QualityRow, RequestRow, Row, Store};
 
 /// Where finished records go. Built once per process (not per config), so
@@ -32,7 +33,7 @@ pub struct Sinks {
 impl Sinks {
     /// An event: logged, and stored.
     pub fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
-        if kind.ends_with("_alert") {
+        if kind.ends_with("_alert") || kind.starts_with("rate_limit") {
             tracing::warn!(kind, subject, %detail, "alert");
         } else {
             tracing::debug!(kind, subject, %detail, "event");
@@ -96,6 +97,9 @@ pub struct AttemptRecord {
     pub prices: Prices,
     /// The evaluator (plugin id) and its verdict on this attempt's answer.
     pub verdict: Option<(Arc<str>, Verdict)>,
+    /// The tokens it holds of its deployment's limits, reconciled with its
+    /// usage when the record completes.
+    pub limit: Option<(Arc<Limiter>, LimitReservation)>,
 }
 
 impl AttemptRecord {
@@ -116,6 +120,7 @@ impl AttemptRecord {
             billed: false,
             prices,
             verdict: None,
+            limit: None,
         }
     }
 
@@ -335,9 +340,19 @@ impl Recorder {
     }
 
     fn complete(&mut self, end: End) {
-        let Some(record) = self.record.take() else {
+        let Some(mut record) = self.record.take() else {
             return;
         };
+        // The limiter: each attempt's token reservation becomes its usage
+        // (a failure the provider did not bill gives it all back).
+        for a in &mut record.attempts {
+            if let Some((limiter, reservation)) = a.limit.take() {
+                let used = a.usage.map_or(0, |u| {
+                    u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
+                });
+                limiter.reconcile(&reservation, used);
+            }
+        }
         let sinks = &self.sinks;
         let last = record.attempts.len().saturating_sub(1);
         for (i, a) in record.attempts.iter().enumerate() {
