@@ -37,6 +37,20 @@ pub enum ApiError {
         period: &'static str,
         retry_after_s: u64,
     },
+    /// No valid client key where one is required.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A client key on a route it may not use.
+    #[error("client key {key:?} may not use model {model:?}")]
+    Forbidden { key: String, model: String },
+    /// A client key at one of its own limits.
+    #[error("client key {key:?} is at its {limit} limit ({max}); try again in {retry_after_ms} ms")]
+    CallerRateLimited {
+        key: String,
+        limit: &'static str,
+        max: u64,
+        retry_after_ms: u64,
+    },
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
     AllFailed {
@@ -67,6 +81,9 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NoCandidate { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::CallerRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -100,6 +117,9 @@ impl ApiError {
             }
             ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
             ApiError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
+            ApiError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
+            ApiError::Forbidden { .. } => ("permission_error", "model_not_allowed"),
+            ApiError::CallerRateLimited { .. } => ("rate_limit_error", "client_key_rate_limited"),
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
             }
@@ -169,6 +189,9 @@ impl IntoResponse for ApiError {
         {
             error["budget"] = json!(budget);
             retry_after = Some(retry_after_s.saturating_mul(1000));
+        }
+        if let ApiError::CallerRateLimited { retry_after_ms, .. } = &self {
+            retry_after = Some(*retry_after_ms);
         }
         if let ApiError::AllFailed { attempts, .. } = &self {
             error["attempts"] = json!(attempts);

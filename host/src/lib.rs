@@ -18,13 +18,16 @@
 //! - [`demo`]: the built-in echo upstream.
 
 pub mod admin;
+pub mod auth;
 pub mod budget;
+pub mod capacity;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod failover;
 pub mod health;
+pub mod keys;
 pub mod live;
 pub mod logging;
 pub mod monitor;

@@ -65,6 +65,24 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Client keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Prints a new client key once, and the hash to put in the config's
+    /// `auth.keys.<name>.hash` (the key itself is stored nowhere).
+    New {
+        /// The key's name (the caller's identity in records and budgets).
+        #[arg(long, default_value = "my-app")]
+        name: String,
+    },
+    /// Prints the hash of an existing key (read from standard input).
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +144,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => runtime.block_on(serve(&config, listen)),
         Command::Check { config } => check(&config),
+        Command::Keys { command } => keys(command),
         Command::Stats {
             config,
             since,
@@ -240,6 +259,18 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listen = %local, "switchyard listening");
+    match (config.auth.required, local.ip().is_loopback()) {
+        (true, _) => tracing::info!(
+            keys = config.auth.keys.len(),
+            "client keys required (auth.required): requests without a valid key get 401"
+        ),
+        (false, true) => tracing::info!(
+            "client keys are not required (auth.required is false): any local process may spend the configured upstream keys"
+        ),
+        (false, false) => tracing::warn!(
+            "client keys are not required (auth.required is false) on {local}: anyone who can reach it may spend the configured upstream keys"
+        ),
+    }
     // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
     // no longer than DRAIN (a long stream must not block a deploy forever).
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -424,4 +455,27 @@ fn check(path: &Path) -> Result<(), String> {
     report.push_str(&format!("{} warning(s)\n", warnings.len()));
     eprint!("{report}");
     Ok(())
+}
+
+fn keys(command: KeysCommand) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut out = std::io::stdout().lock();
+    let text = match command {
+        KeysCommand::New { name } => {
+            let key = switchyard::auth::new_key()?;
+            let hash = switchyard::auth::hash_text(&key);
+            let entry = serde_json::json!({ &name: { "hash": hash } });
+            format!(
+                "key:  {key}\nhash: {hash}\n\nThe key is shown once: give it to the caller. Put the hash in the config:\n\"auth\": {{ \"keys\": {entry} }}\n"
+            )
+        }
+        KeysCommand::Hash => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_to_string(&mut key)
+                .map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+            format!("{}\n", switchyard::auth::hash_text(key.trim()))
+        }
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }

@@ -270,10 +270,11 @@ pub fn route_table(config: &Config) -> String {
                     d.model,
                     m.priority,
                     m.weight,
-                    d.api_key_env
-                        .as_deref()
-                        .map(|v| format!(", key from {v}"))
-                        .unwrap_or_default()
+                    match d.key_envs() {
+                        [] => String::new(),
+                        [v] => format!(", key from {v}"),
+                        many => format!(", keys from {}", many.join(", ")),
+                    }
                 ));
             }
         }
@@ -311,10 +312,10 @@ pub fn config_warnings(config: &Config, registry: &Registry) -> Vec<String> {
     }
     let mut missing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for (name, d) in &config.deployments {
-        if let Some(var) = &d.api_key_env
-            && config.env.get(var).is_none()
-        {
-            missing.entry(var).or_default().push(name);
+        for var in d.key_envs() {
+            if config.env.get(var).is_none() {
+                missing.entry(var).or_default().push(name);
+            }
         }
     }
     for (var, names) in missing {

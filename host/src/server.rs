@@ -154,8 +154,17 @@ async fn handle_chat(
                 .collect()
         })
         .unwrap_or_default();
+    let gateway = app.live.gateway();
+    // Who is calling: a 401 here when keys are required and none is valid.
+    let caller = gateway.clients().identify(headers)?;
+    let mut tags = tags;
+    if let Some(c) = &caller {
+        tags.extend(c.tags.iter().cloned());
+        tags.push(format!("caller:{}", c.name));
+    }
     if let Some(r) = rec.record() {
         r.tags = tags.clone();
+        r.caller = caller.as_ref().map(|c| c.name.to_string());
     }
     let priority = match headers.get("x-switchyard-priority") {
         None => None,
@@ -166,12 +175,12 @@ async fn handle_chat(
                 .map_err(ApiError::BadRequest)?,
         ),
     };
-    let hints = CallerHints { tags, priority };
-    let answer = app
-        .live
-        .gateway()
-        .chat(request_id.clone(), hints, body, rec)
-        .await?;
+    let hints = CallerHints {
+        tags,
+        priority,
+        caller,
+    };
+    let answer = gateway.chat(request_id.clone(), hints, body, rec).await?;
     Ok(match answer {
         Answer::Complete {
             deployment,

@@ -78,6 +78,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Client keys: who may call the API (see [`crate::auth`]).
+    #[serde(default)]
+    pub auth: ClientAuthConfig,
     /// Every deployment by name: those of the top-level map and, once
     /// resolved, those defined inline in routes.
     #[serde(default)]
@@ -204,6 +207,9 @@ pub struct LimitsConfig {
     /// Completion tokens a request without `max_tokens` reserves.
     #[serde(default = "d_default_output_tokens")]
     pub default_output_tokens: u32,
+    /// The longest a Retry-After may sideline a key or deployment.
+    #[serde(default = "d_max_retry_after_ms")]
+    pub max_retry_after_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -211,6 +217,7 @@ impl Default for LimitsConfig {
         Self {
             warn_at: d_warn_at(),
             default_output_tokens: d_default_output_tokens(),
+            max_retry_after_ms: d_max_retry_after_ms(),
         }
     }
 }
@@ -221,6 +228,10 @@ fn d_warn_at() -> f64 {
 
 fn d_default_output_tokens() -> u32 {
     512
+}
+
+fn d_max_retry_after_ms() -> u64 {
+    60_000
 }
 
 /// The performance monitor's windows and alerts (see [`crate::monitor`]).
@@ -313,6 +324,46 @@ fn default_store_path() -> PathBuf {
 }
 fn default_retention_days() -> u32 {
     30
+}
+
+/// Client (virtual) keys.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// Whether a request needs a valid key (401 without one).
+    #[serde(default)]
+    pub required: bool,
+    /// Keys by name; the name is the caller's identity.
+    #[serde(default)]
+    pub keys: BTreeMap<String, ClientKeyConfig>,
+}
+
+/// One client key: stored as its SHA-256, never in clear.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    /// `sha256:` and 64 hex digits (`switchyard keys new` prints it).
+    pub hash: String,
+    /// The routes it may use (names, or `prefix*`); none listed: every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Its own limits: requests per minute and second, tokens per minute.
+    pub rpm: Option<u64>,
+    pub rps: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Tags added to each of its requests (for budgets and strategies).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl ClientKeyConfig {
+    pub fn limits(&self) -> crate::ratelimit::Limits {
+        crate::ratelimit::Limits {
+            rps: self.rps,
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
+    }
 }
 
 /// The admin API's own listener.
@@ -559,7 +610,12 @@ pub struct Deployment {
     pub base_url: String,
     /// In a wildcard route, `*` stands for the rest of the requested name.
     pub model: String,
-    pub api_key_env: Option<String>,
+    /// The variable holding its API key, or several (a key pool: requests
+    /// rotate among the keys with headroom).
+    pub api_key_env: Option<KeyEnvs>,
+    /// Limits of each key of its pool (`rpm`, `rps`, `tpm`).
+    #[serde(default)]
+    pub key_limits: KeyLimits,
     /// How the key is attached; overrides what the adapter declares.
     pub auth: Option<AuthConfig>,
     /// Prices in US dollars per million tokens: prompt, completion, and
@@ -593,6 +649,33 @@ pub struct Deployment {
     pub defined_at: Option<String>,
 }
 
+/// `api_key_env`: one variable, or a pool of them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeyEnvs {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The limits each key of a deployment's pool keeps to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    pub rpm: Option<u64>,
+    pub rps: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+impl KeyLimits {
+    pub fn limits(&self) -> crate::ratelimit::Limits {
+        crate::ratelimit::Limits {
+            rps: self.rps,
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
+    }
+}
+
 impl Deployment {
     /// Its prices per million tokens; an error names the fields that clash.
     pub fn prices(&self) -> Result<crate::pipeline::Prices, String> {
@@ -613,6 +696,15 @@ impl Deployment {
     }
 
     /// Its rate limits.
+    /// The variables naming its keys, in order (none: it sends no key).
+    pub fn key_envs(&self) -> &[String] {
+        match &self.api_key_env {
+            None => &[],
+            Some(KeyEnvs::One(v)) => std::slice::from_ref(v),
+            Some(KeyEnvs::Many(v)) => v,
+        }
+    }
+
     pub fn limits(&self) -> crate::ratelimit::Limits {
         crate::ratelimit::Limits {
             rps: self.rps,

@@ -42,15 +42,41 @@ impl Config {
             {
                 problems.push(format!("  at {at}/deployment: no deployment named {d:?}"));
             }
-            if b.caller.is_some() {
+            if let Some(c) = &b.caller
+                && !self.auth.keys.contains_key(c)
+            {
                 problems.push(format!(
-                    "  at {at}/caller: callers have no identity yet (client keys come with traffic control); scope the budget by tag instead"
+                    "  at {at}/caller: no client key named {c:?} in /auth/keys (a caller is a client key's name)"
                 ));
             }
             if b.deployment.is_some() && b.action == crate::config::BudgetAction::Cheapest {
                 problems.push(format!(
                     "  at {at}/action: \"cheapest\" narrows a route; a deployment budget can \"reject\" (take the deployment out) or \"alert\""
                 ));
+            }
+        }
+        let mut hashes = std::collections::HashMap::new();
+        for (name, k) in &self.auth.keys {
+            let at = format!("/auth/keys/{name}");
+            match crate::auth::parse_hash(&k.hash) {
+                Err(e) => problems.push(format!("  at {at}/hash: {e}")),
+                Ok(h) => {
+                    if let Some(other) = hashes.insert(h, name) {
+                        problems.push(format!(
+                            "  at {at}/hash: the same key as /auth/keys/{other}"
+                        ));
+                    }
+                }
+            }
+            for (i, r) in k.routes.iter().enumerate() {
+                let known = self.routes.contains_key(r)
+                    || r.strip_suffix('*')
+                        .is_some_and(|p| self.routes.keys().any(|name| name.starts_with(p)));
+                if !known {
+                    problems.push(format!(
+                        "  at {at}/routes/{i}: {r:?} names no route (route names, or a prefix ending in *)"
+                    ));
+                }
             }
         }
         if self.monitor.baseline_s <= self.monitor.window_s {

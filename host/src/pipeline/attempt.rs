@@ -9,6 +9,7 @@ use super::stream::{StreamEvaluation, Transcript, start_stream};
 use super::{Answer, Deployment, Gateway, Route};
 use crate::domain::{BuildError, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
+use crate::keys::UpstreamKey;
 use crate::plugins::PluginError;
 use crate::upstream::{Upstream, header_pairs};
 
@@ -31,6 +32,7 @@ impl Gateway {
         &self,
         route: &Route,
         d: &Deployment,
+        key: &UpstreamKey,
         target: &Arc<Target>,
         request: &Arc<str>,
         stream: bool,
@@ -66,7 +68,7 @@ impl Gateway {
 
         let in_flight = d.health.start();
         let started = Instant::now();
-        let endpoint = d.endpoint(adapter.metadata().auth.as_ref());
+        let endpoint = d.endpoint(adapter.metadata().auth.as_ref(), key);
         let sent = self.upstream.send(&endpoint, http).await;
         record.upstream = started.elapsed();
         let response = sent?;
@@ -81,16 +83,22 @@ impl Gateway {
                 .classify_error(request_id, body)
                 .await
                 .map_err(plugin_failed)?;
+            if let Some(q) = &error.quota {
+                key.limiter.learn(q);
+            }
             return Err(Attempt::upstream(&d.name, Some(status), error));
         }
 
         if stream {
             let headers = header_pairs(&response.headers);
-            let (session, _quota) = adapter
+            let (session, quota) = adapter
                 .open_stream(request_id, target, request, headers)
                 .await
                 .map_err(plugin_failed)?
                 .map_err(|e| Attempt::upstream(&d.name, None, e))?;
+            if let Some(q) = &quota {
+                key.limiter.learn(q);
+            }
             let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
                 registry: self.registry.clone(),
                 evaluator: evaluator.clone(),
@@ -129,6 +137,9 @@ impl Gateway {
             .await
             .map_err(plugin_failed)?
             .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
+        if let Some(q) = &answer.quota {
+            key.limiter.learn(q);
+        }
         match answer.usage {
             Some(usage) => record.set_usage(usage, false),
             None => record.set_usage(

@@ -74,8 +74,15 @@ impl Gateway {
                 adapter: d.adapter.clone(),
                 base_url: BaseUrl::parse(&d.base_url)
                     .map_err(|e| format!("deployment {name}: base_url: {e}"))?,
-                api_key_env: d.api_key_env.clone(),
-                api_key: d.api_key_env.as_deref().and_then(|v| config.env.get(v)),
+                keys: crate::keys::KeyPool::new(
+                    d.key_envs(),
+                    |v| config.env.get(v),
+                    d.key_limits.limits(),
+                    config.limits.warn_at,
+                    previous
+                        .and_then(|p| p.deployments.get(name))
+                        .map(|old| &old.keys),
+                ),
                 timeouts,
                 target: Arc::new(Target {
                     deployment: name.clone(),
@@ -130,7 +137,13 @@ impl Gateway {
             }
         };
         let models = models_list(&routes, &wildcards, config);
+        let clients = crate::auth::ClientKeys::build(
+            &config.auth,
+            config.limits.warn_at,
+            previous.map(|p| &p.clients),
+        );
         Ok(Self {
+            clients,
             routes,
             wildcards,
             deployments,
@@ -150,9 +163,15 @@ impl Gateway {
             .deployments
             .iter()
             .filter(|(name, d)| {
-                old.deployments
-                    .get(*name)
-                    .is_some_and(|o| o.api_key != d.api_key)
+                old.deployments.get(*name).is_some_and(|o| {
+                    let values = |p: &crate::keys::KeyPool| {
+                        p.keys()
+                            .iter()
+                            .map(|k| k.value().map(str::to_owned))
+                            .collect::<Vec<_>>()
+                    };
+                    values(&o.keys) != values(&d.keys)
+                })
             })
             .map(|(name, _)| name.as_str())
             .collect();
@@ -178,8 +197,10 @@ impl Gateway {
                     "adapter": d.adapter,
                     "model": c.model,
                     "base_url": c.base_url,
-                    "api_key_env": c.api_key_env,
-                    "key_set": d.api_key.is_some(),
+                    "api_key_env": c.key_envs(),
+                    "key_set": d.keys.keys().iter().any(|k| k.value().is_some()),
+                    // Each key: its variable, a short hash, its state and limits.
+                    "keys": d.keys.views(),
                     "capabilities": c.capabilities,
                     "context_window": c.context_window,
                     "prices": {
@@ -193,7 +214,7 @@ impl Gateway {
                     "health": {
                         "healthy": h.healthy,
                         "cooling_down": d.health.is_cooling_down(),
-                        "headroom": h.headroom.min(d.limiter.headroom()),
+                        "headroom": h.headroom.min(d.limiter.headroom()).min(d.keys.headroom()),
                         "in_flight": h.in_flight,
                         "error_rate": h.error_rate,
                         "latency_ms": h.latency_ms,

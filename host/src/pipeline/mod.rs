@@ -56,6 +56,8 @@ pub struct Gateway {
     upstream: Upstream,
     /// `GET /v1/models`, rendered once.
     models: Bytes,
+    /// Client keys (limits kept across reloads by name).
+    clients: crate::auth::ClientKeys,
     config: Arc<Config>,
 }
 
@@ -82,8 +84,8 @@ pub struct Deployment {
     pub name: String,
     pub adapter: String,
     pub base_url: BaseUrl,
-    pub api_key_env: Option<String>,
-    api_key: Option<String>,
+    /// Its API keys (one, several, or none), each with its limits and standing.
+    pub keys: crate::keys::KeyPool,
     pub timeouts: Timeouts,
     /// In a wildcard route, its model's `*` is the rest of the requested name.
     pub target: Arc<Target>,
@@ -99,13 +101,17 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    fn endpoint<'a>(&'a self, adapter_auth: Option<&'a AuthScheme>) -> Endpoint<'a> {
+    fn endpoint<'a>(
+        &'a self,
+        adapter_auth: Option<&'a AuthScheme>,
+        key: &'a crate::keys::UpstreamKey,
+    ) -> Endpoint<'a> {
         static BEARER: AuthScheme = AuthScheme::Bearer;
         Endpoint {
             deployment: &self.name,
             base_url: &self.base_url,
-            api_key: self.api_key.as_deref(),
-            api_key_env: self.api_key_env.as_deref(),
+            api_key: key.value(),
+            api_key_env: key.env.as_deref(),
             auth: self.auth.as_ref().or(adapter_auth).unwrap_or(&BEARER),
             timeouts: &self.timeouts,
         }
@@ -162,6 +168,11 @@ impl Gateway {
         &self.registry
     }
 
+    /// Who may call, and how fast.
+    pub fn clients(&self) -> &crate::auth::ClientKeys {
+        &self.clients
+    }
+
     /// Serves one chat-completions request. Its outcome goes into `rec`
     /// (a committed stream's pump takes the record over).
     pub async fn chat(
@@ -194,6 +205,15 @@ impl Gateway {
         if let Some(r) = rec.record() {
             r.route = route.name.clone();
         }
+        let caller = hints.caller.clone();
+        if let Some(c) = &caller
+            && !c.may_use(&route.name)
+        {
+            return Err(ApiError::Forbidden {
+                key: c.name.to_string(),
+                model: view.model.to_string(),
+            });
+        }
         let mut chain = vec![(route, rest)];
         // The caller's list replaces the route's; it is never sent upstream
         // (even `null`: providers refuse arguments they do not know).
@@ -206,10 +226,24 @@ impl Gateway {
         } else {
             Arc::from(text)
         };
+        let own = view.fallbacks.is_some();
         for (i, name) in fallbacks.into_iter().enumerate() {
             let found = self.route_for(name).ok_or_else(|| {
                 ApiError::BadRequest(format!("fallbacks[{i}]: no model (route) named {name:?}"))
             })?;
+            // Only routes the caller may use: named by the caller, a 403;
+            // from the route's config, passed over.
+            if let Some(c) = &caller
+                && !c.may_use(&found.0.name)
+            {
+                if own {
+                    return Err(ApiError::Forbidden {
+                        key: c.name.to_string(),
+                        model: name.to_string(),
+                    });
+                }
+                continue;
+            }
             if !chain
                 .iter()
                 .any(|(r, rest)| std::ptr::eq(*r, found.0) && *rest == found.1)
@@ -221,6 +255,9 @@ impl Gateway {
             if let Some(rest) = rest {
                 check_wildcard_rest(rest)?;
             }
+        }
+        if let Some(c) = &caller {
+            self.caller_limits(c, &view, text, rec)?;
         }
         self.admit(&chain, &view, text, rec)?;
         // A span at `debug` only: at `info` its creation, formatting and
@@ -336,9 +373,10 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
-            // At one of its rate limits: not tried (the upstream would refuse).
-            let reservation = match self.reserve(deployment, summary, request_id, rec) {
-                Ok(reservation) => reservation,
+            // At one of its rate limits, or no key it could send with: not
+            // tried (the upstream would refuse).
+            let held = match self.reserve(deployment, summary, request_id, rec) {
+                Ok(held) => held,
                 Err(refused) => {
                     attempts.push(refused);
                     continue;
@@ -349,11 +387,13 @@ impl Gateway {
                 &deployment.adapter,
                 deployment.prices,
             );
-            record.limit = reservation;
+            record.limits = held.limits;
+            let key = held.key;
             let result = self
                 .attempt(
                     route,
                     deployment,
+                    &key,
                     &target,
                     request,
                     stream,
@@ -378,7 +418,7 @@ impl Gateway {
                     );
                     return Ok(Some(answer.with_attempts(attempts.len() + 1)));
                 }
-                Err(attempt) => {
+                Err(mut attempt) => {
                     tracing::warn!(
                         request_id = %request_id,
                         model = %route.name,
@@ -390,7 +430,8 @@ impl Gateway {
                     );
                     record.class = Some(attempt.class);
                     record.status = attempt.status;
-                    rec.end_attempt(&deployment.health, record, attempt.retry_after());
+                    let cool = self.key_failed(deployment, &key, &mut attempt, request_id, rec);
+                    rec.end_attempt(&deployment.health, record, cool);
                     if attempt.class == FailureClass::Unsupported {
                         // Same dialect, same verdict: only deployments
                         // behind other adapters are still worth a try.

@@ -10,6 +10,7 @@ use super::{Deployment, Gateway, Member, Route};
 use crate::domain::{Candidate, Kind, RequestSummary};
 use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass};
+use crate::keys::{NoKey, UpstreamKey};
 use crate::monitor::Monitor;
 use crate::ratelimit::{Limiter, Reservation as LimitReservation};
 
@@ -74,6 +75,51 @@ impl Gateway {
         }
     }
 
+    /// A client key's own limits: takes one request and the request's
+    /// estimated tokens from its windows (reconciled with the real usage
+    /// when the record completes), or refuses with a 429.
+    pub(super) fn caller_limits(
+        &self,
+        caller: &crate::auth::ClientKey,
+        view: &ChatRequestView<'_>,
+        text: &str,
+        rec: &mut Recorder,
+    ) -> Result<(), ApiError> {
+        if !caller.limiter.is_active() {
+            return Ok(());
+        }
+        let prompt = outcome::estimate_tokens(outcome::content_chars(text));
+        let output = view
+            .output_limit()
+            .unwrap_or(self.config.limits.default_output_tokens);
+        let tokens = u64::from(prompt) + u64::from(output);
+        let mut events = Vec::new();
+        let result = caller.limiter.try_reserve(tokens, &mut events);
+        let request_id = rec.record().map(|r| r.request_id.clone());
+        for e in events {
+            rec.sinks().event(
+                e.kind,
+                &format!("caller:{}", caller.name),
+                serde_json::json!({"limit": e.limit.name(), "used": e.used, "max": e.max,
+                    "request_id": request_id.as_deref()}),
+            );
+        }
+        match result {
+            Ok(r) => {
+                if let Some(record) = rec.record() {
+                    record.caller_limit = Some((caller.limiter.clone(), r));
+                }
+                Ok(())
+            }
+            Err(refused) => Err(ApiError::CallerRateLimited {
+                key: caller.name.to_string(),
+                limit: refused.limit.name(),
+                max: refused.max,
+                retry_after_ms: refused.retry_after.as_millis().max(1) as u64,
+            }),
+        }
+    }
+
     /// The strategy's order, validated; the configured order when the route
     /// has no strategy or the strategy fails. Deployments cooling down go
     /// last whatever the strategy says: they are tried only if all else fails.
@@ -121,52 +167,114 @@ impl Gateway {
     }
 }
 
+/// What an attempt holds before it is sent: the key it sends with, and
+/// its reservations on the deployment's and the key's limits.
+pub(super) struct Held {
+    pub key: Arc<UpstreamKey>,
+    pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
+}
+
 impl Gateway {
-    /// Rate limits: takes a request and its estimated tokens (prompt plus
-    /// `max_tokens`, or `limits.default_output_tokens`) from `d`'s windows,
-    /// or refuses with the limit that is full (a `rate_limited` attempt
-    /// that was never sent, with when it frees up). Limit events go to the
+    /// Rate limits and keys: takes a request and its estimated tokens
+    /// (prompt plus `max_tokens`, or `limits.default_output_tokens`) from
+    /// `d`'s windows and picks a key of its pool with headroom, or refuses
+    /// (a `rate_limited` attempt that was never sent, with when it frees
+    /// up; an `auth` one when no key can be used). Limit events go to the
     /// store and the log.
-    #[allow(clippy::type_complexity)]
     pub(super) fn reserve(
         &self,
         d: &Deployment,
         summary: &RequestSummary,
         request_id: &Arc<str>,
         rec: &Recorder,
-    ) -> Result<Option<(Arc<Limiter>, LimitReservation)>, Attempt> {
-        if !d.limited {
-            return Ok(None);
-        }
+    ) -> Result<Held, Attempt> {
         let output = summary
             .max_output_tokens
             .unwrap_or(self.config.limits.default_output_tokens);
         let tokens = u64::from(summary.input_tokens) + u64::from(output);
-        let mut events = Vec::new();
-        let result = d.limiter.try_reserve(tokens, &mut events);
-        for e in events {
+        let event = |e: crate::ratelimit::Event, key: Option<String>| {
             rec.sinks().event(
                 e.kind,
                 &d.name,
                 serde_json::json!({"limit": e.limit.name(), "used": e.used, "max": e.max,
-                    "request_id": &**request_id}),
+                    "key": key, "request_id": &**request_id}),
             );
+        };
+        let refused = |limit: &str, max: u64, retry: std::time::Duration, whose: &str| {
+            let retry_ms = retry.as_millis().max(1) as u64;
+            let mut attempt = Attempt::new(
+                &d.name,
+                FailureClass::RateLimited,
+                format!(
+                    "{whose} at its {limit} limit ({max}); not sent, frees up in {retry_ms} ms"
+                ),
+            );
+            attempt.retry_after_ms = Some(retry_ms);
+            attempt
+        };
+        let mut held = None;
+        if d.limited || d.limiter.is_active() {
+            let mut events = Vec::new();
+            let result = d.limiter.try_reserve(tokens, &mut events);
+            for e in events {
+                event(e, None);
+            }
+            match result {
+                Ok(r) => held = Some((d.limiter.clone(), r)),
+                Err(r) => return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment")),
+            }
         }
-        match result {
-            Ok(reservation) => Ok(Some((d.limiter.clone(), reservation))),
-            Err(refused) => {
-                let retry_ms = refused.retry_after.as_millis().max(1) as u64;
-                let mut attempt = Attempt::new(
-                    &d.name,
-                    FailureClass::RateLimited,
-                    format!(
-                        "at its {} limit ({}); not sent, frees up in {retry_ms} ms",
-                        refused.limit.name(),
-                        refused.max
+        let mut events = Vec::new();
+        let picked = d.keys.pick(tokens, &mut events);
+        for (e, key) in events {
+            event(e, Some(key));
+        }
+        match picked {
+            Ok(lease) => Ok(Held {
+                limits: [
+                    held,
+                    lease.reservation.map(|r| (lease.key.limiter.clone(), r)),
+                ],
+                key: lease.key,
+            }),
+            Err(no) => {
+                // Never sent: the deployment's windows get the request back.
+                if let Some((limiter, r)) = held {
+                    limiter.release(&r);
+                }
+                Err(match no {
+                    NoKey::Busy { retry_after, limit } => {
+                        let whose = if d.keys.keys().len() > 1 { "every key" } else { "its key" };
+                        match limit {
+                            Some((kind, max)) => refused(kind.name(), max, retry_after, whose),
+                            None => {
+                                let retry_ms = retry_after.as_millis().max(1) as u64;
+                                let mut attempt = Attempt::new(
+                                    &d.name,
+                                    FailureClass::RateLimited,
+                                    format!("{whose} cools down after a 429; not sent, free again in {retry_ms} ms"),
+                                );
+                                attempt.retry_after_ms = Some(retry_ms);
+                                attempt
+                            }
+                        }
+                    }
+                    NoKey::Revoked => Attempt::new(
+                        &d.name,
+                        FailureClass::Auth,
+                        "every API key of this deployment was refused by the upstream (401/403); not sent until the config reloads or the key variables change".to_string(),
                     ),
-                );
-                attempt.retry_after_ms = Some(retry_ms);
-                Err(attempt)
+                    NoKey::Unset(vars) => Attempt::new(
+                        &d.name,
+                        FailureClass::Auth,
+                        format!(
+                            "no API key: the environment variable{} {} (api_key_env) {} not set",
+                            if vars.len() > 1 { "s" } else { "" },
+                            vars.join(", "),
+                            if vars.len() > 1 { "are" } else { "is" }
+                        ),
+                    ),
+                })
             }
         }
     }
@@ -179,12 +287,9 @@ fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
         deployment: d.name.clone(),
         adapter: d.adapter.clone(),
         healthy: h.healthy,
-        // The tighter of a rate-limit cool-down and the limiter's windows.
-        headroom: if d.limited {
-            h.headroom.min(d.limiter.headroom())
-        } else {
-            h.headroom
-        },
+        // The tightest of a rate-limit cool-down, the deployment's windows
+        // and its keys' (the best key's: a request needs one).
+        headroom: h.headroom.min(d.limiter.headroom()).min(d.keys.headroom()),
         in_flight: h.in_flight,
         error_rate: h.error_rate,
         latency_ms: h.latency_ms,
@@ -221,5 +326,55 @@ pub(super) fn budget_filter(
             .map(|&i| price(i))
             .fold(f64::INFINITY, f64::min);
         order.retain(|&i| price(i) <= cheapest);
+    }
+}
+
+impl Gateway {
+    /// What a failed attempt means for the key it was sent with: a 429
+    /// cools the key down (for the upstream's Retry-After, capped by
+    /// `limits.max_retry_after_ms`), a 401/403 takes it out until the
+    /// config reloads. Returns the deployment's cool-down, `None` when only
+    /// the key cools (the deployment has other keys to send with).
+    pub(super) fn key_failed(
+        &self,
+        d: &Deployment,
+        key: &UpstreamKey,
+        attempt: &mut Attempt,
+        request_id: &Arc<str>,
+        rec: &Recorder,
+    ) -> Option<Option<std::time::Duration>> {
+        let cap = self.config.limits.max_retry_after_ms;
+        if let Some(ms) = attempt.retry_after_ms {
+            attempt.retry_after_ms = Some(ms.min(cap));
+        }
+        match (attempt.class, attempt.status) {
+            (FailureClass::RateLimited, Some(_)) => {
+                let ms = attempt
+                    .retry_after_ms
+                    .unwrap_or(self.config.health.rate_limit_cooldown_ms)
+                    .min(cap);
+                key.cool_down(std::time::Duration::from_millis(ms));
+                if d.keys.has_other_usable(key) {
+                    tracing::info!(request_id = %request_id, deployment = %d.name, key = %key.label(),
+                        "key rate limited upstream: it cools down for {ms} ms, the deployment's other keys go on");
+                    return None;
+                }
+                Some(Some(std::time::Duration::from_millis(ms)))
+            }
+            (FailureClass::Auth, Some(401 | 403)) if key.env.is_some() => {
+                if key.revoke() {
+                    tracing::warn!(request_id = %request_id, deployment = %d.name, key = %key.label(),
+                        "the upstream refused this API key: it is out until the config reloads or its variable changes");
+                    rec.sinks().event(
+                        "key_revoked",
+                        &d.name,
+                        serde_json::json!({"key": key.env, "fingerprint": key.fingerprint,
+                            "status": attempt.status, "request_id": &**request_id}),
+                    );
+                }
+                Some(None)
+            }
+            _ => Some(attempt.retry_after()),
+        }
     }
 }

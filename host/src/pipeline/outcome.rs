@@ -97,9 +97,9 @@ pub struct AttemptRecord {
     pub prices: Prices,
     /// The evaluator (plugin id) and its verdict on this attempt's answer.
     pub verdict: Option<(Arc<str>, Verdict)>,
-    /// The tokens it holds of its deployment's limits, reconciled with its
-    /// usage when the record completes.
-    pub limit: Option<(Arc<Limiter>, LimitReservation)>,
+    /// The tokens it holds of its deployment's and its key's limits,
+    /// reconciled with its usage when the record completes.
+    pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
 }
 
 impl AttemptRecord {
@@ -120,7 +120,7 @@ impl AttemptRecord {
             billed: false,
             prices,
             verdict: None,
-            limit: None,
+            limits: [None, None],
         }
     }
 
@@ -187,6 +187,8 @@ pub struct Record {
     pub ttft: Option<Duration>,
     /// What the request holds of its budgets until it is settled.
     pub reservation: Option<Reservation>,
+    /// What it holds of its client key's limits until its usage is known.
+    pub caller_limit: Option<(Arc<Limiter>, LimitReservation)>,
 }
 
 /// Completes its record exactly once: by [`Recorder::finish`], or when
@@ -210,6 +212,7 @@ impl Recorder {
                 attempts: Vec::new(),
                 ttft: None,
                 reservation: None,
+                caller_limit: None,
             })),
             sinks,
         }
@@ -237,17 +240,20 @@ impl Recorder {
 
     /// An attempt ended: the deployment's health learns it now, the record
     /// keeps it.
+    /// `cool`: for a rate-limited attempt, how long its deployment cools
+    /// down (`Some(None)`: the default); `None` when only its key does.
     pub fn end_attempt(
         &mut self,
         health: &DeploymentHealth,
         mut attempt: AttemptRecord,
-        retry_after: Option<Duration>,
+        cool: Option<Option<Duration>>,
     ) {
         attempt.latency = attempt.started.elapsed();
         let was = health.is_cooling_down();
-        match attempt.class {
-            None => health.record_success(attempt.latency),
-            Some(class) => health.record_failure(class, retry_after),
+        match (attempt.class, cool) {
+            (None, _) => health.record_success(attempt.latency),
+            (Some(class), Some(retry_after)) => health.record_failure(class, retry_after),
+            (Some(_), None) => {}
         }
         self.transition(health, was, &attempt.deployment, attempt.class);
         if let Some(r) = self.record() {
@@ -346,12 +352,22 @@ impl Recorder {
         // The limiter: each attempt's token reservation becomes its usage
         // (a failure the provider did not bill gives it all back).
         for a in &mut record.attempts {
-            if let Some((limiter, reservation)) = a.limit.take() {
-                let used = a.usage.map_or(0, |u| {
-                    u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
-                });
+            let used = a.usage.map_or(0, |u| {
+                u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
+            });
+            for (limiter, reservation) in a.limits.iter_mut().filter_map(Option::take) {
                 limiter.reconcile(&reservation, used);
             }
+        }
+        // The caller's key: every billed token of the request counts.
+        if let Some((limiter, reservation)) = record.caller_limit.take() {
+            let used: u64 = record
+                .attempts
+                .iter()
+                .filter_map(|a| a.usage)
+                .map(|u| u64::from(u.prompt_tokens) + u64::from(u.completion_tokens))
+                .sum();
+            limiter.reconcile(&reservation, used);
         }
         let sinks = &self.sinks;
         let last = record.attempts.len().saturating_sub(1);
@@ -619,7 +635,7 @@ mod tests {
             let mut rec = Recorder::new(sinks.clone(), Arc::from("r1"), vec![]);
             rec.record().unwrap().route = "m".into();
             let a = AttemptRecord::new("d", "openai", Prices::default());
-            rec.end_attempt(&health, a, None);
+            rec.end_attempt(&health, a, Some(None));
             // dropped here: the client went away
         }
         let mut rec = Recorder::new(sinks, Arc::from("r2"), vec![]);

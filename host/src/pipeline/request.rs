@@ -17,6 +17,9 @@ pub struct CallerHints {
     pub tags: Vec<String>,
     /// `x-switchyard-priority`: low, normal, high or critical.
     pub priority: Option<TaskPriority>,
+    /// The client key the request came with (strategies see its name as
+    /// the tag `caller:<name>`).
+    pub caller: Option<std::sync::Arc<crate::auth::ClientKey>>,
 }
 
 impl CallerHints {
@@ -163,6 +166,7 @@ mod tests {
         let hints = CallerHints {
             tags: vec!["t".into()],
             priority: Some(TaskPriority::High),
+            caller: None,
         };
         let s = summarize(&view, text, hints);
         assert_eq!(s.priority, TaskPriority::High);
