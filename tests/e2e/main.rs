@@ -10,6 +10,7 @@ mod boundary;
 mod config;
 mod failover;
 mod hot_reload;
+mod keys;
 mod languages;
 mod limits;
 mod live_config;

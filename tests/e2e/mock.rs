@@ -17,7 +17,11 @@
 //! | `slow-stream`| streams: a chunk every 500 ms, four in all, then `[DONE]` |
 //! | `no-usage`   | a normal answer (or stream) that reports no usage |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
+//! | `quota-low`  | a normal answer whose headers say no request is left for 2 s |
 //! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
+//!
+//! And by the key sent (`Authorization: Bearer ...`), whatever the model:
+//! `key-429` gets a 429 with `Retry-After: 86400` (a day), `key-401` a 401.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -160,8 +164,31 @@ fn sse(events: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Resp
         .unwrap()
 }
 
-async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
+async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap();
+    match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("Bearer key-429") => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "key over quota",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "86400".parse().unwrap());
+            return r;
+        }
+        Some("Bearer key-401") => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "Incorrect API key provided",
+            );
+        }
+        _ => {}
+    }
     hits.3.lock().unwrap().push(request.clone());
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
@@ -302,7 +329,17 @@ async fn chat(State(hits): State<Hits>, body: Bytes) -> Response {
     if model == "no-usage" {
         answer.as_object_mut().unwrap().remove("usage");
     }
-    axum::Json(answer).into_response()
+    let mut r = axum::Json(answer).into_response();
+    if model == "quota-low" {
+        for (k, v) in [
+            ("x-ratelimit-limit-requests", "100"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "2s"),
+        ] {
+            r.headers_mut().insert(k, v.parse().unwrap());
+        }
+    }
+    r
 }
 
 /// The usage the mock reports for `model`.

@@ -373,77 +373,91 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
-            // At one of its rate limits, or no key it could send with: not
-            // tried (the upstream would refuse).
-            let held = match self.reserve(deployment, summary, request_id, rec) {
-                Ok(held) => held,
-                Err(refused) => {
-                    attempts.push(refused);
-                    continue;
-                }
-            };
-            let mut record = outcome::AttemptRecord::new(
-                &deployment.name,
-                &deployment.adapter,
-                deployment.prices,
-            );
-            record.limits = held.limits;
-            let key = held.key;
-            let result = self
-                .attempt(
-                    route,
-                    deployment,
-                    &key,
-                    &target,
-                    request,
-                    stream,
-                    request_id,
-                    &mut record,
-                    rec,
-                )
-                .await;
-            match result {
-                Ok(answer) => {
-                    if let Answer::Complete { .. } = &answer {
-                        rec.end_attempt(&deployment.health, record.clone(), None);
-                    } // A committed stream: its pump ends the attempt.
-                    tracing::info!(
-                        request_id = %request_id,
-                        model = %route.name,
-                        deployment = %deployment.name,
-                        attempts = attempts.len() + 1,
-                        ms = record.started.elapsed().as_millis() as u64,
-                        total_ms = begun.elapsed().as_millis() as u64,
-                        "answered"
-                    );
-                    return Ok(Some(answer.with_attempts(attempts.len() + 1)));
-                }
-                Err(mut attempt) => {
-                    tracing::warn!(
-                        request_id = %request_id,
-                        model = %route.name,
-                        deployment = %attempt.deployment,
-                        class = ?attempt.class,
-                        status = attempt.status,
-                        "attempt failed: {}",
-                        attempt.message
-                    );
-                    record.class = Some(attempt.class);
-                    record.status = attempt.status;
-                    let cool = self.key_failed(deployment, &key, &mut attempt, request_id, rec);
-                    rec.end_attempt(&deployment.health, record, cool);
-                    if attempt.class == FailureClass::Unsupported {
-                        // Same dialect, same verdict: only deployments
-                        // behind other adapters are still worth a try.
-                        tried.unsupported_adapters.push(deployment.adapter.clone());
+            // Each key of its pool at most once, when a key (not the
+            // deployment) was refused.
+            let mut key_tries = 1;
+            loop {
+                // At one of its rate limits, or no key it could send with: not
+                // tried (the upstream would refuse).
+                let held = match self.reserve(deployment, summary, request_id, rec) {
+                    Ok(held) => held,
+                    Err(refused) => {
+                        attempts.push(refused);
+                        break;
                     }
-                    if attempt.class.next() == Next::ReturnToCaller {
-                        return Err(ApiError::UpstreamRejected {
-                            deployment: attempt.deployment,
-                            message: attempt.message,
-                        });
+                };
+                let mut record = outcome::AttemptRecord::new(
+                    &deployment.name,
+                    &deployment.adapter,
+                    deployment.prices,
+                );
+                record.limits = held.limits;
+                let key = held.key;
+                let result = self
+                    .attempt(
+                        route,
+                        deployment,
+                        &key,
+                        &target,
+                        request,
+                        stream,
+                        request_id,
+                        &mut record,
+                        rec,
+                    )
+                    .await;
+                match result {
+                    Ok(answer) => {
+                        if let Answer::Complete { .. } = &answer {
+                            rec.end_attempt(&deployment.health, record.clone(), None);
+                        } // A committed stream: its pump ends the attempt.
+                        tracing::info!(
+                            request_id = %request_id,
+                            model = %route.name,
+                            deployment = %deployment.name,
+                            attempts = attempts.len() + 1,
+                            ms = record.started.elapsed().as_millis() as u64,
+                            total_ms = begun.elapsed().as_millis() as u64,
+                            "answered"
+                        );
+                        return Ok(Some(answer.with_attempts(attempts.len() + 1)));
                     }
-                    attempts.push(attempt);
+                    Err(mut attempt) => {
+                        tracing::warn!(
+                            request_id = %request_id,
+                            model = %route.name,
+                            deployment = %attempt.deployment,
+                            class = ?attempt.class,
+                            status = attempt.status,
+                            "attempt failed: {}",
+                            attempt.message
+                        );
+                        record.class = Some(attempt.class);
+                        record.status = attempt.status;
+                        let verdict =
+                            self.key_failed(deployment, &key, &mut attempt, request_id, rec);
+                        rec.end_attempt(&deployment.health, record, verdict.cool);
+                        // The key, not the deployment, was refused: the same
+                        // deployment again with another key of its pool.
+                        if verdict.other_key && key_tries < deployment.keys.keys().len() {
+                            key_tries += 1;
+                            attempts.push(attempt);
+                            continue;
+                        }
+                        if attempt.class == FailureClass::Unsupported {
+                            // Same dialect, same verdict: only deployments
+                            // behind other adapters are still worth a try.
+                            tried.unsupported_adapters.push(deployment.adapter.clone());
+                        }
+                        if attempt.class.next() == Next::ReturnToCaller {
+                            return Err(ApiError::UpstreamRejected {
+                                deployment: attempt.deployment,
+                                message: attempt.message,
+                            });
+                        }
+                        attempts.push(attempt);
+                        break;
+                    }
                 }
             }
         }

@@ -329,12 +329,20 @@ pub(super) fn budget_filter(
     }
 }
 
+/// What a failed attempt means for its deployment and key.
+pub(super) struct KeyVerdict {
+    /// For the deployment's health: how long it cools down after a rate
+    /// limit (`Some(None)`: the default); `None` when only the key does.
+    pub cool: Option<Option<std::time::Duration>>,
+    /// The key was refused, and the deployment has another to try now.
+    pub other_key: bool,
+}
+
 impl Gateway {
     /// What a failed attempt means for the key it was sent with: a 429
     /// cools the key down (for the upstream's Retry-After, capped by
     /// `limits.max_retry_after_ms`), a 401/403 takes it out until the
-    /// config reloads. Returns the deployment's cool-down, `None` when only
-    /// the key cools (the deployment has other keys to send with).
+    /// config reloads.
     pub(super) fn key_failed(
         &self,
         d: &Deployment,
@@ -342,7 +350,7 @@ impl Gateway {
         attempt: &mut Attempt,
         request_id: &Arc<str>,
         rec: &Recorder,
-    ) -> Option<Option<std::time::Duration>> {
+    ) -> KeyVerdict {
         let cap = self.config.limits.max_retry_after_ms;
         if let Some(ms) = attempt.retry_after_ms {
             attempt.retry_after_ms = Some(ms.min(cap));
@@ -357,9 +365,15 @@ impl Gateway {
                 if d.keys.has_other_usable(key) {
                     tracing::info!(request_id = %request_id, deployment = %d.name, key = %key.label(),
                         "key rate limited upstream: it cools down for {ms} ms, the deployment's other keys go on");
-                    return None;
+                    return KeyVerdict {
+                        cool: None,
+                        other_key: true,
+                    };
                 }
-                Some(Some(std::time::Duration::from_millis(ms)))
+                KeyVerdict {
+                    cool: Some(Some(std::time::Duration::from_millis(ms))),
+                    other_key: false,
+                }
             }
             (FailureClass::Auth, Some(401 | 403)) if key.env.is_some() => {
                 if key.revoke() {
@@ -372,9 +386,18 @@ impl Gateway {
                             "status": attempt.status, "request_id": &**request_id}),
                     );
                 }
-                Some(None)
+                // Another key may well work: then this says nothing of
+                // the deployment's health.
+                let other_key = d.keys.has_other_usable(key);
+                KeyVerdict {
+                    cool: (!other_key).then_some(None),
+                    other_key,
+                }
             }
-            _ => Some(attempt.retry_after()),
+            _ => KeyVerdict {
+                cool: Some(attempt.retry_after()),
+                other_key: false,
+            },
         }
     }
 }
