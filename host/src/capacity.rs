@@ -218,6 +218,76 @@ impl Capacity {
     }
 }
 
+/// One request's wait: its place in the queue (taken on its first wait
+/// and kept across its retries) and its deadline.
+pub struct Waiting {
+    waiters: Arc<Waiters>,
+    max_len: usize,
+    deadline: std::time::Instant,
+    ticket: Option<Ticket>,
+    /// The last wait ended with a wake-up (not a timer): if this request
+    /// still finds nothing, the wake-up goes on to the next waiter.
+    woken: bool,
+}
+
+/// Why a request stops waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// `max_len` requests already wait.
+    Full,
+    /// Its `max_wait_ms` has passed (or would, before the earliest reset).
+    TimedOut,
+}
+
+impl Waiting {
+    pub fn new(
+        capacity: &Capacity,
+        config: crate::config::QueueConfig,
+        begun: std::time::Instant,
+    ) -> Self {
+        Self {
+            waiters: capacity.waiters.clone(),
+            max_len: config.max_len,
+            deadline: begun + Duration::from_millis(config.max_wait_ms),
+            ticket: None,
+            woken: false,
+        }
+    }
+
+    /// Nothing was free: waits for a slot to be released or for `reset`
+    /// (the earliest a limit frees up), whichever comes first; then the
+    /// caller tries again. Gives up at once when the deadline would pass
+    /// before `reset`.
+    pub async fn wait(
+        &mut self,
+        priority: TaskPriority,
+        reset: Option<Duration>,
+    ) -> Result<(), GiveUp> {
+        let now = std::time::Instant::now();
+        let left = self.deadline.saturating_duration_since(now);
+        if left.is_zero() || reset.is_some_and(|r| r > left) {
+            return Err(GiveUp::TimedOut);
+        }
+        if self.ticket.is_none() {
+            self.ticket = Some(
+                self.waiters
+                    .enter(priority, self.max_len)
+                    .ok_or(GiveUp::Full)?,
+            );
+        }
+        let Some(ticket) = &self.ticket else {
+            return Err(GiveUp::Full);
+        };
+        if self.woken {
+            ticket.pass_on();
+        }
+        // A limit's reset is a moment, not a wake-up: try just after it.
+        let for_ = reset.map_or(left, |r| (r + Duration::from_millis(1)).min(left));
+        self.woken = ticket.wait(for_).await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

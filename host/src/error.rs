@@ -51,6 +51,10 @@ pub enum ApiError {
         max: u64,
         retry_after_ms: u64,
     },
+    /// A concurrency cap (the gateway's or a route's) stayed full for the
+    /// queue's whole wait.
+    #[error("{what} has {max} requests in flight (max_in_flight) and none freed up in time")]
+    AtCapacity { what: String, max: u32 },
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
     AllFailed {
@@ -84,6 +88,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::CallerRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // Held back at a concurrency cap (and perhaps limits): capacity.
+            ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -120,6 +129,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             ApiError::Forbidden { .. } => ("permission_error", "model_not_allowed"),
             ApiError::CallerRateLimited { .. } => ("rate_limit_error", "client_key_rate_limited"),
+            ApiError::AtCapacity { .. } => ("server_error", "at_capacity"),
+            ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
+                ("server_error", "at_capacity")
+            }
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
             }
@@ -168,6 +181,13 @@ fn all_unsupported(attempts: &[Attempt]) -> bool {
             .all(|a| a.class == FailureClass::Unsupported)
 }
 
+/// Every attempt was held back, some at a deployment's concurrency cap.
+fn held_at_capacity(attempts: &[Attempt]) -> bool {
+    !attempts.is_empty()
+        && attempts.iter().all(|a| a.held_back)
+        && attempts.iter().any(|a| a.class == FailureClass::AtCapacity)
+}
+
 fn all_rate_limited(attempts: &[Attempt]) -> bool {
     !attempts.is_empty()
         && attempts
@@ -193,13 +213,24 @@ impl IntoResponse for ApiError {
         if let ApiError::CallerRateLimited { retry_after_ms, .. } = &self {
             retry_after = Some(*retry_after_ms);
         }
+        if let ApiError::AtCapacity { .. } = &self {
+            retry_after = Some(1000);
+        }
         if let ApiError::AllFailed { attempts, .. } = &self {
             error["attempts"] = json!(attempts);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 retry_after = attempts.iter().filter_map(|a| a.retry_after_ms).min();
             }
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                retry_after = Some(1000);
+                // The earliest a limit frees up, or a second for a cap.
+                retry_after = Some(
+                    attempts
+                        .iter()
+                        .filter_map(|a| a.retry_after_ms)
+                        .min()
+                        .unwrap_or(1000)
+                        .min(1000),
+                );
             }
         }
         let mut response = (status, axum::Json(json!({ "error": error }))).into_response();

@@ -47,6 +47,9 @@ pub enum FailureClass {
     /// The gateway itself is saturated (plugin instances): no deployment is to
     /// blame; when nothing else serves the request, a 503 with Retry-After.
     GatewaySaturated,
+    /// The deployment is at its `max_in_flight`: not sent. With nothing
+    /// else to serve the request, it waits in the queue, then a 503.
+    AtCapacity,
 }
 
 /// What the pipeline does after a failed attempt.
@@ -75,6 +78,7 @@ impl FailureClass {
             EvaluatorRejected => "evaluator_rejected",
             Unsupported => "unsupported",
             GatewaySaturated => "gateway_saturated",
+            AtCapacity => "at_capacity",
         }
     }
 
@@ -99,6 +103,7 @@ impl FailureClass {
                 | FailureClass::Plugin
                 | FailureClass::Unsupported
                 | FailureClass::GatewaySaturated
+                | FailureClass::AtCapacity
         )
     }
 
@@ -122,6 +127,10 @@ pub struct Attempt {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Never sent: the gateway held it back (a limit, a cooling key, a
+    /// concurrency cap). A request with only such attempts may wait.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held_back: bool,
 }
 
 impl Attempt {
@@ -132,6 +141,21 @@ impl Attempt {
             status: None,
             message: message.into(),
             retry_after_ms: None,
+            held_back: false,
+        }
+    }
+
+    /// An attempt the gateway held back (see [`Attempt::held_back`]).
+    pub fn held_back(
+        deployment: &str,
+        class: FailureClass,
+        message: impl Into<String>,
+        retry_after_ms: Option<u64>,
+    ) -> Self {
+        Self {
+            retry_after_ms,
+            held_back: true,
+            ..Self::new(deployment, class, message)
         }
     }
 
@@ -153,6 +177,7 @@ impl Attempt {
             status,
             message: error.message,
             retry_after_ms,
+            held_back: false,
         }
     }
 

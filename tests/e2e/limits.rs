@@ -38,7 +38,12 @@ async fn events(gw: &Gateway, kind: &str, at_least: usize) -> Vec<Value> {
 async fn a_steady_load_is_held_at_the_rps_limit() {
     let mock = Mock::start().await;
     let routes = json!({"r": {"deployments": [limited(&mock, "d", "gpt-r", json!({"rps": 20}))]}});
-    let gw = Gateway::start(routes, &["openai"], json!({}));
+    // No waiting in the queue: every request over the limit is a 429 at once.
+    let gw = Gateway::start(
+        routes,
+        &["openai"],
+        json!({"limits": {"queue": {"max_wait_ms": 0}}}),
+    );
     let started = Instant::now();
     let run = Duration::from_secs(3);
     let mut tasks = Vec::new();

@@ -15,6 +15,7 @@ mod languages;
 mod limits;
 mod live_config;
 mod proxy;
+mod queue;
 mod records;
 mod sandbox;
 mod store_faults;

@@ -210,6 +210,40 @@ pub struct LimitsConfig {
     /// The longest a Retry-After may sideline a key or deployment.
     #[serde(default = "d_max_retry_after_ms")]
     pub max_retry_after_ms: u64,
+    /// Requests in flight in the whole gateway at most.
+    pub max_in_flight: Option<u32>,
+    /// Where requests wait when every candidate is busy.
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// The wait queue (see [`crate::capacity`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests waiting at most; more get their 429 or 503 at once.
+    #[serde(default = "d_queue_max_len")]
+    pub max_len: usize,
+    /// How long a request waits at most (0: never waits).
+    #[serde(default = "d_queue_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_len: d_queue_max_len(),
+            max_wait_ms: d_queue_max_wait_ms(),
+        }
+    }
+}
+
+fn d_queue_max_len() -> usize {
+    1024
+}
+
+fn d_queue_max_wait_ms() -> u64 {
+    2000
 }
 
 impl Default for LimitsConfig {
@@ -218,6 +252,8 @@ impl Default for LimitsConfig {
             warn_at: d_warn_at(),
             default_output_tokens: d_default_output_tokens(),
             max_retry_after_ms: d_max_retry_after_ms(),
+            max_in_flight: None,
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -561,6 +597,8 @@ pub struct Route {
     /// Routes tried, in order, when all of this one's deployments failed.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Requests of this route in flight at most (streams until they end).
+    pub max_in_flight: Option<u32>,
     /// The deployments by name, with this route's priority and weight.
     #[serde(skip)]
     pub members: Vec<Member>,
@@ -642,6 +680,8 @@ pub struct Deployment {
     pub rpm: Option<u64>,
     pub rps: Option<u64>,
     pub tpm: Option<u64>,
+    /// Requests in flight on it at most (streams until they end).
+    pub max_in_flight: Option<u32>,
     /// Overrides of the top-level timeouts, field by field.
     pub timeouts: Option<Value>,
     /// Where it was defined (JSON path), for error messages.

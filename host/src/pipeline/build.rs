@@ -32,6 +32,7 @@ impl Gateway {
         registry: Arc<Registry>,
         previous: Option<&Gateway>,
     ) -> Result<Self, String> {
+        let capacity = previous.map(|p| p.capacity.clone()).unwrap_or_default();
         let mut deployments = HashMap::new();
         let mut connect_timeouts = vec![config.timeouts.connect_ms];
         for (name, d) in &config.deployments {
@@ -90,6 +91,8 @@ impl Gateway {
                 }),
                 health,
                 limited: !d.limits().is_empty(),
+                gauge: capacity.deployment(name),
+                max_in_flight: d.max_in_flight,
                 limiter,
                 auth: d.auth.as_ref().map(AuthScheme::from),
                 prices: d.prices()?,
@@ -111,6 +114,8 @@ impl Gateway {
                 })
                 .collect(),
             fallbacks: config.fallback_chain(name),
+            gauge: capacity.route(name),
+            max_in_flight: r.max_in_flight,
         };
         let mut routes = HashMap::new();
         let mut wildcards = Vec::new();
@@ -144,6 +149,7 @@ impl Gateway {
         );
         Ok(Self {
             clients,
+            capacity,
             routes,
             wildcards,
             deployments,
@@ -220,6 +226,8 @@ impl Gateway {
                         "latency_ms": h.latency_ms,
                         "quality": h.quality,
                     },
+                    "in_flight": d.gauge.current(),
+                    "max_in_flight": d.max_in_flight,
                     // Each limit with what its sliding window holds now.
                     "limits": d.limiter.usage().into_iter()
                         .map(|(kind, max, used)| (kind.name().to_string(), json!({"max": max, "used": used})))

@@ -58,6 +58,8 @@ pub struct Gateway {
     models: Bytes,
     /// Client keys (limits kept across reloads by name).
     clients: crate::auth::ClientKeys,
+    /// Concurrency gauges and the wait queue (kept across reloads).
+    capacity: Arc<crate::capacity::Capacity>,
     config: Arc<Config>,
 }
 
@@ -70,6 +72,9 @@ pub struct Route {
     /// Routes tried after this one's deployments, in order (resolved
     /// transitively at load).
     pub fallbacks: Vec<String>,
+    /// Its requests in flight, against `max_in_flight` (kept across reloads).
+    pub gauge: Arc<crate::capacity::Gauge>,
+    pub max_in_flight: Option<u32>,
 }
 
 /// A deployment as one route uses it.
@@ -94,6 +99,9 @@ pub struct Deployment {
     pub limiter: Arc<Limiter>,
     /// Whether it has any limit (no lock taken otherwise).
     pub limited: bool,
+    /// Its requests in flight, against `max_in_flight` (kept across reloads).
+    pub gauge: Arc<crate::capacity::Gauge>,
+    pub max_in_flight: Option<u32>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
     pub prices: Prices,
@@ -166,6 +174,32 @@ impl Gateway {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Places under the gateway's and the route's `max_in_flight`, or the
+    /// 503 to give when one is full.
+    fn request_slots(&self, route: &Route) -> Result<Vec<crate::capacity::Slot>, ApiError> {
+        let mut slots = Vec::new();
+        if let Some(max) = self.config.limits.max_in_flight {
+            slots.push(self.capacity.global.try_acquire(max).ok_or_else(|| {
+                ApiError::AtCapacity {
+                    what: "the gateway".into(),
+                    max,
+                }
+            })?);
+        }
+        if let Some(max) = route.max_in_flight {
+            slots.push(
+                route
+                    .gauge
+                    .try_acquire(max)
+                    .ok_or_else(|| ApiError::AtCapacity {
+                        what: format!("model {:?}", route.name),
+                        max,
+                    })?,
+            );
+        }
+        Ok(slots)
     }
 
     /// Who may call, and how fast.
@@ -267,6 +301,27 @@ impl Gateway {
 
         async {
             let summary = summarize(&view, text, hints);
+            let priority = summary.priority;
+            let mut waiting =
+                crate::capacity::Waiting::new(&self.capacity, self.config.limits.queue, begun);
+            // The gateway's and the route's concurrency caps: held until
+            // the record completes (a stream's end), waited for in the queue.
+            loop {
+                match self.request_slots(route) {
+                    Ok(slots) => {
+                        if let Some(r) = rec.record() {
+                            r.slots = slots;
+                        }
+                        break;
+                    }
+                    Err(full) => {
+                        if waiting.wait(priority, None).await.is_err() {
+                            return Err(full);
+                        }
+                    }
+                }
+            }
+            loop {
             let mut attempts = Vec::new();
             // Across the whole chain: a deployment listed by two routes is
             // tried once, an adapter that cannot send the request is not
@@ -295,6 +350,25 @@ impl Gateway {
                     Err(e) => return Err(e),
                 }
             }
+            // Every candidate was held back (limits, cooling keys, caps):
+            // wait for one to free up, then try again.
+            if !attempts.is_empty() && attempts.iter().all(|a| a.held_back) {
+                let reset = attempts
+                    .iter()
+                    .filter(|a| a.class == FailureClass::RateLimited)
+                    .filter_map(|a| a.retry_after_ms)
+                    .min()
+                    .map(std::time::Duration::from_millis);
+                // A deployment at its cap frees up when a slot is released.
+                let reset = if attempts.iter().any(|a| a.class == FailureClass::AtCapacity) {
+                    None
+                } else {
+                    reset
+                };
+                if waiting.wait(priority, reset).await.is_ok() {
+                    continue;
+                }
+            }
             // 5. Every candidate failed (or none could serve the request).
             let first = &chain[0].0;
             if attempts.is_empty() {
@@ -319,10 +393,11 @@ impl Gateway {
                     reason,
                 });
             }
-            Err(ApiError::AllFailed {
+            return Err(ApiError::AllFailed {
                 model: first.name.clone(),
                 attempts,
-            })
+            });
+            }
         }
         .instrument(span)
         .await
@@ -392,6 +467,7 @@ impl Gateway {
                     deployment.prices,
                 );
                 record.limits = held.limits;
+                record.slot = held.slot.map(Arc::new);
                 let key = held.key;
                 let result = self
                     .attempt(

@@ -172,6 +172,8 @@ impl Gateway {
 pub(super) struct Held {
     pub key: Arc<UpstreamKey>,
     pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
+    /// Its place under the deployment's `max_in_flight`.
+    pub slot: Option<crate::capacity::Slot>,
 }
 
 impl Gateway {
@@ -202,15 +204,30 @@ impl Gateway {
         };
         let refused = |limit: &str, max: u64, retry: std::time::Duration, whose: &str| {
             let retry_ms = retry.as_millis().max(1) as u64;
-            let mut attempt = Attempt::new(
+            Attempt::held_back(
                 &d.name,
                 FailureClass::RateLimited,
                 format!(
                     "{whose} at its {limit} limit ({max}); not sent, frees up in {retry_ms} ms"
                 ),
-            );
-            attempt.retry_after_ms = Some(retry_ms);
-            attempt
+                Some(retry_ms),
+            )
+        };
+        // Its concurrency cap first: a slot is given back the moment it
+        // is dropped, a window's request is not.
+        let slot = match d.max_in_flight {
+            None => None,
+            Some(max) => match d.gauge.try_acquire(max) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Attempt::held_back(
+                        &d.name,
+                        FailureClass::AtCapacity,
+                        format!("at its max_in_flight ({max}); not sent"),
+                        None,
+                    ));
+                }
+            },
         };
         let mut held = None;
         if d.limited || d.limiter.is_active() {
@@ -236,6 +253,7 @@ impl Gateway {
                     lease.reservation.map(|r| (lease.key.limiter.clone(), r)),
                 ],
                 key: lease.key,
+                slot,
             }),
             Err(no) => {
                 // Never sent: the deployment's windows get the request back.
@@ -249,13 +267,12 @@ impl Gateway {
                             Some((kind, max)) => refused(kind.name(), max, retry_after, whose),
                             None => {
                                 let retry_ms = retry_after.as_millis().max(1) as u64;
-                                let mut attempt = Attempt::new(
+                                Attempt::held_back(
                                     &d.name,
                                     FailureClass::RateLimited,
                                     format!("{whose} cools down after a 429; not sent, free again in {retry_ms} ms"),
-                                );
-                                attempt.retry_after_ms = Some(retry_ms);
-                                attempt
+                                    Some(retry_ms),
+                                )
                             }
                         }
                     }

@@ -100,6 +100,9 @@ pub struct AttemptRecord {
     /// The tokens it holds of its deployment's and its key's limits,
     /// reconciled with its usage when the record completes.
     pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
+    /// Its place under its deployment's concurrency cap, given back when
+    /// the attempt ends (a stream's at its end).
+    pub slot: Option<Arc<crate::capacity::Slot>>,
 }
 
 impl AttemptRecord {
@@ -121,6 +124,7 @@ impl AttemptRecord {
             prices,
             verdict: None,
             limits: [None, None],
+            slot: None,
         }
     }
 
@@ -189,6 +193,9 @@ pub struct Record {
     pub reservation: Option<Reservation>,
     /// What it holds of its client key's limits until its usage is known.
     pub caller_limit: Option<(Arc<Limiter>, LimitReservation)>,
+    /// Its places under the gateway's and its route's concurrency caps,
+    /// given back when the record completes.
+    pub slots: Vec<crate::capacity::Slot>,
 }
 
 /// Completes its record exactly once: by [`Recorder::finish`], or when
@@ -213,6 +220,7 @@ impl Recorder {
                 ttft: None,
                 reservation: None,
                 caller_limit: None,
+                slots: Vec::new(),
             })),
             sinks,
         }
@@ -249,6 +257,7 @@ impl Recorder {
         cool: Option<Option<Duration>>,
     ) {
         attempt.latency = attempt.started.elapsed();
+        attempt.slot = None;
         let was = health.is_cooling_down();
         match (attempt.class, cool) {
             (None, _) => health.record_success(attempt.latency),
@@ -322,6 +331,7 @@ impl Recorder {
             self.transition(h, was, &deployment, class);
         }
         if let Some(a) = self.record().and_then(|r| r.attempts.last_mut()) {
+            a.slot = None;
             a.latency = a.started.elapsed();
             a.upstream = a.latency;
             a.class = class;
