@@ -80,6 +80,7 @@ async fn a_key_pool_rotates_and_sidelines_only_the_refused_keys() {
     assert_eq!(state["KEY_OK"]["fingerprint"].as_str().unwrap().len(), 8);
     // The deployment itself is fine: it has keys left.
     assert_eq!(d["health"]["cooling_down"], false, "{d}");
+    assert!(gw.wait_for_log("the upstream refused this API key", Duration::from_secs(5)));
     assert_eq!(
         gw.logs()
             .matches("the upstream refused this API key")
@@ -93,6 +94,18 @@ async fn a_key_pool_rotates_and_sidelines_only_the_refused_keys() {
         let rows = events["data"].as_array().cloned().unwrap_or_default();
         if let Some(e) = rows.first() {
             assert!(e.to_string().contains("KEY_BAD"), "{e}");
+            // Events filter by deployment, page, and refuse request-only filters.
+            let (_, mine) = gw
+                .admin("/admin/events?type=key_revoked&deployment=pool&limit=1")
+                .await;
+            assert_eq!(mine["data"].as_array().unwrap().len(), 1, "{mine}");
+            assert!(mine["next_offset"].is_null(), "{mine}");
+            let (_, other) = gw
+                .admin("/admin/events?type=key_revoked&deployment=else")
+                .await;
+            assert_eq!(other["data"].as_array().unwrap().len(), 0, "{other}");
+            let (status, bad) = gw.admin("/admin/events?status=500").await;
+            assert_eq!(status, 400, "{bad}");
             break;
         }
         assert!(Instant::now() < deadline, "no key_revoked event");

@@ -361,6 +361,12 @@ async fn a_client_that_leaves_a_non_streamed_request_leaves_a_record() {
     let rec = record(&gw, "left").await;
     assert_eq!(rec["outcome"], "client_gone");
     assert_eq!(rec["status"], 499);
+    // The attempt under way when the client left is recorded, unfinished.
+    assert_eq!(rec["attempts"], 1, "{rec}");
+    let a = &rec["attempts_detail"][0];
+    assert_eq!(a["deployment"], "hanger", "{rec}");
+    assert!(a["latency_ms"].as_f64().unwrap() >= 250.0, "{rec}");
+    assert!(rec["overhead_ms"].as_f64().unwrap() < 100.0, "{rec}");
 }
 
 #[tokio::test]

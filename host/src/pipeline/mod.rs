@@ -468,6 +468,7 @@ impl Gateway {
                 );
                 record.limits = held.limits;
                 record.slot = held.slot.map(Arc::new);
+                rec.open_attempt(&record);
                 let key = held.key;
                 let result = self
                     .attempt(

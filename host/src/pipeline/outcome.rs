@@ -196,6 +196,10 @@ pub struct Record {
     /// Its places under the gateway's and its route's concurrency caps,
     /// given back when the record completes.
     pub slots: Vec<crate::capacity::Slot>,
+    /// The attempt under way (a copy), so a request dropped mid-attempt
+    /// (the client left) still records it, and its reservations are
+    /// reconciled.
+    open: Option<AttemptRecord>,
 }
 
 /// Completes its record exactly once: by [`Recorder::finish`], or when
@@ -221,6 +225,7 @@ impl Recorder {
                 reservation: None,
                 caller_limit: None,
                 slots: Vec::new(),
+                open: None,
             })),
             sinks,
         }
@@ -246,6 +251,14 @@ impl Recorder {
         }
     }
 
+    /// An attempt is being sent: kept open until it ends, so that a request
+    /// dropped meanwhile still records it.
+    pub fn open_attempt(&mut self, attempt: &AttemptRecord) {
+        if let Some(r) = self.record() {
+            r.open = Some(attempt.clone());
+        }
+    }
+
     /// An attempt ended: the deployment's health learns it now, the record
     /// keeps it.
     /// `cool`: for a rate-limited attempt, how long its deployment cools
@@ -258,6 +271,9 @@ impl Recorder {
     ) {
         attempt.latency = attempt.started.elapsed();
         attempt.slot = None;
+        if let Some(r) = self.record() {
+            r.open = None;
+        }
         let was = health.is_cooling_down();
         match (attempt.class, cool) {
             (None, _) => health.record_success(attempt.latency),
@@ -301,6 +317,7 @@ impl Recorder {
         health.record_latency(ttft);
         attempt.ttft = Some(ttft);
         if let Some(r) = self.record() {
+            r.open = None;
             r.ttft = Some(r.begun.elapsed());
             r.attempts.push(attempt);
         }
@@ -359,6 +376,14 @@ impl Recorder {
         let Some(mut record) = self.record.take() else {
             return;
         };
+        // Dropped mid-attempt (the client left, or a panic): the attempt
+        // counts, unfinished (no class: nothing is said of the deployment).
+        if let Some(mut a) = record.open.take() {
+            a.latency = a.started.elapsed();
+            a.upstream = a.latency;
+            a.slot = None;
+            record.attempts.push(a);
+        }
         // The limiter: each attempt's token reservation becomes its usage
         // (a failure the provider did not bill gives it all back).
         for a in &mut record.attempts {

@@ -317,6 +317,25 @@ pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Query
         clauses.push("kind = ?");
         params.push(Sql::Text(k.clone()));
     }
+    // An event's subject is its deployment (or budget, or `caller:<name>`);
+    // a request's route is in its detail.
+    if let Some(d) = &f.deployment {
+        clauses.push("subject = ?");
+        params.push(Sql::Text(d.clone()));
+    }
+    if let Some(c) = &f.caller {
+        clauses.push("subject = ?");
+        params.push(Sql::Text(format!("caller:{c}")));
+    }
+    if let Some(r) = &f.route {
+        clauses.push("json_extract(detail, '$.route') = ?");
+        params.push(Sql::Text(r.clone()));
+    }
+    if f.status.is_some() || f.outcome.is_some() {
+        return Err(QueryError::BadFilter(
+            "status and outcome filter requests, not events (events take type, deployment, caller, route, since, until)".into(),
+        ));
+    }
     if let Some(s) = &f.since {
         clauses.push("ts_ms >= ?");
         params.push(Sql::Integer(instant(s, "since", now_ms)?));
@@ -331,21 +350,23 @@ pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Query
         format!("WHERE {}", clauses.join(" AND "))
     };
     let (limit, offset) = page(f);
-    params.push(Sql::Integer(i64::from(limit)));
+    params.push(Sql::Integer(i64::from(limit) + 1));
     params.push(Sql::Integer(i64::from(offset)));
     let mut data = rows(
         conn,
         &format!(
-            "SELECT ts_ms, kind, subject, detail FROM events {filter} ORDER BY ts_ms DESC LIMIT ? OFFSET ?"
+            "SELECT ts_ms, kind, subject, detail FROM events {filter} ORDER BY ts_ms DESC, rowid DESC LIMIT ? OFFSET ?"
         ),
         &params,
     )?;
+    let more = data.len() > limit as usize;
+    data.truncate(limit as usize);
     for e in &mut data {
         if let Some(text) = e["detail"].as_str() {
             e["detail"] = serde_json::from_str(text).unwrap_or(Value::Null);
         }
     }
-    Ok(json!({ "data": data }))
+    Ok(json!({ "data": data, "next_offset": more.then_some(offset + limit) }))
 }
 
 /// Totals and latency percentiles of the requests the filter selects.
