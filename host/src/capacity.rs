@@ -16,7 +16,10 @@
 //! their slots.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,12 +36,25 @@ pub struct Gauge {
 
 /// One unit of a gauge, given back when dropped.
 #[derive(Debug)]
-pub struct Slot(Arc<Gauge>);
+pub struct Slot(Option<Arc<Gauge>>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Relaxed);
-        self.0.waiters.wake_first();
+        if let Some(g) = self.0.take() {
+            g.now.fetch_sub(1, SeqCst);
+            g.waiters.wake_first();
+        }
+    }
+}
+
+impl Slot {
+    /// Gives the slot back without waking the queue: for a request that
+    /// took it, found something else full, and is about to wait itself
+    /// (waking the queue would wake it, and it would spin).
+    pub fn give_back_quietly(mut self) {
+        if let Some(g) = self.0.take() {
+            g.now.fetch_sub(1, SeqCst);
+        }
     }
 }
 
@@ -53,13 +69,13 @@ impl Gauge {
     /// A slot if fewer than `max` are taken.
     pub fn try_acquire(self: &Arc<Self>, max: u32) -> Option<Slot> {
         self.now
-            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| Slot(self.clone()))
+            .map(|_| Slot(Some(self.clone())))
     }
 
     pub fn current(&self) -> u32 {
-        self.now.load(Relaxed)
+        self.now.load(SeqCst)
     }
 }
 
@@ -97,7 +113,7 @@ impl Waiters {
     }
 
     pub fn len(&self) -> usize {
-        self.len.load(Relaxed)
+        self.len.load(SeqCst)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,7 +129,7 @@ impl Waiters {
         let key = (rank(priority), self.seq.fetch_add(1, Relaxed));
         let notify = Arc::new(Notify::new());
         q.insert(key, notify.clone());
-        self.len.store(q.len(), Relaxed);
+        self.len.store(q.len(), SeqCst);
         Some(Ticket {
             waiters: self.clone(),
             key,
@@ -165,7 +181,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut q = self.waiters.lock();
         q.remove(&self.key);
-        self.waiters.len.store(q.len(), Relaxed);
+        self.waiters.len.store(q.len(), SeqCst);
         // Its place goes to the next: a wake-up it had not used yet is not lost.
         if let Some(n) = q.values().next() {
             n.notify_one();
@@ -274,6 +290,9 @@ impl Waiting {
                     .enter(priority, self.max_len)
                     .ok_or(GiveUp::Full)?,
             );
+            // Something may have freed up before this request was in the
+            // queue to be woken: try once more, now as a waiter.
+            return Ok(());
         }
         let Some(ticket) = &self.ticket else {
             return Err(GiveUp::Full);
@@ -323,6 +342,47 @@ mod tests {
         // Leaving wakes the next: a wake-up is never lost.
         assert!(low.wait(Duration::from_millis(100)).await);
         assert_eq!(w.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slot_given_back_quietly_wakes_no_one() {
+        let w = Waiters::new();
+        let g = Gauge::new(w.clone());
+        let t = w.enter(TaskPriority::Normal, 10).unwrap();
+        g.try_acquire(1).unwrap().give_back_quietly();
+        assert_eq!(g.current(), 0);
+        assert!(
+            !t.wait(Duration::from_millis(30)).await,
+            "no self wake-up to spin on"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_wait_returns_at_once_to_try_again_as_a_waiter() {
+        let capacity = Capacity::default();
+        let config = crate::config::QueueConfig {
+            max_len: 4,
+            max_wait_ms: 500,
+        };
+        let mut waiting = Waiting::new(&capacity, config, std::time::Instant::now());
+        let started = std::time::Instant::now();
+        assert_eq!(waiting.wait(TaskPriority::Normal, None).await, Ok(()));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert_eq!(capacity.waiters.len(), 1);
+        // Then it waits until its deadline, and gives up.
+        assert_eq!(waiting.wait(TaskPriority::Normal, None).await, Ok(()));
+        assert_eq!(
+            waiting.wait(TaskPriority::Normal, None).await,
+            Err(GiveUp::TimedOut)
+        );
+        // A reset past the deadline: no wait at all.
+        let mut other = Waiting::new(&capacity, config, std::time::Instant::now());
+        assert_eq!(
+            other
+                .wait(TaskPriority::Normal, Some(Duration::from_secs(5)))
+                .await,
+            Err(GiveUp::TimedOut)
+        );
     }
 
     #[tokio::test]

@@ -181,18 +181,26 @@ fn all_unsupported(attempts: &[Attempt]) -> bool {
             .all(|a| a.class == FailureClass::Unsupported)
 }
 
-/// Every attempt was held back, some at a deployment's concurrency cap.
+/// Held back (some at a deployment's concurrency cap), the rest unable to
+/// serve now: capacity, a 503.
 fn held_at_capacity(attempts: &[Attempt]) -> bool {
-    !attempts.is_empty()
-        && attempts.iter().all(|a| a.held_back)
+    crate::failover::may_free_up(attempts)
         && attempts.iter().any(|a| a.class == FailureClass::AtCapacity)
 }
 
+/// Every deployment that could serve the request is at a limit (its own,
+/// a key's, the provider's): a 429. Those that never could (wrong dialect,
+/// no usable key) do not turn it into a 502.
 fn all_rate_limited(attempts: &[Attempt]) -> bool {
-    !attempts.is_empty()
-        && attempts
-            .iter()
-            .all(|a| a.class == FailureClass::RateLimited)
+    attempts
+        .iter()
+        .any(|a| a.class == FailureClass::RateLimited)
+        && attempts.iter().all(|a| {
+            matches!(
+                a.class,
+                FailureClass::RateLimited | FailureClass::Unsupported | FailureClass::Auth
+            )
+        })
 }
 
 impl IntoResponse for ApiError {

@@ -117,6 +117,21 @@ impl FailureClass {
     }
 }
 
+/// Whether a request whose candidates all failed so may be served if it
+/// waits: some were held back by the gateway (a limit, a cooling key, a
+/// cap), and the others were rate limited upstream (their keys cool down)
+/// or can never serve it (wrong dialect, no usable key).
+pub fn may_free_up(attempts: &[Attempt]) -> bool {
+    attempts.iter().any(|a| a.held_back)
+        && attempts.iter().all(|a| {
+            a.held_back
+                || matches!(
+                    a.class,
+                    FailureClass::RateLimited | FailureClass::Unsupported | FailureClass::Auth
+                )
+        })
+}
+
 /// One failed attempt, as reported to the caller when every candidate failed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Attempt {
@@ -189,6 +204,26 @@ impl Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_may_wait_only_when_something_held_back_may_free_up() {
+        let held = Attempt::held_back("a", FailureClass::AtCapacity, "cap", None);
+        let limited = Attempt::held_back("b", FailureClass::RateLimited, "rpm", Some(10));
+        let unsupported = Attempt::new("c", FailureClass::Unsupported, "dialect");
+        let upstream_429 = Attempt::new("d", FailureClass::RateLimited, "429");
+        let broken = Attempt::new("e", FailureClass::Overloaded, "500");
+        assert!(may_free_up(&[held.clone(), unsupported.clone()]));
+        assert!(may_free_up(&[limited.clone(), upstream_429.clone()]));
+        assert!(
+            !may_free_up(&[held, broken]),
+            "a real failure: fail over, no wait"
+        );
+        assert!(
+            !may_free_up(&[upstream_429, unsupported]),
+            "nothing held back"
+        );
+        assert!(!may_free_up(&[]));
+    }
 
     #[test]
     fn only_invalid_requests_go_back_to_the_caller() {

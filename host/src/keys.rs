@@ -21,8 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ratelimit::{Event, Kind, Limiter, Limits, Refused, Reservation};
 
-/// One key of a deployment's pool.
-#[derive(Debug)]
+/// One key of a deployment's pool. (`Debug` shows its label, never the key.)
 pub struct UpstreamKey {
     /// The variable it is read from (`None`: the deployment sends no key).
     pub env: Option<String>,
@@ -103,6 +102,15 @@ impl UpstreamKey {
         } else {
             "active"
         }
+    }
+}
+
+impl std::fmt::Debug for UpstreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamKey")
+            .field("key", &self.label())
+            .field("state", &self.state())
+            .finish()
     }
 }
 
@@ -410,7 +418,8 @@ mod tests {
     #[test]
     fn views_and_labels_never_show_the_secret() {
         let p = pool(&["A", "UNSET"], Limits::default());
-        let text = serde_json::to_string(&p.views()).unwrap() + &p.keys[0].label();
+        let text =
+            serde_json::to_string(&p.views()).unwrap() + &p.keys[0].label() + &format!("{p:?}");
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains(&fingerprint("secret-A")));
         assert_eq!(p.keys[1].state(), "unset");

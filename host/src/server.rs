@@ -224,8 +224,13 @@ fn set_route_headers(r: &mut Response, deployment: &str, attempts: usize) {
         .insert("x-switchyard-attempts", HeaderValue::from(attempts));
 }
 
-async fn models_handler(State(app): State<Arc<AppState>>) -> Response {
-    let mut r = Response::new(Body::from(app.live.gateway().models()));
+async fn models_handler(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let gateway = app.live.gateway();
+    // The model list is for callers too.
+    if let Err(e) = gateway.clients().identify(&headers) {
+        return e.into_response();
+    }
+    let mut r = Response::new(Body::from(gateway.models()));
     set(&mut r, header::CONTENT_TYPE, "application/json");
     r
 }

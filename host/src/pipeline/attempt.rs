@@ -84,7 +84,7 @@ impl Gateway {
                 .await
                 .map_err(plugin_failed)?;
             if let Some(q) = &error.quota {
-                key.limiter.learn(q);
+                key.limiter.learn(q, self.config.limits.max_retry_after_ms);
             }
             return Err(Attempt::upstream(&d.name, Some(status), error));
         }
@@ -97,7 +97,7 @@ impl Gateway {
                 .map_err(plugin_failed)?
                 .map_err(|e| Attempt::upstream(&d.name, None, e))?;
             if let Some(q) = &quota {
-                key.limiter.learn(q);
+                key.limiter.learn(q, self.config.limits.max_retry_after_ms);
             }
             let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
                 registry: self.registry.clone(),
@@ -138,7 +138,7 @@ impl Gateway {
             .map_err(plugin_failed)?
             .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
         if let Some(q) = &answer.quota {
-            key.limiter.learn(q);
+            key.limiter.learn(q, self.config.limits.max_retry_after_ms);
         }
         match answer.usage {
             Some(usage) => record.set_usage(usage, false),

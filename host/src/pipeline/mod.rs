@@ -189,15 +189,20 @@ impl Gateway {
             })?);
         }
         if let Some(max) = route.max_in_flight {
-            slots.push(
-                route
-                    .gauge
-                    .try_acquire(max)
-                    .ok_or_else(|| ApiError::AtCapacity {
+            match route.gauge.try_acquire(max) {
+                Some(slot) => slots.push(slot),
+                None => {
+                    // Given back quietly: waking the queue would wake this
+                    // very request, which is about to wait.
+                    slots
+                        .into_iter()
+                        .for_each(crate::capacity::Slot::give_back_quietly);
+                    return Err(ApiError::AtCapacity {
                         what: format!("model {:?}", route.name),
                         max,
-                    })?,
-            );
+                    });
+                }
+            }
         }
         Ok(slots)
     }
@@ -307,21 +312,19 @@ impl Gateway {
             // The gateway's and the route's concurrency caps: held until
             // the record completes (a stream's end), waited for in the queue.
             loop {
-                match self.request_slots(route) {
-                    Ok(slots) => {
-                        if let Some(r) = rec.record() {
-                            r.slots = slots;
-                        }
-                        break;
-                    }
-                    Err(full) => {
-                        if waiting.wait(priority, None).await.is_err() {
-                            return Err(full);
-                        }
+            match self.request_slots(route) {
+                Ok(slots) => {
+                    if let Some(r) = rec.record() {
+                        r.slots = slots;
                     }
                 }
+                Err(full) => {
+                    if waiting.wait(priority, None).await.is_err() {
+                        return Err(full);
+                    }
+                    continue;
+                }
             }
-            loop {
             let mut attempts = Vec::new();
             // Across the whole chain: a deployment listed by two routes is
             // tried once, an adapter that cannot send the request is not
@@ -340,6 +343,25 @@ impl Gateway {
                     }
                     tracing::info!(request_id = %request_id, model = %chain[0].0.name,
                         fallback = %route.name, "falling back to another route");
+                    // A fallback route's own cap, held until the record completes.
+                    if let Some(max) = route.max_in_flight {
+                        match route.gauge.try_acquire(max) {
+                            Some(slot) => {
+                                if let Some(r) = rec.record() {
+                                    r.slots.push(slot);
+                                }
+                            }
+                            None => {
+                                attempts.push(crate::failover::Attempt::held_back(
+                                    &route.name,
+                                    FailureClass::AtCapacity,
+                                    format!("fallback model {:?} is at its max_in_flight ({max})", route.name),
+                                    None,
+                                ));
+                                continue;
+                            }
+                        }
+                    }
                 }
                 match self
                     .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, &mut tried, begun, rec)
@@ -352,7 +374,7 @@ impl Gateway {
             }
             // Every candidate was held back (limits, cooling keys, caps):
             // wait for one to free up, then try again.
-            if !attempts.is_empty() && attempts.iter().all(|a| a.held_back) {
+            if crate::failover::may_free_up(&attempts) {
                 let reset = attempts
                     .iter()
                     .filter(|a| a.class == FailureClass::RateLimited)
@@ -365,6 +387,14 @@ impl Gateway {
                 } else {
                     reset
                 };
+                // A waiting request holds no place under the gateway's or
+                // the route's cap (others may use them meanwhile); given
+                // back quietly: waking the queue now would wake itself.
+                if let Some(r) = rec.record() {
+                    r.slots
+                        .drain(..)
+                        .for_each(crate::capacity::Slot::give_back_quietly);
+                }
                 if waiting.wait(priority, reset).await.is_ok() {
                     continue;
                 }

@@ -213,22 +213,6 @@ impl Gateway {
                 Some(retry_ms),
             )
         };
-        // Its concurrency cap first: a slot is given back the moment it
-        // is dropped, a window's request is not.
-        let slot = match d.max_in_flight {
-            None => None,
-            Some(max) => match d.gauge.try_acquire(max) {
-                Some(slot) => Some(slot),
-                None => {
-                    return Err(Attempt::held_back(
-                        &d.name,
-                        FailureClass::AtCapacity,
-                        format!("at its max_in_flight ({max}); not sent"),
-                        None,
-                    ));
-                }
-            },
-        };
         let mut held = None;
         if d.limited || d.limiter.is_active() {
             let mut events = Vec::new();
@@ -247,14 +231,36 @@ impl Gateway {
             event(e, Some(key));
         }
         match picked {
-            Ok(lease) => Ok(Held {
-                limits: [
+            Ok(lease) => {
+                let limits = [
                     held,
                     lease.reservation.map(|r| (lease.key.limiter.clone(), r)),
-                ],
-                key: lease.key,
-                slot,
-            }),
+                ];
+                // Its concurrency cap last: the windows' reservations are
+                // given back without waking anyone, a slot is not.
+                let slot = match d.max_in_flight {
+                    None => None,
+                    Some(max) => match d.gauge.try_acquire(max) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            for (limiter, r) in limits.iter().flatten() {
+                                limiter.release(r);
+                            }
+                            return Err(Attempt::held_back(
+                                &d.name,
+                                FailureClass::AtCapacity,
+                                format!("at its max_in_flight ({max}); not sent"),
+                                None,
+                            ));
+                        }
+                    },
+                };
+                Ok(Held {
+                    limits,
+                    key: lease.key,
+                    slot,
+                })
+            }
             Err(no) => {
                 // Never sent: the deployment's windows get the request back.
                 if let Some((limiter, r)) = held {

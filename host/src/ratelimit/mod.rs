@@ -321,17 +321,20 @@ impl Limiter {
 
     /// A provider's report of its quota (from a response's headers):
     /// tightens the limiter until each reset.
-    pub fn learn(&self, hint: &crate::domain::QuotaHint) {
-        self.learn_at(self.now_us(), hint);
+    /// A reset further than `max_reset_ms` away counts as that far: a
+    /// provider's "none left for 6 hours" must not sideline a key that long.
+    pub fn learn(&self, hint: &crate::domain::QuotaHint, max_reset_ms: u64) {
+        self.learn_at(self.now_us(), hint, max_reset_ms);
     }
 
-    fn learn_at(&self, us: u64, hint: &crate::domain::QuotaHint) {
+    fn learn_at(&self, us: u64, hint: &crate::domain::QuotaHint, max_reset_ms: u64) {
         let learned = |left: Option<u32>, limit: Option<u32>, reset_ms: Option<u32>| {
             Some(Learned {
                 left: u64::from(left?),
                 limit: limit.map(u64::from),
                 // Without a reset time the figure cannot be trusted for long.
-                until_us: us + u64::from(reset_ms.unwrap_or(1_000)).max(1) * 1_000,
+                until_us: us
+                    + u64::from(reset_ms.unwrap_or(1_000)).clamp(1, max_reset_ms.max(1)) * 1_000,
             })
         };
         let requests = learned(

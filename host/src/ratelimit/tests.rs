@@ -175,6 +175,7 @@ fn the_providers_quota_tightens_the_limiter_until_its_reset() {
             reset_requests_ms: Some(3_000),
             ..QuotaHint::default()
         },
+        60_000,
     );
     assert!(l.is_active());
     // Two left: two go, the third waits for the reset.
@@ -196,6 +197,7 @@ fn the_providers_quota_tightens_the_limiter_until_its_reset() {
             reset_tokens_ms: Some(6_000),
             ..QuotaHint::default()
         },
+        60_000,
     );
     assert_eq!(
         l.reserve_at(5_000_001, 600, &mut events).unwrap_err().limit,
@@ -207,4 +209,26 @@ fn the_providers_quota_tightens_the_limiter_until_its_reset() {
         "100 left"
     );
     assert!(events.is_empty(), "provider figures raise no window events");
+}
+
+#[test]
+fn a_providers_far_reset_is_capped() {
+    use crate::domain::QuotaHint;
+    let l = limiter(Limits::default());
+    let mut events = Vec::new();
+    l.learn_at(
+        0,
+        &QuotaHint {
+            remaining_requests: Some(0),
+            reset_requests_ms: Some(6 * 3_600_000),
+            ..QuotaHint::default()
+        },
+        60_000,
+    );
+    let refused = l.reserve_at(1_000, 1, &mut events).unwrap_err();
+    assert!(
+        refused.retry_after <= Duration::from_secs(60),
+        "{refused:?}"
+    );
+    assert!(l.reserve_at(60_000_001, 1, &mut events).is_ok());
 }
