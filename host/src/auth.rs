@@ -28,8 +28,11 @@ pub struct ClientKey {
     pub name: Arc<str>,
     routes: Vec<String>,
     pub tags: Vec<String>,
-    /// Its own limits; kept across reloads by name.
+    /// Its own limits; kept across reloads by name. (With Redis, this
+    /// replica's share, used while Redis is unavailable.)
     pub limiter: Arc<Limiter>,
+    /// Its configured limits, whole.
+    pub limits: crate::ratelimit::Limits,
 }
 
 impl ClientKey {
@@ -98,7 +101,12 @@ pub fn new_key() -> Result<String, String> {
 impl ClientKeys {
     /// From the config (hashes were checked when it resolved), keeping
     /// `previous`'s limiters by key name.
-    pub fn build(config: &ClientAuthConfig, warn_at: f64, previous: Option<&ClientKeys>) -> Self {
+    pub fn build(
+        config: &ClientAuthConfig,
+        warn_at: f64,
+        replicas: u32,
+        previous: Option<&ClientKeys>,
+    ) -> Self {
         let old: HashMap<&str, &Arc<ClientKey>> = previous
             .map(|p| p.by_hash.values().map(|k| (&*k.name, k)).collect())
             .unwrap_or_default();
@@ -107,12 +115,13 @@ impl ClientKeys {
             .iter()
             .filter_map(|(name, k)| {
                 let hash = parse_hash(&k.hash).ok()?;
+                let local = k.limits().share(replicas);
                 let limiter = match old.get(name.as_str()) {
                     Some(o) => {
-                        o.limiter.set(k.limits(), warn_at);
+                        o.limiter.set(local, warn_at);
                         o.limiter.clone()
                     }
-                    None => Arc::new(Limiter::new(k.limits(), warn_at)),
+                    None => Arc::new(Limiter::new(local, warn_at)),
                 };
                 Some((
                     hash,
@@ -121,6 +130,7 @@ impl ClientKeys {
                         routes: k.routes.clone(),
                         tags: k.tags.clone(),
                         limiter,
+                        limits: k.limits(),
                     }),
                 ))
             })
@@ -211,7 +221,7 @@ mod tests {
         let key = new_key().unwrap();
         assert!(key.starts_with("sy-") && key.len() == 3 + 43, "{key}");
         assert_ne!(key, new_key().unwrap());
-        let keys = ClientKeys::build(&config(true, &key, &["demo", "gpt-*"]), 0.9, None);
+        let keys = ClientKeys::build(&config(true, &key, &["demo", "gpt-*"]), 0.9, 1, None);
         let bearer = format!("Bearer {key}");
         let who = keys
             .identify(&headers(&[("authorization", &bearer)]))
@@ -234,7 +244,7 @@ mod tests {
 
     #[test]
     fn without_required_keys_unknown_callers_are_anonymous() {
-        let keys = ClientKeys::build(&config(false, "sy-k", &[]), 0.9, None);
+        let keys = ClientKeys::build(&config(false, "sy-k", &[]), 0.9, 1, None);
         assert!(
             keys.identify(&headers(&[("authorization", "Bearer sk-placeholder")]))
                 .unwrap()
@@ -254,8 +264,8 @@ mod tests {
         assert!(parse_hash(&"a".repeat(71)).is_err());
         assert_eq!(parse_hash(&hash_text("x")).unwrap().len(), 32);
         let c = config(false, "sy-k", &[]);
-        let old = ClientKeys::build(&c, 0.9, None);
-        let new = ClientKeys::build(&c, 0.9, Some(&old));
+        let old = ClientKeys::build(&c, 0.9, 1, None);
+        let new = ClientKeys::build(&c, 0.9, 1, Some(&old));
         let a = old.by_hash.values().next().unwrap();
         let b = new.by_hash.values().next().unwrap();
         assert!(Arc::ptr_eq(&a.limiter, &b.limiter));

@@ -18,5 +18,6 @@ mod proxy;
 mod queue;
 mod records;
 mod sandbox;
+mod shared_limits;
 mod store_faults;
 mod streaming;

@@ -78,6 +78,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The Redis server of `limits.backend: "redis"`.
+    pub redis: Option<RedisConfig>,
     /// Client keys: who may call the API (see [`crate::auth`]).
     #[serde(default)]
     pub auth: ClientAuthConfig,
@@ -215,6 +217,49 @@ pub struct LimitsConfig {
     /// Where requests wait when every candidate is busy.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// `memory` (this process) or `redis` (shared by every replica).
+    #[serde(default)]
+    pub backend: LimitsBackend,
+    /// How many replicas share the limits: each keeps this share of them
+    /// when Redis is unavailable.
+    #[serde(default = "d_replicas_hint")]
+    pub replicas_hint: u32,
+}
+
+/// Where the limiter's windows live.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+fn d_replicas_hint() -> u32 {
+    1
+}
+
+/// The Redis server that shares limits between replicas.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// The longest a limit check waits for Redis before using the local
+    /// limiter instead.
+    #[serde(default = "d_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Prefix of every key the gateway writes.
+    #[serde(default = "d_redis_prefix")]
+    pub prefix: String,
+}
+
+fn d_redis_timeout_ms() -> u64 {
+    5
+}
+
+fn d_redis_prefix() -> String {
+    "switchyard".into()
 }
 
 /// The wait queue (see [`crate::capacity`]).
@@ -254,6 +299,8 @@ impl Default for LimitsConfig {
             max_retry_after_ms: d_max_retry_after_ms(),
             max_in_flight: None,
             queue: QueueConfig::default(),
+            backend: LimitsBackend::default(),
+            replicas_hint: d_replicas_hint(),
         }
     }
 }

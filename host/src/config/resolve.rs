@@ -55,6 +55,11 @@ impl Config {
                 ));
             }
         }
+        if self.limits.backend == crate::config::LimitsBackend::Redis && self.redis.is_none() {
+            problems.push(
+                "  at /limits/backend: \"redis\" needs a /redis section with its url".to_string(),
+            );
+        }
         let mut hashes = std::collections::HashMap::new();
         for (name, k) in &self.auth.keys {
             let at = format!("/auth/keys/{name}");

@@ -33,6 +33,13 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Self, String> {
         let capacity = previous.map(|p| p.capacity.clone()).unwrap_or_default();
+        let shared = shared_limits(config, previous)?;
+        // With Redis, the local windows hold this replica's share: they
+        // serve while Redis is unavailable.
+        let replicas = match shared {
+            Some(_) => config.limits.replicas_hint,
+            None => 1,
+        };
         let mut deployments = HashMap::new();
         let mut connect_timeouts = vec![config.timeouts.connect_ms];
         for (name, d) in &config.deployments {
@@ -63,12 +70,13 @@ impl Gateway {
                 _ => Arc::new(DeploymentHealth::new(config.health)),
             };
             // Kept by name: what was sent to it this minute still counts.
+            let local = d.limits().share(replicas);
             let limiter = match previous.and_then(|p| p.deployments.get(name)) {
                 Some(old) => {
-                    old.limiter.set(d.limits(), config.limits.warn_at);
+                    old.limiter.set(local, config.limits.warn_at);
                     old.limiter.clone()
                 }
-                None => Arc::new(Limiter::new(d.limits(), config.limits.warn_at)),
+                None => Arc::new(Limiter::new(local, config.limits.warn_at)),
             };
             let deployment = Deployment {
                 name: name.clone(),
@@ -91,6 +99,8 @@ impl Gateway {
                 }),
                 health,
                 limited: !d.limits().is_empty(),
+                limits: d.limits(),
+                shared_headroom: std::sync::atomic::AtomicU32::new(1f32.to_bits()),
                 gauge: capacity.deployment(name),
                 max_in_flight: d.max_in_flight,
                 limiter,
@@ -145,11 +155,13 @@ impl Gateway {
         let clients = crate::auth::ClientKeys::build(
             &config.auth,
             config.limits.warn_at,
+            replicas,
             previous.map(|p| &p.clients),
         );
         Ok(Self {
             clients,
             capacity,
+            shared,
             routes,
             wildcards,
             deployments,
@@ -159,6 +171,35 @@ impl Gateway {
             config: Arc::new(config.clone()),
         })
     }
+}
+
+/// The Redis client of `limits.backend: "redis"`: the previous one while
+/// its settings are the same (a reload keeps its connection).
+fn shared_limits(
+    config: &Config,
+    previous: Option<&Gateway>,
+) -> Result<Option<Arc<crate::ratelimit::shared::Shared>>, String> {
+    use crate::config::LimitsBackend;
+    let Some(redis) = config
+        .redis
+        .as_ref()
+        .filter(|_| config.limits.backend == LimitsBackend::Redis)
+    else {
+        return Ok(None);
+    };
+    if let Some(p) = previous
+        && p.config.redis.as_ref() == Some(redis)
+        && p.config.limits.backend == LimitsBackend::Redis
+        && let Some(s) = &p.shared
+    {
+        return Ok(Some(s.clone()));
+    }
+    crate::ratelimit::shared::Shared::start(
+        &redis.url,
+        &redis.prefix,
+        std::time::Duration::from_millis(redis.timeout_ms),
+    )
+    .map(Some)
 }
 
 impl Gateway {

@@ -60,6 +60,8 @@ pub struct Gateway {
     clients: crate::auth::ClientKeys,
     /// Concurrency gauges and the wait queue (kept across reloads).
     capacity: Arc<crate::capacity::Capacity>,
+    /// Limits shared by every replica (`limits.backend: "redis"`).
+    shared: Option<Arc<crate::ratelimit::shared::Shared>>,
     config: Arc<Config>,
 }
 
@@ -99,6 +101,10 @@ pub struct Deployment {
     pub limiter: Arc<Limiter>,
     /// Whether it has any limit (no lock taken otherwise).
     pub limited: bool,
+    /// Its configured limits (whole: the local limiter may hold a share).
+    pub limits: crate::ratelimit::Limits,
+    /// The last shared check's headroom (f32 bits), with Redis.
+    pub shared_headroom: std::sync::atomic::AtomicU32,
     /// Its requests in flight, against `max_in_flight` (kept across reloads).
     pub gauge: Arc<crate::capacity::Gauge>,
     pub max_in_flight: Option<u32>,
@@ -296,7 +302,7 @@ impl Gateway {
             }
         }
         if let Some(c) = &caller {
-            self.caller_limits(c, &view, text, rec)?;
+            self.caller_limits(c, &view, text, rec).await?;
         }
         self.admit(&chain, &view, text, rec)?;
         // A span at `debug` only: at `info` its creation, formatting and
@@ -484,7 +490,7 @@ impl Gateway {
             loop {
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
-                let held = match self.reserve(deployment, summary, request_id, rec) {
+                let held = match self.reserve(deployment, summary, request_id, rec).await {
                     Ok(held) => held,
                     Err(refused) => {
                         attempts.push(refused);

@@ -12,7 +12,9 @@ use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::{NoKey, UpstreamKey};
 use crate::monitor::Monitor;
-use crate::ratelimit::{Limiter, Reservation as LimitReservation};
+use crate::ratelimit::Hold;
+use crate::ratelimit::shared::Checked;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The most completion tokens a request's cost estimate assumes.
 const MAX_ESTIMATED_COMPLETION: u32 = 16_384;
@@ -78,7 +80,7 @@ impl Gateway {
     /// A client key's own limits: takes one request and the request's
     /// estimated tokens from its windows (reconciled with the real usage
     /// when the record completes), or refuses with a 429.
-    pub(super) fn caller_limits(
+    pub(super) async fn caller_limits(
         &self,
         caller: &crate::auth::ClientKey,
         view: &ChatRequestView<'_>,
@@ -93,6 +95,28 @@ impl Gateway {
             .output_limit()
             .unwrap_or(self.config.limits.default_output_tokens);
         let tokens = u64::from(prompt) + u64::from(output);
+        let refused = |refused: crate::ratelimit::Refused| ApiError::CallerRateLimited {
+            key: caller.name.to_string(),
+            limit: refused.limit.name(),
+            max: refused.max,
+            retry_after_ms: refused.retry_after.as_millis().max(1) as u64,
+        };
+        // Shared by every replica when Redis is there and answering.
+        if let Some(shared) = &self.shared {
+            match shared
+                .reserve("c", &caller.name, caller.limits, tokens)
+                .await
+            {
+                Checked::Admitted { reservation, .. } => {
+                    if let Some(record) = rec.record() {
+                        record.caller_limit = Some(Hold::Shared(shared.clone(), reservation));
+                    }
+                    return Ok(());
+                }
+                Checked::Refused(r) => return Err(refused(r)),
+                Checked::Unavailable => {}
+            }
+        }
         let mut events = Vec::new();
         let result = caller.limiter.try_reserve(tokens, &mut events);
         let request_id = rec.record().map(|r| r.request_id.clone());
@@ -107,16 +131,11 @@ impl Gateway {
         match result {
             Ok(r) => {
                 if let Some(record) = rec.record() {
-                    record.caller_limit = Some((caller.limiter.clone(), r));
+                    record.caller_limit = Some(Hold::Local(caller.limiter.clone(), r));
                 }
                 Ok(())
             }
-            Err(refused) => Err(ApiError::CallerRateLimited {
-                key: caller.name.to_string(),
-                limit: refused.limit.name(),
-                max: refused.max,
-                retry_after_ms: refused.retry_after.as_millis().max(1) as u64,
-            }),
+            Err(r) => Err(refused(r)),
         }
     }
 
@@ -137,7 +156,7 @@ impl Gateway {
                 let candidates: Vec<Candidate> = route
                     .members
                     .iter()
-                    .map(|m| candidate(m, monitor))
+                    .map(|m| candidate(m, monitor, self.shared.as_deref()))
                     .collect();
                 let count = candidates.len();
                 let ordered = match self.registry.get(id, Kind::Strategy) {
@@ -171,7 +190,7 @@ impl Gateway {
 /// its reservations on the deployment's and the key's limits.
 pub(super) struct Held {
     pub key: Arc<UpstreamKey>,
-    pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
+    pub limits: [Option<Hold>; 2],
     /// Its place under the deployment's `max_in_flight`.
     pub slot: Option<crate::capacity::Slot>,
 }
@@ -183,7 +202,7 @@ impl Gateway {
     /// (a `rate_limited` attempt that was never sent, with when it frees
     /// up; an `auth` one when no key can be used). Limit events go to the
     /// store and the log.
-    pub(super) fn reserve(
+    pub(super) async fn reserve(
         &self,
         d: &Deployment,
         summary: &RequestSummary,
@@ -214,14 +233,34 @@ impl Gateway {
             )
         };
         let mut held = None;
-        if d.limited || d.limiter.is_active() {
+        // Shared by every replica when Redis is there and answering; the
+        // local windows (this replica's share) otherwise.
+        if d.limited
+            && let Some(shared) = &self.shared
+        {
+            match shared.reserve("d", &d.name, d.limits, tokens).await {
+                Checked::Admitted {
+                    reservation,
+                    headroom,
+                } => {
+                    d.shared_headroom.store(headroom.to_bits(), Relaxed);
+                    held = Some(Hold::Shared(shared.clone(), reservation));
+                }
+                Checked::Refused(r) => {
+                    d.shared_headroom.store(0f32.to_bits(), Relaxed);
+                    return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment"));
+                }
+                Checked::Unavailable => {}
+            }
+        }
+        if held.is_none() && (d.limited || d.limiter.is_active()) {
             let mut events = Vec::new();
             let result = d.limiter.try_reserve(tokens, &mut events);
             for e in events {
                 event(e, None);
             }
             match result {
-                Ok(r) => held = Some((d.limiter.clone(), r)),
+                Ok(r) => held = Some(Hold::Local(d.limiter.clone(), r)),
                 Err(r) => return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment")),
             }
         }
@@ -234,7 +273,9 @@ impl Gateway {
             Ok(lease) => {
                 let limits = [
                     held,
-                    lease.reservation.map(|r| (lease.key.limiter.clone(), r)),
+                    lease
+                        .reservation
+                        .map(|r| Hold::Local(lease.key.limiter.clone(), r)),
                 ];
                 // Its concurrency cap last: the windows' reservations are
                 // given back without waking anyone, a slot is not.
@@ -243,8 +284,8 @@ impl Gateway {
                     Some(max) => match d.gauge.try_acquire(max) {
                         Some(slot) => Some(slot),
                         None => {
-                            for (limiter, r) in limits.iter().flatten() {
-                                limiter.release(r);
+                            for hold in limits.iter().flatten() {
+                                hold.release();
                             }
                             return Err(Attempt::held_back(
                                 &d.name,
@@ -263,8 +304,8 @@ impl Gateway {
             }
             Err(no) => {
                 // Never sent: the deployment's windows get the request back.
-                if let Some((limiter, r)) = held {
-                    limiter.release(&r);
+                if let Some(hold) = held {
+                    hold.release();
                 }
                 Err(match no {
                     NoKey::Busy { retry_after, limit } => {
@@ -303,7 +344,20 @@ impl Gateway {
     }
 }
 
-fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
+/// A deployment's windows' headroom: the last shared answer with Redis, the
+/// local windows otherwise.
+fn limiter_headroom(d: &Deployment, shared: Option<&crate::ratelimit::shared::Shared>) -> f32 {
+    match shared {
+        Some(s) if d.limited && !s.is_degraded() => f32::from_bits(d.shared_headroom.load(Relaxed)),
+        _ => d.limiter.headroom(),
+    }
+}
+
+fn candidate(
+    m: &Member,
+    monitor: &Monitor,
+    shared: Option<&crate::ratelimit::shared::Shared>,
+) -> Candidate {
     let d = &m.deployment;
     let h = d.health.snapshot();
     Candidate {
@@ -312,7 +366,10 @@ fn candidate(m: &Member, monitor: &Monitor) -> Candidate {
         healthy: h.healthy,
         // The tightest of a rate-limit cool-down, the deployment's windows
         // and its keys' (the best key's: a request needs one).
-        headroom: h.headroom.min(d.limiter.headroom()).min(d.keys.headroom()),
+        headroom: h
+            .headroom
+            .min(limiter_headroom(d, shared))
+            .min(d.keys.headroom()),
         in_flight: h.in_flight,
         error_rate: h.error_rate,
         latency_ms: h.latency_ms,

@@ -18,7 +18,7 @@ use crate::domain::{Usage, Verdict};
 use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
 use crate::monitor::{Monitor, Sample};
-use crate::ratelimit::{Limiter, Reservation as LimitReservation};
+use crate::ratelimit::Hold;
 use crate::store::{AttemptRow, EventRow, QualityRow, RequestRow, Row, Store};
 
 /// Where finished records go. Built once per process (not per config), so
@@ -99,7 +99,7 @@ pub struct AttemptRecord {
     pub verdict: Option<(Arc<str>, Verdict)>,
     /// The tokens it holds of its deployment's and its key's limits,
     /// reconciled with its usage when the record completes.
-    pub limits: [Option<(Arc<Limiter>, LimitReservation)>; 2],
+    pub limits: [Option<Hold>; 2],
     /// Its place under its deployment's concurrency cap, given back when
     /// the attempt ends (a stream's at its end).
     pub slot: Option<Arc<crate::capacity::Slot>>,
@@ -192,7 +192,7 @@ pub struct Record {
     /// What the request holds of its budgets until it is settled.
     pub reservation: Option<Reservation>,
     /// What it holds of its client key's limits until its usage is known.
-    pub caller_limit: Option<(Arc<Limiter>, LimitReservation)>,
+    pub caller_limit: Option<Hold>,
     /// Its places under the gateway's and its route's concurrency caps,
     /// given back when the record completes.
     pub slots: Vec<crate::capacity::Slot>,
@@ -390,19 +390,19 @@ impl Recorder {
             let used = a.usage.map_or(0, |u| {
                 u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
             });
-            for (limiter, reservation) in a.limits.iter_mut().filter_map(Option::take) {
-                limiter.reconcile(&reservation, used);
+            for hold in a.limits.iter_mut().filter_map(Option::take) {
+                hold.reconcile(used);
             }
         }
         // The caller's key: every billed token of the request counts.
-        if let Some((limiter, reservation)) = record.caller_limit.take() {
+        if let Some(hold) = record.caller_limit.take() {
             let used: u64 = record
                 .attempts
                 .iter()
                 .filter_map(|a| a.usage)
                 .map(|u| u64::from(u.prompt_tokens) + u64::from(u.completion_tokens))
                 .sum();
-            limiter.reconcile(&reservation, used);
+            hold.reconcile(used);
         }
         let sinks = &self.sinks;
         let last = record.attempts.len().saturating_sub(1);

@@ -31,9 +31,38 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+pub mod shared;
 mod window;
 
+use std::sync::Arc;
+
 use window::Window;
+
+/// What a request holds of one limiter until its usage is known: local
+/// windows, or the replicas' shared ones in Redis.
+#[derive(Clone, Debug)]
+pub enum Hold {
+    Local(Arc<Limiter>, Reservation),
+    Shared(Arc<shared::Shared>, shared::Reservation),
+}
+
+impl Hold {
+    /// The real token count corrects the reservation.
+    pub fn reconcile(&self, actual: u64) {
+        match self {
+            Hold::Local(l, r) => l.reconcile(r, actual),
+            Hold::Shared(s, r) => s.reconcile(r, actual),
+        }
+    }
+
+    /// Gives the reservation back whole: the request was never sent.
+    pub fn release(&self) {
+        match self {
+            Hold::Local(l, r) => l.release(r),
+            Hold::Shared(s, r) => s.release(r),
+        }
+    }
+}
 
 /// A deployment's limits (`None`: unlimited).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -46,6 +75,17 @@ pub struct Limits {
 impl Limits {
     pub fn is_empty(&self) -> bool {
         self.rps.is_none() && self.rpm.is_none() && self.tpm.is_none()
+    }
+
+    /// One replica's share of each limit when `replicas` share it (rounded
+    /// up: never 0).
+    pub fn share(self, replicas: u32) -> Limits {
+        let part = |l: Option<u64>| l.map(|l| l.div_ceil(u64::from(replicas.max(1))).max(1));
+        Limits {
+            rps: part(self.rps),
+            rpm: part(self.rpm),
+            tpm: part(self.tpm),
+        }
     }
 }
 

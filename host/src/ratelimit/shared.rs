@@ -1,0 +1,353 @@
+//! Limits shared by every replica: the same sliding windows as the local
+//! limiter (60 sub-buckets a window), kept in Redis and updated atomically
+//! by one Lua script per check (one round trip, `EVALSHA`), with Redis's
+//! own clock so replicas with skewed clocks agree on the buckets.
+//!
+//! Each limit is a hash (`<prefix>:lim:<scope>:<name>:<kind>`) of bucket
+//! number → count, trimmed as buckets leave the window and expiring when
+//! idle. A check sums the live buckets of every limit and, only if all fit,
+//! adds the request to each (so a refused request takes nothing).
+//!
+//! **Never on the request path for long, never a failed request**: every
+//! call has its own timeout (`redis.timeout_ms`, a few ms). When Redis is
+//! down or slow the caller falls back to its local limiter, which holds
+//! its share of each limit (`limits.replicas_hint`); that is logged once,
+//! Redis is retried with back-off (100 ms doubling to 2 s), and its return
+//! is logged too. Token corrections (usage known) and give-backs are sent
+//! off the request path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionManager;
+
+use super::{Kind, Limits, Refused};
+
+/// Checks and takes one request (and its tokens) from every limit; see
+/// the module's doc. KEYS: one hash per limit. ARGV[1]: tokens; then per
+/// limit: its size, its bucket width in µs, 1 when it counts tokens.
+/// Returns `{1, headroom‰, now_µs}` or `{0, limit index, wait_µs, used}`.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tokens = tonumber(ARGV[1])
+local slots, needs, used_of = {}, {}, {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 1])
+  local width = tonumber(ARGV[3 * i])
+  local need = 1
+  if ARGV[3 * i + 1] == '1' then need = tokens end
+  local now = math.floor(now_us / width)
+  local fields = redis.call('HGETALL', KEYS[i])
+  local used, live = 0, {}
+  for j = 1, #fields, 2 do
+    local slot = tonumber(fields[j])
+    local count = tonumber(fields[j + 1])
+    if slot + 60 < now then
+      redis.call('HDEL', KEYS[i], fields[j])
+    elseif slot <= now then
+      used = used + count
+      live[#live + 1] = {slot, count}
+    end
+  end
+  if used > 0 and used + need > limit then
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    local left, wait = used, width
+    for _, b in ipairs(live) do
+      left = left - b[2]
+      if left <= 0 or left + need <= limit then
+        wait = (b[1] + 61) * width - now_us
+        break
+      end
+    end
+    if wait < 1 then wait = 1 end
+    return {0, i, wait, used}
+  end
+  slots[i], needs[i], used_of[i] = now, need, used
+end
+local headroom = 1000
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], slots[i], needs[i])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * i]) * 62 / 1000))
+  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[3 * i - 1]))
+  if h < headroom then headroom = h end
+end
+if headroom < 0 then headroom = 0 end
+return {1, headroom, now_us}
+";
+
+/// Adds ARGV[2] (may be negative) to bucket ARGV[1] of KEYS[1], if that
+/// bucket is still there; never below zero.
+const ADJUST: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+  if v < 0 then redis.call('HSET', KEYS[1], ARGV[1], 0) end
+end
+return 1
+";
+
+/// Where the shared windows live.
+pub struct Shared {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    conn: ArcSwapOption<ConnectionManager>,
+    reserve: redis::Script,
+    adjust: redis::Script,
+    origin: Instant,
+    /// Until when (ms since `origin`) Redis is not asked: the back-off.
+    skip_until_ms: AtomicU64,
+    backoff_ms: AtomicU64,
+    /// Whether the fall-back is in force (logged when it starts and ends).
+    degraded: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &self.prefix)
+            .field("degraded", &self.degraded.load(Relaxed))
+            .finish()
+    }
+}
+
+/// What a shared reservation holds: each limit's hash, bucket and amount.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    taken: Vec<(String, u64, u64, bool)>,
+}
+
+/// A shared check's answer.
+#[derive(Debug)]
+pub enum Checked {
+    Admitted {
+        reservation: Reservation,
+        /// 0..1: the tightest limit after this request.
+        headroom: f32,
+    },
+    Refused(Refused),
+    /// Redis is down, slow or erroring: use the local limiter.
+    Unavailable,
+}
+
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 2_000;
+
+impl Shared {
+    /// A client for `url` (checked now: a bad URL is a config error); it
+    /// connects in the background and keeps reconnecting, so a Redis that
+    /// is down at start delays nothing.
+    pub fn start(url: &str, prefix: &str, timeout: Duration) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
+        let shared = Arc::new(Self {
+            url: redact(url),
+            prefix: prefix.to_string(),
+            timeout,
+            conn: ArcSwapOption::empty(),
+            reserve: redis::Script::new(RESERVE),
+            adjust: redis::Script::new(ADJUST),
+            origin: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+        });
+        // No runtime (a config check): nothing to connect for.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let me = shared.clone();
+            rt.spawn(async move { me.connect(client).await });
+        }
+        Ok(shared)
+    }
+
+    async fn connect(self: Arc<Self>, client: redis::Client) {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_millis(500))
+            .set_response_timeout(Duration::from_millis(500))
+            .set_number_of_retries(2)
+            .set_max_delay(BACKOFF_MAX_MS);
+        let mut delay = BACKOFF_MIN_MS;
+        loop {
+            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                Ok(conn) => {
+                    tracing::info!(redis = %self.url, "connected to Redis: limits are shared by every replica");
+                    self.conn.store(Some(Arc::new(conn)));
+                    return;
+                }
+                Err(e) => {
+                    self.down(&e.to_string());
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    delay = (delay * 2).min(BACKOFF_MAX_MS);
+                }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Redis failed: the local limiters take over (logged once), and Redis
+    /// is left alone for a growing while.
+    fn down(&self, why: &str) {
+        let backoff = (self.backoff_ms.load(Relaxed) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+        self.backoff_ms.store(backoff, Relaxed);
+        self.skip_until_ms.store(self.now_ms() + backoff, Relaxed);
+        if !self.degraded.swap(true, Relaxed) {
+            tracing::warn!(redis = %self.url,
+                "Redis unavailable ({why}): each replica keeps its share of the limits (limits.replicas_hint) until it returns");
+        }
+    }
+
+    fn up(&self) {
+        self.backoff_ms.store(0, Relaxed);
+        if self.degraded.swap(false, Relaxed) {
+            tracing::info!(redis = %self.url, "Redis is back: limits are shared again");
+        }
+    }
+
+    /// Whether the local fall-back is in force.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Relaxed)
+    }
+
+    fn key(&self, scope: &str, name: &str, kind: Kind) -> String {
+        format!("{}:lim:{scope}:{name}:{}", self.prefix, kind.name())
+    }
+
+    /// Checks and takes one request and `tokens` from `name`'s shared
+    /// windows. One round trip, at most `redis.timeout_ms`.
+    pub async fn reserve(&self, scope: &str, name: &str, limits: Limits, tokens: u64) -> Checked {
+        if self.now_ms() < self.skip_until_ms.load(Relaxed) {
+            return Checked::Unavailable;
+        }
+        let Some(conn) = self.conn.load_full() else {
+            return Checked::Unavailable;
+        };
+        let windows: Vec<(Kind, u64, u64)> = [
+            (Kind::Rps, limits.rps, 1_000_000u64),
+            (Kind::Rpm, limits.rpm, 60_000_000),
+            (Kind::Tpm, limits.tpm, 60_000_000),
+        ]
+        .into_iter()
+        .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
+        .collect();
+        let mut call = self.reserve.prepare_invoke();
+        call.arg(tokens);
+        for (kind, limit, width) in &windows {
+            call.key(self.key(scope, name, *kind));
+            call.arg(*limit)
+                .arg(*width)
+                .arg(u8::from(*kind == Kind::Tpm));
+        }
+        let mut conn = (*conn).clone();
+        let answer: Result<redis::RedisResult<Vec<i64>>, _> =
+            tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await;
+        let values = match answer {
+            Err(_) => {
+                self.down(&format!("no answer within {} ms", self.timeout.as_millis()));
+                return Checked::Unavailable;
+            }
+            Ok(Err(e)) => {
+                self.down(&e.to_string());
+                return Checked::Unavailable;
+            }
+            Ok(Ok(v)) => v,
+        };
+        self.up();
+        match values.as_slice() {
+            [1, headroom, now_us] => Checked::Admitted {
+                reservation: Reservation {
+                    taken: windows
+                        .iter()
+                        .map(|(kind, _, width)| {
+                            let need = if *kind == Kind::Tpm { tokens } else { 1 };
+                            (
+                                self.key(scope, name, *kind),
+                                *now_us as u64 / width,
+                                need,
+                                *kind == Kind::Tpm,
+                            )
+                        })
+                        .collect(),
+                },
+                headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
+            },
+            [0, index, wait_us, _used] => {
+                let (kind, limit, _) =
+                    windows[(*index as usize).saturating_sub(1).min(windows.len() - 1)];
+                Checked::Refused(Refused {
+                    limit: kind,
+                    max: limit,
+                    retry_after: Duration::from_micros((*wait_us).max(1) as u64),
+                })
+            }
+            other => {
+                self.down(&format!("unexpected script answer {other:?}"));
+                Checked::Unavailable
+            }
+        }
+    }
+
+    /// The request's real token count corrects its `tpm` bucket (sent off
+    /// the request path).
+    pub fn reconcile(self: &Arc<Self>, r: &Reservation, actual: u64) {
+        let changes: Vec<(String, u64, i64)> = r
+            .taken
+            .iter()
+            .filter(|(_, _, _, tokens)| *tokens)
+            .map(|(key, slot, need, _)| (key.clone(), *slot, actual as i64 - *need as i64))
+            .filter(|(_, _, delta)| *delta != 0)
+            .collect();
+        self.send_adjustments(changes);
+    }
+
+    /// Gives a reservation back whole (the request was never sent).
+    pub fn release(self: &Arc<Self>, r: &Reservation) {
+        let changes = r
+            .taken
+            .iter()
+            .map(|(key, slot, need, _)| (key.clone(), *slot, -(*need as i64)))
+            .collect();
+        self.send_adjustments(changes);
+    }
+
+    fn send_adjustments(self: &Arc<Self>, changes: Vec<(String, u64, i64)>) {
+        if changes.is_empty() || self.is_degraded() {
+            return;
+        }
+        let Some(conn) = self.conn.load_full() else {
+            return;
+        };
+        let me = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut conn = (*conn).clone();
+            for (key, slot, delta) in changes {
+                let mut call = me.adjust.prepare_invoke();
+                call.key(key).arg(slot).arg(delta);
+                let sent: Result<redis::RedisResult<i64>, _> =
+                    tokio::time::timeout(me.timeout * 4, call.invoke_async(&mut conn)).await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    // A lost correction errs on the safe side for at most
+                    // a window; the next check notices Redis is down.
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
