@@ -244,10 +244,18 @@ impl Gateway {
                     headroom,
                 } => {
                     d.shared_headroom.store(headroom.to_bits(), Relaxed);
+                    if f64::from(1.0 - headroom) >= self.config.limits.warn_at {
+                        for e in d.limiter.shared_events(None, headroom) {
+                            event(e, None);
+                        }
+                    }
                     held = Some(Hold::Shared(shared.clone(), reservation));
                 }
                 Checked::Refused(r) => {
                     d.shared_headroom.store(0f32.to_bits(), Relaxed);
+                    for e in d.limiter.shared_events(Some((r.limit, r.max)), 0.0) {
+                        event(e, None);
+                    }
                     return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment"));
                 }
                 Checked::Unavailable => {}

@@ -338,6 +338,46 @@ impl Limiter {
         Ok(Reservation { at_us: us, tokens })
     }
 
+    /// The events a shared (Redis) check implies, once per window each as
+    /// for local checks: `rate_limit_reached` when it refused at `refused`,
+    /// `rate_limit_warning` when what is left (`headroom`) is under the
+    /// warning fraction. This replica's windows only keep count of which
+    /// window an event fired in.
+    pub fn shared_events(&self, refused: Option<(Kind, u64)>, headroom: f32) -> Vec<Event> {
+        let us = self.now_us();
+        let mut s = self.lock();
+        let warn_at = s.warn_at;
+        let mut events = Vec::new();
+        for w in &mut s.windows {
+            let window = w.number(us);
+            match refused {
+                Some((kind, max)) if kind == w.kind => {
+                    if w.hit != Some(window) {
+                        w.hit = Some(window);
+                        events.push(Event {
+                            kind: "rate_limit_reached",
+                            limit: kind,
+                            used: max,
+                            max,
+                        });
+                    }
+                }
+                None if f64::from(1.0 - headroom) >= warn_at && w.warned != Some(window) => {
+                    w.warned = Some(window);
+                    events.push(Event {
+                        kind: "rate_limit_warning",
+                        limit: w.kind,
+                        used: 0,
+                        max: 0,
+                    });
+                    break;
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+
     /// The request's real token count: the reservation is corrected by the
     /// difference.
     pub fn reconcile(&self, r: &Reservation, actual: u64) {
