@@ -105,27 +105,7 @@ impl Gateway {
         let config_path = dir.path().join("switchyard.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            // SWITCHYARD_TEST_LOG raises the gateway's log level to debug a test.
-            .env(
-                "RUST_LOG",
-                std::env::var("SWITCHYARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchyard");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (child, logs) = spawn(&config_path, env);
         let mut gateway = Gateway {
             child,
             url: String::new(),
@@ -134,6 +114,23 @@ impl Gateway {
             logs,
             _share: share,
         };
+        gateway.wait_listening();
+        gateway
+    }
+
+    /// Kills the gateway (as `kill -9` would) and starts it again on the
+    /// same config, store and plugin folder.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, logs) = spawn(&self.config_path(), &[]);
+        self.child = child;
+        self.logs = logs;
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
+        let gateway = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(addr) = gateway
@@ -152,7 +149,7 @@ impl Gateway {
                 {
                     gateway.admin_url = format!("http://{}", admin.trim());
                 }
-                return gateway;
+                return;
             }
             if let Ok(Some(status)) = gateway.child.try_wait() {
                 panic!("switchyard exited with {status}:\n{}", gateway.logs());
@@ -284,6 +281,32 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `switchyard serve` on `config_path`, its log lines gathered as they come.
+fn spawn(config_path: &std::path::Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        // SWITCHYARD_TEST_LOG raises the gateway's log level to debug a test.
+        .env(
+            "RUST_LOG",
+            std::env::var("SWITCHYARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, logs)
 }
 
 /// A client whose own timeout only guards against a hung test.

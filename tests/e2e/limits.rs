@@ -193,3 +193,55 @@ async fn tokens_are_reconciled_with_the_real_usage() {
         json!({"max": 1000, "used": 12})
     );
 }
+
+/// Bursts: 30 requests at once every 300 ms for 3 s against 20 rps. The
+/// mock sees no more than the limit in any second, and (within 5 %) the
+/// whole of it over the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_are_held_at_the_rps_limit() {
+    let mock = Mock::start().await;
+    let routes =
+        json!({"r": {"deployments": [limited(&mock, "d", "gpt-burst", json!({"rps": 20}))]}});
+    let gw = Gateway::start(
+        routes,
+        &["openai"],
+        json!({"limits": {"queue": {"max_wait_ms": 0}}}),
+    );
+    let started = Instant::now();
+    let mut answered_at = Vec::new();
+    for burst in 0..10u32 {
+        let at = started + Duration::from_millis(300 * u64::from(burst));
+        tokio::time::sleep_until(at.into()).await;
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let url = gw.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .body(r#"{"model":"r","messages":[{"role":"user","content":"hi"}]}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), Instant::now())
+            }));
+        }
+        for t in tasks {
+            let (status, when) = t.await.unwrap();
+            assert!(status == 200 || status == 429, "status {status}");
+            if status == 200 {
+                answered_at.push(when);
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hits = mock.hits("gpt-burst");
+    assert_eq!(hits, answered_at.len());
+    // 3 s of bursts (the last at 2.7 s): at most 20 per second, and at
+    // least 95 % of the whole limit over the seconds the run touched.
+    let most = (elapsed.ceil() as usize) * 20;
+    assert!(hits <= most + 1, "{hits} in {elapsed:.2} s");
+    assert!(
+        hits >= 57,
+        "{hits} upstream requests in {elapsed:.2} s at 20 rps"
+    );
+}

@@ -703,3 +703,39 @@ async fn a_request_id_sent_twice_is_two_records_counted_once_each() {
     let (_, one) = gw.admin("/admin/requests/dup").await;
     assert_eq!(one["attempts_detail"].as_array().unwrap().len(), 1, "{one}");
 }
+
+/// An evaluator that fails accepts the answer, and the record says which
+/// evaluator failed and why (no score).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_evaluator_is_recorded_without_a_score() {
+    let mock = Mock::start().await;
+    let routes = json!({"chat": {"evaluator": "hog", "deployments": [
+        {"name": "only", "adapter": "openai", "base_url": mock.url, "model": "good"}]}});
+    let gw = Gateway::start(
+        routes,
+        &["openai", "hog"],
+        json!({"plugins": {"memory_limit_mib": 16}}),
+    );
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "judged-by-a-broken-evaluator")
+        .body(json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rec = record(&gw, "judged-by-a-broken-evaluator").await;
+    let a = &rec["attempts_detail"][0];
+    assert_eq!(a["evaluator"], "hog", "{rec}");
+    assert!(a["score"].is_null(), "{rec}");
+    assert!(
+        a["reasons"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("evaluator failed"),
+        "{rec}"
+    );
+    let (_, quality) = gw.admin("/admin/quality?group_by=evaluator").await;
+    assert_eq!(quality["data"][0]["evaluator_failures"], 1, "{quality}");
+    assert_eq!(quality["data"][0]["evaluations"], 0, "{quality}");
+}

@@ -221,7 +221,7 @@ async fn store_faults_degrade_the_store_never_a_request() {
 #[tokio::test]
 async fn a_gateway_killed_under_load_keeps_every_committed_row() {
     let mock = Mock::start().await;
-    let gw = Gateway::start(routes(&mock), &["openai"], json!({}));
+    let mut gw = Gateway::start(routes(&mock), &["openai"], json!({}));
     let loads: Vec<Loop> = (0..4).map(|_| Loop::start(gw.url.clone())).collect();
     rows_above(&gw, 200).await;
     // Committed (visible to a reader) just before the kill.
@@ -257,4 +257,30 @@ async fn a_gateway_killed_under_load_keeps_every_committed_row() {
         )
         .unwrap();
     assert_eq!(orphans, 0);
+    drop(conn);
+    // Restarted on the same database: it opens, serves and records on.
+    gw.restart();
+    let r = crate::harness::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "after-the-kill")
+        .body(json!({"model": "ok", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = gw.admin("/admin/requests/after-the-kill").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rows_in(&gw.db_path()) > after);
+    let conn = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
 }

@@ -196,6 +196,7 @@ impl Gateway {
         match verdict {
             Err(e) => {
                 tracing::warn!(request_id = %request_id, model = %model, deployment = %d.name, plugin = %evaluator, "evaluator failed, accepting the answer: {e}");
+                record.evaluator_failed = Some((Arc::from(evaluator), e.to_string()));
                 Ok(())
             }
             Ok(v) => {

@@ -97,6 +97,8 @@ pub struct AttemptRecord {
     pub prices: Prices,
     /// The evaluator (plugin id) and its verdict on this attempt's answer.
     pub verdict: Option<(Arc<str>, Verdict)>,
+    /// The evaluator that failed (the answer was accepted) and why.
+    pub evaluator_failed: Option<(Arc<str>, String)>,
     /// The tokens it holds of its deployment's and its key's limits,
     /// reconciled with its usage when the record completes.
     pub limits: [Option<Hold>; 2],
@@ -123,6 +125,7 @@ impl AttemptRecord {
             billed: false,
             prices,
             verdict: None,
+            evaluator_failed: None,
             limits: [None, None],
             slot: None,
         }
@@ -563,13 +566,26 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
             completion_tokens: a.usage.map(|u| u.completion_tokens),
             cost: a.cost,
             billed: a.billed,
-            quality: a.verdict.as_ref().map(|(evaluator, v)| QualityRow {
-                evaluator: evaluator.to_string(),
-                score: v.score,
-                pass: v.pass,
-                reasons: (!v.reasons.is_empty())
-                    .then(|| serde_json::to_string(&v.reasons).unwrap_or_default()),
-            }),
+            quality: match (&a.verdict, &a.evaluator_failed) {
+                (Some((evaluator, v)), _) => Some(QualityRow {
+                    evaluator: evaluator.to_string(),
+                    score: Some(v.score),
+                    pass: Some(v.pass),
+                    reasons: (!v.reasons.is_empty())
+                        .then(|| serde_json::to_string(&v.reasons).unwrap_or_default()),
+                }),
+                // No verdict: the evaluator named, no score, why it failed.
+                (None, Some((evaluator, why))) => Some(QualityRow {
+                    evaluator: evaluator.to_string(),
+                    score: None,
+                    pass: None,
+                    reasons: Some(
+                        serde_json::to_string(&[format!("evaluator failed: {why}")])
+                            .unwrap_or_default(),
+                    ),
+                }),
+                (None, None) => None,
+            },
         })
         .collect();
     (request, attempts)

@@ -82,8 +82,9 @@ pub struct AttemptRow {
 #[derive(Clone, Debug, Default)]
 pub struct QualityRow {
     pub evaluator: String,
-    pub score: f32,
-    pub pass: bool,
+    /// `None`: the evaluator failed (its reason is in `reasons`).
+    pub score: Option<f32>,
+    pub pass: Option<bool>,
     /// JSON list of the evaluator's reasons (`None`: it gave none).
     pub reasons: Option<String>,
 }
@@ -423,8 +424,8 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                             a.billed,
                             request_rowid,
                             a.quality.as_ref().map(|q| &q.evaluator),
-                            a.quality.as_ref().map(|q| f64::from(q.score)),
-                            a.quality.as_ref().map(|q| q.pass),
+                            a.quality.as_ref().and_then(|q| q.score.map(f64::from)),
+                            a.quality.as_ref().and_then(|q| q.pass),
                             a.quality.as_ref().and_then(|q| q.reasons.as_ref()),
                         ])?;
                     }

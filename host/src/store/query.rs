@@ -212,7 +212,7 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     let attempts = rows(
         conn,
         "SELECT a.n, a.ts_ms, a.deployment, a.adapter, a.class, a.status, a.latency_ms, a.ttft_ms, \
-         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, a.evaluator, a.score, a.pass \
+         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, a.evaluator, a.score, a.pass, a.reasons \
          FROM attempts a WHERE a.request_rowid = ? ORDER BY a.n",
         &[Sql::Integer(request["row"].as_i64().unwrap_or(-1))],
     )?;
@@ -297,11 +297,11 @@ pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
     let data = rows(
         conn,
         &format!(
-            "SELECT {group} AS key, COUNT(*) AS evaluations, AVG(a.score) AS mean_score,
+            "SELECT {group} AS key, COUNT(a.score) AS evaluations, AVG(a.score) AS mean_score,
                MIN(a.score) AS min_score, AVG(a.pass) AS pass_rate, SUM(NOT a.pass) AS rejected,
-               MAX(a.ts_ms) AS last_ms
+               COUNT(*) - COUNT(a.score) AS evaluator_failures, MAX(a.ts_ms) AS last_ms
              FROM attempts a JOIN requests r ON r.rowid = a.request_rowid
-             {filter} {and} a.score IS NOT NULL
+             {filter} {and} a.evaluator IS NOT NULL
              GROUP BY key ORDER BY key"
         ),
         &params,

@@ -51,8 +51,8 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
             billed: true,
             quality: Some(QualityRow {
                 evaluator: "basic".into(),
-                score: 0.25,
-                pass: false,
+                score: Some(0.25),
+                pass: Some(false),
                 reasons: Some(r#"["empty answer"]"#.into()),
             }),
             ..Default::default()
