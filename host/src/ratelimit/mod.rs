@@ -351,16 +351,14 @@ impl Limiter {
         for w in &mut s.windows {
             let window = w.number(us);
             match refused {
-                Some((kind, max)) if kind == w.kind => {
-                    if w.hit != Some(window) {
-                        w.hit = Some(window);
-                        events.push(Event {
-                            kind: "rate_limit_reached",
-                            limit: kind,
-                            used: max,
-                            max,
-                        });
-                    }
+                Some((kind, max)) if kind == w.kind && w.hit != Some(window) => {
+                    w.hit = Some(window);
+                    events.push(Event {
+                        kind: "rate_limit_reached",
+                        limit: kind,
+                        used: max,
+                        max,
+                    });
                 }
                 None if f64::from(1.0 - headroom) >= warn_at && w.warned != Some(window) => {
                     w.warned = Some(window);
