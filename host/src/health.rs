@@ -100,6 +100,24 @@ impl DeploymentHealth {
         }
     }
 
+    /// How long its cool-down still lasts, if it cools down.
+    pub fn cooling_for(&self) -> Option<Duration> {
+        let until = self.cooldown_until_ms.load(Relaxed);
+        let now = self.now_ms();
+        (now < until).then(|| Duration::from_millis(until - now))
+    }
+
+    /// A cool-down another replica started (its circuit tripped there):
+    /// this one keeps away as long, then probes as after its own.
+    pub fn adopt_cooldown(&self, left: Duration) {
+        if self
+            .cooling_for()
+            .is_none_or(|mine| mine + Duration::from_millis(50) < left)
+        {
+            self.cool_down(left, false);
+        }
+    }
+
     pub fn is_cooling_down(&self) -> bool {
         self.now_ms() < self.cooldown_until_ms.load(Relaxed)
     }

@@ -225,3 +225,71 @@ async fn redis_going_away_fails_no_request() {
     assert_eq!(gw.chat("r", false).await.status(), 200);
     assert_eq!(redis.command("EXISTS switchyard:lim:d:d:rps"), ":1");
 }
+
+/// A key's 429 and a tripped circuit seen by one replica sideline the key
+/// and the deployment on the other too (the state rides on the same
+/// round trip as the limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cool_downs_seen_by_one_replica_hold_for_the_other() {
+    let mock = Mock::start().await;
+    let redis = Redis::start();
+    let routes = json!({
+        "k": {"deployments": ["pool"]},
+        "c": {"deployments": ["bad", "good"]}
+    });
+    let extra = json!({
+        "deployments": {
+            "pool": {"adapter": "openai", "base_url": mock.url, "model": "gpt-pool",
+                "api_key_env": ["KEY_SLOW", "KEY_OK"]},
+            "bad": {"adapter": "openai", "base_url": mock.url, "model": "fail-500"},
+            "good": {"adapter": "openai", "base_url": mock.url, "model": "gpt-good", "priority": 1}
+        },
+        "health": {"trip_after": 2, "cooldown_ms": 30000},
+        "limits": {"backend": "redis"},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let env = [("KEY_SLOW", "key-429"), ("KEY_OK", "key-ok-1")];
+    let a = Gateway::start_with_env(routes.clone(), &[("openai", "openai")], extra.clone(), &env);
+    let b = Gateway::start_with_env(routes, &[("openai", "openai")], extra, &env);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    let slow_sent = |mock: &Mock| {
+        mock.requests()
+            .iter()
+            .filter(|r| {
+                r.headers
+                    .iter()
+                    .any(|(k, v)| k == "authorization" && v == "Bearer key-429")
+            })
+            .count()
+    };
+    // Replica A meets the 429 (rotation reaches the slow key within two).
+    for _ in 0..2 {
+        assert_eq!(a.chat("k", false).await.status(), 200);
+    }
+    assert_eq!(slow_sent(&mock), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Replica B never sends with it: it learned of the cool-down.
+    for _ in 0..6 {
+        assert_eq!(b.chat("k", false).await.status(), 200);
+    }
+    assert_eq!(slow_sent(&mock), 1, "B used a key A saw refused");
+
+    // A trips the bad deployment's circuit (two faults, each failed over).
+    for _ in 0..2 {
+        assert_eq!(a.chat("c", false).await.status(), 200);
+    }
+    assert_eq!(mock.hits("fail-500"), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..4 {
+        assert_eq!(b.chat("c", false).await.status(), 200);
+    }
+    // B's first request learns of the open circuit with its first check
+    // (its order was already made); the others keep away from it.
+    assert_eq!(
+        mock.hits("fail-500"),
+        3,
+        "B tried a deployment whose circuit A had opened"
+    );
+}

@@ -549,7 +549,15 @@ impl Gateway {
                         record.status = attempt.status;
                         let verdict =
                             self.key_failed(deployment, &key, &mut attempt, request_id, rec);
+                        let was_cooling = deployment.health.is_cooling_down();
                         rec.end_attempt(&deployment.health, record, verdict.cool);
+                        // A circuit that opened here opens for every replica.
+                        if let Some(shared) = &self.shared
+                            && !was_cooling
+                            && let Some(left) = deployment.health.cooling_for()
+                        {
+                            shared.publish_cooldown("d", &deployment.name, "circuit", left);
+                        }
                         // The key, not the deployment, was refused: the same
                         // deployment again with another key of its pool.
                         if verdict.other_key && key_tries < deployment.keys.keys().len() {

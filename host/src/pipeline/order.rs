@@ -113,7 +113,7 @@ impl Gateway {
                     }
                     return Ok(());
                 }
-                Checked::Refused(r) => return Err(refused(r)),
+                Checked::Refused(r, _) => return Err(refused(r)),
                 Checked::Unavailable => {}
             }
         }
@@ -233,16 +233,17 @@ impl Gateway {
             )
         };
         let mut held = None;
-        // Shared by every replica when Redis is there and answering; the
-        // local windows (this replica's share) otherwise.
-        if d.limited
-            && let Some(shared) = &self.shared
-        {
+        // Shared by every replica when Redis is there and answering (its
+        // limits, and the cool-downs other replicas saw); the local windows
+        // (this replica's share) otherwise.
+        if let Some(shared) = &self.shared {
             match shared.reserve("d", &d.name, d.limits, tokens).await {
                 Checked::Admitted {
                     reservation,
                     headroom,
+                    cooling,
                 } => {
+                    adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(headroom.to_bits(), Relaxed);
                     if f64::from(1.0 - headroom) >= self.config.limits.warn_at {
                         for e in d.limiter.shared_events(None, headroom) {
@@ -251,7 +252,8 @@ impl Gateway {
                     }
                     held = Some(Hold::Shared(shared.clone(), reservation));
                 }
-                Checked::Refused(r) => {
+                Checked::Refused(r, cooling) => {
+                    adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(0f32.to_bits(), Relaxed);
                     for e in d.limiter.shared_events(Some((r.limit, r.max)), 0.0) {
                         event(e, None);
@@ -348,6 +350,20 @@ impl Gateway {
                     ),
                 })
             }
+        }
+    }
+}
+
+/// Cool-downs another replica saw (a tripped circuit, a key's 429) apply
+/// here too.
+fn adopt_cooldowns(d: &Deployment, cooling: &[(String, std::time::Duration)]) {
+    for (what, left) in cooling {
+        if what == "circuit" {
+            d.health.adopt_cooldown(*left);
+        } else if let Some(fp) = what.strip_prefix("key:")
+            && let Some(key) = d.keys.keys().iter().find(|k| k.fingerprint == fp)
+        {
+            key.cool_down(*left);
         }
     }
 }
@@ -450,6 +466,16 @@ impl Gateway {
                     .unwrap_or(self.config.health.rate_limit_cooldown_ms)
                     .min(cap);
                 key.cool_down(std::time::Duration::from_millis(ms));
+                if let Some(shared) = &self.shared
+                    && !key.fingerprint.is_empty()
+                {
+                    shared.publish_cooldown(
+                        "d",
+                        &d.name,
+                        &format!("key:{}", key.fingerprint),
+                        std::time::Duration::from_millis(ms),
+                    );
+                }
                 if d.keys.has_other_usable(key) {
                     tracing::info!(request_id = %request_id, deployment = %d.name, key = %key.label(),
                         "key rate limited upstream: it cools down for {ms} ms, the deployment's other keys go on");

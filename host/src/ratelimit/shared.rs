@@ -26,19 +26,38 @@ use redis::aio::ConnectionManager;
 use super::{Kind, Limits, Refused};
 
 /// Checks and takes one request (and its tokens) from every limit; see
-/// the module's doc. KEYS: one hash per limit. ARGV[1]: tokens; then per
+/// the module's doc. KEYS[1]: the deployment's state (cool-downs: field →
+/// until, ms); KEYS[2..]: one hash per limit. ARGV[1]: tokens; then per
 /// limit: its size, its bucket width in µs, 1 when it counts tokens.
-/// Returns `{1, headroom‰, now_µs}` or `{0, limit index, wait_µs, used}`.
+/// Returns `{1, headroom‰, now_µs, cool-downs...}` or `{0, limit index,
+/// wait_µs, used, cool-downs...}`, the cool-downs as field, ms left pairs.
 const RESERVE: &str = r"
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+local cooling = {}
+local state = redis.call('HGETALL', KEYS[1])
+for j = 1, #state, 2 do
+  local left = tonumber(state[j + 1]) - now_ms
+  if left > 0 then
+    cooling[#cooling + 1] = state[j]
+    cooling[#cooling + 1] = left
+  else
+    redis.call('HDEL', KEYS[1], state[j])
+  end
+end
+local function answer(head)
+  for _, v in ipairs(cooling) do head[#head + 1] = v end
+  return head
+end
 local tokens = tonumber(ARGV[1])
 local slots, needs, used_of = {}, {}, {}
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local width = tonumber(ARGV[3 * i])
+for i = 2, #KEYS do
+  local a = i - 1
+  local limit = tonumber(ARGV[3 * a - 1])
+  local width = tonumber(ARGV[3 * a])
   local need = 1
-  if ARGV[3 * i + 1] == '1' then need = tokens end
+  if ARGV[3 * a + 1] == '1' then need = tokens end
   local now = math.floor(now_us / width)
   local fields = redis.call('HGETALL', KEYS[i])
   local used, live = 0, {}
@@ -63,19 +82,32 @@ for i = 1, #KEYS do
       end
     end
     if wait < 1 then wait = 1 end
-    return {0, i, wait, used}
+    return answer({0, a, wait, used})
   end
   slots[i], needs[i], used_of[i] = now, need, used
 end
 local headroom = 1000
-for i = 1, #KEYS do
+for i = 2, #KEYS do
+  local a = i - 1
   redis.call('HINCRBY', KEYS[i], slots[i], needs[i])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * i]) * 62 / 1000))
-  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[3 * i - 1]))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * a]) * 62 / 1000))
+  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[3 * a - 1]))
   if h < headroom then headroom = h end
 end
 if headroom < 0 then headroom = 0 end
-return {1, headroom, now_us}
+return answer({1, headroom, now_us})
+";
+
+/// Records a cool-down: field ARGV[1] of KEYS[1] until now + ARGV[2] ms
+/// (the later of that and what is there).
+const COOL: &str = r"
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if until_ms > old then redis.call('HSET', KEYS[1], ARGV[1], until_ms) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000) end
+return 1
 ";
 
 /// Adds ARGV[2] (may be negative) to bucket ARGV[1] of KEYS[1], if that
@@ -96,6 +128,7 @@ pub struct Shared {
     conn: ArcSwapOption<ConnectionManager>,
     reserve: redis::Script,
     adjust: redis::Script,
+    cool: redis::Script,
     origin: Instant,
     /// Until when (ms since `origin`) Redis is not asked: the back-off.
     skip_until_ms: AtomicU64,
@@ -126,8 +159,11 @@ pub enum Checked {
         reservation: Reservation,
         /// 0..1: the tightest limit after this request.
         headroom: f32,
+        /// Cool-downs other replicas saw: `circuit` or `key:<fingerprint>`,
+        /// and how long each has left.
+        cooling: Vec<(String, Duration)>,
     },
-    Refused(Refused),
+    Refused(Refused, Vec<(String, Duration)>),
     /// Redis is down, slow or erroring: use the local limiter.
     Unavailable,
 }
@@ -148,6 +184,7 @@ impl Shared {
             conn: ArcSwapOption::empty(),
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            cool: redis::Script::new(COOL),
             origin: Instant::now(),
             skip_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
@@ -216,6 +253,32 @@ impl Shared {
         format!("{}:lim:{scope}:{name}:{}", self.prefix, kind.name())
     }
 
+    fn state_key(&self, scope: &str, name: &str) -> String {
+        format!("{}:state:{scope}:{name}", self.prefix)
+    }
+
+    /// Tells the other replicas that `what` (`circuit`, `key:<fingerprint>`)
+    /// of `name` cools down for `for_` (sent off the request path).
+    pub fn publish_cooldown(self: &Arc<Self>, scope: &str, name: &str, what: &str, for_: Duration) {
+        if self.is_degraded() {
+            return;
+        }
+        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let me = self.clone();
+        let key = self.state_key(scope, name);
+        let what = what.to_string();
+        rt.spawn(async move {
+            let mut conn = (*conn).clone();
+            let mut call = me.cool.prepare_invoke();
+            call.key(key).arg(what).arg(for_.as_millis().max(1) as u64);
+            let _: Result<redis::RedisResult<i64>, _> =
+                tokio::time::timeout(me.timeout * 4, call.invoke_async(&mut conn)).await;
+        });
+    }
+
     /// Checks and takes one request and `tokens` from `name`'s shared
     /// windows. One round trip, at most `redis.timeout_ms`.
     pub async fn reserve(&self, scope: &str, name: &str, limits: Limits, tokens: u64) -> Checked {
@@ -234,6 +297,7 @@ impl Shared {
         .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
         .collect();
         let mut call = self.reserve.prepare_invoke();
+        call.key(self.state_key(scope, name));
         call.arg(tokens);
         for (kind, limit, width) in &windows {
             call.key(self.key(scope, name, *kind));
@@ -242,7 +306,7 @@ impl Shared {
                 .arg(u8::from(*kind == Kind::Tpm));
         }
         let mut conn = (*conn).clone();
-        let answer: Result<redis::RedisResult<Vec<i64>>, _> =
+        let answer: Result<redis::RedisResult<Vec<redis::Value>>, _> =
             tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await;
         let values = match answer {
             Err(_) => {
@@ -256,8 +320,26 @@ impl Shared {
             Ok(Ok(v)) => v,
         };
         self.up();
-        match values.as_slice() {
-            [1, headroom, now_us] => Checked::Admitted {
+        let number = |v: &redis::Value| match v {
+            redis::Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let head: Vec<i64> = values.iter().take(4).map_while(number).collect();
+        let tail_from = if head.first() == Some(&1) { 3 } else { 4 };
+        let cooling: Vec<(String, Duration)> = values
+            .get(tail_from..)
+            .unwrap_or_default()
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [redis::Value::BulkString(field), left] => Some((
+                    String::from_utf8_lossy(field).into_owned(),
+                    Duration::from_millis(number(left)?.max(0) as u64),
+                )),
+                _ => None,
+            })
+            .collect();
+        match head.as_slice() {
+            [1, headroom, now_us, ..] => Checked::Admitted {
                 reservation: Reservation {
                     taken: windows
                         .iter()
@@ -273,15 +355,20 @@ impl Shared {
                         .collect(),
                 },
                 headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
+                cooling,
             },
             [0, index, wait_us, _used] => {
-                let (kind, limit, _) =
-                    windows[(*index as usize).saturating_sub(1).min(windows.len() - 1)];
-                Checked::Refused(Refused {
-                    limit: kind,
-                    max: limit,
-                    retry_after: Duration::from_micros((*wait_us).max(1) as u64),
-                })
+                let (kind, limit, _) = windows[(*index as usize)
+                    .saturating_sub(1)
+                    .min(windows.len().saturating_sub(1))];
+                Checked::Refused(
+                    Refused {
+                        limit: kind,
+                        max: limit,
+                        retry_after: Duration::from_micros((*wait_us).max(1) as u64),
+                    },
+                    cooling,
+                )
             }
             other => {
                 self.down(&format!("unexpected script answer {other:?}"));
