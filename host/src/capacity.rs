@@ -34,13 +34,18 @@ pub struct Gauge {
     waiters: Arc<Waiters>,
 }
 
-/// One unit of a gauge, given back when dropped.
+/// One unit of a gauge (and, with Redis, the replicas' shared lease),
+/// given back when dropped.
 #[derive(Debug)]
-pub struct Slot(Option<Arc<Gauge>>);
+pub struct Slot {
+    gauge: Option<Arc<Gauge>>,
+    /// Held for its `Drop`, which gives the lease back.
+    _lease: Option<crate::ratelimit::shared::Lease>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(g) = self.0.take() {
+        if let Some(g) = self.gauge.take() {
             g.now.fetch_sub(1, SeqCst);
             g.waiters.wake_first();
         }
@@ -52,7 +57,7 @@ impl Slot {
     /// took it, found something else full, and is about to wait itself
     /// (waking the queue would wake it, and it would spin).
     pub fn give_back_quietly(mut self) {
-        if let Some(g) = self.0.take() {
+        if let Some(g) = self.gauge.take() {
             g.now.fetch_sub(1, SeqCst);
         }
     }
@@ -71,7 +76,20 @@ impl Gauge {
         self.now
             .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| Slot(Some(self.clone())))
+            .map(|_| Slot {
+                gauge: Some(self.clone()),
+                _lease: None,
+            })
+    }
+
+    /// A slot under a cap the replicas share: counted here (for the admin
+    /// API) whatever the local count, held with its `lease`.
+    pub fn leased(self: &Arc<Self>, lease: crate::ratelimit::shared::Lease) -> Slot {
+        self.now.fetch_add(1, SeqCst);
+        Slot {
+            gauge: Some(self.clone()),
+            _lease: Some(lease),
+        }
     }
 
     pub fn current(&self) -> u32 {

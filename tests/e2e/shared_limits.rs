@@ -293,3 +293,62 @@ async fn cool_downs_seen_by_one_replica_hold_for_the_other() {
         "B tried a deployment whose circuit A had opened"
     );
 }
+
+/// A deployment's max_in_flight holds across the replicas: two gateways,
+/// a cap of 2, eight slow requests at once (four on each): they are served
+/// two at a time in all (not two per replica), none refused, and every
+/// lease is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_cap_holds_across_replicas() {
+    let mock = Mock::start().await;
+    mock.set_delay("gpt-capped", Duration::from_millis(300));
+    let redis = Redis::start();
+    let extra = json!({
+        "deployments": {"d": {"adapter": "openai", "base_url": mock.url, "model": "gpt-capped", "max_in_flight": 2}},
+        "limits": {"backend": "redis", "replicas_hint": 2, "queue": {"max_wait_ms": 8000}},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let routes = json!({"r": {"deployments": ["d"]}});
+    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
+    let b = Gateway::start(routes, &["openai"], extra);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(format!("{url}/v1/chat/completions"))
+                .body(r#"{"model":"r","messages":[{"role":"user","content":"hi"}]}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    // Mid-run, the two places are leases in Redis.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(redis.command("ZCARD switchyard:inflight:d:d"), ":2");
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_150),
+        "8 × 300 ms two at a time take 1.2 s; {took:?} means more ran at once"
+    );
+    assert_eq!(mock.hits("gpt-capped"), 8);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        redis.command("ZCARD switchyard:inflight:d:d"),
+        ":0",
+        "leases given back"
+    );
+}

@@ -381,17 +381,23 @@ impl Gateway {
             // Every candidate was held back (limits, cooling keys, caps):
             // wait for one to free up, then try again.
             if crate::failover::may_free_up(&attempts) {
-                let reset = attempts
+                // A local cap frees up with a release (which wakes the
+                // queue); a limit at its reset; a cap shared by the
+                // replicas is looked at again shortly.
+                let reset = if attempts
                     .iter()
-                    .filter(|a| a.class == FailureClass::RateLimited)
-                    .filter_map(|a| a.retry_after_ms)
-                    .min()
-                    .map(std::time::Duration::from_millis);
-                // A deployment at its cap frees up when a slot is released.
-                let reset = if attempts.iter().any(|a| a.class == FailureClass::AtCapacity) {
+                    .any(|a| a.class == FailureClass::AtCapacity && a.retry_after_ms.is_none())
+                {
                     None
                 } else {
-                    reset
+                    attempts
+                        .iter()
+                        .filter(|a| {
+                            matches!(a.class, FailureClass::RateLimited | FailureClass::AtCapacity)
+                        })
+                        .filter_map(|a| a.retry_after_ms)
+                        .min()
+                        .map(std::time::Duration::from_millis)
                 };
                 // A waiting request holds no place under the gateway's or
                 // the route's cap (others may use them meanwhile); given

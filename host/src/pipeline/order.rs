@@ -104,7 +104,7 @@ impl Gateway {
         // Shared by every replica when Redis is there and answering.
         if let Some(shared) = &self.shared {
             match shared
-                .reserve("c", &caller.name, caller.limits, tokens)
+                .reserve("c", &caller.name, caller.limits, tokens, None)
                 .await
             {
                 Checked::Admitted { reservation, .. } => {
@@ -114,6 +114,7 @@ impl Gateway {
                     return Ok(());
                 }
                 Checked::Refused(r, _) => return Err(refused(r)),
+                Checked::AtCapacity(..) => return Ok(()),
                 Checked::Unavailable => {}
             }
         }
@@ -236,13 +237,23 @@ impl Gateway {
         // Shared by every replica when Redis is there and answering (its
         // limits, and the cool-downs other replicas saw); the local windows
         // (this replica's share) otherwise.
+        let mut shared_lease = None;
+        // The lease outlives any attempt: a dead replica's places free up
+        // when it runs out.
+        let cap = d.max_in_flight.map(|max| {
+            let t = &d.timeouts;
+            let lease_ms = t.first_byte_ms + t.total_ms.max(t.idle_ms);
+            (max, std::time::Duration::from_millis(lease_ms))
+        });
         if let Some(shared) = &self.shared {
-            match shared.reserve("d", &d.name, d.limits, tokens).await {
+            match shared.reserve("d", &d.name, d.limits, tokens, cap).await {
                 Checked::Admitted {
                     reservation,
                     headroom,
                     cooling,
+                    lease: taken,
                 } => {
+                    shared_lease = taken;
                     adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(headroom.to_bits(), Relaxed);
                     if f64::from(1.0 - headroom) >= self.config.limits.warn_at {
@@ -251,6 +262,17 @@ impl Gateway {
                         }
                     }
                     held = Some(Hold::Shared(shared.clone(), reservation));
+                }
+                Checked::AtCapacity(max, cooling) => {
+                    adopt_cooldowns(d, &cooling);
+                    // Another replica's release wakes no one here: look
+                    // again shortly.
+                    return Err(Attempt::held_back(
+                        &d.name,
+                        FailureClass::AtCapacity,
+                        format!("at its max_in_flight ({max}, shared by the replicas); not sent"),
+                        Some(25),
+                    ));
                 }
                 Checked::Refused(r, cooling) => {
                     adopt_cooldowns(d, &cooling);
@@ -289,9 +311,16 @@ impl Gateway {
                 ];
                 // Its concurrency cap last: the windows' reservations are
                 // given back without waking anyone, a slot is not.
-                let slot = match d.max_in_flight {
-                    None => None,
-                    Some(max) => match d.gauge.try_acquire(max) {
+                let share = match &self.shared {
+                    Some(_) => self.config.limits.replicas_hint.max(1),
+                    None => 1,
+                };
+                let slot = match (d.max_in_flight, shared_lease) {
+                    (None, _) => None,
+                    // Held across the replicas already.
+                    (Some(_), Some(lease)) => Some(d.gauge.leased(lease)),
+                    // This replica's share of the cap.
+                    (Some(max), None) => match d.gauge.try_acquire(max.div_ceil(share).max(1)) {
                         Some(slot) => Some(slot),
                         None => {
                             for hold in limits.iter().flatten() {

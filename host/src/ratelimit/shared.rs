@@ -27,10 +27,14 @@ use super::{Kind, Limits, Refused};
 
 /// Checks and takes one request (and its tokens) from every limit; see
 /// the module's doc. KEYS[1]: the deployment's state (cool-downs: field →
-/// until, ms); KEYS[2..]: one hash per limit. ARGV[1]: tokens; then per
-/// limit: its size, its bucket width in µs, 1 when it counts tokens.
-/// Returns `{1, headroom‰, now_µs, cool-downs...}` or `{0, limit index,
-/// wait_µs, used, cool-downs...}`, the cool-downs as field, ms left pairs.
+/// until, ms); KEYS[2]: its requests in flight (a sorted set of leases by
+/// expiry); KEYS[3..]: one hash per limit. ARGV[1]: tokens; ARGV[2]: the
+/// in-flight cap (0: none), ARGV[3] this request's lease, ARGV[4] the
+/// lease's length in ms; then per limit: its size, its bucket width in µs,
+/// 1 when it counts tokens. Returns `{1, headroom‰, now_µs, cool-downs...}`,
+/// `{0, limit index, wait_µs, used, cool-downs...}` or `{2, cap,
+/// cool-downs...}` (in flight at the cap), the cool-downs as field, ms
+/// left pairs.
 const RESERVE: &str = r"
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -51,13 +55,18 @@ local function answer(head)
   return head
 end
 local tokens = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[2]) >= cap then return answer({2, cap}) end
+end
 local slots, needs, used_of = {}, {}, {}
-for i = 2, #KEYS do
-  local a = i - 1
-  local limit = tonumber(ARGV[3 * a - 1])
-  local width = tonumber(ARGV[3 * a])
+for i = 3, #KEYS do
+  local a = i - 2
+  local limit = tonumber(ARGV[4 + 3 * a - 2])
+  local width = tonumber(ARGV[4 + 3 * a - 1])
   local need = 1
-  if ARGV[3 * a + 1] == '1' then need = tokens end
+  if ARGV[4 + 3 * a] == '1' then need = tokens end
   local now = math.floor(now_us / width)
   local fields = redis.call('HGETALL', KEYS[i])
   local used, live = 0, {}
@@ -87,12 +96,16 @@ for i = 2, #KEYS do
   slots[i], needs[i], used_of[i] = now, need, used
 end
 local headroom = 1000
-for i = 2, #KEYS do
-  local a = i - 1
+for i = 3, #KEYS do
+  local a = i - 2
   redis.call('HINCRBY', KEYS[i], slots[i], needs[i])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * a]) * 62 / 1000))
-  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[3 * a - 1]))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[4 + 3 * a - 1]) * 62 / 1000))
+  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[4 + 3 * a - 2]))
   if h < headroom then headroom = h end
+end
+if cap > 0 then
+  redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 1000)
 end
 if headroom < 0 then headroom = 0 end
 return answer({1, headroom, now_us})
@@ -135,6 +148,49 @@ pub struct Shared {
     backoff_ms: AtomicU64,
     /// Whether the fall-back is in force (logged when it starts and ends).
     degraded: AtomicBool,
+    /// This process's name among the replicas (in its leases).
+    replica: String,
+    leases: AtomicU64,
+}
+
+/// A request's place under a deployment's in-flight cap shared by the
+/// replicas: an entry in a sorted set, scored by when it expires (so a
+/// replica that dies frees its places when their leases run out), removed
+/// when dropped.
+pub struct Lease {
+    shared: Arc<Shared>,
+    key: String,
+    member: String,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("member", &self.member)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (Some(conn), Ok(rt)) = (
+            self.shared.conn.load_full(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        let member = std::mem::take(&mut self.member);
+        let timeout = self.shared.timeout * 4;
+        rt.spawn(async move {
+            let mut conn = (*conn).clone();
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(key).arg(member);
+            // Lost, the lease still runs out.
+            let _: Result<redis::RedisResult<i64>, _> =
+                tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await;
+        });
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -162,8 +218,12 @@ pub enum Checked {
         /// Cool-downs other replicas saw: `circuit` or `key:<fingerprint>`,
         /// and how long each has left.
         cooling: Vec<(String, Duration)>,
+        /// Its place under the in-flight cap, when it has one.
+        lease: Option<Lease>,
     },
     Refused(Refused, Vec<(String, Duration)>),
+    /// At its in-flight cap across the replicas (the cap).
+    AtCapacity(u32, Vec<(String, Duration)>),
     /// Redis is down, slow or erroring: use the local limiter.
     Unavailable,
 }
@@ -189,6 +249,12 @@ impl Shared {
             skip_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
+            replica: {
+                let mut id = [0u8; 6];
+                let _ = getrandom::fill(&mut id);
+                id.iter().map(|b| format!("{b:02x}")).collect()
+            },
+            leases: AtomicU64::new(0),
         });
         // No runtime (a config check): nothing to connect for.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -281,7 +347,14 @@ impl Shared {
 
     /// Checks and takes one request and `tokens` from `name`'s shared
     /// windows. One round trip, at most `redis.timeout_ms`.
-    pub async fn reserve(&self, scope: &str, name: &str, limits: Limits, tokens: u64) -> Checked {
+    pub async fn reserve(
+        self: &Arc<Self>,
+        scope: &str,
+        name: &str,
+        limits: Limits,
+        tokens: u64,
+        cap: Option<(u32, Duration)>,
+    ) -> Checked {
         if self.now_ms() < self.skip_until_ms.load(Relaxed) {
             return Checked::Unavailable;
         }
@@ -297,8 +370,18 @@ impl Shared {
         .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
         .collect();
         let mut call = self.reserve.prepare_invoke();
+        let in_flight_key = format!("{}:inflight:{scope}:{name}", self.prefix);
+        let member = format!("{}:{}", self.replica, self.leases.fetch_add(1, Relaxed));
         call.key(self.state_key(scope, name));
+        call.key(&in_flight_key);
         call.arg(tokens);
+        match cap {
+            Some((max, lease)) => call
+                .arg(max)
+                .arg(&member)
+                .arg(lease.as_millis().max(1) as u64),
+            None => call.arg(0).arg("").arg(0),
+        };
         for (kind, limit, width) in &windows {
             call.key(self.key(scope, name, *kind));
             call.arg(*limit)
@@ -325,7 +408,11 @@ impl Shared {
             _ => None,
         };
         let head: Vec<i64> = values.iter().take(4).map_while(number).collect();
-        let tail_from = if head.first() == Some(&1) { 3 } else { 4 };
+        let tail_from = match head.first() {
+            Some(1) => 3,
+            Some(2) => 2,
+            _ => 4,
+        };
         let cooling: Vec<(String, Duration)> = values
             .get(tail_from..)
             .unwrap_or_default()
@@ -356,7 +443,13 @@ impl Shared {
                 },
                 headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
                 cooling,
+                lease: cap.map(|_| Lease {
+                    shared: self.clone(),
+                    key: in_flight_key,
+                    member,
+                }),
             },
+            [2, max, ..] => Checked::AtCapacity(*max as u32, cooling),
             [0, index, wait_us, _used] => {
                 let (kind, limit, _) = windows[(*index as usize)
                     .saturating_sub(1)
