@@ -11,6 +11,11 @@
 //!
 //! Spend is kept by budget name across reloads and, at start, read back
 //! from the store for the current window, so a restart resets nothing.
+//!
+//! With Redis (`limits.backend: "redis"`), each settled cost is also added
+//! to the budget's counter there (off the request path), and the total the
+//! replicas spent comes back into this replica's tally: every replica's
+//! admission sees the others' spend as of its own last settled request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -34,7 +39,9 @@ struct Tally {
 #[derive(Default)]
 pub struct Budgets {
     defs: arc_swap::ArcSwap<BTreeMap<String, BudgetConfig>>,
-    tallies: Mutex<HashMap<String, Tally>>,
+    tallies: Arc<Mutex<HashMap<String, Tally>>>,
+    /// Where the replicas add up their spend, with Redis.
+    shared: arc_swap::ArcSwapOption<crate::ratelimit::shared::Shared>,
 }
 
 /// Who and what a request is, as budgets select it.
@@ -149,6 +156,11 @@ impl Budgets {
         self.defs.store(Arc::new(defs));
     }
 
+    /// Spend shared by the replicas through `shared` (`None`: this one's only).
+    pub fn share_through(&self, shared: Option<Arc<crate::ratelimit::shared::Shared>>) {
+        self.shared.store(shared);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.defs.load().is_empty()
     }
@@ -260,6 +272,7 @@ impl Budgets {
             return Vec::new();
         }
         let mut alerts = Vec::new();
+        let mut charged = Vec::new();
         for (name, def) in defs.iter() {
             let cost: f64 = costs
                 .iter()
@@ -278,6 +291,7 @@ impl Budgets {
                 };
             }
             t.spent += cost;
+            charged.push((name.clone(), window, cost));
             for f in &def.alert_at {
                 let key = (f * 1000.0) as u32;
                 if t.spent >= def.limit_usd * f && !t.alerted.contains(&key) {
@@ -291,6 +305,29 @@ impl Budgets {
                     });
                 }
             }
+        }
+        drop(tallies);
+        if let Some(shared) = self.shared.load_full()
+            && !charged.is_empty()
+        {
+            let tallies = self.tallies.clone();
+            let added: Vec<(String, i64, f64)> = charged.clone();
+            shared.add_spend(
+                charged
+                    .into_iter()
+                    .map(|(name, window, cost)| (format!("{name}:{window}"), cost))
+                    .collect(),
+                move |totals| {
+                    let mut tallies = tallies.lock().unwrap_or_else(|p| p.into_inner());
+                    for ((name, window, _), total) in added.iter().zip(totals) {
+                        if let Some(t) = tallies.get_mut(name).filter(|t| t.window == *window) {
+                            // Never lower: a Redis that lost its data must
+                            // not forget this replica's own spend.
+                            t.spent = t.spent.max(total);
+                        }
+                    }
+                },
+            );
         }
         alerts
     }

@@ -131,6 +131,7 @@ impl Live {
         }
         self.sinks.monitor.set_settings(config.monitor);
         self.sinks.budgets.set(config.budgets.clone());
+        self.sinks.budgets.share_through(new.shared());
         self.current.store(Arc::new(new));
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)

@@ -221,6 +221,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         budgets: Default::default(),
     });
     sinks.budgets.set(config.budgets.clone());
+    sinks.budgets.share_through(gateway.shared());
     if let Some(store) = &store {
         // Spend of the current windows, so a restart resets no budget.
         store.flush(std::time::Duration::from_secs(5));

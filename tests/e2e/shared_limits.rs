@@ -352,3 +352,47 @@ async fn a_concurrency_cap_holds_across_replicas() {
         "leases given back"
     );
 }
+
+/// Budget spend adds up across replicas: what A spent is counted by B,
+/// whose next request after its first finds the budget spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_spend_adds_up_across_replicas() {
+    let mock = Mock::start().await;
+    let redis = Redis::start();
+    let extra = json!({
+        "deployments": {"d": {"adapter": "openai", "base_url": mock.url, "model": "gpt-b",
+            "input_cost_per_1m": 1000.0, "output_cost_per_1m": 1000.0}},
+        "budgets": {"all": {"period": "day", "limit_usd": 0.03, "action": "reject"}},
+        "limits": {"backend": "redis"},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let routes = json!({"r": {"deployments": ["d"]}});
+    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
+    let b = Gateway::start(routes, &["openai"], extra);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    // Each answer: 6 tokens at $1,000 per million = $0.006; A spends $0.030.
+    for _ in 0..5 {
+        assert_eq!(a.chat("r", false).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B knows nothing yet: its first request is served, and its settling
+    // brings back the replicas' total.
+    assert_eq!(b.chat("r", false).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = b.chat("r", false).await;
+        if r.status() == 429 {
+            let body = crate::harness::json_body(r).await;
+            assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never saw A's spend");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(mock.hits("gpt-b") <= 7, "{} served", mock.hits("gpt-b"));
+    let (_, budgets) = b.admin("/admin/budgets").await;
+    let spent = budgets["data"][0]["spent_usd"].as_f64().unwrap();
+    assert!(spent >= 0.036 - 1e-9, "{budgets}");
+}

@@ -213,6 +213,11 @@ impl Gateway {
         Ok(slots)
     }
 
+    /// The Redis client sharing limits between replicas, if any.
+    pub fn shared(&self) -> Option<Arc<crate::ratelimit::shared::Shared>> {
+        self.shared.clone()
+    }
+
     /// Who may call, and how fast.
     pub fn clients(&self) -> &crate::auth::ClientKeys {
         &self.clients

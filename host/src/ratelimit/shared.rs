@@ -323,6 +323,43 @@ impl Shared {
         format!("{}:state:{scope}:{name}", self.prefix)
     }
 
+    /// Adds each `(budget window, cost)` to its counter and hands the
+    /// totals every replica spent to `totals` (all sent off the request
+    /// path; nothing when Redis is unavailable).
+    pub fn add_spend(
+        self: &Arc<Self>,
+        items: Vec<(String, f64)>,
+        totals: impl FnOnce(Vec<f64>) + Send + 'static,
+    ) {
+        if self.is_degraded() {
+            return;
+        }
+        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let prefix = self.prefix.clone();
+        let timeout = self.timeout * 4;
+        rt.spawn(async move {
+            let mut conn = (*conn).clone();
+            let mut pipe = redis::pipe();
+            for (key, cost) in &items {
+                let key = format!("{prefix}:budget:{key}");
+                pipe.cmd("INCRBYFLOAT").arg(&key).arg(*cost);
+                // A month and a day: the longest window and then some.
+                pipe.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(32u64 * 86_400_000)
+                    .ignore();
+            }
+            let answer: Result<redis::RedisResult<Vec<f64>>, _> =
+                tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await;
+            if let Ok(Ok(sums)) = answer {
+                totals(sums);
+            }
+        });
+    }
+
     /// Tells the other replicas that `what` (`circuit`, `key:<fingerprint>`)
     /// of `name` cools down for `for_` (sent off the request path).
     pub fn publish_cooldown(self: &Arc<Self>, scope: &str, name: &str, what: &str, for_: Duration) {
