@@ -201,6 +201,24 @@ impl KeyPool {
         &self.keys
     }
 
+    /// The keys that could be used now (set, not refused, not cooling),
+    /// by index, in this request's turn of the rotation.
+    pub fn rotation(&self) -> Vec<usize> {
+        let n = self.keys.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Relaxed) % n
+        };
+        (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|&i| {
+                let k = &self.keys[i];
+                k.env.is_some() && k.value.is_some() && !k.is_revoked() && k.cooling_for().is_none()
+            })
+            .collect()
+    }
+
     /// Whether some key other than `key` could still be used (so a 429 on
     /// `key` need not cool the whole deployment down).
     pub fn has_other_usable(&self, key: &UpstreamKey) -> bool {

@@ -396,3 +396,52 @@ async fn budget_spend_adds_up_across_replicas() {
     let spent = budgets["data"][0]["spent_usd"].as_f64().unwrap();
     assert!(spent >= 0.036 - 1e-9, "{budgets}");
 }
+
+/// Each upstream key's own limits hold across the replicas: two keys at 5
+/// rps each, two gateways hammering for 2 s: each key is sent 10 (within
+/// 5 %), not 10 per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_limits_hold_across_replicas() {
+    let mock = Mock::start().await;
+    let redis = Redis::start();
+    let extra = json!({
+        "deployments": {"d": {"adapter": "openai", "base_url": mock.url, "model": "gpt-keys",
+            "api_key_env": ["KEY_ONE", "KEY_TWO"], "key_limits": {"rps": 5}}},
+        "limits": {"backend": "redis", "replicas_hint": 2, "queue": {"max_wait_ms": 0}},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let routes = json!({"r": {"deployments": ["d"]}});
+    let env = [("KEY_ONE", "key-ok-1"), ("KEY_TWO", "key-ok-2")];
+    let a = Gateway::start_with_env(routes.clone(), &[("openai", "openai")], extra.clone(), &env);
+    let b = Gateway::start_with_env(routes, &[("openai", "openai")], extra, &env);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for gw in [&a, &b] {
+        for _ in 0..4 {
+            tasks.push(tokio::spawn(hammer(gw.url.clone(), until)));
+        }
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (o, _, other) = t.await.unwrap();
+        assert!(other.is_empty(), "statuses {other:?}");
+        ok += o;
+    }
+    let mut per_key = std::collections::HashMap::<String, usize>::new();
+    for r in mock.requests() {
+        if let Some((_, v)) = r.headers.iter().find(|(k, _)| k == "authorization") {
+            *per_key.entry(v.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(ok as usize, per_key.values().sum::<usize>());
+    for key in ["Bearer key-ok-1", "Bearer key-ok-2"] {
+        let n = per_key.get(key).copied().unwrap_or(0);
+        assert!(
+            (9..=11).contains(&n),
+            "{key}: {n} in 2 s at 5 rps: {per_key:?}"
+        );
+    }
+}

@@ -86,7 +86,7 @@ impl Gateway {
                 keys: crate::keys::KeyPool::new(
                     d.key_envs(),
                     |v| config.env.get(v),
-                    d.key_limits.limits(),
+                    d.key_limits.limits().share(replicas),
                     config.limits.warn_at,
                     previous
                         .and_then(|p| p.deployments.get(name))
@@ -100,6 +100,7 @@ impl Gateway {
                 health,
                 limited: !d.limits().is_empty(),
                 limits: d.limits(),
+                key_limits: d.key_limits.limits(),
                 shared_headroom: std::sync::atomic::AtomicU32::new(1f32.to_bits()),
                 gauge: capacity.deployment(name),
                 max_in_flight: d.max_in_flight,

@@ -103,6 +103,8 @@ pub struct Deployment {
     pub limited: bool,
     /// Its configured limits (whole: the local limiter may hold a share).
     pub limits: crate::ratelimit::Limits,
+    /// Each key's configured limits (whole).
+    pub key_limits: crate::ratelimit::Limits,
     /// The last shared check's headroom (f32 bits), with Redis.
     pub shared_headroom: std::sync::atomic::AtomicU32,
     /// Its requests in flight, against `max_in_flight` (kept across reloads).

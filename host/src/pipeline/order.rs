@@ -104,7 +104,7 @@ impl Gateway {
         // Shared by every replica when Redis is there and answering.
         if let Some(shared) = &self.shared {
             match shared
-                .reserve("c", &caller.name, caller.limits, tokens, None)
+                .reserve("c", &caller.name, caller.limits, tokens, None, None)
                 .await
             {
                 Checked::Admitted { reservation, .. } => {
@@ -114,7 +114,7 @@ impl Gateway {
                     return Ok(());
                 }
                 Checked::Refused(r, _) => return Err(refused(r)),
-                Checked::AtCapacity(..) => return Ok(()),
+                Checked::AtCapacity(..) | Checked::KeysBusy(..) => return Ok(()),
                 Checked::Unavailable => {}
             }
         }
@@ -245,14 +245,33 @@ impl Gateway {
             let lease_ms = t.first_byte_ms + t.total_ms.max(t.idle_ms);
             (max, std::time::Duration::from_millis(lease_ms))
         });
+        // Keys with limits of their own: the shared check picks the first
+        // (in this replica's rotation) whose windows have room.
+        let mut chosen_key = None;
         if let Some(shared) = &self.shared {
-            match shared.reserve("d", &d.name, d.limits, tokens, cap).await {
+            let rotation = if d.key_limits.is_empty() {
+                Vec::new()
+            } else {
+                d.keys.rotation()
+            };
+            let fingerprints: Vec<String> = rotation
+                .iter()
+                .map(|&i| d.keys.keys()[i].fingerprint.clone())
+                .collect();
+            let keys =
+                (!fingerprints.is_empty()).then_some((d.key_limits, fingerprints.as_slice()));
+            match shared
+                .reserve("d", &d.name, d.limits, tokens, cap, keys)
+                .await
+            {
                 Checked::Admitted {
                     reservation,
                     headroom,
                     cooling,
                     lease: taken,
+                    key_index,
                 } => {
+                    chosen_key = key_index.map(|c| d.keys.keys()[rotation[c]].clone());
                     shared_lease = taken;
                     adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(headroom.to_bits(), Relaxed);
@@ -262,6 +281,21 @@ impl Gateway {
                         }
                     }
                     held = Some(Hold::Shared(shared.clone(), reservation));
+                }
+                Checked::KeysBusy(wait, cooling) => {
+                    adopt_cooldowns(d, &cooling);
+                    let whose = if d.keys.keys().len() > 1 {
+                        "every key"
+                    } else {
+                        "its key"
+                    };
+                    let max = d
+                        .key_limits
+                        .rpm
+                        .or(d.key_limits.rps)
+                        .or(d.key_limits.tpm)
+                        .unwrap_or(0);
+                    return Err(refused("key", max, wait, whose));
                 }
                 Checked::AtCapacity(max, cooling) => {
                     adopt_cooldowns(d, &cooling);
@@ -297,7 +331,14 @@ impl Gateway {
             }
         }
         let mut events = Vec::new();
-        let picked = d.keys.pick(tokens, &mut events);
+        let picked = match chosen_key {
+            // The shared windows took this one already.
+            Some(key) => Ok(crate::keys::Lease {
+                key,
+                reservation: None,
+            }),
+            None => d.keys.pick(tokens, &mut events),
+        };
         for (e, key) in events {
             event(e, Some(key));
         }

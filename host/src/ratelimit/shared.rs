@@ -26,15 +26,21 @@ use redis::aio::ConnectionManager;
 use super::{Kind, Limits, Refused};
 
 /// Checks and takes one request (and its tokens) from every limit; see
-/// the module's doc. KEYS[1]: the deployment's state (cool-downs: field →
-/// until, ms); KEYS[2]: its requests in flight (a sorted set of leases by
-/// expiry); KEYS[3..]: one hash per limit. ARGV[1]: tokens; ARGV[2]: the
-/// in-flight cap (0: none), ARGV[3] this request's lease, ARGV[4] the
-/// lease's length in ms; then per limit: its size, its bucket width in µs,
-/// 1 when it counts tokens. Returns `{1, headroom‰, now_µs, cool-downs...}`,
-/// `{0, limit index, wait_µs, used, cool-downs...}` or `{2, cap,
-/// cool-downs...}` (in flight at the cap), the cool-downs as field, ms
-/// left pairs.
+/// the module's doc.
+///
+/// KEYS: [1] the deployment's state (cool-downs: field → until, ms), [2]
+/// its requests in flight (a sorted set of leases by expiry), then one
+/// hash per deployment limit, then per candidate key one hash per key
+/// limit. ARGV: [1] tokens, [2] the in-flight cap (0: none), [3] this
+/// request's lease, [4] the lease's length in ms, [5] the number of
+/// deployment limits, [6] of key limits, [7] of candidate keys; then per
+/// deployment limit and then per key limit: its size, its bucket width in
+/// µs, 1 when it counts tokens.
+///
+/// Returns, each followed by the cool-downs as field, ms-left pairs:
+/// `{1, headroom‰, now_µs, chosen key (1-based, 0: none)}`,
+/// `{0, limit index, wait_µs, used}` (a deployment limit is full),
+/// `{2, cap}` (in flight at the cap), `{3, wait_µs}` (every key is full).
 const RESERVE: &str = r"
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -56,32 +62,33 @@ local function answer(head)
 end
 local tokens = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
+local nd, nk_limits, nkeys = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
   if redis.call('ZCARD', KEYS[2]) >= cap then return answer({2, cap}) end
 end
-local slots, needs, used_of = {}, {}, {}
-for i = 3, #KEYS do
-  local a = i - 2
-  local limit = tonumber(ARGV[4 + 3 * a - 2])
-  local width = tonumber(ARGV[4 + 3 * a - 1])
+-- Window `key` against limit number `a` (1-based among ARGV's triples):
+-- fits, and the bucket and amount to add; or the wait until it would.
+local function check(key, a)
+  local limit = tonumber(ARGV[7 + 3 * a - 2])
+  local width = tonumber(ARGV[7 + 3 * a - 1])
   local need = 1
-  if ARGV[4 + 3 * a] == '1' then need = tokens end
+  if ARGV[7 + 3 * a] == '1' then need = tokens end
   local now = math.floor(now_us / width)
-  local fields = redis.call('HGETALL', KEYS[i])
+  local fields = redis.call('HGETALL', key)
   local used, live = 0, {}
   for j = 1, #fields, 2 do
     local slot = tonumber(fields[j])
     local count = tonumber(fields[j + 1])
     if slot + 60 < now then
-      redis.call('HDEL', KEYS[i], fields[j])
+      redis.call('HDEL', key, fields[j])
     elseif slot <= now then
       used = used + count
       live[#live + 1] = {slot, count}
     end
   end
   if used > 0 and used + need > limit then
-    table.sort(live, function(a, b) return a[1] < b[1] end)
+    table.sort(live, function(x, y) return x[1] < y[1] end)
     local left, wait = used, width
     for _, b in ipairs(live) do
       left = left - b[2]
@@ -91,24 +98,55 @@ for i = 3, #KEYS do
       end
     end
     if wait < 1 then wait = 1 end
-    return answer({0, a, wait, used})
+    return false, wait, used
   end
-  slots[i], needs[i], used_of[i] = now, need, used
+  return true, now, need, used
+end
+local take = {}
+for d = 1, nd do
+  local ok, x, y, used = check(KEYS[2 + d], d)
+  if not ok then return answer({0, d, x, y}) end
+  take[#take + 1] = {KEYS[2 + d], d, x, y, used}
+end
+local chosen = 0
+if nkeys > 0 then
+  local soonest = nil
+  for c = 1, nkeys do
+    local fits, tries = true, {}
+    for l = 1, nk_limits do
+      local key = KEYS[2 + nd + (c - 1) * nk_limits + l]
+      local ok, x, y, used = check(key, nd + l)
+      if not ok then
+        fits = false
+        if soonest == nil or x < soonest then soonest = x end
+        break
+      end
+      tries[#tries + 1] = {key, nd + l, x, y, used}
+    end
+    if fits then
+      chosen = c
+      for _, e in ipairs(tries) do take[#take + 1] = e end
+      break
+    end
+  end
+  if chosen == 0 then return answer({3, soonest or 1}) end
 end
 local headroom = 1000
-for i = 3, #KEYS do
-  local a = i - 2
-  redis.call('HINCRBY', KEYS[i], slots[i], needs[i])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[4 + 3 * a - 1]) * 62 / 1000))
-  local h = 1000 - math.floor((used_of[i] + needs[i]) * 1000 / tonumber(ARGV[4 + 3 * a - 2]))
-  if h < headroom then headroom = h end
+for _, e in ipairs(take) do
+  local key, a, slot, need, used = e[1], e[2], e[3], e[4], e[5]
+  redis.call('HINCRBY', key, slot, need)
+  redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[7 + 3 * a - 1]) * 62 / 1000))
+  if a <= nd then
+    local h = 1000 - math.floor((used + need) * 1000 / tonumber(ARGV[7 + 3 * a - 2]))
+    if h < headroom then headroom = h end
+  end
 end
 if cap > 0 then
   redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[3])
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 1000)
 end
 if headroom < 0 then headroom = 0 end
-return answer({1, headroom, now_us})
+return answer({1, headroom, now_us, chosen})
 ";
 
 /// Records a cool-down: field ARGV[1] of KEYS[1] until now + ARGV[2] ms
@@ -220,7 +258,12 @@ pub enum Checked {
         cooling: Vec<(String, Duration)>,
         /// Its place under the in-flight cap, when it has one.
         lease: Option<Lease>,
+        /// The candidate key whose windows had room (its index among those
+        /// passed), when key windows were checked.
+        key_index: Option<usize>,
     },
+    /// Every candidate key is at one of its limits: free again after this.
+    KeysBusy(Duration, Vec<(String, Duration)>),
     Refused(Refused, Vec<(String, Duration)>),
     /// At its in-flight cap across the replicas (the cap).
     AtCapacity(u32, Vec<(String, Duration)>),
@@ -391,6 +434,7 @@ impl Shared {
         limits: Limits,
         tokens: u64,
         cap: Option<(u32, Duration)>,
+        keys: Option<(Limits, &[String])>,
     ) -> Checked {
         if self.now_ms() < self.skip_until_ms.load(Relaxed) {
             return Checked::Unavailable;
@@ -398,14 +442,11 @@ impl Shared {
         let Some(conn) = self.conn.load_full() else {
             return Checked::Unavailable;
         };
-        let windows: Vec<(Kind, u64, u64)> = [
-            (Kind::Rps, limits.rps, 1_000_000u64),
-            (Kind::Rpm, limits.rpm, 60_000_000),
-            (Kind::Tpm, limits.tpm, 60_000_000),
-        ]
-        .into_iter()
-        .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
-        .collect();
+        let windows = windows_of(limits);
+        let (key_windows, candidates): (Vec<(Kind, u64, u64)>, &[String]) = match keys {
+            Some((l, fps)) if !l.is_empty() && !fps.is_empty() => (windows_of(l), fps),
+            _ => (Vec::new(), &[]),
+        };
         let mut call = self.reserve.prepare_invoke();
         let in_flight_key = format!("{}:inflight:{scope}:{name}", self.prefix);
         let member = format!("{}:{}", self.replica, self.leases.fetch_add(1, Relaxed));
@@ -419,8 +460,20 @@ impl Shared {
                 .arg(lease.as_millis().max(1) as u64),
             None => call.arg(0).arg("").arg(0),
         };
-        for (kind, limit, width) in &windows {
+        call.arg(windows.len())
+            .arg(key_windows.len())
+            .arg(candidates.len());
+        for (kind, _, _) in &windows {
             call.key(self.key(scope, name, *kind));
+        }
+        let key_window =
+            |fp: &str, kind: Kind| format!("{}:lim:key:{name}:{fp}:{}", self.prefix, kind.name());
+        for fp in candidates {
+            for (kind, _, _) in &key_windows {
+                call.key(key_window(fp, *kind));
+            }
+        }
+        for (kind, limit, width) in windows.iter().chain(&key_windows) {
             call.arg(*limit)
                 .arg(*width)
                 .arg(u8::from(*kind == Kind::Tpm));
@@ -446,8 +499,7 @@ impl Shared {
         };
         let head: Vec<i64> = values.iter().take(4).map_while(number).collect();
         let tail_from = match head.first() {
-            Some(1) => 3,
-            Some(2) => 2,
+            Some(2 | 3) => 2,
             _ => 4,
         };
         let cooling: Vec<(String, Duration)> = values
@@ -462,31 +514,43 @@ impl Shared {
                 _ => None,
             })
             .collect();
+        let need = |kind: Kind| if kind == Kind::Tpm { tokens } else { 1 };
         match head.as_slice() {
-            [1, headroom, now_us, ..] => Checked::Admitted {
-                reservation: Reservation {
-                    taken: windows
-                        .iter()
-                        .map(|(kind, _, width)| {
-                            let need = if *kind == Kind::Tpm { tokens } else { 1 };
-                            (
-                                self.key(scope, name, *kind),
-                                *now_us as u64 / width,
-                                need,
-                                *kind == Kind::Tpm,
-                            )
-                        })
-                        .collect(),
-                },
-                headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
-                cooling,
-                lease: cap.map(|_| Lease {
-                    shared: self.clone(),
-                    key: in_flight_key,
-                    member,
-                }),
-            },
+            [1, headroom, now_us, chosen] => {
+                let now_us = *now_us as u64;
+                let mut taken: Vec<(String, u64, u64, bool)> = windows
+                    .iter()
+                    .map(|(kind, _, width)| {
+                        let key = self.key(scope, name, *kind);
+                        (key, now_us / width, need(*kind), *kind == Kind::Tpm)
+                    })
+                    .collect();
+                let key_index = usize::try_from(*chosen)
+                    .ok()
+                    .and_then(|c| c.checked_sub(1))
+                    .filter(|&c| c < candidates.len());
+                if let Some(c) = key_index {
+                    taken.extend(key_windows.iter().map(|(kind, _, width)| {
+                        let key = key_window(&candidates[c], *kind);
+                        (key, now_us / width, need(*kind), *kind == Kind::Tpm)
+                    }));
+                }
+                Checked::Admitted {
+                    reservation: Reservation { taken },
+                    headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
+                    cooling,
+                    lease: cap.map(|_| Lease {
+                        shared: self.clone(),
+                        key: in_flight_key,
+                        member,
+                    }),
+                    key_index,
+                }
+            }
             [2, max, ..] => Checked::AtCapacity(*max as u32, cooling),
+            [3, wait_us, ..] => {
+                Checked::KeysBusy(Duration::from_micros((*wait_us).max(1) as u64), cooling)
+            }
             [0, index, wait_us, _used] => {
                 let (kind, limit, _) = windows[(*index as usize)
                     .saturating_sub(1)
@@ -556,6 +620,18 @@ impl Shared {
             }
         });
     }
+}
+
+/// The windows of `limits`: kind, size, bucket width in µs.
+fn windows_of(limits: Limits) -> Vec<(Kind, u64, u64)> {
+    [
+        (Kind::Rps, limits.rps, 1_000_000u64),
+        (Kind::Rpm, limits.rpm, 60_000_000),
+        (Kind::Tpm, limits.tpm, 60_000_000),
+    ]
+    .into_iter()
+    .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
+    .collect()
 }
 
 /// The URL without its password, for logs.
