@@ -102,6 +102,7 @@ impl Gateway {
                 limits: d.limits(),
                 key_limits: d.key_limits.limits(),
                 shared_headroom: std::sync::atomic::AtomicU32::new(1f32.to_bits()),
+                shared_refused_until_ms: std::sync::atomic::AtomicU64::new(0),
                 gauge: capacity.deployment(name),
                 max_in_flight: d.max_in_flight,
                 limiter,

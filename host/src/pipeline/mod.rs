@@ -107,6 +107,8 @@ pub struct Deployment {
     pub key_limits: crate::ratelimit::Limits,
     /// The last shared check's headroom (f32 bits), with Redis.
     pub shared_headroom: std::sync::atomic::AtomicU32,
+    /// Until when (ms since the epoch) a shared refusal holds.
+    pub shared_refused_until_ms: std::sync::atomic::AtomicU64,
     /// Its requests in flight, against `max_in_flight` (kept across reloads).
     pub gauge: Arc<crate::capacity::Gauge>,
     pub max_in_flight: Option<u32>,
@@ -395,7 +397,13 @@ impl Gateway {
                     .iter()
                     .any(|a| a.class == FailureClass::AtCapacity && a.retry_after_ms.is_none())
                 {
-                    None
+                    // A local cap wakes the queue; a shared one is polled.
+                    attempts
+                        .iter()
+                        .filter(|a| a.class == FailureClass::AtCapacity)
+                        .filter_map(|a| a.retry_after_ms)
+                        .min()
+                        .map(std::time::Duration::from_millis)
                 } else {
                     attempts
                         .iter()
@@ -534,9 +542,17 @@ impl Gateway {
                     .await;
                 match result {
                     Ok(answer) => {
+                        let was_cooling = deployment.health.is_cooling_down();
                         if let Answer::Complete { .. } = &answer {
                             rec.end_attempt(&deployment.health, record.clone(), None);
                         } // A committed stream: its pump ends the attempt.
+                        // A probe that closed the circuit closes it everywhere.
+                        if let Some(shared) = &self.shared
+                            && was_cooling
+                            && !deployment.health.is_cooling_down()
+                        {
+                            shared.clear_cooldown("d", &deployment.name, "circuit");
+                        }
                         tracing::info!(
                             request_id = %request_id,
                             model = %route.name,
@@ -564,9 +580,11 @@ impl Gateway {
                             self.key_failed(deployment, &key, &mut attempt, request_id, rec);
                         let was_cooling = deployment.health.is_cooling_down();
                         rec.end_attempt(&deployment.health, record, verdict.cool);
-                        // A circuit that opened here opens for every replica.
+                        // A circuit that opened here opens for every replica
+                        // (a 429's cool-down travels as its key's).
                         if let Some(shared) = &self.shared
                             && !was_cooling
+                            && attempt.class != FailureClass::RateLimited
                             && let Some(left) = deployment.health.cooling_for()
                         {
                             shared.publish_cooldown("d", &deployment.name, "circuit", left);

@@ -311,6 +311,12 @@ impl Gateway {
                 Checked::Refused(r, cooling) => {
                     adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(0f32.to_bits(), Relaxed);
+                    // Strategies see 0 only until the window frees up (no
+                    // check may come to update it while others serve).
+                    d.shared_refused_until_ms.store(
+                        outcome::now_ms().max(0) as u64 + r.retry_after.as_millis() as u64,
+                        Relaxed,
+                    );
                     for e in d.limiter.shared_events(Some((r.limit, r.max)), 0.0) {
                         event(e, None);
                     }
@@ -332,7 +338,18 @@ impl Gateway {
         }
         let mut events = Vec::new();
         let picked = match chosen_key {
-            // The shared windows took this one already.
+            // The shared windows took this one already; what its provider
+            // last said of its quota (local) still has a say.
+            Some(key) if key.limiter.is_active() => match key.limiter.try_learned(tokens) {
+                Ok(()) => Ok(crate::keys::Lease {
+                    key,
+                    reservation: None,
+                }),
+                Err(r) => Err(NoKey::Busy {
+                    retry_after: r.retry_after,
+                    limit: Some((r.limit, r.max)),
+                }),
+            },
             Some(key) => Ok(crate::keys::Lease {
                 key,
                 reservation: None,
@@ -442,7 +459,15 @@ fn adopt_cooldowns(d: &Deployment, cooling: &[(String, std::time::Duration)]) {
 /// local windows otherwise.
 fn limiter_headroom(d: &Deployment, shared: Option<&crate::ratelimit::shared::Shared>) -> f32 {
     match shared {
-        Some(s) if d.limited && !s.is_degraded() => f32::from_bits(d.shared_headroom.load(Relaxed)),
+        Some(s) if d.limited && !s.is_degraded() => {
+            let h = f32::from_bits(d.shared_headroom.load(Relaxed));
+            let refused_until = d.shared_refused_until_ms.load(Relaxed);
+            if h == 0.0 && (outcome::now_ms().max(0) as u64) >= refused_until {
+                1.0
+            } else {
+                h
+            }
+        }
         _ => d.limiter.headroom(),
     }
 }

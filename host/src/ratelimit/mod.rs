@@ -376,6 +376,37 @@ impl Limiter {
         events
     }
 
+    /// Only the provider's reported quota (the windows are checked
+    /// elsewhere, e.g. shared in Redis): refuses when the provider said
+    /// nothing is left until its reset, and counts this request down.
+    pub fn try_learned(&self, tokens: u64) -> Result<(), Refused> {
+        let us = self.now_us();
+        let mut s = self.lock();
+        s.forget_expired(us);
+        for (learned, kind, need) in [
+            (s.requests_left, Kind::ProviderRequests, 1),
+            (s.tokens_left, Kind::ProviderTokens, tokens),
+        ] {
+            if let Some(l) = learned
+                && l.left < need
+                && !(kind == Kind::ProviderTokens && l.limit.is_some_and(|max| need > max))
+            {
+                return Err(Refused {
+                    limit: kind,
+                    max: l.limit.unwrap_or(l.left),
+                    retry_after: Duration::from_micros((l.until_us - us).max(1)),
+                });
+            }
+        }
+        if let Some(l) = &mut s.requests_left {
+            l.left = l.left.saturating_sub(1);
+        }
+        if let Some(l) = &mut s.tokens_left {
+            l.left = l.left.saturating_sub(tokens);
+        }
+        Ok(())
+    }
+
     /// The request's real token count: the reservation is corrected by the
     /// difference.
     pub fn reconcile(&self, r: &Reservation, actual: u64) {

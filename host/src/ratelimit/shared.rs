@@ -301,13 +301,15 @@ impl Shared {
         });
         // No runtime (a config check): nothing to connect for.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let me = shared.clone();
-            rt.spawn(async move { me.connect(client).await });
+            let me = Arc::downgrade(&shared);
+            rt.spawn(Self::connect(me, client));
         }
         Ok(shared)
     }
 
-    async fn connect(self: Arc<Self>, client: redis::Client) {
+    /// Connects, retrying with back-off for as long as the client is in use
+    /// (a reload that drops it ends the retries).
+    async fn connect(me: std::sync::Weak<Self>, client: redis::Client) {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_millis(500))
             .set_response_timeout(Duration::from_millis(500))
@@ -315,14 +317,20 @@ impl Shared {
             .set_max_delay(BACKOFF_MAX_MS);
         let mut delay = BACKOFF_MIN_MS;
         loop {
-            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            let connected =
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await;
+            let Some(this) = me.upgrade() else {
+                return;
+            };
+            match connected {
                 Ok(conn) => {
-                    tracing::info!(redis = %self.url, "connected to Redis: limits are shared by every replica");
-                    self.conn.store(Some(Arc::new(conn)));
+                    tracing::info!(redis = %this.url, "connected to Redis: limits are shared by every replica");
+                    this.conn.store(Some(Arc::new(conn)));
                     return;
                 }
                 Err(e) => {
-                    self.down(&e.to_string());
+                    this.down(&e.to_string());
+                    drop(this);
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     delay = (delay * 2).min(BACKOFF_MAX_MS);
                 }
@@ -400,6 +408,28 @@ impl Shared {
             if let Ok(Ok(sums)) = answer {
                 totals(sums);
             }
+        });
+    }
+
+    /// Tells the other replicas that `what` of `name` no longer cools down
+    /// (a circuit closed here).
+    pub fn clear_cooldown(self: &Arc<Self>, scope: &str, name: &str, what: &str) {
+        if self.is_degraded() {
+            return;
+        }
+        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let key = self.state_key(scope, name);
+        let what = what.to_string();
+        let timeout = self.timeout * 4;
+        rt.spawn(async move {
+            let mut conn = (*conn).clone();
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(key).arg(what);
+            let _: Result<redis::RedisResult<i64>, _> =
+                tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await;
         });
     }
 
@@ -484,6 +514,16 @@ impl Shared {
         let values = match answer {
             Err(_) => {
                 self.down(&format!("no answer within {} ms", self.timeout.as_millis()));
+                // The script may still run: a lease it adds must not hold a
+                // place for its whole length (its window counts, at most a
+                // window, err on the safe side).
+                if cap.is_some() {
+                    drop(Lease {
+                        shared: self.clone(),
+                        key: in_flight_key,
+                        member,
+                    });
+                }
                 return Checked::Unavailable;
             }
             Ok(Err(e)) => {
