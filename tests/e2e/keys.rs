@@ -287,6 +287,49 @@ async fn client_keys_gate_routes_limit_rates_and_name_the_caller() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Costs by caller: team-b's three answers, team-a's three.
+    let (_, costs) = gw.admin("/admin/costs?group_by=caller").await;
+    let by: HashMap<String, f64> = costs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or("").to_string(),
+                r["cost"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!((by["team-b"] - 0.018).abs() < 1e-9, "{costs}");
+    assert!((by["team-a"] - 0.018).abs() < 1e-9, "{costs}");
+    // The model list needs a key too, and its entries say what each route offers.
+    assert_eq!(
+        client()
+            .get(format!("{}/v1/models", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let models = json_body(
+        client()
+            .get(format!("{}/v1/models", gw.url))
+            .bearer_auth(key_b)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let r = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "r")
+        .unwrap()
+        .clone();
+    assert_eq!(r["input_cost_per_1m"]["max"], 1000.0, "{models}");
+    assert!(r["capabilities"].is_array(), "{models}");
     let (_, budgets) = gw.admin("/admin/budgets").await;
     // team-b's three answers of 6 tokens at $1,000 per million; none of team-a's.
     let spent = budgets["data"][0]["spent_usd"].as_f64().unwrap_or(-1.0);

@@ -288,11 +288,30 @@ fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
     loop {
         // Take a batch: wait for the first row (unless rows wait for a
         // retry), then gather for up to BATCH_WAIT.
-        let (rows, closed) = queue.take(BATCH_WAIT, !pending.is_empty());
+        // With a retention, an idle writer still wakes once per prune
+        // period: rows age out of an idle gateway's store too.
+        let idle = shared.retention.map(|_| PRUNE_EVERY);
+        let (rows, closed) = queue.take(BATCH_WAIT, !pending.is_empty(), idle);
         pending.extend(rows);
         if pending.is_empty() {
             if closed {
                 return;
+            }
+            if let (Some(retention), Some((c, _))) = (shared.retention, conn.as_ref())
+                && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+            {
+                // Idle: every slice at once (no request waits on the writer).
+                loop {
+                    match prune(c, retention) {
+                        Ok((_, true)) => continue,
+                        Ok((_, false)) => break,
+                        Err(e) => {
+                            tracing::warn!("store could not prune old rows: {e}");
+                            break;
+                        }
+                    }
+                }
+                last_prune = Some(Instant::now());
             }
             continue;
         }

@@ -60,16 +60,37 @@ impl Queue {
     }
 
     /// The writer's next batch: waits for a first row (unless `busy`: rows
-    /// wait to be retried), then up to `linger` for more. Also says whether
-    /// the queue is closed.
-    pub(super) fn take(&self, linger: Duration, busy: bool) -> (Vec<Row>, bool) {
+    /// wait to be retried; with `idle`, at most that long: then no rows),
+    /// then up to `linger` for more. Also says whether the queue is closed.
+    pub(super) fn take(
+        &self,
+        linger: Duration,
+        busy: bool,
+        idle: Option<Duration>,
+    ) -> (Vec<Row>, bool) {
         let mut s = self.lock();
         if !busy {
+            let until = idle.map(|d| Instant::now() + d);
             while s.rows.is_empty() && !s.closed {
                 s.asleep = true;
-                s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                s = match until {
+                    None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
+                    Some(until) => {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        self.wake
+                            .wait_timeout(s, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
             }
             s.asleep = false;
+            if s.rows.is_empty() && !s.closed {
+                return (Vec::new(), false);
+            }
         }
         let deadline = Instant::now() + linger;
         while !s.urgent && !s.closed && s.rows.len() < BATCH_ROWS {
@@ -85,5 +106,31 @@ impl Queue {
         }
         s.urgent = false;
         (std::mem::take(&mut s.rows), s.closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_writer_wakes_for_pruning_with_no_rows() {
+        let q = Queue::default();
+        let started = Instant::now();
+        let (rows, closed) = q.take(
+            Duration::from_millis(5),
+            false,
+            Some(Duration::from_millis(30)),
+        );
+        assert!(rows.is_empty() && !closed);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        // A row still ends the wait at once.
+        q.push(Row::Event(Default::default()));
+        let (rows, _) = q.take(
+            Duration::from_millis(1),
+            false,
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(rows.len(), 1);
     }
 }
