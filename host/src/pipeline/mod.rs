@@ -17,9 +17,11 @@
 
 mod attempt;
 mod build;
+mod limits;
 mod order;
 pub mod outcome;
 mod request;
+mod route;
 mod stream;
 
 use std::collections::HashMap;
@@ -34,9 +36,9 @@ pub use outcome::{End, Prices, Recorder, Sinks};
 pub use request::CallerHints;
 
 use crate::config::{Config, Timeouts};
-use crate::domain::{AuthScheme, Capabilities, RequestSummary, Target};
+use crate::domain::{AuthScheme, Capabilities, Target};
 use crate::error::ApiError;
-use crate::failover::{FailureClass, Next};
+use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
 use crate::ratelimit::Limiter;
@@ -458,162 +460,6 @@ impl Gateway {
         }
         .instrument(span)
         .await
-    }
-
-    /// Steps 3 and 4 for one route: its order, then each candidate in turn.
-    /// `None` when all failed (their attempts are in `attempts`).
-    #[allow(clippy::too_many_arguments)]
-    async fn serve_route(
-        &self,
-        route: &Route,
-        rest: Option<&str>,
-        summary: &RequestSummary,
-        request: &Arc<str>,
-        stream: bool,
-        request_id: &Arc<str>,
-        attempts: &mut Vec<crate::failover::Attempt>,
-        tried: &mut Tried,
-        begun: Instant,
-        rec: &mut Recorder,
-    ) -> Result<Option<Answer>, ApiError> {
-        // 3. The order to try its deployments in.
-        let mut order = self
-            .order(route, summary, request_id, &rec.sinks().monitor)
-            .await;
-        if let Some(held) = rec.record().and_then(|r| r.reservation.as_ref()) {
-            order::budget_filter(route, held, &mut order);
-        }
-        // 4. Each candidate in turn. The request text is shared by every
-        // plugin call of this request (calls may run on other threads).
-        for index in order {
-            let deployment = &route.members[index].deployment;
-            let target = match rest {
-                Some(rest) if deployment.target.model.contains('*') => Arc::new(Target {
-                    deployment: deployment.name.clone(),
-                    model: deployment.target.model.replace('*', rest),
-                }),
-                _ => deployment.target.clone(),
-            };
-            // Once per deployment and upstream model (a wildcard deployment
-            // serves several).
-            if tried
-                .targets
-                .iter()
-                .any(|t| t.deployment == target.deployment && t.model == target.model)
-                || tried.unsupported_adapters.contains(&deployment.adapter)
-            {
-                continue;
-            }
-            tried.targets.push(target.clone());
-            // Each key of its pool at most once, when a key (not the
-            // deployment) was refused.
-            let mut key_tries = 1;
-            loop {
-                // At one of its rate limits, or no key it could send with: not
-                // tried (the upstream would refuse).
-                let held = match self.reserve(deployment, summary, request_id, rec).await {
-                    Ok(held) => held,
-                    Err(refused) => {
-                        attempts.push(refused);
-                        break;
-                    }
-                };
-                let mut record = outcome::AttemptRecord::new(
-                    &deployment.name,
-                    &deployment.adapter,
-                    deployment.prices,
-                );
-                record.limits = held.limits;
-                record.slot = held.slot.map(Arc::new);
-                rec.open_attempt(&record);
-                let key = held.key;
-                let result = self
-                    .attempt(
-                        route,
-                        deployment,
-                        &key,
-                        &target,
-                        request,
-                        stream,
-                        request_id,
-                        &mut record,
-                        rec,
-                    )
-                    .await;
-                match result {
-                    Ok(answer) => {
-                        let was_cooling = deployment.health.is_cooling_down();
-                        if let Answer::Complete { .. } = &answer {
-                            rec.end_attempt(&deployment.health, record.clone(), None);
-                        } // A committed stream: its pump ends the attempt.
-                        // A probe that closed the circuit closes it everywhere.
-                        if let Some(shared) = &self.shared
-                            && was_cooling
-                            && !deployment.health.is_cooling_down()
-                        {
-                            shared.clear_cooldown("d", &deployment.name, "circuit");
-                        }
-                        tracing::info!(
-                            request_id = %request_id,
-                            model = %route.name,
-                            deployment = %deployment.name,
-                            attempts = attempts.len() + 1,
-                            ms = record.started.elapsed().as_millis() as u64,
-                            total_ms = begun.elapsed().as_millis() as u64,
-                            "answered"
-                        );
-                        return Ok(Some(answer.with_attempts(attempts.len() + 1)));
-                    }
-                    Err(mut attempt) => {
-                        tracing::warn!(
-                            request_id = %request_id,
-                            model = %route.name,
-                            deployment = %attempt.deployment,
-                            class = ?attempt.class,
-                            status = attempt.status,
-                            "attempt failed: {}",
-                            attempt.message
-                        );
-                        record.class = Some(attempt.class);
-                        record.status = attempt.status;
-                        let verdict =
-                            self.key_failed(deployment, &key, &mut attempt, request_id, rec);
-                        let was_cooling = deployment.health.is_cooling_down();
-                        rec.end_attempt(&deployment.health, record, verdict.cool);
-                        // A circuit that opened here opens for every replica
-                        // (a 429's cool-down travels as its key's).
-                        if let Some(shared) = &self.shared
-                            && !was_cooling
-                            && attempt.class != FailureClass::RateLimited
-                            && let Some(left) = deployment.health.cooling_for()
-                        {
-                            shared.publish_cooldown("d", &deployment.name, "circuit", left);
-                        }
-                        // The key, not the deployment, was refused: the same
-                        // deployment again with another key of its pool.
-                        if verdict.other_key && key_tries < deployment.keys.keys().len() {
-                            key_tries += 1;
-                            attempts.push(attempt);
-                            continue;
-                        }
-                        if attempt.class == FailureClass::Unsupported {
-                            // Same dialect, same verdict: only deployments
-                            // behind other adapters are still worth a try.
-                            tried.unsupported_adapters.push(deployment.adapter.clone());
-                        }
-                        if attempt.class.next() == Next::ReturnToCaller {
-                            return Err(ApiError::UpstreamRejected {
-                                deployment: attempt.deployment,
-                                message: attempt.message,
-                            });
-                        }
-                        attempts.push(attempt);
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(None)
     }
 }
 
