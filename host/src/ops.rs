@@ -320,7 +320,7 @@ pub fn config_warnings(config: &Config, registry: &Registry) -> Vec<String> {
     }
     for (var, names) in missing {
         warnings.push(format!(
-            "environment variable {var} is not set: the attempts of deployment(s) {} fail with an auth error",
+            "environment variable {var} is not set: deployment(s) {} skip that key (with no other key set, their attempts fail with an auth error)",
             names.join(", ")
         ));
     }
