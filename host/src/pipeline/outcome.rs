@@ -711,4 +711,36 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_panic_mid_attempt_still_records_the_request_and_its_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite"));
+        let sinks = Arc::new(Sinks {
+            store: Some(store.clone()),
+            ..Sinks::default()
+        });
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rec = Recorder::new(sinks.clone(), Arc::from("boom"), vec![]);
+            rec.record().unwrap().route = "m".into();
+            let a = AttemptRecord::new("d", "openai", Prices::default());
+            rec.open_attempt(&a);
+            panic!("a bug mid-attempt");
+        }));
+        assert!(panicked.is_err());
+        assert!(store.flush(Duration::from_secs(5)));
+        let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+        let (outcome, status, attempts): (String, i64, i64) = conn
+            .query_row(
+                "SELECT outcome, status, attempts FROM requests WHERE id = 'boom'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((outcome.as_str(), status, attempts), ("panic", 500, 1));
+        let deployment: String = conn
+            .query_row("SELECT deployment FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(deployment, "d");
+    }
 }
