@@ -66,6 +66,10 @@ pub struct Shared {
     backoff_ms: AtomicU64,
     /// Whether the fall-back is in force (logged when it starts and ends).
     degraded: AtomicBool,
+    /// When (ms since `origin`) the fall-back and the return were last
+    /// logged: at most once each per [`WARN_EVERY_MS`].
+    warned_ms: AtomicU64,
+    back_ms: AtomicU64,
     /// This process's name among the replicas (in its leases).
     replica: String,
     leases: AtomicU64,
@@ -153,6 +157,8 @@ pub enum Checked {
 
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 2_000;
+/// The fall-back and the return are each logged at most this often.
+const WARN_EVERY_MS: u64 = 10_000;
 
 impl Shared {
     /// A client for `url` (checked now: a bad URL is a config error); it
@@ -172,6 +178,8 @@ impl Shared {
             skip_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
+            warned_ms: AtomicU64::new(0),
+            back_ms: AtomicU64::new(0),
             replica: {
                 let mut id = [0u8; 6];
                 let _ = getrandom::fill(&mut id);
@@ -228,7 +236,14 @@ impl Shared {
         let backoff = (self.backoff_ms.load(Relaxed) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
         self.backoff_ms.store(backoff, Relaxed);
         self.skip_until_ms.store(self.now_ms() + backoff, Relaxed);
-        if !self.degraded.swap(true, Relaxed) {
+        // Once per outage: a Redis that flaps while it comes back (a stale
+        // connection failing after the first success) is not a new one.
+        let now = self.now_ms();
+        let last = self.warned_ms.load(Relaxed);
+        if !self.degraded.swap(true, Relaxed)
+            && (last == 0 || now.saturating_sub(last) >= WARN_EVERY_MS)
+        {
+            self.warned_ms.store(now.max(1), Relaxed);
             tracing::warn!(redis = %self.url,
                 "Redis unavailable ({why}): each replica keeps its share of the limits (limits.replicas_hint) until it returns");
         }
@@ -236,7 +251,11 @@ impl Shared {
 
     fn up(&self) {
         self.backoff_ms.store(0, Relaxed);
-        if self.degraded.swap(false, Relaxed) {
+        let last = self.back_ms.load(Relaxed);
+        if self.degraded.swap(false, Relaxed)
+            && (last == 0 || self.now_ms().saturating_sub(last) >= WARN_EVERY_MS)
+        {
+            self.back_ms.store(self.now_ms().max(1), Relaxed);
             tracing::info!(redis = %self.url, "Redis is back: limits are shared again");
         }
     }
