@@ -132,6 +132,26 @@ pub fn may_free_up(attempts: &[Attempt]) -> bool {
         })
 }
 
+/// How long a request whose candidates were all held back should wait
+/// before trying again: `None` when a local concurrency cap holds one back
+/// (its release wakes the queue) unless a cap shared by the replicas asks
+/// to be polled; otherwise the earliest a limit frees up.
+pub fn held_back_for(attempts: &[Attempt]) -> Option<Duration> {
+    let local_cap = attempts
+        .iter()
+        .any(|a| a.class == FailureClass::AtCapacity && a.retry_after_ms.is_none());
+    attempts
+        .iter()
+        .filter(|a| match a.class {
+            FailureClass::AtCapacity => true,
+            FailureClass::RateLimited => !local_cap,
+            _ => false,
+        })
+        .filter_map(|a| a.retry_after_ms)
+        .min()
+        .map(Duration::from_millis)
+}
+
 /// One failed attempt, as reported to the caller when every candidate failed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Attempt {
@@ -223,6 +243,27 @@ mod tests {
             "nothing held back"
         );
         assert!(!may_free_up(&[]));
+    }
+
+    #[test]
+    fn a_held_back_request_waits_for_the_earliest_thing_that_frees_it() {
+        let local_cap = Attempt::held_back("a", FailureClass::AtCapacity, "cap", None);
+        let shared_cap = Attempt::held_back("b", FailureClass::AtCapacity, "cap", Some(25));
+        let minute = Attempt::held_back("c", FailureClass::RateLimited, "rpm", Some(50_000));
+        let second = Attempt::held_back("d", FailureClass::RateLimited, "rps", Some(300));
+        let ms = Duration::from_millis;
+        assert_eq!(
+            held_back_for(&[minute.clone(), second.clone()]),
+            Some(ms(300))
+        );
+        // A local cap frees with a release (a wake-up): a minute's limit
+        // must not make the request give up at once.
+        assert_eq!(held_back_for(&[local_cap.clone(), minute.clone()]), None);
+        assert_eq!(
+            held_back_for(&[local_cap, shared_cap.clone(), minute]),
+            Some(ms(25))
+        );
+        assert_eq!(held_back_for(&[shared_cap, second]), Some(ms(25)));
     }
 
     #[test]

@@ -201,15 +201,20 @@ impl KeyPool {
         &self.keys
     }
 
+    /// Where this request's turn of the rotation starts (no atomic for a
+    /// single key).
+    fn turn(&self) -> usize {
+        match self.keys.len() {
+            0 | 1 => 0,
+            n => self.next.fetch_add(1, Relaxed) % n,
+        }
+    }
+
     /// The keys that could be used now (set, not refused, not cooling),
     /// by index, in this request's turn of the rotation.
     pub fn rotation(&self) -> Vec<usize> {
         let n = self.keys.len();
-        let start = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Relaxed) % n
-        };
+        let start = self.turn();
         (0..n)
             .map(|i| (start + i) % n)
             .filter(|&i| {
@@ -234,11 +239,7 @@ impl KeyPool {
     /// `tpm`); the limiter's events go to `events`.
     pub fn pick(&self, tokens: u64, events: &mut Vec<(Event, String)>) -> Result<Lease, NoKey> {
         let n = self.keys.len();
-        let start = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Relaxed) % n
-        };
+        let start = self.turn();
         let mut unset = Vec::new();
         let mut revoked = 0;
         let mut soonest: Option<(Duration, Option<(Kind, u64)>)> = None;

@@ -38,7 +38,6 @@ pub use request::CallerHints;
 use crate::config::{Config, Timeouts};
 use crate::domain::{AuthScheme, Capabilities, Target};
 use crate::error::ApiError;
-use crate::failover::FailureClass;
 use crate::health::DeploymentHealth;
 use crate::plugins::Registry;
 use crate::ratelimit::Limiter;
@@ -329,137 +328,92 @@ impl Gateway {
             // The gateway's and the route's concurrency caps: held until
             // the record completes (a stream's end), waited for in the queue.
             loop {
-            match self.request_slots(route) {
-                Ok(slots) => {
-                    if let Some(r) = rec.record() {
-                        r.slots = slots;
-                    }
-                }
-                Err(full) => {
-                    if waiting.wait(priority, None).await.is_err() {
-                        return Err(full);
-                    }
-                    continue;
-                }
-            }
-            let mut attempts = Vec::new();
-            // Across the whole chain: a deployment listed by two routes is
-            // tried once, an adapter that cannot send the request is not
-            // asked again.
-            let mut tried = Tried::default();
-            for (n, &(route, rest)) in chain.iter().enumerate() {
-                if n > 0 {
-                    // Only what another model may fix: not a gateway that is
-                    // saturated (the caller gets its 503 and Retry-After).
-                    if !attempts.is_empty()
-                        && attempts
-                            .iter()
-                            .all(|a: &crate::failover::Attempt| a.class == FailureClass::GatewaySaturated)
-                    {
-                        break;
-                    }
-                    tracing::info!(request_id = %request_id, model = %chain[0].0.name,
-                        fallback = %route.name, "falling back to another route");
-                    // A fallback route's own cap, held until the record completes.
-                    if let Some(max) = route.max_in_flight {
-                        match route.gauge.try_acquire(max) {
-                            Some(slot) => {
-                                if let Some(r) = rec.record() {
-                                    r.slots.push(slot);
-                                }
-                            }
-                            None => {
-                                attempts.push(crate::failover::Attempt::held_back(
-                                    &route.name,
-                                    FailureClass::AtCapacity,
-                                    format!("fallback model {:?} is at its max_in_flight ({max})", route.name),
-                                    None,
-                                ));
-                                continue;
-                            }
+                match self.request_slots(route) {
+                    Ok(slots) => {
+                        if let Some(r) = rec.record() {
+                            r.slots = slots;
                         }
                     }
+                    Err(full) => {
+                        if waiting.wait(priority, None).await.is_err() {
+                            return Err(full);
+                        }
+                        continue;
+                    }
                 }
-                match self
-                    .serve_route(route, rest, &summary, &request, view.stream, &request_id, &mut attempts, &mut tried, begun, rec)
-                    .await
-                {
-                    Ok(Some(answer)) => return Ok(answer),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            // Every candidate was held back (limits, cooling keys, caps):
-            // wait for one to free up, then try again.
-            if crate::failover::may_free_up(&attempts) {
-                // A local cap frees up with a release (which wakes the
-                // queue); a limit at its reset; a cap shared by the
-                // replicas is looked at again shortly.
-                let reset = if attempts
-                    .iter()
-                    .any(|a| a.class == FailureClass::AtCapacity && a.retry_after_ms.is_none())
-                {
-                    // A local cap wakes the queue; a shared one is polled.
-                    attempts
-                        .iter()
-                        .filter(|a| a.class == FailureClass::AtCapacity)
-                        .filter_map(|a| a.retry_after_ms)
-                        .min()
-                        .map(std::time::Duration::from_millis)
-                } else {
-                    attempts
-                        .iter()
-                        .filter(|a| {
-                            matches!(a.class, FailureClass::RateLimited | FailureClass::AtCapacity)
-                        })
-                        .filter_map(|a| a.retry_after_ms)
-                        .min()
-                        .map(std::time::Duration::from_millis)
-                };
-                // A waiting request holds no place under the gateway's or
-                // the route's cap (others may use them meanwhile); given
-                // back quietly: waking the queue now would wake itself.
-                if let Some(r) = rec.record() {
-                    r.slots
-                        .drain(..)
-                        .for_each(crate::capacity::Slot::give_back_quietly);
-                }
-                if waiting.wait(priority, reset).await.is_ok() {
-                    continue;
-                }
-            }
-            // 5. Every candidate failed (or none could serve the request).
-            let first = &chain[0].0;
-            if attempts.is_empty() {
-                let blocked = rec
-                    .record()
-                    .and_then(|r| r.reservation.as_ref())
-                    .map(|h| h.blocked_deployments.join(", "))
-                    .unwrap_or_default();
-                let reason = if blocked.is_empty() {
-                    format!(
-                        "none of its deployments (or none the strategy chose) supports everything the request needs: {}",
-                        summary.needs.names()
+                let attempts = match self
+                    .serve_chain(
+                        &chain,
+                        &summary,
+                        &request,
+                        view.stream,
+                        &request_id,
+                        begun,
+                        rec,
                     )
-                } else {
-                    format!(
-                        "its deployments that could serve it are out until their budget's window ends (spent deployment budgets: {blocked}), or do not support everything the request needs: {}",
-                        summary.needs.names()
-                    )
+                    .await?
+                {
+                    Ok(answer) => return Ok(answer),
+                    Err(attempts) => attempts,
                 };
-                return Err(ApiError::NoCandidate {
-                    model: first.name.clone(),
-                    reason,
-                });
-            }
-            return Err(ApiError::AllFailed {
-                model: first.name.clone(),
-                attempts,
-            });
+                // Every candidate was held back (limits, cooling keys,
+                // caps): wait for one to free up, then try again.
+                if crate::failover::may_free_up(&attempts) {
+                    // A waiting request holds no place under the gateway's
+                    // or the route's cap (others may use them meanwhile);
+                    // given back quietly: waking the queue would wake itself.
+                    if let Some(r) = rec.record() {
+                        r.slots
+                            .drain(..)
+                            .for_each(crate::capacity::Slot::give_back_quietly);
+                    }
+                    let until = crate::failover::held_back_for(&attempts);
+                    if waiting.wait(priority, until).await.is_ok() {
+                        continue;
+                    }
+                }
+                // 5. Every candidate failed (or none could serve the request).
+                return Err(nothing_served(&chain[0].0.name, attempts, &summary, rec));
             }
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The error for a request no candidate served: none could (capabilities,
+/// spent deployment budgets), or every one failed.
+fn nothing_served(
+    model: &str,
+    attempts: Vec<crate::failover::Attempt>,
+    summary: &crate::domain::RequestSummary,
+    rec: &mut Recorder,
+) -> ApiError {
+    if !attempts.is_empty() {
+        return ApiError::AllFailed {
+            model: model.to_string(),
+            attempts,
+        };
+    }
+    let blocked = rec
+        .record()
+        .and_then(|r| r.reservation.as_ref())
+        .map(|h| h.blocked_deployments.join(", "))
+        .unwrap_or_default();
+    let reason = if blocked.is_empty() {
+        format!(
+            "none of its deployments (or none the strategy chose) supports everything the request needs: {}",
+            summary.needs.names()
+        )
+    } else {
+        format!(
+            "its deployments that could serve it are out until their budget's window ends (spent deployment budgets: {blocked}), or do not support everything the request needs: {}",
+            summary.needs.names()
+        )
+    };
+    ApiError::NoCandidate {
+        model: model.to_string(),
+        reason,
     }
 }
 

@@ -9,7 +9,7 @@ use super::outcome::{self, Recorder};
 use super::{Answer, Gateway, Route, Tried, order};
 use crate::domain::{RequestSummary, Target};
 use crate::error::ApiError;
-use crate::failover::{FailureClass, Next};
+use crate::failover::{Attempt, FailureClass, Next};
 
 impl Gateway {
     /// Steps 3 and 4 for one route: its order, then each candidate in turn.
@@ -166,5 +166,80 @@ impl Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// One pass over the request's route and its fallbacks, in order: the
+    /// answer, or every attempt made (or held back) on the way.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn serve_chain(
+        &self,
+        chain: &[(&Route, Option<&str>)],
+        summary: &RequestSummary,
+        request: &Arc<str>,
+        stream: bool,
+        request_id: &Arc<str>,
+        begun: Instant,
+        rec: &mut Recorder,
+    ) -> Result<Result<Answer, Vec<Attempt>>, ApiError> {
+        let mut attempts = Vec::new();
+        // Across the whole chain: a deployment listed by two routes is
+        // tried once, an adapter that cannot send the request is not
+        // asked again.
+        let mut tried = Tried::default();
+        for (n, &(route, rest)) in chain.iter().enumerate() {
+            if n > 0 {
+                // Only what another model may fix: not a gateway that is
+                // saturated (the caller gets its 503 and Retry-After).
+                if !attempts.is_empty()
+                    && attempts
+                        .iter()
+                        .all(|a: &Attempt| a.class == FailureClass::GatewaySaturated)
+                {
+                    break;
+                }
+                tracing::info!(request_id = %request_id, model = %chain[0].0.name,
+                    fallback = %route.name, "falling back to another route");
+                // A fallback route's own cap, held until the record completes.
+                if let Some(max) = route.max_in_flight {
+                    match route.gauge.try_acquire(max) {
+                        Some(slot) => {
+                            if let Some(r) = rec.record() {
+                                r.slots.push(slot);
+                            }
+                        }
+                        None => {
+                            attempts.push(Attempt::held_back(
+                                &route.name,
+                                FailureClass::AtCapacity,
+                                format!(
+                                    "fallback model {:?} is at its max_in_flight ({max})",
+                                    route.name
+                                ),
+                                None,
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            }
+            if let Some(answer) = self
+                .serve_route(
+                    route,
+                    rest,
+                    summary,
+                    request,
+                    stream,
+                    request_id,
+                    &mut attempts,
+                    &mut tried,
+                    begun,
+                    rec,
+                )
+                .await?
+            {
+                return Ok(Ok(answer));
+            }
+        }
+        Ok(Err(attempts))
     }
 }

@@ -278,21 +278,7 @@ impl Limiter {
         if s.forget_expired(us) && s.windows.is_empty() {
             self.active.store(false, Relaxed);
         }
-        for (learned, kind, need) in [
-            (s.requests_left, Kind::ProviderRequests, 1),
-            (s.tokens_left, Kind::ProviderTokens, tokens),
-        ] {
-            if let Some(l) = learned
-                && l.left < need
-                && !(kind == Kind::ProviderTokens && l.limit.is_some_and(|max| need > max))
-            {
-                return Err(Refused {
-                    limit: kind,
-                    max: l.limit.unwrap_or(l.left),
-                    retry_after: Duration::from_micros((l.until_us - us).max(1)),
-                });
-            }
-        }
+        s.check_learned(us, tokens)?;
         let warn_at = s.warn_at;
         let need = |w: &Window| if w.kind == Kind::Tpm { tokens } else { 1 };
         if let Some(w) = s.windows.iter_mut().find(|w| !w.fits(w.slot(us), need(w))) {
@@ -313,12 +299,7 @@ impl Limiter {
                 retry_after: Duration::from_micros(w.wait_us(us, n).max(1)),
             });
         }
-        if let Some(l) = &mut s.requests_left {
-            l.left = l.left.saturating_sub(1);
-        }
-        if let Some(l) = &mut s.tokens_left {
-            l.left = l.left.saturating_sub(tokens);
-        }
+        s.count_learned(tokens);
         for w in &mut s.windows {
             let now = w.slot(us);
             let n = need(w);
@@ -383,27 +364,8 @@ impl Limiter {
         let us = self.now_us();
         let mut s = self.lock();
         s.forget_expired(us);
-        for (learned, kind, need) in [
-            (s.requests_left, Kind::ProviderRequests, 1),
-            (s.tokens_left, Kind::ProviderTokens, tokens),
-        ] {
-            if let Some(l) = learned
-                && l.left < need
-                && !(kind == Kind::ProviderTokens && l.limit.is_some_and(|max| need > max))
-            {
-                return Err(Refused {
-                    limit: kind,
-                    max: l.limit.unwrap_or(l.left),
-                    retry_after: Duration::from_micros((l.until_us - us).max(1)),
-                });
-            }
-        }
-        if let Some(l) = &mut s.requests_left {
-            l.left = l.left.saturating_sub(1);
-        }
-        if let Some(l) = &mut s.tokens_left {
-            l.left = l.left.saturating_sub(tokens);
-        }
+        s.check_learned(us, tokens)?;
+        s.count_learned(tokens);
         Ok(())
     }
 
@@ -518,6 +480,38 @@ impl Limiter {
 }
 
 impl State {
+    /// The provider's reported quota: refused when less is left than the
+    /// request needs (a request larger than a whole token quota is let
+    /// through, or it would wait forever).
+    fn check_learned(&self, us: u64, tokens: u64) -> Result<(), Refused> {
+        for (learned, kind, need) in [
+            (self.requests_left, Kind::ProviderRequests, 1),
+            (self.tokens_left, Kind::ProviderTokens, tokens),
+        ] {
+            if let Some(l) = learned
+                && l.left < need
+                && !(kind == Kind::ProviderTokens && l.limit.is_some_and(|max| need > max))
+            {
+                return Err(Refused {
+                    limit: kind,
+                    max: l.limit.unwrap_or(l.left),
+                    retry_after: Duration::from_micros((l.until_us - us).max(1)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an admitted request down from what the provider said is left.
+    fn count_learned(&mut self, tokens: u64) {
+        if let Some(l) = &mut self.requests_left {
+            l.left = l.left.saturating_sub(1);
+        }
+        if let Some(l) = &mut self.tokens_left {
+            l.left = l.left.saturating_sub(tokens);
+        }
+    }
+
     /// Drops provider figures whose reset has passed; whether none is left.
     fn forget_expired(&mut self, us: u64) -> bool {
         if self.requests_left.is_some_and(|l| !l.live(us)) {

@@ -95,22 +95,15 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let (Some(conn), Ok(rt)) = (
-            self.shared.conn.load_full(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            return;
-        };
         let key = std::mem::take(&mut self.key);
         let member = std::mem::take(&mut self.member);
-        let timeout = self.shared.timeout * 4;
-        rt.spawn(async move {
-            let mut conn = (*conn).clone();
+        // Even while Redis looks down: a lease taken before must not hold
+        // its place for its whole length. Lost, it still runs out.
+        self.shared.off_path(true, move |me, mut conn| async move {
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(key).arg(member);
-            // Lost, the lease still runs out.
             let _: Result<redis::RedisResult<i64>, _> =
-                tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await;
+                tokio::time::timeout(me.timeout * 4, cmd.query_async(&mut conn)).await;
         });
     }
 }
@@ -273,6 +266,26 @@ impl Shared {
         format!("{}:state:{scope}:{name}", self.prefix)
     }
 
+    /// Runs `work` on a connection off the request path (spawned): not
+    /// while Redis is down (unless `even_degraded`), nor without a runtime
+    /// (a config check).
+    fn off_path<Fut>(
+        self: &Arc<Self>,
+        even_degraded: bool,
+        work: impl FnOnce(Arc<Self>, ConnectionManager) -> Fut,
+    ) where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.is_degraded() && !even_degraded {
+            return;
+        }
+        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(work(self.clone(), (*conn).clone()));
+    }
+
     /// Adds each `(budget window, cost)` to its counter and hands the
     /// totals every replica spent to `totals` (all sent off the request
     /// path; nothing when Redis is unavailable).
@@ -281,20 +294,10 @@ impl Shared {
         items: Vec<(String, f64)>,
         totals: impl FnOnce(Vec<f64>) + Send + 'static,
     ) {
-        if self.is_degraded() {
-            return;
-        }
-        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let prefix = self.prefix.clone();
-        let timeout = self.timeout * 4;
-        rt.spawn(async move {
-            let mut conn = (*conn).clone();
+        self.off_path(false, move |me, mut conn| async move {
             let mut pipe = redis::pipe();
             for (key, cost) in &items {
-                let key = format!("{prefix}:budget:{key}");
+                let key = format!("{}:budget:{key}", me.prefix);
                 pipe.cmd("INCRBYFLOAT").arg(&key).arg(*cost);
                 // A month and a day: the longest window and then some.
                 pipe.cmd("PEXPIRE")
@@ -303,7 +306,7 @@ impl Shared {
                     .ignore();
             }
             let answer: Result<redis::RedisResult<Vec<f64>>, _> =
-                tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await;
+                tokio::time::timeout(me.timeout * 4, pipe.query_async(&mut conn)).await;
             if let Ok(Ok(sums)) = answer {
                 totals(sums);
             }
@@ -313,40 +316,22 @@ impl Shared {
     /// Tells the other replicas that `what` of `name` no longer cools down
     /// (a circuit closed here).
     pub fn clear_cooldown(self: &Arc<Self>, scope: &str, name: &str, what: &str) {
-        if self.is_degraded() {
-            return;
-        }
-        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
         let key = self.state_key(scope, name);
         let what = what.to_string();
-        let timeout = self.timeout * 4;
-        rt.spawn(async move {
-            let mut conn = (*conn).clone();
+        self.off_path(false, move |me, mut conn| async move {
             let mut cmd = redis::cmd("HDEL");
             cmd.arg(key).arg(what);
             let _: Result<redis::RedisResult<i64>, _> =
-                tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await;
+                tokio::time::timeout(me.timeout * 4, cmd.query_async(&mut conn)).await;
         });
     }
 
     /// Tells the other replicas that `what` (`circuit`, `key:<fingerprint>`)
     /// of `name` cools down for `for_` (sent off the request path).
     pub fn publish_cooldown(self: &Arc<Self>, scope: &str, name: &str, what: &str, for_: Duration) {
-        if self.is_degraded() {
-            return;
-        }
-        let (Some(conn), Ok(rt)) = (self.conn.load_full(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let me = self.clone();
         let key = self.state_key(scope, name);
         let what = what.to_string();
-        rt.spawn(async move {
-            let mut conn = (*conn).clone();
+        self.off_path(false, move |me, mut conn| async move {
             let mut call = me.cool.prepare_invoke();
             call.key(key).arg(what).arg(for_.as_millis().max(1) as u64);
             let _: Result<redis::RedisResult<i64>, _> =
@@ -534,18 +519,10 @@ impl Shared {
     }
 
     fn send_adjustments(self: &Arc<Self>, changes: Vec<(String, u64, i64)>) {
-        if changes.is_empty() || self.is_degraded() {
+        if changes.is_empty() {
             return;
         }
-        let Some(conn) = self.conn.load_full() else {
-            return;
-        };
-        let me = self.clone();
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let mut conn = (*conn).clone();
+        self.off_path(false, move |me, mut conn| async move {
             for (key, slot, delta) in changes {
                 let mut call = me.adjust.prepare_invoke();
                 call.key(key).arg(slot).arg(delta);
