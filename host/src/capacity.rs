@@ -188,9 +188,9 @@ impl Ticket {
         self.waiters.wake_after(self.key);
     }
 
-    /// Whether a waiter ahead of this one is still waiting (it should be
-    /// served first).
-    pub fn is_first(&self) -> bool {
+    /// Whether it is first in line (tests).
+    #[cfg(test)]
+    fn is_first(&self) -> bool {
         self.waiters.lock().keys().next() == Some(&self.key)
     }
 }

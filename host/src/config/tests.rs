@@ -26,6 +26,14 @@ fn bundled_default_config_is_valid() {
 }
 
 #[test]
+fn the_traffic_control_example_is_valid() {
+    let c = parse(include_str!("../../../examples/traffic-control.json")).unwrap();
+    assert_eq!(c.limits.backend, LimitsBackend::Redis);
+    assert_eq!(c.auth.keys.len(), 2);
+    assert_eq!(c.deployments["openai-mini"].key_envs().len(), 2);
+}
+
+#[test]
 fn schema_violation_names_path_and_rule() {
     let text = MINIMAL.replace("\"http://127.0.0.1:1/v1\"", "42");
     let err = parse(&text).unwrap_err().to_string();
