@@ -118,6 +118,16 @@ impl DeploymentHealth {
         }
     }
 
+    /// How long a half-open probe holds the circuit for the others.
+    pub fn probe_window(&self) -> Duration {
+        Duration::from_millis(self.settings.load().probe_window_ms)
+    }
+
+    /// How long a tripped circuit stays open.
+    pub fn trip_cooldown(&self) -> Duration {
+        Duration::from_millis(self.settings.load().cooldown_ms)
+    }
+
     pub fn is_cooling_down(&self) -> bool {
         self.now_ms() < self.cooldown_until_ms.load(Relaxed)
     }

@@ -69,6 +69,47 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// `INFO <section>`'s `field` (e.g. `cmdstat_evalsha`), whole.
+    fn info(&self, section: &str, field: &str) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = s.write_all(format!("INFO {section}\r\n").as_bytes());
+        // A bulk reply: `$<length>\r\n<text>\r\n`.
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let whole = |raw: &[u8]| {
+            let text = String::from_utf8_lossy(raw);
+            let Some((head, body)) = text.split_once("\r\n") else {
+                return false;
+            };
+            head.trim_start_matches('$')
+                .parse::<usize>()
+                .is_ok_and(|len| body.len() >= len)
+        };
+        while !whole(&raw) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// How many times Redis ran `EVALSHA` since its stats were reset.
+    fn evalsha_calls(&self) -> u64 {
+        let stat = self.info("commandstats", "cmdstat_evalsha");
+        stat.split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// One inline command's first reply line ("" when unreachable).
     fn command(&self, line: &str) -> String {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
@@ -286,11 +327,142 @@ async fn cool_downs_seen_by_one_replica_hold_for_the_other() {
         assert_eq!(b.chat("c", false).await.status(), 200);
     }
     // B's first request learns of the open circuit with its first check
-    // (its order was already made); the others keep away from it.
+    // and goes to the next candidate; the others keep away from it.
+    assert_eq!(
+        mock.hits("fail-500"),
+        2,
+        "B tried a deployment whose circuit A had opened"
+    );
+}
+
+/// A circuit one replica tripped half-opens for all of them with one
+/// probe: when the shared cool-down ends, the replicas' requests (both
+/// first choices again) send one probe in all; it fails, and the circuit
+/// reopens everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_circuit_half_opens_with_one_probe_for_every_replica() {
+    let mock = Mock::start().await;
+    let redis = Redis::start();
+    let routes = json!({"c": {"deployments": ["bad", "good"]}});
+    let extra = json!({
+        "deployments": {
+            "bad": {"adapter": "openai", "base_url": mock.url, "model": "fail-500"},
+            "good": {"adapter": "openai", "base_url": mock.url, "model": "gpt-good", "priority": 1}
+        },
+        "health": {"trip_after": 2, "cooldown_ms": 1500, "probe_window_ms": 10000},
+        "limits": {"backend": "redis"},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
+    let b = Gateway::start(routes, &["openai"], extra);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    for _ in 0..2 {
+        assert_eq!(a.chat("c", false).await.status(), 200);
+    }
+    assert_eq!(mock.hits("fail-500"), 2, "A trips the circuit");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B learns of it (the first check defers it), then keeps away.
+    for _ in 0..2 {
+        assert_eq!(b.chat("c", false).await.status(), 200);
+    }
+    assert_eq!(mock.hits("fail-500"), 2);
+    // The cool-down ends everywhere: each replica would probe on its own.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for gw in [&a, &b] {
+            let url = gw.url.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(round * 30)).await;
+                client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .body(r#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
     assert_eq!(
         mock.hits("fail-500"),
         3,
-        "B tried a deployment whose circuit A had opened"
+        "one probe for both replicas after the shared cool-down"
+    );
+    // It failed: the circuit is open again for both, for a whole cool-down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for gw in [&a, &b] {
+        for _ in 0..2 {
+            assert_eq!(gw.chat("c", false).await.status(), 200);
+        }
+    }
+    assert_eq!(
+        mock.hits("fail-500"),
+        3,
+        "the failed probe reopened the circuit"
+    );
+}
+
+/// A client key's windows ride on the request's first deployment check:
+/// one `EVALSHA` per request (counted by Redis), and the key's rpm holds
+/// across two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_key_and_its_deployment_cost_one_round_trip() {
+    let mock = Mock::start().await;
+    let redis = Redis::start();
+    let key = "sy-shared-team-secret";
+    let extra = json!({
+        "deployments": {"d": {"adapter": "openai", "base_url": mock.url, "model": "gpt-one",
+            "rpm": 1000}},
+        "auth": {"required": true, "keys": {
+            "team": {"hash": switchyard::auth::hash_text(key), "rpm": 6}
+        }},
+        "limits": {"backend": "redis", "replicas_hint": 2, "queue": {"max_wait_ms": 0}},
+        "redis": {"url": redis.url(), "timeout_ms": 50}
+    });
+    let routes = json!({"r": {"deployments": ["d"]}});
+    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
+    let b = Gateway::start(routes, &["openai"], extra);
+    for gw in [&a, &b] {
+        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
+    }
+    let call = |gw: &Gateway| {
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(key)
+            .body(r#"{"model":"r","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+    };
+    // Each replica's connection has loaded the script.
+    for gw in [&a, &b] {
+        assert_eq!(call(gw).await.unwrap().status(), 200);
+    }
+    assert_eq!(redis.command("CONFIG RESETSTAT"), "+OK");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        for gw in [&a, &b] {
+            let r = call(gw).await.unwrap();
+            let status = r.status().as_u16();
+            if status == 429 {
+                let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], "client_key_rate_limited", "{body}");
+            }
+            statuses.push(status);
+        }
+    }
+    // 6 a minute for the key across both replicas (not 6 each).
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "{statuses:?}");
+    assert_eq!(mock.hits("gpt-one"), 6);
+    assert_eq!(
+        redis.evalsha_calls(),
+        6,
+        "one EVALSHA a request, the client key's check included"
     );
 }
 

@@ -14,50 +14,68 @@ use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::{NoKey, UpstreamKey};
 use crate::ratelimit::Hold;
-use crate::ratelimit::shared::Checked;
+use crate::ratelimit::shared::{Check, Verdict};
 
 impl Gateway {
-    /// A client key's own limits: takes one request and the request's
-    /// estimated tokens from its windows (reconciled with the real usage
-    /// when the record completes), or refuses with a 429.
-    pub(super) async fn caller_limits(
-        &self,
-        caller: &crate::auth::ClientKey,
-        view: &ChatRequestView<'_>,
-        text: &str,
-        rec: &mut Recorder,
-    ) -> Result<(), ApiError> {
-        if !caller.limiter.is_active() {
-            return Ok(());
-        }
+    /// A client key's own limits: the tokens a request is estimated to use
+    /// (its prompt and `max_tokens`, or `limits.default_output_tokens`).
+    pub(super) fn caller_tokens(&self, view: &ChatRequestView<'_>, text: &str) -> u64 {
         let prompt = outcome::estimate_tokens(outcome::content_chars(text));
         let output = view
             .output_limit()
             .unwrap_or(self.config.limits.default_output_tokens);
-        let tokens = u64::from(prompt) + u64::from(output);
-        let refused = |refused: crate::ratelimit::Refused| ApiError::CallerRateLimited {
-            key: caller.name.to_string(),
-            limit: refused.limit.name(),
-            max: refused.max,
-            retry_after_ms: refused.retry_after.as_millis().max(1) as u64,
-        };
-        // Shared by every replica when Redis is there and answering.
+        u64::from(prompt) + u64::from(output)
+    }
+
+    /// A client key's own limits, checked on their own: takes one request
+    /// and `tokens` from its windows (reconciled with the real usage when
+    /// the record completes), or refuses with a 429. With Redis this is
+    /// folded into the request's first deployment check instead (one round
+    /// trip): this runs only when Redis is unavailable, or when the request
+    /// made no such check.
+    pub(super) async fn caller_limits(
+        &self,
+        caller: &crate::auth::ClientKey,
+        tokens: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), ApiError> {
         if let Some(shared) = &self.shared {
-            match shared
-                .reserve("c", &caller.name, caller.limits, tokens, None, None)
-                .await
-            {
-                Checked::Admitted { reservation, .. } => {
+            let checked = shared
+                .reserve(Check {
+                    scope: "c",
+                    name: &caller.name,
+                    limits: caller.limits,
+                    tokens,
+                    cap: None,
+                    keys: None,
+                    caller: None,
+                    probe: None,
+                })
+                .await;
+            match checked.verdict {
+                Verdict::Admitted { reservation, .. } => {
                     if let Some(record) = rec.record() {
                         record.caller_limit = Some(Hold::Shared(shared.clone(), reservation));
                     }
                     return Ok(());
                 }
-                Checked::Refused(r, _) => return Err(refused(r)),
-                Checked::AtCapacity(..) | Checked::KeysBusy(..) => return Ok(()),
-                Checked::Unavailable => {}
+                Verdict::Refused(r) | Verdict::CallerRefused(r) => {
+                    return Err(caller_refused(caller, r));
+                }
+                Verdict::AtCapacity(..) | Verdict::KeysBusy(..) => return Ok(()),
+                Verdict::Unavailable => {}
             }
         }
+        self.caller_limits_here(caller, tokens, rec)
+    }
+
+    /// The client key's windows in this replica (its share, with Redis).
+    fn caller_limits_here(
+        &self,
+        caller: &crate::auth::ClientKey,
+        tokens: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), ApiError> {
         let mut events = Vec::new();
         let result = caller.limiter.try_reserve(tokens, &mut events);
         let request_id = rec.record().map(|r| r.request_id.clone());
@@ -76,8 +94,34 @@ impl Gateway {
                 }
                 Ok(())
             }
-            Err(r) => Err(refused(r)),
+            Err(r) => Err(caller_refused(caller, r)),
         }
+    }
+}
+
+fn caller_refused(caller: &crate::auth::ClientKey, r: crate::ratelimit::Refused) -> ApiError {
+    ApiError::CallerRateLimited {
+        key: caller.name.to_string(),
+        limit: r.limit.name(),
+        max: r.max,
+        retry_after_ms: r.retry_after.as_millis().max(1) as u64,
+    }
+}
+
+/// Why an attempt was not sent.
+pub(super) enum NotSent {
+    /// Held back or refused: the next candidate.
+    Attempt(Attempt),
+    /// Another replica probes its circuit: try it last, like a deployment
+    /// cooling down here.
+    Deferred,
+    /// The client key is at its limit: the request ends with a 429.
+    Caller(ApiError),
+}
+
+impl From<Attempt> for NotSent {
+    fn from(a: Attempt) -> Self {
+        NotSent::Attempt(a)
     }
 }
 
@@ -88,6 +132,9 @@ pub(super) struct Held {
     pub limits: [Option<Hold>; 2],
     /// Its place under the deployment's `max_in_flight`.
     pub slot: Option<crate::capacity::Slot>,
+    /// It probes the deployment's circuit for every replica: its outcome
+    /// closes or reopens the circuit there too.
+    pub probe: bool,
 }
 
 impl Gateway {
@@ -97,19 +144,26 @@ impl Gateway {
     /// (a `rate_limited` attempt that was never sent, with when it frees
     /// up; an `auth` one when no key can be used). Limit events go to the
     /// store and the log.
+    ///
+    /// With Redis this is the request's one round trip per attempt: the
+    /// client key's windows ride on its first, and a circuit another
+    /// replica opened (or probes) defers the deployment to the end of the
+    /// order unless it is already a `last_resort`.
     pub(super) async fn reserve(
         &self,
         d: &Deployment,
         summary: &RequestSummary,
         request_id: &Arc<str>,
-        rec: &Recorder,
-    ) -> Result<Held, Attempt> {
+        last_resort: bool,
+        rec: &mut Recorder,
+    ) -> Result<Held, NotSent> {
         let output = summary
             .max_output_tokens
             .unwrap_or(self.config.limits.default_output_tokens);
         let tokens = u64::from(summary.input_tokens) + u64::from(output);
+        let sinks = rec.sinks().clone();
         let event = |e: crate::ratelimit::Event, key: Option<String>| {
-            rec.sinks().event(
+            sinks.event(
                 e.kind,
                 &d.name,
                 serde_json::json!({"limit": e.limit.name(), "used": e.used, "max": e.max,
@@ -142,6 +196,9 @@ impl Gateway {
         // Keys with limits of their own: the shared check picks the first
         // (in this replica's rotation) whose windows have room.
         let mut chosen_key = None;
+        let mut probe = false;
+        // The client key's windows ride on the request's first check.
+        let caller = rec.record().and_then(|r| r.caller_due.take());
         if let Some(shared) = &self.shared {
             let rotation = if d.key_limits.is_empty() {
                 Vec::new()
@@ -154,20 +211,41 @@ impl Gateway {
                 .collect();
             let keys =
                 (!fingerprints.is_empty()).then_some((d.key_limits, fingerprints.as_slice()));
-            match shared
-                .reserve("d", &d.name, d.limits, tokens, cap, keys)
-                .await
-            {
-                Checked::Admitted {
+            let checked = shared
+                .reserve(Check {
+                    scope: "d",
+                    name: &d.name,
+                    limits: d.limits,
+                    tokens,
+                    cap,
+                    keys,
+                    caller: caller.as_ref().map(|(c, _)| (&*c.name, c.limits)),
+                    probe: Some(d.health.probe_window()),
+                })
+                .await;
+            if let (Some(reservation), Some(r)) = (checked.caller, rec.record()) {
+                r.caller_limit = Some(Hold::Shared(shared.clone(), reservation));
+            }
+            let circuit_open_elsewhere = adopt_cooldowns(d, &checked.cooling);
+            match checked.verdict {
+                Verdict::Admitted {
                     reservation,
                     headroom,
-                    cooling,
                     lease: taken,
                     key_index,
+                    probe: probing,
                 } => {
+                    // A last resort is sent whatever the others say of its
+                    // circuit, as one cooling down here would be.
+                    if circuit_open_elsewhere && !last_resort {
+                        // Another replica tripped it or probes it now: this
+                        // request goes elsewhere first.
+                        shared.release(&reservation);
+                        return Err(NotSent::Deferred);
+                    }
+                    probe = probing;
                     chosen_key = key_index.map(|c| d.keys.keys()[rotation[c]].clone());
                     shared_lease = taken;
-                    adopt_cooldowns(d, &cooling);
                     d.shared_headroom.store(headroom.to_bits(), Relaxed);
                     if f64::from(1.0 - headroom) >= self.config.limits.warn_at {
                         for e in d.limiter.shared_events(None, headroom) {
@@ -176,8 +254,7 @@ impl Gateway {
                     }
                     held = Some(Hold::Shared(shared.clone(), reservation));
                 }
-                Checked::KeysBusy(wait, cooling) => {
-                    adopt_cooldowns(d, &cooling);
+                Verdict::KeysBusy(wait) => {
                     let whose = if d.keys.keys().len() > 1 {
                         "every key"
                     } else {
@@ -189,10 +266,9 @@ impl Gateway {
                         .or(d.key_limits.rps)
                         .or(d.key_limits.tpm)
                         .unwrap_or(0);
-                    return Err(refused("key", max, wait, whose));
+                    return Err(refused("key", max, wait, whose).into());
                 }
-                Checked::AtCapacity(max, cooling) => {
-                    adopt_cooldowns(d, &cooling);
+                Verdict::AtCapacity(max) => {
                     // Another replica's release wakes no one here: look
                     // again shortly.
                     return Err(Attempt::held_back(
@@ -200,10 +276,10 @@ impl Gateway {
                         FailureClass::AtCapacity,
                         format!("at its max_in_flight ({max}, shared by the replicas); not sent"),
                         Some(25),
-                    ));
+                    )
+                    .into());
                 }
-                Checked::Refused(r, cooling) => {
-                    adopt_cooldowns(d, &cooling);
+                Verdict::Refused(r) => {
                     d.shared_headroom.store(0f32.to_bits(), Relaxed);
                     // Strategies see 0 only until the window frees up (no
                     // check may come to update it while others serve).
@@ -214,10 +290,23 @@ impl Gateway {
                     for e in d.limiter.shared_events(Some((r.limit, r.max)), 0.0) {
                         event(e, None);
                     }
-                    return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment"));
+                    return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment").into());
                 }
-                Checked::Unavailable => {}
+                Verdict::CallerRefused(r) => {
+                    let (c, _) = caller.as_ref().expect("a caller refusal names a caller");
+                    return Err(NotSent::Caller(caller_refused(c, r)));
+                }
+                Verdict::Unavailable => {
+                    // This replica's share of the client key's windows.
+                    if let Some((c, tokens)) = &caller {
+                        self.caller_limits_here(c, *tokens, rec)
+                            .map_err(NotSent::Caller)?;
+                    }
+                }
             }
+        } else if let Some((c, tokens)) = &caller {
+            self.caller_limits_here(c, *tokens, rec)
+                .map_err(NotSent::Caller)?;
         }
         if held.is_none() && (d.limited || d.limiter.is_active()) {
             let mut events = Vec::new();
@@ -227,7 +316,9 @@ impl Gateway {
             }
             match result {
                 Ok(r) => held = Some(Hold::Local(d.limiter.clone(), r)),
-                Err(r) => return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment")),
+                Err(r) => {
+                    return Err(refused(r.limit.name(), r.max, r.retry_after, "deployment").into());
+                }
             }
         }
         let mut events = Vec::new();
@@ -283,7 +374,8 @@ impl Gateway {
                                 FailureClass::AtCapacity,
                                 format!("at its max_in_flight ({max}); not sent"),
                                 None,
-                            ));
+                            )
+                            .into());
                         }
                     },
                 };
@@ -291,6 +383,7 @@ impl Gateway {
                     limits,
                     key: lease.key,
                     slot,
+                    probe,
                 })
             }
             Err(no) => {
@@ -298,7 +391,7 @@ impl Gateway {
                 if let Some(hold) = held {
                     hold.release();
                 }
-                Err(match no {
+                Err(NotSent::Attempt(match no {
                     NoKey::Busy { retry_after, limit } => {
                         let whose = if d.keys.keys().len() > 1 { "every key" } else { "its key" };
                         match limit {
@@ -329,24 +422,27 @@ impl Gateway {
                             if vars.len() > 1 { "are" } else { "is" }
                         ),
                     ),
-                })
+                }))
             }
         }
     }
 }
 
 /// Cool-downs another replica saw (a tripped circuit, a key's 429) apply
-/// here too.
-fn adopt_cooldowns(d: &Deployment, cooling: &[(String, std::time::Duration)]) {
+/// here too. Whether the circuit is among them.
+fn adopt_cooldowns(d: &Deployment, cooling: &[(String, std::time::Duration)]) -> bool {
+    let mut circuit = false;
     for (what, left) in cooling {
         if what == "circuit" {
             d.health.adopt_cooldown(*left);
+            circuit = true;
         } else if let Some(fp) = what.strip_prefix("key:")
             && let Some(key) = d.keys.keys().iter().find(|k| k.fingerprint == fp)
         {
             key.cool_down(*left);
         }
     }
+    circuit
 }
 
 /// What a failed attempt means for its deployment and key.

@@ -311,8 +311,15 @@ impl Gateway {
                 check_wildcard_rest(rest)?;
             }
         }
-        if let Some(c) = &caller {
-            self.caller_limits(c, &view, text, rec).await?;
+        if let Some(c) = &caller
+            && c.limiter.is_active()
+        {
+            let tokens = self.caller_tokens(&view, text);
+            match (&self.shared, rec.record()) {
+                // Checked with the first deployment: one round trip.
+                (Some(_), Some(r)) => r.caller_due = Some((c.clone(), tokens)),
+                _ => self.caller_limits(c, tokens, rec).await?,
+            }
         }
         self.admit(&chain, &view, text, rec)?;
         // A span at `debug` only: at `info` its creation, formatting and
@@ -356,6 +363,11 @@ impl Gateway {
                     Ok(answer) => return Ok(answer),
                     Err(attempts) => attempts,
                 };
+                // No deployment check carried the client key's windows (no
+                // candidate got that far): checked on their own.
+                if let Some((c, tokens)) = rec.record().and_then(|r| r.caller_due.take()) {
+                    self.caller_limits(&c, tokens, rec).await?;
+                }
                 // Every candidate was held back (limits, cooling keys,
                 // caps): wait for one to free up, then try again.
                 if crate::failover::may_free_up(&attempts) {

@@ -196,6 +196,10 @@ pub struct Record {
     pub reservation: Option<Reservation>,
     /// What it holds of its client key's limits until its usage is known.
     pub caller_limit: Option<Hold>,
+    /// With Redis: the client key whose windows are still to be checked,
+    /// with the request's estimated tokens (they ride on the request's
+    /// first deployment check).
+    pub caller_due: Option<(Arc<crate::auth::ClientKey>, u64)>,
     /// Its places under the gateway's and its route's concurrency caps,
     /// given back when the record completes.
     pub slots: Vec<crate::capacity::Slot>,
@@ -227,6 +231,7 @@ impl Recorder {
                 ttft: None,
                 reservation: None,
                 caller_limit: None,
+                caller_due: None,
                 slots: Vec::new(),
                 open: None,
             })),

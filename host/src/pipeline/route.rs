@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::limits::NotSent;
 use super::outcome::{self, Recorder};
 use super::{Answer, Gateway, Route, Tried, order};
 use crate::domain::{RequestSummary, Target};
@@ -37,7 +38,11 @@ impl Gateway {
         }
         // 4. Each candidate in turn. The request text is shared by every
         // plugin call of this request (calls may run on other threads).
-        for index in order {
+        // Deployments whose circuit another replica holds open go to the
+        // end (tried last, like those cooling down here).
+        let mut next = 0;
+        while let Some(&(index, first_choice)) = order.get(next) {
+            next += 1;
             let deployment = &route.members[index].deployment;
             let target = match rest {
                 Some(rest) if deployment.target.model.contains('*') => Arc::new(Target {
@@ -63,13 +68,23 @@ impl Gateway {
             loop {
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
-                let held = match self.reserve(deployment, summary, request_id, rec).await {
+                let held = match self
+                    .reserve(deployment, summary, request_id, !first_choice, rec)
+                    .await
+                {
                     Ok(held) => held,
-                    Err(refused) => {
+                    Err(NotSent::Attempt(refused)) => {
                         attempts.push(refused);
                         break;
                     }
+                    Err(NotSent::Deferred) => {
+                        order.push((index, false));
+                        tried.targets.pop();
+                        break;
+                    }
+                    Err(NotSent::Caller(e)) => return Err(e),
                 };
+                let probe = held.probe;
                 let mut record = outcome::AttemptRecord::new(
                     &deployment.name,
                     &deployment.adapter,
@@ -100,8 +115,7 @@ impl Gateway {
                         } // A committed stream: its pump ends the attempt.
                         // A probe that closed the circuit closes it everywhere.
                         if let Some(shared) = &self.shared
-                            && was_cooling
-                            && !deployment.health.is_cooling_down()
+                            && (probe || was_cooling && !deployment.health.is_cooling_down())
                         {
                             shared.clear_cooldown("d", &deployment.name, "circuit");
                         }
@@ -140,6 +154,15 @@ impl Gateway {
                             && let Some(left) = deployment.health.cooling_for()
                         {
                             shared.publish_cooldown("d", &deployment.name, "circuit", left);
+                        } else if let Some(shared) = &self.shared
+                            && probe
+                            && attempt.class.is_deployment_fault()
+                        {
+                            // The probe for every replica failed: the circuit
+                            // reopens everywhere, here too.
+                            let open = deployment.health.trip_cooldown();
+                            deployment.health.adopt_cooldown(open);
+                            shared.publish_cooldown("d", &deployment.name, "circuit", open);
                         }
                         // The key, not the deployment, was refused: the same
                         // deployment again with another key of its pool.

@@ -23,24 +23,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 
-use super::{Kind, Limits, Refused};
+mod check;
 
-/// Checks and takes one request (and its tokens) from every limit; see
-/// the module's doc.
-///
-/// KEYS: [1] the deployment's state (cool-downs: field → until, ms), [2]
-/// its requests in flight (a sorted set of leases by expiry), then one
-/// hash per deployment limit, then per candidate key one hash per key
-/// limit. ARGV: [1] tokens, [2] the in-flight cap (0: none), [3] this
-/// request's lease, [4] the lease's length in ms, [5] the number of
-/// deployment limits, [6] of key limits, [7] of candidate keys; then per
-/// deployment limit and then per key limit: its size, its bucket width in
-/// µs, 1 when it counts tokens.
-///
-/// Returns, each followed by the cool-downs as field, ms-left pairs:
-/// `{1, headroom‰, now_µs, chosen key (1-based, 0: none)}`,
-/// `{0, limit index, wait_µs, used}` (a deployment limit is full),
-/// `{2, cap}` (in flight at the cap), `{3, wait_µs}` (every key is full).
+pub use check::{Check, Checked, Reservation, Verdict};
+
+/// The check a request makes before an attempt: see [`check`].
 const RESERVE: &str = include_str!("lua/reserve.lua");
 
 /// Records a cool-down: field ARGV[1] of KEYS[1] until now + ARGV[2] ms
@@ -115,37 +102,6 @@ impl std::fmt::Debug for Shared {
             .field("degraded", &self.degraded.load(Relaxed))
             .finish()
     }
-}
-
-/// What a shared reservation holds: each limit's hash, bucket and amount.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reservation {
-    taken: Vec<(String, u64, u64, bool)>,
-}
-
-/// A shared check's answer.
-#[derive(Debug)]
-pub enum Checked {
-    Admitted {
-        reservation: Reservation,
-        /// 0..1: the tightest limit after this request.
-        headroom: f32,
-        /// Cool-downs other replicas saw: `circuit` or `key:<fingerprint>`,
-        /// and how long each has left.
-        cooling: Vec<(String, Duration)>,
-        /// Its place under the in-flight cap, when it has one.
-        lease: Option<Lease>,
-        /// The candidate key whose windows had room (its index among those
-        /// passed), when key windows were checked.
-        key_index: Option<usize>,
-    },
-    /// Every candidate key is at one of its limits: free again after this.
-    KeysBusy(Duration, Vec<(String, Duration)>),
-    Refused(Refused, Vec<(String, Duration)>),
-    /// At its in-flight cap across the replicas (the cap).
-    AtCapacity(u32, Vec<(String, Duration)>),
-    /// Redis is down, slow or erroring: use the local limiter.
-    Unavailable,
 }
 
 const BACKOFF_MIN_MS: u64 = 100;
@@ -258,10 +214,6 @@ impl Shared {
         self.degraded.load(Relaxed)
     }
 
-    fn key(&self, scope: &str, name: &str, kind: Kind) -> String {
-        format!("{}:lim:{scope}:{name}:{}", self.prefix, kind.name())
-    }
-
     fn state_key(&self, scope: &str, name: &str) -> String {
         format!("{}:state:{scope}:{name}", self.prefix)
     }
@@ -338,216 +290,6 @@ impl Shared {
                 tokio::time::timeout(me.timeout * 4, call.invoke_async(&mut conn)).await;
         });
     }
-
-    /// Checks and takes one request and `tokens` from `name`'s shared
-    /// windows. One round trip, at most `redis.timeout_ms`.
-    pub async fn reserve(
-        self: &Arc<Self>,
-        scope: &str,
-        name: &str,
-        limits: Limits,
-        tokens: u64,
-        cap: Option<(u32, Duration)>,
-        keys: Option<(Limits, &[String])>,
-    ) -> Checked {
-        if self.now_ms() < self.skip_until_ms.load(Relaxed) {
-            return Checked::Unavailable;
-        }
-        let Some(conn) = self.conn.load_full() else {
-            return Checked::Unavailable;
-        };
-        let windows = windows_of(limits);
-        let (key_windows, candidates): (Vec<(Kind, u64, u64)>, &[String]) = match keys {
-            Some((l, fps)) if !l.is_empty() && !fps.is_empty() => (windows_of(l), fps),
-            _ => (Vec::new(), &[]),
-        };
-        let mut call = self.reserve.prepare_invoke();
-        let in_flight_key = format!("{}:inflight:{scope}:{name}", self.prefix);
-        let member = format!("{}:{}", self.replica, self.leases.fetch_add(1, Relaxed));
-        call.key(self.state_key(scope, name));
-        call.key(&in_flight_key);
-        call.arg(tokens);
-        match cap {
-            Some((max, lease)) => call
-                .arg(max)
-                .arg(&member)
-                .arg(lease.as_millis().max(1) as u64),
-            None => call.arg(0).arg("").arg(0),
-        };
-        call.arg(windows.len())
-            .arg(key_windows.len())
-            .arg(candidates.len());
-        for (kind, _, _) in &windows {
-            call.key(self.key(scope, name, *kind));
-        }
-        let key_window =
-            |fp: &str, kind: Kind| format!("{}:lim:key:{name}:{fp}:{}", self.prefix, kind.name());
-        for fp in candidates {
-            for (kind, _, _) in &key_windows {
-                call.key(key_window(fp, *kind));
-            }
-        }
-        for (kind, limit, width) in windows.iter().chain(&key_windows) {
-            call.arg(*limit)
-                .arg(*width)
-                .arg(u8::from(*kind == Kind::Tpm));
-        }
-        let mut conn = (*conn).clone();
-        let answer: Result<redis::RedisResult<Vec<redis::Value>>, _> =
-            tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await;
-        let values = match answer {
-            Err(_) => {
-                self.down(&format!("no answer within {} ms", self.timeout.as_millis()));
-                // The script may still run: a lease it adds must not hold a
-                // place for its whole length (its window counts, at most a
-                // window, err on the safe side).
-                if cap.is_some() {
-                    drop(Lease {
-                        shared: self.clone(),
-                        key: in_flight_key,
-                        member,
-                    });
-                }
-                return Checked::Unavailable;
-            }
-            Ok(Err(e)) => {
-                self.down(&e.to_string());
-                return Checked::Unavailable;
-            }
-            Ok(Ok(v)) => v,
-        };
-        self.up();
-        let number = |v: &redis::Value| match v {
-            redis::Value::Int(n) => Some(*n),
-            _ => None,
-        };
-        let head: Vec<i64> = values.iter().take(4).map_while(number).collect();
-        let tail_from = match head.first() {
-            Some(2 | 3) => 2,
-            _ => 4,
-        };
-        let cooling: Vec<(String, Duration)> = values
-            .get(tail_from..)
-            .unwrap_or_default()
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [redis::Value::BulkString(field), left] => Some((
-                    String::from_utf8_lossy(field).into_owned(),
-                    Duration::from_millis(number(left)?.max(0) as u64),
-                )),
-                _ => None,
-            })
-            .collect();
-        let need = |kind: Kind| if kind == Kind::Tpm { tokens } else { 1 };
-        match head.as_slice() {
-            [1, headroom, now_us, chosen] => {
-                let now_us = *now_us as u64;
-                let mut taken: Vec<(String, u64, u64, bool)> = windows
-                    .iter()
-                    .map(|(kind, _, width)| {
-                        let key = self.key(scope, name, *kind);
-                        (key, now_us / width, need(*kind), *kind == Kind::Tpm)
-                    })
-                    .collect();
-                let key_index = usize::try_from(*chosen)
-                    .ok()
-                    .and_then(|c| c.checked_sub(1))
-                    .filter(|&c| c < candidates.len());
-                if let Some(c) = key_index {
-                    taken.extend(key_windows.iter().map(|(kind, _, width)| {
-                        let key = key_window(&candidates[c], *kind);
-                        (key, now_us / width, need(*kind), *kind == Kind::Tpm)
-                    }));
-                }
-                Checked::Admitted {
-                    reservation: Reservation { taken },
-                    headroom: (*headroom as f32 / 1000.0).clamp(0.0, 1.0),
-                    cooling,
-                    lease: cap.map(|_| Lease {
-                        shared: self.clone(),
-                        key: in_flight_key,
-                        member,
-                    }),
-                    key_index,
-                }
-            }
-            [2, max, ..] => Checked::AtCapacity(*max as u32, cooling),
-            [3, wait_us, ..] => {
-                Checked::KeysBusy(Duration::from_micros((*wait_us).max(1) as u64), cooling)
-            }
-            [0, index, wait_us, _used] => {
-                let (kind, limit, _) = windows[(*index as usize)
-                    .saturating_sub(1)
-                    .min(windows.len().saturating_sub(1))];
-                Checked::Refused(
-                    Refused {
-                        limit: kind,
-                        max: limit,
-                        retry_after: Duration::from_micros((*wait_us).max(1) as u64),
-                    },
-                    cooling,
-                )
-            }
-            other => {
-                self.down(&format!("unexpected script answer {other:?}"));
-                Checked::Unavailable
-            }
-        }
-    }
-
-    /// The request's real token count corrects its `tpm` bucket (sent off
-    /// the request path).
-    pub fn reconcile(self: &Arc<Self>, r: &Reservation, actual: u64) {
-        let changes: Vec<(String, u64, i64)> = r
-            .taken
-            .iter()
-            .filter(|(_, _, _, tokens)| *tokens)
-            .map(|(key, slot, need, _)| (key.clone(), *slot, actual as i64 - *need as i64))
-            .filter(|(_, _, delta)| *delta != 0)
-            .collect();
-        self.send_adjustments(changes);
-    }
-
-    /// Gives a reservation back whole (the request was never sent).
-    pub fn release(self: &Arc<Self>, r: &Reservation) {
-        let changes = r
-            .taken
-            .iter()
-            .map(|(key, slot, need, _)| (key.clone(), *slot, -(*need as i64)))
-            .collect();
-        self.send_adjustments(changes);
-    }
-
-    fn send_adjustments(self: &Arc<Self>, changes: Vec<(String, u64, i64)>) {
-        if changes.is_empty() {
-            return;
-        }
-        self.off_path(false, move |me, mut conn| async move {
-            for (key, slot, delta) in changes {
-                let mut call = me.adjust.prepare_invoke();
-                call.key(key).arg(slot).arg(delta);
-                let sent: Result<redis::RedisResult<i64>, _> =
-                    tokio::time::timeout(me.timeout * 4, call.invoke_async(&mut conn)).await;
-                if !matches!(sent, Ok(Ok(_))) {
-                    // A lost correction errs on the safe side for at most
-                    // a window; the next check notices Redis is down.
-                    break;
-                }
-            }
-        });
-    }
-}
-
-/// The windows of `limits`: kind, size, bucket width in µs.
-fn windows_of(limits: Limits) -> Vec<(Kind, u64, u64)> {
-    [
-        (Kind::Rps, limits.rps, 1_000_000u64),
-        (Kind::Rpm, limits.rpm, 60_000_000),
-        (Kind::Tpm, limits.tpm, 60_000_000),
-    ]
-    .into_iter()
-    .filter_map(|(kind, limit, window)| Some((kind, limit?, window.div_ceil(60))))
-    .collect()
 }
 
 /// The URL without its password, for logs.
