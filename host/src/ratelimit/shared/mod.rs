@@ -38,6 +38,18 @@ const COOL: &str = include_str!("lua/cool.lua");
 /// bucket is still there; never below zero.
 const ADJUST: &str = include_str!("lua/adjust.lua");
 
+/// Publishes this replica's budget reservations and reads the others' and
+/// the spend: KEYS[1..n] each budget window's holds (a hash of replica →
+/// `amount:until_ms`), KEYS[n+1..2n] its spend counters; ARGV[1] this
+/// replica, ARGV[2] how long a hold lasts unless renewed (a dead
+/// replica's run out), then this replica's hold on each. Returns, per
+/// budget window, the others' holds and the spend, as strings.
+const HOLD: &str = include_str!("lua/hold.lua");
+
+/// How long a replica's published budget reservations count if it stops
+/// renewing them (it died).
+const HOLD_TTL_MS: u64 = 60_000;
+
 /// Where the shared windows live.
 pub struct Shared {
     url: String,
@@ -47,6 +59,7 @@ pub struct Shared {
     reserve: redis::Script,
     adjust: redis::Script,
     cool: redis::Script,
+    hold: redis::Script,
     origin: Instant,
     /// Until when (ms since `origin`) Redis is not asked: the back-off.
     skip_until_ms: AtomicU64,
@@ -123,6 +136,7 @@ impl Shared {
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
             cool: redis::Script::new(COOL),
+            hold: redis::Script::new(HOLD),
             origin: Instant::now(),
             skip_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
@@ -263,6 +277,38 @@ impl Shared {
                 totals(sums);
             }
         });
+    }
+
+    /// Publishes what this replica holds in reserve on each `(budget
+    /// window, amount)` and returns, for each, what the other replicas
+    /// hold and what all have spent (`None` when Redis does not answer).
+    /// Run off the request path.
+    pub async fn hold_budgets(&self, holds: &[(String, f64)]) -> Option<Vec<(f64, f64)>> {
+        if holds.is_empty() || self.is_degraded() {
+            return None;
+        }
+        let mut conn = (*self.conn.load_full()?).clone();
+        let mut call = self.hold.prepare_invoke();
+        for (key, _) in holds {
+            call.key(format!("{}:held:{key}", self.prefix));
+        }
+        for (key, _) in holds {
+            call.key(format!("{}:budget:{key}", self.prefix));
+        }
+        call.arg(&self.replica).arg(HOLD_TTL_MS);
+        for (_, amount) in holds {
+            call.arg(*amount);
+        }
+        let answer: Result<redis::RedisResult<Vec<String>>, _> =
+            tokio::time::timeout(self.timeout * 4, call.invoke_async(&mut conn)).await;
+        let figures = answer.ok()?.ok()?;
+        let number = |s: &String| s.parse::<f64>().unwrap_or(0.0).max(0.0);
+        Some(
+            figures
+                .chunks(2)
+                .map(|pair| (number(&pair[0]), pair.get(1).map_or(0.0, number)))
+                .collect(),
+        )
     }
 
     /// Tells the other replicas that `what` of `name` no longer cools down

@@ -13,9 +13,9 @@
 //! from the store for the current window, so a restart resets nothing.
 //!
 //! With Redis (`limits.backend: "redis"`), each settled cost is also added
-//! to the budget's counter there (off the request path), and the total the
-//! replicas spent comes back into this replica's tally: every replica's
-//! admission sees the others' spend as of its own last settled request.
+//! to the budget's counter there (off the request path), and each
+//! replica's reservations are published for the others to count (see
+//! [`sync`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 
 use crate::config::{BudgetAction, BudgetConfig, BudgetPeriod};
 
+mod sync;
+
 /// What a budget's current window has spent and holds in reserve.
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -31,6 +33,8 @@ struct Tally {
     window: i64,
     spent: f64,
     reserved: f64,
+    /// What the other replicas hold in reserve, as of the last sync.
+    others: f64,
     /// Fractions already alerted in this window.
     alerted: Vec<u32>,
 }
@@ -42,6 +46,7 @@ pub struct Budgets {
     tallies: Arc<Mutex<HashMap<String, Tally>>>,
     /// Where the replicas add up their spend, with Redis.
     shared: arc_swap::ArcSwapOption<crate::ratelimit::shared::Shared>,
+    sync: Arc<sync::SyncState>,
 }
 
 /// Who and what a request is, as budgets select it.
@@ -179,6 +184,7 @@ impl Budgets {
                 window,
                 spent: amount,
                 reserved: 0.0,
+                others: 0.0,
                 alerted: def
                     .alert_at
                     .iter()
@@ -193,6 +199,19 @@ impl Budgets {
     /// budget it falls under, or refuses it when a `reject` budget is spent.
     /// Deployment budgets only mark their deployments blocked or not.
     pub fn admit(
+        &self,
+        s: &Subject<'_>,
+        estimate: f64,
+        now_ms: i64,
+    ) -> Result<Reservation, Exceeded> {
+        let admitted = self.admit_here(s, estimate, now_ms);
+        if !admitted.as_ref().is_ok_and(|r| r.budgets.is_empty()) {
+            self.sync_shared();
+        }
+        admitted
+    }
+
+    fn admit_here(
         &self,
         s: &Subject<'_>,
         estimate: f64,
@@ -216,7 +235,7 @@ impl Budgets {
                     ..Tally::default()
                 };
             }
-            let over = t.spent + t.reserved >= def.limit_usd;
+            let over = t.spent + t.reserved + t.others >= def.limit_usd;
             if let Some(d) = &def.deployment {
                 if over && def.action == BudgetAction::Reject && def.counts(s, d) {
                     r.blocked_deployments.push(d.clone());
@@ -307,6 +326,9 @@ impl Budgets {
             }
         }
         drop(tallies);
+        if !r.budgets.is_empty() || !charged.is_empty() {
+            self.sync_shared();
+        }
         if let Some(shared) = self.shared.load_full()
             && !charged.is_empty()
         {
@@ -352,6 +374,7 @@ impl Budgets {
                     "limit_usd": def.limit_usd,
                     "spent_usd": t.spent,
                     "reserved_usd": t.reserved,
+                    "reserved_elsewhere_usd": t.others,
                     "fraction": if def.limit_usd > 0.0 { t.spent / def.limit_usd } else { 0.0 },
                     "action": def.action,
                     "alert_at": def.alert_at,
