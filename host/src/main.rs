@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             json,
         } => Config::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|c| switchyard::stats::report(&c.store.path, &since, &by, json))
+            .and_then(|c| switchyard::stats::report(&c.store.path, &c.budgets, &since, &by, json))
             .map(|text| {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());

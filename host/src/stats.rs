@@ -6,12 +6,20 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::config::BudgetConfig;
 use crate::store::query::{self, Filter};
+use std::collections::BTreeMap;
 
 /// The report for the requests since `since` (a span such as `24h`, or
 /// milliseconds since the epoch), costs grouped `by` day, route,
 /// deployment or caller; JSON when `json`.
-pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, String> {
+pub fn report(
+    db: &Path,
+    budgets: &BTreeMap<String, BudgetConfig>,
+    since: &str,
+    by: &str,
+    json: bool,
+) -> Result<String, String> {
     if !db.exists() {
         return Err(format!(
             "no store at {} (the gateway creates it on its first start with store.enabled)",
@@ -56,10 +64,25 @@ pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, St
         },
         now,
     ))?;
+    // The configured budgets' current windows, as the gateway restores
+    // them at start (without what is in flight).
+    let tallies = crate::budget::Budgets::default();
+    tallies.set(budgets.clone());
+    let unread = std::cell::RefCell::new(None);
+    tallies.restore(now, |_, b, from| {
+        query::budget_spend(&conn, b, from).unwrap_or_else(|e| {
+            *unread.borrow_mut() = Some(e.to_string());
+            0.0
+        })
+    });
+    if let Some(e) = unread.into_inner() {
+        return Err(format!("cannot read the budgets' spend: {e}"));
+    }
+    let budgets = tallies.view(now);
     if json {
         return Ok(serde_json::json!({
             "summary": summary, "usage": usage["data"], "costs": costs, "quality": quality["data"],
-            "recent_failures": failed["data"], "recent_events": events["data"],
+            "budgets": budgets["data"], "recent_failures": failed["data"], "recent_events": events["data"],
         })
         .to_string());
     }
@@ -123,6 +146,19 @@ pub fn report(db: &Path, since: &str, by: &str, json: bool) -> Result<String, St
             "rejected",
         ],
         quality["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+    );
+    table(
+        &mut out,
+        "Budgets (current windows)",
+        &[
+            "name",
+            "period",
+            "spent_usd",
+            "limit_usd",
+            "fraction",
+            "action",
+        ],
+        budgets["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
     );
     table(
         &mut out,

@@ -18,6 +18,12 @@ if model then
     wrk.body = wrk.body:gsub('^{"model":"load"', '{"model":"' .. model .. '"', 1)
 end
 
+-- LOAD_AUTH=KEY: sent as a client key (scripts/load sets it for LOAD_CLIENT_KEY=1).
+local auth = os.getenv("LOAD_AUTH")
+if auth then
+    wrk.headers["Authorization"] = "Bearer " .. auth
+end
+
 -- LOAD_STREAM=1: the same request, streamed (SSE); scripts/load drives streams
 -- with tools/loadgen instead, which also times the first chunk.
 if os.getenv("LOAD_STREAM") == "1" then

@@ -103,6 +103,7 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
         "{ok}"
     );
     assert_eq!(ok["attempts_detail"][0]["billed"], true);
+    assert_eq!(ok["attempts_detail"][0]["estimated"], false);
     assert_eq!(ok["attempts_detail"][0]["adapter"], "openai");
     assert_eq!(ok["attempts_detail"][0]["status"], 200);
 
@@ -221,6 +222,7 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(send(&gw, "req-silent", "silent", false).await.status(), 200);
     let silent = record(&gw, "req-silent").await;
     assert_eq!(silent["estimated"], true);
+    assert_eq!(silent["attempts_detail"][0]["estimated"], true, "{silent}");
     // "hello there, how are you" (24 chars) → 6; "answer from no-usage" (20) → 5.
     assert_eq!(silent["prompt_tokens"], 6);
     assert_eq!(silent["completion_tokens"], 5);
@@ -309,6 +311,7 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     assert!(a["class"].is_string(), "{cut}");
     assert_eq!(a["billed"], true);
     assert_eq!(cut["estimated"], true);
+    assert_eq!(a["estimated"], true);
     assert_eq!(a["completion_tokens"], 2); // "partial " → 8 chars
 
     // Without usage: estimated from what was streamed.
@@ -428,9 +431,17 @@ async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    // A budget, as configured (read by `stats` from the config file).
+    gw.rewrite_config(|c| {
+        c["budgets"] = json!({"all-daily": {"period": "day", "limit_usd": 1000.0}});
+    });
     let text = stats(&["--by", "deployment"]);
     assert!(
         text.contains("3 requests: 2 succeeded, 1 failed, 1 failed over"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Budgets (current windows)") && text.contains("all-daily"),
         "{text}"
     );
     assert!(text.contains("Costs by deployment"), "{text}");
@@ -441,6 +452,12 @@ async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
         json["summary"]["cost"].as_f64().unwrap(),
         2.0 * cost(3.0, 3.0)
     ));
+    let budget = &json["budgets"][0];
+    assert_eq!(budget["name"], "all-daily", "{json}");
+    assert!(
+        close(budget["spent_usd"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)),
+        "{json}"
+    );
 }
 
 /// Events of `kind` (waits up to 10 s for at least `n`).

@@ -1,6 +1,7 @@
 //! The store's faults never fail a request: while a client loops requests,
 //! the database is replaced by garbage, deleted, and its writes refused by
-//! a file-size limit (a full disk); each time the store reports degraded
+//! a file-size limit (a full disk), or locked by another process; each
+//! time the store reports degraded
 //! mode in `/healthz` and recovers by itself once the fault is removed. A
 //! gateway killed with SIGKILL under load leaves every committed row and a
 //! database that passes `integrity_check`.
@@ -223,6 +224,59 @@ async fn store_faults_degrade_the_store_never_a_request() {
         gw.logs().contains("store degraded") && gw.logs().contains("store recovered"),
         "{}",
         gw.logs()
+    );
+}
+
+/// Another process holds the database's write lock (a backup, an operator's
+/// `sqlite3` session left in a transaction): the store is degraded while its
+/// writes time out, keeps the records in memory, and writes every one of
+/// them once the lock is gone. No request fails or waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_delays_records_and_loses_none() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(routes(&mock), &["openai"], json!({}));
+    let db = gw.db_path();
+    let load = Loop::start(gw.url.clone());
+    rows_above(&gw, 5).await;
+
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let degraded = store_state(&gw, "degraded").await;
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("locked") || r.contains("busy")),
+        "{degraded}"
+    );
+    // Requests go on meanwhile, answered as fast as before.
+    let locked_rows = rows_in(&db);
+    let before = Instant::now();
+    assert_eq!(gw.chat("ok", false).await.status(), 200);
+    assert!(before.elapsed() < Duration::from_millis(500));
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    store_state(&gw, "ok").await;
+
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed while the database was locked");
+    // Every answered request is recorded, those of the locked spell too.
+    let all = ok as i64 + 1;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rows_in(&db) < all {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {all} requests recorded ({locked_rows} when locked)\n{}",
+            rows_in(&db),
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows_in(&db), all);
+    assert_eq!(
+        gw.health().await["store"]["dropped"],
+        0,
+        "{}",
+        gw.health().await
     );
 }
 

@@ -571,6 +571,7 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
             completion_tokens: a.usage.map(|u| u.completion_tokens),
             cost: a.cost,
             billed: a.billed,
+            estimated: a.estimated,
             quality: match (&a.verdict, &a.evaluator_failed) {
                 (Some((evaluator, v)), _) => Some(QualityRow {
                     evaluator: evaluator.to_string(),

@@ -73,6 +73,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE VIEW quality_scores AS
         SELECT ts_ms, request_rowid, request_id, n, deployment, evaluator, score, pass, reasons
         FROM attempts WHERE score IS NOT NULL;",
+    // 4: whether an attempt's usage (and so its cost) was estimated from
+    // text lengths because the upstream reported none; the request's own
+    // flag says only that one of its attempts was.
+    "ALTER TABLE attempts ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings `conn` to the newest schema.
