@@ -14,7 +14,8 @@ const ROWS: u64 = 9_999;
 
 fn rows(store: &Store, from: u64) {
     for n in from..from + ROWS / 3 {
-        let id = format!("req-{n}");
+        // As the gateway makes them (a caller may send its own).
+        let id = format!("5f3a9c01-{n:012x}");
         let request = RequestRow {
             id: id.clone(),
             ts_ms: n as i64,

@@ -96,8 +96,10 @@ async fn chat(
 ) -> Response {
     let request_id: Arc<str> = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => Arc::from(id),
+        // The counter at a fixed width: ids sort in the order they are
+        // made, so the store's index on them grows at its end.
         _ => Arc::from(format!(
-            "{:08x}-{:x}",
+            "{:08x}-{:012x}",
             app.id_prefix,
             app.next_id.fetch_add(1, Ordering::Relaxed)
         )),

@@ -35,8 +35,20 @@ struct Tally {
     reserved: f64,
     /// What the other replicas hold in reserve, as of the last sync.
     others: f64,
+    /// When that sync was.
+    others_at: Option<std::time::Instant>,
     /// Fractions already alerted in this window.
     alerted: Vec<u32>,
+}
+
+impl Tally {
+    /// What the other replicas hold, while the last sync is recent.
+    fn others_fresh(&self) -> f64 {
+        match self.others_at {
+            Some(at) if at.elapsed() < sync::FRESH => self.others,
+            _ => 0.0,
+        }
+    }
 }
 
 /// Every budget's definition and tally.
@@ -45,7 +57,7 @@ pub struct Budgets {
     defs: arc_swap::ArcSwap<BTreeMap<String, BudgetConfig>>,
     tallies: Arc<Mutex<HashMap<String, Tally>>>,
     /// Where the replicas add up their spend, with Redis.
-    shared: arc_swap::ArcSwapOption<crate::ratelimit::shared::Shared>,
+    shared: Arc<arc_swap::ArcSwapOption<crate::ratelimit::shared::Shared>>,
     sync: Arc<sync::SyncState>,
 }
 
@@ -185,6 +197,7 @@ impl Budgets {
                 spent: amount,
                 reserved: 0.0,
                 others: 0.0,
+                others_at: None,
                 alerted: def
                     .alert_at
                     .iter()
@@ -235,7 +248,7 @@ impl Budgets {
                     ..Tally::default()
                 };
             }
-            let over = t.spent + t.reserved + t.others >= def.limit_usd;
+            let over = t.spent + t.reserved + t.others_fresh() >= def.limit_usd;
             if let Some(d) = &def.deployment {
                 if over && def.action == BudgetAction::Reject && def.counts(s, d) {
                     r.blocked_deployments.push(d.clone());
@@ -374,7 +387,7 @@ impl Budgets {
                     "limit_usd": def.limit_usd,
                     "spent_usd": t.spent,
                     "reserved_usd": t.reserved,
-                    "reserved_elsewhere_usd": t.others,
+                    "reserved_elsewhere_usd": t.others_fresh(),
                     "fraction": if def.limit_usd > 0.0 { t.spent / def.limit_usd } else { 0.0 },
                     "action": def.action,
                     "alert_at": def.alert_at,

@@ -219,7 +219,7 @@ impl Gateway {
                     tokens,
                     cap,
                     keys,
-                    caller: caller.as_ref().map(|(c, _)| (&*c.name, c.limits)),
+                    caller: caller.as_ref().map(|(c, t)| (&*c.name, c.limits, *t)),
                     probe: Some(d.health.probe_window()),
                 })
                 .await;

@@ -342,6 +342,11 @@ impl Gateway {
                         }
                     }
                     Err(full) => {
+                        // A client key at its limit gets its 429 now, not
+                        // after a wait for a place.
+                        if let Some((c, tokens)) = rec.record().and_then(|r| r.caller_due.take()) {
+                            self.caller_limits(&c, tokens, rec).await?;
+                        }
                         if waiting.wait(priority, None).await.is_err() {
                             return Err(full);
                         }

@@ -69,7 +69,15 @@ impl Gateway {
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
                 let held = match self
-                    .reserve(deployment, summary, request_id, !first_choice, rec)
+                    // The last candidate is a last resort: nothing else
+                    // is left to go to first.
+                    .reserve(
+                        deployment,
+                        summary,
+                        request_id,
+                        !first_choice || next == order.len(),
+                        rec,
+                    )
                     .await
                 {
                     Ok(held) => held,

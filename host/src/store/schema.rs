@@ -77,6 +77,10 @@ pub const MIGRATIONS: &[&str] = &[
     // text lengths because the upstream reported none; the request's own
     // flag says only that one of its attempts was.
     "ALTER TABLE attempts ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;",
+    // 5: attempts are found by their request's row (`request_rowid`, since
+    // 2): the index on the request id text was only written, never read,
+    // and cost the writer a text B-tree insert per attempt.
+    "DROP INDEX IF EXISTS attempts_request;",
 ];
 
 /// Brings `conn` to the newest schema.

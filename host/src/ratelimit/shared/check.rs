@@ -34,8 +34,9 @@ pub struct Check<'a> {
     /// The upstream keys' own limits, and the candidates' fingerprints in
     /// this replica's rotation.
     pub keys: Option<(Limits, &'a [String])>,
-    /// The client key's name and limits, on the request's first check.
-    pub caller: Option<(&'a str, Limits)>,
+    /// The client key's name, limits and the tokens they count for this
+    /// request, on the request's first check.
+    pub caller: Option<(&'a str, Limits, u64)>,
     /// A circuit's probe window: a check admitted once its shared cool-down
     /// ended claims the probe for this long.
     pub probe: Option<Duration>,
@@ -115,8 +116,8 @@ impl Shared {
             Some((l, fps)) if !l.is_empty() && !fps.is_empty() => (windows_of(l), fps),
             _ => (Vec::new(), &[]),
         };
-        let caller_windows = c.caller.map(|(_, l)| windows_of(l)).unwrap_or_default();
-        let caller_name = c.caller.map(|(n, _)| n).unwrap_or_default();
+        let caller_windows = c.caller.map(|(_, l, _)| windows_of(l)).unwrap_or_default();
+        let (caller_name, caller_tokens) = c.caller.map(|(n, _, t)| (n, t)).unwrap_or_default();
         let key_window = |fp: &str, kind: Kind| {
             format!("{}:lim:key:{}:{fp}:{}", self.prefix, c.name, kind.name())
         };
@@ -138,7 +139,8 @@ impl Shared {
             .arg(key_windows.len())
             .arg(candidates.len())
             .arg(caller_windows.len())
-            .arg(c.probe.map_or(0, |p| p.as_millis().max(1) as u64));
+            .arg(c.probe.map_or(0, |p| p.as_millis().max(1) as u64))
+            .arg(caller_tokens);
         for (kind, _, _) in &windows {
             call.key(self.window_key(c.scope, c.name, *kind));
         }
@@ -204,15 +206,17 @@ impl Shared {
             })
             .collect();
         let now_us = now_us.max(0) as u64;
-        let need = |kind: Kind| if kind == Kind::Tpm { c.tokens } else { 1 };
-        let taken = |kind: Kind, width: u64, key: String| {
-            (key, now_us / width, need(kind), kind == Kind::Tpm)
+        let held = |kind: Kind, width: u64, key: String, tokens: u64| {
+            let need = if kind == Kind::Tpm { tokens } else { 1 };
+            (key, now_us / width, need, kind == Kind::Tpm)
         };
+        let taken = |kind: Kind, width: u64, key: String| held(kind, width, key, c.tokens);
         let caller = (caller_taken == 1).then(|| Reservation {
             taken: caller_windows
                 .iter()
                 .map(|(kind, _, width)| {
-                    taken(*kind, *width, self.window_key("c", caller_name, *kind))
+                    let key = self.window_key("c", caller_name, *kind);
+                    held(*kind, *width, key, caller_tokens)
                 })
                 .collect(),
         });

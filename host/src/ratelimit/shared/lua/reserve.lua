@@ -5,7 +5,8 @@ local tokens = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local nd, nk_limits, nkeys = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local nc, probe_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
-local base = 9
+local caller_tokens = tonumber(ARGV[10])
+local base = 10
 -- Cool-downs still running are reported; ended ones are dropped, except a
 -- tripped circuit's: it stays until a probe closes it (half-open), and the
 -- first admitted check claims that probe below.
@@ -31,11 +32,11 @@ local function answer(code, x, y, z)
 end
 -- Window `key` against limit number `a` (1-based among ARGV's triples):
 -- fits, and the bucket and amount to add; or the wait until it would.
-local function check(key, a)
+local function check(key, a, toks)
   local limit = tonumber(ARGV[base + 3 * a - 2])
   local width = tonumber(ARGV[base + 3 * a - 1])
   local need = 1
-  if ARGV[base + 3 * a] == '1' then need = tokens end
+  if ARGV[base + 3 * a] == '1' then need = toks end
   local now = math.floor(now_us / width)
   local fields = redis.call('HGETALL', key)
   local used, live = 0, {}
@@ -76,7 +77,7 @@ if nc > 0 then
   local tries = {}
   for c = 1, nc do
     local a = nd + nk_limits + c
-    local ok, x, y, used = check(KEYS[first_key + c], a)
+    local ok, x, y, used = check(KEYS[first_key + c], a, caller_tokens)
     if not ok then return answer(4, c, x, y) end
     tries[#tries + 1] = {KEYS[first_key + c], a, x, y, used}
   end
@@ -89,7 +90,7 @@ if cap > 0 then
 end
 local taking = {}
 for d = 1, nd do
-  local ok, x, y, used = check(KEYS[2 + d], d)
+  local ok, x, y, used = check(KEYS[2 + d], d, tokens)
   if not ok then return answer(0, d, x, y) end
   taking[#taking + 1] = {KEYS[2 + d], d, x, y, used}
 end
@@ -100,7 +101,7 @@ if nkeys > 0 then
     local fits, tries = true, {}
     for l = 1, nk_limits do
       local key = KEYS[2 + nd + (c - 1) * nk_limits + l]
-      local ok, x, y, used = check(key, nd + l)
+      local ok, x, y, used = check(key, nd + l, tokens)
       if not ok then
         fits = false
         if soonest == nil or x < soonest then soonest = x end
