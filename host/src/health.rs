@@ -32,6 +32,11 @@ pub struct DeploymentHealth {
     consecutive_faults: AtomicU32,
     /// Milliseconds since `origin` until which the deployment cools down.
     cooldown_until_ms: AtomicU64,
+    /// Microseconds since `origin` when the last cool-down was set, and
+    /// when the last fault was counted: a success clears only what was
+    /// there before its attempt began.
+    cooled_at_us: AtomicU64,
+    faulted_at_us: AtomicU64,
     /// Whether the current cool-down comes from a rate limit (headroom 0).
     rate_limited: AtomicU32,
     latency_ms: AtomicF64,
@@ -65,6 +70,8 @@ impl DeploymentHealth {
             in_flight: AtomicU32::new(0),
             consecutive_faults: AtomicU32::new(0),
             cooldown_until_ms: AtomicU64::new(0),
+            cooled_at_us: AtomicU64::new(0),
+            faulted_at_us: AtomicU64::new(0),
             rate_limited: AtomicU32::new(0),
             latency_ms: AtomicF64::new(0.0),
             error_rate: AtomicF64::new(0.0),
@@ -162,19 +169,34 @@ impl DeploymentHealth {
         InFlight(self.clone())
     }
 
-    /// A successful attempt: closes the circuit (ending any cool-down: the
-    /// deployment just proved it serves) and updates the averages.
-    pub fn record_success(&self, latency: Duration) {
-        self.record_served();
+    /// A successful attempt that began at `started`: closes the circuit
+    /// (the deployment just proved it serves) and updates the averages.
+    pub fn record_success(&self, latency: Duration, started: Instant) {
+        self.record_served(started);
         self.record_latency(latency);
     }
 
     /// A success whose latency was recorded already (a stream's, at its
-    /// first chunk).
-    pub fn record_served(&self) {
-        self.consecutive_faults.store(0, Relaxed);
-        self.cooldown_until_ms.store(0, Relaxed);
+    /// first chunk). Only a cool-down or faults from before `started` are
+    /// cleared: a slow success that began before a 429 or a trip says
+    /// nothing of the deployment since, and must not end that cool-down.
+    pub fn record_served(&self, started: Instant) {
+        let began = started.saturating_duration_since(self.origin).as_micros() as u64;
+        if self.faulted_at_us.load(Relaxed) <= began {
+            self.consecutive_faults.store(0, Relaxed);
+        }
+        if self.cooled_at_us.load(Relaxed) <= began {
+            let until = self.cooldown_until_ms.load(Relaxed);
+            // Unless a cool-down set meanwhile replaced the one read.
+            let _ = self
+                .cooldown_until_ms
+                .compare_exchange(until, 0, Relaxed, Relaxed);
+        }
         self.error_rate.blend(0.0);
+    }
+
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
     }
 
     /// Latency alone, e.g. a stream's time to its first chunk: whether the
@@ -199,6 +221,7 @@ impl DeploymentHealth {
             return;
         }
         self.error_rate.blend(1.0);
+        self.faulted_at_us.store(self.now_us(), Relaxed);
         let faults = self.consecutive_faults.fetch_add(1, Relaxed) + 1;
         if faults >= self.settings.load().trip_after {
             self.cool_down(
@@ -214,6 +237,7 @@ impl DeploymentHealth {
     }
 
     fn cool_down(&self, for_: Duration, rate_limited: bool) {
+        self.cooled_at_us.store(self.now_us(), Relaxed);
         let until = self.now_ms() + for_.as_millis() as u64;
         let previous = self.cooldown_until_ms.fetch_max(until, Relaxed);
         // The flag describes whichever cool-down ends last.
@@ -280,7 +304,7 @@ mod tests {
             h.record_failure(FailureClass::Overloaded, None);
         }
         assert!(h.snapshot().healthy);
-        h.record_success(Duration::from_millis(5));
+        h.record_success(Duration::from_millis(5), Instant::now());
         h.record_failure(FailureClass::Overloaded, None);
         assert!(h.snapshot().healthy, "success reset the count");
         for _ in 0..TRIP_AFTER {
@@ -309,10 +333,38 @@ mod tests {
         h.cooldown_until_ms.store(1, Relaxed);
         std::thread::sleep(Duration::from_millis(2));
         assert!(h.admit());
-        h.record_success(Duration::from_millis(3));
+        h.record_success(Duration::from_millis(3), Instant::now());
         assert!(
             h.admit() && h.admit(),
             "a successful probe closes it for everyone"
+        );
+    }
+
+    /// A slow success that began before a 429 (or a trip) does not end the
+    /// cool-down it set; one that began after it does.
+    #[test]
+    fn a_late_success_does_not_erase_a_fresh_cool_down() {
+        let h = DeploymentHealth::default();
+        let early = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        h.record_failure(FailureClass::RateLimited, Some(Duration::from_secs(30)));
+        h.record_success(Duration::from_millis(900), early);
+        assert!(h.is_cooling_down(), "the 429's cool-down stands");
+        for _ in 0..TRIP_AFTER {
+            h.record_failure(FailureClass::Overloaded, None);
+        }
+        h.record_success(Duration::from_millis(900), early);
+        assert!(h.is_cooling_down());
+        // Faults counted after the success began are not reset by it.
+        h.cooldown_until_ms.store(0, Relaxed);
+        h.record_success(Duration::from_millis(900), early);
+        h.record_failure(FailureClass::Overloaded, None);
+        assert!(h.is_cooling_down(), "the fault count kept going");
+        std::thread::sleep(Duration::from_millis(1));
+        h.record_success(Duration::from_millis(5), Instant::now());
+        assert!(
+            !h.is_cooling_down(),
+            "a success that began after it closes it"
         );
     }
 

@@ -10,6 +10,8 @@
 //! | `hang`       | accepts, never sends headers |
 //! | `empty`      | 200 with empty content, streamed or not (an evaluator must fail it) |
 //! | `cut-early`  | streams: 200, then closes before any event |
+//! | `done-only`  | streams: 200, only `data: [DONE]` |
+//! | `role-done`  | streams: 200, a role-only chunk, then `[DONE]` |
 //! | `stall-first`| streams: 200, then silence |
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
 //! | `stall-mid`  | streams: two chunks, then silence |
@@ -245,6 +247,17 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
     if stream {
         return match model.as_str() {
             "cut-early" => sse(futures_util::stream::empty()),
+            "done-only" => sse(futures_util::stream::iter([Bytes::from(
+                "data: [DONE]\n\n",
+            )])),
+            "role-done" => sse(futures_util::stream::iter([
+                chunk(
+                    &model,
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ),
+                Bytes::from("data: [DONE]\n\n"),
+            ])),
             "slow-stream" => {
                 let model = model.clone();
                 let events = futures_util::stream::unfold(0u32, move |i| {

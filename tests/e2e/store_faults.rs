@@ -227,6 +227,61 @@ async fn store_faults_degrade_the_store_never_a_request() {
     );
 }
 
+/// The database made read-only while the store has it open (as when its
+/// file system is remounted read-only): writes through the open files fail,
+/// the store is degraded, and once the files are writable again it writes
+/// what waited. Needs root (`chattr +i` refuses writes through open files;
+/// permissions only apply when a file is opened): skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_made_read_only_while_open_degrades_the_store() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("note: not root: cannot make an open file read-only here; test skipped");
+        return;
+    }
+    let mock = Mock::start().await;
+    let gw = Gateway::start(routes(&mock), &["openai"], json!({}));
+    let db = gw.db_path();
+    let load = Loop::start(gw.url.clone());
+    rows_above(&gw, 5).await;
+    let files: Vec<std::path::PathBuf> = ["", "-wal"]
+        .iter()
+        .map(|s| std::path::PathBuf::from(format!("{}{s}", db.display())))
+        .filter(|p| p.exists())
+        .collect();
+    for f in &files {
+        assert!(read_only(f, true), "chattr +i {}", f.display());
+    }
+    let degraded = store_state(&gw, "degraded").await;
+    let held = rows_in(&db);
+    for f in &files {
+        assert!(read_only(f, false));
+    }
+    assert!(degraded["reason"].is_string(), "{degraded}");
+    store_state(&gw, "ok").await;
+    rows_above(&gw, held).await;
+    let (ok, failed) = load.stop().await;
+    assert_eq!(
+        failed, 0,
+        "requests failed while the database was read-only"
+    );
+    // Every answered request is recorded, those of the read-only spell too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rows_in(&db) < ok as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {ok} recorded\n{}",
+            rows_in(&db),
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.health().await["store"]["dropped"], 0);
+}
+
 /// Another process holds the database's write lock (a backup, an operator's
 /// `sqlite3` session left in a transaction): the store is degraded while its
 /// writes time out, keeps the records in memory, and writes every one of

@@ -23,7 +23,14 @@ async fn stream_text(gw: &Gateway) -> (String, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_failing_before_the_first_chunk_fails_over_invisibly() {
     let mock = Mock::start().await;
-    for broken in ["cut-early", "fail-500", "rate-429"] {
+    // `done-only` and `role-done` end with nothing: not an empty success.
+    for broken in [
+        "cut-early",
+        "done-only",
+        "role-done",
+        "fail-500",
+        "rate-429",
+    ] {
         let gw = Gateway::start(
             route(
                 deployment("broken", &mock.url, broken),

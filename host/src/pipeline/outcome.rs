@@ -284,7 +284,7 @@ impl Recorder {
         }
         let was = health.is_cooling_down();
         match (attempt.class, cool) {
-            (None, _) => health.record_success(attempt.latency),
+            (None, _) => health.record_success(attempt.latency, attempt.started),
             (Some(class), Some(retry_after)) => health.record_failure(class, retry_after),
             (Some(_), None) => {}
         }
@@ -343,8 +343,13 @@ impl Recorder {
     ) {
         if let Some(h) = health {
             let was = h.is_cooling_down();
+            let started = self
+                .record
+                .as_ref()
+                .and_then(|r| r.attempts.last())
+                .map_or_else(Instant::now, |a| a.started);
             match class {
-                None => h.record_served(),
+                None => h.record_served(started),
                 Some(class) => h.record_failure(class, None),
             }
             let deployment = self

@@ -40,6 +40,8 @@ pub(super) async fn start_stream(
     let mut body = response.body;
     // One budget from sending the request to the first parsed chunk.
     let deadline = started + d.timeouts.first_byte();
+    // Chunks read before the commit (e.g. the role-only opening one).
+    let mut held = Vec::new();
     let first = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
@@ -67,13 +69,26 @@ pub(super) async fn start_stream(
         let batch = batch
             .map_err(|e| plugin_failed(&d.name, e))?
             .map_err(|e| Attempt::upstream(&d.name, None, e))?;
-        if !batch.chunks.is_empty() || batch.done {
-            break batch;
+        // Committed only once it carries something: a role-only opening
+        // chunk waits for what follows, and a stream that ends with nothing
+        // (only `[DONE]`) is a failed attempt another deployment may mend.
+        let carries = batch.chunks.iter().any(|c| carries_answer(c));
+        held.extend(batch.chunks);
+        if carries {
+            break StreamBatch {
+                chunks: held,
+                usage: batch.usage,
+                done: batch.done,
+            };
         }
-        if eof {
+        if batch.done || eof {
             return Err(fail(
                 FailureClass::Overloaded,
-                "upstream closed the stream before any chunk".into(),
+                if held.is_empty() {
+                    "upstream ended the stream before any chunk".into()
+                } else {
+                    "upstream ended the stream without any content".into()
+                },
             ));
         }
     };
@@ -428,5 +443,68 @@ mod tests {
         assert_eq!(c["choices"][0]["message"]["content"], "Hello");
         assert_eq!(c["choices"][0]["finish_reason"], "stop");
         assert_eq!(c["model"], "dep");
+    }
+}
+
+/// Whether a canonical (OpenAI-shaped) chunk carries part of the answer:
+/// text, a refusal, a tool call or a finish reason. Read only until a
+/// stream commits.
+fn carries_answer(chunk: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<Choice>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        delta: Option<Delta>,
+        #[serde(default)]
+        finish_reason: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta {
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        refusal: Option<String>,
+        #[serde(default)]
+        tool_calls: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        function_call: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_str::<Chunk>(chunk) {
+        Ok(c) => c.choices.iter().any(|choice| {
+            choice.finish_reason.is_some()
+                || choice.delta.as_ref().is_some_and(|d| {
+                    d.content.as_deref().is_some_and(|t| !t.is_empty())
+                        || d.refusal.as_deref().is_some_and(|t| !t.is_empty())
+                        || d.tool_calls.is_some()
+                        || d.function_call.is_some()
+                })
+        }),
+        // Not ours to judge: forwarded as it is.
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::carries_answer;
+
+    #[test]
+    fn only_chunks_with_part_of_the_answer_commit_a_stream() {
+        let role = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        assert!(!carries_answer(role));
+        assert!(!carries_answer(r#"{"choices":[]}"#), "a usage-only chunk");
+        assert!(carries_answer(
+            r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#
+        ));
+        assert!(carries_answer(
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t","function":{"name":"f","arguments":""}}]}}]}"#
+        ));
+        assert!(carries_answer(
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+        ));
     }
 }
