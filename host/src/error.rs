@@ -96,6 +96,10 @@ impl ApiError {
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            // Every deployment that could serve it is down (circuit open).
+            ApiError::AllFailed { attempts, .. } if held_by_circuits(attempts) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // Every deployment refused this request for what it contains: a
             // 5xx would make OpenAI clients retry it unchanged.
             ApiError::AllFailed { attempts, .. } if request_specific(attempts).is_some() => {
@@ -135,6 +139,9 @@ impl ApiError {
             }
             ApiError::AllFailed { attempts, .. } if all_rate_limited(attempts) => {
                 ("rate_limit_error", "all_deployments_rate_limited")
+            }
+            ApiError::AllFailed { attempts, .. } if held_by_circuits(attempts) => {
+                ("server_error", "deployments_unavailable")
             }
             ApiError::AllFailed { attempts, .. } if saturated(attempts) => {
                 ("server_error", "gateway_saturated")
@@ -188,6 +195,15 @@ fn held_at_capacity(attempts: &[Attempt]) -> bool {
         && attempts.iter().any(|a| a.class == FailureClass::AtCapacity)
 }
 
+/// Held back with some circuit open and none at a cap: the deployments
+/// are down, a 503 with Retry-After when the first may be back.
+fn held_by_circuits(attempts: &[Attempt]) -> bool {
+    crate::failover::may_free_up(attempts)
+        && attempts
+            .iter()
+            .any(|a| a.class == FailureClass::CircuitOpen)
+}
+
 /// Every deployment that could serve the request is at a limit (its own,
 /// a key's, the provider's): a 429. Those that never could (wrong dialect,
 /// no usable key) do not turn it into a 502.
@@ -229,7 +245,10 @@ impl IntoResponse for ApiError {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 retry_after = attempts.iter().filter_map(|a| a.retry_after_ms).min();
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE {
+            if held_by_circuits(attempts) && !held_at_capacity(attempts) {
+                // When the first circuit may close.
+                retry_after = attempts.iter().filter_map(|a| a.retry_after_ms).min();
+            } else if status == StatusCode::SERVICE_UNAVAILABLE {
                 // The earliest a limit frees up, or a second for a cap.
                 retry_after = Some(
                     attempts

@@ -50,6 +50,10 @@ pub enum FailureClass {
     /// The deployment is at its `max_in_flight`: not sent. With nothing
     /// else to serve the request, it waits in the queue, then a 503.
     AtCapacity,
+    /// The deployment's circuit is open (or another request probes it):
+    /// not sent. With nothing else to serve the request, a 503 with
+    /// Retry-After.
+    CircuitOpen,
 }
 
 /// What the pipeline does after a failed attempt.
@@ -79,6 +83,7 @@ impl FailureClass {
             Unsupported => "unsupported",
             GatewaySaturated => "gateway_saturated",
             AtCapacity => "at_capacity",
+            CircuitOpen => "circuit_open",
         }
     }
 
@@ -104,6 +109,7 @@ impl FailureClass {
                 | FailureClass::Unsupported
                 | FailureClass::GatewaySaturated
                 | FailureClass::AtCapacity
+                | FailureClass::CircuitOpen
         )
     }
 
@@ -143,7 +149,7 @@ pub fn held_back_for(attempts: &[Attempt]) -> Option<Duration> {
     attempts
         .iter()
         .filter(|a| match a.class {
-            FailureClass::AtCapacity => true,
+            FailureClass::AtCapacity | FailureClass::CircuitOpen => true,
             FailureClass::RateLimited => !local_cap,
             _ => false,
         })

@@ -13,7 +13,7 @@
 //! one sample, which is fine for statistics that steer routing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::HealthConfig;
@@ -39,6 +39,8 @@ pub struct DeploymentHealth {
     faulted_at_us: AtomicU64,
     /// Whether the current cool-down comes from a rate limit (headroom 0).
     rate_limited: AtomicU32,
+    /// A request probes the half-open circuit (see [`Probe`]).
+    probing: AtomicBool,
     latency_ms: AtomicF64,
     error_rate: AtomicF64,
     quality: AtomicF64,
@@ -73,6 +75,7 @@ impl DeploymentHealth {
             cooled_at_us: AtomicU64::new(0),
             faulted_at_us: AtomicU64::new(0),
             rate_limited: AtomicU32::new(0),
+            probing: AtomicBool::new(false),
             latency_ms: AtomicF64::new(0.0),
             error_rate: AtomicF64::new(0.0),
             quality: AtomicF64::new(1.0),
@@ -139,27 +142,45 @@ impl DeploymentHealth {
         self.now_ms() < self.cooldown_until_ms.load(Relaxed)
     }
 
-    /// Whether this request may use the deployment among the first choices.
+    /// Whether a request may be sent to the deployment now.
     ///
-    /// While it cools down: no. When a tripped circuit's cool-down has ended,
-    /// exactly one request wins the right to probe it (the others see it
-    /// cooling for `probe_window_ms` more); the probe's success closes the
-    /// circuit for everyone, its failure reopens it. Without this, every
-    /// request arriving as the cool-down ends would hit a deployment that is
-    /// probably still down.
-    pub fn admit(&self) -> bool {
+    /// While it cools down (after a 429, or a tripped circuit): no, for
+    /// `left` more. Once a tripped circuit's cool-down has ended it is
+    /// half-open: one request at a time may probe it, claimed when that
+    /// attempt starts ([`Self::try_probe`]) and held until its outcome is
+    /// recorded; the others keep away meanwhile, however long it takes.
+    /// The probe's success closes the circuit, its failure reopens it. So
+    /// a deployment that is down costs requests nothing, and one that
+    /// recovers gets its traffic back without being hammered.
+    pub fn admission(&self) -> Admission {
         let until = self.cooldown_until_ms.load(Relaxed);
         let now = self.now_ms();
         if now < until {
-            return false;
+            return Admission::Open {
+                left: Duration::from_millis(until - now),
+                rate_limited: self.rate_limited.load(Relaxed) == 1,
+            };
         }
         if until == 0 || self.consecutive_faults.load(Relaxed) < self.settings.load().trip_after {
-            return true;
+            return Admission::Closed;
         }
-        let probe_until = now + self.settings.load().probe_window_ms;
-        self.cooldown_until_ms
-            .compare_exchange(until, probe_until, Relaxed, Relaxed)
+        if self.probing.load(Relaxed) {
+            Admission::Open {
+                left: self.probe_window(),
+                rate_limited: false,
+            }
+        } else {
+            Admission::HalfOpen
+        }
+    }
+
+    /// Claims the half-open circuit's one probe for the attempt about to
+    /// start; `None` when another request holds it.
+    pub fn try_probe(self: &Arc<Self>) -> Option<Probe> {
+        self.probing
+            .compare_exchange(false, true, Relaxed, Relaxed)
             .is_ok()
+            .then(|| Probe(self.clone()))
     }
 
     /// Counts a request in flight until the guard drops. The guard owns a
@@ -247,6 +268,31 @@ impl DeploymentHealth {
     }
 }
 
+/// Whether a deployment may be sent a request now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Admission {
+    Closed,
+    /// Its circuit's cool-down ended: one request may probe it.
+    HalfOpen,
+    /// Cooling down (or probed by another request) for about `left`.
+    Open {
+        left: Duration,
+        rate_limited: bool,
+    },
+}
+
+/// The one probe of a half-open circuit, held by its attempt until the
+/// outcome is recorded (then the circuit is closed or reopened); dropped
+/// without one (the client left), the next request may probe.
+#[derive(Debug)]
+pub struct Probe(Arc<DeploymentHealth>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.probing.store(false, Relaxed);
+    }
+}
+
 /// Decrements the in-flight count when dropped.
 pub struct InFlight(Arc<DeploymentHealth>);
 
@@ -316,27 +362,48 @@ mod tests {
     }
 
     #[test]
-    fn one_probe_after_the_cool_down_then_the_circuit_closes_or_reopens() {
-        let h = DeploymentHealth::default();
+    fn one_probe_after_the_cool_down_held_until_its_outcome() {
+        let h = Arc::new(DeploymentHealth::default());
         for _ in 0..TRIP_AFTER {
             h.record_failure(FailureClass::Overloaded, None);
         }
-        assert!(!h.admit(), "cooling down");
+        assert!(matches!(
+            h.admission(),
+            Admission::Open {
+                rate_limited: false,
+                ..
+            }
+        ));
         // Pretend the cool-down has passed.
         h.cooldown_until_ms.store(1, Relaxed);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(h.admit(), "the first request probes");
-        assert!(!h.admit(), "the others keep away meanwhile");
+        assert_eq!(h.admission(), Admission::HalfOpen);
+        let probe = h.try_probe().expect("the first request probes");
+        assert!(h.try_probe().is_none(), "one probe at a time");
+        assert!(
+            matches!(h.admission(), Admission::Open { .. }),
+            "held however long it takes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(h.admission(), Admission::Open { .. }));
         h.record_failure(FailureClass::Overloaded, None);
-        assert!(!h.admit(), "a failed probe reopens the circuit");
+        drop(probe);
+        assert!(
+            matches!(h.admission(), Admission::Open { .. }),
+            "a failed probe reopens it"
+        );
 
         h.cooldown_until_ms.store(1, Relaxed);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(h.admit());
+        // A probe whose request went away frees the slot for the next.
+        drop(h.try_probe().unwrap());
+        let probe = h.try_probe().unwrap();
         h.record_success(Duration::from_millis(3), Instant::now());
-        assert!(
-            h.admit() && h.admit(),
-            "a successful probe closes it for everyone"
+        drop(probe);
+        assert_eq!(
+            h.admission(),
+            Admission::Closed,
+            "a successful probe closes it"
         );
     }
 

@@ -257,3 +257,84 @@ async fn traffic_returns_to_the_primary_after_an_outage_without_hammering_it() {
     answered_by(&gw, "primary", "1").await;
     assert_eq!(mock.hits("primary"), 5);
 }
+
+/// A tripped circuit is skipped, not tried last: a route whose only
+/// deployment is down answers at once with a 503 naming it and a
+/// Retry-After, and the upstream sees nothing until the cool-down ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_is_skipped_and_a_route_with_nothing_left_gets_a_503() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        json!({"solo": {"deployments": [deployment("down", &mock.url, "fail-500")]}}),
+        &["openai"],
+        json!({"health": {"trip_after": 2, "cooldown_ms": 5000}}),
+    );
+    for _ in 0..2 {
+        assert_eq!(gw.chat("solo", false).await.status(), 502);
+    }
+    assert_eq!(mock.hits("fail-500"), 2);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = gw.chat("solo", false).await;
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=5).contains(&retry), "Retry-After {retry}");
+        let body = json_body(r).await;
+        assert_eq!(body["error"]["code"], "deployments_unavailable", "{body}");
+        assert_eq!(
+            body["error"]["attempts"][0]["class"], "circuit_open",
+            "{body}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    assert_eq!(mock.hits("fail-500"), 2, "nothing sent to an open circuit");
+}
+
+/// The half-open probe is held until its outcome, however long it takes:
+/// a probe slower than `probe_window_ms` does not let a second one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_is_held_until_its_outcome() {
+    let mock = Mock::start().await;
+    let mut hanging = deployment("hanging", &mock.url, "hang");
+    hanging["timeouts"] = json!({"first_byte_ms": 800});
+    let gw = Gateway::start(
+        route(hanging, deployment("backup", &mock.url, "good")),
+        &["openai", "priority", "basic"],
+        json!({"health": {"trip_after": 1, "cooldown_ms": 300, "probe_window_ms": 100}}),
+    );
+    // Trips it (a first-byte timeout), served by the backup.
+    answered_by(&gw, "backup", "2").await;
+    assert_eq!(mock.hits("hang"), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The cool-down is over: this request probes (and waits 800 ms).
+    let probe = tokio::spawn({
+        let url = gw.url.clone();
+        async move {
+            crate::harness::client()
+                .post(format!("{url}/v1/chat/completions"))
+                .body(r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Past the probe window, the probe still runs: the others keep away.
+    for _ in 0..4 {
+        let started = Instant::now();
+        answered_by(&gw, "backup", "2").await;
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+    assert_eq!(mock.hits("hang"), 2, "one probe at a time");
+    assert_eq!(probe.await.unwrap(), 200, "the probe's request failed over");
+    // The probe failed: open again (and unhealthy, so ordered after the
+    // backup, which answers first).
+    answered_by(&gw, "backup", "1").await;
+    assert_eq!(mock.hits("hang"), 2);
+}

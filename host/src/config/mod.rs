@@ -100,10 +100,11 @@ pub struct HealthConfig {
     /// Consecutive faults that open a deployment's circuit.
     #[serde(default = "d_trip_after")]
     pub trip_after: u32,
-    /// How long an open circuit keeps a deployment out of the first choices.
+    /// How long an open circuit keeps requests away from a deployment.
     #[serde(default = "d_cooldown")]
     pub cooldown_ms: u64,
-    /// How long other requests keep away while one probes a tripped deployment.
+    /// With Redis, how long the other replicas keep away from a circuit one
+    /// of them probes (here, a probe is held until its outcome).
     #[serde(default = "d_probe_window")]
     pub probe_window_ms: u64,
     /// Cool-down after a 429 that gave no Retry-After.

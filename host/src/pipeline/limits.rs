@@ -112,9 +112,6 @@ fn caller_refused(caller: &crate::auth::ClientKey, r: crate::ratelimit::Refused)
 pub(super) enum NotSent {
     /// Held back or refused: the next candidate.
     Attempt(Attempt),
-    /// Another replica probes its circuit: try it last, like a deployment
-    /// cooling down here.
-    Deferred,
     /// The client key is at its limit: the request ends with a 429.
     Caller(ApiError),
 }
@@ -147,14 +144,12 @@ impl Gateway {
     ///
     /// With Redis this is the request's one round trip per attempt: the
     /// client key's windows ride on its first, and a circuit another
-    /// replica opened (or probes) defers the deployment to the end of the
-    /// order unless it is already a `last_resort`.
+    /// replica opened (or probes) holds the deployment back here too.
     pub(super) async fn reserve(
         &self,
         d: &Deployment,
         summary: &RequestSummary,
         request_id: &Arc<str>,
-        last_resort: bool,
         rec: &mut Recorder,
     ) -> Result<Held, NotSent> {
         let output = summary
@@ -235,13 +230,18 @@ impl Gateway {
                     key_index,
                     probe: probing,
                 } => {
-                    // A last resort is sent whatever the others say of its
-                    // circuit, as one cooling down here would be.
-                    if circuit_open_elsewhere && !last_resort {
-                        // Another replica tripped it or probes it now: this
-                        // request goes elsewhere first.
+                    if let Some(left) = circuit_open_elsewhere {
+                        // Another replica tripped it or probes it now: not
+                        // sent, as if its circuit were open here.
                         shared.release(&reservation);
-                        return Err(NotSent::Deferred);
+                        let ms = left.as_millis().max(1) as u64;
+                        return Err(Attempt::held_back(
+                            &d.name,
+                            FailureClass::CircuitOpen,
+                            format!("its circuit is open on another replica; not sent, may be tried again in {ms} ms"),
+                            Some(ms),
+                        )
+                        .into());
                     }
                     probe = probing;
                     chosen_key = key_index.map(|c| d.keys.keys()[rotation[c]].clone());
@@ -429,13 +429,16 @@ impl Gateway {
 }
 
 /// Cool-downs another replica saw (a tripped circuit, a key's 429) apply
-/// here too. Whether the circuit is among them.
-fn adopt_cooldowns(d: &Deployment, cooling: &[(String, std::time::Duration)]) -> bool {
-    let mut circuit = false;
+/// here too. How long the circuit's has left, when it is among them.
+fn adopt_cooldowns(
+    d: &Deployment,
+    cooling: &[(String, std::time::Duration)],
+) -> Option<std::time::Duration> {
+    let mut circuit = None;
     for (what, left) in cooling {
         if what == "circuit" {
             d.health.adopt_cooldown(*left);
-            circuit = true;
+            circuit = Some(*left);
         } else if let Some(fp) = what.strip_prefix("key:")
             && let Some(key) = d.keys.keys().iter().find(|k| k.fingerprint == fp)
         {

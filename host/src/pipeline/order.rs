@@ -75,17 +75,15 @@ impl Gateway {
     }
 
     /// The strategy's order, validated; the configured order when the route
-    /// has no strategy or the strategy fails. Deployments cooling down go
-    /// last whatever the strategy says: they are tried only if all else fails.
-    /// Each index comes with whether it is a first choice (not cooling down,
-    /// or this request probes it).
+    /// has no strategy or the strategy fails. Deployments cooling down are
+    /// in it: the caller skips them (see `DeploymentHealth::admission`).
     pub(super) async fn order(
         &self,
         route: &Route,
         summary: &RequestSummary,
         request_id: &Arc<str>,
         monitor: &Monitor,
-    ) -> Vec<(usize, bool)> {
+    ) -> Vec<usize> {
         let configured = || (0..route.members.len()).collect::<Vec<_>>();
         let mut order = match &route.strategy {
             None => configured(),
@@ -116,13 +114,6 @@ impl Gateway {
         // A deployment configured without a capability the request needs
         // (tools, JSON mode, vision, streaming) is never tried.
         order.retain(|&i| route.members[i].deployment.supports.contains(summary.needs));
-        // Deployments cooling down (or whose half-open probe another request
-        // holds) go last: tried only if everything else fails.
-        let mut order: Vec<(usize, bool)> = order
-            .into_iter()
-            .map(|i| (i, route.members[i].deployment.health.admit()))
-            .collect();
-        order.sort_by_key(|&(_, first)| !first);
         order
     }
 }
@@ -180,9 +171,9 @@ fn candidate(
 pub(super) fn budget_filter(
     route: &Route,
     held: &crate::budget::Reservation,
-    order: &mut Vec<(usize, bool)>,
+    order: &mut Vec<usize>,
 ) {
-    order.retain(|&(i, _)| {
+    order.retain(|&i| {
         !held
             .blocked_deployments
             .contains(&route.members[i].deployment.name)
@@ -194,8 +185,8 @@ pub(super) fn budget_filter(
         };
         let cheapest = order
             .iter()
-            .map(|&(i, _)| price(i))
+            .map(|&i| price(i))
             .fold(f64::INFINITY, f64::min);
-        order.retain(|&(i, _)| price(i) <= cheapest);
+        order.retain(|&i| price(i) <= cheapest);
     }
 }

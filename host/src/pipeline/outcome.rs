@@ -105,6 +105,9 @@ pub struct AttemptRecord {
     /// Its place under its deployment's concurrency cap, given back when
     /// the attempt ends (a stream's at its end).
     pub slot: Option<Arc<crate::capacity::Slot>>,
+    /// The half-open circuit's probe this attempt holds, until its outcome
+    /// is recorded.
+    pub probe: Option<Arc<crate::health::Probe>>,
 }
 
 impl AttemptRecord {
@@ -128,6 +131,7 @@ impl AttemptRecord {
             evaluator_failed: None,
             limits: [None, None],
             slot: None,
+            probe: None,
         }
     }
 
@@ -288,6 +292,8 @@ impl Recorder {
             (Some(class), Some(retry_after)) => health.record_failure(class, retry_after),
             (Some(_), None) => {}
         }
+        // The outcome is in: the circuit's probe (if this was it) is free.
+        attempt.probe = None;
         self.transition(health, was, &attempt.deployment, attempt.class);
         if let Some(r) = self.record() {
             r.attempts.push(attempt);
@@ -362,6 +368,7 @@ impl Recorder {
         }
         if let Some(a) = self.record().and_then(|r| r.attempts.last_mut()) {
             a.slot = None;
+            a.probe = None;
             a.latency = a.started.elapsed();
             a.upstream = a.latency;
             a.class = class;
@@ -395,6 +402,7 @@ impl Recorder {
             a.latency = a.started.elapsed();
             a.upstream = a.latency;
             a.slot = None;
+            a.probe = None;
             record.attempts.push(a);
         }
         // The limiter: each attempt's token reservation becomes its usage

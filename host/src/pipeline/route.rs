@@ -11,6 +11,7 @@ use super::{Answer, Gateway, Route, Tried, order};
 use crate::domain::{RequestSummary, Target};
 use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass, Next};
+use crate::health::Admission;
 
 impl Gateway {
     /// Steps 3 and 4 for one route: its order, then each candidate in turn.
@@ -38,11 +39,7 @@ impl Gateway {
         }
         // 4. Each candidate in turn. The request text is shared by every
         // plugin call of this request (calls may run on other threads).
-        // Deployments whose circuit another replica holds open go to the
-        // end (tried last, like those cooling down here).
-        let mut next = 0;
-        while let Some(&(index, first_choice)) = order.get(next) {
-            next += 1;
+        for index in order {
             let deployment = &route.members[index].deployment;
             let target = match rest {
                 Some(rest) if deployment.target.model.contains('*') => Arc::new(Target {
@@ -62,43 +59,45 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
+            // Cooling down, or its half-open circuit probed by another
+            // request: not sent (the request may wait for it, or gets a
+            // 503/429 with Retry-After when nothing else serves it).
+            let probe = match deployment.health.admission() {
+                Admission::Closed => None,
+                Admission::HalfOpen => match deployment.health.try_probe() {
+                    Some(probe) => Some(Arc::new(probe)),
+                    None => {
+                        attempts.push(circuit_held(deployment, None, false));
+                        continue;
+                    }
+                },
+                Admission::Open { left, rate_limited } => {
+                    attempts.push(circuit_held(deployment, Some(left), rate_limited));
+                    continue;
+                }
+            };
             // Each key of its pool at most once, when a key (not the
             // deployment) was refused.
             let mut key_tries = 1;
             loop {
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
-                let held = match self
-                    // The last candidate is a last resort: nothing else
-                    // is left to go to first.
-                    .reserve(
-                        deployment,
-                        summary,
-                        request_id,
-                        !first_choice || next == order.len(),
-                        rec,
-                    )
-                    .await
-                {
+                let held = match self.reserve(deployment, summary, request_id, rec).await {
                     Ok(held) => held,
                     Err(NotSent::Attempt(refused)) => {
                         attempts.push(refused);
                         break;
                     }
-                    Err(NotSent::Deferred) => {
-                        order.push((index, false));
-                        tried.targets.pop();
-                        break;
-                    }
                     Err(NotSent::Caller(e)) => return Err(e),
                 };
-                let probe = held.probe;
+                let shared_probe = held.probe;
                 let mut record = outcome::AttemptRecord::new(
                     &deployment.name,
                     &deployment.adapter,
                     deployment.prices,
                 );
                 record.limits = held.limits;
+                record.probe = probe.clone();
                 record.slot = held.slot.map(Arc::new);
                 rec.open_attempt(&record);
                 let key = held.key;
@@ -123,7 +122,7 @@ impl Gateway {
                         } // A committed stream: its pump ends the attempt.
                         // A probe that closed the circuit closes it everywhere.
                         if let Some(shared) = &self.shared
-                            && (probe || was_cooling && !deployment.health.is_cooling_down())
+                            && (shared_probe || was_cooling && !deployment.health.is_cooling_down())
                         {
                             shared.clear_cooldown("d", &deployment.name, "circuit");
                         }
@@ -163,7 +162,7 @@ impl Gateway {
                         {
                             shared.publish_cooldown("d", &deployment.name, "circuit", left);
                         } else if let Some(shared) = &self.shared
-                            && probe
+                            && shared_probe
                             && attempt.class.is_deployment_fault()
                         {
                             // The probe for every replica failed: the circuit
@@ -273,4 +272,33 @@ impl Gateway {
         }
         Ok(Err(attempts))
     }
+}
+
+/// A deployment not sent the request because it cools down (`left`) or its
+/// half-open circuit is probed by another request (`None`).
+fn circuit_held(
+    d: &super::Deployment,
+    left: Option<std::time::Duration>,
+    rate_limited: bool,
+) -> Attempt {
+    let ms = left
+        .unwrap_or_else(|| d.health.probe_window())
+        .as_millis()
+        .max(1) as u64;
+    let (class, why) = if rate_limited {
+        (FailureClass::RateLimited, "it cools down after a 429")
+    } else if left.is_some() {
+        (FailureClass::CircuitOpen, "its circuit is open")
+    } else {
+        (
+            FailureClass::CircuitOpen,
+            "another request probes its half-open circuit",
+        )
+    };
+    Attempt::held_back(
+        &d.name,
+        class,
+        format!("{why}; not sent, may be tried again in {ms} ms"),
+        Some(ms),
+    )
 }
