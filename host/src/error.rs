@@ -43,6 +43,10 @@ pub enum ApiError {
     /// A client key on a route it may not use.
     #[error("client key {key:?} may not use model {model:?}")]
     Forbidden { key: String, model: String },
+    /// The provider's content filter refused the request or the answer
+    /// (returned, not sent to another model: `on_content_filter`).
+    #[error("deployment {deployment:?} refused by its content filter: {message}")]
+    ContentFiltered { deployment: String, message: String },
     /// A client key at one of its own limits.
     #[error("client key {key:?} is at its {limit} limit ({max}); try again in {retry_after_ms} ms")]
     CallerRateLimited {
@@ -80,7 +84,9 @@ fn summary(attempts: &[Attempt]) -> String {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::UpstreamRejected { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_)
+            | ApiError::UpstreamRejected { .. }
+            | ApiError::ContentFiltered { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NoCandidate { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -129,6 +135,7 @@ impl ApiError {
                 ("invalid_request_error", "upstream_rejected_request")
             }
             ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
+            ApiError::ContentFiltered { .. } => ("invalid_request_error", "content_filter"),
             ApiError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
             ApiError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             ApiError::Forbidden { .. } => ("permission_error", "model_not_allowed"),

@@ -338,3 +338,59 @@ async fn the_probe_is_held_until_its_outcome() {
     answered_by(&gw, "backup", "1").await;
     assert_eq!(mock.hits("hang"), 2);
 }
+
+/// A content-filter refusal is the caller's answer (a 400 `content_filter`
+/// after one attempt): another model must not turn a policy refusal into an
+/// answer, unless the route says `on_content_filter: "fallback"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_filter_refusal_is_returned_unless_the_route_falls_back() {
+    let mock = Mock::start().await;
+    let list = json!([{"name": "strict", "priority": 0}, {"name": "lenient", "priority": 1}]);
+    let gw = Gateway::start(
+        json!({
+            "chat": {"strategy": "priority", "deployments": list},
+            "loose": {"strategy": "priority", "deployments": list, "on_content_filter": "fallback"}
+        }),
+        &["openai", "priority"],
+        json!({"deployments": {
+            "strict": {"adapter": "openai", "base_url": mock.url, "model": "content-filter"},
+            "lenient": {"adapter": "openai", "base_url": mock.url, "model": "good"}
+        }}),
+    );
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 400);
+    let e = json_body(r).await;
+    assert_eq!(e["error"]["code"], "content_filter", "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("strict"),
+        "{e}"
+    );
+    assert_eq!(mock.hits("good"), 0, "the refusal was not sent elsewhere");
+    let r = gw.chat("loose", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.hits("good"), 1);
+}
+
+/// Context length exceeded: only deployments with a larger configured
+/// `context_window` are tried next, never one no larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_length_goes_on_to_a_larger_window_only() {
+    let mock = Mock::start().await;
+    let mut small = deployment("small", &mock.url, "context-length");
+    small["context_window"] = json!(8192);
+    small["priority"] = json!(0);
+    let mut same = deployment("same", &mock.url, "gpt-same");
+    same["context_window"] = json!(8192);
+    same["priority"] = json!(1);
+    let mut large = deployment("large", &mock.url, "gpt-large");
+    large["context_window"] = json!(128000);
+    large["priority"] = json!(2);
+    let gw = start(
+        json!({"chat": {"strategy": "priority", "evaluator": "basic",
+        "deployments": [small, same, large]}}),
+    );
+    let r = gw.chat("chat", false).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(r.headers()["x-switchyard-deployment"], "large");
+    assert_eq!(mock.hits("gpt-same"), 0, "a window no larger was not tried");
+}

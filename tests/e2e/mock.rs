@@ -16,6 +16,7 @@
 //! | `cut-mid`    | streams: two chunks, then closes without finishing |
 //! | `stall-mid`  | streams: two chunks, then silence |
 //! | `context-length` | 400 `context_length_exceeded` |
+//! | `content-filter` | 400 `content_filter` (a policy refusal) |
 //! | `slow-stream`| streams: a chunk every 500 ms, four in all, then `[DONE]` |
 //! | `no-usage`   | a normal answer (or stream) that reports no usage |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
@@ -231,6 +232,11 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         "context-length" => {
             let body = json!({"error": {"message": "This model's maximum context length is 8192 tokens",
                 "type": "invalid_request_error", "code": "context_length_exceeded"}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+        "content-filter" => {
+            let body = json!({"error": {"message": "The prompt was filtered by the content management policy.",
+                "type": "invalid_request_error", "code": "content_filter"}});
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
         "hang" => {

@@ -634,6 +634,15 @@ impl Default for Deadlines {
     }
 }
 
+/// See [`Route::on_content_filter`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnContentFilter {
+    #[default]
+    Return,
+    Fallback,
+}
+
 /// A model name clients may request and the deployments that can serve it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -647,6 +656,12 @@ pub struct Route {
     pub fallbacks: Vec<String>,
     /// Requests of this route in flight at most (streams until they end).
     pub max_in_flight: Option<u32>,
+    /// What a provider's content-filter refusal does: `return` it to the
+    /// caller (a 400 `content_filter`, the default: another model must not
+    /// turn a policy refusal into an answer) or `fallback` to the next
+    /// candidate.
+    #[serde(default)]
+    pub on_content_filter: OnContentFilter,
     /// The deployments by name, with this route's priority and weight.
     #[serde(skip)]
     pub members: Vec<Member>,

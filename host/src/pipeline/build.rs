@@ -105,6 +105,7 @@ impl Gateway {
                 shared_refused_until_ms: std::sync::atomic::AtomicU64::new(0),
                 gauge: capacity.deployment(name),
                 max_in_flight: d.max_in_flight,
+                context_window: d.context_window,
                 limiter,
                 auth: d.auth.as_ref().map(AuthScheme::from),
                 prices: d.prices()?,
@@ -128,6 +129,7 @@ impl Gateway {
             fallbacks: config.fallback_chain(name),
             gauge: capacity.route(name),
             max_in_flight: r.max_in_flight,
+            on_content_filter: r.on_content_filter,
         };
         let mut routes = HashMap::new();
         let mut wildcards = Vec::new();

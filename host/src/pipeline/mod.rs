@@ -78,6 +78,7 @@ pub struct Route {
     /// Its requests in flight, against `max_in_flight` (kept across reloads).
     pub gauge: Arc<crate::capacity::Gauge>,
     pub max_in_flight: Option<u32>,
+    pub on_content_filter: crate::config::OnContentFilter,
 }
 
 /// A deployment as one route uses it.
@@ -113,6 +114,8 @@ pub struct Deployment {
     /// Its requests in flight, against `max_in_flight` (kept across reloads).
     pub gauge: Arc<crate::capacity::Gauge>,
     pub max_in_flight: Option<u32>,
+    /// Its context window in tokens, when configured.
+    pub context_window: Option<u32>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
     pub prices: Prices,
@@ -462,6 +465,9 @@ struct Tried {
     /// Deployment and upstream model.
     targets: Vec<Arc<Target>>,
     unsupported_adapters: Vec<String>,
+    /// The largest configured context window that refused the request as
+    /// too long: deployments with no larger one are not tried.
+    too_long_for: Option<(u32, String)>,
 }
 
 /// The request text without one top-level member (a gateway parameter that

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::limits::NotSent;
 use super::outcome::{self, Recorder};
 use super::{Answer, Gateway, Route, Tried, order};
+use crate::config::OnContentFilter;
 use crate::domain::{RequestSummary, Target};
 use crate::error::ApiError;
 use crate::failover::{Attempt, FailureClass, Next};
@@ -59,6 +60,20 @@ impl Gateway {
                 continue;
             }
             tried.targets.push(target.clone());
+            // A smaller (or equal) context window than one that already
+            // refused the request as too long cannot serve it.
+            if let (Some((window, who)), Some(mine)) =
+                (&tried.too_long_for, deployment.context_window)
+                && mine <= *window
+            {
+                attempts.push(Attempt::held_back(
+                    &deployment.name,
+                    FailureClass::ContextLengthExceeded,
+                    format!("not sent: its context_window ({mine}) is no larger than that of {who} ({window}), which refused the request as too long"),
+                    None,
+                ));
+                continue;
+            }
             // Cooling down, or its half-open circuit probed by another
             // request: not sent (the request may wait for it, or gets a
             // 503/429 with Retry-After when nothing else serves it).
@@ -182,6 +197,22 @@ impl Gateway {
                             // Same dialect, same verdict: only deployments
                             // behind other adapters are still worth a try.
                             tried.unsupported_adapters.push(deployment.adapter.clone());
+                        }
+                        if attempt.class == FailureClass::ContextLengthExceeded
+                            && let Some(window) = deployment.context_window
+                            && tried.too_long_for.as_ref().is_none_or(|(w, _)| window > *w)
+                        {
+                            tried.too_long_for = Some((window, deployment.name.clone()));
+                        }
+                        // A policy refusal is the answer (unless the route
+                        // says another model may try).
+                        if attempt.class == FailureClass::ContentFiltered
+                            && route.on_content_filter == OnContentFilter::Return
+                        {
+                            return Err(ApiError::ContentFiltered {
+                                deployment: attempt.deployment,
+                                message: attempt.message,
+                            });
                         }
                         if attempt.class.next() == Next::ReturnToCaller {
                             return Err(ApiError::UpstreamRejected {
