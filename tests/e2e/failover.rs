@@ -394,3 +394,54 @@ async fn context_length_goes_on_to_a_larger_window_only() {
     assert_eq!(r.headers()["x-switchyard-deployment"], "large");
     assert_eq!(mock.hits("gpt-same"), 0, "a window no larger was not tried");
 }
+
+/// The retry policy's defaults: a 500 is sent again to the same deployment
+/// after a jittered back-off (at most 250 ms the first time) and answered
+/// there; a 429 with a short Retry-After (1 s) is waited out and the same
+/// deployment asked again; a long one (30 s) goes on at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_deployment_is_retried_after_a_500_or_a_short_retry_after() {
+    let mock = Mock::start().await;
+    let with_defaults = |first: &str| {
+        let mut r = route(
+            deployment("primary", &mock.url, first),
+            deployment("backup", &mock.url, "good"),
+        );
+        // The policy's defaults, as in a config that says nothing.
+        r["chat"]["retry"] = json!({});
+        r
+    };
+    let gw = start(with_defaults("fail-500-once"));
+    let started = Instant::now();
+    answered_by(&gw, "primary", "2").await;
+    assert!(started.elapsed() < Duration::from_millis(600));
+    assert_eq!(mock.hits("fail-500-once"), 2);
+    assert_eq!(mock.hits("good"), 0, "no failover");
+    gw.assert_log("retrying the same deployment");
+    drop(gw);
+
+    let gw = start(with_defaults("rate-429-once"));
+    let started = Instant::now();
+    answered_by(&gw, "primary", "2").await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(2500),
+        "waited {waited:?} for a 1 s Retry-After"
+    );
+    assert_eq!(mock.hits("rate-429-once"), 2);
+    assert_eq!(mock.hits("good"), 0);
+    drop(gw);
+
+    let gw = start(with_defaults("rate-429"));
+    let started = Instant::now();
+    answered_by(&gw, "backup", "2").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a 30 s Retry-After is not waited"
+    );
+
+    // A 500 every time: two retries (three attempts), then the backup.
+    let gw = start(with_defaults("fail-500"));
+    answered_by(&gw, "backup", "4").await;
+    assert_eq!(mock.hits("fail-500"), 3);
+}

@@ -102,6 +102,20 @@ impl Gateway {
             "routes": routes,
         });
         merge(&mut config, extra);
+        // Failover tests see each failure move on at once: routes retry
+        // the same deployment only where a test says so (`retry`).
+        if let Some(routes) = config["routes"].as_object_mut() {
+            for route in routes.values_mut() {
+                if let Some(r) = route.as_object_mut()
+                    && !r.contains_key("retry")
+                {
+                    r.insert(
+                        "retry".into(),
+                        json!({"retries": 0, "max_retry_after_ms": 0}),
+                    );
+                }
+            }
+        }
         let config_path = dir.path().join("switchyard.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 

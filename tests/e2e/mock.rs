@@ -6,6 +6,8 @@
 //! |--------------|-----------|
 //! | `fail-500`   | 500 with an OpenAI error body |
 //! | `rate-429`   | 429 with `Retry-After: 30` |
+//! | `fail-500-once` | its first request a 500, then normal answers |
+//! | `rate-429-once` | its first request a 429 with `Retry-After: 1`, then normal answers |
 //! | `bad-request`| 400 invalid_request_error (the caller's fault) |
 //! | `hang`       | accepts, never sends headers |
 //! | `empty`      | 200 with empty content, streamed or not (an evaluator must fail it) |
@@ -204,7 +206,25 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         return error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "outage");
     }
 
+    let nth = hits.0.lock().unwrap()[&model];
     match model.as_str() {
+        "fail-500-once" if nth == 1 => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "mock upstream exploded once",
+            );
+        }
+        "rate-429-once" if nth == 1 => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "slow down",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().unwrap());
+            return r;
+        }
         "fail-500" => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,

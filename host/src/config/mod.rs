@@ -634,6 +634,34 @@ impl Default for Deadlines {
     }
 }
 
+/// When a failed attempt is sent again to the same deployment (see
+/// `pipeline::route::retry_wait`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Retries of one deployment after a 5xx, an overload, a refused or
+    /// reset connection (then the next candidate); at most 3.
+    pub retries: u32,
+    /// Back-off before the first retry (full jitter: a random wait up to
+    /// it), multiplied by `factor` for each next one.
+    pub backoff_ms: u64,
+    pub factor: f64,
+    /// A 429 whose Retry-After is at most this is waited out and the same
+    /// deployment asked again (once); longer or absent, the next candidate.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            backoff_ms: 250,
+            factor: 2.0,
+            max_retry_after_ms: 5000,
+        }
+    }
+}
+
 /// See [`Route::on_content_filter`].
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -662,6 +690,9 @@ pub struct Route {
     /// candidate.
     #[serde(default)]
     pub on_content_filter: OnContentFilter,
+    /// Retrying the same deployment before going on to the next.
+    #[serde(default)]
+    pub retry: RetryPolicy,
     /// The deployments by name, with this route's priority and weight.
     #[serde(skip)]
     pub members: Vec<Member>,

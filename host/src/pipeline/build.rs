@@ -130,6 +130,7 @@ impl Gateway {
             gauge: capacity.route(name),
             max_in_flight: r.max_in_flight,
             on_content_filter: r.on_content_filter,
+            retry: r.retry,
         };
         let mut routes = HashMap::new();
         let mut wildcards = Vec::new();

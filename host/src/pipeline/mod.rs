@@ -79,6 +79,7 @@ pub struct Route {
     pub gauge: Arc<crate::capacity::Gauge>,
     pub max_in_flight: Option<u32>,
     pub on_content_filter: crate::config::OnContentFilter,
+    pub retry: crate::config::RetryPolicy,
 }
 
 /// A deployment as one route uses it.

@@ -94,6 +94,10 @@ impl Gateway {
             // Each key of its pool at most once, when a key (not the
             // deployment) was refused.
             let mut key_tries = 1;
+            // Retries of this deployment after faults, and whether a short
+            // Retry-After was waited out already.
+            let mut retried = 0;
+            let mut waited_out = false;
             loop {
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
@@ -192,6 +196,25 @@ impl Gateway {
                             key_tries += 1;
                             attempts.push(attempt);
                             continue;
+                        }
+                        // The same deployment again, after a back-off or a
+                        // short Retry-After, while its circuit stays closed.
+                        if let Some(wait) = retry_wait(&route.retry, &attempt, retried, waited_out)
+                        {
+                            if attempt.class == FailureClass::RateLimited {
+                                waited_out = true;
+                            } else {
+                                retried += 1;
+                            }
+                            tracing::info!(request_id = %request_id, model = %route.name,
+                                deployment = %deployment.name, class = attempt.class.name(),
+                                wait_ms = wait.as_millis() as u64, "retrying the same deployment");
+                            attempts.push(attempt);
+                            tokio::time::sleep(wait).await;
+                            if deployment.health.admission() == Admission::Closed {
+                                continue;
+                            }
+                            break;
                         }
                         if attempt.class == FailureClass::Unsupported {
                             // Same dialect, same verdict: only deployments
@@ -332,4 +355,36 @@ fn circuit_held(
         format!("{why}; not sent, may be tried again in {ms} ms"),
         Some(ms),
     )
+}
+
+/// How long to wait before sending a failed attempt to the same deployment
+/// again, if at all (the route's `retry`):
+/// - a 5xx, an overload, a refused or reset connection: up to `retries`
+///   times, after a random wait up to `backoff_ms × factor^n` (full jitter:
+///   retries of many requests do not arrive together);
+/// - a 429 whose Retry-After is at most `max_retry_after_ms`: once, after
+///   it (the deployment cools down until then);
+/// - anything else (a first-byte timeout, a content or caller problem): no.
+fn retry_wait(
+    policy: &crate::config::RetryPolicy,
+    attempt: &Attempt,
+    retried: u32,
+    waited_out: bool,
+) -> Option<std::time::Duration> {
+    match attempt.class {
+        FailureClass::Overloaded | FailureClass::Connect | FailureClass::Transport
+            if retried < policy.retries.min(3) && !attempt.held_back =>
+        {
+            let cap = policy.backoff_ms as f64 * policy.factor.max(1.0).powi(retried as i32);
+            let mut bytes = [0u8; 4];
+            let _ = getrandom::fill(&mut bytes);
+            let share = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
+            Some(std::time::Duration::from_millis((cap * share) as u64))
+        }
+        FailureClass::RateLimited if !waited_out && attempt.status.is_some() => attempt
+            .retry_after_ms
+            .filter(|&ms| ms <= policy.max_retry_after_ms)
+            .map(std::time::Duration::from_millis),
+        _ => None,
+    }
 }
