@@ -43,6 +43,12 @@ pub enum ApiError {
     /// A client key on a route it may not use.
     #[error("client key {key:?} may not use model {model:?}")]
     Forbidden { key: String, model: String },
+    /// The request's whole deadline (`timeouts.request_ms` or its
+    /// `x-switchyard-timeout-ms`) passed before it was answered.
+    #[error(
+        "no answer within the request's deadline of {ms} ms (timeouts.request_ms or x-switchyard-timeout-ms)"
+    )]
+    DeadlineExceeded { ms: u64 },
     /// The provider's content filter refused the request or the answer
     /// (returned, not sent to another model: `on_content_filter`).
     #[error("deployment {deployment:?} refused by its content filter: {message}")]
@@ -90,6 +96,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NoCandidate { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -136,6 +143,7 @@ impl ApiError {
             }
             ApiError::NoCandidate { .. } => ("server_error", "no_candidate"),
             ApiError::ContentFiltered { .. } => ("invalid_request_error", "content_filter"),
+            ApiError::DeadlineExceeded { .. } => ("server_error", "request_timeout"),
             ApiError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
             ApiError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             ApiError::Forbidden { .. } => ("permission_error", "model_not_allowed"),

@@ -177,10 +177,26 @@ async fn handle_chat(
                 .map_err(ApiError::BadRequest)?,
         ),
     };
+    let timeout = match headers.get("x-switchyard-timeout-ms") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|ms| (1..=3_600_000).contains(ms))
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "header x-switchyard-timeout-ms must be a whole number of milliseconds from 1 to 3600000".into(),
+                    )
+                })?,
+        ),
+    };
     let hints = CallerHints {
         tags,
         priority,
         caller,
+        timeout,
     };
     let answer = gateway.chat(request_id.clone(), hints, body, rec).await?;
     Ok(match answer {

@@ -445,3 +445,70 @@ async fn the_same_deployment_is_retried_after_a_500_or_a_short_retry_after() {
     answered_by(&gw, "backup", "4").await;
     assert_eq!(mock.hits("fail-500"), 3);
 }
+
+/// One deadline for the whole request (`x-switchyard-timeout-ms` here,
+/// `timeouts.request_ms` by default): a hanging upstream ends in a 504
+/// `request_timeout` when it passes, not after first_byte_ms; a stream
+/// still going at its deadline ends with an error event, never `[DONE]`;
+/// a malformed header is the caller's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_covers_the_whole_request_streams_included() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        json!({
+            "hung": {"deployments": [deployment("hanging", &mock.url, "hang")]},
+            "slow": {"deployments": [deployment("slow", &mock.url, "slow-stream")]}
+        }),
+        &["openai"],
+        json!({}),
+    );
+    let send = |model: &str, stream: bool, timeout: &str| {
+        crate::harness::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-switchyard-timeout-ms", timeout)
+            .body(
+                json!({"model": model, "stream": stream,
+                    "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+            )
+            .send()
+    };
+    let started = Instant::now();
+    let r = send("hung", false, "500").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 504);
+    let e = json_body(r).await;
+    assert_eq!(e["error"]["code"], "request_timeout", "{e}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+
+    // Four chunks 500 ms apart: cut at 1.2 s, after two.
+    let started = Instant::now();
+    let r = send("slow", true, "1200").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events = crate::harness::sse_events(r).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1900), "{took:?}");
+    assert!(events.iter().any(|e| e.contains("piece0")), "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{events:?}"
+    );
+
+    let r = send("slow", true, "soon").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e = json_body(r).await;
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-switchyard-timeout-ms")
+    );
+}

@@ -510,6 +510,11 @@ pub struct Timeouts {
     pub idle_ms: u64,
     #[serde(default = "d_total")]
     pub total_ms: u64,
+    /// One request's whole life: every attempt, back-off and wait, and a
+    /// stream to its end (top level only; `x-switchyard-timeout-ms`
+    /// overrides it per request).
+    #[serde(default = "d_request")]
+    pub request_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -519,6 +524,7 @@ impl Default for Timeouts {
             first_byte_ms: d_first_byte(),
             idle_ms: d_idle(),
             total_ms: d_total(),
+            request_ms: d_request(),
         }
     }
 }
@@ -933,6 +939,9 @@ fn d_idle() -> u64 {
 fn d_total() -> u64 {
     300_000
 }
+fn d_request() -> u64 {
+    600_000
+}
 fn d_trip_after() -> u32 {
     3
 }
@@ -1068,6 +1077,11 @@ fn read_json(path: &Path) -> Result<Value, ConfigError> {
 impl Timeouts {
     /// These timeouts with a deployment's partial override applied.
     pub fn merged(&self, overrides: &Value) -> Result<Timeouts, serde_json::Error> {
+        if overrides.get("request_ms").is_some() {
+            return Err(serde::de::Error::custom(
+                "request_ms is a request's whole deadline: set it under the top-level timeouts, not per deployment",
+            ));
+        }
         let mut base = serde_json::to_value(self).expect("timeouts serialise");
         if let (Some(b), Some(o)) = (base.as_object_mut(), overrides.as_object()) {
             for (k, v) in o {

@@ -331,7 +331,16 @@ impl Gateway {
         // `info` and above name the request themselves (`request_id`, `model`).
         let span = tracing::debug_span!("request", request_id = %request_id, model = %route.name);
 
-        async {
+        // One deadline for the request's whole life: attempts, back-offs,
+        // queue waits (a stream's pump keeps it to its end).
+        let limit = hints.timeout.unwrap_or(std::time::Duration::from_millis(
+            self.config.timeouts.request_ms,
+        ));
+        let deadline = begun + limit;
+        if let Some(r) = rec.record() {
+            r.deadline = Some(deadline);
+        }
+        let served = async {
             let summary = summarize(&view, text, hints);
             let priority = summary.priority;
             let mut waiting =
@@ -397,8 +406,17 @@ impl Gateway {
                 return Err(nothing_served(&chain[0].0.name, attempts, &summary, rec));
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        match tokio::time::timeout_at(deadline.into(), served).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!(request_id = %request_id, model = %route.name,
+                    ms = limit.as_millis() as u64, "request deadline passed");
+                Err(ApiError::DeadlineExceeded {
+                    ms: limit.as_millis() as u64,
+                })
+            }
+        }
     }
 }
 

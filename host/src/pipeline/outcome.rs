@@ -204,6 +204,8 @@ pub struct Record {
     /// with the request's estimated tokens (they ride on the request's
     /// first deployment check).
     pub caller_due: Option<(Arc<crate::auth::ClientKey>, u64)>,
+    /// When the request's whole deadline passes (a stream's pump keeps it).
+    pub deadline: Option<Instant>,
     /// Its places under the gateway's and its route's concurrency caps,
     /// given back when the record completes.
     pub slots: Vec<crate::capacity::Slot>,
@@ -236,6 +238,7 @@ impl Recorder {
                 reservation: None,
                 caller_limit: None,
                 caller_due: None,
+                deadline: None,
                 slots: Vec::new(),
                 open: None,
             })),

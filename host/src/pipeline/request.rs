@@ -20,6 +20,8 @@ pub struct CallerHints {
     /// The client key the request came with (strategies see its name as
     /// the tag `caller:<name>`).
     pub caller: Option<std::sync::Arc<crate::auth::ClientKey>>,
+    /// `x-switchyard-timeout-ms`: this request's whole deadline.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl CallerHints {
@@ -167,6 +169,7 @@ mod tests {
             tags: vec!["t".into()],
             priority: Some(TaskPriority::High),
             caller: None,
+            timeout: None,
         };
         let s = summarize(&view, text, hints);
         assert_eq!(s.priority, TaskPriority::High);

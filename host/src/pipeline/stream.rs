@@ -94,10 +94,18 @@ pub(super) async fn start_stream(
     };
 
     rec.commit_stream(&d.health, record.clone());
+    // The stream's whole life: its deployment's total_ms from the request
+    // sent, within the request's own deadline.
+    let total = started + std::time::Duration::from_millis(d.timeouts.total_ms);
+    let deadline = rec
+        .record()
+        .and_then(|r| r.deadline)
+        .map_or(total, |r| r.min(total));
     let (tx, rx) = mpsc::channel(32);
     let mut pump = StreamPump {
         deployment: d.name.clone(),
         idle: d.timeouts.idle(),
+        deadline,
         session,
         tx,
         in_flight,
@@ -124,6 +132,8 @@ pub(super) async fn start_stream(
 pub(super) struct StreamPump {
     deployment: String,
     idle: std::time::Duration,
+    /// The stream ends with an error event past this.
+    deadline: Instant,
     session: StreamSession,
     tx: mpsc::Sender<Bytes>,
     /// Keeps the deployment counted in flight until the stream ends.
@@ -154,9 +164,19 @@ impl StreamPump {
                     self.client_gone(usage);
                     return;
                 }
-                next = tokio::time::timeout(self.idle, body.next()) => next,
+                next = tokio::time::timeout_at(
+                    (Instant::now() + self.idle).min(self.deadline).into(),
+                    body.next(),
+                ) => next,
             };
             let (batch, eof) = match next {
+                Err(_) if Instant::now() >= self.deadline => (
+                    Err((
+                        FailureClass::Timeout,
+                        "the stream reached its deadline (total_ms, or the request's timeouts.request_ms)".to_string(),
+                    )),
+                    false,
+                ),
                 Err(_) => (
                     Err((
                         FailureClass::Timeout,
