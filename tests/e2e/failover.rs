@@ -418,6 +418,23 @@ async fn the_same_deployment_is_retried_after_a_500_or_a_short_retry_after() {
     assert_eq!(mock.hits("fail-500-once"), 2);
     assert_eq!(mock.hits("good"), 0, "no failover");
     gw.assert_log("retrying the same deployment");
+    // Stored as a retry, not a failover (the store writes in batches).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, retries) = gw.admin("/admin/events?type=retry").await;
+        let (_, failovers) = gw.admin("/admin/events?type=failover").await;
+        if retries["data"].as_array().is_some_and(|d| d.len() == 1) {
+            assert_eq!(retries["data"][0]["subject"], "primary", "{retries}");
+            assert_eq!(
+                failovers["data"].as_array().map(Vec::len),
+                Some(0),
+                "{failovers}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry event: {retries}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(gw);
 
     let gw = start(with_defaults("rate-429-once"));

@@ -438,8 +438,14 @@ impl Recorder {
                 .is_some_and(|c| c.is_deployment_fault() || c == FailureClass::RateLimited)
                 && i < last;
             if failed_over {
+                // The same deployment again is a retry, not a failover.
+                let next = &record.attempts[i + 1].deployment;
                 sinks.event(
-                    "failover",
+                    if *next == a.deployment {
+                        "retry"
+                    } else {
+                        "failover"
+                    },
                     &a.deployment,
                     serde_json::json!({
                         "request_id": &*record.request_id, "route": record.route,
