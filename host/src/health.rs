@@ -41,6 +41,11 @@ pub struct DeploymentHealth {
     rate_limited: AtomicU32,
     /// A request probes the half-open circuit (see [`Probe`]).
     probing: AtomicBool,
+    /// Active checks marked it down; their streak (> 0: good ones in a
+    /// row, < 0: failed ones); the next check's wait, as a hint.
+    down: AtomicBool,
+    check_streak: std::sync::atomic::AtomicI32,
+    check_every_ms: AtomicU64,
     latency_ms: AtomicF64,
     error_rate: AtomicF64,
     quality: AtomicF64,
@@ -76,6 +81,9 @@ impl DeploymentHealth {
             faulted_at_us: AtomicU64::new(0),
             rate_limited: AtomicU32::new(0),
             probing: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+            check_streak: std::sync::atomic::AtomicI32::new(0),
+            check_every_ms: AtomicU64::new(0),
             latency_ms: AtomicF64::new(0.0),
             error_rate: AtomicF64::new(0.0),
             quality: AtomicF64::new(1.0),
@@ -95,7 +103,7 @@ impl DeploymentHealth {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let cooling = self.is_cooling_down();
+        let cooling = self.is_cooling_down() || self.down.load(Relaxed);
         Snapshot {
             healthy: !cooling,
             headroom: if cooling && self.rate_limited.load(Relaxed) == 1 {
@@ -153,6 +161,12 @@ impl DeploymentHealth {
     /// a deployment that is down costs requests nothing, and one that
     /// recovers gets its traffic back without being hammered.
     pub fn admission(&self) -> Admission {
+        if self.down.load(Relaxed) {
+            return Admission::Open {
+                left: Duration::from_millis(self.check_every_ms.load(Relaxed).max(1)),
+                rate_limited: false,
+            };
+        }
         let until = self.cooldown_until_ms.load(Relaxed);
         let now = self.now_ms();
         if now < until {
@@ -172,6 +186,44 @@ impl DeploymentHealth {
         } else {
             Admission::HalfOpen
         }
+    }
+
+    /// An active check's outcome (the next one `next` later): marks the
+    /// deployment down after `down_after` failures in a row, up after
+    /// `up_after` successes (which also closes its circuit: it serves).
+    /// `Some(up)` when that changed.
+    pub fn record_check(
+        &self,
+        ok: bool,
+        check: &crate::config::HealthCheck,
+        next: Duration,
+    ) -> Option<bool> {
+        self.check_every_ms.store(next.as_millis() as u64, Relaxed);
+        let streak = self.check_streak.load(Relaxed);
+        let streak = match (ok, streak > 0) {
+            (true, true) => streak.saturating_add(1),
+            (true, false) => 1,
+            (false, false) => streak.saturating_sub(1),
+            (false, true) => -1,
+        };
+        self.check_streak.store(streak, Relaxed);
+        let down = self.down.load(Relaxed);
+        if !down && streak <= -(check.down_after.max(1) as i32) {
+            self.down.store(true, Relaxed);
+            return Some(false);
+        }
+        if down && streak >= check.up_after.max(1) as i32 {
+            self.consecutive_faults.store(0, Relaxed);
+            self.cooldown_until_ms.store(0, Relaxed);
+            self.down.store(false, Relaxed);
+            return Some(true);
+        }
+        None
+    }
+
+    /// Whether active checks have it marked down.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
     }
 
     /// Claims the half-open circuit's one probe for the attempt about to
@@ -433,6 +485,32 @@ mod tests {
             !h.is_cooling_down(),
             "a success that began after it closes it"
         );
+    }
+
+    #[test]
+    fn active_checks_mark_down_and_up_after_their_streaks() {
+        let h = DeploymentHealth::default();
+        let check = crate::config::HealthCheck {
+            down_after: 2,
+            up_after: 3,
+            ..Default::default()
+        };
+        let next = Duration::from_millis(100);
+        assert_eq!(h.record_check(false, &check, next), None);
+        assert_eq!(
+            h.record_check(true, &check, next),
+            None,
+            "the streak restarts"
+        );
+        assert_eq!(h.record_check(false, &check, next), None);
+        assert_eq!(h.record_check(false, &check, next), Some(false), "down");
+        assert!(matches!(h.admission(), Admission::Open { .. }));
+        assert!(!h.snapshot().healthy);
+        for _ in 0..2 {
+            assert_eq!(h.record_check(true, &check, next), None);
+        }
+        assert_eq!(h.record_check(true, &check, next), Some(true), "up");
+        assert_eq!(h.admission(), Admission::Closed);
     }
 
     #[test]

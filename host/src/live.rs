@@ -34,8 +34,10 @@ pub struct Live {
 impl Live {
     /// A gateway reloaded from `path`, its records going to `sinks`.
     pub fn new(gateway: Gateway, path: &Path, sinks: Arc<Sinks>) -> Arc<Self> {
+        let gateway = Arc::new(gateway);
+        gateway.start_health_checks(&sinks);
         Arc::new(Self {
-            current: ArcSwap::from_pointee(gateway),
+            current: ArcSwap::new(gateway),
             path: Some(path.to_owned()),
             reloading: tokio::sync::Mutex::new(()),
             sinks,
@@ -132,7 +134,9 @@ impl Live {
         self.sinks.monitor.set_settings(config.monitor);
         self.sinks.budgets.set(config.budgets.clone());
         self.sinks.budgets.share_through(new.shared());
-        self.current.store(Arc::new(new));
+        let new = Arc::new(new);
+        new.start_health_checks(&self.sinks);
+        self.current.store(new);
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)
     }

@@ -529,3 +529,44 @@ async fn one_deadline_covers_the_whole_request_streams_included() {
             .contains("x-switchyard-timeout-ms")
     );
 }
+
+/// Active health checks: a primary that is down is marked so by its checks
+/// (requests skip it at once, and it is not hammered: the checks back off),
+/// and once it recovers the checks mark it up and traffic returns to it,
+/// with no client request probing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_deployment_out_and_bring_it_back() {
+    let mock = Mock::start().await;
+    mock.set_failing("gpt-primary", true);
+    let mut primary = deployment("primary", &mock.url, "gpt-primary");
+    primary["health_check"] = json!({"interval_ms": 100, "max_interval_ms": 400,
+        "down_after": 2, "up_after": 2, "timeout_ms": 1000});
+    let gw = start(route(
+        primary,
+        deployment("backup", &mock.url, "gpt-backup"),
+    ));
+    assert!(gw.wait_for_log("health check: deployment is down", Duration::from_secs(5)));
+    let checks_when_down = mock.hits("gpt-primary");
+    // Unhealthy: the backup answers first, and nothing is sent to it.
+    for _ in 0..3 {
+        answered_by(&gw, "backup", "1").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let checks = mock.hits("gpt-primary") - checks_when_down;
+    assert!(
+        checks <= 5,
+        "{checks} checks in 1.2 s while down: not backing off"
+    );
+
+    mock.set_failing("gpt-primary", false);
+    let recovered = Instant::now();
+    assert!(gw.wait_for_log(
+        "health check: deployment is up again",
+        Duration::from_secs(5)
+    ));
+    assert!(recovered.elapsed() < Duration::from_secs(2));
+    answered_by(&gw, "primary", "1").await;
+    // Stored as events.
+    let (_, down) = gw.admin("/admin/events?type=health_down").await;
+    assert_eq!(down["data"][0]["subject"], "primary", "{down}");
+}

@@ -668,6 +668,34 @@ impl Default for RetryPolicy {
     }
 }
 
+/// See [`Deployment::health_check`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// Between checks while it answers.
+    pub interval_ms: u64,
+    /// While it fails, the interval doubles up to this.
+    pub max_interval_ms: u64,
+    /// Consecutive failed checks that mark it down, and good ones that
+    /// mark it up again.
+    pub down_after: u32,
+    pub up_after: u32,
+    /// The longest one check may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            max_interval_ms: 60_000,
+            down_after: 2,
+            up_after: 2,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
 /// See [`Route::on_content_filter`].
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -775,6 +803,10 @@ pub struct Deployment {
     pub capabilities: Vec<Capability>,
     /// Largest prompt plus completion, in tokens.
     pub context_window: Option<u32>,
+    /// Active health checks: a one-token completion every so often, so a
+    /// deployment that is down is marked so (and skipped) without client
+    /// requests paying for it, and one that recovers gets traffic back.
+    pub health_check: Option<HealthCheck>,
     /// Requests per minute and per second, and tokens per minute, sent to
     /// it at most (see [`crate::ratelimit`]).
     pub rpm: Option<u64>,

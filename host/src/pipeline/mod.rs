@@ -17,6 +17,7 @@
 
 mod attempt;
 mod build;
+mod check;
 mod limits;
 mod order;
 pub mod outcome;
@@ -117,6 +118,7 @@ pub struct Deployment {
     pub max_in_flight: Option<u32>,
     /// Its context window in tokens, when configured.
     pub context_window: Option<u32>,
+    pub health_check: Option<crate::config::HealthCheck>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
     pub prices: Prices,
