@@ -221,6 +221,12 @@ impl DeploymentHealth {
         None
     }
 
+    /// Active checks are off: whatever they said no longer holds.
+    pub fn clear_checks(&self) {
+        self.down.store(false, Relaxed);
+        self.check_streak.store(0, Relaxed);
+    }
+
     /// Whether active checks have it marked down.
     pub fn is_down(&self) -> bool {
         self.down.load(Relaxed)

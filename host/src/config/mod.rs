@@ -512,7 +512,7 @@ pub struct Timeouts {
     pub total_ms: u64,
     /// One request's whole life: every attempt, back-off and wait, and a
     /// stream to its end (top level only; `x-switchyard-timeout-ms`
-    /// overrides it per request).
+    /// may shorten it per request).
     #[serde(default = "d_request")]
     pub request_ms: u64,
 }

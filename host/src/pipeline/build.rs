@@ -65,6 +65,10 @@ impl Gateway {
             {
                 Some(old) => {
                     old.health.set_settings(config.health);
+                    // Checks turned off: nothing would ever mark it up.
+                    if d.health_check.is_none() {
+                        old.health.clear_checks();
+                    }
                     old.health.clone()
                 }
                 _ => Arc::new(DeploymentHealth::new(config.health)),

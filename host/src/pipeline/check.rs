@@ -30,6 +30,10 @@ impl Gateway {
             return;
         };
         for d in self.deployments.values() {
+            // A wildcard deployment's model is the caller's: nothing to check.
+            if d.target.model.contains('*') {
+                continue;
+            }
             if let Some(check) = d.health_check {
                 rt.spawn(run(
                     Arc::downgrade(self),
@@ -80,11 +84,13 @@ impl Gateway {
         let status = reply.status;
         // Read whole (the connection goes back to the pool).
         let _ = Upstream::read_body(&endpoint, reply, started).await;
-        // A 429 says it is up (and busy): the limits handle that.
-        if status.is_success() || status.as_u16() == 429 {
-            Ok(())
-        } else {
-            Err(format!("status {}", status.as_u16()))
+        // Down means it cannot serve: a 5xx, or its key refused (401/403).
+        // Any other answer (a 429: busy; a 400: the check's own request
+        // refused, e.g. `max_tokens` by a model that wants another field)
+        // says it is up.
+        match status.as_u16() {
+            500..=599 | 401 | 403 => Err(format!("status {}", status.as_u16())),
+            _ => Ok(()),
         }
     }
 }

@@ -335,9 +335,9 @@ impl Gateway {
 
         // One deadline for the request's whole life: attempts, back-offs,
         // queue waits (a stream's pump keeps it to its end).
-        let limit = hints.timeout.unwrap_or(std::time::Duration::from_millis(
-            self.config.timeouts.request_ms,
-        ));
+        // A caller may shorten it, never stretch it past the operator's.
+        let most = std::time::Duration::from_millis(self.config.timeouts.request_ms);
+        let limit = hints.timeout.map_or(most, |t| t.min(most));
         let deadline = begun + limit;
         if let Some(r) = rec.record() {
             r.deadline = Some(deadline);

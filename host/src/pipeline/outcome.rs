@@ -332,6 +332,11 @@ impl Recorder {
     pub fn commit_stream(&mut self, health: &DeploymentHealth, mut attempt: AttemptRecord) {
         let ttft = attempt.started.elapsed();
         health.record_latency(ttft);
+        // A probe that streams content has shown the deployment serves: the
+        // circuit closes now, not minutes later at the stream's end.
+        if attempt.probe.take().is_some() {
+            health.record_served(attempt.started);
+        }
         attempt.ttft = Some(ttft);
         if let Some(r) = self.record() {
             r.open = None;
@@ -437,15 +442,12 @@ impl Recorder {
                 .class
                 .is_some_and(|c| c.is_deployment_fault() || c == FailureClass::RateLimited)
                 && i < last;
-            if failed_over {
-                // The same deployment again is a retry, not a failover.
-                let next = &record.attempts[i + 1].deployment;
+            // The same deployment again is a retry, not a failover.
+            let retried = failed_over && record.attempts[i + 1].deployment == a.deployment;
+            let failed_over = failed_over && !retried;
+            if failed_over || retried {
                 sinks.event(
-                    if *next == a.deployment {
-                        "retry"
-                    } else {
-                        "failover"
-                    },
+                    if retried { "retry" } else { "failover" },
                     &a.deployment,
                     serde_json::json!({
                         "request_id": &*record.request_id, "route": record.route,

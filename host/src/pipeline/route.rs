@@ -200,6 +200,9 @@ impl Gateway {
                         // The same deployment again, after a back-off or a
                         // short Retry-After, while its circuit stays closed.
                         if let Some(wait) = retry_wait(&route.retry, &attempt, retried, waited_out)
+                            // Not once the failures tripped its circuit.
+                            && (attempt.class == FailureClass::RateLimited
+                                || deployment.health.admission() == Admission::Closed)
                         {
                             if attempt.class == FailureClass::RateLimited {
                                 waited_out = true;

@@ -97,15 +97,16 @@ pub(super) async fn start_stream(
     // The stream's whole life: its deployment's total_ms from the request
     // sent, within the request's own deadline.
     let total = started + std::time::Duration::from_millis(d.timeouts.total_ms);
-    let deadline = rec
-        .record()
-        .and_then(|r| r.deadline)
-        .map_or(total, |r| r.min(total));
+    let request_deadline = rec.record().and_then(|r| r.deadline);
+    let deadline = request_deadline.map_or(total, |r| r.min(total));
+    // Cut by the caller's own deadline: nothing said of the deployment.
+    let callers_deadline = request_deadline.is_some_and(|r| r < total);
     let (tx, rx) = mpsc::channel(32);
     let mut pump = StreamPump {
         deployment: d.name.clone(),
         idle: d.timeouts.idle(),
         deadline,
+        callers_deadline,
         session,
         tx,
         in_flight,
@@ -134,6 +135,8 @@ pub(super) struct StreamPump {
     idle: std::time::Duration,
     /// The stream ends with an error event past this.
     deadline: Instant,
+    /// That deadline is the request's (not the deployment's `total_ms`).
+    callers_deadline: bool,
     session: StreamSession,
     tx: mpsc::Sender<Bytes>,
     /// Keeps the deployment counted in flight until the stream ends.
@@ -251,8 +254,12 @@ impl StreamPump {
             }
             Some((class, message)) => {
                 tracing::warn!(?class, "stream failed after commit: {message}");
-                self.rec
-                    .end_stream(Some(self.in_flight.health()), Some(class), Some(usage));
+                let blame = !(self.callers_deadline && Instant::now() >= self.deadline);
+                self.rec.end_stream(
+                    blame.then(|| self.in_flight.health()),
+                    Some(class),
+                    Some(usage),
+                );
                 let event = serde_json::json!({"error": {
                     "message": format!("deployment {:?}: {message}", self.deployment),
                     "type": "upstream_error",
@@ -467,8 +474,8 @@ mod tests {
 }
 
 /// Whether a canonical (OpenAI-shaped) chunk carries part of the answer:
-/// text, a refusal, a tool call or a finish reason. Read only until a
-/// stream commits.
+/// anything in a choice's delta but its role (text, a refusal, a tool call,
+/// reasoning, audio), or a finish reason. Read only until a stream commits.
 fn carries_answer(chunk: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Chunk {
@@ -478,30 +485,24 @@ fn carries_answer(chunk: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Choice {
         #[serde(default)]
-        delta: Option<Delta>,
+        delta: Option<serde_json::Map<String, serde_json::Value>>,
         #[serde(default)]
         finish_reason: Option<serde::de::IgnoredAny>,
     }
-    #[derive(serde::Deserialize)]
-    struct Delta {
-        #[serde(default)]
-        content: Option<String>,
-        #[serde(default)]
-        refusal: Option<String>,
-        #[serde(default)]
-        tool_calls: Option<serde::de::IgnoredAny>,
-        #[serde(default)]
-        function_call: Option<serde::de::IgnoredAny>,
-    }
+    let carries = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
     match serde_json::from_str::<Chunk>(chunk) {
         Ok(c) => c.choices.iter().any(|choice| {
             choice.finish_reason.is_some()
-                || choice.delta.as_ref().is_some_and(|d| {
-                    d.content.as_deref().is_some_and(|t| !t.is_empty())
-                        || d.refusal.as_deref().is_some_and(|t| !t.is_empty())
-                        || d.tool_calls.is_some()
-                        || d.function_call.is_some()
-                })
+                || choice
+                    .delta
+                    .as_ref()
+                    .is_some_and(|d| d.iter().any(|(k, v)| k != "role" && carries(v)))
         }),
         // Not ours to judge: forwarded as it is.
         Err(_) => true,
@@ -525,6 +526,13 @@ mod commit_tests {
         ));
         assert!(carries_answer(
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(
+            carries_answer(r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Let"}}]}"#),
+            "reasoning is part of the answer"
+        );
+        assert!(!carries_answer(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[]}}]}"#
         ));
     }
 }
