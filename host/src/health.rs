@@ -227,11 +227,6 @@ impl DeploymentHealth {
         self.check_streak.store(0, Relaxed);
     }
 
-    /// Whether active checks have it marked down.
-    pub fn is_down(&self) -> bool {
-        self.down.load(Relaxed)
-    }
-
     /// Claims the half-open circuit's one probe for the attempt about to
     /// start; `None` when another request holds it.
     pub fn try_probe(self: &Arc<Self>) -> Option<Probe> {

@@ -135,6 +135,21 @@ impl Drop for Redis {
     }
 }
 
+/// Two gateways on the same config (two replicas), each connected to
+/// Redis.
+fn replicas(routes: Value, plugins: &[&str], extra: Value) -> (Gateway, Gateway) {
+    let a = Gateway::start(routes.clone(), plugins, extra.clone());
+    let b = Gateway::start(routes, plugins, extra);
+    for gw in [&a, &b] {
+        assert!(
+            gw.wait_for_log("connected to Redis", Duration::from_secs(10)),
+            "{}",
+            gw.logs()
+        );
+    }
+    (a, b)
+}
+
 fn shared_config(mock: &Mock, redis: &Redis, rps: u64) -> (Value, Value) {
     let routes = json!({"r": {"deployments": ["d"]}});
     let extra = json!({
@@ -177,15 +192,7 @@ async fn two_replicas_sharing_redis_hold_one_rps_limit() {
     let mock = Mock::start().await;
     let redis = Redis::start();
     let (routes, extra) = shared_config(&mock, &redis, 20);
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(
-            gw.wait_for_log("connected to Redis", Duration::from_secs(10)),
-            "{}",
-            gw.logs()
-        );
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     let until = Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();
     for gw in [&a, &b] {
@@ -366,11 +373,7 @@ async fn a_shared_circuit_half_opens_with_one_probe_for_every_replica() {
         "limits": {"backend": "redis"},
         "redis": {"url": redis.url(), "timeout_ms": 50}
     });
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     for _ in 0..2 {
         assert_eq!(a.chat("c", false).await.status(), 200);
     }
@@ -440,11 +443,7 @@ async fn a_client_key_and_its_deployment_cost_one_round_trip() {
         "redis": {"url": redis.url(), "timeout_ms": 50}
     });
     let routes = json!({"r": {"deployments": ["d"]}});
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     let call = |gw: &Gateway| {
         client()
             .post(format!("{}/v1/chat/completions", gw.url))
@@ -494,11 +493,7 @@ async fn a_concurrency_cap_holds_across_replicas() {
         "redis": {"url": redis.url(), "timeout_ms": 50}
     });
     let routes = json!({"r": {"deployments": ["d"]}});
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -552,11 +547,7 @@ async fn budget_spend_adds_up_across_replicas() {
         "redis": {"url": redis.url(), "timeout_ms": 50}
     });
     let routes = json!({"r": {"deployments": ["d"]}});
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     // Each answer: 6 tokens at $1,000 per million = $0.006; A spends $0.030.
     for _ in 0..5 {
         assert_eq!(a.chat("r", false).await.status(), 200);
@@ -602,11 +593,7 @@ async fn budget_reservations_count_on_every_replica() {
         "redis": {"url": redis.url(), "timeout_ms": 50}
     });
     let routes = json!({"r": {"deployments": ["d"]}, "slow": {"deployments": ["s"]}});
-    let a = Gateway::start(routes.clone(), &["openai"], extra.clone());
-    let b = Gateway::start(routes, &["openai"], extra);
-    for gw in [&a, &b] {
-        assert!(gw.wait_for_log("connected to Redis", Duration::from_secs(10)));
-    }
+    let (a, b) = replicas(routes, &["openai"], extra);
     // Answers cost $0.006 (6 tokens at $1,000 a million): far below $0.05.
     assert_eq!(b.chat("r", false).await.status(), 200);
     // A's stream (2 s) is estimated at over $0.1 (max_tokens 100).
