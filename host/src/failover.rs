@@ -54,6 +54,9 @@ pub enum FailureClass {
     /// not sent. With nothing else to serve the request, a 503 with
     /// Retry-After.
     CircuitOpen,
+    /// A resumed stream's regenerated answer did not begin with the text the
+    /// client already had: it cannot be spliced on (nobody's fault).
+    Diverged,
 }
 
 /// What the pipeline does after a failed attempt.
@@ -84,6 +87,7 @@ impl FailureClass {
             GatewaySaturated => "gateway_saturated",
             AtCapacity => "at_capacity",
             CircuitOpen => "circuit_open",
+            Diverged => "diverged",
         }
     }
 
@@ -110,6 +114,7 @@ impl FailureClass {
                 | FailureClass::GatewaySaturated
                 | FailureClass::AtCapacity
                 | FailureClass::CircuitOpen
+                | FailureClass::Diverged
         )
     }
 

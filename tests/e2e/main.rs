@@ -17,6 +17,7 @@ mod live_config;
 mod proxy;
 mod queue;
 mod records;
+mod resume;
 mod sandbox;
 mod shared_limits;
 mod store_faults;

@@ -21,6 +21,15 @@
 //! | `content-filter` | 400 `content_filter` (a policy refusal) |
 //! | `slow-stream`| streams: a chunk every 500 ms, four in all, then `[DONE]` |
 //! | `no-usage`   | a normal answer (or stream) that reports no usage |
+//! | `story`      | streams [`STORY`] a word a chunk; after a final assistant message (a prefill) that begins it, only the rest |
+//! | `story-cut-N` | streams the story's first N words, then closes without finishing |
+//! | `story-stall-N` | the first N words, then silence |
+//! | `story-error-N` | the first N words, then an error event (`server_error`) |
+//! | `story-noprefill` | like `story`, but a final assistant message is a 400 |
+//! | `story-diverge` | streams another text that begins like the story |
+//! | `story-malformed` | the story with an event that is not JSON in its middle |
+//! | `story-nodone` | the story and its finish reason, then closes without `[DONE]` |
+//! | `late-first-token` | streams: the role chunk at once, the content 20 s later |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
 //! | `quota-low`  | a normal answer whose headers say no request is left for 2 s |
 //! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
@@ -270,6 +279,17 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         _ => {}
     }
 
+    if model == "story-noprefill" && last_is_assistant(&request) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "This model does not support assistant message prefill. The conversation must end with a user message.",
+        );
+    }
+    if stream && (model.starts_with("story") || model == "late-first-token") {
+        return story(&model, &request);
+    }
+
     if stream {
         return match model.as_str() {
             "cut-early" => sse(futures_util::stream::empty()),
@@ -379,6 +399,92 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         }
     }
     r
+}
+
+/// What the `story` models tell.
+pub const STORY: &str = "Once upon a time a small gateway carried every word across the river without dropping a single one.";
+
+fn last_is_assistant(request: &Value) -> bool {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "assistant")
+}
+
+/// The `story` family: `STORY` a word (with its trailing space) a chunk,
+/// broken as the model name says.
+fn story(model: &str, request: &Value) -> Response {
+    use futures_util::StreamExt;
+    let (kind, n) = match model.rsplit_once('-') {
+        Some((kind, n)) if n.parse::<usize>().is_ok() => (kind, n.parse().unwrap()),
+        _ => (model, usize::MAX),
+    };
+    let text = if kind == "story-diverge" {
+        "Once upon a time a large gateway lost half the words in the river."
+    } else {
+        STORY
+    };
+    // A prefill that begins the story: only the rest (like a model
+    // continuing its own message).
+    let mut skip = 0;
+    if last_is_assistant(request) && kind != "story-noprefill" {
+        let prefix = request["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap_or_default();
+        if text.starts_with(prefix) {
+            skip = prefix.len();
+        }
+    }
+    let words: Vec<String> = text[skip..]
+        .split_inclusive(' ')
+        .map(str::to_string)
+        .collect();
+    let mut events = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    let late = model == "late-first-token";
+    for (i, w) in words.iter().enumerate() {
+        if i == n {
+            break;
+        }
+        if kind == "story-malformed" && i == 3 {
+            events.push(Bytes::from_static(b"data: {\"choices\": [\n\n"));
+        }
+        events.push(chunk(model, json!({"content": w}), Value::Null));
+    }
+    let whole = n >= words.len();
+    if whole {
+        events.push(chunk(model, json!({}), json!("stop")));
+        let usage = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": words.len(), "total_tokens": 10 + words.len()}});
+        events.push(Bytes::from(format!("data: {usage}\n\n")));
+        if kind != "story-nodone" {
+            events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+    }
+    // Each word after a short pause, so events arrive one by one.
+    let paced =
+        futures_util::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+            if late && i == 1 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            } else if i > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            e
+        });
+    let tail: futures_util::stream::BoxStream<'static, Bytes> = match kind {
+        _ if whole => futures_util::stream::empty().boxed(),
+        "story-stall" => futures_util::stream::pending().boxed(),
+        "story-error" => futures_util::stream::iter([Bytes::from_static(
+            b"event: error\ndata: {\"error\": {\"message\": \"The server had an error while processing your request.\", \"type\": \"server_error\"}}\n\n",
+        )])
+        .boxed(),
+        // story-cut: the body simply ends.
+        _ => futures_util::stream::empty().boxed(),
+    };
+    sse(paced.chain(tail))
 }
 
 /// The usage the mock reports for `model`.

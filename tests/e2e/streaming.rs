@@ -72,14 +72,13 @@ async fn stream_silent_before_the_first_chunk_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
     let mock = Mock::start().await;
-    let gw = Gateway::start(
-        route(
-            deployment("flaky", &mock.url, "cut-mid"),
-            deployment("backup", &mock.url, "good"),
-        ),
-        &["openai", "priority", "basic"],
-        json!({}),
+    let mut routes = route(
+        deployment("flaky", &mock.url, "cut-mid"),
+        deployment("backup", &mock.url, "good"),
     );
+    // Not resumed (see resume.rs): the stream ends with the error event.
+    routes["chat"]["retry"] = json!({"retries": 0, "resumes": 0});
+    let gw = Gateway::start(routes, &["openai", "priority", "basic"], json!({}));
     let (deployment, events) = stream_text(&gw).await;
     assert_eq!(deployment, "flaky", "committed to the first deployment");
     assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
@@ -128,11 +127,9 @@ async fn stream_stalling_after_commit_ends_with_an_error_event_after_idle_timeou
     let mock = Mock::start().await;
     let mut stalling = deployment("stalling", &mock.url, "stall-mid");
     stalling["timeouts"] = json!({"idle_ms": 300});
-    let gw = Gateway::start(
-        route(stalling, deployment("backup", &mock.url, "good")),
-        &["openai", "priority", "basic"],
-        json!({}),
-    );
+    let mut routes = route(stalling, deployment("backup", &mock.url, "good"));
+    routes["chat"]["retry"] = json!({"retries": 0, "resumes": 0});
+    let gw = Gateway::start(routes, &["openai", "priority", "basic"], json!({}));
     let started = std::time::Instant::now();
     let (deployment, events) = stream_text(&gw).await;
     assert!(

@@ -655,6 +655,9 @@ pub struct RetryPolicy {
     /// A 429 whose Retry-After is at most this is waited out and the same
     /// deployment asked again (once); longer or absent, the next candidate.
     pub max_retry_after_ms: u64,
+    /// Times a stream that fails after it committed is continued on the
+    /// next admissible deployment (see `pipeline::resume`).
+    pub resumes: u32,
 }
 
 impl Default for RetryPolicy {
@@ -664,6 +667,7 @@ impl Default for RetryPolicy {
             backoff_ms: 250,
             factor: 2.0,
             max_retry_after_ms: 5000,
+            resumes: 2,
         }
     }
 }
@@ -803,6 +807,9 @@ pub struct Deployment {
     pub capabilities: Vec<Capability>,
     /// Largest prompt plus completion, in tokens.
     pub context_window: Option<u32>,
+    /// Whether it continues a trailing assistant message (a resumed
+    /// stream's prefill); default: the adapter's `prefill` capability.
+    pub prefill: Option<bool>,
     /// Active health checks: a one-token completion every so often, so a
     /// deployment that is down is marked so (and skipped) without client
     /// requests paying for it, and one that recovers gets traffic back.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_tokens};
 use super::stream::{StreamEvaluation, Transcript, start_stream};
-use super::{Answer, Deployment, Gateway, Route};
+use super::{Deployment, Gateway, Mode, Route, Served};
 use crate::domain::{BuildError, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::UpstreamKey;
@@ -35,11 +35,11 @@ impl Gateway {
         key: &UpstreamKey,
         target: &Arc<Target>,
         request: &Arc<str>,
-        stream: bool,
+        mode: Mode<'_>,
         request_id: &Arc<str>,
         record: &mut AttemptRecord,
         rec: &mut Recorder,
-    ) -> Result<Answer, Attempt> {
+    ) -> Result<Served, Attempt> {
         let plugin_failed = |e: PluginError| plugin_failed(&d.name, e);
         let adapter = self
             .registry
@@ -89,7 +89,7 @@ impl Gateway {
             return Err(Attempt::upstream(&d.name, Some(status), error));
         }
 
-        if stream {
+        if mode.streams() {
             let headers = header_pairs(&response.headers);
             let (session, quota) = adapter
                 .open_stream(request_id, target, request, headers)
@@ -99,7 +99,12 @@ impl Gateway {
             if let Some(q) = &quota {
                 key.limiter.learn(q, self.config.limits.max_retry_after_ms);
             }
-            let evaluation = route.evaluator.as_ref().map(|evaluator| StreamEvaluation {
+            // A resumed leg's pump has its own evaluation.
+            let evaluator = route
+                .evaluator
+                .as_ref()
+                .filter(|_| matches!(mode, Mode::Stream(_)));
+            let evaluation = evaluator.map(|evaluator| StreamEvaluation {
                 registry: self.registry.clone(),
                 evaluator: evaluator.clone(),
                 request: request.clone(),
@@ -122,6 +127,7 @@ impl Gateway {
                 rec,
                 request.clone(),
                 in_flight,
+                mode,
                 evaluation,
                 log,
             )
@@ -165,7 +171,7 @@ impl Gateway {
             )
             .await?;
         }
-        Ok(Answer::Complete {
+        Ok(Served::Complete {
             deployment: d.name.clone(),
             body: answer.body.into_bytes(),
             attempts: 0,

@@ -110,6 +110,7 @@ impl Gateway {
                 gauge: capacity.deployment(name),
                 max_in_flight: d.max_in_flight,
                 context_window: d.context_window,
+                prefill: d.prefill,
                 health_check: d.health_check,
                 limiter,
                 auth: d.auth.as_ref().map(AuthScheme::from),

@@ -22,6 +22,7 @@ mod limits;
 mod order;
 pub mod outcome;
 mod request;
+mod resume;
 mod route;
 mod stream;
 
@@ -118,6 +119,9 @@ pub struct Deployment {
     pub max_in_flight: Option<u32>,
     /// Its context window in tokens, when configured.
     pub context_window: Option<u32>,
+    /// Whether it continues a trailing assistant message (config; the
+    /// adapter's `prefill` capability when unset).
+    pub prefill: Option<bool>,
     pub health_check: Option<crate::config::HealthCheck>,
     /// The config's auth override; otherwise the adapter's declaration.
     auth: Option<AuthScheme>,
@@ -157,6 +161,53 @@ pub enum Answer {
         events: mpsc::Receiver<Bytes>,
         attempts: usize,
     },
+}
+
+/// How a request is served: whole, as a new stream (resumable if it fails
+/// after committing), or as the next leg of a stream being resumed.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Complete,
+    Stream(Option<&'a resume::Resumable>),
+    Resume {
+        leg: &'a resume::Leg,
+        /// This deployment is sent the delivered text as a prefill.
+        prefill: bool,
+    },
+}
+
+impl Mode<'_> {
+    fn streams(self) -> bool {
+        !matches!(self, Mode::Complete)
+    }
+}
+
+/// What the pipeline produced, before `chat` hands it to the client.
+enum Served {
+    Complete {
+        deployment: String,
+        body: Vec<u8>,
+        attempts: usize,
+    },
+    /// A committed stream and its pump, which `chat` starts.
+    Stream {
+        deployment: String,
+        events: mpsc::Receiver<Bytes>,
+        attempts: usize,
+        pump: stream::Pending,
+    },
+    /// The next leg of a stream being resumed, for the pump that asked.
+    Resumed(Box<resume::Continuation>),
+}
+
+impl Served {
+    fn with_attempts(mut self, n: usize) -> Self {
+        match &mut self {
+            Served::Complete { attempts, .. } | Served::Stream { attempts, .. } => *attempts = n,
+            Served::Resumed(_) => {}
+        }
+        self
+    }
 }
 
 impl Gateway {
@@ -288,6 +339,11 @@ impl Gateway {
             Arc::from(text)
         };
         let own = view.fallbacks.is_some();
+        // The chain by name, for a stream's pump to serve again (resume).
+        let mut models = Vec::new();
+        if view.stream {
+            models.push(view.model.to_string());
+        }
         for (i, name) in fallbacks.into_iter().enumerate() {
             let found = self.route_for(name).ok_or_else(|| {
                 ApiError::BadRequest(format!("fallbacks[{i}]: no model (route) named {name:?}"))
@@ -310,6 +366,9 @@ impl Gateway {
                 .any(|(r, rest)| std::ptr::eq(*r, found.0) && *rest == found.1)
             {
                 chain.push(found);
+                if view.stream {
+                    models.push(name.to_string());
+                }
             }
         }
         for (_, rest) in &chain {
@@ -345,6 +404,20 @@ impl Gateway {
         let served = async {
             let summary = summarize(&view, text, hints);
             let priority = summary.priority;
+            let resumable = (view.stream && route.retry.resumes > 0).then(|| resume::Resumable {
+                gateway: self.clone(),
+                models,
+                summary: summary.clone(),
+                request: request.clone(),
+                request_id: request_id.clone(),
+                begun,
+                left: route.retry.resumes,
+            });
+            let mode = if view.stream {
+                Mode::Stream(resumable.as_ref())
+            } else {
+                Mode::Complete
+            };
             let mut waiting =
                 crate::capacity::Waiting::new(&self.capacity, self.config.limits.queue, begun);
             // The gateway's and the route's concurrency caps: held until
@@ -369,18 +442,36 @@ impl Gateway {
                     }
                 }
                 let attempts = match self
-                    .serve_chain(
-                        &chain,
-                        &summary,
-                        &request,
-                        view.stream,
-                        &request_id,
-                        begun,
-                        rec,
-                    )
+                    .serve_chain(&chain, &summary, &request, mode, &request_id, begun, rec)
                     .await?
                 {
-                    Ok(answer) => return Ok(answer),
+                    Ok(Served::Complete {
+                        deployment,
+                        body,
+                        attempts,
+                    }) => {
+                        return Ok(Answer::Complete {
+                            deployment,
+                            body,
+                            attempts,
+                        });
+                    }
+                    Ok(Served::Stream {
+                        deployment,
+                        events,
+                        attempts,
+                        pump,
+                    }) => {
+                        pump.spawn();
+                        return Ok(Answer::Stream {
+                            deployment,
+                            events,
+                            attempts,
+                        });
+                    }
+                    Ok(Served::Resumed(_)) => {
+                        unreachable!("only a stream's pump asks for a resumed leg")
+                    }
                     Err(attempts) => attempts,
                 };
                 // No deployment check carried the client key's windows (no
@@ -455,15 +546,6 @@ fn nothing_served(
     ApiError::NoCandidate {
         model: model.to_string(),
         reason,
-    }
-}
-
-impl Answer {
-    fn with_attempts(mut self, n: usize) -> Self {
-        match &mut self {
-            Answer::Complete { attempts, .. } | Answer::Stream { attempts, .. } => *attempts = n,
-        }
-        self
     }
 }
 

@@ -108,6 +108,9 @@ pub struct AttemptRecord {
     /// The half-open circuit's probe this attempt holds, until its outcome
     /// is recorded.
     pub probe: Option<Arc<crate::health::Probe>>,
+    /// Its stream failed after it committed and the request went on to
+    /// resume it elsewhere.
+    pub cut: bool,
 }
 
 impl AttemptRecord {
@@ -132,6 +135,7 @@ impl AttemptRecord {
             limits: [None, None],
             slot: None,
             probe: None,
+            cut: false,
         }
     }
 
@@ -340,7 +344,8 @@ impl Recorder {
         attempt.ttft = Some(ttft);
         if let Some(r) = self.record() {
             r.open = None;
-            r.ttft = Some(r.begun.elapsed());
+            // A resumed stream's later legs do not move the request's own.
+            r.ttft.get_or_insert_with(|| r.begun.elapsed());
             r.attempts.push(attempt);
         }
     }
@@ -443,11 +448,18 @@ impl Recorder {
                 .is_some_and(|c| c.is_deployment_fault() || c == FailureClass::RateLimited)
                 && i < last;
             // The same deployment again is a retry, not a failover.
-            let retried = failed_over && record.attempts[i + 1].deployment == a.deployment;
+            let retried =
+                failed_over && !a.cut && record.attempts[i + 1].deployment == a.deployment;
             let failed_over = failed_over && !retried;
             if failed_over || retried {
                 sinks.event(
-                    if retried { "retry" } else { "failover" },
+                    if a.cut {
+                        "resume"
+                    } else if retried {
+                        "retry"
+                    } else {
+                        "failover"
+                    },
                     &a.deployment,
                     serde_json::json!({
                         "request_id": &*record.request_id, "route": record.route,

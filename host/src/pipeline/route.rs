@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::limits::NotSent;
 use super::outcome::{self, Recorder};
-use super::{Answer, Gateway, Route, Tried, order};
+use super::{Gateway, Mode, Route, Served, Tried, order};
 use crate::config::OnContentFilter;
 use crate::domain::{RequestSummary, Target};
 use crate::error::ApiError;
@@ -24,13 +24,13 @@ impl Gateway {
         rest: Option<&str>,
         summary: &RequestSummary,
         request: &Arc<str>,
-        stream: bool,
+        mode: Mode<'_>,
         request_id: &Arc<str>,
         attempts: &mut Vec<crate::failover::Attempt>,
         tried: &mut Tried,
         begun: Instant,
         rec: &mut Recorder,
-    ) -> Result<Option<Answer>, ApiError> {
+    ) -> Result<Option<Served>, ApiError> {
         // 3. The order to try its deployments in.
         let mut order = self
             .order(route, summary, request_id, &rec.sinks().monitor)
@@ -56,6 +56,13 @@ impl Gateway {
                 .iter()
                 .any(|t| t.deployment == target.deployment && t.model == target.model)
                 || tried.unsupported_adapters.contains(&deployment.adapter)
+            {
+                continue;
+            }
+            // A resumed stream does not go back to a deployment whose
+            // stream failed in this request.
+            if let Mode::Resume { leg, .. } = mode
+                && leg.failed.contains(&deployment.name)
             {
                 continue;
             }
@@ -98,7 +105,21 @@ impl Gateway {
             // Retry-After was waited out already.
             let mut retried = 0;
             let mut waited_out = false;
+            // A resumed stream's leg: the delivered text as a prefill where
+            // the deployment continues one (until it refuses it).
+            let mut prefill = matches!(mode, Mode::Resume { .. }) && self.prefills(deployment);
             loop {
+                let (mode, request) = match mode {
+                    Mode::Resume { leg, .. } => (
+                        Mode::Resume { leg, prefill },
+                        if prefill {
+                            &leg.prefilled
+                        } else {
+                            &leg.original
+                        },
+                    ),
+                    mode => (mode, request),
+                };
                 // At one of its rate limits, or no key it could send with: not
                 // tried (the upstream would refuse).
                 let held = match self.reserve(deployment, summary, request_id, rec).await {
@@ -127,7 +148,7 @@ impl Gateway {
                         &key,
                         &target,
                         request,
-                        stream,
+                        mode,
                         request_id,
                         &mut record,
                         rec,
@@ -136,7 +157,7 @@ impl Gateway {
                 match result {
                     Ok(answer) => {
                         let was_cooling = deployment.health.is_cooling_down();
-                        if let Answer::Complete { .. } = &answer {
+                        if let Served::Complete { .. } = &answer {
                             rec.end_attempt(&deployment.health, record.clone(), None);
                         } // A committed stream: its pump ends the attempt.
                         // A probe that closed the circuit closes it everywhere.
@@ -189,6 +210,21 @@ impl Gateway {
                             let open = deployment.health.trip_cooldown();
                             deployment.health.adopt_cooldown(open);
                             shared.publish_cooldown("d", &deployment.name, "circuit", open);
+                        }
+                        // A deployment that will not continue the delivered
+                        // text regenerates the answer instead.
+                        if prefill
+                            && matches!(
+                                attempt.class,
+                                FailureClass::InvalidRequest | FailureClass::Unsupported
+                            )
+                        {
+                            tracing::info!(request_id = %request_id, model = %route.name,
+                                deployment = %deployment.name,
+                                "the deployment refused the prefill; regenerating the answer instead");
+                            prefill = false;
+                            attempts.push(attempt);
+                            continue;
                         }
                         // The key, not the deployment, was refused: the same
                         // deployment again with another key of its pool.
@@ -263,11 +299,11 @@ impl Gateway {
         chain: &[(&Route, Option<&str>)],
         summary: &RequestSummary,
         request: &Arc<str>,
-        stream: bool,
+        mode: Mode<'_>,
         request_id: &Arc<str>,
         begun: Instant,
         rec: &mut Recorder,
-    ) -> Result<Result<Answer, Vec<Attempt>>, ApiError> {
+    ) -> Result<Result<Served, Vec<Attempt>>, ApiError> {
         let mut attempts = Vec::new();
         // Across the whole chain: a deployment listed by two routes is
         // tried once, an adapter that cannot send the request is not
@@ -315,7 +351,7 @@ impl Gateway {
                     rest,
                     summary,
                     request,
-                    stream,
+                    mode,
                     request_id,
                     &mut attempts,
                     &mut tried,

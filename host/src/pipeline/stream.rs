@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use super::attempt::plugin_failed;
 use super::outcome::{AttemptRecord, End, Recorder, content_chars, estimate_tokens};
-use super::{Answer, Deployment};
+use super::resume::{Continuation, Resumable, Resumed, Splice};
+use super::{Deployment, Mode, Served};
 use crate::domain::{Kind, StreamBatch, UpstreamError, Usage, Verdict};
 use crate::failover::{Attempt, FailureClass};
 use crate::health::InFlight;
@@ -21,8 +22,9 @@ use crate::plugins::{PluginError, Registry, StreamSession};
 use crate::upstream::{Reply, ReplyBody};
 
 /// Reads the stream until its first parsed chunk (failing over is still
-/// possible until then), then commits: a task pumps the rest to the client
-/// and takes the request's record over (`rec` is left empty).
+/// possible until then), then commits: a new stream's pump is returned for
+/// `chat` to start (it takes the request's record over: `rec` is left
+/// empty); a resumed stream's next leg goes back to the pump that asked.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn start_stream(
     d: &Deployment,
@@ -33,16 +35,83 @@ pub(super) async fn start_stream(
     rec: &mut Recorder,
     request: Arc<str>,
     in_flight: InFlight,
+    mode: Mode<'_>,
     evaluation: Option<StreamEvaluation>,
     log: tracing::Span,
-) -> Result<Answer, Attempt> {
+) -> Result<Served, Attempt> {
+    let (first, body) = first_content(d, &mut session, response.body, started).await?;
+    rec.commit_stream(&d.health, record.clone());
+    // The stream's whole life: its deployment's total_ms from the request
+    // sent, within the request's own deadline.
+    let total = started + std::time::Duration::from_millis(d.timeouts.total_ms);
+    let resumable = match mode {
+        Mode::Resume { prefill, .. } => {
+            return Ok(Served::Resumed(Box::new(Continuation {
+                deployment: d.name.clone(),
+                session,
+                body,
+                first,
+                in_flight,
+                idle: d.timeouts.idle(),
+                total,
+                prefilled: prefill,
+            })));
+        }
+        Mode::Stream(resumable) => resumable.cloned().map(Box::new),
+        Mode::Complete => None,
+    };
+    let request_deadline = rec.record().and_then(|r| r.deadline);
+    let (tx, rx) = mpsc::channel(32);
+    let mut pump = StreamPump {
+        deployment: d.name.clone(),
+        idle: d.timeouts.idle(),
+        deadline: total,
+        request_deadline,
+        callers_deadline: false,
+        session,
+        tx,
+        in_flight,
+        evaluation,
+        rec: rec.hand_over(),
+        request,
+        completion_chars: 0,
+        sent: Vec::new(),
+        splice: None,
+        resumable,
+        carried: Usage::default(),
+        failed: Vec::new(),
+    };
+    pump.set_deadline(total);
+    let mut first = first;
+    if !first.done {
+        // Queued before the response is returned (it cannot wait: the
+        // channel is new), so the headers and the first chunk leave in one
+        // write, not two.
+        let _ = pump.forward(std::mem::take(&mut first.chunks), false).await;
+    }
+    Ok(Served::Stream {
+        deployment: d.name.clone(),
+        events: rx,
+        attempts: 0,
+        pump: Pending(Box::new((pump, first, body, log))),
+    })
+}
+
+/// Reads a stream until a chunk carries part of the answer: a role-only
+/// opening chunk waits for what follows, and a stream that ends with
+/// nothing (only `[DONE]`) is a failed attempt another deployment may mend.
+/// One budget (`first_byte_ms`) from sending the request.
+async fn first_content(
+    d: &Deployment,
+    session: &mut StreamSession,
+    mut body: ReplyBody,
+    started: Instant,
+) -> Result<(StreamBatch, ReplyBody), Attempt> {
     let fail = |class, message: String| Attempt::new(&d.name, class, message);
-    let mut body = response.body;
-    // One budget from sending the request to the first parsed chunk.
     let deadline = started + d.timeouts.first_byte();
     // Chunks read before the commit (e.g. the role-only opening one).
     let mut held = Vec::new();
-    let first = loop {
+    loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
             Err(_) => {
@@ -69,17 +138,17 @@ pub(super) async fn start_stream(
         let batch = batch
             .map_err(|e| plugin_failed(&d.name, e))?
             .map_err(|e| Attempt::upstream(&d.name, None, e))?;
-        // Committed only once it carries something: a role-only opening
-        // chunk waits for what follows, and a stream that ends with nothing
-        // (only `[DONE]`) is a failed attempt another deployment may mend.
         let carries = batch.chunks.iter().any(|c| carries_answer(c));
         held.extend(batch.chunks);
         if carries {
-            break StreamBatch {
-                chunks: held,
-                usage: batch.usage,
-                done: batch.done,
-            };
+            return Ok((
+                StreamBatch {
+                    chunks: held,
+                    usage: batch.usage,
+                    done: batch.done,
+                },
+                body,
+            ));
         }
         if batch.done || eof {
             return Err(fail(
@@ -91,66 +160,79 @@ pub(super) async fn start_stream(
                 },
             ));
         }
-    };
-
-    rec.commit_stream(&d.health, record.clone());
-    // The stream's whole life: its deployment's total_ms from the request
-    // sent, within the request's own deadline.
-    let total = started + std::time::Duration::from_millis(d.timeouts.total_ms);
-    let request_deadline = rec.record().and_then(|r| r.deadline);
-    let deadline = request_deadline.map_or(total, |r| r.min(total));
-    // Cut by the caller's own deadline: nothing said of the deployment.
-    let callers_deadline = request_deadline.is_some_and(|r| r < total);
-    let (tx, rx) = mpsc::channel(32);
-    let mut pump = StreamPump {
-        deployment: d.name.clone(),
-        idle: d.timeouts.idle(),
-        deadline,
-        callers_deadline,
-        session,
-        tx,
-        in_flight,
-        evaluation,
-        rec: rec.hand_over(),
-        request,
-        completion_chars: 0,
-    };
-    if !first.done {
-        // Queued before the response is returned (it cannot wait: the
-        // channel is new), so the headers and the first chunk leave in one
-        // write, not two.
-        let _ = pump.forward(&first.chunks, false).await;
     }
-    tokio::spawn(pump.run(first, body).instrument(log));
-    Ok(Answer::Stream {
-        deployment: d.name.clone(),
-        events: rx,
-        attempts: 0,
-    })
+}
+
+/// A committed stream's pump, not started yet: `chat` spawns it. (Not the
+/// pipeline: a pump may run the pipeline again to resume its stream.)
+pub struct Pending(Box<(StreamPump, StreamBatch, ReplyBody, tracing::Span)>);
+
+impl Pending {
+    pub(super) fn spawn(self) {
+        let (pump, first, body, log) = *self.0;
+        tokio::spawn(pump.run(first, body).instrument(log));
+    }
+}
+
+/// Why forwarding stopped.
+enum Stop {
+    ClientGone,
+    /// A resumed leg cannot be spliced on what the client has.
+    Diverged(String),
 }
 
 /// Moves a committed stream from the upstream to the client.
 pub(super) struct StreamPump {
-    deployment: String,
+    pub(super) deployment: String,
     idle: std::time::Duration,
-    /// The stream ends with an error event past this.
-    deadline: Instant,
-    /// That deadline is the request's (not the deployment's `total_ms`).
+    /// The current leg ends with an error past this.
+    pub(super) deadline: Instant,
+    /// The request's own deadline.
+    pub(super) request_deadline: Option<Instant>,
+    /// `deadline` is the request's (not the deployment's `total_ms`).
     callers_deadline: bool,
     session: StreamSession,
-    tx: mpsc::Sender<Bytes>,
+    pub(super) tx: mpsc::Sender<Bytes>,
     /// Keeps the deployment counted in flight until the stream ends.
-    in_flight: InFlight,
+    pub(super) in_flight: InFlight,
     evaluation: Option<StreamEvaluation>,
     /// The request's record, finished when the pump ends (or is dropped).
-    rec: Recorder,
+    pub(super) rec: Recorder,
     /// For a usage estimate, should the upstream report none: the request
     /// (scanned only then) and the streamed text's length.
     request: Arc<str>,
     completion_chars: usize,
+    /// What the client was sent, kept while the stream may be resumed.
+    pub(super) sent: Vec<String>,
+    /// After a resume: how the current leg's chunks follow on.
+    pub(super) splice: Option<Splice>,
+    pub(super) resumable: Option<Box<Resumable>>,
+    /// Usage of the legs before the current one.
+    pub(super) carried: Usage,
+    /// Deployments whose legs failed.
+    pub(super) failed: Vec<String>,
 }
 
 impl StreamPump {
+    /// The current leg ends at `total` (its deployment's), or at the
+    /// request's deadline if that comes first.
+    fn set_deadline(&mut self, total: Instant) {
+        self.deadline = self.request_deadline.map_or(total, |r| r.min(total));
+        // Cut by the caller's own deadline: nothing said of the deployment.
+        self.callers_deadline = self.request_deadline.is_some_and(|r| r < total);
+    }
+
+    /// Goes on with a resumed leg.
+    fn take_leg(&mut self, next: Continuation) -> (StreamBatch, ReplyBody) {
+        self.deployment = next.deployment;
+        self.session = next.session;
+        self.in_flight = next.in_flight;
+        self.idle = next.idle;
+        self.completion_chars = 0;
+        self.set_deadline(next.total);
+        (next.first, next.body)
+    }
+
     async fn run(mut self, first: StreamBatch, mut body: ReplyBody) {
         // The first chunks were forwarded by `start_stream` unless `done`.
         let mut usage = first.usage;
@@ -211,26 +293,67 @@ impl StreamPump {
                 }
             };
             match batch {
-                Err(message) => {
-                    failure = Some(message);
-                    break;
-                }
+                Err((class, message)) => match self.resume(class, &message, usage).await {
+                    Resumed::Leg(next) => {
+                        let (first, next_body) = self.take_leg(*next);
+                        body = next_body;
+                        usage = first.usage;
+                        done = first.done;
+                        if done {
+                            last = Some(first.chunks);
+                        } else {
+                            match self.forward(first.chunks, false).await {
+                                Ok(()) => {}
+                                Err(Stop::ClientGone) => return self.client_gone(usage),
+                                Err(Stop::Diverged(m)) => {
+                                    failure = Some((FailureClass::Diverged, m));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Resumed::Complete => {
+                        done = true;
+                        last = Some(Vec::new());
+                    }
+                    Resumed::No => {
+                        failure = Some((class, message));
+                        break;
+                    }
+                    Resumed::Failed(why) => {
+                        let message = format!("{message}; not resumed: {why}");
+                        return self.fail_stream(&message).await;
+                    }
+                    Resumed::ClientGone => {
+                        tracing::info!("client went away while the stream was resumed");
+                        return self.rec.hand_over().finish(End::ClientGone);
+                    }
+                },
                 Ok(batch) => {
                     usage = batch.usage.or(usage);
                     done = batch.done || eof;
                     if done {
                         // Sent with `[DONE]`, in one write.
                         last = Some(batch.chunks);
-                    } else if self.forward(&batch.chunks, false).await.is_err() {
-                        self.client_gone(usage);
-                        return;
+                    } else {
+                        match self.forward(batch.chunks, false).await {
+                            Ok(()) => {}
+                            Err(Stop::ClientGone) => return self.client_gone(usage),
+                            Err(Stop::Diverged(m)) => {
+                                failure = Some((FailureClass::Diverged, m));
+                                break;
+                            }
+                        }
                     }
                 }
             }
         }
-        if failure.is_none() && self.forward(&last.unwrap_or_default(), true).await.is_err() {
-            self.client_gone(usage);
-            return;
+        if failure.is_none() {
+            match self.forward(last.unwrap_or_default(), true).await {
+                Ok(()) => {}
+                Err(Stop::ClientGone) => return self.client_gone(usage),
+                Err(Stop::Diverged(m)) => failure = Some((FailureClass::Diverged, m)),
+            }
         }
         let usage = self.usage(usage);
         match failure {
@@ -254,29 +377,37 @@ impl StreamPump {
             }
             Some((class, message)) => {
                 tracing::warn!(?class, "stream failed after commit: {message}");
-                let blame = !(self.callers_deadline && Instant::now() >= self.deadline);
+                // Cut by the caller's deadline, or a leg that could not be
+                // spliced on: nothing said of the deployment.
+                let blame = !(self.callers_deadline && Instant::now() >= self.deadline)
+                    && class.is_deployment_fault();
                 self.rec.end_stream(
                     blame.then(|| self.in_flight.health()),
                     Some(class),
                     Some(usage),
                 );
-                let event = serde_json::json!({"error": {
-                    "message": format!("deployment {:?}: {message}", self.deployment),
-                    "type": "upstream_error",
-                    "code": "stream_interrupted",
-                }});
-                let _ = self
-                    .tx
-                    .send(Bytes::from(format!("data: {event}\n\n")))
-                    .await;
-                self.rec.hand_over().finish(End::StreamFailed);
+                self.fail_stream(&message).await;
             }
         }
     }
 
+    /// Ends the client's stream with an error event.
+    async fn fail_stream(&mut self, message: &str) {
+        let event = serde_json::json!({"error": {
+            "message": format!("deployment {:?}: {message}", self.deployment),
+            "type": "upstream_error",
+            "code": "stream_interrupted",
+        }});
+        let _ = self
+            .tx
+            .send(Bytes::from(format!("data: {event}\n\n")))
+            .await;
+        self.rec.hand_over().finish(End::StreamFailed);
+    }
+
     /// The usage the upstream reported, or one estimated from what was
     /// streamed (`true`: estimated).
-    fn usage(&self, reported: Option<Usage>) -> (Usage, bool) {
+    pub(super) fn usage(&self, reported: Option<Usage>) -> (Usage, bool) {
         match reported {
             Some(u) => (u, false),
             None => (
@@ -315,16 +446,29 @@ impl StreamPump {
 
     /// Sends chunks to the client as SSE events (and to the transcript), all
     /// of one batch in one write (each write is a packet: `TCP_NODELAY`),
-    /// with `data: [DONE]` after them when `end`. A client that stops reading
-    /// for `idle` is dropped, so it cannot hold the upstream connection and
-    /// the adapter instance forever.
-    async fn forward(&mut self, chunks: &[String], end: bool) -> Result<(), ()> {
+    /// with `data: [DONE]` after them when `end`. A resumed leg's chunks are
+    /// spliced on first. A client that stops reading for `idle` is dropped,
+    /// so it cannot hold the upstream connection and the adapter instance
+    /// forever.
+    async fn forward(&mut self, mut chunks: Vec<String>, end: bool) -> Result<(), Stop> {
+        if let Some(splice) = &mut self.splice {
+            let mut kept = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                if let Some(c) = splice.apply(chunk).map_err(Stop::Diverged)? {
+                    kept.push(c);
+                }
+            }
+            if end {
+                splice.complete().map_err(Stop::Diverged)?;
+            }
+            chunks = kept;
+        }
         if chunks.is_empty() && !end {
             return Ok(());
         }
         let size: usize = chunks.iter().map(|c| c.len() + 8).sum::<usize>() + 14;
         let mut events = Vec::with_capacity(size);
-        for chunk in chunks {
+        for chunk in &chunks {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
             }
@@ -336,18 +480,21 @@ impl StreamPump {
         if end {
             events.extend_from_slice(b"data: [DONE]\n\n");
         }
+        if self.resumable.is_some() {
+            self.sent.append(&mut chunks);
+        }
         match self.tx.send_timeout(Bytes::from(events), self.idle).await {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Closed(_)) => {
                 tracing::info!("client went away mid-stream");
-                return Err(());
+                return Err(Stop::ClientGone);
             }
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 tracing::warn!(
                     "client read nothing for {} ms; stream abandoned",
                     self.idle.as_millis()
                 );
-                return Err(());
+                return Err(Stop::ClientGone);
             }
         }
         Ok(())
