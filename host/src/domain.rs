@@ -337,6 +337,8 @@ pub struct StreamBatch {
     pub chunks: Vec<String>,
     pub usage: Option<Usage>,
     pub done: bool,
+    /// Events the adapter skipped as malformed (v0.2 adapters report them).
+    pub malformed: u32,
 }
 
 /// Log levels of the host interface.

@@ -86,6 +86,7 @@ pub struct StreamOutput {
     pub(crate) chunks: Vec<String>,
     pub(crate) usage: Option<Usage>,
     pub(crate) done: bool,
+    pub(crate) malformed: u32,
 }
 
 impl StreamOutput {
@@ -104,6 +105,19 @@ impl StreamOutput {
     /// to the prompt tokens an earlier event reported.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// Skips an event that cannot be understood (not JSON, not a chunk):
+    /// the host counts it (and logs the count), and fails the stream only
+    /// when a burst of them arrives, so one garbled event does not end an
+    /// answer.
+    pub fn skip_malformed(&mut self) {
+        self.malformed += 1;
+    }
+
+    /// Events skipped as malformed in this call so far.
+    pub fn malformed(&self) -> u32 {
+        self.malformed
     }
 
     /// The upstream signalled the end of the stream (e.g. `data: [DONE]`).
@@ -358,6 +372,7 @@ impl Envelope {
             usage: out.usage,
             done: out.done,
             state,
+            malformed: out.malformed,
         })
     }
 
@@ -367,6 +382,7 @@ impl Envelope {
             chunks: Vec::new(),
             usage: self.usage,
             done: self.done,
+            malformed: 0,
         }
     }
 }

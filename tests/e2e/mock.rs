@@ -28,6 +28,7 @@
 //! | `story-noprefill` | like `story`, but a final assistant message is a 400 |
 //! | `story-diverge` | streams another text that begins like the story |
 //! | `story-malformed` | the story with an event that is not JSON in its middle |
+//! | `story-garbled` | the story with six events that are not JSON after its third word |
 //! | `story-nodone` | the story and its finish reason, then closes without `[DONE]` |
 //! | `late-first-token` | streams: the role chunk at once, the content 20 s later |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
@@ -451,6 +452,13 @@ fn story(model: &str, request: &Value) -> Response {
         }
         if kind == "story-malformed" && i == 3 {
             events.push(Bytes::from_static(b"data: {\"choices\": [\n\n"));
+        }
+        if kind == "story-garbled" && i == 3 {
+            for _ in 0..6 {
+                events.push(Bytes::from_static(
+                    b"data: <html>502 Bad Gateway</html>\n\n",
+                ));
+            }
         }
         events.push(chunk(model, json!({"content": w}), Value::Null));
     }

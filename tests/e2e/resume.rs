@@ -37,11 +37,23 @@ struct Streamed {
 }
 
 async fn stream(gw: &Gateway) -> Streamed {
-    let r = gw
-        .post(json!({"model": "chat", "stream": true,
-            "stream_options": {"include_usage": true},
-            "messages": [{"role": "user", "content": "Tell me a story."}]}))
-        .await;
+    stream_with_id(gw, "-").await
+}
+
+async fn stream_with_id(gw: &Gateway, id: &str) -> Streamed {
+    let mut request = crate::harness::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "chat", "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "Tell me a story."}]})
+            .to_string(),
+        );
+    if id != "-" {
+        request = request.header("x-request-id", id);
+    }
+    let r = request.send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", gw.logs());
     let committed = r.headers()["x-switchyard-deployment"]
         .to_str()
@@ -299,4 +311,63 @@ async fn a_stream_that_ends_after_its_finish_reason_without_done_is_a_success() 
     assert!(s.done && s.error.is_none());
     assert_eq!(finisher(&s), "primary");
     assert_eq!(mock.hits("story"), 0, "nothing to resume");
+}
+
+/// Attempts of a stored request (the store writes in batches).
+async fn attempts(gw: &Gateway, id: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = gw.admin(&format!("/admin/requests/{id}")).await;
+        if status == 200 {
+            return body["attempts_detail"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "request {id} not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_skipped_and_counted_and_a_burst_fails_the_leg() {
+    let mock = Mock::start().await;
+    let gw = start(routes(
+        vec![
+            deployment("primary", &mock.url, "story-malformed"),
+            with_prefill(deployment("backup", &mock.url, "story")),
+        ],
+        2,
+    ));
+    // One garbled event: skipped, the answer goes on.
+    let s = stream_with_id(&gw, "one-bad-event").await;
+    assert_eq!(s.text, STORY);
+    assert!(s.done && s.error.is_none());
+    assert_eq!(mock.hits("story"), 0);
+    assert!(gw.wait_for_log("skipped malformed stream events", Duration::from_secs(5)));
+    let a = attempts(&gw, "one-bad-event").await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["malformed"], 1, "{a:?}");
+    assert!(a[0]["class"].is_null());
+    drop(gw);
+
+    // A burst of them (an HTML error page streamed as events): the leg
+    // fails and the stream is resumed elsewhere.
+    let gw = start(routes(
+        vec![
+            deployment("primary", &mock.url, "story-garbled"),
+            with_prefill(deployment("backup", &mock.url, "story")),
+        ],
+        2,
+    ));
+    let s = stream_with_id(&gw, "a-burst").await;
+    assert_eq!(s.text, STORY, "{:?}", s.chunks);
+    assert!(s.done);
+    let a = attempts(&gw, "a-burst").await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a[0]["deployment"], "primary");
+    assert!(a[0]["malformed"].as_u64().unwrap() >= 5, "{a:?}");
+    assert_eq!(a[0]["class"], "overloaded");
+    assert_eq!(a[1]["deployment"], "backup");
+    assert!(a[1]["class"].is_null());
 }

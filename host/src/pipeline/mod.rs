@@ -10,9 +10,10 @@
 //! 5. a retryable failure moves on to the next candidate; when all fail, the
 //!    caller gets one error listing every attempt.
 //!
-//! A stream is committed to the client only once its first chunk parsed
-//! cleanly, so an upstream that fails before that is failed over invisibly.
-//! After that, a failure ends the stream with an error event, never with a
+//! A stream is committed to the client only once a chunk carries part of
+//! the answer, so an upstream that fails before that is failed over
+//! invisibly. After that, a failure is resumed on another deployment
+//! (`resume.rs`) or ends the stream with an error event, never with a
 //! clean `[DONE]`.
 
 mod attempt;

@@ -111,6 +111,8 @@ pub struct AttemptRecord {
     /// Its stream failed after it committed and the request went on to
     /// resume it elsewhere.
     pub cut: bool,
+    /// Stream events its adapter skipped as malformed.
+    pub malformed: u32,
 }
 
 impl AttemptRecord {
@@ -136,6 +138,7 @@ impl AttemptRecord {
             slot: None,
             probe: None,
             cut: false,
+            malformed: 0,
         }
     }
 
@@ -608,6 +611,7 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
             cost: a.cost,
             billed: a.billed,
             estimated: a.estimated,
+            malformed: a.malformed,
             quality: match (&a.verdict, &a.evaluator_failed) {
                 (Some((evaluator, v)), _) => Some(QualityRow {
                     evaluator: evaluator.to_string(),

@@ -40,6 +40,7 @@ pub(super) async fn start_stream(
     log: tracing::Span,
 ) -> Result<Served, Attempt> {
     let (first, body) = first_content(d, &mut session, response.body, started).await?;
+    record.malformed = first.malformed;
     rec.commit_stream(&d.health, record.clone());
     // The stream's whole life: its deployment's total_ms from the request
     // sent, within the request's own deadline.
@@ -80,6 +81,7 @@ pub(super) async fn start_stream(
         resumable,
         carried: Usage::default(),
         failed: Vec::new(),
+        malformed_run: 0,
     };
     pump.set_deadline(total);
     let mut first = first;
@@ -111,6 +113,7 @@ async fn first_content(
     let deadline = started + d.timeouts.first_byte();
     // Chunks read before the commit (e.g. the role-only opening one).
     let mut held = Vec::new();
+    let mut malformed = 0;
     loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let (batch, eof) = match tokio::time::timeout(wait, body.next()).await {
@@ -140,12 +143,20 @@ async fn first_content(
             .map_err(|e| Attempt::upstream(&d.name, None, e))?;
         let carries = batch.chunks.iter().any(|c| carries_answer(c));
         held.extend(batch.chunks);
+        malformed += batch.malformed;
+        if malformed >= MALFORMED_IN_A_ROW && !carries {
+            return Err(fail(
+                FailureClass::Overloaded,
+                format!("{malformed} malformed stream events before any content"),
+            ));
+        }
         if carries {
             return Ok((
                 StreamBatch {
                     chunks: held,
                     usage: batch.usage,
                     done: batch.done,
+                    malformed,
                 },
                 body,
             ));
@@ -162,6 +173,12 @@ async fn first_content(
         }
     }
 }
+
+/// Malformed stream events (skipped by the adapter) that fail a stream:
+/// this many with no chunk between them (a burst)...
+const MALFORMED_IN_A_ROW: u32 = 5;
+/// ...or this many in one attempt.
+const MALFORMED_IN_ALL: u32 = 20;
 
 /// A committed stream's pump, not started yet: `chat` spawns it. (Not the
 /// pipeline: a pump may run the pipeline again to resume its stream.)
@@ -211,6 +228,8 @@ pub(super) struct StreamPump {
     pub(super) carried: Usage,
     /// Deployments whose legs failed.
     pub(super) failed: Vec<String>,
+    /// Malformed events of the current leg since its last good chunk.
+    malformed_run: u32,
 }
 
 impl StreamPump {
@@ -229,6 +248,7 @@ impl StreamPump {
         self.in_flight = next.in_flight;
         self.idle = next.idle;
         self.completion_chars = 0;
+        self.malformed_run = 0;
         self.set_deadline(next.total);
         (next.first, next.body)
     }
@@ -292,6 +312,7 @@ impl StreamPump {
                     (self.flatten(finished), true)
                 }
             };
+            let batch = batch.and_then(|b| self.count_malformed(b));
             match batch {
                 Err((class, message)) => match self.resume(class, &message, usage).await {
                     Resumed::Leg(next) => {
@@ -389,6 +410,47 @@ impl StreamPump {
                 self.fail_stream(&message).await;
             }
         }
+    }
+
+    /// Counts the events the adapter skipped as malformed (in the attempt's
+    /// record, and logged); a burst of them fails the leg.
+    fn count_malformed(
+        &mut self,
+        batch: StreamBatch,
+    ) -> Result<StreamBatch, (FailureClass, String)> {
+        if batch.malformed == 0 {
+            if !batch.chunks.is_empty() {
+                self.malformed_run = 0;
+            }
+            return Ok(batch);
+        }
+        self.malformed_run = if batch.chunks.is_empty() {
+            self.malformed_run + batch.malformed
+        } else {
+            batch.malformed
+        };
+        let total = match self.rec.record().and_then(|r| r.attempts.last_mut()) {
+            Some(a) => {
+                a.malformed += batch.malformed;
+                a.malformed
+            }
+            None => batch.malformed,
+        };
+        tracing::warn!(
+            skipped = batch.malformed,
+            total,
+            "the adapter skipped malformed stream events"
+        );
+        if self.malformed_run >= MALFORMED_IN_A_ROW || total >= MALFORMED_IN_ALL {
+            return Err((
+                FailureClass::Overloaded,
+                format!(
+                    "{total} malformed stream events ({} since the last good chunk)",
+                    self.malformed_run
+                ),
+            ));
+        }
+        Ok(batch)
     }
 
     /// Ends the client's stream with an error event.

@@ -178,6 +178,7 @@ impl StreamSession {
                                 chunks.append(&mut last.chunks);
                                 last.chunks = chunks;
                                 last.usage = last.usage.or(batch.usage);
+                                last.malformed += batch.malformed;
                             }
                             return end;
                         }

@@ -76,6 +76,8 @@ pub struct AttemptRow {
     pub billed: bool,
     /// Its usage was estimated from text lengths (the upstream sent none).
     pub estimated: bool,
+    /// Stream events its adapter skipped as malformed.
+    pub malformed: u32,
     /// The evaluator's verdict on this attempt's answer.
     pub quality: Option<QualityRow>,
 }
@@ -398,8 +400,8 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         let mut attempts = tx.prepare_cached(
             "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
              ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid,
-             evaluator, score, pass, reasons, estimated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+             evaluator, score, pass, reasons, estimated, malformed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?;
         let mut events = tx.prepare_cached(
             "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -449,6 +451,7 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                             a.quality.as_ref().and_then(|q| q.pass),
                             a.quality.as_ref().and_then(|q| q.reasons.as_ref()),
                             a.estimated,
+                            a.malformed,
                         ])?;
                     }
                 }

@@ -212,8 +212,8 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     let attempts = rows(
         conn,
         "SELECT a.n, a.ts_ms, a.deployment, a.adapter, a.class, a.status, a.latency_ms, a.ttft_ms, \
-         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, a.estimated, a.evaluator, a.score, \
-         a.pass, a.reasons FROM attempts a WHERE a.request_rowid = ? ORDER BY a.n",
+         a.prompt_tokens, a.completion_tokens, a.cost, a.billed, a.estimated, a.malformed, a.evaluator, \
+         a.score, a.pass, a.reasons FROM attempts a WHERE a.request_rowid = ? ORDER BY a.n",
         &[Sql::Integer(request["row"].as_i64().unwrap_or(-1))],
     )?;
     if let Some(o) = request.as_object_mut() {

@@ -81,6 +81,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 2): the index on the request id text was only written, never read,
     // and cost the writer a text B-tree insert per attempt.
     "DROP INDEX IF EXISTS attempts_request;",
+    // 6: stream events an attempt's adapter skipped as malformed.
+    "ALTER TABLE attempts ADD COLUMN malformed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings `conn` to the newest schema.

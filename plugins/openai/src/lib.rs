@@ -303,15 +303,14 @@ fn chunk_in_place(deployment: &str, data: &str) -> Option<Chunk> {
 }
 
 /// Any stream chunk: parsed whole and written back compact (so it is one
-/// line, whatever the upstream's layout), with the reason when it is not a
-/// chunk.
-fn chunk_general(deployment: &str, data: &str) -> Result<Chunk, UpstreamError> {
-    let mut v: Value = serde_json::from_str(data)
-        .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
+/// line, whatever the upstream's layout); `None` when it is not a JSON
+/// object (skipped as malformed), the upstream's error when it is one.
+fn chunk_general(deployment: &str, data: &str) -> Result<Option<Chunk>, UpstreamError> {
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return Ok(None);
+    };
     let Some(obj) = v.as_object_mut() else {
-        return Err(overloaded(
-            "malformed stream chunk: not a JSON object".into(),
-        ));
+        return Ok(None);
     };
     if obj.get("error").is_some_and(|e| !e.is_null()) {
         return Err(classify::classify_stream_error(&v));
@@ -319,13 +318,13 @@ fn chunk_general(deployment: &str, data: &str) -> Result<Chunk, UpstreamError> {
     obj.insert("model".into(), Value::String(deployment.to_owned()));
     let choices = obj.get("choices").and_then(Value::as_array);
     let finish = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
-    Ok(Chunk {
+    Ok(Some(Chunk {
         usage: usage_of(obj.get("usage")),
         finished: choices.is_some_and(|cs| cs.iter().any(finish)),
         usage_only: choices.is_some_and(Vec::is_empty)
             && obj.get("usage").is_some_and(|u| !u.is_null()),
         text: v.to_string(),
-    })
+    }))
 }
 
 /// Why a 2xx body is not a chat completion, for the attempt record.
@@ -395,7 +394,13 @@ impl StreamParser for Stream {
         }
         let chunk = match chunk_in_place(&target.deployment, data) {
             Some(chunk) => chunk,
-            None => chunk_general(&target.deployment, data)?,
+            None => match chunk_general(&target.deployment, data)? {
+                Some(chunk) => chunk,
+                None => {
+                    out.skip_malformed();
+                    return Ok(());
+                }
+            },
         };
         if let Some(u) = chunk.usage {
             out.set_usage(u);
@@ -574,7 +579,7 @@ mod tests {
             r#"{}"#,
         ] {
             let fast = chunk_in_place("dep \"eu\"", data).expect(data);
-            let general = chunk_general("dep \"eu\"", data).unwrap();
+            let general = chunk_general("dep \"eu\"", data).unwrap().unwrap();
             assert_eq!(
                 json(fast.text.as_bytes()),
                 json(general.text.as_bytes()),
@@ -596,7 +601,7 @@ mod tests {
         ] {
             assert!(chunk_in_place("d", data).is_none(), "{data}");
         }
-        let general = chunk_general("d", "{\"choices\":\n[]}").unwrap();
+        let general = chunk_general("d", "{\"choices\":\n[]}").unwrap().unwrap();
         assert!(!general.text.contains('\n'));
     }
 
@@ -676,6 +681,7 @@ mod tests {
         chunks: Vec<String>,
         usage: Option<Usage>,
         done: bool,
+        malformed: u32,
     }
 
     /// Runs a stream through the exported functions, in batches of the given
@@ -691,6 +697,7 @@ mod tests {
             chunks: Vec::new(),
             usage: None,
             done: false,
+            malformed: 0,
         };
         let mut rest = events;
         for &n in batches {
@@ -700,6 +707,7 @@ mod tests {
             o.chunks.extend(step.chunks);
             o.usage = step.usage.or(o.usage);
             o.done |= step.done;
+            o.malformed += step.malformed;
             state = step.state;
         }
         let last = run::end_stream::<OpenAi>(&t, &state)?;
@@ -817,14 +825,19 @@ mod tests {
 
     #[test]
     fn stream_errors() {
-        let e = run_events("{}", &["{\"choices\": ["]).unwrap_err();
-        assert!(
-            e.message.starts_with("malformed stream chunk: "),
+        // Events that are not chunks are skipped and counted, not fatal:
+        // the host decides when there are too many.
+        let ok = run_events(
             "{}",
-            e.message
-        );
-        let e = run_events("{}", &["[1]"]).unwrap_err();
-        assert_eq!(e.message, "malformed stream chunk: not a JSON object");
+            &[
+                "{\"choices\": [",
+                "{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}",
+                "[1]",
+                "[DONE]",
+            ],
+        )
+        .unwrap();
+        assert_eq!((ok.chunks.len(), ok.malformed), (1, 2));
         let e = run_events(
             "{}",
             &["{\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}"],

@@ -269,6 +269,7 @@ impl Exports {
                     chunks: b.chunks,
                     usage: b.usage.map(Into::into),
                     done: b.done,
+                    malformed: 0,
                 })
                 .map_err(Into::into),
         ))

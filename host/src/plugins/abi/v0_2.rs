@@ -265,6 +265,7 @@ fn step_parts(s: adapter::StreamStep) -> (domain::StreamBatch, Vec<u8>) {
             chunks: s.chunks,
             usage: s.usage.map(Into::into),
             done: s.done,
+            malformed: s.malformed,
         },
         s.state,
     )
