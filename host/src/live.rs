@@ -137,6 +137,7 @@ impl Live {
         let new = Arc::new(new);
         new.start_health_checks(&self.sinks);
         self.current.store(new);
+        old.retire();
         tracing::info!(trigger, "config reloaded: {summary}");
         Ok(summary)
     }

@@ -6,6 +6,9 @@
 //! |--------------|-----------|
 //! | `fail-500`   | 500 with an OpenAI error body |
 //! | `rate-429`   | 429 with `Retry-After: 30` |
+//! | `rate-429-bare` | 429 without `Retry-After` |
+//! | `fail-503`   | 503 `overloaded` (an outage) |
+//! | `keepalive-mid` | streams: one chunk, then only `: keep-alive` comments, every 100 ms |
 //! | `fail-500-once` | its first request a 500, then normal answers |
 //! | `rate-429-once` | its first request a 429 with `Retry-After: 1`, then normal answers |
 //! | `bad-request`| 400 invalid_request_error (the caller's fault) |
@@ -69,6 +72,10 @@ pub struct Recorded {
     pub uri: String,
     /// Header names lower case, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The upstream model it asked for (chat requests).
+    pub model: Option<String>,
 }
 
 /// A running mock upstream (stops with the test's runtime).
@@ -121,6 +128,15 @@ impl Mock {
         self.hits.3.lock().unwrap().clone()
     }
 
+    /// When each request for this upstream model arrived.
+    pub fn arrivals(&self, model: &str) -> Vec<std::time::Instant> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.model.as_deref() == Some(model))
+            .map(|r| r.at)
+            .collect()
+    }
+
     /// How many requests asked for this upstream model.
     pub fn hits(&self, model: &str) -> usize {
         self.hits.0.lock().unwrap().get(model).copied().unwrap_or(0)
@@ -142,11 +158,22 @@ async fn record(
             )
         })
         .collect();
+    // The body is read here to note the model, then handed on.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let model = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["model"].as_str().map(str::to_string));
     hits.2.lock().unwrap().push(Recorded {
-        uri: request.uri().to_string(),
+        uri: parts.uri.to_string(),
         headers,
+        at: std::time::Instant::now(),
+        model,
     });
-    next.run(request).await
+    next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn other() -> Response {
@@ -234,6 +261,20 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
             r.headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().unwrap());
             return r;
+        }
+        "rate-429-bare" => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "slow down",
+            );
+        }
+        "fail-503" => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "The engine is currently overloaded, please try again later",
+            );
         }
         "fail-500" => {
             return error(
@@ -330,6 +371,22 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
                 sse(events)
             }
             "stall-first" => sse(futures_util::stream::pending()),
+            "keepalive-mid" => {
+                use futures_util::StreamExt;
+                let start = futures_util::stream::iter(vec![
+                    chunk(
+                        &model,
+                        json!({"role": "assistant", "content": ""}),
+                        Value::Null,
+                    ),
+                    chunk(&model, json!({"content": "thinking "}), Value::Null),
+                ]);
+                let pings = futures_util::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Bytes::from_static(b": keep-alive\n\n"), ()))
+                });
+                sse(start.chain(pings))
+            }
             "cut-mid" => sse(futures_util::stream::iter(vec![
                 chunk(
                     &model,

@@ -123,7 +123,7 @@ async fn a_cut_stream_goes_on_where_it_stopped_on_a_deployment_that_continues_a_
         ],
         2,
     ));
-    let s = stream(&gw).await;
+    let s = stream_with_id(&gw, "cut-once").await;
     assert_eq!(s.text, STORY, "one coherent answer: {:?}", s.chunks);
     assert!(s.done && s.error.is_none());
     assert_eq!(s.committed, "primary");
@@ -160,6 +160,17 @@ async fn a_cut_stream_goes_on_where_it_stopped_on_a_deployment_that_continues_a_
         usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
     );
     gw.assert_log("stream resumed on another deployment");
+    // The stored request says what the client was told.
+    let stored = loop {
+        let (status, body) = gw.admin("/admin/requests/cut-once").await;
+        if status == 200 {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stored["prompt_tokens"], usage["prompt_tokens"], "{stored}");
+    assert_eq!(stored["completion_tokens"], usage["completion_tokens"], "{stored}");
+    assert_eq!(stored["outcome"], "success");
     let resumed = events(&gw, "resume", 1).await;
     assert_eq!(resumed.len(), 1, "{resumed:?}");
     assert_eq!(resumed[0]["subject"], "primary");
@@ -370,4 +381,24 @@ async fn malformed_events_are_skipped_and_counted_and_a_burst_fails_the_leg() {
     assert_eq!(a[0]["class"], "overloaded");
     assert_eq!(a[1]["deployment"], "backup");
     assert!(a[1]["class"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_refuses_the_resumed_request_is_passed_over() {
+    let mock = Mock::start().await;
+    // The second answers any request with a 400: once the stream was
+    // accepted, that speaks of the deployment, not of the caller.
+    let gw = start(routes(
+        vec![
+            deployment("primary", &mock.url, "story-cut-5"),
+            deployment("picky", &mock.url, "bad-request"),
+            with_prefill(deployment("backup", &mock.url, "story")),
+        ],
+        2,
+    ));
+    let s = stream(&gw).await;
+    assert_eq!(s.text, STORY, "{:?}", s.chunks);
+    assert!(s.done && s.error.is_none());
+    assert_eq!(finisher(&s), "backup");
+    assert_eq!(mock.hits("bad-request"), 1);
 }

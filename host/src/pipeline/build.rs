@@ -180,6 +180,7 @@ impl Gateway {
             upstream,
             models,
             config: Arc::new(config.clone()),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }

@@ -106,7 +106,10 @@ async fn run(
     let mut wait = every;
     loop {
         tokio::time::sleep(wait).await;
-        let Some(gw) = gateway.upgrade() else {
+        let Some(gw) = gateway
+            .upgrade()
+            .filter(|g| !g.retired.load(std::sync::atomic::Ordering::Relaxed))
+        else {
             return;
         };
         let Some(d) = gw.deployments.get(&name).cloned() else {
@@ -118,6 +121,10 @@ async fn run(
         )
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", check.timeout_ms)));
+        // Replaced meanwhile: the new gateway's checker has the say.
+        if gw.retired.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         drop(gw);
         wait = match &outcome {
             Ok(()) => every,

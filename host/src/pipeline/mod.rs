@@ -67,6 +67,9 @@ pub struct Gateway {
     /// Limits shared by every replica (`limits.backend: "redis"`).
     shared: Option<Arc<crate::ratelimit::shared::Shared>>,
     config: Arc<Config>,
+    /// A reload replaced it: its background tasks (health checks) stop,
+    /// though requests still in flight (a stream that may resume) keep it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// A model name clients may request.
@@ -222,6 +225,13 @@ impl Gateway {
     /// `GET /v1/models`: exact routes, and the prefixes wildcards open.
     pub fn models(&self) -> Bytes {
         self.models.clone()
+    }
+
+    /// A reload replaced it: its health checkers stop (the new gateway runs
+    /// its own on the same deployments' health).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The config this gateway was built from.

@@ -454,7 +454,7 @@ impl Recorder {
             let retried =
                 failed_over && !a.cut && record.attempts[i + 1].deployment == a.deployment;
             let failed_over = failed_over && !retried;
-            if failed_over || retried {
+            if failed_over || retried || (a.cut && i < last) {
                 sinks.event(
                     if a.cut {
                         "resume"
@@ -473,7 +473,11 @@ impl Recorder {
             }
             // A client that left (or a panic) says nothing about the
             // deployment; nor does a failure that is not its fault.
-            if matches!(end, End::ClientGone | End::Panicked) && i == last && a.class.is_none() {
+            // (Nor does an attempt a resumed stream's deadline abandoned.)
+            if matches!(end, End::ClientGone | End::Panicked | End::StreamFailed)
+                && i == last
+                && a.class.is_none()
+            {
                 continue;
             }
             if a.class
@@ -562,6 +566,18 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
         }
         _ => None,
     };
+    // A resumed stream's answer is every leg's: their usage adds up.
+    let usage = answered.and_then(|a| a.usage).map(|last| {
+        r.attempts
+            .iter()
+            .filter(|a| a.cut)
+            .filter_map(|a| a.usage)
+            .fold(last, |sum, u| Usage {
+                prompt_tokens: sum.prompt_tokens + u.prompt_tokens,
+                completion_tokens: sum.completion_tokens + u.completion_tokens,
+                ..sum
+            })
+    });
     let cost: f64 = r.attempts.iter().filter_map(|a| a.cost).sum();
     let any_cost = r.attempts.iter().any(|a| a.cost.is_some());
     let request = RequestRow {
@@ -578,8 +594,8 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
         latency_ms: ms(total),
         overhead_ms: (!r.attempts.is_empty()).then(|| ms(total.saturating_sub(upstream))),
         ttft_ms: r.ttft.map(ms),
-        prompt_tokens: answered.and_then(|a| a.usage).map(|u| u.prompt_tokens),
-        completion_tokens: answered.and_then(|a| a.usage).map(|u| u.completion_tokens),
+        prompt_tokens: usage.map(|u| u.prompt_tokens),
+        completion_tokens: usage.map(|u| u.completion_tokens),
         cost: any_cost.then_some(cost),
         estimated: r.attempts.iter().any(|a| a.estimated),
         // The last attempt's: the answer's, or the last rejection.

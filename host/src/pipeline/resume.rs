@@ -60,6 +60,7 @@ pub(super) struct Leg {
 /// goes on reading it.
 pub(super) struct Continuation {
     pub deployment: String,
+    pub health: Arc<crate::health::DeploymentHealth>,
     pub session: StreamSession,
     pub body: ReplyBody,
     pub first: StreamBatch,
@@ -86,7 +87,15 @@ pub(super) struct Delivered {
 }
 
 impl Delivered {
+    #[cfg(test)]
     pub(super) fn read(chunks: &[String]) -> Delivered {
+        let mut d = Delivered::default();
+        d.fold(chunks);
+        d
+    }
+
+    /// Adds chunks sent after those already read.
+    pub(super) fn fold(&mut self, chunks: &[String]) {
         #[derive(Deserialize)]
         struct Chunk {
             id: Option<String>,
@@ -102,42 +111,112 @@ impl Delivered {
             #[serde(default)]
             finish_reason: Option<Value>,
         }
-        let mut d = Delivered::default();
+        let empty = |v: &Value| match v {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
         for chunk in chunks {
             let Ok(chunk) = serde_json::from_str::<Chunk>(chunk) else {
-                d.unsplicable = Some("a chunk it could not read");
+                self.unsplicable = Some("a chunk it could not read");
                 continue;
             };
-            if d.id.is_none() {
-                d.id = chunk.id;
+            if self.id.is_none() {
+                self.id = chunk.id;
             }
             for choice in chunk.choices {
                 if choice.index != 0 {
-                    d.unsplicable = Some("several choices");
+                    self.unsplicable = Some("several choices");
                 }
                 if choice.finish_reason.is_some_and(|f| !f.is_null()) {
-                    d.finished = true;
+                    self.finished = true;
                 }
                 for (key, value) in choice.delta {
                     match (key.as_str(), value) {
-                        ("content", Value::String(s)) => d.text.push_str(&s),
-                        ("role", _) | (_, Value::Null) => {}
-                        ("tool_calls", Value::Array(a)) if a.is_empty() => {}
-                        ("tool_calls", _) => d.unsplicable = Some("a tool call"),
-                        _ => d.unsplicable = Some("more than text"),
+                        ("content", Value::String(s)) => self.text.push_str(&s),
+                        // The role is announced once; reasoning is not the
+                        // answer's text (a later leg's is not forwarded).
+                        ("role", _) => {}
+                        (k, _) if k.starts_with("reasoning") => {}
+                        (_, v) if empty(&v) => {}
+                        ("tool_calls" | "function_call", _) => {
+                            self.unsplicable = Some("a tool call")
+                        }
+                        _ => self.unsplicable = Some("more than text"),
                     }
                 }
             }
         }
-        d
     }
 }
 
-/// The request with `text` appended as a final assistant message.
+/// What the client was sent, for a resume. Chunks are kept as they are (no
+/// parsing on the request path) and folded into a [`Delivered`] once they
+/// pass `KEEP_BYTES`, so a long stream holds its text, not its chunks; once
+/// it cannot be spliced, nothing more is kept.
+#[derive(Default)]
+pub(super) struct SentLog {
+    chunks: Vec<String>,
+    bytes: usize,
+    folded: Delivered,
+}
+
+/// Chunks kept unparsed at most (bytes).
+const KEEP_BYTES: usize = 64 * 1024;
+
+impl SentLog {
+    pub(super) fn push(&mut self, mut chunks: Vec<String>) {
+        if self.folded.unsplicable.is_some() {
+            // Only whether the answer was finished still matters.
+            self.folded.finished |= chunks.iter().any(|c| c.contains("\"finish_reason\":\""));
+            return;
+        }
+        self.bytes += chunks.iter().map(String::len).sum::<usize>();
+        self.chunks.append(&mut chunks);
+        if self.bytes > KEEP_BYTES {
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        self.folded.fold(&self.chunks);
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    /// Everything sent so far.
+    pub(super) fn read(&mut self) -> &Delivered {
+        self.fold();
+        &self.folded
+    }
+
+    fn into_delivered(mut self) -> Delivered {
+        self.fold();
+        self.folded
+    }
+}
+
+/// The request with `text` as its final assistant message (appended to the
+/// caller's own if it ends with one: its prefill), and its output limit
+/// lowered by what was delivered, so the whole answer keeps to it.
 pub(super) fn prefilled(request: &str, text: &str) -> Option<String> {
     let mut v: Value = serde_json::from_str(request).ok()?;
     let messages = v.get_mut("messages")?.as_array_mut()?;
-    messages.push(serde_json::json!({"role": "assistant", "content": text}));
+    match messages.last_mut() {
+        Some(last) if last["role"] == "assistant" && last["content"].is_string() => {
+            let mine = last["content"].as_str().unwrap_or_default();
+            last["content"] = Value::String(format!("{mine}{text}"));
+        }
+        _ => messages.push(serde_json::json!({"role": "assistant", "content": text})),
+    }
+    let spent = u64::from(super::outcome::estimate_tokens(text.chars().count()));
+    for key in ["max_tokens", "max_completion_tokens"] {
+        if let Some(limit) = v.get(key).and_then(Value::as_u64) {
+            v[key] = Value::from(limit.saturating_sub(spent).max(1));
+        }
+    }
     Some(v.to_string())
 }
 
@@ -312,41 +391,47 @@ impl StreamPump {
         message: &str,
         usage: Option<Usage>,
     ) -> Resumed {
-        // Out of time (the request's or the deployment's total), or the
-        // upstream refused the content: going on elsewhere would not fix it.
-        let resumable = !matches!(
-            class,
-            FailureClass::ContentFiltered | FailureClass::Diverged
-        ) && Instant::now() < self.deadline;
-        let delivered = Delivered::read(&self.sent);
-        if delivered.finished
-            && matches!(
-                class,
-                FailureClass::Transport | FailureClass::Timeout | FailureClass::Overloaded
-            )
-        {
+        let delivered = self.sent.read();
+        // The client has the whole answer: whatever broke after its finish
+        // reason (the usage chunk, `[DONE]`) cannot make it incomplete.
+        if delivered.finished {
             return Resumed::Complete;
         }
-        let Some(ctx) = self.resumable.as_ref().filter(|c| c.left > 0 && resumable) else {
+        // Out of the request's time, or the upstream refused the content:
+        // going on elsewhere would not fix it. (A leg cut by its own
+        // deployment's total_ms is resumed.)
+        let time_left = self.request_deadline.is_none_or(|d| Instant::now() < d);
+        let resumable = time_left
+            && !matches!(
+                class,
+                FailureClass::ContentFiltered | FailureClass::Diverged
+            );
+        if !resumable || self.resumable.as_ref().is_none_or(|c| c.left == 0) {
             return Resumed::No;
-        };
+        }
         if let Some(why) = delivered.unsplicable {
             tracing::info!("stream not resumed: it delivered {why}");
             return Resumed::No;
         }
+        let delivered = std::mem::take(&mut self.sent).into_delivered();
+        let Some(mut ctx) = self.resumable.take() else {
+            return Resumed::No;
+        };
         let Some(with_prefill) = prefilled(&ctx.request, &delivered.text) else {
             return Resumed::No;
         };
-        let mut ctx = self.resumable.take().expect("checked above");
         ctx.left -= 1;
-        // The failed leg ends here, judged like any failed attempt.
+        // The failed leg ends here, judged like any failed attempt, and
+        // gives back its place in flight while the next one is sought.
         let leg_usage = self.usage(usage);
         self.carried = sum(self.carried, leg_usage.0);
         if let Some(a) = self.rec.record().and_then(|r| r.attempts.last_mut()) {
             a.cut = true;
         }
         self.rec
-            .end_stream(Some(self.in_flight.health()), Some(class), Some(leg_usage));
+            .end_stream(Some(&self.health), Some(class), Some(leg_usage));
+        self.in_flight = None;
+        self.completion_chars = 0;
         self.failed.push(self.deployment.clone());
         let leg = Leg {
             original: ctx.request.clone(),
@@ -380,8 +465,21 @@ impl StreamPump {
                 tracing::warn!(from = %self.deployment, to = %next.deployment,
                     class = class.name(), delivered_bytes = delivered.text.len(),
                     prefill = next.prefilled, "stream resumed on another deployment: {message}");
-                let splice = Splice::new(delivered, next.prefilled, self.carried);
-                self.splice = Some(splice);
+                self.prompt_extra_chars = if next.prefilled {
+                    delivered.text.chars().count()
+                } else {
+                    0
+                };
+                // What the client has stays known, for a later resume.
+                let mut sent = SentLog::default();
+                sent.folded = Delivered {
+                    text: delivered.text.clone(),
+                    id: delivered.id.clone(),
+                    finished: false,
+                    unsplicable: None,
+                };
+                self.sent = sent;
+                self.splice = Some(Splice::new(delivered, next.prefilled, self.carried));
                 self.resumable = Some(ctx);
                 return Resumed::Leg(next);
             }
@@ -537,6 +635,52 @@ mod tests {
         assert_eq!(u["usage"]["completion_tokens"], 5);
         assert_eq!(u["usage"]["total_tokens"], 27);
         assert_eq!(u["id"], "first");
+    }
+
+    #[test]
+    fn the_prefill_keeps_the_output_limit_and_extends_the_callers_own() {
+        let r = prefilled(
+            r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Sure: "}],"max_tokens":100,"max_completion_tokens":2}"#,
+            &"word ".repeat(40),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&r).unwrap();
+        let m = v["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "one assistant turn: {m:?}");
+        assert!(m[1]["content"].as_str().unwrap().starts_with("Sure: word word"));
+        assert_eq!(v["max_tokens"], 50, "200 characters delivered: ~50 tokens spent");
+        assert_eq!(v["max_completion_tokens"], 1, "never below one");
+    }
+
+    #[test]
+    fn a_long_stream_keeps_its_text_not_its_chunks() {
+        let mut log = SentLog::default();
+        let word = chunk(serde_json::json!({"content": "word "}), Value::Null);
+        for _ in 0..2000 {
+            log.push(vec![word.clone()]);
+        }
+        assert!(log.bytes <= KEEP_BYTES, "folded as it goes");
+        assert!(log.chunks.len() < 2000);
+        let d = log.read();
+        assert_eq!(d.text.len(), 2000 * 5);
+        assert_eq!(d.id.as_deref(), Some("x"));
+        // Reasoning and empty fields do not make it unsplicable; a tool call
+        // does, and then nothing more is kept.
+        let mut log = SentLog::default();
+        log.push(vec![chunk(
+            serde_json::json!({"reasoning_content": "hmm", "refusal": null, "tool_calls": []}),
+            Value::Null,
+        )]);
+        assert_eq!(log.read().unsplicable, None);
+        log.push(vec![chunk(
+            serde_json::json!({"tool_calls": [{"index": 0, "id": "t"}]}),
+            Value::Null,
+        )]);
+        assert_eq!(log.read().unsplicable, Some("a tool call"));
+        log.push(vec![word.clone(); 10]);
+        assert!(log.chunks.is_empty());
+        log.push(vec![chunk(serde_json::json!({}), serde_json::json!("stop"))]);
+        assert!(log.read().finished, "a finish is still seen");
     }
 
     #[test]

@@ -216,7 +216,9 @@ impl Gateway {
                         if prefill
                             && matches!(
                                 attempt.class,
-                                FailureClass::InvalidRequest | FailureClass::Unsupported
+                                FailureClass::InvalidRequest
+                                    | FailureClass::Unsupported
+                                    | FailureClass::ContextLengthExceeded
                             )
                         {
                             tracing::info!(request_id = %request_id, model = %route.name,
@@ -268,15 +270,20 @@ impl Gateway {
                         }
                         // A policy refusal is the answer (unless the route
                         // says another model may try).
+                        // (A resumed stream's request was accepted once: a
+                        // refusal now speaks of this deployment, and the
+                        // next one is tried.)
+                        let resuming = matches!(mode, Mode::Resume { .. });
                         if attempt.class == FailureClass::ContentFiltered
                             && route.on_content_filter == OnContentFilter::Return
+                            && !resuming
                         {
                             return Err(ApiError::ContentFiltered {
                                 deployment: attempt.deployment,
                                 message: attempt.message,
                             });
                         }
-                        if attempt.class.next() == Next::ReturnToCaller {
+                        if attempt.class.next() == Next::ReturnToCaller && !resuming {
                             return Err(ApiError::UpstreamRejected {
                                 deployment: attempt.deployment,
                                 message: attempt.message,
@@ -322,8 +329,13 @@ impl Gateway {
                 }
                 tracing::info!(request_id = %request_id, model = %chain[0].0.name,
                     fallback = %route.name, "falling back to another route");
-                // A fallback route's own cap, held until the record completes.
-                if let Some(max) = route.max_in_flight {
+                // A fallback route's own cap, held until the record
+                // completes (a resumed stream holds it already, or never
+                // needed it).
+                if let Some(max) = route
+                    .max_in_flight
+                    .filter(|_| !matches!(mode, Mode::Resume { .. }))
+                {
                     match route.gauge.try_acquire(max) {
                         Some(slot) => {
                             if let Some(r) = rec.record() {

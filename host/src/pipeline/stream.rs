@@ -13,11 +13,11 @@ use tracing::Instrument;
 
 use super::attempt::plugin_failed;
 use super::outcome::{AttemptRecord, End, Recorder, content_chars, estimate_tokens};
-use super::resume::{Continuation, Resumable, Resumed, Splice};
+use super::resume::{Continuation, Resumable, Resumed, SentLog, Splice};
 use super::{Deployment, Mode, Served};
 use crate::domain::{Kind, StreamBatch, UpstreamError, Usage, Verdict};
 use crate::failover::{Attempt, FailureClass};
-use crate::health::InFlight;
+use crate::health::{DeploymentHealth, InFlight};
 use crate::plugins::{PluginError, Registry, StreamSession};
 use crate::upstream::{Reply, ReplyBody};
 
@@ -49,6 +49,7 @@ pub(super) async fn start_stream(
         Mode::Resume { prefill, .. } => {
             return Ok(Served::Resumed(Box::new(Continuation {
                 deployment: d.name.clone(),
+                health: d.health.clone(),
                 session,
                 body,
                 first,
@@ -69,14 +70,15 @@ pub(super) async fn start_stream(
         deadline: total,
         request_deadline,
         callers_deadline: false,
-        session,
         tx,
-        in_flight,
+        health: d.health.clone(),
+        in_flight: Some(in_flight),
         evaluation,
         rec: rec.hand_over(),
         request,
         completion_chars: 0,
-        sent: Vec::new(),
+        prompt_extra_chars: 0,
+        sent: SentLog::default(),
         splice: None,
         resumable,
         carried: Usage::default(),
@@ -95,7 +97,7 @@ pub(super) async fn start_stream(
         deployment: d.name.clone(),
         events: rx,
         attempts: 0,
-        pump: Pending(Box::new((pump, first, body, log))),
+        pump: Pending(Box::new((pump, first, body, session, log))),
     })
 }
 
@@ -182,12 +184,20 @@ const MALFORMED_IN_ALL: u32 = 20;
 
 /// A committed stream's pump, not started yet: `chat` spawns it. (Not the
 /// pipeline: a pump may run the pipeline again to resume its stream.)
-pub struct Pending(Box<(StreamPump, StreamBatch, ReplyBody, tracing::Span)>);
+pub struct Pending(
+    Box<(
+        StreamPump,
+        StreamBatch,
+        ReplyBody,
+        StreamSession,
+        tracing::Span,
+    )>,
+);
 
 impl Pending {
     pub(super) fn spawn(self) {
-        let (pump, first, body, log) = *self.0;
-        tokio::spawn(pump.run(first, body).instrument(log));
+        let (pump, first, body, session, log) = *self.0;
+        tokio::spawn(pump.run(first, body, session).instrument(log));
     }
 }
 
@@ -208,19 +218,22 @@ pub(super) struct StreamPump {
     pub(super) request_deadline: Option<Instant>,
     /// `deadline` is the request's (not the deployment's `total_ms`).
     callers_deadline: bool,
-    session: StreamSession,
     pub(super) tx: mpsc::Sender<Bytes>,
-    /// Keeps the deployment counted in flight until the stream ends.
-    pub(super) in_flight: InFlight,
+    /// The current leg's deployment.
+    pub(super) health: Arc<DeploymentHealth>,
+    /// Keeps it counted in flight until the leg ends.
+    pub(super) in_flight: Option<InFlight>,
     evaluation: Option<StreamEvaluation>,
     /// The request's record, finished when the pump ends (or is dropped).
     pub(super) rec: Recorder,
     /// For a usage estimate, should the upstream report none: the request
     /// (scanned only then) and the streamed text's length.
     request: Arc<str>,
-    completion_chars: usize,
+    pub(super) completion_chars: usize,
+    /// The current leg's prompt beyond the request: its prefill.
+    pub(super) prompt_extra_chars: usize,
     /// What the client was sent, kept while the stream may be resumed.
-    pub(super) sent: Vec<String>,
+    pub(super) sent: SentLog,
     /// After a resume: how the current leg's chunks follow on.
     pub(super) splice: Option<Splice>,
     pub(super) resumable: Option<Box<Resumable>>,
@@ -242,18 +255,17 @@ impl StreamPump {
     }
 
     /// Goes on with a resumed leg.
-    fn take_leg(&mut self, next: Continuation) -> (StreamBatch, ReplyBody) {
+    fn take_leg(&mut self, next: Continuation) -> (StreamBatch, ReplyBody, StreamSession) {
         self.deployment = next.deployment;
-        self.session = next.session;
-        self.in_flight = next.in_flight;
+        self.health = next.health;
+        self.in_flight = Some(next.in_flight);
         self.idle = next.idle;
-        self.completion_chars = 0;
         self.malformed_run = 0;
         self.set_deadline(next.total);
-        (next.first, next.body)
+        (next.first, next.body, next.session)
     }
 
-    async fn run(mut self, first: StreamBatch, mut body: ReplyBody) {
+    async fn run(mut self, first: StreamBatch, mut body: ReplyBody, mut session: StreamSession) {
         // The first chunks were forwarded by `start_stream` unless `done`.
         let mut usage = first.usage;
         let mut done = first.done;
@@ -303,53 +315,60 @@ impl StreamPump {
                     // With whatever arrived with it: one adapter call and one
                     // write to the client per burst, not per event.
                     let bytes = body.gather(bytes).await;
-                    let fed = self.session.feed(&bytes).await;
+                    let fed = session.feed(&bytes).await;
                     (self.flatten(fed), false)
                 }
                 // The adapter's `finish` refuses an end it considers truncated.
                 Ok(None) => {
-                    let finished = self.session.finish().await;
+                    let finished = session.finish().await;
                     (self.flatten(finished), true)
                 }
             };
             let batch = batch.and_then(|b| self.count_malformed(b));
             match batch {
-                Err((class, message)) => match self.resume(class, &message, usage).await {
-                    Resumed::Leg(next) => {
-                        let (first, next_body) = self.take_leg(*next);
-                        body = next_body;
-                        usage = first.usage;
-                        done = first.done;
-                        if done {
-                            last = Some(first.chunks);
-                        } else {
-                            match self.forward(first.chunks, false).await {
-                                Ok(()) => {}
-                                Err(Stop::ClientGone) => return self.client_gone(usage),
-                                Err(Stop::Diverged(m)) => {
-                                    failure = Some((FailureClass::Diverged, m));
-                                    break;
+                Err((class, message)) => {
+                    // The failed leg's connection and parser go now, not
+                    // after the next leg is found.
+                    drop(body);
+                    drop(session);
+                    match self.resume(class, &message, usage).await {
+                        Resumed::Leg(next) => {
+                            let (first, next_body, next_session) = self.take_leg(*next);
+                            body = next_body;
+                            session = next_session;
+                            usage = first.usage;
+                            done = first.done;
+                            if done {
+                                last = Some(first.chunks);
+                            } else {
+                                match self.forward(first.chunks, false).await {
+                                    Ok(()) => {}
+                                    Err(Stop::ClientGone) => return self.client_gone(usage),
+                                    Err(Stop::Diverged(m)) => {
+                                        failure = Some((FailureClass::Diverged, m));
+                                        break;
+                                    }
                                 }
                             }
                         }
+                        Resumed::Complete => {
+                            last = Some(Vec::new());
+                            break;
+                        }
+                        Resumed::No => {
+                            failure = Some((class, message));
+                            break;
+                        }
+                        Resumed::Failed(why) => {
+                            let message = format!("{message}; not resumed: {why}");
+                            return self.fail_stream(&message).await;
+                        }
+                        Resumed::ClientGone => {
+                            tracing::info!("client went away while the stream was resumed");
+                            return self.rec.hand_over().finish(End::ClientGone);
+                        }
                     }
-                    Resumed::Complete => {
-                        done = true;
-                        last = Some(Vec::new());
-                    }
-                    Resumed::No => {
-                        failure = Some((class, message));
-                        break;
-                    }
-                    Resumed::Failed(why) => {
-                        let message = format!("{message}; not resumed: {why}");
-                        return self.fail_stream(&message).await;
-                    }
-                    Resumed::ClientGone => {
-                        tracing::info!("client went away while the stream was resumed");
-                        return self.rec.hand_over().finish(End::ClientGone);
-                    }
-                },
+                }
                 Ok(batch) => {
                     usage = batch.usage.or(usage);
                     done = batch.done || eof;
@@ -386,13 +405,12 @@ impl StreamPump {
                     estimated,
                     "stream complete"
                 );
-                self.rec
-                    .end_stream(Some(self.in_flight.health()), None, Some(usage));
+                self.rec.end_stream(Some(&self.health), None, Some(usage));
                 if let Some(evaluation) = &self.evaluation
                     && let Some(verdict) = evaluation.run(&self.deployment).await
                 {
                     self.rec
-                        .verdict(self.in_flight.health(), &evaluation.evaluator, &verdict);
+                        .verdict(&self.health, &evaluation.evaluator, &verdict);
                 }
                 self.rec.hand_over().finish(End::Answered);
             }
@@ -402,11 +420,8 @@ impl StreamPump {
                 // spliced on: nothing said of the deployment.
                 let blame = !(self.callers_deadline && Instant::now() >= self.deadline)
                     && class.is_deployment_fault();
-                self.rec.end_stream(
-                    blame.then(|| self.in_flight.health()),
-                    Some(class),
-                    Some(usage),
-                );
+                self.rec
+                    .end_stream(blame.then(|| &*self.health), Some(class), Some(usage));
                 self.fail_stream(&message).await;
             }
         }
@@ -474,7 +489,9 @@ impl StreamPump {
             Some(u) => (u, false),
             None => (
                 Usage {
-                    prompt_tokens: estimate_tokens(content_chars(&self.request)),
+                    prompt_tokens: estimate_tokens(
+                        content_chars(&self.request) + self.prompt_extra_chars,
+                    ),
                     completion_tokens: estimate_tokens(self.completion_chars),
                     ..Usage::default()
                 },
@@ -516,6 +533,8 @@ impl StreamPump {
         if let Some(splice) = &mut self.splice {
             let mut kept = Vec::with_capacity(chunks.len());
             for chunk in chunks {
+                // What the leg generated, replayed text included.
+                self.completion_chars += content_chars(&chunk);
                 if let Some(c) = splice.apply(chunk).map_err(Stop::Diverged)? {
                     kept.push(c);
                 }
@@ -534,7 +553,9 @@ impl StreamPump {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
             }
-            self.completion_chars += content_chars(chunk);
+            if self.splice.is_none() {
+                self.completion_chars += content_chars(chunk);
+            }
             events.extend_from_slice(b"data: ");
             events.extend_from_slice(chunk.as_bytes());
             events.extend_from_slice(b"\n\n");
@@ -543,7 +564,7 @@ impl StreamPump {
             events.extend_from_slice(b"data: [DONE]\n\n");
         }
         if self.resumable.is_some() {
-            self.sent.append(&mut chunks);
+            self.sent.push(chunks);
         }
         match self.tx.send_timeout(Bytes::from(events), self.idle).await {
             Ok(()) => {}
