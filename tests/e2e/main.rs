@@ -9,6 +9,7 @@ mod api;
 mod boundary;
 mod config;
 mod failover;
+mod faults;
 mod hot_reload;
 mod keys;
 mod languages;

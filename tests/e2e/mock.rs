@@ -63,6 +63,9 @@ struct Hits(
     Arc<Mutex<Vec<Value>>>,
     /// Delay before answering, by model.
     Arc<Mutex<HashMap<String, Duration>>>,
+    /// Models answering 429 (Retry-After: 30), decided when a request
+    /// arrives.
+    Arc<Mutex<HashSet<String>>>,
 );
 
 /// One request as the mock received it.
@@ -106,6 +109,17 @@ impl Mock {
     pub fn set_failing(&self, model: &str, failing: bool) {
         let mut set = self.hits.1.lock().unwrap();
         if failing {
+            set.insert(model.to_string());
+        } else {
+            set.remove(model);
+        }
+    }
+
+    /// Makes this upstream model answer 429 with `Retry-After: 30` to the
+    /// requests that arrive from now on (until told otherwise).
+    pub fn set_rate_limited(&self, model: &str, limited: bool) {
+        let mut set = self.hits.5.lock().unwrap();
+        if limited {
             set.insert(model.to_string());
         } else {
             set.remove(model);
@@ -235,6 +249,16 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
+    if hits.5.lock().unwrap().contains(&model) {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "slow down",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, "30".parse().unwrap());
+        return r;
+    }
     let delay = hits.4.lock().unwrap().get(&model).copied();
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;

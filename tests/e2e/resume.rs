@@ -169,7 +169,10 @@ async fn a_cut_stream_goes_on_where_it_stopped_on_a_deployment_that_continues_a_
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(stored["prompt_tokens"], usage["prompt_tokens"], "{stored}");
-    assert_eq!(stored["completion_tokens"], usage["completion_tokens"], "{stored}");
+    assert_eq!(
+        stored["completion_tokens"], usage["completion_tokens"],
+        "{stored}"
+    );
     assert_eq!(stored["outcome"], "success");
     let resumed = events(&gw, "resume", 1).await;
     assert_eq!(resumed.len(), 1, "{resumed:?}");

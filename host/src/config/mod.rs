@@ -692,7 +692,8 @@ impl Default for HealthCheck {
     fn default() -> Self {
         Self {
             interval_ms: 10_000,
-            max_interval_ms: 60_000,
+            // Recovery is seen within 15 s plus one interval (two checks).
+            max_interval_ms: 15_000,
             down_after: 2,
             up_after: 2,
             timeout_ms: 10_000,

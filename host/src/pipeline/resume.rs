@@ -471,14 +471,15 @@ impl StreamPump {
                     0
                 };
                 // What the client has stays known, for a later resume.
-                let mut sent = SentLog::default();
-                sent.folded = Delivered {
-                    text: delivered.text.clone(),
-                    id: delivered.id.clone(),
-                    finished: false,
-                    unsplicable: None,
+                self.sent = SentLog {
+                    folded: Delivered {
+                        text: delivered.text.clone(),
+                        id: delivered.id.clone(),
+                        finished: false,
+                        unsplicable: None,
+                    },
+                    ..SentLog::default()
                 };
-                self.sent = sent;
                 self.splice = Some(Splice::new(delivered, next.prefilled, self.carried));
                 self.resumable = Some(ctx);
                 return Resumed::Leg(next);
@@ -647,8 +648,16 @@ mod tests {
         let v: Value = serde_json::from_str(&r).unwrap();
         let m = v["messages"].as_array().unwrap();
         assert_eq!(m.len(), 2, "one assistant turn: {m:?}");
-        assert!(m[1]["content"].as_str().unwrap().starts_with("Sure: word word"));
-        assert_eq!(v["max_tokens"], 50, "200 characters delivered: ~50 tokens spent");
+        assert!(
+            m[1]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("Sure: word word")
+        );
+        assert_eq!(
+            v["max_tokens"], 50,
+            "200 characters delivered: ~50 tokens spent"
+        );
         assert_eq!(v["max_completion_tokens"], 1, "never below one");
     }
 
@@ -679,7 +688,10 @@ mod tests {
         assert_eq!(log.read().unsplicable, Some("a tool call"));
         log.push(vec![word.clone(); 10]);
         assert!(log.chunks.is_empty());
-        log.push(vec![chunk(serde_json::json!({}), serde_json::json!("stop"))]);
+        log.push(vec![chunk(
+            serde_json::json!({}),
+            serde_json::json!("stop"),
+        )]);
         assert!(log.read().finished, "a finish is still seen");
     }
 
