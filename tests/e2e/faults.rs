@@ -289,3 +289,41 @@ async fn a_late_success_does_not_erase_a_fresh_cool_down() {
         "nothing sent to it while it cools down"
     );
 }
+
+/// `retry.others_first`: during a short Retry-After the next candidates are
+/// tried, and the deployment is asked again once it has passed only if none
+/// of them served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn others_first_tries_the_next_candidates_during_a_short_retry_after() {
+    let with = |mock: &Mock, second: &str| {
+        json!({"chat": {"strategy": "priority", "deployments": [
+            deployment("primary", &mock.url, "rate-429-once"),
+            deployment("backup", &mock.url, second)],
+            "retry": {"others_first": true, "retries": 0}}})
+    };
+    let mock = Mock::start().await;
+    let gw = start(with(&mock, "good"));
+    let started = Instant::now();
+    let (status, who, _) = ask(&gw).await;
+    assert_eq!((status, who.as_str()), (200, "backup"));
+    assert!(started.elapsed() < Duration::from_millis(300), "not waited");
+    assert_eq!(mock.hits("rate-429-once"), 1);
+    drop(gw);
+
+    // The other fails too: back to the first once its Retry-After (1 s) passed.
+    let mock = Mock::start().await;
+    let gw = start(with(&mock, "fail-500"));
+    let started = Instant::now();
+    let (status, who, attempts) = ask(&gw).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, who.as_str(), attempts.as_str()),
+        (200, "primary", "3")
+    );
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert_eq!(mock.hits("rate-429-once"), 2);
+    assert_eq!(mock.hits("fail-500"), 1);
+}

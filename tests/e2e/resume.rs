@@ -160,6 +160,7 @@ async fn a_cut_stream_goes_on_where_it_stopped_on_a_deployment_that_continues_a_
         usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
     );
     gw.assert_log("stream resumed on another deployment");
+    assert!(gw.wait_for_log("from=primary to=backup", Duration::from_secs(5)));
     // The stored request says what the client was told.
     let stored = loop {
         let (status, body) = gw.admin("/admin/requests/cut-once").await;

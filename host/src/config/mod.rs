@@ -658,6 +658,10 @@ pub struct RetryPolicy {
     /// Times a stream that fails after it committed is continued on the
     /// next admissible deployment (see `pipeline::resume`).
     pub resumes: u32,
+    /// A short Retry-After is not waited out at once: the other candidates
+    /// are tried first, and the deployment asked again once it has passed
+    /// only if none of them served the request.
+    pub others_first: bool,
 }
 
 impl Default for RetryPolicy {
@@ -668,6 +672,7 @@ impl Default for RetryPolicy {
             factor: 2.0,
             max_retry_after_ms: 5000,
             resumes: 2,
+            others_first: false,
         }
     }
 }

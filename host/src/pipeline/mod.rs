@@ -582,6 +582,14 @@ struct Tried {
     /// The largest configured context window that refused the request as
     /// too long: deployments with no larger one are not tried.
     too_long_for: Option<(u32, String)>,
+    /// A deployment whose short Retry-After the request did not wait out
+    /// (`retry.others_first`): its route's index in the chain, the target,
+    /// and when it may be asked again, if nothing else serves the request.
+    come_back: Option<(usize, Arc<Target>, std::time::Instant)>,
+    /// The chain is being walked again for `come_back`.
+    came_back: bool,
+    /// The index in the chain of the route being served.
+    route_index: usize,
 }
 
 /// The request text without one top-level member (a gateway parameter that

@@ -455,14 +455,19 @@ impl Recorder {
                 failed_over && !a.cut && record.attempts[i + 1].deployment == a.deployment;
             let failed_over = failed_over && !retried;
             if failed_over || retried || (a.cut && i < last) {
+                let kind = if a.cut {
+                    "resume"
+                } else if retried {
+                    "retry"
+                } else {
+                    "failover"
+                };
+                let class = a.class.map_or("none", |c| c.name());
+                tracing::info!(request_id = %record.request_id, model = %record.route,
+                    from = %a.deployment, to = %record.attempts[i + 1].deployment, class,
+                    status = a.status, "{kind}");
                 sinks.event(
-                    if a.cut {
-                        "resume"
-                    } else if retried {
-                        "retry"
-                    } else {
-                        "failover"
-                    },
+                    kind,
                     &a.deployment,
                     serde_json::json!({
                         "request_id": &*record.request_id, "route": record.route,

@@ -242,6 +242,24 @@ impl Gateway {
                             && (attempt.class == FailureClass::RateLimited
                                 || deployment.health.admission() == Admission::Closed)
                         {
+                            // The others first; this one again after its
+                            // Retry-After only if none of them serves.
+                            if attempt.class == FailureClass::RateLimited
+                                && route.retry.others_first
+                                && !tried.came_back
+                                && tried.come_back.is_none()
+                            {
+                                tracing::info!(request_id = %request_id, model = %route.name,
+                                    deployment = %deployment.name, wait_ms = wait.as_millis() as u64,
+                                    "trying the other candidates during its Retry-After");
+                                tried.come_back = Some((
+                                    tried.route_index,
+                                    target.clone(),
+                                    Instant::now() + wait,
+                                ));
+                                attempts.push(attempt);
+                                break;
+                            }
                             if attempt.class == FailureClass::RateLimited {
                                 waited_out = true;
                             } else {
@@ -357,6 +375,33 @@ impl Gateway {
                     }
                 }
             }
+            tried.route_index = n;
+            if let Some(answer) = self
+                .serve_route(
+                    route,
+                    rest,
+                    summary,
+                    request,
+                    mode,
+                    request_id,
+                    &mut attempts,
+                    &mut tried,
+                    begun,
+                    rec,
+                )
+                .await?
+            {
+                return Ok(Ok(answer));
+            }
+        }
+        // Nothing else served it: back to the deployment whose short
+        // Retry-After it did not wait out, once that has passed.
+        if let Some((n, target, at)) = tried.come_back.take() {
+            tried.came_back = true;
+            tried.route_index = n;
+            tried.targets.retain(|t| !Arc::ptr_eq(t, &target));
+            tokio::time::sleep_until(at.into()).await;
+            let (route, rest) = chain[n];
             if let Some(answer) = self
                 .serve_route(
                     route,
