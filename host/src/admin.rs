@@ -41,6 +41,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/deployments", get(deployments))
         .route("/admin/budgets", get(budgets))
         .route("/admin/reload", post(reload))
+        .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -270,4 +271,17 @@ async fn budgets(State(s): State<Arc<AdminState>>) -> Response {
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     crate::server::reload_response(&s.live, "admin API").await
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let text = s.live.sinks().metrics.render(&s.live);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -30,6 +30,7 @@ pub mod health;
 pub mod keys;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod ops;
 pub mod pipeline;

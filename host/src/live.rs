@@ -98,6 +98,7 @@ impl Live {
         let (config, plugins) = match loaded {
             Ok(done) => done,
             Err(problems) => {
+                self.sinks.metrics.reload(false);
                 for p in &problems {
                     tracing::error!(trigger, "config reload refused: {}", p.trim());
                 }
@@ -139,6 +140,7 @@ impl Live {
         self.current.store(new);
         old.retire();
         tracing::info!(trigger, "config reloaded: {summary}");
+        self.sinks.metrics.reload(true);
         Ok(summary)
     }
 

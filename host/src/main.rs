@@ -219,6 +219,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         store: store.clone(),
         monitor: switchyard::monitor::Monitor::new(config.monitor),
         budgets: Default::default(),
+        metrics: Default::default(),
     });
     sinks.budgets.set(config.budgets.clone());
     sinks.budgets.share_through(gateway.shared());

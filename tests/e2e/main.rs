@@ -15,6 +15,7 @@ mod keys;
 mod languages;
 mod limits;
 mod live_config;
+mod metrics;
 mod proxy;
 mod queue;
 mod records;

@@ -242,6 +242,18 @@ impl Gateway {
 impl Gateway {
     /// Every deployment as `GET /admin/deployments` shows it: what it is,
     /// its prices and its live health. No secrets.
+    /// Each deployment: whether it is skipped now (circuit open, cooling
+    /// down, marked down) and its requests in flight (for `/metrics`).
+    pub fn deployment_states(&self) -> Vec<(&str, bool, u32)> {
+        self.deployments
+            .values()
+            .map(|d| {
+                let h = d.health.snapshot();
+                (d.name.as_str(), !h.healthy, h.in_flight)
+            })
+            .collect()
+    }
+
     pub fn deployment_views(&self) -> Vec<serde_json::Value> {
         let mut names: Vec<&String> = self.deployments.keys().collect();
         names.sort_unstable();

@@ -28,11 +28,13 @@ pub struct Sinks {
     pub store: Option<Store>,
     pub monitor: Monitor,
     pub budgets: Budgets,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Sinks {
     /// An event: logged, and stored.
     pub fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
+        self.metrics.event(kind);
         if kind.ends_with("_alert") || kind.starts_with("rate_limit") {
             tracing::warn!(kind, subject, %detail, "alert");
         } else {
@@ -179,7 +181,7 @@ impl End {
 
     /// The status the record keeps: what the client was (or would have
     /// been) sent. 499 is the customary "client closed request".
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             End::Answered | End::StreamFailed => 200,
             End::Failed { status } => *status,
@@ -523,6 +525,7 @@ impl Recorder {
                 sinks.event("budget_alert", &alert.budget, alert.detail);
             }
         }
+        sinks.metrics.request(&record, &end, record.begun.elapsed());
         if let Some(store) = &sinks.store {
             let (request, attempts) = rows(&record, &end);
             store.record(Row::Request(request, attempts));

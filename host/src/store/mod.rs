@@ -200,6 +200,11 @@ impl Store {
         rx.recv_timeout(limit).is_ok()
     }
 
+    /// Rows waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Rows dropped so far (queue full, or too many waiting on a broken database).
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)

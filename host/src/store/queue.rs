@@ -53,6 +53,11 @@ impl Queue {
         true
     }
 
+    /// Rows waiting for the writer.
+    pub(super) fn len(&self) -> usize {
+        self.lock().rows.len()
+    }
+
     /// No handle is left: the writer finishes what it has and stops.
     pub(super) fn close(&self) {
         self.lock().closed = true;
