@@ -83,6 +83,7 @@ pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/admin/reload", post(admin_reload))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -289,7 +290,19 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             .or_insert_with(|| json!({"state": "rejected", "reason": reason}));
     }
     let count = registry.loaded().len();
-    let store = match &app.sinks.store {
+    let store = store_state(&app);
+    (
+        StatusCode::OK,
+        axum::Json(
+            json!({"status": "ok", "plugins": count, "plugin_detail": detail, "store": store}),
+        ),
+    )
+        .into_response()
+}
+
+/// The store's state for `/healthz` and `/readyz`.
+fn store_state(app: &AppState) -> serde_json::Value {
+    match &app.sinks.store {
         None => json!({"state": "off"}),
         Some(store) => {
             let mut s = match store.status() {
@@ -299,14 +312,34 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             s["dropped"] = json!(store.dropped());
             s
         }
+    }
+}
+
+/// Readiness: 200 when every route has a deployment it can send to now,
+/// 503 naming each route that has none and why (see
+/// `pipeline::ready`); plugins, the store and Redis in the detail.
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let gateway = app.live.gateway();
+    let (reasons, mut detail) = gateway.readiness();
+    let registry = gateway.registry();
+    let loaded = registry.loaded();
+    detail["plugins"] = json!({
+        "loaded": loaded.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(),
+        "quarantined": loaded.iter()
+            .filter(|p| matches!(p.state(), crate::plugins::PluginState::Quarantined { .. }))
+            .map(|p| p.id.to_string()).collect::<Vec<_>>(),
+        "rejected": registry.rejected(),
+    });
+    detail["store"] = store_state(&app);
+    let ready = reasons.is_empty();
+    detail["status"] = json!(if ready { "ready" } else { "not_ready" });
+    detail["reasons"] = json!(reasons);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        StatusCode::OK,
-        axum::Json(
-            json!({"status": "ok", "plugins": count, "plugin_detail": detail, "store": store}),
-        ),
-    )
-        .into_response()
+    (status, axum::Json(detail)).into_response()
 }
 
 /// A caller on this host: loopback, also as an IPv4-mapped IPv6 address

@@ -217,3 +217,71 @@ async fn metrics_count_a_scripted_mix_exactly() {
         1.0
     );
 }
+
+/// `/readyz`: ready while every route has a deployment it can send to; a
+/// route whose adapter is not loaded, or whose every deployment is down,
+/// makes it 503 with the reason. `/healthz` (liveness) stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_for_a_route_without_its_adapter_or_with_every_deployment_down() {
+    let mock = Mock::start().await;
+    let ready = |gw: &Gateway| {
+        let url = format!("{}/readyz", gw.url);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, crate::harness::json_body(r).await)
+        }
+    };
+    let gw = Gateway::start(
+        json!({"ok": {"deployments": [deployment("good-dep", &mock.url, "good")]},
+               "down": {"deployments": [deployment("limited-dep", &mock.url, "rate-429")]}}),
+        &["openai"],
+        json!({}),
+    );
+    let (status, body) = ready(&gw).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["store"]["state"], "ok");
+    assert_eq!(body["plugins"]["loaded"], json!(["openai"]));
+    // Its only deployment cools down after a 429 (Retry-After 30).
+    assert_eq!(gw.chat("down", false).await.status(), 429);
+    let (status, body) = ready(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    let reasons = body["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{body}");
+    let reason = reasons[0].as_str().unwrap();
+    assert!(
+        reason.contains("\"down\"") && reason.contains("limited-dep: down"),
+        "{reason}"
+    );
+    assert_eq!(body["routes"]["ok"]["ready"], true);
+    drop(gw);
+
+    // A route whose adapter is not there.
+    let mut other = deployment("claude", &mock.url, "claude-x");
+    other["adapter"] = json!("anthropic");
+    let gw = Gateway::start(
+        json!({"ok": {"deployments": [deployment("good-dep", &mock.url, "good")]},
+               "claude": {"deployments": [other]}}),
+        &["openai"],
+        json!({}),
+    );
+    let (status, body) = ready(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("\"claude\"") && reason.contains("adapter \"anthropic\" is not loaded"),
+        "{reason}"
+    );
+    assert_eq!(
+        body["routes"]["claude"]["deployments"]["claude"]["adapter_loaded"],
+        false
+    );
+    let live = client()
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200, "liveness stays trivial");
+}

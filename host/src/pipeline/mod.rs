@@ -22,6 +22,7 @@ mod check;
 mod limits;
 mod order;
 pub mod outcome;
+mod ready;
 mod request;
 mod resume;
 mod route;
