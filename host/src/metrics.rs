@@ -8,6 +8,7 @@
 //! low-cardinality: routes, deployments, failure classes and event kinds —
 //! never request ids or callers.
 
+use prometheus::proto::MetricType;
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -272,8 +273,124 @@ impl Metrics {
                     crate::store::Status::Ok
                 )));
         }
+        let mut families = self.registry.gather();
+        families.extend(live_families(&gateway));
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Families read from live state at the scrape: plugins' call counters
+/// (kept by each plugin as plain atomics, off the metrics path), limiter
+/// headroom and the wait queue.
+fn live_families(gateway: &crate::pipeline::Gateway) -> Vec<prometheus::proto::MetricFamily> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let plugins = gateway.registry().loaded();
+    let per_plugin = |f: &dyn Fn(&crate::plugins::Plugin) -> f64| {
+        plugins
+            .iter()
+            .map(|p| {
+                (
+                    vec![
+                        ("plugin", p.id.to_string()),
+                        ("kind", format!("{:?}", p.kind).to_lowercase()),
+                    ],
+                    f(p),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    vec![
+        family(
+            "switchyard_plugin_calls_total",
+            "Plugin calls made",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.stats.calls.load(Relaxed) as f64),
+        ),
+        family(
+            "switchyard_plugin_call_errors_total",
+            "Plugin calls that failed (trap, deadline, quarantine, refused input or output)",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.stats.errors.load(Relaxed) as f64),
+        ),
+        family(
+            "switchyard_plugin_faults_total",
+            "Plugin calls that ended in a fault (trap, deadline, out of memory): what quarantines a plugin",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.faults() as f64),
+        ),
+        family(
+            "switchyard_plugin_call_seconds_total",
+            "Wall time of plugin calls (divide by switchyard_plugin_calls_total for the mean)",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.stats.call_ns.load(Relaxed) as f64 / 1e9),
+        ),
+        family(
+            "switchyard_plugin_quarantined",
+            "1 while a plugin is quarantined",
+            MetricType::GAUGE,
+            per_plugin(&|p| {
+                f64::from(u8::from(matches!(
+                    p.state(),
+                    crate::plugins::PluginState::Quarantined { .. }
+                )))
+            }),
+        ),
+        family(
+            "switchyard_limiter_headroom",
+            "Rate-limit headroom of a deployment, 0 (at a limit) to 1 (untouched): the tightest of its windows and its best key's",
+            MetricType::GAUGE,
+            gateway
+                .limiter_headrooms()
+                .into_iter()
+                .map(|(d, h)| (vec![("deployment", d.to_string())], f64::from(h)))
+                .collect(),
+        ),
+        family(
+            "switchyard_queue_waiting",
+            "Requests waiting in the queue for a place (a cap or a limit)",
+            MetricType::GAUGE,
+            vec![(vec![], gateway.queue_len() as f64)],
+        ),
+    ]
+}
+
+/// One metric family built by hand.
+fn family(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Vec<(&str, String)>, f64)>,
+) -> prometheus::proto::MetricFamily {
+    use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily};
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    for (labels, value) in samples {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v);
+                    l
+                })
+                .collect(),
+        );
+        if kind == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        f.mut_metric().push(m);
+    }
+    f
 }

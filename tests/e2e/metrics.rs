@@ -203,6 +203,61 @@ async fn metrics_count_a_scripted_mix_exactly() {
         value(&s, "switchyard_store", json!({"what": "degraded"})),
         0.0
     );
+    // Plugins (loading calls them too): one more request through the one
+    // route with a strategy asks it once more.
+    let calls_in = |s: &[(String, Value, f64)], plugin: &str| {
+        value(
+            s,
+            "switchyard_plugin_calls_total",
+            json!({"plugin": plugin}),
+        )
+    };
+    assert_eq!(gw.chat("flaky", false).await.status(), 200);
+    let after = scrape(&gw).await;
+    assert_eq!(calls_in(&after, "priority"), calls_in(&s, "priority") + 1.0);
+    let calls = |plugin: &str| calls_in(&s, plugin);
+    assert!(calls("openai") >= 10.0, "{}", calls("openai"));
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_faults_total",
+            json!({"plugin": "openai"})
+        ),
+        0.0
+    );
+    assert!(
+        value(
+            &s,
+            "switchyard_plugin_call_seconds_total",
+            json!({"plugin": "openai"})
+        ) > 0.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_quarantined",
+            json!({"plugin": "openai"})
+        ),
+        0.0
+    );
+    // Headroom: untouched, and none while cooling down after the 429.
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_limiter_headroom",
+            json!({"deployment": "good-dep"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_limiter_headroom",
+            json!({"deployment": "limited-dep"})
+        ),
+        0.0
+    );
+    assert_eq!(value(&s, "switchyard_queue_waiting", json!({})), 0.0);
 
     // A reload is counted.
     let r = client()

@@ -254,6 +254,25 @@ impl Gateway {
             .collect()
     }
 
+    /// Each deployment's rate-limit headroom (0 to 1; for `/metrics`).
+    pub fn limiter_headrooms(&self) -> Vec<(&str, f32)> {
+        self.deployments
+            .values()
+            .map(|d| {
+                let h = d.health.snapshot().headroom;
+                (
+                    d.name.as_str(),
+                    h.min(d.limiter.headroom()).min(d.keys.headroom()),
+                )
+            })
+            .collect()
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.capacity.waiters.len()
+    }
+
     pub fn deployment_views(&self) -> Vec<serde_json::Value> {
         let mut names: Vec<&String> = self.deployments.keys().collect();
         names.sort_unstable();

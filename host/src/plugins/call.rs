@@ -150,6 +150,7 @@ impl Plugin {
                 remaining_ms: left.as_millis() as u64,
             });
         }
+        let begun = Instant::now();
         let mut budget = self.budget(run);
         let reserved = match self.pool.reserve() {
             Err(e) if e.is_saturation() => {
@@ -181,7 +182,17 @@ impl Plugin {
         let result = self.drive(work, budget).await;
         if let Err(e) = &result {
             self.note_failure(e);
+            self.stats
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.stats
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.call_ns.fetch_add(
+            begun.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         result
     }
 

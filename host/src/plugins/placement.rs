@@ -72,6 +72,11 @@ pub struct CallStats {
     faults: Mutex<VecDeque<Instant>>,
     /// Total calls that ended in a fault (trap, deadline, out of memory).
     pub fault_count: AtomicU64,
+    /// Calls made, those that failed (any error), and their total wall time
+    /// (for `/metrics`).
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub call_ns: AtomicU64,
 }
 
 impl Default for CallStats {
@@ -84,6 +89,9 @@ impl Default for CallStats {
             quarantined_until_ms: AtomicU64::new(0),
             faults: Mutex::default(),
             fault_count: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            call_ns: AtomicU64::new(0),
         }
     }
 }
