@@ -188,12 +188,8 @@ impl Metrics {
                 _ => "5xx",
             },
         };
-        // An unknown model would make the route label unbounded.
-        let route = if route.is_empty() || status == "4xx" && attempts.is_empty() {
-            "-"
-        } else {
-            route
-        };
+        // Only configured routes: what callers ask for is unbounded.
+        let route = if record.route_found { route } else { "-" };
         self.requests
             .with_label_values(&[route, status, if stream { "true" } else { "false" }])
             .inc();

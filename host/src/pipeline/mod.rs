@@ -328,6 +328,7 @@ impl Gateway {
             .ok_or_else(|| ApiError::ModelNotFound(view.model.to_string()))?;
         if let Some(r) = rec.record() {
             r.route = route.name.clone();
+            r.route_found = true;
         }
         let caller = hints.caller.clone();
         if let Some(c) = &caller

@@ -199,6 +199,8 @@ pub struct Record {
     begun: Instant,
     /// The route (the requested model until one is found).
     pub route: String,
+    /// `route` names a configured route (not just what was asked for).
+    pub route_found: bool,
     pub caller: Option<String>,
     pub tags: Vec<String>,
     pub stream: bool,
@@ -239,6 +241,7 @@ impl Recorder {
                 ts_ms: now_ms(),
                 begun: Instant::now(),
                 route: String::new(),
+                route_found: false,
                 caller: None,
                 tags,
                 stream: false,
