@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_tokens};
-use super::stream::{StreamEvaluation, Transcript, start_stream};
+use super::stream::start_stream;
+use super::transcript::{StreamEvaluation, Transcript};
 use super::{Deployment, Gateway, Mode, Route, Served};
 use crate::domain::{BuildError, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};

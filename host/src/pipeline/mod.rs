@@ -27,6 +27,7 @@ mod request;
 mod resume;
 mod route;
 mod stream;
+mod transcript;
 
 use std::collections::HashMap;
 use std::sync::Arc;
