@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_tokens};
 use super::stream::start_stream;
 use super::transcript::{StreamEvaluation, Transcript};
-use super::{Deployment, Gateway, Mode, Route, Served};
+use super::{Answer, Deployment, Gateway, Mode, Route, Served};
 use crate::domain::{BuildError, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::UpstreamKey;
@@ -172,11 +172,14 @@ impl Gateway {
             )
             .await?;
         }
-        Ok(Served::Complete {
-            deployment: d.name.clone(),
-            body: answer.body.into_bytes(),
-            attempts: 0,
-        })
+        Ok(Served::Answer(
+            Answer::Complete {
+                deployment: d.name.clone(),
+                body: answer.body.into_bytes(),
+                attempts: 0,
+            },
+            None,
+        ))
     }
 
     /// Runs the route's evaluator. A failing *evaluator* accepts the answer

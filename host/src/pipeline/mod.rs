@@ -190,18 +190,9 @@ impl Mode<'_> {
 
 /// What the pipeline produced, before `chat` hands it to the client.
 enum Served {
-    Complete {
-        deployment: String,
-        body: Vec<u8>,
-        attempts: usize,
-    },
-    /// A committed stream and its pump, which `chat` starts.
-    Stream {
-        deployment: String,
-        events: mpsc::Receiver<Bytes>,
-        attempts: usize,
-        pump: stream::Pending,
-    },
+    /// The client's answer; for a committed stream, with its pump, which
+    /// `chat` starts.
+    Answer(Answer, Option<stream::Pending>),
     /// The next leg of a stream being resumed, for the pump that asked.
     Resumed(Box<resume::Continuation>),
 }
@@ -209,7 +200,10 @@ enum Served {
 impl Served {
     fn with_attempts(mut self, n: usize) -> Self {
         match &mut self {
-            Served::Complete { attempts, .. } | Served::Stream { attempts, .. } => *attempts = n,
+            Served::Answer(
+                Answer::Complete { attempts, .. } | Answer::Stream { attempts, .. },
+                _,
+            ) => *attempts = n,
             Served::Resumed(_) => {}
         }
         self
@@ -459,29 +453,11 @@ impl Gateway {
                     .serve_chain(&chain, &summary, &request, mode, &request_id, begun, rec)
                     .await?
                 {
-                    Ok(Served::Complete {
-                        deployment,
-                        body,
-                        attempts,
-                    }) => {
-                        return Ok(Answer::Complete {
-                            deployment,
-                            body,
-                            attempts,
-                        });
-                    }
-                    Ok(Served::Stream {
-                        deployment,
-                        events,
-                        attempts,
-                        pump,
-                    }) => {
-                        pump.spawn();
-                        return Ok(Answer::Stream {
-                            deployment,
-                            events,
-                            attempts,
-                        });
+                    Ok(Served::Answer(answer, pump)) => {
+                        if let Some(pump) = pump {
+                            pump.spawn();
+                        }
+                        return Ok(answer);
                     }
                     Ok(Served::Resumed(_)) => {
                         unreachable!("only a stream's pump asks for a resumed leg")

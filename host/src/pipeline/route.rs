@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::limits::NotSent;
 use super::outcome::{self, Recorder};
-use super::{Gateway, Mode, Route, Served, Tried, order};
+use super::{Answer, Gateway, Mode, Route, Served, Tried, order};
 use crate::config::OnContentFilter;
 use crate::domain::{RequestSummary, Target};
 use crate::error::ApiError;
@@ -157,7 +157,7 @@ impl Gateway {
                 match result {
                     Ok(answer) => {
                         let was_cooling = deployment.health.is_cooling_down();
-                        if let Served::Complete { .. } = &answer {
+                        if let Served::Answer(Answer::Complete { .. }, _) = &answer {
                             rec.end_attempt(&deployment.health, record.clone(), None);
                         } // A committed stream: its pump ends the attempt.
                         // A probe that closed the circuit closes it everywhere.

@@ -15,7 +15,7 @@ use super::attempt::plugin_failed;
 use super::outcome::{AttemptRecord, End, Recorder, content_chars, estimate_tokens};
 use super::resume::{Continuation, Resumable, Resumed, SentLog, Splice};
 use super::transcript::{StreamEvaluation, carries_answer};
-use super::{Deployment, Mode, Served};
+use super::{Answer, Deployment, Mode, Served};
 use crate::domain::{StreamBatch, UpstreamError, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::health::{DeploymentHealth, InFlight};
@@ -94,12 +94,14 @@ pub(super) async fn start_stream(
         // write, not two.
         let _ = pump.forward(std::mem::take(&mut first.chunks), false).await;
     }
-    Ok(Served::Stream {
-        deployment: d.name.clone(),
-        events: rx,
-        attempts: 0,
-        pump: Pending(Box::new((pump, first, body, session, log))),
-    })
+    Ok(Served::Answer(
+        Answer::Stream {
+            deployment: d.name.clone(),
+            events: rx,
+            attempts: 0,
+        },
+        Some(Pending(Box::new((pump, first, body, session, log)))),
+    ))
 }
 
 /// Reads a stream until a chunk carries part of the answer: a role-only
