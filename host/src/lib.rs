@@ -39,5 +39,6 @@ pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
 pub mod watch;

@@ -262,6 +262,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin != new.admin {
         changed.push("admin");
     }
+    if old.telemetry != new.telemetry {
+        changed.push("telemetry");
+    }
     changed
 }
 

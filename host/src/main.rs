@@ -123,13 +123,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(log_writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,6 +131,19 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Traces are set up with the subscriber, so they need the config first:
+    // read here for `serve` (its errors are reported by the real load below).
+    let otlp = match &cli.command {
+        Command::Serve { config, .. } => Config::load(config).ok().and_then(|c| c.telemetry.otlp),
+        _ => None,
+    };
+    let _flush_traces_on_exit = match init_tracing(log_writer, otlp.as_ref(), runtime.handle()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -171,6 +177,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The log output (stderr, batched; `RUST_LOG`, default `info`) and, with
+/// `telemetry.otlp`, the trace exporter beside it. Each sees only its own
+/// spans: the exported ones never reach the log lines, the log's never the
+/// collector (warnings and errors inside an exported span become its events).
+fn init_tracing(
+    log: switchyard::logging::BatchedLog,
+    otlp: Option<&switchyard::telemetry::OtlpConfig>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<switchyard::telemetry::TelemetryGuard>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let off = format!("{}=off", switchyard::telemetry::TARGET);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(off.parse().map_err(|e| format!("{off}: {e}"))?);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(log)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(fmt);
+    let Some(otlp) = otlp else {
+        registry.init();
+        return Ok(None);
+    };
+    let (layer, guard) = switchyard::telemetry::start(otlp, runtime.clone())?;
+    let exported = tracing_subscriber::filter::filter_fn(|meta| {
+        if meta.is_span() {
+            meta.target() == switchyard::telemetry::TARGET
+        } else {
+            *meta.level() <= tracing::Level::WARN
+        }
+    });
+    registry.with(layer.with_filter(exported)).init();
+    tracing::info!(endpoint = %otlp.traces_url(), "exporting traces (telemetry.otlp)");
+    Ok(Some(guard))
 }
 
 /// Loads the config and plugins; returns warnings about what the config

@@ -108,7 +108,14 @@ async fn chat(
     // Finished below, or by its pump (a stream), or when dropped (the
     // client went away while this handler waited).
     let mut rec = Recorder::new(app.sinks.clone(), request_id.clone(), Vec::new());
-    let mut response = match handle_chat(&app, &request_id, &headers, body, &mut rec).await {
+    // Its trace span (a no-op unless traces are on): the record keeps it
+    // open to the request's end (a stream's last chunk).
+    let span = crate::telemetry::request_span(&headers, &request_id);
+    if let Some(r) = rec.record() {
+        r.span = span.clone();
+    }
+    let handled = handle_chat(&app, &request_id, &headers, body, &mut rec);
+    let mut response = match tracing::Instrument::instrument(handled, span).await {
         Ok(r) => {
             rec.finish(End::Answered);
             r

@@ -24,3 +24,4 @@ mod sandbox;
 mod shared_limits;
 mod store_faults;
 mod streaming;
+mod traces;

@@ -83,6 +83,9 @@ pub struct Config {
     /// Client keys: who may call the API (see [`crate::auth`]).
     #[serde(default)]
     pub auth: ClientAuthConfig,
+    /// Traces (see [`crate::telemetry`]).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Every deployment by name: those of the top-level map and, once
     /// resolved, those defined inline in routes.
     #[serde(default)]

@@ -46,7 +46,7 @@ impl Gateway {
             .registry
             .get(&d.adapter, Kind::Adapter)
             .map_err(plugin_failed)?;
-        let http = match adapter
+        let mut http = match adapter
             .build_request(request_id, target, request)
             .await
             .map_err(plugin_failed)?
@@ -70,6 +70,7 @@ impl Gateway {
         let in_flight = d.health.start();
         let started = Instant::now();
         let endpoint = d.endpoint(adapter.metadata().auth.as_ref(), key);
+        crate::telemetry::inject(&record.span, &mut http.headers);
         let sent = self.upstream.send(&endpoint, http).await;
         record.upstream = started.elapsed();
         let response = sent?;
@@ -146,6 +147,9 @@ impl Gateway {
             .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
         if let Some(q) = &answer.quota {
             key.limiter.learn(q, self.config.limits.max_retry_after_ms);
+        }
+        if crate::telemetry::enabled() {
+            crate::telemetry::finish_reasons(&answer.body, &mut record.finish_reasons);
         }
         match answer.usage {
             Some(usage) => record.set_usage(usage, false),

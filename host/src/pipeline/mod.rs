@@ -324,6 +324,7 @@ impl Gateway {
         if let Some(r) = rec.record() {
             r.route = route.name.clone();
             r.route_found = true;
+            crate::telemetry::name_request(&r.span, &r.route);
         }
         let caller = hints.caller.clone();
         if let Some(c) = &caller

@@ -115,6 +115,11 @@ pub struct AttemptRecord {
     pub cut: bool,
     /// Stream events its adapter skipped as malformed.
     pub malformed: u32,
+    /// Why the answer ended (`stop`, `length`, …), when traces are on.
+    pub finish_reasons: Vec<String>,
+    /// Its trace span (a no-op unless traces are on), closed when the
+    /// attempt ends.
+    pub span: tracing::Span,
 }
 
 impl AttemptRecord {
@@ -141,6 +146,8 @@ impl AttemptRecord {
             probe: None,
             cut: false,
             malformed: 0,
+            finish_reasons: Vec::new(),
+            span: tracing::Span::none(),
         }
     }
 
@@ -169,7 +176,7 @@ pub enum End {
 }
 
 impl End {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             End::Answered => "success",
             End::Failed { .. } => "failed",
@@ -220,6 +227,8 @@ pub struct Record {
     /// Its places under the gateway's and its route's concurrency caps,
     /// given back when the record completes.
     pub slots: Vec<crate::capacity::Slot>,
+    /// Its trace span (a no-op unless traces are on), closed with the record.
+    pub span: tracing::Span,
     /// The attempt under way (a copy), so a request dropped mid-attempt
     /// (the client left) still records it, and its reservations are
     /// reconciled.
@@ -252,6 +261,7 @@ impl Recorder {
                 caller_due: None,
                 deadline: None,
                 slots: Vec::new(),
+                span: tracing::Span::none(),
                 open: None,
             })),
             sinks,
@@ -309,6 +319,7 @@ impl Recorder {
         }
         // The outcome is in: the circuit's probe (if this was it) is free.
         attempt.probe = None;
+        crate::telemetry::end_attempt(&mut attempt);
         self.transition(health, was, &attempt.deployment, attempt.class);
         if let Some(r) = self.record() {
             r.attempts.push(attempt);
@@ -396,6 +407,7 @@ impl Recorder {
             if let Some((usage, estimated)) = usage {
                 a.set_usage(usage, estimated);
             }
+            crate::telemetry::end_attempt(a);
         }
     }
 
@@ -529,6 +541,7 @@ impl Recorder {
             }
         }
         sinks.metrics.request(&record, &end, record.begun.elapsed());
+        crate::telemetry::end_request(&mut record, &end);
         if let Some(store) = &sinks.store {
             let (request, attempts) = rows(&record, &end);
             store.record(Row::Request(request, attempts));

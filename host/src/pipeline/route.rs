@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::limits::NotSent;
 use super::outcome::{self, Recorder};
 use super::{Answer, Gateway, Mode, Route, Served, Tried, order};
@@ -139,8 +141,14 @@ impl Gateway {
                 record.limits = held.limits;
                 record.probe = probe.clone();
                 record.slot = held.slot.map(Arc::new);
+                record.span = crate::telemetry::attempt_span(
+                    &deployment.name,
+                    &deployment.adapter,
+                    &target.model,
+                );
                 rec.open_attempt(&record);
                 let key = held.key;
+                let span = record.span.clone();
                 let result = self
                     .attempt(
                         route,
@@ -153,6 +161,7 @@ impl Gateway {
                         &mut record,
                         rec,
                     )
+                    .instrument(span)
                     .await;
                 match result {
                     Ok(answer) => {

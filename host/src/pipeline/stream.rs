@@ -552,9 +552,13 @@ impl StreamPump {
         }
         let size: usize = chunks.iter().map(|c| c.len() + 8).sum::<usize>() + 14;
         let mut events = Vec::with_capacity(size);
+        let traced = crate::telemetry::enabled();
         for chunk in &chunks {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
+            }
+            if traced && let Some(a) = self.rec.record().and_then(|r| r.attempts.last_mut()) {
+                crate::telemetry::finish_reasons(chunk, &mut a.finish_reasons);
             }
             if self.splice.is_none() {
                 self.completion_chars += content_chars(chunk);

@@ -98,6 +98,8 @@ impl Budget {
 /// `Ok(None)` from `run` means the instance does not export what the call needs.
 pub(crate) trait Call: Send + 'static {
     type Output: Send + 'static;
+    /// Its name in traces.
+    const NAME: &'static str;
     fn run<'a>(
         self,
         store: &'a mut Store<HostState>,
@@ -114,6 +116,7 @@ macro_rules! call {
         pub(crate) struct $name { $($(#[$fdoc])* pub(crate) $field: $ty),* }
         impl $crate::plugins::call::Call for $name {
             type Output = $out;
+            const NAME: &'static str = stringify!($name);
             fn run<'a>(
                 self,
                 $store: &'a mut wasmtime::Store<$crate::plugins::host_api::HostState>,
@@ -179,8 +182,10 @@ impl Plugin {
             }
             result
         };
-        let result = self.drive(work, budget).await;
+        let span = crate::telemetry::plugin_span(&self.id, C::NAME);
+        let result = tracing::Instrument::instrument(self.drive(work, budget), span.clone()).await;
         if let Err(e) = &result {
+            crate::telemetry::fail(&span, e.to_string());
             self.note_failure(e);
             self.stats
                 .errors
