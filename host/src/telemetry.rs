@@ -93,7 +93,10 @@ impl std::fmt::Debug for OtlpConfig {
             .field("headers", &headers)
             .field("service_name", &self.service_name)
             .field("sample_ratio", &self.sample_ratio)
-            .finish_non_exhaustive()
+            .field("batch_delay_ms", &self.batch_delay_ms)
+            .field("max_queue", &self.max_queue)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
     }
 }
 

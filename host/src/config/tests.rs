@@ -116,6 +116,7 @@ fn the_schema_declares_the_defaults_the_code_applies() {
     // config names a Redis server (its one required field).
     let mut base: Value = serde_json::from_str(MINIMAL).unwrap();
     base["redis"] = serde_json::json!({"url": "redis://127.0.0.1:1/"});
+    base["telemetry"] = serde_json::json!({"otlp": {"endpoint": "http://127.0.0.1:4318"}});
     let minimal_text = base.to_string();
     let mut explicit = base;
     let defaults = schema_defaults();
