@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod auth;
 pub mod budget;
+pub mod cache;
 pub mod capacity;
 pub mod config;
 pub mod demo;

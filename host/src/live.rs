@@ -134,6 +134,9 @@ impl Live {
         }
         self.sinks.monitor.set_settings(config.monitor);
         self.sinks.budgets.set(config.budgets.clone());
+        if let Some(cache) = &self.sinks.cache {
+            cache.configure(&config.cache);
+        }
         self.sinks.budgets.share_through(new.shared());
         let new = Arc::new(new);
         new.start_health_checks(&self.sinks);

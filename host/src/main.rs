@@ -264,6 +264,14 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         monitor: switchyard::monitor::Monitor::new(config.monitor),
         budgets: Default::default(),
         metrics: Default::default(),
+        // Its entries on disk are read once the store is migrated.
+        cache: Some(switchyard::cache::Cache::new(
+            &config.cache,
+            store
+                .as_ref()
+                .filter(|s| s.flush(std::time::Duration::from_secs(5)))
+                .map(|s| s.path()),
+        )),
     });
     sinks.budgets.set(config.budgets.clone());
     sinks.budgets.share_through(gateway.shared());

@@ -40,6 +40,8 @@ pub struct Metrics {
     cost: CounterVec,
     events: IntCounterVec,
     reloads: IntCounterVec,
+    cache: IntCounterVec,
+    cache_saved: CounterVec,
     // Read when scraped.
     circuit: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -92,7 +94,24 @@ impl Metrics {
         )
         .expect("a valid metric");
         r.register(Box::new(cost.clone())).expect("registered once");
+        let cache_saved = CounterVec::new(
+            Opts::new(
+                "switchyard_cache_saved_usd_total",
+                "What cache hits saved: the cost of the answers they reused, in US dollars",
+            ),
+            &["route"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(cache_saved.clone()))
+            .expect("registered once");
         Self {
+            cache: counter(
+                &r,
+                "switchyard_cache_requests_total",
+                "Requests of routes that cache, by what the cache did (hit, miss, bypass)",
+                &["route", "result"],
+            ),
+            cache_saved,
             requests: counter(
                 &r,
                 "switchyard_requests_total",
@@ -196,6 +215,12 @@ impl Metrics {
         self.duration
             .with_label_values(&[route])
             .observe(total.as_secs_f64());
+        if let Some(c) = record.cache {
+            self.cache.with_label_values(&[route, c.name()]).inc();
+        }
+        if let Some((_, saved)) = record.cached.as_ref().filter(|(_, s)| *s > 0.0) {
+            self.cache_saved.with_label_values(&[route]).inc_by(*saved);
+        }
         if let Some(o) = overhead {
             self.overhead
                 .with_label_values(&[route])
@@ -271,10 +296,52 @@ impl Metrics {
         }
         let mut families = self.registry.gather();
         families.extend(live_families(&gateway));
+        if let Some(cache) = &live.sinks().cache {
+            families.extend(cache_families(cache));
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The response cache's size and its own counters, read at the scrape.
+fn cache_families(cache: &crate::cache::Cache) -> Vec<prometheus::proto::MetricFamily> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (entries, bytes) = cache.size();
+    let c = &cache.counters;
+    vec![
+        family(
+            "switchyard_cache_entries",
+            "Answers held in the cache's memory layer",
+            MetricType::GAUGE,
+            vec![(vec![], entries as f64)],
+        ),
+        family(
+            "switchyard_cache_bytes",
+            "Bytes held in the cache's memory layer",
+            MetricType::GAUGE,
+            vec![(vec![], bytes as f64)],
+        ),
+        family(
+            "switchyard_cache_stored_total",
+            "Answers stored in the cache",
+            MetricType::COUNTER,
+            vec![(vec![], c.stored.load(Relaxed) as f64)],
+        ),
+        family(
+            "switchyard_cache_evicted_total",
+            "Answers evicted from the memory layer (least recently used first)",
+            MetricType::COUNTER,
+            vec![(vec![], c.evicted.load(Relaxed) as f64)],
+        ),
+        family(
+            "switchyard_cache_errors_total",
+            "Cache failures (the request went upstream)",
+            MetricType::COUNTER,
+            vec![(vec![], c.errors.load(Relaxed) as f64)],
+        ),
+    ]
 }
 
 /// Families read from live state at the scrape: plugins' call counters

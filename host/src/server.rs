@@ -200,14 +200,21 @@ async fn handle_chat(
                 })?,
         ),
     };
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cache = crate::cache::Directives::parse(
+        text(header::CACHE_CONTROL.as_str()),
+        text("x-switchyard-cache"),
+    )
+    .map_err(ApiError::BadRequest)?;
     let hints = CallerHints {
         tags,
         priority,
         caller,
         timeout,
+        cache,
     };
-    let answer = gateway.chat(request_id.clone(), hints, body, rec).await?;
-    Ok(match answer {
+    let (answer, cache) = gateway.chat(request_id.clone(), hints, body, rec).await?;
+    let mut response = match answer {
         Answer::Complete {
             deployment,
             body,
@@ -232,7 +239,15 @@ async fn handle_chat(
             set_route_headers(&mut r, &deployment, attempts);
             r
         }
-    })
+    };
+    if let Some(status) = cache {
+        set(
+            &mut response,
+            "x-switchyard-cache".parse().expect("a header name"),
+            status.name(),
+        );
+    }
+    Ok(response)
 }
 
 fn set(r: &mut Response, name: header::HeaderName, value: &'static str) {

@@ -83,6 +83,9 @@ pub struct Config {
     /// Client keys: who may call the API (see [`crate::auth`]).
     #[serde(default)]
     pub auth: ClientAuthConfig,
+    /// The response cache's bounds (see [`crate::cache`]).
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
     /// Traces (see [`crate::telemetry`]).
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
@@ -740,6 +743,9 @@ pub struct Route {
     /// Retrying the same deployment before going on to the next.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Reusing answers to identical requests.
+    #[serde(default)]
+    pub cache: crate::cache::RouteCache,
     /// The deployments by name, with this route's priority and weight.
     #[serde(skip)]
     pub members: Vec<Member>,

@@ -137,6 +137,7 @@ impl Gateway {
             max_in_flight: r.max_in_flight,
             on_content_filter: r.on_content_filter,
             retry: r.retry,
+            cache: r.cache.clone(),
         };
         let mut routes = HashMap::new();
         let mut wildcards = Vec::new();

@@ -18,6 +18,7 @@
 
 mod attempt;
 mod build;
+mod cached;
 mod check;
 mod limits;
 mod order;
@@ -88,6 +89,7 @@ pub struct Route {
     pub max_in_flight: Option<u32>,
     pub on_content_filter: crate::config::OnContentFilter,
     pub retry: crate::config::RetryPolicy,
+    pub cache: crate::cache::RouteCache,
 }
 
 /// A deployment as one route uses it.
@@ -293,14 +295,15 @@ impl Gateway {
     }
 
     /// Serves one chat-completions request. Its outcome goes into `rec`
-    /// (a committed stream's pump takes the record over).
+    /// (a committed stream's pump takes the record over); with the answer
+    /// comes what the response cache did, on a route that caches.
     pub async fn chat(
         self: &Arc<Self>,
         request_id: Arc<str>,
         hints: CallerHints,
         body: Bytes,
         rec: &mut Recorder,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<(Answer, Option<crate::cache::Status>), ApiError> {
         let begun = Instant::now();
         // 1. Read the request.
         let text = std::str::from_utf8(&body)
@@ -335,6 +338,21 @@ impl Gateway {
                 model: view.model.to_string(),
             });
         }
+        // 3. The response cache, on routes that opted in: a hit is the
+        // answer (no limit, budget or upstream is touched).
+        let cache = match route.cache.enabled {
+            false => None,
+            true => match self
+                .cache_lookup(route, text, view.stream, hints.cache, rec)
+                .await
+            {
+                cached::Lookup::Hit(answer, ..) => {
+                    return Ok((answer, Some(crate::cache::Status::Hit)));
+                }
+                cached::Lookup::Miss(_) => Some(crate::cache::Status::Miss),
+                cached::Lookup::Bypass => Some(crate::cache::Status::Bypass),
+            },
+        };
         let mut chain = vec![(route, rest)];
         // The caller's list replaces the route's; it is never sent upstream
         // (even `null`: providers refuse arguments they do not know).
@@ -458,6 +476,12 @@ impl Gateway {
                         if let Some(pump) = pump {
                             pump.spawn();
                         }
+                        if let Answer::Complete {
+                            deployment, body, ..
+                        } = &answer
+                        {
+                            cached::store_complete(rec, deployment, body);
+                        }
                         return Ok(answer);
                     }
                     Ok(Served::Resumed(_)) => {
@@ -492,7 +516,7 @@ impl Gateway {
         }
         .instrument(span);
         match tokio::time::timeout_at(deadline.into(), served).await {
-            Ok(answer) => answer,
+            Ok(answer) => answer.map(|a| (a, cache)),
             Err(_) => {
                 tracing::warn!(request_id = %request_id, model = %route.name,
                     ms = limit.as_millis() as u64, "request deadline passed");

@@ -29,6 +29,8 @@ pub struct Sinks {
     pub monitor: Monitor,
     pub budgets: Budgets,
     pub metrics: crate::metrics::Metrics,
+    /// The response cache (none in tests and benchmarks that leave it out).
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl Sinks {
@@ -229,6 +231,14 @@ pub struct Record {
     pub slots: Vec<crate::capacity::Slot>,
     /// Its trace span (a no-op unless traces are on), closed with the record.
     pub span: tracing::Span,
+    /// What the response cache did (its route caches).
+    pub cache: Option<crate::cache::Status>,
+    /// Served from the cache: the deployment that first answered, and the
+    /// cost the hit saved.
+    pub cached: Option<(Arc<str>, f64)>,
+    /// A miss whose answer is to be stored once known (a stream's pump
+    /// stores it at its clean end).
+    pub cache_put: Option<crate::cache::Pending>,
     /// The attempt under way (a copy), so a request dropped mid-attempt
     /// (the client left) still records it, and its reservations are
     /// reconciled.
@@ -262,6 +272,9 @@ impl Recorder {
                 deadline: None,
                 slots: Vec::new(),
                 span: tracing::Span::none(),
+                cache: None,
+                cached: None,
+                cache_put: None,
                 open: None,
             })),
             sinks,
@@ -613,7 +626,9 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
         stream: r.stream,
         status: end.status(),
         outcome: end.name().to_string(),
-        deployment: answered.map(|a| a.deployment.clone()),
+        deployment: answered
+            .map(|a| a.deployment.clone())
+            .or_else(|| r.cached.as_ref().map(|(d, _)| d.to_string())),
         attempts: r.attempts.len() as u32,
         latency_ms: ms(total),
         overhead_ms: (!r.attempts.is_empty()).then(|| ms(total.saturating_sub(upstream))),
@@ -631,6 +646,8 @@ fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
                 serde_json::json!({"pass": v.pass, "score": v.score, "reasons": v.reasons})
                     .to_string()
             }),
+        cache: r.cache.map(crate::cache::Status::name),
+        saved_usd: r.cached.as_ref().map(|(_, c)| *c),
     };
     let attempts = r
         .attempts

@@ -22,6 +22,8 @@ pub struct CallerHints {
     pub caller: Option<std::sync::Arc<crate::auth::ClientKey>>,
     /// `x-switchyard-timeout-ms`: this request's whole deadline.
     pub timeout: Option<std::time::Duration>,
+    /// `Cache-Control` and `x-switchyard-cache`.
+    pub cache: crate::cache::Directives,
 }
 
 impl CallerHints {
@@ -170,6 +172,7 @@ mod tests {
             priority: Some(TaskPriority::High),
             caller: None,
             timeout: None,
+            cache: Default::default(),
         };
         let s = summarize(&view, text, hints);
         assert_eq!(s.priority, TaskPriority::High);

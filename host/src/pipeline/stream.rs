@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::attempt::plugin_failed;
 use super::outcome::{AttemptRecord, End, Recorder, content_chars, estimate_tokens};
 use super::resume::{Continuation, Resumable, Resumed, SentLog, Splice};
-use super::transcript::{StreamEvaluation, carries_answer};
+use super::transcript::{StreamEvaluation, Transcript, carries_answer};
 use super::{Answer, Deployment, Mode, Served};
 use crate::domain::{StreamBatch, UpstreamError, Usage};
 use crate::failover::{Attempt, FailureClass};
@@ -64,6 +64,10 @@ pub(super) async fn start_stream(
         Mode::Complete => None,
     };
     let request_deadline = rec.record().and_then(|r| r.deadline);
+    // A miss of the response cache: the answer is gathered to be stored
+    // (with an evaluator, its transcript serves both).
+    let for_cache = (evaluation.is_none() && rec.record().is_some_and(|r| r.cache_put.is_some()))
+        .then(Transcript::default);
     let (tx, rx) = mpsc::channel(32);
     let mut pump = StreamPump {
         deployment: d.name.clone(),
@@ -85,6 +89,7 @@ pub(super) async fn start_stream(
         carried: Usage::default(),
         failed: Vec::new(),
         malformed_run: 0,
+        for_cache,
     };
     pump.set_deadline(total);
     let mut first = first;
@@ -246,6 +251,9 @@ pub(super) struct StreamPump {
     pub(super) failed: Vec<String>,
     /// Malformed events of the current leg since its last good chunk.
     malformed_run: u32,
+    /// The answer gathered for the response cache (no evaluator's
+    /// transcript to read it from).
+    for_cache: Option<Transcript>,
 }
 
 impl StreamPump {
@@ -415,6 +423,7 @@ impl StreamPump {
                     self.rec
                         .verdict(&self.health, &evaluation.evaluator, &verdict);
                 }
+                self.store_in_cache(u);
                 self.rec.hand_over().finish(End::Answered);
             }
             Some((class, message)) => {
@@ -487,6 +496,34 @@ impl StreamPump {
 
     /// The usage the upstream reported, or one estimated from what was
     /// streamed (`true`: estimated).
+    /// A cache miss's answer, once the stream ended cleanly on its first
+    /// leg (a resumed answer is not stored).
+    fn store_in_cache(&mut self, usage: Usage) {
+        if self.splice.is_some() || !self.failed.is_empty() {
+            return;
+        }
+        let transcript = match (&self.for_cache, &self.evaluation) {
+            (Some(t), _) => t,
+            (None, Some(e)) => &e.transcript,
+            (None, None) => return,
+        };
+        let mut answer: serde_json::Value =
+            match serde_json::from_str(&transcript.to_completion(&self.deployment)) {
+                Ok(v) => v,
+                Err(_) => return,
+            };
+        answer["usage"] = serde_json::json!({
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        });
+        super::cached::store_complete(
+            &mut self.rec,
+            &self.deployment.clone(),
+            answer.to_string().as_bytes(),
+        );
+    }
+
     pub(super) fn usage(&self, reported: Option<Usage>) -> (Usage, bool) {
         match reported {
             Some(u) => (u, false),
@@ -556,6 +593,9 @@ impl StreamPump {
         for chunk in &chunks {
             if let Some(evaluation) = &mut self.evaluation {
                 evaluation.transcript.add(chunk);
+            }
+            if let Some(t) = &mut self.for_cache {
+                t.add(chunk);
             }
             if traced && let Some(a) = self.rec.record().and_then(|r| r.attempts.last_mut()) {
                 crate::telemetry::finish_reasons(chunk, &mut a.finish_reasons);

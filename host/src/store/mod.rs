@@ -56,6 +56,22 @@ pub struct RequestRow {
     pub cost: Option<f64>,
     pub estimated: bool,
     pub verdict: Option<String>,
+    /// What the response cache did (`hit`, `miss`, `bypass`).
+    pub cache: Option<&'static str>,
+    /// The cost a cache hit saved.
+    pub saved_usd: Option<f64>,
+}
+
+/// One response cache entry.
+#[derive(Clone, Debug)]
+pub struct CacheRow {
+    pub key: crate::cache::Key,
+    pub route: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub deployment: String,
+    pub cost: f64,
+    pub body: bytes::Bytes,
 }
 
 /// One attempt of a request on one deployment.
@@ -108,6 +124,8 @@ pub struct EventRow {
 pub enum Row {
     Request(RequestRow, Vec<AttemptRow>),
     Event(EventRow),
+    /// A response cache entry (see [`crate::cache`]).
+    CachePut(CacheRow),
     /// Commit everything before this, then answer (tests, benchmarks, shutdown).
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -396,11 +414,13 @@ fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
 
 fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let mut cached = false;
     {
         let mut requests = tx.prepare_cached(
             "INSERT INTO requests (id, ts_ms, route, caller, tags, stream, status, outcome, deployment,
-             attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens, cost, estimated, verdict)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens, cost, estimated, verdict,
+             cache, saved_usd)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?;
         let mut attempts = tx.prepare_cached(
             "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
@@ -432,7 +452,9 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                         r.completion_tokens,
                         r.cost,
                         r.estimated,
-                        r.verdict
+                        r.verdict,
+                        r.cache,
+                        r.saved_usd
                     ])?;
                     let request_rowid = tx.last_insert_rowid();
                     for a in list {
@@ -463,9 +485,32 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                 Row::Event(e) => {
                     events.execute(rusqlite::params![e.ts_ms, e.kind, e.subject, e.detail])?;
                 }
+                Row::CachePut(c) => {
+                    cached = true;
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO cache (key, route, created_ms, expires_ms, deployment, cost, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(rusqlite::params![
+                        &c.key[..],
+                        c.route,
+                        c.created_ms,
+                        c.expires_ms,
+                        c.deployment,
+                        c.cost,
+                        &c.body[..]
+                    ])?;
+                }
                 Row::Flush(_) => {}
             }
         }
+    }
+    // Expired entries go as new ones come (by the index: only those).
+    if cached {
+        tx.execute(
+            "DELETE FROM cache WHERE expires_ms < ?1",
+            [crate::pipeline::outcome::now_ms()],
+        )?;
     }
     tx.commit()
 }

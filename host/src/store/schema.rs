@@ -83,6 +83,22 @@ pub const MIGRATIONS: &[&str] = &[
     "DROP INDEX IF EXISTS attempts_request;",
     // 6: stream events an attempt's adapter skipped as malformed.
     "ALTER TABLE attempts ADD COLUMN malformed INTEGER NOT NULL DEFAULT 0;",
+    // 7: the response cache's entries (its second layer, kept across
+    // restarts), and what the cache did for each request (`hit`, `miss`,
+    // `bypass`; none when its route does not cache) with the cost a hit
+    // saved.
+    "CREATE TABLE cache (
+        key BLOB PRIMARY KEY,
+        route TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        deployment TEXT NOT NULL,
+        cost REAL NOT NULL,
+        body BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX cache_expires ON cache (expires_ms);
+    ALTER TABLE requests ADD COLUMN cache TEXT;
+    ALTER TABLE requests ADD COLUMN saved_usd REAL;",
 ];
 
 /// Brings `conn` to the newest schema.

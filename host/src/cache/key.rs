@@ -1,0 +1,57 @@
+//! The cache key: what makes two requests ask for the same answer.
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of a request's normalised form.
+pub type Key = [u8; 32];
+
+/// Members that do not change the answer: how it is delivered, who asks
+/// (`user`), and the gateway's own `fallbacks`.
+const IGNORED: &[&str] = &["stream", "stream_options", "user", "fallbacks"];
+
+/// A request as the cache sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Normalised {
+    pub key: Key,
+    /// `temperature: 0`.
+    pub deterministic: bool,
+    /// `stream_options.include_usage`: a replay ends with the usage.
+    pub include_usage: bool,
+}
+
+/// The key of `request` on `route` whose deployments and plugins' content
+/// hashes are `parts`.
+pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised, String> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(request).map_err(|e| format!("request is not JSON: {e}"))?;
+    let map = value
+        .as_object_mut()
+        .ok_or("request is not a JSON object")?;
+    let include_usage = map
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    for name in IGNORED {
+        map.remove(*name);
+    }
+    let deterministic = map
+        .get("temperature")
+        .and_then(serde_json::Value::as_f64)
+        .is_some_and(|t| t == 0.0);
+    // The map sorts its members (no `preserve_order`): one text per request.
+    let text = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.update(&text);
+    Ok(Normalised {
+        key: h.finalize().into(),
+        deterministic,
+        include_usage,
+    })
+}

@@ -1,0 +1,165 @@
+//! The response cache on the request path: looked up once a request's
+//! route is known (a hit answers without an upstream call), stored once an
+//! answer passed (a complete one here, a stream's by its pump at its end).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::outcome::Recorder;
+use super::{Answer, Gateway, Route};
+use crate::cache::{Directives, Pending, Status, key_for};
+use crate::domain::Kind;
+
+/// What the lookup decided.
+pub(super) enum Lookup {
+    /// Answered from the cache: the answer, the deployment that first gave
+    /// it, and what the hit saved.
+    Hit(Answer, Arc<str>, f64),
+    /// Not in it: go upstream, and store the answer (unless `no-store`).
+    Miss(Option<Pending>),
+    /// The cache does not apply (not deterministic, the caller said so, or
+    /// it failed).
+    Bypass,
+}
+
+impl Gateway {
+    /// Looks `request` up on `route` (whose cache is on); what it did goes
+    /// into the record.
+    pub(super) async fn cache_lookup(
+        &self,
+        route: &Route,
+        request: &str,
+        stream: bool,
+        directives: Directives,
+        rec: &mut Recorder,
+    ) -> Lookup {
+        let Some(cache) = rec.sinks().cache.clone() else {
+            return Lookup::Bypass;
+        };
+        let lookup = self
+            .lookup(&cache, route, request, stream, directives)
+            .await;
+        if let Some(r) = rec.record() {
+            r.cache = Some(match &lookup {
+                Lookup::Hit(..) => Status::Hit,
+                Lookup::Miss(_) => Status::Miss,
+                Lookup::Bypass => Status::Bypass,
+            });
+            match &lookup {
+                Lookup::Hit(_, deployment, saved) => {
+                    tracing::info!(request_id = %r.request_id, model = %route.name,
+                        deployment = %deployment, saved_usd = saved, "answered from the cache");
+                    r.cached = Some((deployment.clone(), *saved));
+                }
+                Lookup::Miss(pending) => r.cache_put = pending.clone(),
+                Lookup::Bypass => {}
+            }
+        }
+        lookup
+    }
+
+    async fn lookup(
+        &self,
+        cache: &Arc<crate::cache::Cache>,
+        route: &Route,
+        request: &str,
+        stream: bool,
+        directives: Directives,
+    ) -> Lookup {
+        if directives.no_read && directives.no_store {
+            return Lookup::Bypass;
+        }
+        // The route's plugins by content: a swap makes new keys.
+        let mut plugins: Vec<&str> = Vec::with_capacity(route.members.len() * 2 + 1);
+        let mut held = Vec::new();
+        for m in &route.members {
+            match self.registry.get(&m.deployment.adapter, Kind::Adapter) {
+                Ok(p) => held.push(p),
+                Err(_) => return Lookup::Bypass,
+            }
+            plugins.push(&m.deployment.name);
+        }
+        if let Some(e) = &route.evaluator {
+            match self.registry.get(e, Kind::Evaluator) {
+                Ok(p) => held.push(p),
+                Err(_) => return Lookup::Bypass,
+            }
+        }
+        plugins.extend(held.iter().map(|p| p.hash.as_str()));
+        let normal = match key_for(&route.name, &plugins, request) {
+            Ok(n) => n,
+            Err(_) => return Lookup::Bypass,
+        };
+        if !normal.deterministic && !route.cache.all_requests && !directives.opt_in {
+            return Lookup::Bypass;
+        }
+        let pending = (!directives.no_store).then(|| Pending {
+            key: normal.key,
+            route: route.name.clone(),
+            ttl_ms: (route.cache.ttl_s * 1000) as i64,
+        });
+        if directives.no_read {
+            return Lookup::Miss(pending);
+        }
+        let entry = match cache.get(&normal.key).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Lookup::Miss(pending),
+            Err(_) => return Lookup::Bypass,
+        };
+        let answer = if stream {
+            match crate::cache::replay::sse(&entry.body, normal.include_usage) {
+                Ok(events) => {
+                    let (tx, rx) = mpsc::channel(1);
+                    let _ = tx.try_send(Bytes::from(events));
+                    Answer::Stream {
+                        deployment: entry.deployment.to_string(),
+                        events: rx,
+                        attempts: 0,
+                    }
+                }
+                Err(e) => {
+                    cache.failed(&e);
+                    return Lookup::Bypass;
+                }
+            }
+        } else {
+            Answer::Complete {
+                deployment: entry.deployment.to_string(),
+                body: entry.body.to_vec(),
+                attempts: 0,
+            }
+        };
+        Lookup::Hit(answer, entry.deployment, entry.cost)
+    }
+}
+
+/// Stores a complete answer of a miss that passed its evaluation (or had
+/// none).
+pub(super) fn store_complete(rec: &mut Recorder, deployment: &str, body: &[u8]) {
+    let Some(cache) = rec.sinks().cache.clone() else {
+        return;
+    };
+    let store = rec.sinks().store.clone();
+    let Some(r) = rec.record() else {
+        return;
+    };
+    let Some(pending) = r.cache_put.take() else {
+        return;
+    };
+    let Some(last) = r.attempts.last() else {
+        return;
+    };
+    if last.evaluator_failed.is_some() || last.verdict.as_ref().is_some_and(|(_, v)| !v.pass) {
+        return;
+    }
+    let cost = last.cost.unwrap_or(0.0);
+    cache.store(
+        pending,
+        Bytes::copy_from_slice(body),
+        deployment,
+        cost,
+        store.as_ref(),
+    );
+}
