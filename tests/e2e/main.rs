@@ -7,6 +7,7 @@ mod solo;
 
 mod api;
 mod boundary;
+mod cache;
 mod config;
 mod failover;
 mod faults;

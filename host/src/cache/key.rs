@@ -39,6 +39,7 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         .get("temperature")
         .and_then(serde_json::Value::as_f64)
         .is_some_and(|t| t == 0.0);
+    integral_numbers(&mut value);
     // The map sorts its members (no `preserve_order`): one text per request.
     let text = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     let mut h = Sha256::new();
@@ -54,4 +55,21 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         deterministic,
         include_usage,
     })
+}
+
+/// `0.0` and `0` are one number in JSON: written alike.
+fn integral_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9e15)
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }

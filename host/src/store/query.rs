@@ -174,7 +174,7 @@ fn rows(conn: &Connection, sql: &str, params: &[Sql]) -> Result<Vec<Value>, Quer
 
 const REQUEST_COLUMNS: &str = "r.id, r.ts_ms, r.route, r.caller, r.tags, r.stream, r.status, r.outcome, \
     r.deployment, r.attempts, r.latency_ms, r.overhead_ms, r.ttft_ms, r.prompt_tokens, \
-    r.completion_tokens, r.cost, r.estimated, r.verdict";
+    r.completion_tokens, r.cost, r.estimated, r.verdict, r.cache, r.saved_usd";
 
 /// `GET /admin/requests`: the newest first, a page at a time.
 pub fn requests(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
