@@ -104,7 +104,7 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
     next.run(req).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -275,7 +275,13 @@ async fn reload(State(s): State<Arc<AdminState>>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    let text = s.live.sinks().metrics.render(&s.live);
+    metrics_response(&s.live)
+}
+
+/// The Prometheus text exposition, as a response (the admin listener's,
+/// and the API's with `admin.metrics_on_api`).
+pub fn metrics_response(live: &Live) -> Response {
+    let text = live.sinks().metrics.render(live);
     (
         [(
             header::CONTENT_TYPE,

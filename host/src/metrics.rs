@@ -42,6 +42,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     cache: IntCounterVec,
     cache_saved: CounterVec,
+    queue_wait: HistogramVec,
     // Read when scraped.
     circuit: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -112,6 +113,13 @@ impl Metrics {
                 &["route", "result"],
             ),
             cache_saved,
+            queue_wait: histogram(
+                &r,
+                "switchyard_queue_wait_seconds",
+                "Requests that waited in the queue for a place (a cap or a limit), by how long",
+                &["route"],
+                SECONDS,
+            ),
             requests: counter(
                 &r,
                 "switchyard_requests_total",
@@ -215,6 +223,11 @@ impl Metrics {
         self.duration
             .with_label_values(&[route])
             .observe(total.as_secs_f64());
+        if !record.queue_wait.is_zero() {
+            self.queue_wait
+                .with_label_values(&[route])
+                .observe(record.queue_wait.as_secs_f64());
+        }
         if let Some(c) = record.cache {
             self.cache.with_label_values(&[route, c.name()]).inc();
         }
@@ -384,6 +397,13 @@ fn live_families(gateway: &crate::pipeline::Gateway) -> Vec<prometheus::proto::M
             per_plugin(&|p| p.faults() as f64),
         ),
         family(
+            "switchyard_plugin_timeouts_total",
+            "Plugin calls interrupted at their deadline (counted among the faults too)",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.stats.timeouts.load(Relaxed) as f64),
+        ),
+        plugin_latency(&plugins),
+        family(
             "switchyard_plugin_call_seconds_total",
             "Wall time of plugin calls (divide by switchyard_plugin_calls_total for the mean)",
             MetricType::COUNTER,
@@ -417,6 +437,87 @@ fn live_families(gateway: &crate::pipeline::Gateway) -> Vec<prometheus::proto::M
             vec![(vec![], gateway.queue_len() as f64)],
         ),
     ]
+}
+
+/// Upper bounds of [`Buckets`], in seconds: plugin calls take tens of
+/// microseconds when well, up to their deadline (tens of milliseconds).
+pub const CALL_SECONDS: [f64; 11] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// A latency histogram's counts, one atomic per bucket (the last: past
+/// every bound), observed lock-free and read at the scrape.
+#[derive(Default, Debug)]
+pub struct Buckets {
+    counts: [std::sync::atomic::AtomicU64; CALL_SECONDS.len() + 1],
+}
+
+impl Buckets {
+    pub fn observe(&self, took: std::time::Duration) {
+        let s = took.as_secs_f64();
+        let i = CALL_SECONDS.partition_point(|b| *b < s);
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, and the total.
+    fn cumulative(&self) -> (Vec<u64>, u64) {
+        let mut sum = 0;
+        let mut out = Vec::with_capacity(CALL_SECONDS.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            sum += c.load(std::sync::atomic::Ordering::Relaxed);
+            if i < CALL_SECONDS.len() {
+                out.push(sum);
+            }
+        }
+        (out, sum)
+    }
+}
+
+/// A histogram family of the plugins' [`Buckets`].
+fn plugin_latency(
+    plugins: &[std::sync::Arc<crate::plugins::Plugin>],
+) -> prometheus::proto::MetricFamily {
+    use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily};
+    let mut f = MetricFamily::default();
+    f.set_name("switchyard_plugin_call_duration_seconds".into());
+    f.set_help("Plugin calls by wall time (waits for an instance or a turn included)".into());
+    f.set_field_type(MetricType::HISTOGRAM);
+    for p in plugins {
+        let (cumulative, count) = p.stats.latency.cumulative();
+        let mut h = Histogram::default();
+        h.set_sample_count(count);
+        h.set_sample_sum(p.stats.call_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9);
+        h.set_bucket(
+            CALL_SECONDS
+                .iter()
+                .zip(cumulative)
+                .map(|(bound, n)| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(n);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_label(
+            [
+                ("plugin", p.id.to_string()),
+                ("kind", format!("{:?}", p.kind).to_lowercase()),
+            ]
+            .into_iter()
+            .map(|(k, v)| {
+                let mut l = LabelPair::default();
+                l.set_name(k.into());
+                l.set_value(v);
+                l
+            })
+            .collect(),
+        );
+        m.set_histogram(h);
+        f.mut_metric().push(m);
+    }
+    f
 }
 
 /// One metric family built by hand.

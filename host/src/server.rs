@@ -84,6 +84,7 @@ pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -340,6 +341,31 @@ fn store_state(app: &AppState) -> serde_json::Value {
 /// Readiness: 200 when every route has a deployment it can send to now,
 /// 503 naming each route that has none and why (see
 /// `pipeline::ready`); plugins, the store and Redis in the detail.
+/// `GET /metrics` here too with `admin.metrics_on_api` (the admin token,
+/// when one is set, is asked for); otherwise not found.
+async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let gateway = app.live.gateway();
+    let config = gateway.config();
+    if !config.admin.metrics_on_api {
+        return ApiError::NotFound("GET /metrics".into()).into_response();
+    }
+    if let Some(var) = &config.admin.token_env {
+        let token = config.env.get(var).unwrap_or_default();
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if token.is_empty() || !crate::admin::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return ApiError::Unauthorized(
+                "GET /metrics needs Authorization: Bearer <the token in admin.token_env>".into(),
+            )
+            .into_response();
+        }
+    }
+    crate::admin::metrics_response(&app.live)
+}
+
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let gateway = app.live.gateway();
     let (reasons, mut detail) = gateway.readiness();

@@ -69,6 +69,8 @@ async fn metrics_count_a_scripted_mix_exactly() {
     let mock = Mock::start().await;
     let mut good = deployment("good-dep", &mock.url, "good");
     good["input_cost_per_1m"] = json!(1_000_000.0);
+    let mut cache_dep = good.clone();
+    cache_dep["name"] = json!("cache-dep");
     let gw = Gateway::start(
         json!({
             "ok": {"deployments": [good]},
@@ -76,9 +78,10 @@ async fn metrics_count_a_scripted_mix_exactly() {
                 deployment("primary", &mock.url, "fail-500"),
                 deployment("backup", &mock.url, "gpt-backup")]},
             "limited": {"deployments": [deployment("limited-dep", &mock.url, "rate-429")]},
+            "cached": {"deployments": [cache_dep], "cache": {"enabled": true}},
         }),
         &["openai", "priority"],
-        json!({}),
+        json!({"admin": {"metrics_on_api": true}}),
     );
     for _ in 0..2 {
         assert_eq!(gw.chat("ok", false).await.status(), 200);
@@ -89,6 +92,12 @@ async fn metrics_count_a_scripted_mix_exactly() {
     assert_eq!(gw.chat("flaky", false).await.status(), 200);
     assert_eq!(gw.chat("limited", false).await.status(), 429);
     assert_eq!(gw.chat("no-such-model", false).await.status(), 404);
+    // A miss, then a hit (no attempt: the counts above are unchanged).
+    let q = json!({"model": "cached", "temperature": 0,
+        "messages": [{"role": "user", "content": "hello"}]});
+    for _ in 0..2 {
+        assert_eq!(gw.post(q.clone()).await.status(), 200);
+    }
 
     // The stream's record completes when its pump ends: scrape until then.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -125,6 +134,35 @@ async fn metrics_count_a_scripted_mix_exactly() {
         attempts(json!({"deployment": "good-dep", "class": "ok"})),
         3.0
     );
+    assert_eq!(
+        attempts(json!({"deployment": "cache-dep", "class": "ok"})),
+        1.0,
+        "the miss only"
+    );
+    let cache = |result: &str| {
+        value(
+            &s,
+            "switchyard_cache_requests_total",
+            json!({"route": "cached", "result": result}),
+        )
+    };
+    assert_eq!(
+        (cache("miss"), cache("hit"), cache("bypass")),
+        (1.0, 1.0, 0.0)
+    );
+    // The hit saved what the miss cost: 3 prompt tokens at $1.
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_cache_saved_usd_total",
+            json!({"route": "cached"})
+        ),
+        3.0
+    );
+    assert_eq!(value(&s, "switchyard_cache_entries", json!({})), 1.0);
+    assert!(value(&s, "switchyard_cache_bytes", json!({})) > 100.0);
+    assert_eq!(value(&s, "switchyard_cache_stored_total", json!({})), 1.0);
+    assert_eq!(value(&s, "switchyard_cache_errors_total", json!({})), 0.0);
     assert_eq!(
         attempts(json!({"deployment": "primary", "class": "overloaded"})),
         1.0
@@ -225,6 +263,31 @@ async fn metrics_count_a_scripted_mix_exactly() {
         ),
         0.0
     );
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_timeouts_total",
+            json!({"plugin": "openai"})
+        ),
+        0.0
+    );
+    // Every call is in the latency histogram, the slowest bucket included.
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_call_duration_seconds_count",
+            json!({"plugin": "openai"})
+        ),
+        calls("openai")
+    );
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_call_duration_seconds_bucket",
+            json!({"plugin": "openai", "le": "+Inf"})
+        ),
+        calls("openai")
+    );
     assert!(
         value(
             &s,
@@ -258,6 +321,20 @@ async fn metrics_count_a_scripted_mix_exactly() {
         0.0
     );
     assert_eq!(value(&s, "switchyard_queue_waiting", json!({})), 0.0);
+
+    // On the API's listener too (admin.metrics_on_api).
+    let r = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("switchyard_requests_total")
+    );
 
     // A reload is counted.
     let r = client()
@@ -295,6 +372,13 @@ async fn readiness_fails_for_a_route_without_its_adapter_or_with_every_deploymen
     );
     let (status, body) = ready(&gw).await;
     assert_eq!(status, 200, "{body}");
+    // /metrics is the admin listener's unless admin.metrics_on_api.
+    let r = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     assert_eq!(body["status"], "ready");
     assert_eq!(body["store"]["state"], "ok");
     assert_eq!(body["plugins"]["loaded"], json!(["openai"]));

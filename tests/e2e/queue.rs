@@ -70,6 +70,23 @@ async fn a_capped_deployment_serves_its_queue_by_priority() {
         );
     }
     assert_eq!(mock.hits("gpt-slow"), 4, "one at a time, none refused");
+    // The three that waited are in the queue-wait histogram, ~300 ms and more.
+    let metrics = crate::harness::client()
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"switchyard_queue_wait_seconds_count{route="r"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchyard_queue_wait_seconds_bucket{route="r",le="0.1"} 0"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

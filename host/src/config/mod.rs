@@ -465,6 +465,10 @@ pub struct AdminConfig {
     /// The variable holding the bearer token callers must present. Without
     /// one the admin API binds to loopback only.
     pub token_env: Option<String>,
+    /// Also serve `GET /metrics` on the API's listener (for scrapers that
+    /// only reach it; with a token, it asks for the same token).
+    #[serde(default)]
+    pub metrics_on_api: bool,
 }
 
 impl Default for AdminConfig {
@@ -472,6 +476,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token_env: None,
+            metrics_on_api: false,
         }
     }
 }

@@ -462,7 +462,12 @@ impl Gateway {
                         if let Some((c, tokens)) = rec.record().and_then(|r| r.caller_due.take()) {
                             self.caller_limits(&c, tokens, rec).await?;
                         }
-                        if waiting.wait(priority, None).await.is_err() {
+                        let waited = Instant::now();
+                        let placed = waiting.wait(priority, None).await;
+                        if let Some(r) = rec.record() {
+                            r.queue_wait += waited.elapsed();
+                        }
+                        if placed.is_err() {
                             return Err(full);
                         }
                         continue;
@@ -506,7 +511,12 @@ impl Gateway {
                             .for_each(crate::capacity::Slot::give_back_quietly);
                     }
                     let until = crate::failover::held_back_for(&attempts);
-                    if waiting.wait(priority, until).await.is_ok() {
+                    let waited = Instant::now();
+                    let freed = waiting.wait(priority, until).await;
+                    if let Some(r) = rec.record() {
+                        r.queue_wait += waited.elapsed();
+                    }
+                    if freed.is_ok() {
                         continue;
                     }
                 }

@@ -231,6 +231,8 @@ pub struct Record {
     pub slots: Vec<crate::capacity::Slot>,
     /// Its trace span (a no-op unless traces are on), closed with the record.
     pub span: tracing::Span,
+    /// Time spent waiting in the queue for a place (a cap or a limit).
+    pub queue_wait: Duration,
     /// What the response cache did (its route caches).
     pub cache: Option<crate::cache::Status>,
     /// Served from the cache: the deployment that first answered, and the
@@ -272,6 +274,7 @@ impl Recorder {
                 deadline: None,
                 slots: Vec::new(),
                 span: tracing::Span::none(),
+                queue_wait: Duration::ZERO,
                 cache: None,
                 cached: None,
                 cache_put: None,

@@ -194,10 +194,11 @@ impl Plugin {
         self.stats
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.stats.call_ns.fetch_add(
-            begun.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let took = begun.elapsed();
+        self.stats
+            .call_ns
+            .fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.latency.observe(took);
         result
     }
 
@@ -455,6 +456,11 @@ impl Plugin {
     }
 
     fn note_failure(&self, e: &PluginError) {
+        if let PluginError::Deadline { .. } = e {
+            self.stats
+                .timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if e.is_fault() {
             self.stats.record_fault(&self.id, &self.quarantine, e);
         }

@@ -77,6 +77,11 @@ pub struct CallStats {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub call_ns: AtomicU64,
+    /// Calls interrupted at their deadline (also faults).
+    pub timeouts: AtomicU64,
+    /// Calls by duration: a histogram's buckets, counted with plain atomics
+    /// (no label lookup on the call path).
+    pub latency: crate::metrics::Buckets,
 }
 
 impl Default for CallStats {
@@ -92,6 +97,8 @@ impl Default for CallStats {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             call_ns: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            latency: crate::metrics::Buckets::default(),
         }
     }
 }
