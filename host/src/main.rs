@@ -313,6 +313,12 @@ async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
         switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listen = %local, "switchyard listening");
+    if config.admin.metrics_on_api && config.admin.token_env.is_none() && !local.ip().is_loopback()
+    {
+        tracing::warn!(
+            "admin.metrics_on_api serves /metrics on {local} without a token (set admin.token_env): anyone who can reach it can read the metrics"
+        );
+    }
     match (config.auth.required, local.ip().is_loopback()) {
         (true, _) => tracing::info!(
             keys = config.auth.keys.len(),

@@ -338,9 +338,6 @@ fn store_state(app: &AppState) -> serde_json::Value {
     }
 }
 
-/// Readiness: 200 when every route has a deployment it can send to now,
-/// 503 naming each route that has none and why (see
-/// `pipeline::ready`); plugins, the store and Redis in the detail.
 /// `GET /metrics` here too with `admin.metrics_on_api` (the admin token,
 /// when one is set, is asked for); otherwise not found.
 async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -366,6 +363,9 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     crate::admin::metrics_response(&app.live)
 }
 
+/// Readiness: 200 when every route has a deployment it can send to now,
+/// 503 naming each route that has none and why (see
+/// `pipeline::ready`); plugins, the store and Redis in the detail.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let gateway = app.live.gateway();
     let (reasons, mut detail) = gateway.readiness();

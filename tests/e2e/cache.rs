@@ -175,6 +175,29 @@ async fn a_hit_answers_without_the_upstream_and_headers_steer_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_routes_own_deployments_answers_are_stored() {
+    let mock = Mock::start().await;
+    // The cached route's one deployment fails: its fallback route answers,
+    // and that answer is not the cached route's to reuse.
+    let gw = Gateway::start(
+        json!({
+            "cached": {"deployments": [deployment("broken", &mock.url, "fail-500")],
+                "fallbacks": ["backup"], "cache": {"enabled": true}},
+            "backup": {"deployments": [deployment("backup-dep", &mock.url, "good")]},
+        }),
+        &["openai"],
+        json!({}),
+    );
+    let q = question("who answers?", 0.0);
+    for _ in 0..2 {
+        let (c, body) = ask(&gw, &q, &[]).await;
+        assert_eq!(c, "miss");
+        assert!(body["choices"][0]["message"]["content"].is_string());
+    }
+    assert_eq!(mock.hits("good"), 2, "asked again: nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_expire_and_the_least_recently_used_go_first() {
     let mock = Mock::start().await;
     let gw = Gateway::start(

@@ -278,6 +278,21 @@ async fn a_stream_is_traced_to_its_last_chunk() {
         .find(|s| s.kind == SpanKind::Server as i32)
         .unwrap();
     assert!(root.parent_span_id.is_empty(), "a new trace");
+    // The stream's own plugin calls (its chunks parsed after it committed)
+    // are in the same trace, under the request.
+    assert!(
+        all.iter().all(|s| s.trace_id == root.trace_id),
+        "one trace: {all:#?}"
+    );
+    let steps = all
+        .iter()
+        .filter(|s| {
+            let a = attrs(s);
+            a.get("switchyard.plugin.call") == Some(&json!("StreamStep"))
+                || a.get("switchyard.plugin.call") == Some(&json!("FeedParser"))
+        })
+        .count();
+    assert!(steps >= 2, "the stream's steps are traced: {all:#?}");
     let a = attrs(root);
     assert_eq!(a["switchyard.stream"], true);
     assert_eq!(a["gen_ai.response.finish_reasons"], json!(["stop"]));

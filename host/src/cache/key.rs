@@ -17,6 +17,8 @@ pub struct Normalised {
     pub deterministic: bool,
     /// `stream_options.include_usage`: a replay ends with the usage.
     pub include_usage: bool,
+    /// One choice and no logprobs: a streamed answer can be stored whole.
+    pub stream_whole: bool,
 }
 
 /// The key of `request` on `route` whose deployments and plugins' content
@@ -32,6 +34,14 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         .and_then(|o| o.get("include_usage"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
+    let stream_whole = map
+        .get("n")
+        .and_then(serde_json::Value::as_u64)
+        .is_none_or(|n| n <= 1)
+        && !map
+            .get("logprobs")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
     for name in IGNORED {
         map.remove(*name);
     }
@@ -54,6 +64,7 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         key: h.finalize().into(),
         deterministic,
         include_usage,
+        stream_whole,
     })
 }
 

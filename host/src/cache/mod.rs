@@ -143,6 +143,11 @@ pub struct Pending {
     pub key: Key,
     pub route: String,
     pub ttl_ms: i64,
+    /// The route's deployments: only their answers are stored (one from a
+    /// fallback route is not this route's answer).
+    pub members: Vec<String>,
+    /// A streamed answer can be stored whole (one choice, no logprobs).
+    pub stream_whole: bool,
 }
 
 /// What a request may do with the cache, from its headers.
@@ -179,7 +184,7 @@ impl Directives {
             }
             Some(other) => {
                 return Err(format!(
-                    "header x-switchyard-cache: {other:?} is not one of on, refresh, bypass"
+                    "header x-switchyard-cache: {other:?} is not one of on, refresh, bypass, off"
                 ));
             }
         }
@@ -286,9 +291,16 @@ impl Cache {
         let Some(disk) = &self.disk else {
             return Ok(None);
         };
-        match lock(&disk.keys).get(key) {
-            Some(expires) if *expires > now => {}
-            _ => return Ok(None),
+        {
+            let mut keys = lock(&disk.keys);
+            match keys.get(key) {
+                Some(expires) if *expires > now => {}
+                Some(_) => {
+                    keys.remove(key);
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
         }
         let this = self.clone();
         let key = *key;
@@ -317,7 +329,16 @@ impl Cache {
     pub fn put(&self, key: Key, route: &str, entry: Entry, store: Option<&crate::store::Store>) {
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         if let (Some(disk), Some(store)) = (&self.disk, store) {
-            lock(&disk.keys).insert(key, entry.expires_ms);
+            let mut keys = lock(&disk.keys);
+            keys.insert(key, entry.expires_ms);
+            // The store drops expired rows as new ones come; their keys go
+            // here now and then (the map never outgrows the live entries
+            // by more than the sweep interval's).
+            if self.counters.stored.load(Ordering::Relaxed).is_multiple_of(1024) {
+                let now = now_ms();
+                keys.retain(|_, expires| *expires > now);
+            }
+            drop(keys);
             store.record(crate::store::Row::CachePut(crate::store::CacheRow {
                 key,
                 route: route.to_string(),

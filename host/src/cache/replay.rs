@@ -44,6 +44,7 @@ pub fn sse(completion: &[u8], include_usage: bool) -> Result<Vec<u8>, String> {
         if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
             let calls: Vec<Value> = calls
                 .iter()
+                .filter(|c| c.is_object())
                 .enumerate()
                 .map(|(n, c)| {
                     let mut c = c.clone();

@@ -154,3 +154,12 @@ fn a_replay_has_a_live_streams_chunks() {
     let without = String::from_utf8(replay::sse(answer.as_bytes(), false).unwrap()).unwrap();
     assert!(!without.contains("usage"));
 }
+
+#[test]
+fn a_replay_skips_what_is_not_a_tool_call() {
+    let answer = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":["junk",{"id":"t1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#;
+    let text = String::from_utf8(replay::sse(answer.as_bytes(), false).unwrap()).unwrap();
+    assert!(text.contains(r#""tool_calls":[{"function""#), "{text}");
+    assert!(!text.contains("junk"));
+    assert!(replay::sse(b"not json", false).is_err());
+}

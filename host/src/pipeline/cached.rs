@@ -72,14 +72,23 @@ impl Gateway {
             return Lookup::Bypass;
         }
         // The route's plugins by content: a swap makes new keys.
-        let mut plugins: Vec<&str> = Vec::with_capacity(route.members.len() * 2 + 1);
+        // And its deployments as configured: another model (or upstream)
+        // behind the same name starts afresh.
+        let mut plugins: Vec<&str> = Vec::with_capacity(route.members.len() * 4 + 1);
         let mut held = Vec::new();
-        for m in &route.members {
+        let urls: Vec<String> = route
+            .members
+            .iter()
+            .map(|m| format!("{:?}", m.deployment.base_url))
+            .collect();
+        for (m, url) in route.members.iter().zip(&urls) {
             match self.registry.get(&m.deployment.adapter, Kind::Adapter) {
                 Ok(p) => held.push(p),
                 Err(_) => return Lookup::Bypass,
             }
             plugins.push(&m.deployment.name);
+            plugins.push(&m.deployment.target.model);
+            plugins.push(url);
         }
         if let Some(e) = &route.evaluator {
             match self.registry.get(e, Kind::Evaluator) {
@@ -98,7 +107,13 @@ impl Gateway {
         let pending = (!directives.no_store).then(|| Pending {
             key: normal.key,
             route: route.name.clone(),
-            ttl_ms: (route.cache.ttl_s * 1000) as i64,
+            ttl_ms: route.cache.ttl_s.saturating_mul(1000).min(i64::MAX as u64) as i64,
+            members: route
+                .members
+                .iter()
+                .map(|m| m.deployment.name.clone())
+                .collect(),
+            stream_whole: normal.stream_whole,
         });
         if directives.no_read {
             return Lookup::Miss(pending);
@@ -148,6 +163,9 @@ pub(super) fn store_complete(rec: &mut Recorder, deployment: &str, body: &[u8]) 
     let Some(pending) = r.cache_put.take() else {
         return;
     };
+    if !pending.members.iter().any(|m| m == deployment) {
+        return;
+    }
     let Some(last) = r.attempts.last() else {
         return;
     };

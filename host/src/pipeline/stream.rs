@@ -204,8 +204,19 @@ pub struct Pending(
 
 impl Pending {
     pub(super) fn spawn(self) {
-        let (pump, first, body, session, log) = *self.0;
-        tokio::spawn(pump.run(first, body, session).instrument(log));
+        let (mut pump, first, body, session, log) = *self.0;
+        // Under its request's trace span too (a no-op unless traces are on):
+        // the log's span is not exported, so the leg's plugin calls and
+        // resumed attempts would otherwise start traces of their own.
+        let trace = pump
+            .rec
+            .record()
+            .map_or_else(tracing::Span::none, |r| r.span.clone());
+        tokio::spawn(
+            pump.run(first, body, session)
+                .instrument(log)
+                .instrument(trace),
+        );
     }
 }
 
@@ -417,11 +428,19 @@ impl StreamPump {
                     "stream complete"
                 );
                 self.rec.end_stream(Some(&self.health), None, Some(usage));
-                if let Some(evaluation) = &self.evaluation
-                    && let Some(verdict) = evaluation.run(&self.deployment).await
-                {
-                    self.rec
-                        .verdict(&self.health, &evaluation.evaluator, &verdict);
+                if let Some(evaluation) = &self.evaluation {
+                    match evaluation.run(&self.deployment).await {
+                        Some(verdict) => {
+                            self.rec
+                                .verdict(&self.health, &evaluation.evaluator, &verdict);
+                        }
+                        // Not judged: not reused either.
+                        None => {
+                            if let Some(r) = self.rec.record() {
+                                r.cache_put = None;
+                            }
+                        }
+                    }
                 }
                 self.store_in_cache(u);
                 self.rec.hand_over().finish(End::Answered);
@@ -494,12 +513,16 @@ impl StreamPump {
         self.rec.hand_over().finish(End::StreamFailed);
     }
 
-    /// The usage the upstream reported, or one estimated from what was
-    /// streamed (`true`: estimated).
     /// A cache miss's answer, once the stream ended cleanly on its first
-    /// leg (a resumed answer is not stored).
+    /// leg (a resumed answer is not stored), with one choice, no logprobs
+    /// and no tool call (whose streamed pieces the transcript does not merge).
     fn store_in_cache(&mut self, usage: Usage) {
-        if self.splice.is_some() || !self.failed.is_empty() {
+        let whole = self
+            .rec
+            .record()
+            .and_then(|r| r.cache_put.as_ref())
+            .is_some_and(|p| p.stream_whole);
+        if self.splice.is_some() || !self.failed.is_empty() || !whole {
             return;
         }
         let transcript = match (&self.for_cache, &self.evaluation) {
@@ -507,6 +530,9 @@ impl StreamPump {
             (None, Some(e)) => &e.transcript,
             (None, None) => return,
         };
+        if transcript.has_tool_calls() {
+            return;
+        }
         let mut answer: serde_json::Value =
             match serde_json::from_str(&transcript.to_completion(&self.deployment)) {
                 Ok(v) => v,
@@ -515,8 +541,15 @@ impl StreamPump {
         answer["usage"] = serde_json::json!({
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "total_tokens": u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens),
         });
+        // The upstream's own name and id, as a live stream showed them.
+        if let Some(model) = transcript.model() {
+            answer["model"] = serde_json::json!(model);
+        }
+        if let Some(id) = transcript.id() {
+            answer["id"] = serde_json::json!(id);
+        }
         super::cached::store_complete(
             &mut self.rec,
             &self.deployment.clone(),
@@ -524,6 +557,8 @@ impl StreamPump {
         );
     }
 
+    /// The usage the upstream reported, or one estimated from what was
+    /// streamed (`true`: estimated).
     pub(super) fn usage(&self, reported: Option<Usage>) -> (Usage, bool) {
         match reported {
             Some(u) => (u, false),

@@ -50,6 +50,9 @@ impl StreamEvaluation {
 /// The first choice of a streamed answer, reassembled from its chunks.
 #[derive(Default)]
 pub(super) struct Transcript {
+    /// The upstream's `id` and `model`, from the first chunk naming them.
+    id: Option<String>,
+    model: Option<String>,
     content: String,
     finish_reason: Option<String>,
     tool_calls: Vec<serde_json::Value>,
@@ -59,6 +62,8 @@ pub(super) struct Transcript {
 struct ChunkView {
     #[serde(default)]
     choices: Vec<ChoiceView>,
+    id: Option<String>,
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +86,12 @@ impl Transcript {
         let Ok(chunk) = serde_json::from_str::<ChunkView>(chunk) else {
             return;
         };
+        if self.id.is_none() {
+            self.id = chunk.id;
+        }
+        if self.model.is_none() {
+            self.model = chunk.model;
+        }
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(text) = choice.delta.content {
                 self.content.push_str(&text);
@@ -92,6 +103,18 @@ impl Transcript {
                 self.finish_reason = choice.finish_reason;
             }
         }
+    }
+
+    pub(super) fn has_tool_calls(&self) -> bool {
+        !self.tool_calls.is_empty()
+    }
+
+    pub(super) fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub(super) fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     /// A canonical `chat.completion` with the reassembled first choice.

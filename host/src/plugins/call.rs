@@ -185,7 +185,9 @@ impl Plugin {
         let span = crate::telemetry::plugin_span(&self.id, C::NAME);
         let result = tracing::Instrument::instrument(self.drive(work, budget), span.clone()).await;
         if let Err(e) = &result {
-            crate::telemetry::fail(&span, e.to_string());
+            if crate::telemetry::enabled() {
+                crate::telemetry::fail(&span, e.to_string());
+            }
             self.note_failure(e);
             self.stats
                 .errors
