@@ -50,8 +50,6 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         .and_then(serde_json::Value::as_f64)
         .is_some_and(|t| t == 0.0);
     integral_numbers(&mut value);
-    // The map sorts its members (no `preserve_order`): one text per request.
-    let text = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     let mut h = Sha256::new();
     h.update(route.as_bytes());
     h.update([0]);
@@ -59,7 +57,9 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.update(&text);
+    // The map sorts its members (no `preserve_order`): one text per
+    // request, written straight into the hash.
+    serde_json::to_writer(&mut h, &value).map_err(|e| e.to_string())?;
     Ok(Normalised {
         key: h.finalize().into(),
         deterministic,

@@ -334,7 +334,12 @@ impl Cache {
             // The store drops expired rows as new ones come; their keys go
             // here now and then (the map never outgrows the live entries
             // by more than the sweep interval's).
-            if self.counters.stored.load(Ordering::Relaxed).is_multiple_of(1024) {
+            if self
+                .counters
+                .stored
+                .load(Ordering::Relaxed)
+                .is_multiple_of(1024)
+            {
                 let now = now_ms();
                 keys.retain(|_, expires| *expires > now);
             }

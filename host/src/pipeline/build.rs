@@ -138,6 +138,17 @@ impl Gateway {
             on_content_filter: r.on_content_filter,
             retry: r.retry,
             cache: r.cache.clone(),
+            cache_basis: r
+                .members
+                .iter()
+                .map(|m| {
+                    let d = &deployments[&m.name];
+                    format!(
+                        "{}\u{1}{}\u{1}{:?}\u{2}",
+                        d.name, d.target.model, d.base_url
+                    )
+                })
+                .collect(),
         };
         let mut routes = HashMap::new();
         let mut wildcards = Vec::new();

@@ -72,23 +72,17 @@ impl Gateway {
             return Lookup::Bypass;
         }
         // The route's plugins by content: a swap makes new keys.
-        // And its deployments as configured: another model (or upstream)
-        // behind the same name starts afresh.
-        let mut plugins: Vec<&str> = Vec::with_capacity(route.members.len() * 4 + 1);
-        let mut held = Vec::new();
-        let urls: Vec<String> = route
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.deployment.base_url))
-            .collect();
-        for (m, url) in route.members.iter().zip(&urls) {
+        // And its deployments as configured (`cache_basis`, made when the
+        // config loads): another model or upstream behind the same name
+        // starts afresh.
+        let mut plugins: Vec<&str> = Vec::with_capacity(route.members.len() + 2);
+        plugins.push(&route.cache_basis);
+        let mut held = Vec::with_capacity(route.members.len() + 1);
+        for m in &route.members {
             match self.registry.get(&m.deployment.adapter, Kind::Adapter) {
                 Ok(p) => held.push(p),
                 Err(_) => return Lookup::Bypass,
             }
-            plugins.push(&m.deployment.name);
-            plugins.push(&m.deployment.target.model);
-            plugins.push(url);
         }
         if let Some(e) = &route.evaluator {
             match self.registry.get(e, Kind::Evaluator) {

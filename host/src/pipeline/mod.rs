@@ -90,6 +90,9 @@ pub struct Route {
     pub on_content_filter: crate::config::OnContentFilter,
     pub retry: crate::config::RetryPolicy,
     pub cache: crate::cache::RouteCache,
+    /// What its cache keys cover of its deployments: each one's name, model
+    /// and upstream.
+    pub cache_basis: String,
 }
 
 /// A deployment as one route uses it.
