@@ -74,6 +74,10 @@ impl Fixture {
                 "full": {"strategy": "priority", "evaluator": "basic", "deployments": deployment},
                 "cheap": {"deployments": [{
                     "name": "mock-cheap", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
+                }]},
+                "cached": {"strategy": "priority", "evaluator": "basic",
+                    "cache": {"enabled": true, "all_requests": true}, "deployments": [{
+                    "name": "mock-cached", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
                 }]}
             }
         });
@@ -104,7 +108,13 @@ impl Fixture {
             .expect("gateway")
             .with_upstream(upstream);
         let app = switchyard::server::router(
-            switchyard::live::Live::fixed(gateway, Default::default()),
+            switchyard::live::Live::fixed(
+                gateway,
+                Arc::new(switchyard::pipeline::Sinks {
+                    cache: Some(switchyard::cache::Cache::new(&config.cache, None)),
+                    ..Default::default()
+                }),
+            ),
             config.server.max_body_bytes,
         );
         drop(_entered);
@@ -163,6 +173,17 @@ fn request_path(c: &mut Criterion) {
     });
     c.bench_function("request_path/streamed", |b| {
         b.iter_custom(|n| f.timed(n, &streamed))
+    });
+    // Every request after the first answered from the response cache.
+    let cached = Bytes::from(REQUEST.replacen("\"full\"", "\"cached\"", 1));
+    f.rt.block_on(f.request(&cached));
+    c.bench_function("request_path/cache_hit", |b| {
+        b.iter_custom(|n| f.timed(n, &cached))
+    });
+    c.bench_function("cache/key", |b| {
+        b.iter(|| {
+            black_box(switchyard::cache::key_for("cached", &["basis", "hash"], REQUEST).unwrap())
+        })
     });
 }
 
