@@ -268,6 +268,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.telemetry != new.telemetry {
         changed.push("telemetry");
     }
+    // The cache's bounds apply at once; whether it keeps entries in the
+    // store is decided when it starts.
+    if old.cache.persist != new.cache.persist {
+        changed.push("cache.persist");
+    }
     changed
 }
 

@@ -213,7 +213,7 @@ fn init_tracing(
         }
     });
     registry.with(layer.with_filter(exported)).init();
-    tracing::info!(endpoint = %otlp.traces_url(), "exporting traces (telemetry.otlp)");
+    tracing::info!(endpoint = %otlp.shown_url(), "exporting traces (telemetry.otlp)");
     Ok(Some(guard))
 }
 

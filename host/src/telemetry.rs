@@ -88,7 +88,7 @@ impl std::fmt::Debug for OtlpConfig {
         let mut headers: Vec<&String> = self.headers.keys().collect();
         headers.sort();
         f.debug_struct("OtlpConfig")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.shown_url())
             .field("protocol", &self.protocol)
             .field("headers", &headers)
             .field("service_name", &self.service_name)
@@ -126,6 +126,19 @@ fn default_timeout_ms() -> u64 {
 }
 
 impl OtlpConfig {
+    /// The URL spans are posted to, for the log: without credentials.
+    pub fn shown_url(&self) -> String {
+        let url = self.traces_url();
+        match url::Url::parse(&url) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => url,
+        }
+    }
+
     /// The URL spans are posted to.
     pub fn traces_url(&self) -> String {
         let base = self.endpoint.trim_end_matches('/');
@@ -542,6 +555,17 @@ mod tests {
         finish_reasons(r#"{"choices":[{"finish_reason":"stop"}]}"#, &mut found);
         finish_reasons(r#"{"finish_reason":"unterminated"#, &mut found);
         assert_eq!(found, ["stop", "length"]);
+    }
+
+    #[test]
+    fn credentials_in_the_endpoint_are_not_shown() {
+        let c = config("https://user:secret@collector:4318");
+        assert_eq!(
+            c.traces_url(),
+            "https://user:secret@collector:4318/v1/traces"
+        );
+        assert_eq!(c.shown_url(), "https://collector:4318/v1/traces");
+        assert!(!format!("{c:?}").contains("secret"));
     }
 
     #[test]
