@@ -188,3 +188,35 @@ async fn models_health_and_client_errors() {
     assert_eq!(gw.chat("chat", false).await.status(), 200);
     assert_eq!(mock.hits("good"), 2);
 }
+
+/// Azure OpenAI from config alone: the base URL's `api-version` query goes
+/// on every request, the key in an `api-key` header (never `authorization`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_style_deployment_sends_its_query_and_key_header() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start_with_env(
+        json!({"azure": {"deployments": [{
+            "name": "azure-dep", "adapter": "openai", "model": "good",
+            "base_url": format!("{}?api-version=2024-10-21", mock.url),
+            "api_key_env": "AZURE_TEST_KEY", "auth": {"header": "api-key"}}]}}),
+        &[("openai", "openai")],
+        json!({}),
+        &[("AZURE_TEST_KEY", "az-secret")],
+    );
+    let r = gw.chat("azure", false).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    let sent = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.uri.starts_with("/v1/chat/completions"))
+        .expect("a chat request");
+    assert_eq!(sent.uri, "/v1/chat/completions?api-version=2024-10-21");
+    let header = |name: &str| {
+        sent.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("api-key").as_deref(), Some("az-secret"));
+    assert_eq!(header("authorization"), None);
+}

@@ -14,12 +14,16 @@ use crate::failover::FailureClass;
 pub struct BaseUrl {
     /// `scheme://host[:port]` and the base path without its trailing `/`.
     prefix: String,
+    /// Its query (encoded, without `?`), added to every request: e.g.
+    /// Azure OpenAI's `api-version`.
+    query: String,
 }
 
 impl BaseUrl {
     /// Parses a configured `base_url`: `http` or `https`, a host, no user
     /// name or password (keys go in `api_key_env`). Its query, if any, is
-    /// not kept: the adapter's path supplies the query.
+    /// added to every request after the adapter's own (Azure OpenAI's
+    /// `?api-version=...`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -40,6 +44,7 @@ impl BaseUrl {
         let path = url.path().trim_end_matches('/');
         Ok(Self {
             prefix: format!("{}://{host}{port}{path}", url.scheme()),
+            query: url.query().unwrap_or("").to_string(),
         })
     }
 
@@ -56,12 +61,14 @@ impl BaseUrl {
             path_and_query,
             URI_UNSAFE,
         ));
+        let mut has_query = path_and_query.contains('?');
+        if !self.query.is_empty() {
+            uri.push(if has_query { '&' } else { '?' });
+            uri.push_str(&self.query);
+            has_query = true;
+        }
         if let Some((name, key)) = key_param {
-            uri.push(if path_and_query.contains('?') {
-                '&'
-            } else {
-                '?'
-            });
+            uri.push(if has_query { '&' } else { '?' });
             uri.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
             uri.push('=');
             uri.extend(url::form_urlencoded::byte_serialize(key.as_bytes()));
@@ -283,7 +290,7 @@ mod tests {
             base.join("/chat/completions", None),
             "http://h:1/v1/chat/completions"
         );
-        let base = BaseUrl::parse("https://h/v1beta?dropped=1").unwrap();
+        let base = BaseUrl::parse("https://h/v1beta").unwrap();
         assert_eq!(
             base.join("/models/m:generate?alt=sse", None),
             "https://h/v1beta/models/m:generate?alt=sse"
@@ -295,6 +302,20 @@ mod tests {
         assert_eq!(
             base.join("/x?alt=sse", Some(("key", "k"))),
             "https://h/v1beta/x?alt=sse&key=k"
+        );
+        // The base's own query (Azure OpenAI's api-version) goes on every
+        // request, after the adapter's.
+        let azure = BaseUrl::parse(
+            "https://r.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21",
+        )
+        .unwrap();
+        assert_eq!(
+            azure.join("/chat/completions", None),
+            "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            azure.join("/x?alt=sse", Some(("key", "k"))),
+            "https://r.openai.azure.com/openai/deployments/gpt4o/x?alt=sse&api-version=2024-10-21&key=k"
         );
         // What a URI cannot carry is encoded, not refused.
         assert_eq!(
