@@ -19,6 +19,37 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A gate for a warning that a failing dependency would otherwise repeat on
+/// every request: open at most once per `every` (lock-free; the first call
+/// opens it).
+#[derive(Debug)]
+pub struct Every {
+    every_ms: u64,
+    /// Milliseconds since the epoch it last opened, plus one (0: never).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Every {
+    pub const fn new(every: Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as u64,
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the caller should warn now.
+    pub fn due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = crate::pipeline::outcome::now_ms().max(0) as u64 + 1;
+        let last = self.last.load(Relaxed);
+        (last == 0 || now >= last + self.every_ms)
+            && self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
 /// How long the writer waits for more lines after the first of a batch.
 pub const LINGER: Duration = Duration::from_millis(5);
 /// Buffered bytes that cut the linger short.

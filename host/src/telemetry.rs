@@ -18,7 +18,7 @@
 //! collector that is down costs a warning a minute, never a request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -451,7 +451,7 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 struct Client {
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    last_warning_s: AtomicU64,
+    warned: crate::logging::Every,
 }
 
 impl Client {
@@ -463,19 +463,12 @@ impl Client {
         Ok(Self {
             http,
             runtime,
-            last_warning_s: AtomicU64::new(0),
+            warned: crate::logging::Every::new(Duration::from_secs(60)),
         })
     }
 
     fn warn(&self, what: &str) {
-        let now = crate::pipeline::outcome::now_ms() as u64 / 1000;
-        let last = self.last_warning_s.load(Ordering::Relaxed);
-        if now >= last + 60
-            && self
-                .last_warning_s
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warned.due() {
             tracing::warn!(
                 "traces not exported (telemetry.otlp): {what}; spans are dropped meanwhile"
             );

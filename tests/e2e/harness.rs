@@ -256,6 +256,17 @@ impl Gateway {
     }
 
     /// The store's database file (the default path beside the config).
+    /// The admin listener's `GET /metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        let r = client()
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join(".switchyard/switchyard.db")
     }

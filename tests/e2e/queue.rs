@@ -71,14 +71,7 @@ async fn a_capped_deployment_serves_its_queue_by_priority() {
     }
     assert_eq!(mock.hits("gpt-slow"), 4, "one at a time, none refused");
     // The three that waited are in the queue-wait histogram, ~300 ms and more.
-    let metrics = crate::harness::client()
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains(r#"switchyard_queue_wait_seconds_count{route="r"} 3"#),
         "{metrics}"

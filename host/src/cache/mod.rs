@@ -199,13 +199,23 @@ pub struct Cache {
     pub(crate) counters: Counters,
 }
 
-/// Figures for `/metrics`.
-#[derive(Default)]
+/// Figures for `/metrics`, and the failure warning's gate.
 pub(crate) struct Counters {
     pub(crate) stored: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) errors: AtomicU64,
-    last_warning_s: AtomicU64,
+    warned: crate::logging::Every,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            stored: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            warned: crate::logging::Every::new(std::time::Duration::from_secs(60)),
+        }
+    }
 }
 
 struct Memory {
@@ -390,15 +400,7 @@ impl Cache {
     /// A failure of the cache's own (the request goes on without it).
     pub fn failed(&self, what: &str) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms() as u64 / 1000;
-        let last = self.counters.last_warning_s.load(Ordering::Relaxed);
-        if now >= last + 60
-            && self
-                .counters
-                .last_warning_s
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.counters.warned.due() {
             tracing::warn!("response cache bypassed: {what}; requests go upstream meanwhile");
         }
     }

@@ -13,7 +13,7 @@ use crate::cache::{Directives, Pending, Status, key_for};
 use crate::domain::Kind;
 
 /// What the lookup decided.
-pub(super) enum Lookup {
+enum Lookup {
     /// Answered from the cache: the answer, the deployment that first gave
     /// it, and what the hit saved.
     Hit(Answer, Arc<str>, f64),
@@ -25,8 +25,9 @@ pub(super) enum Lookup {
 }
 
 impl Gateway {
-    /// Looks `request` up on `route` (whose cache is on); what it did goes
-    /// into the record.
+    /// Looks `request` up on `route` (whose cache is on): what the cache
+    /// did, and the answer on a hit. The record learns it (a miss's pending
+    /// store included).
     pub(super) async fn cache_lookup(
         &self,
         route: &Route,
@@ -34,32 +35,33 @@ impl Gateway {
         stream: bool,
         directives: Directives,
         rec: &mut Recorder,
-    ) -> Lookup {
-        let Some(cache) = rec.sinks().cache.clone() else {
-            return Lookup::Bypass;
-        };
-        let lookup = self
-            .lookup(&cache, route, request, stream, directives)
-            .await;
-        if let Some(r) = rec.record() {
-            r.cache = Some(match &lookup {
-                Lookup::Hit(..) => Status::Hit,
-                Lookup::Miss(_) => Status::Miss,
-                Lookup::Bypass => Status::Bypass,
-            });
-            match &lookup {
-                Lookup::Hit(_, deployment, saved) => {
-                    // At debug: a hit is in the store and the metrics, and
-                    // a line at info would cost a sixth of serving it.
-                    tracing::debug!(request_id = %r.request_id, model = %route.name,
-                        deployment = %deployment, saved_usd = saved, "answered from the cache");
-                    r.cached = Some((deployment.clone(), *saved));
-                }
-                Lookup::Miss(pending) => r.cache_put = pending.clone(),
-                Lookup::Bypass => {}
+    ) -> (Status, Option<Answer>) {
+        let lookup = match rec.sinks().cache.clone() {
+            Some(cache) => {
+                self.lookup(&cache, route, request, stream, directives)
+                    .await
             }
+            None => Lookup::Bypass,
+        };
+        let (status, answer, cached, pending) = match lookup {
+            Lookup::Hit(answer, deployment, saved) => {
+                (Status::Hit, Some(answer), Some((deployment, saved)), None)
+            }
+            Lookup::Miss(pending) => (Status::Miss, None, None, pending),
+            Lookup::Bypass => (Status::Bypass, None, None, None),
+        };
+        if let Some(r) = rec.record() {
+            if let Some((deployment, saved)) = &cached {
+                // At debug: a hit is in the store and the metrics, and a
+                // line at info would cost a sixth of serving it.
+                tracing::debug!(request_id = %r.request_id, model = %route.name,
+                    deployment = %deployment, saved_usd = saved, "answered from the cache");
+            }
+            r.cache = Some(status);
+            r.cached = cached;
+            r.cache_put = pending;
         }
-        lookup
+        (status, answer)
     }
 
     async fn lookup(

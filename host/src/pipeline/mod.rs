@@ -349,11 +349,8 @@ impl Gateway {
                 .cache_lookup(route, text, view.stream, hints.cache, rec)
                 .await
             {
-                cached::Lookup::Hit(answer, ..) => {
-                    return Ok((answer, Some(crate::cache::Status::Hit)));
-                }
-                cached::Lookup::Miss(_) => Some(crate::cache::Status::Miss),
-                cached::Lookup::Bypass => Some(crate::cache::Status::Bypass),
+                (status, Some(answer)) => return Ok((answer, Some(status))),
+                (status, None) => Some(status),
             },
         };
         let mut chain = vec![(route, rest)];

@@ -533,11 +533,7 @@ impl StreamPump {
         if transcript.has_tool_calls() {
             return;
         }
-        let mut answer: serde_json::Value =
-            match serde_json::from_str(&transcript.to_completion(&self.deployment)) {
-                Ok(v) => v,
-                Err(_) => return,
-            };
+        let mut answer = transcript.completion(&self.deployment);
         answer["usage"] = serde_json::json!({
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
@@ -552,7 +548,7 @@ impl StreamPump {
         }
         super::cached::store_complete(
             &mut self.rec,
-            &self.deployment.clone(),
+            &self.deployment,
             answer.to_string().as_bytes(),
         );
     }

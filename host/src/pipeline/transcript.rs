@@ -119,6 +119,11 @@ impl Transcript {
 
     /// A canonical `chat.completion` with the reassembled first choice.
     pub(super) fn to_completion(&self, deployment: &str) -> String {
+        self.completion(deployment).to_string()
+    }
+
+    /// The same, as a value.
+    pub(super) fn completion(&self, deployment: &str) -> serde_json::Value {
         let mut message = serde_json::json!({"role": "assistant", "content": self.content});
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = serde_json::Value::Array(self.tool_calls.clone());
@@ -128,7 +133,6 @@ impl Transcript {
             "model": deployment,
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
         })
-        .to_string()
     }
 }
 

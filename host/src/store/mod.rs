@@ -159,7 +159,7 @@ struct Shared {
     /// Rows older than this are pruned (hourly, in the writer).
     retention: Option<Duration>,
     dropped: AtomicU64,
-    last_drop_warning: Mutex<Option<Instant>>,
+    drop_warning: crate::logging::Every,
     status: Mutex<Status>,
 }
 
@@ -178,7 +178,7 @@ impl Store {
             path: path.to_owned(),
             retention,
             dropped: AtomicU64::new(0),
-            last_drop_warning: Mutex::new(None),
+            drop_warning: crate::logging::Every::new(Duration::from_secs(10)),
             status: Mutex::new(Status::Ok),
         });
         let (writer, rows) = (shared.clone(), queue.clone());
@@ -197,13 +197,7 @@ impl Store {
     pub fn record(&self, row: Row) {
         if !self.queue.push(row) {
             let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut last = self
-                .shared
-                .last_drop_warning
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                *last = Some(Instant::now());
+            if self.shared.drop_warning.due() {
                 tracing::warn!(dropped = n, "store queue full: records dropped");
             }
         }
