@@ -271,6 +271,14 @@ async fn metrics_count_a_scripted_mix_exactly() {
         ),
         0.0
     );
+    assert_eq!(
+        value(
+            &s,
+            "switchyard_plugin_traps_total",
+            json!({"plugin": "openai"})
+        ),
+        0.0
+    );
     // Every call is in the latency histogram, the slowest bucket included.
     assert_eq!(
         value(

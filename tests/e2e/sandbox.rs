@@ -41,6 +41,17 @@ async fn looping_strategy_and_memory_hungry_evaluator_are_cut_off() {
         "{}",
         gw.logs()
     );
+    // The metrics count the strategy's interruptions apart.
+    let metrics = gw.metrics_text().await;
+    let timeouts: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_plugin_timeouts_total") && l.contains(r#"plugin="spin""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(timeouts >= 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

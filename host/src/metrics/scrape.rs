@@ -90,6 +90,12 @@ pub(super) fn live_families(
             MetricType::COUNTER,
             per_plugin(&|p| p.stats.timeouts.load(Relaxed) as f64),
         ),
+        family(
+            "switchyard_plugin_traps_total",
+            "Plugin calls that trapped (counted among the faults too)",
+            MetricType::COUNTER,
+            per_plugin(&|p| p.stats.traps.load(Relaxed) as f64),
+        ),
         plugin_latency(&plugins),
         family(
             "switchyard_plugin_call_seconds_total",

@@ -458,10 +458,13 @@ impl Plugin {
     }
 
     fn note_failure(&self, e: &PluginError) {
-        if let PluginError::Deadline { .. } = e {
-            self.stats
-                .timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = match e {
+            PluginError::Deadline { .. } => Some(&self.stats.timeouts),
+            PluginError::Trap { .. } => Some(&self.stats.traps),
+            _ => None,
+        };
+        if let Some(count) = kind {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if e.is_fault() {
             self.stats.record_fault(&self.id, &self.quarantine, e);

@@ -77,8 +77,10 @@ pub struct CallStats {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub call_ns: AtomicU64,
-    /// Calls interrupted at their deadline (also faults).
+    /// Calls interrupted at their deadline, and calls that trapped (both
+    /// also faults).
     pub timeouts: AtomicU64,
+    pub traps: AtomicU64,
     /// Calls by duration: a histogram's buckets, counted with plain atomics
     /// (no label lookup on the call path).
     pub latency: crate::metrics::Buckets,
@@ -98,6 +100,7 @@ impl Default for CallStats {
             errors: AtomicU64::new(0),
             call_ns: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
             latency: crate::metrics::Buckets::default(),
         }
     }
