@@ -234,8 +234,40 @@ fn all_rate_limited(attempts: &[Attempt]) -> bool {
         })
 }
 
+/// The error JSON dialect a caller speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error": {"message", "type", "code"}}`.
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`.
+    Anthropic,
+}
+
+/// Anthropic's error type for an HTTP status.
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.render(Dialect::OpenAi)
+    }
+}
+
+impl ApiError {
+    /// The response in `dialect`'s error JSON; the status and `Retry-After`
+    /// are the same in both.
+    pub fn render(self, dialect: Dialect) -> Response {
         let status = self.status();
         let (kind, code) = self.kind();
         let mut error = json!({ "message": self.to_string(), "type": kind, "code": code });
@@ -275,7 +307,14 @@ impl IntoResponse for ApiError {
                 );
             }
         }
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let body = match dialect {
+            Dialect::OpenAi => json!({ "error": error }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": {"type": anthropic_type(status), "message": error["message"]},
+            }),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         if let Some(ms) = retry_after
             && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
         {

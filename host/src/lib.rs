@@ -31,6 +31,7 @@ pub mod health;
 pub mod keys;
 pub mod live;
 pub mod logging;
+pub mod messages;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Dialect};
 use crate::live::Live;
 use crate::pipeline::{Answer, CallerHints, End, Recorder, Sinks};
 
@@ -81,6 +81,7 @@ pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
     });
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -95,6 +96,25 @@ async fn chat(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, headers, body, Dialect::OpenAi).await
+}
+
+/// The Anthropic Messages API: the same pipeline, translated at both ends
+/// ([`crate::messages`]).
+async fn messages(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, headers, body, Dialect::Anthropic).await
+}
+
+async fn serve(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    dialect: Dialect,
 ) -> Response {
     let request_id: Arc<str> = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => Arc::from(id),
@@ -115,7 +135,7 @@ async fn chat(
     if let Some(r) = rec.record() {
         r.span = span.clone();
     }
-    let handled = handle_chat(&app, &request_id, &headers, body, &mut rec);
+    let handled = handle_chat(&app, &request_id, &headers, body, dialect, &mut rec);
     let mut response = match tracing::Instrument::instrument(handled, span).await {
         Ok(r) => {
             rec.finish(End::Answered);
@@ -123,7 +143,7 @@ async fn chat(
         }
         Err(e) => {
             tracing::info!(request_id = %request_id, "request refused: {e}");
-            let r = e.into_response();
+            let r = e.render(dialect);
             rec.finish(End::Failed {
                 status: r.status().as_u16(),
             });
@@ -141,6 +161,7 @@ async fn handle_chat(
     request_id: &Arc<str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    dialect: Dialect,
     rec: &mut Recorder,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
@@ -155,6 +176,12 @@ async fn handle_chat(
             ))
         }
     })?;
+    let body = match dialect {
+        Dialect::OpenAi => body,
+        Dialect::Anthropic => Bytes::from(
+            crate::messages::request::to_canonical(&body).map_err(ApiError::BadRequest)?,
+        ),
+    };
     let tags: Vec<String> = headers
         .get("x-switchyard-tags")
         .and_then(|v| v.to_str().ok())
@@ -221,6 +248,10 @@ async fn handle_chat(
             body,
             attempts,
         } => {
+            let body = match dialect {
+                Dialect::OpenAi => body,
+                Dialect::Anthropic => crate::messages::answer(body),
+            };
             let mut r = Response::new(Body::from(body));
             set(&mut r, header::CONTENT_TYPE, "application/json");
             set_route_headers(&mut r, &deployment, attempts);
@@ -231,10 +262,17 @@ async fn handle_chat(
             events,
             attempts,
         } => {
-            let stream = futures_util::stream::unfold(events, |mut rx| async move {
-                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-            });
-            let mut r = Response::new(Body::from_stream(stream));
+            let mut r = match dialect {
+                Dialect::OpenAi => {
+                    let stream = futures_util::stream::unfold(events, |mut rx| async move {
+                        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+                    });
+                    Response::new(Body::from_stream(stream))
+                }
+                Dialect::Anthropic => {
+                    Response::new(Body::from_stream(crate::messages::events(events)))
+                }
+            };
             set(&mut r, header::CONTENT_TYPE, "text/event-stream");
             set(&mut r, header::CACHE_CONTROL, "no-cache");
             set_route_headers(&mut r, &deployment, attempts);

@@ -226,6 +226,19 @@ fn delay_ms(at: i64, now: i64) -> Option<u32> {
     Some(at.saturating_sub(now).clamp(0, i64::from(u32::MAX)) as u32)
 }
 
+/// The response's `Date` header as Unix seconds, 0 without one: the
+/// `created` of a canonical answer (the sandbox has no wall clock, and the
+/// upstream's own clock is the one that dated the answer).
+pub fn created_s(headers: &[(String, String)]) -> u64 {
+    date_ms(headers).map_or(0, |ms| u64::try_from(ms / 1000).unwrap_or(0))
+}
+
+/// An RFC 3339 time (as some bodies carry, e.g. Ollama's `created_at`) as
+/// Unix seconds.
+pub fn rfc3339_s(text: &str) -> Option<u64> {
+    u64::try_from(rfc3339_ms(text)? / 1000).ok()
+}
+
 /// The response's `Date` header as Unix milliseconds.
 fn date_ms(headers: &[(String, String)]) -> Option<i64> {
     http_date_ms(header(headers, "date")?)

@@ -60,6 +60,10 @@ mod types;
 
 #[cfg(feature = "adapter")]
 mod adapter;
+#[cfg(feature = "canonical")]
+pub mod canonical;
+#[cfg(feature = "adapter")]
+pub mod errors;
 #[cfg(feature = "evaluator")]
 mod evaluator;
 #[cfg(feature = "adapter")]
@@ -76,7 +80,7 @@ pub use adapter::*;
 #[cfg(feature = "evaluator")]
 pub use evaluator::*;
 #[cfg(feature = "adapter")]
-pub use headers::{header, parse_duration_ms, retry_after_ms};
+pub use headers::{created_s, header, parse_duration_ms, retry_after_ms, rfc3339_s};
 pub use host::{counter_next, log, now_ns, plugin_config};
 #[cfg(feature = "strategy")]
 pub use strategy::*;

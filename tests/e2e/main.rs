@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `switchyard` binary, the real compiled plugins,
 //! and a mock upstream on 127.0.0.1. One file per behaviour, one test binary.
 
+mod dialects;
 mod harness;
 mod mock;
 mod solo;
@@ -8,6 +9,7 @@ mod solo;
 mod api;
 mod boundary;
 mod cache;
+mod clients;
 mod config;
 mod failover;
 mod faults;

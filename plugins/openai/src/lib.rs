@@ -6,12 +6,11 @@
 //!
 //! A deployment's base URL includes the version prefix (`.../v1`).
 
-mod classify;
-
 use std::borrow::Cow;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use switchyard_sdk::errors as classify;
 use switchyard_sdk::{
     Adapter, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse, Metadata,
     StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target, UpstreamError,

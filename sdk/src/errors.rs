@@ -1,18 +1,73 @@
-//! Error classification for OpenAI-style upstreams (OpenAI, Azure OpenAI,
-//! vLLM, Ollama, LM Studio, Groq, Together all answer errors in this shape,
-//! give or take a field).
+//! Classifying upstream errors, for every dialect.
+//!
+//! Providers answer errors in a few shapes: OpenAI's `{"error": {"message",
+//! "type", "code"}}` (Azure, vLLM, Groq, Together, LM Studio give or take a
+//! field), Anthropic's `{"type": "error", "error": {"type", "message"}}`,
+//! Google's `{"error": {"code", "message", "status"}}`, Ollama's
+//! `{"error": "text"}`. [`error_info`] reads them all, and [`class_of`]
+//! decides the [`ErrorClass`] from the HTTP status and what the body said,
+//! so every adapter classifies the same failure the same way.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
 
 use serde_json::Value;
-use switchyard_sdk::{ErrorClass, UpstreamError};
+
+use crate::adapter::{ErrorClass, UpstreamError};
 
 /// The fields of an error body that classification looks at.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct ErrorInfo {
+    /// The human-readable message.
     pub message: Option<String>,
+    /// A string `code` (OpenAI: `context_length_exceeded`, `content_filter`).
     pub code: Option<String>,
+    /// The error's `type` (OpenAI: `invalid_request_error`; Anthropic:
+    /// `overloaded_error`, `rate_limit_error`, ...).
     pub kind: Option<String>,
-    /// A numeric `code` some servers (vLLM) put in the body: an HTTP status.
+    /// Google's `status` (`RESOURCE_EXHAUSTED`, `INVALID_ARGUMENT`, ...).
+    pub status_text: Option<String>,
+    /// A numeric `code` in the body (vLLM, Google): an HTTP status.
     pub status: Option<u16>,
+}
+
+impl ErrorInfo {
+    /// The HTTP status the body implies on its own: its numeric code, else
+    /// what its `type` or `status` names. For errors that arrive inside a
+    /// 200 stream, where the response status says nothing.
+    pub fn implied_status(&self) -> Option<u16> {
+        if let Some(s) = self.status.filter(|s| (400..=599).contains(s)) {
+            return Some(s);
+        }
+        let by_kind = self.kind.as_deref().and_then(|k| {
+            Some(match k {
+                "overloaded_error" => 529,
+                "rate_limit_error" | "rate_limit_exceeded" => 429,
+                "api_error" | "server_error" => 500,
+                "authentication_error" => 401,
+                "permission_error" => 403,
+                "not_found_error" => 404,
+                "request_too_large" => 413,
+                "invalid_request_error" => 400,
+                "timeout_error" => 504,
+                _ => return None,
+            })
+        });
+        by_kind.or_else(|| {
+            Some(match self.status_text.as_deref()? {
+                "RESOURCE_EXHAUSTED" => 429,
+                "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => 400,
+                "UNAUTHENTICATED" => 401,
+                "PERMISSION_DENIED" => 403,
+                "NOT_FOUND" => 404,
+                "DEADLINE_EXCEEDED" => 504,
+                "UNAVAILABLE" => 503,
+                "INTERNAL" | "UNKNOWN" | "ABORTED" => 500,
+                _ => return None,
+            })
+        })
+    }
 }
 
 /// Reads `{"error": {...}}`, `{"error": "text"}` or a bare `{"message": ...}`.
@@ -32,25 +87,36 @@ pub fn error_info(body: &Value) -> ErrorInfo {
     ErrorInfo {
         message: text("message"),
         code: code.and_then(Value::as_str).map(str::to_owned),
-        kind: text("type"),
+        // Anthropic's envelope has `"type": "error"` outside; the inner type counts.
+        kind: text("type").filter(|k| k != "error"),
+        status_text: text("status"),
         status: code
             .and_then(Value::as_u64)
             .and_then(|n| u16::try_from(n).ok()),
     }
 }
 
-fn is_context_length(info: &ErrorInfo) -> bool {
+/// Whether the error says the prompt does not fit the model's window.
+pub fn is_context_length(info: &ErrorInfo) -> bool {
     let tagged = |s: &Option<String>| s.as_deref() == Some("context_length_exceeded");
     let msg = info.message.as_deref().unwrap_or("").to_ascii_lowercase();
     tagged(&info.code)
         || tagged(&info.kind)
-        || msg.contains("maximum context length")
-        || msg.contains("context length")
-        || msg.contains("context_length_exceeded")
-        || msg.contains("too many tokens")
+        || [
+            "maximum context length",
+            "context length",
+            "context_length_exceeded",
+            "context window",
+            "too many tokens",
+            "prompt is too long",
+            "exceeds the maximum number of tokens",
+        ]
+        .iter()
+        .any(|p| msg.contains(p))
 }
 
-fn is_content_filter(info: &ErrorInfo) -> bool {
+/// Whether the error says a content filter refused the request.
+pub fn is_content_filter(info: &ErrorInfo) -> bool {
     let tagged = |s: &Option<String>| {
         matches!(
             s.as_deref(),
@@ -73,6 +139,10 @@ fn is_content_filter(info: &ErrorInfo) -> bool {
 
 /// The class of an error with HTTP `status`, given what its body said.
 pub fn class_of(status: u16, info: &ErrorInfo, retry_after_ms: Option<u32>) -> ErrorClass {
+    // Anthropic says "overloaded" with 529, and some proxies with other codes.
+    if info.kind.as_deref() == Some("overloaded_error") {
+        return ErrorClass::Overloaded;
+    }
     match status {
         429 => ErrorClass::RateLimited(retry_after_ms),
         408 | 504 => ErrorClass::Timeout,
@@ -87,30 +157,33 @@ pub fn class_of(status: u16, info: &ErrorInfo, retry_after_ms: Option<u32>) -> E
     }
 }
 
-/// Classifies a non-2xx upstream response.
+/// The first 200 characters of a body, for messages and logs.
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(200).collect()
+}
+
+/// Classifies a non-2xx upstream response in any of the shapes above;
+/// the message is the upstream's own, else the body's first 200 characters.
 pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> UpstreamError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let info = json.as_ref().map(error_info).unwrap_or_default();
-    let class = class_of(status, &info, switchyard_sdk::retry_after_ms(headers));
+    let class = class_of(status, &info, crate::headers::retry_after_ms(headers));
     let detail = match &info.message {
         Some(m) => m.clone(),
-        None => String::from_utf8_lossy(body).chars().take(200).collect(),
+        None => excerpt(body),
     };
     UpstreamError::new(class, format!("upstream {status}: {detail}"))
 }
 
 /// Classifies an error object that arrived inside a stream (after a 200).
-/// Without a better hint it is a server-side failure (500); a numeric `code`
-/// in the error is taken as the status the upstream meant.
+/// The status its body implies ([`ErrorInfo::implied_status`]) counts;
+/// without one it is a server-side failure (500).
 pub fn classify_stream_error(body: &Value) -> UpstreamError {
     let info = error_info(body);
-    let status = info
-        .status
-        .filter(|s| (400..=599).contains(s))
-        .unwrap_or(500);
+    let status = info.implied_status().unwrap_or(500);
     let mut class = class_of(status, &info, None);
     // A 500 that says what it is (context length, content filter) is that.
-    if matches!(class, ErrorClass::Overloaded) {
+    if matches!(class, ErrorClass::Overloaded) && status != 529 {
         if is_context_length(&info) {
             class = ErrorClass::ContextLengthExceeded;
         } else if is_content_filter(&info) {
@@ -119,13 +192,21 @@ pub fn classify_stream_error(body: &Value) -> UpstreamError {
     }
     let detail = info
         .message
-        .unwrap_or_else(|| body.to_string().chars().take(200).collect());
+        .unwrap_or_else(|| excerpt(body.to_string().as_bytes()));
     UpstreamError::new(class, format!("upstream stream error: {detail}"))
+}
+
+/// An attempt failure for a 2xx body that is not an answer: the next
+/// deployment may do better, so it is `overloaded`, and the message carries
+/// the body's first 200 characters.
+pub fn unusable(what: impl core::fmt::Display, body: &[u8]) -> UpstreamError {
+    UpstreamError::new(ErrorClass::Overloaded, format!("{what}: {}", excerpt(body)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -252,5 +333,55 @@ mod tests {
             classify_stream_error(&v).class,
             ErrorClass::RateLimited(None)
         ));
+    }
+}
+
+#[cfg(test)]
+mod dialects {
+    use super::*;
+
+    fn class(status: u16, body: &str) -> ErrorClass {
+        classify(status, &[], body.as_bytes()).class
+    }
+
+    #[test]
+    fn anthropic_errors() {
+        let overloaded =
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(class(529, overloaded), ErrorClass::Overloaded);
+        let long = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        assert_eq!(class(400, long), ErrorClass::ContextLengthExceeded);
+        let v: Value = serde_json::from_str(overloaded).unwrap();
+        assert_eq!(classify_stream_error(&v).class, ErrorClass::Overloaded);
+        let v: Value = serde_json::from_str(
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            classify_stream_error(&v).class,
+            ErrorClass::RateLimited(None)
+        );
+        let info = error_info(&serde_json::from_str(long).unwrap());
+        assert_eq!(info.kind.as_deref(), Some("invalid_request_error"));
+    }
+
+    #[test]
+    fn google_errors() {
+        let exhausted = r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(class(429, exhausted), ErrorClass::RateLimited(None));
+        let v: Value =
+            serde_json::from_str(r#"{"error":{"message":"try later","status":"UNAVAILABLE"}}"#)
+                .unwrap();
+        assert_eq!(classify_stream_error(&v).class, ErrorClass::Overloaded);
+        let too_long = r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(class(400, too_long), ErrorClass::ContextLengthExceeded);
+    }
+
+    #[test]
+    fn ollama_errors() {
+        assert_eq!(
+            classify(404, &[], br#"{"error":"model 'x' not found"}"#).message,
+            "upstream 404: model 'x' not found"
+        );
     }
 }

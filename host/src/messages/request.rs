@@ -1,0 +1,398 @@
+//! An Anthropic Messages API request → the canonical (OpenAI) request.
+//!
+//! Every member Anthropic documents either maps or is refused by name: a
+//! gateway that silently dropped `thinking` or a server tool would answer a
+//! different question than the one asked. Unknown members are refused too,
+//! as Anthropic's own API does.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// A Messages API request, as far as the gateway reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesRequest {
+    model: String,
+    max_tokens: u64,
+    messages: Vec<Turn>,
+    #[serde(default)]
+    system: Option<System>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    top_k: Option<u64>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    /// Extended thinking has no canonical form yet: refused by name.
+    #[serde(default)]
+    thinking: Option<Value>,
+    #[serde(default)]
+    service_tier: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum System {
+    Text(String),
+    Blocks(Vec<Value>),
+}
+
+#[derive(Deserialize)]
+struct Turn {
+    role: String,
+    content: TurnContent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TurnContent {
+    Text(String),
+    Blocks(Vec<Value>),
+}
+
+/// The canonical request for an Anthropic request body, or what is wrong
+/// with it (naming the member). The route is the request's `model`.
+pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
+    let req: MessagesRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid Messages API request: {e}"))?;
+    if req.thinking.is_some() {
+        return Err("`thinking` (extended thinking) is not supported through this gateway".into());
+    }
+    if req.max_tokens == 0 {
+        return Err("`max_tokens` must be at least 1".into());
+    }
+    let _ = req.service_tier;
+    let mut messages = Vec::new();
+    match &req.system {
+        None => {}
+        Some(System::Text(t)) => messages.push(json!({"role": "system", "content": t})),
+        Some(System::Blocks(blocks)) => {
+            let mut parts = Vec::new();
+            for (i, b) in blocks.iter().enumerate() {
+                match (b["type"].as_str(), b["text"].as_str()) {
+                    (Some("text"), Some(text)) => parts.push(json!({"type": "text", "text": text})),
+                    _ => return Err(format!("`system[{i}]` is not a text block")),
+                }
+            }
+            messages.push(json!({"role": "system", "content": parts}));
+        }
+    }
+    for (i, turn) in req.messages.iter().enumerate() {
+        match turn.role.as_str() {
+            "user" => user_turn(i, &turn.content, &mut messages)?,
+            "assistant" => messages.push(assistant_turn(i, &turn.content)?),
+            other => {
+                return Err(format!(
+                    "`messages[{i}].role` is {other:?}; expected \"user\" or \"assistant\""
+                ));
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(req.model));
+    out.insert("messages".into(), Value::Array(messages));
+    out.insert("max_tokens".into(), json!(req.max_tokens));
+    if let Some(s) = req.stop_sequences.filter(|s| !s.is_empty()) {
+        out.insert("stop".into(), json!(s));
+    }
+    if let Some(t) = req.temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if let Some(k) = req.top_k {
+        out.insert("top_k".into(), json!(k));
+    }
+    if req.stream == Some(true) {
+        out.insert("stream".into(), json!(true));
+        // The final message_delta reports usage: ask for it.
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(user) = req.metadata.and_then(|m| m.user_id) {
+        out.insert("user".into(), json!(user));
+    }
+    let tools = tools(req.tools.as_deref().unwrap_or_default())?;
+    if let Some(choice) = &req.tool_choice {
+        tool_choice(choice, &mut out)?;
+    }
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// A user turn: its `tool_result` blocks become tool messages (first, as
+/// they answer the previous assistant turn), the rest one user message.
+fn user_turn(i: usize, content: &TurnContent, out: &mut Vec<Value>) -> Result<(), String> {
+    let blocks = match content {
+        TurnContent::Text(t) => {
+            out.push(json!({"role": "user", "content": t}));
+            return Ok(());
+        }
+        TurnContent::Blocks(b) => b,
+    };
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let at = || format!("messages[{i}].content[{j}]");
+        match b["type"].as_str() {
+            Some("text") => parts.push(json!({"type": "text", "text": text_of(b, &at)?})),
+            Some("image") => parts.push(image(b, &at)?),
+            Some("tool_result") => {
+                let id = b["tool_use_id"]
+                    .as_str()
+                    .ok_or_else(|| format!("`{}.tool_use_id` is missing", at()))?;
+                let text = match &b["content"] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    Value::Array(inner) => {
+                        let mut text = String::new();
+                        for (k, ib) in inner.iter().enumerate() {
+                            let inner_at = || format!("{}.content[{k}]", at());
+                            text.push_str(text_of(ib, &inner_at)?);
+                        }
+                        text
+                    }
+                    _ => return Err(format!("`{}.content` is neither text nor blocks", at())),
+                };
+                // A failed tool says so in its result; the canonical form has no flag.
+                let text = if b["is_error"] == Value::Bool(true) {
+                    format!("Error: {text}")
+                } else {
+                    text
+                };
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "`{}` is a {other:?} block; this gateway takes text, image, tool_use and tool_result blocks",
+                    at()
+                ));
+            }
+            None => return Err(format!("`{}.type` is missing", at())),
+        }
+    }
+    if !parts.is_empty() {
+        out.push(json!({"role": "user", "content": parts}));
+    }
+    Ok(())
+}
+
+fn assistant_turn(i: usize, content: &TurnContent) -> Result<Value, String> {
+    let blocks = match content {
+        TurnContent::Text(t) => return Ok(json!({"role": "assistant", "content": t})),
+        TurnContent::Blocks(b) => b,
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let at = || format!("messages[{i}].content[{j}]");
+        match b["type"].as_str() {
+            Some("text") => text.push_str(text_of(b, &at)?),
+            Some("tool_use") => {
+                let field = |k: &str| {
+                    b[k].as_str()
+                        .ok_or_else(|| format!("`{}.{k}` is missing", at()))
+                };
+                calls.push(json!({
+                    "id": field("id")?,
+                    "type": "function",
+                    "function": {"name": field("name")?, "arguments": b["input"].to_string()},
+                }));
+            }
+            // Earlier reasoning is the model's own scratch work: not part
+            // of the conversation another provider continues.
+            Some("thinking" | "redacted_thinking") => {}
+            Some(other) => {
+                return Err(format!(
+                    "`{}` is a {other:?} block; assistant turns take text and tool_use blocks",
+                    at()
+                ));
+            }
+            None => return Err(format!("`{}.type` is missing", at())),
+        }
+    }
+    let mut m = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        m["tool_calls"] = Value::Array(calls);
+    }
+    Ok(m)
+}
+
+fn text_of<'a>(b: &'a Value, at: &dyn Fn() -> String) -> Result<&'a str, String> {
+    match (b["type"].as_str(), b["text"].as_str()) {
+        (Some("text"), Some(t)) => Ok(t),
+        _ => Err(format!("`{}` is not a text block", at())),
+    }
+}
+
+fn image(b: &Value, at: &dyn Fn() -> String) -> Result<Value, String> {
+    let source = &b["source"];
+    let url = match source["type"].as_str() {
+        Some("base64") => {
+            let media = source["media_type"]
+                .as_str()
+                .ok_or_else(|| format!("`{}.source.media_type` is missing", at()))?;
+            let data = source["data"]
+                .as_str()
+                .ok_or_else(|| format!("`{}.source.data` is missing", at()))?;
+            format!("data:{media};base64,{data}")
+        }
+        Some("url") => source["url"]
+            .as_str()
+            .ok_or_else(|| format!("`{}.source.url` is missing", at()))?
+            .to_owned(),
+        _ => {
+            return Err(format!(
+                "`{}.source.type` must be \"base64\" or \"url\"",
+                at()
+            ));
+        }
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// The caller's tools in canonical form; server tools (web search, code
+/// execution, ...) run at Anthropic and cannot be routed elsewhere.
+fn tools(list: &[Value]) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        if let Some(kind) = t["type"].as_str().filter(|k| *k != "custom") {
+            return Err(format!(
+                "`tools[{i}]` is a {kind:?} server tool; only client tools (name, input_schema) can be routed"
+            ));
+        }
+        let name = t["name"]
+            .as_str()
+            .ok_or_else(|| format!("`tools[{i}].name` is missing"))?;
+        let mut f = json!({"name": name, "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"}))});
+        if let Some(d) = t["description"].as_str() {
+            f["description"] = json!(d);
+        }
+        out.push(json!({"type": "function", "function": f}));
+    }
+    Ok(out)
+}
+
+fn tool_choice(choice: &Value, out: &mut Map<String, Value>) -> Result<(), String> {
+    let canonical = match choice["type"].as_str() {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => {
+            let name = choice["name"]
+                .as_str()
+                .ok_or("`tool_choice.name` is missing")?;
+            json!({"type": "function", "function": {"name": name}})
+        }
+        _ => return Err("`tool_choice.type` must be auto, any, tool or none".into()),
+    };
+    out.insert("tool_choice".into(), canonical);
+    if choice["disable_parallel_tool_use"] == Value::Bool(true) {
+        out.insert("parallel_tool_calls".into(), json!(false));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(body: Value) -> Value {
+        serde_json::from_slice(&to_canonical(body.to_string().as_bytes()).unwrap()).unwrap()
+    }
+
+    fn refused(body: Value) -> String {
+        to_canonical(body.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_whole_conversation() {
+        let c = canonical(json!({
+            "model": "claude-route", "max_tokens": 512, "stream": true,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "stop_sequences": ["END"], "temperature": 0.3, "top_k": 5,
+            "metadata": {"user_id": "u-1"},
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hm", "signature": "s"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "21C"}]},
+                    {"type": "text", "text": "Thanks"}]}
+            ],
+            "tools": [{"name": "get_weather", "description": "Weather now", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true}
+        }));
+        assert_eq!(c["model"], "claude-route");
+        assert_eq!(c["max_tokens"], 512);
+        assert_eq!(c["stream_options"]["include_usage"], true);
+        assert_eq!(c["stop"], json!(["END"]));
+        assert_eq!(c["top_k"], 5);
+        assert_eq!(c["user"], "u-1");
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(
+            m[0],
+            json!({"role": "system", "content": [{"type": "text", "text": "Be brief."}]})
+        );
+        assert_eq!(
+            m[1]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,iVBO"
+        );
+        assert_eq!(m[2]["content"], "Checking.");
+        assert_eq!(
+            m[2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "21C"})
+        );
+        assert_eq!(m[4]["content"][0]["text"], "Thanks");
+        assert_eq!(c["tools"][0]["function"]["parameters"]["type"], "object");
+        assert_eq!(c["tool_choice"], "required");
+        assert_eq!(c["parallel_tool_calls"], false);
+    }
+
+    #[test]
+    fn refusals_name_the_member() {
+        let base = || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let mut b = base();
+        b["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+        assert!(refused(b).contains("`thinking`"));
+        let mut b = base();
+        b["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+        assert!(refused(b).contains("`tools[0]`"));
+        let mut b = base();
+        b["messages"][0]["content"] = json!([{"type": "document", "source": {}}]);
+        assert!(refused(b).contains("`messages[0].content[0]`"));
+        let mut b = base();
+        b["messages"][0]["role"] = json!("system");
+        assert!(refused(b).contains("`messages[0].role`"));
+        let mut b = base();
+        b["frobnicate"] = json!(1);
+        assert!(refused(b).contains("frobnicate"));
+        let b = json!({"model": "m", "messages": []});
+        assert!(refused(b).contains("max_tokens"));
+    }
+}

@@ -1,0 +1,106 @@
+//! A canonical answer → an Anthropic `message`.
+
+use serde_json::{Value, json};
+
+/// Anthropic's `stop_reason` for a canonical finish reason.
+pub fn stop_reason(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic's usage for a canonical `usage` object: its input tokens
+/// exclude those read from the prompt cache, which it counts apart.
+pub fn usage(u: &Value) -> Value {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let cached = n(&u["prompt_tokens_details"]["cached_tokens"]);
+    json!({
+        "input_tokens": n(&u["prompt_tokens"]).saturating_sub(cached),
+        "output_tokens": n(&u["completion_tokens"]),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+/// A message id: the canonical answer's, made to look like Anthropic's.
+pub fn message_id(canonical_id: Option<&str>) -> String {
+    match canonical_id {
+        Some(id) if id.starts_with("msg_") => id.to_owned(),
+        Some(id) if !id.is_empty() => format!("msg_{id}"),
+        _ => "msg_switchyard".to_owned(),
+    }
+}
+
+/// The Anthropic message for a canonical `chat.completion` body (its first
+/// choice: Anthropic answers one). `None` when the body is not one.
+pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
+    let c: Value = serde_json::from_slice(body).ok()?;
+    let choice = c["choices"].get(0)?;
+    let msg = &choice["message"];
+    let mut content = Vec::new();
+    if let Some(text) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    for call in msg["tool_calls"].as_array().into_iter().flatten() {
+        let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        content.push(json!({
+            "type": "tool_use",
+            "id": call["id"],
+            "name": call["function"]["name"],
+            "input": input,
+        }));
+    }
+    let message = json!({
+        "id": message_id(c["id"].as_str()),
+        "type": "message",
+        "role": "assistant",
+        "model": c["model"],
+        "content": content,
+        "stop_reason": stop_reason(choice["finish_reason"].as_str()),
+        "stop_sequence": null,
+        "usage": usage(&c["usage"]),
+    });
+    serde_json::to_vec(&message).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_tools() {
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "dep",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Checking.",
+                "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 100}}
+        });
+        let m: Value =
+            serde_json::from_slice(&to_message(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(m["id"], "msg_chatcmpl-1");
+        assert_eq!(m["type"], "message");
+        assert_eq!(
+            m["content"][0],
+            json!({"type": "text", "text": "Checking."})
+        );
+        assert_eq!(m["content"][1]["input"]["city"], "Paris");
+        assert_eq!(m["stop_reason"], "tool_use");
+        assert_eq!(m["usage"]["input_tokens"], 20);
+        assert_eq!(m["usage"]["cache_read_input_tokens"], 100);
+        assert_eq!(m["usage"]["output_tokens"], 9);
+        assert!(to_message(b"{}").is_none());
+    }
+
+    #[test]
+    fn stop_reasons() {
+        assert_eq!(stop_reason(Some("stop")), "end_turn");
+        assert_eq!(stop_reason(Some("length")), "max_tokens");
+        assert_eq!(stop_reason(Some("content_filter")), "refusal");
+        assert_eq!(stop_reason(None), "end_turn");
+    }
+}

@@ -1,0 +1,311 @@
+//! Anthropic's streamed message → canonical chunks.
+//!
+//! Anthropic streams typed events: `message_start` (id, prompt usage),
+//! then per content block `content_block_start`, `content_block_delta`s
+//! (`text_delta`, `input_json_delta`, `thinking_delta`) and
+//! `content_block_stop`, then `message_delta` (stop reason, output usage)
+//! and `message_stop`; `ping`s anywhere, and an `error` event when the
+//! upstream fails mid-answer. The event's own `type` member is read rather
+//! than the SSE `event:` line, which some proxies drop.
+//!
+//! Blocks come one at a time, so the state is the open block's kind and the
+//! tool-call counter, plus what every chunk repeats (id, created).
+
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard_sdk::canonical::{ChatChunk, ChatRequest, Delta, ToolCallDelta, finish};
+use switchyard_sdk::{
+    ErrorClass, StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target,
+    UpstreamError, errors,
+};
+
+use crate::request::{JSON_TOOL, wants_json};
+use crate::response::{WireUsage, finish_reason};
+
+/// What the open content block is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Open {
+    /// No block, a text block, or one the answer does not show (thinking).
+    Other = 0,
+    /// A call of one of the caller's tools.
+    Tool = 1,
+    /// The JSON answer's tool: its input is the answer's text.
+    Json = 2,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Stream {
+    id: String,
+    created: u64,
+    /// The caller asked for a JSON answer (see [`JSON_TOOL`]).
+    json: bool,
+    /// The caller asked for the usage chunk.
+    wants_usage: bool,
+    open: Open,
+    /// Tool calls begun so far; the open one is `tools - 1`.
+    tools: u32,
+    /// The finish reason was sent.
+    finished: bool,
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    message: Option<crate::response::MessageBody<'a>>,
+    #[serde(borrow, default)]
+    content_block: Option<StartBlock<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<EventDelta<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct StartBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventDelta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+    #[serde(borrow, default)]
+    stop_reason: Option<&'a str>,
+}
+
+impl Stream {
+    fn chunk(&self, target: &Target, delta: Delta, finish: Option<&str>) -> String {
+        ChatChunk::new(
+            self.id.as_str(),
+            self.created,
+            target.deployment.as_str(),
+            delta,
+            finish,
+        )
+        .to_json()
+    }
+}
+
+impl StreamParser for Stream {
+    fn begin(
+        _target: &Target,
+        request: &str,
+        headers: &[(String, String)],
+    ) -> Result<Self, UpstreamError> {
+        let request = ChatRequest::parse(request).ok();
+        Ok(Stream {
+            id: String::new(),
+            created: switchyard_sdk::created_s(headers),
+            json: request.as_ref().is_some_and(wants_json),
+            wants_usage: request
+                .as_ref()
+                .is_some_and(ChatRequest::wants_stream_usage),
+            open: Open::Other,
+            tools: 0,
+            finished: false,
+        })
+    }
+
+    fn event(
+        &mut self,
+        target: &Target,
+        event: &StreamEvent,
+        out: &mut StreamOutput,
+    ) -> Result<(), UpstreamError> {
+        let data = event.data.trim();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let Ok(ev) = serde_json::from_str::<Event>(data) else {
+            if event.event == "error" {
+                return Err(UpstreamError::new(
+                    ErrorClass::Overloaded,
+                    format!(
+                        "upstream stream error: {}",
+                        errors::excerpt(data.as_bytes())
+                    ),
+                ));
+            }
+            out.skip_malformed();
+            return Ok(());
+        };
+        match ev.kind {
+            "message_start" => {
+                let Some(msg) = ev.message else {
+                    out.skip_malformed();
+                    return Ok(());
+                };
+                self.id = msg.id;
+                if let Some(u) = msg.usage {
+                    out.set_usage(u.to_usage());
+                }
+                out.push(self.chunk(target, Delta::role(), None));
+            }
+            "content_block_start" => {
+                let Some(block) = ev.content_block else {
+                    out.skip_malformed();
+                    return Ok(());
+                };
+                self.open = Open::Other;
+                match block.kind {
+                    "tool_use" if block.name.as_deref() == Some(JSON_TOOL) && self.json => {
+                        self.open = Open::Json;
+                    }
+                    "tool_use" => {
+                        self.open = Open::Tool;
+                        let index = self.tools;
+                        self.tools += 1;
+                        let start = ToolCallDelta::start(
+                            index,
+                            block.id.unwrap_or_default(),
+                            block.name.unwrap_or_default(),
+                        );
+                        out.push(self.chunk(target, Delta::tool(start), None));
+                    }
+                    "text" => {
+                        if let Some(text) = block.text.filter(|t| !t.is_empty()) {
+                            out.push(self.chunk(target, Delta::text(text), None));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let Some(delta) = ev.delta else {
+                    out.skip_malformed();
+                    return Ok(());
+                };
+                match (delta.kind, self.open) {
+                    (Some("text_delta"), _) => {
+                        let text = delta.text.unwrap_or_default();
+                        out.push(self.chunk(target, Delta::text(text), None));
+                    }
+                    (Some("input_json_delta"), Open::Tool) => {
+                        let args = ToolCallDelta::arguments(
+                            self.tools - 1,
+                            delta.partial_json.unwrap_or_default(),
+                        );
+                        out.push(self.chunk(target, Delta::tool(args), None));
+                    }
+                    (Some("input_json_delta"), Open::Json) => {
+                        let text = delta.partial_json.unwrap_or_default();
+                        if !text.is_empty() {
+                            out.push(self.chunk(target, Delta::text(text), None));
+                        }
+                    }
+                    // thinking and signature deltas are not part of the answer.
+                    _ => {}
+                }
+            }
+            "content_block_stop" => self.open = Open::Other,
+            "message_delta" => {
+                if let Some(u) = ev.usage {
+                    let mut usage = out.usage().unwrap_or_else(|| u.to_usage());
+                    if u.input_tokens.is_some() {
+                        let (prompt, cached) = u.prompt();
+                        usage.prompt_tokens = prompt;
+                        usage.cached_prompt_tokens = cached;
+                    }
+                    if let Some(n) = u.output_tokens {
+                        usage.completion_tokens = n;
+                    }
+                    out.set_usage(usage);
+                }
+                if let Some(reason) = ev.delta.and_then(|d| d.stop_reason) {
+                    let finish = if self.json {
+                        finish::STOP
+                    } else {
+                        finish_reason(reason)
+                    };
+                    self.finished = true;
+                    out.push(self.chunk(target, Delta::default(), Some(finish)));
+                }
+            }
+            "message_stop" => {
+                if self.wants_usage
+                    && let Some(u) = out.usage()
+                {
+                    let chunk = ChatChunk::usage_only(
+                        self.id.as_str(),
+                        self.created,
+                        target.deployment.as_str(),
+                        u,
+                    );
+                    out.push(chunk.to_json());
+                }
+                out.set_done();
+            }
+            "error" => {
+                let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                return Err(errors::classify_stream_error(&v));
+            }
+            // ping, and event types added later.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Complete with `message_stop`, or once the stop reason came (the
+    /// answer is whole; only the closing event was lost).
+    fn end(&mut self, _target: &Target, out: &mut StreamOutput) -> Result<(), UpstreamError> {
+        if out.is_done() || self.finished {
+            Ok(())
+        } else {
+            Err(UpstreamError::new(
+                ErrorClass::Overloaded,
+                "stream ended before completion",
+            ))
+        }
+    }
+
+    fn save(&self) -> Vec<u8> {
+        StateWriter::new()
+            .str(&self.id)
+            .u64(self.created)
+            .bool(self.json)
+            .bool(self.wants_usage)
+            .u8(self.open as u8)
+            .u32(self.tools)
+            .bool(self.finished)
+            .finish()
+    }
+
+    fn restore(state: &[u8]) -> Result<Self, UpstreamError> {
+        let mut r = StateReader::new(state);
+        let stream = Stream {
+            id: r.str()?,
+            created: r.u64()?,
+            json: r.bool()?,
+            wants_usage: r.bool()?,
+            open: match r.u8()? {
+                0 => Open::Other,
+                1 => Open::Tool,
+                2 => Open::Json,
+                n => {
+                    return Err(UpstreamError::new(
+                        ErrorClass::Permanent,
+                        format!("corrupt stream state: block kind {n}"),
+                    ));
+                }
+            },
+            tools: r.u32()?,
+            finished: r.bool()?,
+        };
+        r.finish()?;
+        Ok(stream)
+    }
+}

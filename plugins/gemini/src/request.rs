@@ -1,0 +1,71 @@
+//! Canonical request in, `generateContent` request out.
+//!
+//! Everything the canonical request can say is either translated or refused
+//! by name ([`invalid`]): a request Gemini would answer differently from
+//! what was asked (log probabilities, a remote image, a tool result for a
+//! call that never happened) is the caller's 400, so the host can try a
+//! deployment behind another adapter instead of returning something else.
+//!
+//! [`invalid`]: switchyard_sdk::canonical::invalid
+
+use switchyard_sdk::canonical::{self, ChatRequest};
+use switchyard_sdk::{BuildError, HttpRequest, Target};
+
+use crate::wire::Request;
+
+mod messages;
+mod options;
+
+/// The upstream request for `request` (canonical JSON) to `target`.
+pub fn build(target: &Target, request: &str) -> Result<HttpRequest, BuildError> {
+    let req = ChatRequest::parse(request)?;
+    options::refuse_unsupported(&req)?;
+    let (system_instruction, contents) = messages::conversation(&req.messages)?;
+    let tools = options::tools(&req)?;
+    let body = Request {
+        contents,
+        system_instruction,
+        tool_config: options::tool_config(&req, !tools.is_empty())?,
+        tools,
+        generation_config: options::generation_config(&req)?,
+    };
+    Ok(HttpRequest::post_json(
+        &path(&target.model, req.is_stream()),
+        canonical::to_body(&body)?,
+    ))
+}
+
+/// `/models/{model}:generateContent`, or the streamed method with SSE
+/// framing (without `alt=sse` Google streams one JSON array). A model
+/// configured as a resource name (`models/x`, `tunedModels/x`, as Google's
+/// model list spells them) is used as such. The id is percent-encoded so a
+/// stray `?`, `#` or `/` in the config cannot change what is called.
+pub fn path(model: &str, stream: bool) -> String {
+    let (collection, id) = match model.split_once('/') {
+        Some((c @ ("models" | "tunedModels"), id)) => (c, id),
+        _ => ("models", model),
+    };
+    let mut p = String::with_capacity(collection.len() + id.len() + 40);
+    p.push('/');
+    p.push_str(collection);
+    p.push('/');
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            p.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            p.push('%');
+            p.push(char::from(HEX[usize::from(b >> 4)]));
+            p.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    p.push_str(if stream {
+        ":streamGenerateContent?alt=sse"
+    } else {
+        ":generateContent"
+    });
+    p
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+use serde_json::{Value, json};
+use switchyard_sdk::{Usage, run};
+
+use super::*;
+use crate::Gemini;
+
+fn target() -> Target {
+    Target {
+        deployment: "gemini-eu".into(),
+        model: "gemini-2.5-flash".into(),
+    }
+}
+
+const ASK_USAGE: &str = r#"{"stream": true, "stream_options": {"include_usage": true}}"#;
+
+/// A typical streamed answer, as Google frames its events.
+const TEXT: [&str; 3] = [
+    r#"{"candidates": [{"content": {"parts": [{"text": "Hel"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 7,"totalTokenCount": 7},"modelVersion": "gemini-2.5-flash","responseId": "rid-1"}"#,
+    r#"{"candidates": [{"content": {"parts": [{"text": "Thinking...", "thought": true},{"text": "lo"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 7,"totalTokenCount": 7},"modelVersion": "gemini-2.5-flash","responseId": "rid-1"}"#,
+    r#"{"candidates": [{"content": {"parts": [{"text": " world"}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 7,"candidatesTokenCount": 3,"totalTokenCount": 25,"cachedContentTokenCount": 4,"thoughtsTokenCount": 15},"modelVersion": "gemini-2.5-flash","responseId": "rid-1"}"#,
+];
+
+#[derive(Debug)]
+struct Outcome {
+    chunks: Vec<Value>,
+    usage: Option<Usage>,
+    malformed: u32,
+}
+
+/// Runs `events` through the exported functions in batches of the given
+/// sizes, the state going through bytes between every call.
+fn run_batches(
+    request: &str,
+    events: &[StreamEvent],
+    batches: &[usize],
+) -> Result<Outcome, UpstreamError> {
+    let t = target();
+    let date = [(
+        "date".to_string(),
+        "Tue, 14 Nov 2023 22:13:20 GMT".to_string(),
+    )];
+    let mut state = run::begin_stream::<Gemini>(&t, request, &date)?.state;
+    let mut o = Outcome {
+        chunks: Vec::new(),
+        usage: None,
+        malformed: 0,
+    };
+    let mut rest = events;
+    for &n in batches {
+        let (now, later) = rest.split_at(n);
+        rest = later;
+        let step = run::parse_stream::<Gemini>(&t, &state, now)?;
+        assert!(!step.done, "Gemini streams end with the body");
+        o.chunks
+            .extend(step.chunks.iter().map(|c| serde_json::from_str(c).unwrap()));
+        o.usage = step.usage;
+        o.malformed += step.malformed;
+        state = step.state;
+    }
+    let last = run::end_stream::<Gemini>(&t, &state)?;
+    o.chunks
+        .extend(last.chunks.iter().map(|c| serde_json::from_str(c).unwrap()));
+    assert_eq!(last.usage, o.usage, "usage is repeated at the end");
+    Ok(o)
+}
+
+fn run_events(request: &str, data: &[&str]) -> Result<Outcome, UpstreamError> {
+    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(*d)).collect();
+    run_batches(request, &events, &[events.len()])
+}
+
+/// Every way of cutting `n` events into consecutive non-empty batches.
+fn batchings(n: usize) -> Vec<Vec<usize>> {
+    (0u32..1 << (n - 1))
+        .map(|cuts| {
+            let mut sizes = vec![1];
+            for i in 0..n - 1 {
+                if cuts & (1 << i) != 0 {
+                    sizes.push(1);
+                } else {
+                    *sizes.last_mut().unwrap() += 1;
+                }
+            }
+            sizes
+        })
+        .collect()
+}
+
+fn chunk(delta: Value, finish: Value) -> Value {
+    json!({
+        "id": "rid-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+        "model": "gemini-eu",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+    })
+}
+
+#[test]
+fn text_stream_survives_every_batching() {
+    let events: Vec<StreamEvent> = TEXT.iter().map(|d| StreamEvent::data(*d)).collect();
+    let usage = Usage::new(7, 18)
+        .with_cached_prompt_tokens(4)
+        .with_reasoning_tokens(15);
+    for batches in batchings(events.len()) {
+        let o = run_batches(ASK_USAGE, &events, &batches).unwrap();
+        assert_eq!(
+            o.chunks,
+            [
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(json!({"content": "Hel"}), Value::Null),
+                chunk(json!({"content": "lo"}), Value::Null),
+                chunk(json!({"content": " world"}), json!("stop")),
+                json!({
+                    "id": "rid-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                    "model": "gemini-eu", "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 18, "total_tokens": 25,
+                              "prompt_tokens_details": {"cached_tokens": 4},
+                              "completion_tokens_details": {"reasoning_tokens": 15}},
+                }),
+            ],
+            "{batches:?}"
+        );
+        assert_eq!(o.usage, Some(usage));
+    }
+}
+
+#[test]
+fn usage_chunk_only_when_asked() {
+    let o = run_events(r#"{"stream": true}"#, &TEXT).unwrap();
+    assert_eq!(o.chunks.len(), 4);
+    assert!(o.usage.is_some(), "usage is still reported to the host");
+    // Asked for, but Google reported none: no chunk rather than zeros.
+    let o = run_events(
+        ASK_USAGE,
+        &[r#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"STOP"}]}"#],
+    )
+    .unwrap();
+    assert_eq!(o.chunks.len(), 2);
+    assert_eq!(o.usage, None);
+}
+
+#[test]
+fn tool_calls_stream_whole() {
+    let events = [
+        r#"{"candidates": [{"content": {"parts": [{"text": "Let me check."}],"role": "model"},"index": 0}],"responseId": "rid-1"}"#,
+        r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather","args": {"city": "Paris"}},"thoughtSignature": "CiQB"},{"functionCall": {"id": "g-2","name": "get_time","args": {}}}],"role": "model"},"index": 0}],"responseId": "rid-1"}"#,
+        r#"{"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 20,"candidatesTokenCount": 9,"totalTokenCount": 29},"responseId": "rid-1"}"#,
+    ];
+    let evs: Vec<StreamEvent> = events.iter().map(|d| StreamEvent::data(*d)).collect();
+    for batches in batchings(evs.len()) {
+        let o = run_batches("{}", &evs, &batches).unwrap();
+        assert_eq!(
+            o.chunks,
+            [
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(json!({"content": "Let me check."}), Value::Null),
+                chunk(
+                    json!({"tool_calls": [
+                        {"index": 0, "id": "call_rid-1_0_0", "type": "function",
+                         "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                        {"index": 1, "id": "g-2", "type": "function",
+                         "function": {"name": "get_time", "arguments": "{}"}},
+                    ]}),
+                    Value::Null
+                ),
+                chunk(json!({}), json!("tool_calls")),
+            ],
+            "{batches:?}"
+        );
+        assert_eq!(o.usage, Some(Usage::new(20, 9)));
+    }
+}
+
+#[test]
+fn one_event_answer_and_late_events() {
+    let o = run_events(
+        "{}",
+        &[
+            r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"finishReason":"MAX_TOKENS"}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"ignored"}]}}]}"#,
+            r#"{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}"#,
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.chunks.len(), 2);
+    assert_eq!(o.chunks[1]["choices"][0]["delta"], json!({"content": "Hi"}));
+    assert_eq!(o.chunks[1]["choices"][0]["finish_reason"], "length");
+    let id = o.chunks[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-") && o.chunks[1]["id"] == id);
+    assert_eq!(
+        o.usage,
+        Some(Usage::new(1, 2)),
+        "a late usage report still counts"
+    );
+}
+
+#[test]
+fn an_empty_answer_still_opens_with_the_role() {
+    let o = run_events(
+        "{}",
+        &[r#"{"candidates":[{"finishReason":"SAFETY","index":0}],"responseId":"rid-1"}"#],
+    )
+    .unwrap();
+    assert_eq!(
+        o.chunks,
+        [
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({}), json!("content_filter")),
+        ]
+    );
+}
+
+#[test]
+fn truncated_stream_is_an_error() {
+    let e = run_events(ASK_USAGE, &TEXT[..2]).unwrap_err();
+    assert_eq!(e.class, ErrorClass::Overloaded);
+    assert_eq!(e.message, "stream ended before completion");
+    let e = run_events("{}", &[]).unwrap_err();
+    assert_eq!(e.message, "stream ended before completion");
+}
+
+#[test]
+fn malformed_events_are_skipped_and_counted() {
+    let o = run_events(
+        "{}",
+        &[
+            TEXT[0],
+            "{\"candidates\": [",
+            "[1]",
+            "{\"candidates\": 5}",
+            "",
+            TEXT[2],
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.malformed, 3);
+    assert_eq!(o.chunks.len(), 3);
+}
+
+#[test]
+fn error_events_end_the_stream() {
+    let e = run_events(
+        "{}",
+        &[TEXT[0], r#"{"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}"#],
+    )
+    .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Overloaded);
+    assert!(
+        e.message.contains("The model is overloaded"),
+        "{}",
+        e.message
+    );
+    let e = run_events("{}", &[r#"{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}"#])
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::RateLimited(None));
+    let named =
+        |data: &str| run_batches("{}", &[StreamEvent::new("error", data)], &[1]).unwrap_err();
+    assert_eq!(
+        named(r#"{"error": {"status": "DEADLINE_EXCEEDED"}}"#).class,
+        ErrorClass::Timeout
+    );
+    assert_eq!(
+        named("gone away").message,
+        "upstream stream error: gone away"
+    );
+    let e = run_events(
+        "{}",
+        &[r#"{"promptFeedback": {"blockReason": "SAFETY"},"usageMetadata": {"promptTokenCount": 5,"totalTokenCount": 5}}"#],
+    )
+    .unwrap_err();
+    assert_eq!(e.class, ErrorClass::ContentFiltered);
+    assert!(e.message.contains("SAFETY"));
+}
+
+#[test]
+fn state_round_trips_and_refuses_corruption() {
+    let s = Stream {
+        id: "rid-é".into(),
+        created: 1_700_000_000,
+        tool_calls: 3,
+        role_sent: true,
+        finished: false,
+        usage_chunk: true,
+    };
+    assert_eq!(Stream::restore(&s.save()).unwrap(), s);
+    let saved = s.save();
+    assert!(Stream::restore(&saved[..saved.len() - 1]).is_err());
+    assert!(Stream::restore(&[saved.as_slice(), &[0]].concat()).is_err());
+    let mut other_version = saved.clone();
+    other_version[0] = 9;
+    let e = Stream::restore(&other_version).unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent);
+    assert!(e.message.starts_with("corrupt stream state"));
+}
+
+#[test]
+fn usage_chunk_probe() {
+    assert!(wants_usage_chunk(ASK_USAGE));
+    assert!(!wants_usage_chunk(
+        r#"{"stream_options": {"include_usage": false}}"#
+    ));
+    assert!(!wants_usage_chunk(
+        r#"{"stream_options": null, "messages": []}"#
+    ));
+    assert!(!wants_usage_chunk("not json"));
+}

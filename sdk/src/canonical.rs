@@ -1,0 +1,654 @@
+//! The canonical request, answer and stream chunk as serde types.
+//!
+//! The canonical form *is* OpenAI's chat-completions JSON, so an adapter for
+//! another dialect reads a [`ChatRequest`] and writes a [`ChatCompletion`] or
+//! [`ChatChunk`]s. Every adapter reading the same types means every adapter
+//! understands the same request: a field added here reaches all of them, and
+//! a field an adapter cannot express is refused by name ([`invalid`]) rather
+//! than silently dropped.
+//!
+//! Members the types do not name are kept in `extra` (requests) so an
+//! adapter can refuse or forward them; answers and chunks skip every `None`.
+//! Fields carry OpenAI's names and meanings (its API reference documents
+//! them), so only the ones with a twist are documented here.
+
+#![allow(missing_docs)]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::adapter::BuildError;
+use crate::types::Usage;
+
+/// A canonical chat request (`POST /v1/chat/completions`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The route the caller named; adapters send the target's model instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The conversation, oldest first (absent reads as empty: adapters
+    /// that need a message say so by name).
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// The older name of [`max_completion_tokens`](Self::max_completion_tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// How many alternative answers to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Every other member, as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Parses a canonical request; an error is the caller's
+    /// ([`BuildError::InvalidRequest`], with serde's reason and position).
+    pub fn parse(request: &str) -> Result<Self, BuildError> {
+        serde_json::from_str(request).map_err(|e| {
+            BuildError::InvalidRequest(format!("request is not a valid chat request: {e}"))
+        })
+    }
+
+    /// The answer's length limit: `max_completion_tokens`, else `max_tokens`.
+    pub fn max_output_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Whether the caller asked for a streamed answer.
+    pub fn is_stream(&self) -> bool {
+        self.stream == Some(true)
+    }
+
+    /// Whether the caller asked for the usage chunk of a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The stop sequences, none when absent.
+    pub fn stop_sequences(&self) -> Vec<String> {
+        match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => alloc::vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        }
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `stop`: one sequence or several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    /// OpenAI's newer name for `system` (reasoning models).
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An assistant message's calls of the caller's tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message: which call this is the result of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// The message's text: a string content, or its text parts joined (no
+    /// separator, as the parts were written); empty when there is none.
+    pub fn text(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A message's content: a string or a list of parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl Content {
+    /// The content as parts (a string is one text part).
+    pub fn parts(&self) -> Vec<Part> {
+        match self {
+            Content::Text(t) => alloc::vec![Part::Text { text: t.clone() }],
+            Content::Parts(p) => p.clone(),
+        }
+    }
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    /// `input_audio`, `file`, `refusal`, ...: kept for adapters to refuse by name.
+    #[serde(other)]
+    Other,
+}
+
+/// An image: an `https:` URL or a `data:<mime>;base64,...` URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ImageUrl {
+    /// `(media type, base64 data)` of a `data:` URL; `None` for other URLs.
+    pub fn data(&self) -> Option<(&str, &str)> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (meta, data) = rest.split_once(',')?;
+        let media = meta.strip_suffix(";base64")?;
+        Some((media, data))
+    }
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+/// A function tool's declaration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `none`, `auto`, `required`, or one named function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(String),
+    Function(NamedTool),
+}
+
+/// `{"type": "function", "function": {"name": ...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: ToolName,
+}
+
+/// A function's name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolName {
+    pub name: String,
+}
+
+/// One call of a tool, in an answer or a later request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type", default = "function")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function() -> String {
+    String::from("function")
+}
+
+impl ToolCall {
+    /// A call of function `name` with `arguments` (JSON text).
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        ToolCall {
+            id: id.into(),
+            kind: function(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+}
+
+/// A function call: its name and its arguments as JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        json_schema: JsonSchema,
+    },
+}
+
+/// A named JSON Schema for structured output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsonSchema {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// A canonical non-streamed answer (`chat.completion`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The deployment's name.
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CompletionUsage>,
+}
+
+impl ChatCompletion {
+    /// An answer with one choice.
+    pub fn new(
+        id: impl Into<String>,
+        created: u64,
+        model: impl Into<String>,
+        choice: Choice,
+    ) -> Self {
+        ChatCompletion {
+            id: id.into(),
+            object: String::from("chat.completion"),
+            created,
+            model: model.into(),
+            choices: alloc::vec![choice],
+            usage: None,
+        }
+    }
+
+    /// The answer as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One alternative answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    /// `stop`, `length`, `tool_calls` or `content_filter`.
+    pub finish_reason: Option<String>,
+    /// Always present (null) so clients that index it find it.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+/// What the model wrote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: String,
+    /// The text; null when the answer is tool calls only.
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl AssistantMessage {
+    /// An assistant message with `content` and `tool_calls` (`None` when empty).
+    pub fn new(content: Option<String>, tool_calls: Vec<ToolCall>) -> Self {
+        AssistantMessage {
+            role: String::from("assistant"),
+            content,
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+            refusal: None,
+        }
+    }
+}
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u32,
+}
+
+/// `usage.completion_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u32,
+}
+
+impl From<Usage> for CompletionUsage {
+    fn from(u: Usage) -> Self {
+        CompletionUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
+            prompt_tokens_details: (u.cached_prompt_tokens > 0).then_some(PromptTokensDetails {
+                cached_tokens: u.cached_prompt_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(
+                CompletionTokensDetails {
+                    reasoning_tokens: u.reasoning_tokens,
+                },
+            ),
+        }
+    }
+}
+
+impl From<CompletionUsage> for Usage {
+    fn from(u: CompletionUsage) -> Self {
+        Usage::new(u.prompt_tokens, u.completion_tokens)
+            .with_cached_prompt_tokens(u.prompt_tokens_details.map_or(0, |d| d.cached_tokens))
+            .with_reasoning_tokens(
+                u.completion_tokens_details
+                    .map_or(0, |d| d.reasoning_tokens),
+            )
+    }
+}
+
+/// A canonical stream chunk (`chat.completion.chunk`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    /// Only on the last chunk (with empty `choices`), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CompletionUsage>,
+}
+
+impl ChatChunk {
+    /// A chunk of choice 0 carrying `delta`, and `finish_reason` when the answer ends.
+    pub fn new(
+        id: impl Into<String>,
+        created: u64,
+        model: impl Into<String>,
+        delta: Delta,
+        finish_reason: Option<&str>,
+    ) -> Self {
+        ChatChunk {
+            id: id.into(),
+            object: String::from("chat.completion.chunk"),
+            created,
+            model: model.into(),
+            choices: alloc::vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish_reason.map(String::from),
+                logprobs: None,
+            }],
+            usage: None,
+        }
+    }
+
+    /// The usage-only last chunk: no choices.
+    pub fn usage_only(
+        id: impl Into<String>,
+        created: u64,
+        model: impl Into<String>,
+        usage: Usage,
+    ) -> Self {
+        ChatChunk {
+            id: id.into(),
+            object: String::from("chat.completion.chunk"),
+            created,
+            model: model.into(),
+            choices: Vec::new(),
+            usage: Some(usage.into()),
+        }
+    }
+
+    /// The chunk as JSON text (one line).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One choice of a chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+/// What a chunk adds to the answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+impl Delta {
+    /// The first delta of an answer: the role, and empty content.
+    pub fn role() -> Self {
+        Delta {
+            role: Some(String::from("assistant")),
+            content: Some(String::new()),
+            tool_calls: None,
+        }
+    }
+
+    /// More text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Delta {
+            content: Some(text.into()),
+            ..Delta::default()
+        }
+    }
+
+    /// A piece of tool call `index`.
+    pub fn tool(call: ToolCallDelta) -> Self {
+        Delta {
+            tool_calls: Some(alloc::vec![call]),
+            ..Delta::default()
+        }
+    }
+}
+
+/// A piece of one tool call: the first carries its id and name, the rest
+/// more of its arguments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionDelta>,
+}
+
+impl ToolCallDelta {
+    /// The start of tool call `index`: its id and function name.
+    pub fn start(index: u32, id: impl Into<String>, name: impl Into<String>) -> Self {
+        ToolCallDelta {
+            index,
+            id: Some(id.into()),
+            kind: Some(function()),
+            function: Some(FunctionDelta {
+                name: Some(name.into()),
+                arguments: Some(String::new()),
+            }),
+        }
+    }
+
+    /// More of tool call `index`'s arguments.
+    pub fn arguments(index: u32, arguments: impl Into<String>) -> Self {
+        ToolCallDelta {
+            index,
+            function: Some(FunctionDelta {
+                name: None,
+                arguments: Some(arguments.into()),
+            }),
+            ..ToolCallDelta::default()
+        }
+    }
+}
+
+/// A piece of a function call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// Finish reasons.
+pub mod finish {
+    /// The model stopped on its own or on a stop sequence.
+    pub const STOP: &str = "stop";
+    /// The length limit was reached.
+    pub const LENGTH: &str = "length";
+    /// The model called tools.
+    pub const TOOL_CALLS: &str = "tool_calls";
+    /// The provider's filter stopped the answer.
+    pub const CONTENT_FILTER: &str = "content_filter";
+}
+
+/// A [`BuildError::InvalidRequest`] naming `field`: the provider cannot do
+/// what it asks. The host adds the deployment's name.
+pub fn invalid(field: &str, why: impl core::fmt::Display) -> BuildError {
+    BuildError::InvalidRequest(format!("`{field}` {why}"))
+}
+
+/// A [`BuildError::Failed`] (the adapter's own failure) from a serializer error.
+pub fn failed(e: impl core::fmt::Display) -> BuildError {
+    BuildError::Failed(format!("{e}"))
+}
+
+/// `value` as compact JSON bytes.
+pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> {
+    serde_json::to_vec(value).map_err(failed)
+}
+
+/// A value boxed as JSON, for building bodies of dialects the types here
+/// do not cover.
+pub fn json<T: Serialize>(value: T) -> Result<Value, BuildError> {
+    serde_json::to_value(value).map_err(|e| BuildError::Failed(format!("{e}")))
+}

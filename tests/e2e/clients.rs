@@ -1,0 +1,118 @@
+//! Real clients against the real binary: the official openai and anthropic
+//! Python SDKs and LangChain's ChatOpenAI (installed by scripts/setup into
+//! target/py-venv), each routed to a deployment of every dialect (OpenAI,
+//! Anthropic, Gemini, Ollama) on the dialect mock. The scripts in
+//! `tests/e2e/clients/` assert what a user would rely on: text, streams,
+//! tool calls both ways, JSON schema output, usage, errors.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::dialects::Dialects;
+use crate::harness::{Gateway, repo};
+
+const ROUTES: [&str; 4] = ["via-openai", "via-anthropic", "via-gemini", "via-ollama"];
+
+fn routes(mock: &Dialects) -> Value {
+    let d = |name: &str, adapter: &str, base: String, model: &str| json!({"name": name, "adapter": adapter, "base_url": base, "model": model});
+    json!({
+        "via-openai": {"deployments": [d("oai", "openai", format!("{}/v1", mock.url), "gpt-4o-mini")]},
+        "via-anthropic": {"deployments": [d("claude", "anthropic", format!("{}/v1", mock.url), "claude-sonnet-4-5")]},
+        "via-gemini": {"deployments": [d("gem", "gemini", format!("{}/v1beta", mock.url), "gemini-2.5-flash")]},
+        "via-ollama": {"deployments": [d("llama", "ollama", mock.url.clone(), "llama3.2")]},
+    })
+}
+
+/// Runs `tests/e2e/clients/<script>` against the gateway for every route;
+/// its stdout lines are JSON objects, one per route.
+async fn run(gw: &Gateway, script: &str) -> Vec<Value> {
+    let python = repo().join("target/py-venv/bin/python");
+    assert!(python.exists(), "run scripts/setup (the test venv)");
+    let path = repo().join("tests/e2e/clients").join(script);
+    let url = gw.url.clone();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(path)
+                .arg(url)
+                .args(ROUTES)
+                .output()
+                .unwrap()
+        }),
+    )
+    .await
+    .expect("the client script finished within 2 minutes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn start(mock: &Dialects) -> Gateway {
+    Gateway::start(
+        routes(mock),
+        &["openai", "anthropic", "gemini", "ollama"],
+        json!({}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_sdk_reaches_every_dialect_through_v1_messages() {
+    let mock = Dialects::start().await;
+    let gw = start(&mock);
+    let runs = run(&gw, "anthropic_sdk.py").await;
+    assert_eq!(runs.len(), ROUTES.len());
+    assert_eq!(runs[1]["text"], "answer from claude-sonnet-4-5");
+    // Each dialect was spoken on the wire.
+    let seen = mock.seen();
+    for path in ["/v1/chat/completions", "/v1/messages", "/api/chat"] {
+        assert!(
+            seen.iter().any(|s| s.path == path),
+            "nothing sent to {path}"
+        );
+    }
+    assert!(seen.iter().any(|s| {
+        s.path
+            .starts_with("/v1beta/models/gemini-2.5-flash:streamGenerateContent")
+    }));
+    let to_claude = seen.iter().find(|s| s.path == "/v1/messages").unwrap();
+    assert!(
+        to_claude
+            .headers
+            .iter()
+            .any(|(k, v)| k == "anthropic-version" && v == "2023-06-01")
+    );
+    assert_eq!(to_claude.body["system"][0]["text"], "Be brief.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_reaches_every_dialect() {
+    let mock = Dialects::start().await;
+    let gw = start(&mock);
+    let runs = run(&gw, "openai_sdk.py").await;
+    assert_eq!(runs.len(), ROUTES.len());
+    // The JSON answer from Anthropic rode a forced tool.
+    let seen = mock.seen();
+    assert!(
+        seen.iter().any(|s| s.path == "/v1/messages"
+            && s.body["tool_choice"]["name"] == "switchyard_json_response")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_chat_openai_reaches_every_dialect() {
+    let mock = Dialects::start().await;
+    let gw = start(&mock);
+    let runs = run(&gw, "langchain_chat.py").await;
+    assert_eq!(runs.len(), ROUTES.len());
+}

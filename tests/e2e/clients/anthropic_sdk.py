@@ -1,0 +1,55 @@
+"""The official anthropic SDK against the gateway's /v1/messages, once per
+route given: plain, streamed, tool use both ways (streamed and not).
+Asserts as it goes; prints one JSON line per route on success."""
+import json
+import sys
+
+import anthropic
+
+base, routes = sys.argv[1], sys.argv[2:]
+client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+weather = {
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+for route in routes:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    msg = client.messages.create(model=route, max_tokens=256, system="Be brief.", messages=ask)
+    assert msg.type == "message" and msg.role == "assistant", msg
+    assert msg.stop_reason == "end_turn", msg
+    text = "".join(b.text for b in msg.content if b.type == "text")
+    assert text.startswith("answer from"), msg
+    assert msg.usage.output_tokens > 0 and msg.usage.input_tokens > 0, msg.usage
+
+    with client.messages.stream(model=route, max_tokens=256, messages=ask) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert streamed == text, (streamed, text)
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final
+
+    call = client.messages.create(model=route, max_tokens=256, messages=ask, tools=[weather])
+    assert call.stop_reason == "tool_use", call
+    use = next(b for b in call.content if b.type == "tool_use")
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}, use
+
+    with client.messages.stream(model=route, max_tokens=256, messages=ask, tools=[weather]) as stream:
+        final = stream.get_final_message()
+    suse = next(b for b in final.content if b.type == "tool_use")
+    assert suse.input == {"city": "Paris"} and final.stop_reason == "tool_use", final
+
+    after = client.messages.create(
+        model=route, max_tokens=256, tools=[weather],
+        messages=ask + [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]},
+        ])
+    assert "21C" in after.content[0].text, after
+
+    try:
+        client.messages.create(model="no-such-route", max_tokens=5, messages=ask)
+        raise AssertionError("an unknown route answered")
+    except anthropic.NotFoundError as e:
+        assert e.body["type"] == "error" and e.body["error"]["type"] == "not_found_error", e.body
+    print(json.dumps({"route": route, "text": text, "tool_id": use.id}))
