@@ -8,6 +8,7 @@ use switchyard::domain::{
 };
 
 use crate::fold::Folded;
+pub use crate::subset::subset;
 use crate::{class_name, quota_json, shown, usage_json};
 
 pub struct Fixture {
@@ -229,34 +230,4 @@ fn response(r: &Value) -> Result<UpstreamResponse, String> {
         headers,
         body,
     })
-}
-
-/// `want` ⊆ `got` (objects by member, arrays element-wise with equal
-/// length, numbers as numbers, the rest equal); the error says where.
-pub fn subset(want: &Value, got: &Value) -> Result<(), String> {
-    fn at(path: &str, want: &Value, got: &Value) -> Result<(), String> {
-        match (want, got) {
-            (Value::Object(w), Value::Object(g)) => {
-                for (k, wv) in w {
-                    let p = format!("{path}.{k}");
-                    match g.get(k) {
-                        Some(gv) => at(&p, wv, gv)?,
-                        None if wv.is_null() => {}
-                        None => return Err(format!("lacks {p}")),
-                    }
-                }
-                Ok(())
-            }
-            (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
-                for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
-                    at(&format!("{path}[{i}]"), wv, gv)?;
-                }
-                Ok(())
-            }
-            (Value::Number(w), Value::Number(g)) if w.as_f64() == g.as_f64() => Ok(()),
-            _ if want == got => Ok(()),
-            _ => Err(format!("has {path} = {got} (want {want})")),
-        }
-    }
-    at("$", want, got)
 }

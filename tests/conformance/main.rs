@@ -10,6 +10,7 @@
 
 mod fixture;
 mod fold;
+mod subset;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

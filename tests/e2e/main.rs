@@ -5,12 +5,15 @@ mod dialects;
 mod harness;
 mod mock;
 mod solo;
+#[path = "../conformance/subset.rs"]
+mod subset;
 
 mod api;
 mod boundary;
 mod cache;
 mod clients;
 mod config;
+mod conformance;
 mod failover;
 mod faults;
 mod hot_reload;
