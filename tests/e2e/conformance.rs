@@ -17,11 +17,15 @@ use serde_json::{Value, json};
 use crate::harness::{Gateway, client, repo};
 use crate::subset::subset;
 
+/// A request as the mock received it: method, path and query, headers, body.
+type Received = (Method, String, HeaderMap, Bytes);
+
 /// What the mock answers next, and what it received.
 #[derive(Default)]
 struct Replay {
+    /// Status, headers, body.
     answer: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
-    received: Vec<(Method, String, HeaderMap, Bytes)>,
+    received: Vec<Received>,
 }
 
 async fn start_replay() -> (String, Arc<Mutex<Replay>>) {
@@ -200,12 +204,7 @@ async fn conformance_fixtures_cross_real_http() {
     );
 }
 
-fn check(
-    f: &Value,
-    received: &[(Method, String, HeaderMap, Bytes)],
-    status: u16,
-    text: &str,
-) -> Result<(), String> {
+fn check(f: &Value, received: &[Received], status: u16, text: &str) -> Result<(), String> {
     let [(method, uri, headers, body)] = received else {
         return Err(format!(
             "the upstream received {} requests, not 1",
