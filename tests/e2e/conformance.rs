@@ -19,12 +19,13 @@ use crate::subset::subset;
 
 /// A request as the mock received it: method, path and query, headers, body.
 type Received = (Method, String, HeaderMap, Bytes);
+/// A response to replay: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// What the mock answers next, and what it received.
 #[derive(Default)]
 struct Replay {
-    /// Status, headers, body.
-    answer: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    answer: Option<Answer>,
     received: Vec<Received>,
 }
 
