@@ -65,6 +65,9 @@ pub enum ApiError {
     /// queue's whole wait.
     #[error("{what} has {max} requests in flight (max_in_flight) and none freed up in time")]
     AtCapacity { what: String, max: u32 },
+    /// An answer that cannot be put in the caller's dialect.
+    #[error("{0}")]
+    Untranslatable(String),
     /// Every candidate was tried and failed.
     #[error("all {} deployment(s) of model {model:?} failed: {}", .attempts.len(), summary(.attempts))]
     AllFailed {
@@ -102,6 +105,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::CallerRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             // Held back at a concurrency cap (and perhaps limits): capacity.
             ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -149,6 +153,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => ("permission_error", "model_not_allowed"),
             ApiError::CallerRateLimited { .. } => ("rate_limit_error", "client_key_rate_limited"),
             ApiError::AtCapacity { .. } => ("server_error", "at_capacity"),
+            ApiError::Untranslatable(_) => ("upstream_error", "untranslatable_answer"),
             ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
                 ("server_error", "at_capacity")
             }

@@ -176,12 +176,6 @@ async fn handle_chat(
             ))
         }
     })?;
-    let body = match dialect {
-        Dialect::OpenAi => body,
-        Dialect::Anthropic => Bytes::from(
-            crate::messages::request::to_canonical(&body).map_err(ApiError::BadRequest)?,
-        ),
-    };
     let tags: Vec<String> = headers
         .get("x-switchyard-tags")
         .and_then(|v| v.to_str().ok())
@@ -195,6 +189,14 @@ async fn handle_chat(
     let gateway = app.live.gateway();
     // Who is calling: a 401 here when keys are required and none is valid.
     let caller = gateway.clients().identify(headers)?;
+    // Translated once the caller is known: a caller without a key learns
+    // that, not what is wrong with its body.
+    let body = match dialect {
+        Dialect::OpenAi => body,
+        Dialect::Anthropic => Bytes::from(
+            crate::messages::request::to_canonical(&body).map_err(ApiError::BadRequest)?,
+        ),
+    };
     let mut tags = tags;
     if let Some(c) = &caller {
         tags.extend(c.tags.iter().cloned());
@@ -250,7 +252,7 @@ async fn handle_chat(
         } => {
             let body = match dialect {
                 Dialect::OpenAi => body,
-                Dialect::Anthropic => crate::messages::answer(body),
+                Dialect::Anthropic => crate::messages::answer(&body)?,
             };
             let mut r = Response::new(Body::from(body));
             set(&mut r, header::CONTENT_TYPE, "application/json");

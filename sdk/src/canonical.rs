@@ -42,6 +42,10 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    /// Not OpenAI's, but what Anthropic, Gemini, Ollama and vLLM callers
+    /// send (and `/v1/messages` carries): sample from the `k` likeliest tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
     /// The older name of [`max_completion_tokens`](Self::max_completion_tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,

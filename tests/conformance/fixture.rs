@@ -51,6 +51,14 @@ impl Fixture {
                 model: t["model"].as_str().ok_or("target.model")?.into(),
             },
         };
+        const EXPECTS: [&str; 5] = ["answer", "usage", "stream", "error", "quota"];
+        if let Some(Value::Object(e)) = obj.get("expect")
+            && let Some(k) = e.keys().find(|k| !EXPECTS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown expect member {k:?} (expected one of {EXPECTS:?})"
+            ));
+        }
         let response = match obj.get("response") {
             None => None,
             Some(r) => Some(response(r)?),
@@ -125,10 +133,16 @@ impl Fixture {
             .into_iter()
             .flatten()
         {
-            let path = path.as_str().unwrap_or_default();
+            let path = path
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .ok_or("absent: non-empty strings")?;
             let mut at = Some(&body);
             for part in path.split('.') {
-                at = at.and_then(|v| v.get(part));
+                at = at.and_then(|v| match part.parse::<usize>() {
+                    Ok(i) if v.is_array() => v.get(i),
+                    _ => v.get(part),
+                });
             }
             if let Some(v) = at {
                 return Err(format!("upstream body has {path} = {v} (want it absent)"));
@@ -200,6 +214,7 @@ impl Fixture {
             .ok_or("a streamed case needs expect.stream or expect.error")?;
         let got = folded.to_json();
         subset(want, &got).map_err(|e| format!("stream {e}; got {got}"))?;
+        self.check_quota(folded.quota.as_ref())?;
         self.check_usage(folded.usage)
     }
 }

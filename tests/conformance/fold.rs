@@ -14,6 +14,8 @@ pub struct Folded {
     pub usage: Option<Usage>,
     pub done: bool,
     pub malformed: u32,
+    /// What the stream's start reported.
+    pub quota: Option<switchyard::domain::QuotaHint>,
 }
 
 impl Folded {

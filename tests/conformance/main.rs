@@ -209,7 +209,7 @@ async fn stream(
     pieces: &[usize],
 ) -> Result<Result<Folded, UpstreamError>, String> {
     let call = |e: switchyard::plugins::PluginError| format!("stream call failed: {e}");
-    let (mut session, _quota) = match plugin
+    let (mut session, quota) = match plugin
         .open_stream(rid, target, request, response.headers.clone())
         .await
         .map_err(call)?
@@ -217,7 +217,10 @@ async fn stream(
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
-    let mut folded = Folded::default();
+    let mut folded = Folded {
+        quota,
+        ..Folded::default()
+    };
     let mut at = 0;
     for &n in pieces {
         let batch: StreamBatch = match session
@@ -251,6 +254,9 @@ fn check_canonical_answer(body: &Value, target: &Target) -> Result<(), String> {
     let choices = body["choices"]
         .as_array()
         .ok_or("answer has no choices array")?;
+    if choices.is_empty() {
+        return Err(format!("answer has no choice: {body}"));
+    }
     for c in choices {
         if !c["message"].is_object() || c.get("finish_reason").is_none() {
             return Err(format!("answer choice lacks message or finish_reason: {c}"));

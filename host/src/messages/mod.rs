@@ -15,10 +15,16 @@ use axum::body::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-/// The Anthropic body for a canonical non-streamed answer; the canonical
-/// body itself if it is somehow not an answer (never lost).
-pub fn answer(body: Vec<u8>) -> Vec<u8> {
-    response::to_message(&body).unwrap_or(body)
+/// The Anthropic body for a canonical non-streamed answer, or why there is
+/// none (an answer with no choice): never an OpenAI body to an Anthropic
+/// client, which would read it as an empty message.
+pub fn answer(body: &[u8]) -> Result<Vec<u8>, crate::error::ApiError> {
+    response::to_message(body).ok_or_else(|| {
+        crate::error::ApiError::Untranslatable(format!(
+            "the answer has no choice to translate: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))
+    })
 }
 
 /// The Anthropic event stream for a canonical one.

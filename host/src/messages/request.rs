@@ -71,11 +71,15 @@ enum TurnContent {
 pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
     let req: MessagesRequest =
         serde_json::from_slice(body).map_err(|e| format!("invalid Messages API request: {e}"))?;
-    if req.thinking.is_some() {
+    if req
+        .thinking
+        .as_ref()
+        .is_some_and(|t| t["type"] != "disabled")
+    {
         return Err("`thinking` (extended thinking) is not supported through this gateway".into());
     }
-    if req.max_tokens == 0 {
-        return Err("`max_tokens` must be at least 1".into());
+    if req.max_tokens == 0 || req.max_tokens > u64::from(u32::MAX) {
+        return Err(format!("`max_tokens` must be from 1 to {}", u32::MAX));
     }
     let _ = req.service_tier;
     let mut messages = Vec::new();
@@ -210,6 +214,9 @@ fn assistant_turn(i: usize, content: &TurnContent) -> Result<Value, String> {
                     b[k].as_str()
                         .ok_or_else(|| format!("`{}.{k}` is missing", at()))
                 };
+                if !b["input"].is_object() {
+                    return Err(format!("`{}.input` must be an object", at()));
+                }
                 calls.push(json!({
                     "id": field("id")?,
                     "type": "function",

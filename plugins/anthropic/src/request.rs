@@ -38,6 +38,8 @@ pub struct MessagesRequest<'a> {
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop_sequences: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -118,13 +120,17 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
                     blocks.push(serde_json::json!({"type": "text", "text": text}));
                 }
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
-                    let input: Value =
-                        serde_json::from_str(&call.function.arguments).map_err(|e| {
-                            invalid(
-                                &field(&format!(".tool_calls[{j}].function.arguments")),
-                                format_args!("is not JSON: {e}"),
-                            )
-                        })?;
+                    // No arguments at all (some clients write "") is no input.
+                    let args = match call.function.arguments.trim() {
+                        "" => "{}",
+                        a => a,
+                    };
+                    let input: Value = serde_json::from_str(args).map_err(|e| {
+                        invalid(
+                            &field(&format!(".tool_calls[{j}].function.arguments")),
+                            format_args!("is not JSON: {e}"),
+                        )
+                    })?;
                     blocks.push(serde_json::json!({
                         "type": "tool_use", "id": call.id, "name": call.function.name, "input": input,
                     }));
@@ -147,6 +153,7 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
         messages: turns,
         temperature: request.temperature,
         top_p: request.top_p,
+        top_k: request.top_k,
         stop_sequences: request.stop_sequences(),
         stream: request.is_stream(),
         tools,

@@ -130,7 +130,8 @@ pub fn parse(
         }
     }
     let finish = match msg.stop_reason {
-        _ if json_answer => finish::STOP,
+        // The JSON answer's tool was called: the answer is whole.
+        Some("tool_use") if json_answer => finish::STOP,
         Some(r) => finish_reason(r),
         None => finish::STOP,
     };

@@ -47,6 +47,8 @@ pub struct Stream {
     tools: u32,
     /// The finish reason was sent.
     finished: bool,
+    /// The open tool call has had argument text.
+    args: bool,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +119,7 @@ impl StreamParser for Stream {
             open: Open::Other,
             tools: 0,
             finished: false,
+            args: false,
         })
     }
 
@@ -167,6 +170,7 @@ impl StreamParser for Stream {
                     }
                     "tool_use" => {
                         self.open = Open::Tool;
+                        self.args = false;
                         let index = self.tools;
                         self.tools += 1;
                         let start = ToolCallDelta::start(
@@ -195,10 +199,12 @@ impl StreamParser for Stream {
                         out.push(self.chunk(target, Delta::text(text), None));
                     }
                     (Some("input_json_delta"), Open::Tool) => {
-                        let args = ToolCallDelta::arguments(
-                            self.tools - 1,
-                            delta.partial_json.unwrap_or_default(),
-                        );
+                        let text = delta.partial_json.unwrap_or_default();
+                        if text.is_empty() {
+                            return Ok(());
+                        }
+                        self.args = true;
+                        let args = ToolCallDelta::arguments(self.tools - 1, text);
                         out.push(self.chunk(target, Delta::tool(args), None));
                     }
                     (Some("input_json_delta"), Open::Json) => {
@@ -211,7 +217,15 @@ impl StreamParser for Stream {
                     _ => {}
                 }
             }
-            "content_block_stop" => self.open = Open::Other,
+            "content_block_stop" => {
+                // A call without input streams no argument text: its
+                // arguments are `{}`, as in a whole answer, never "".
+                if self.open == Open::Tool && !self.args {
+                    let args = ToolCallDelta::arguments(self.tools - 1, "{}");
+                    out.push(self.chunk(target, Delta::tool(args), None));
+                }
+                self.open = Open::Other;
+            }
             "message_delta" => {
                 if let Some(u) = ev.usage {
                     let mut usage = out.usage().unwrap_or_else(|| u.to_usage());
@@ -226,10 +240,11 @@ impl StreamParser for Stream {
                     out.set_usage(usage);
                 }
                 if let Some(reason) = ev.delta.and_then(|d| d.stop_reason) {
-                    let finish = if self.json {
-                        finish::STOP
-                    } else {
-                        finish_reason(reason)
+                    // The JSON answer's tool was called: the answer is whole
+                    // (a length limit or refusal stays what it is).
+                    let finish = match reason {
+                        "tool_use" if self.json => finish::STOP,
+                        r => finish_reason(r),
                     };
                     self.finished = true;
                     out.push(self.chunk(target, Delta::default(), Some(finish)));
@@ -281,6 +296,7 @@ impl StreamParser for Stream {
             .u8(self.open as u8)
             .u32(self.tools)
             .bool(self.finished)
+            .bool(self.args)
             .finish()
     }
 
@@ -304,6 +320,7 @@ impl StreamParser for Stream {
             },
             tools: r.u32()?,
             finished: r.bool()?,
+            args: r.bool()?,
         };
         r.finish()?;
         Ok(stream)

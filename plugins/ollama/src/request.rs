@@ -38,6 +38,7 @@ pub fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
         options: Options {
             temperature: req.temperature,
             top_p: req.top_p,
+            top_k: req.top_k,
             num_predict: req.max_output_tokens(),
             stop: match &req.stop {
                 None => Vec::new(),

@@ -59,6 +59,8 @@ pub struct Options<'a> {
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
     /// The answer's length limit in tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_predict: Option<u32>,
@@ -77,6 +79,7 @@ impl Options<'_> {
     pub fn is_empty(&self) -> bool {
         self.temperature.is_none()
             && self.top_p.is_none()
+            && self.top_k.is_none()
             && self.num_predict.is_none()
             && self.stop.is_empty()
             && self.seed.is_none()

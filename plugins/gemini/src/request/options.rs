@@ -180,6 +180,7 @@ pub fn generation_config(req: &ChatRequest) -> Result<GenerationConfig<'_>, Buil
         max_output_tokens: req.max_output_tokens(),
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: req.top_k,
         seed,
         presence_penalty: req.presence_penalty,
         frequency_penalty: req.frequency_penalty,

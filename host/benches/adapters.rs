@@ -1,0 +1,155 @@
+//! Every bundled adapter on a typical exchange, taken from its conformance
+//! fixtures (`tests/conformance/<id>/`): `basic.json` for a request built
+//! and its answer parsed (budget: 8 µs a pair), `stream_text.json` for a
+//! streamed answer parsed the way the pipeline does it, timed per event
+//! (budget: 1 µs an event). Warm pooled instances, calls polled inline.
+//!
+//!     cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::Value;
+use switchyard::config::{Deadlines, QuarantineConfig};
+use switchyard::domain::{Kind, Target, UpstreamResponse};
+use switchyard::plugins::pool::InstanceLimits;
+use switchyard::plugins::{Plugin, Registry, RegistrySettings};
+
+const ADAPTERS: [&str; 4] = ["openai", "anthropic", "gemini", "ollama"];
+
+struct Case {
+    target: Arc<Target>,
+    request: Arc<str>,
+    response: UpstreamResponse,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn case(adapter: &str, file: &str) -> Case {
+    let path = repo().join("tests/conformance").join(adapter).join(file);
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let r = &f["response"];
+    let body = match (&r["body"], &r["text"]) {
+        (Value::Null, Value::String(t)) => t.clone().into_bytes(),
+        (b, _) => serde_json::to_vec(b).unwrap(),
+    };
+    Case {
+        target: Arc::new(Target {
+            deployment: f["target"]["deployment"].as_str().unwrap_or("dep").into(),
+            model: f["target"]["model"].as_str().unwrap_or("up-model").into(),
+        }),
+        request: Arc::from(f["request"].to_string()),
+        response: UpstreamResponse {
+            status: r["status"].as_u64().unwrap() as u16,
+            headers: r["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect(),
+            body,
+        },
+    }
+}
+
+/// Events in a streamed body: blank-line separated (SSE) or lines (NDJSON).
+fn events(body: &[u8]) -> u32 {
+    let text = String::from_utf8_lossy(body);
+    let sse = text.matches("\n\n").count() + text.matches("\r\n\r\n").count();
+    if sse > 0 {
+        sse as u32
+    } else {
+        text.lines().filter(|l| !l.trim().is_empty()).count() as u32
+    }
+}
+
+async fn pair(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
+    let req = plugin
+        .build_request(rid, &c.target, &c.request)
+        .await
+        .unwrap()
+        .unwrap();
+    black_box(req);
+    let answer = plugin
+        .parse_response(rid, &c.target, c.response.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    black_box(answer);
+}
+
+async fn stream(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
+    let (mut s, _) = plugin
+        .open_stream(rid, &c.target, &c.request, c.response.headers.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let batch = s.feed(&c.response.body).await.unwrap().unwrap();
+    if !batch.done {
+        black_box(s.finish().await.unwrap().unwrap());
+    }
+    black_box(batch);
+}
+
+fn adapters(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let registry = Registry::new(RegistrySettings {
+        dir: repo().join("plugins"),
+        cache_dir: cache.path().to_owned(),
+        limits: InstanceLimits {
+            memory_bytes: 64 << 20,
+            max_instances: 16,
+        },
+        deadlines: Deadlines::default(),
+        adapter_queue: Duration::from_secs(2),
+        quarantine: QuarantineConfig::default(),
+        plugin_config: HashMap::new(),
+        expected_kinds: HashMap::new(),
+    })
+    .expect("plugin registry (build the plugins with scripts/build-plugins)");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rid: Arc<str> = Arc::from("bench-0000000001");
+    for id in ADAPTERS {
+        let plugin = registry.get(id, Kind::Adapter).unwrap();
+        let basic = case(id, "basic.json");
+        let streamed = case(id, "stream_text.json");
+        let n = events(&streamed.response.body);
+        rt.block_on(pair(&plugin, &rid, &basic));
+        rt.block_on(stream(&plugin, &rid, &streamed));
+        c.bench_function(&format!("adapter_pair/{id}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        pair(&plugin, &rid, &basic).await;
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        // Per event: the whole stream's time over its event count.
+        c.bench_function(&format!("adapter_stream_per_event/{id}/{n}_events"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        stream(&plugin, &rid, &streamed).await;
+                    }
+                    t.elapsed() / n
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, adapters);
+criterion_main!(benches);
