@@ -19,6 +19,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::adapter::BuildError;
@@ -96,20 +97,56 @@ impl ChatRequest {
         self.stream == Some(true)
     }
 
-    /// Whether the caller asked for the usage chunk of a stream.
-    pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
-    }
-
     /// The stop sequences, none when absent.
     pub fn stop_sequences(&self) -> Vec<String> {
         match &self.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => alloc::vec![s.clone()],
             Some(Stop::Many(v)) => v.clone(),
+        }
+    }
+}
+
+/// What a stream parser's `begin` needs of the canonical request, read
+/// without building the rest of it (the request may be large: a whole
+/// conversation, images).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamAsk {
+    /// The caller asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The caller asked for a JSON answer (`response_format` other than `text`).
+    pub json: bool,
+}
+
+impl StreamAsk {
+    /// Reads `request`; anything unreadable asks for nothing.
+    pub fn read(request: &str) -> Self {
+        #[derive(Deserialize)]
+        struct Probe<'a> {
+            #[serde(default)]
+            stream_options: Option<ProbeOptions>,
+            #[serde(default, borrow)]
+            response_format: Option<ProbeFormat<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct ProbeOptions {
+            #[serde(default)]
+            include_usage: Option<bool>,
+        }
+        #[derive(Deserialize)]
+        struct ProbeFormat<'a> {
+            #[serde(rename = "type", default, borrow)]
+            kind: Option<alloc::borrow::Cow<'a, str>>,
+        }
+        let Ok(p) = serde_json::from_str::<Probe>(request) else {
+            return StreamAsk::default();
+        };
+        StreamAsk {
+            include_usage: p.stream_options.and_then(|o| o.include_usage) == Some(true),
+            json: p
+                .response_format
+                .and_then(|f| f.kind)
+                .is_some_and(|k| k == "json_object" || k == "json_schema"),
         }
     }
 }
@@ -309,6 +346,39 @@ impl ToolCall {
 pub struct FunctionCall {
     pub name: String,
     pub arguments: String,
+}
+
+impl FunctionCall {
+    /// The arguments as the JSON object most providers take (not text),
+    /// borrowed as written; empty text (a call without arguments, as some
+    /// clients write it) is `{}`. Anything but an object is the caller's
+    /// error, naming `field`.
+    pub fn object(&self, field: &str) -> Result<Arguments<'_>, BuildError> {
+        let text = self.arguments.trim();
+        if text.is_empty() {
+            return Ok(Arguments(None));
+        }
+        let raw: &RawValue = serde_json::from_str(text)
+            .map_err(|e| invalid(field, format_args!("is not valid JSON: {e}")))?;
+        if !raw.get().starts_with('{') {
+            return Err(invalid(field, "must be a JSON object"));
+        }
+        Ok(Arguments(Some(raw)))
+    }
+}
+
+/// A tool call's arguments as a JSON object: serialised as written, or `{}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Arguments<'a>(pub Option<&'a RawValue>);
+
+impl Serialize for Arguments<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Some(raw) => raw.serialize(s),
+            None => s.serialize_map(Some(0))?.end(),
+        }
+    }
 }
 
 /// `response_format`.
@@ -655,4 +725,47 @@ pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> 
 /// do not cover.
 pub fn json<T: Serialize>(value: T) -> Result<Value, BuildError> {
     serde_json::to_value(value).map_err(|e| BuildError::Failed(format!("{e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ask_reads_two_members_only() {
+        let ask = StreamAsk::read(
+            r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true},"response_format":{"type":"json_schema","json_schema":{"name":"n"}}}"#,
+        );
+        assert_eq!(
+            ask,
+            StreamAsk {
+                include_usage: true,
+                json: true
+            }
+        );
+        assert_eq!(
+            StreamAsk::read(r#"{"stream_options":null,"response_format":{"type":"text"}}"#),
+            StreamAsk::default()
+        );
+        assert_eq!(StreamAsk::read("not json"), StreamAsk::default());
+    }
+
+    #[test]
+    fn arguments_are_an_object_or_nothing() {
+        let call = |args: &str| ToolCall::new("c", "f", args);
+        let json = |a: Arguments| serde_json::to_string(&a).unwrap();
+        assert_eq!(json(call(" ").function.object("f").unwrap()), "{}");
+        assert_eq!(
+            json(call(r#"{"a": 1}"#).function.object("f").unwrap()),
+            r#"{"a": 1}"#
+        );
+        for bad in ["[1]", "{", "\"x\""] {
+            match call(bad).function.object("messages[0].tool_calls[0]") {
+                Err(BuildError::InvalidRequest(m)) => {
+                    assert!(m.starts_with("`messages[0].tool_calls[0]`"), "{m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 }

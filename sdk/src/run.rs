@@ -124,6 +124,28 @@ pub fn end_stream<A: Adapter>(target: &Target, state: &[u8]) -> Result<StreamSte
     Envelope::step(out, &parser.save())
 }
 
+/// Every way of cutting `n` events into consecutive non-empty batches
+/// (2^(n-1) of them), for tests that a parser's state survives whatever
+/// batches the host hands it. Keep `n` small.
+pub fn batchings(n: usize) -> alloc::vec::Vec<alloc::vec::Vec<usize>> {
+    if n == 0 {
+        return alloc::vec::Vec::new();
+    }
+    (0u32..1 << (n - 1))
+        .map(|cuts| {
+            let mut sizes = alloc::vec![1];
+            for i in 0..n - 1 {
+                if cuts & (1 << i) != 0 {
+                    sizes.push(1);
+                } else if let Some(last) = sizes.last_mut() {
+                    *last += 1;
+                }
+            }
+            sizes
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use alloc::string::{String, ToString};
@@ -134,6 +156,18 @@ mod tests {
     use crate::adapter::{AuthScheme, ErrorClass, QuotaHint, StreamFraming};
     use crate::stream::{StateReader, StateWriter, StreamOutput};
     use crate::types::{Metadata, Usage};
+
+    #[test]
+    fn batchings_cover_every_cut() {
+        let all = batchings(4);
+        assert_eq!(all.len(), 8);
+        assert!(
+            all.iter()
+                .all(|b| b.iter().sum::<usize>() == 4 && b.iter().all(|n| *n > 0))
+        );
+        assert!(all.contains(&vec![4]) && all.contains(&vec![1, 1, 1, 1]));
+        assert!(batchings(0).is_empty());
+    }
 
     /// Numbers each data event, reports usage on `u`, ends on `end`, fails on `bad`.
     struct Counting;

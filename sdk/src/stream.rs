@@ -64,10 +64,7 @@ pub trait StreamParser: Sized {
         if out.is_done() {
             Ok(())
         } else {
-            Err(UpstreamError::new(
-                ErrorClass::Overloaded,
-                "stream ended before completion",
-            ))
+            Err(incomplete())
         }
     }
 
@@ -77,6 +74,12 @@ pub trait StreamParser: Sized {
     /// The parser [`save`](Self::save) wrote. A [`StateReader`] error already
     /// is the right `Err` for bytes that do not parse.
     fn restore(state: &[u8]) -> Result<Self, UpstreamError>;
+}
+
+/// The error of a stream the upstream closed before it completed: an
+/// attempt failure (`overloaded`), so another deployment may answer whole.
+pub fn incomplete() -> UpstreamError {
+    UpstreamError::new(ErrorClass::Overloaded, "stream ended before completion")
 }
 
 /// What the events of one call produced; the SDK turns it into the step the

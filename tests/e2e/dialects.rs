@@ -41,6 +41,19 @@ enum Reply {
     Json,
 }
 
+impl Reply {
+    /// What the model answers: JSON when asked for it, else a call of the
+    /// first tool it has (until a tool's result came back), else text.
+    fn choose(json: bool, first_tool: Option<&str>, after_result: bool, model: &str) -> Reply {
+        match first_tool {
+            _ if json => Reply::Json,
+            Some(name) if !after_result => Reply::Tool { name: name.into() },
+            _ if after_result => Reply::Text("It is 21C in Paris.".into()),
+            _ => Reply::Text(format!("answer from {model}")),
+        }
+    }
+}
+
 const JSON_ANSWER: &str = r#"{"city":"Paris","temp_c":21}"#;
 
 impl Dialects {
@@ -114,26 +127,17 @@ fn sse_then(events: Vec<(Option<&str>, Value)>, tail: &str) -> Response {
 
 fn openai(b: &Value) -> Response {
     let model = b["model"].as_str().unwrap_or("gpt").to_string();
-    let messages = b["messages"].as_array().cloned().unwrap_or_default();
-    let last_is_result = messages.last().is_some_and(|m| m["role"] == "tool");
-    let tools = b["tools"].as_array().cloned().unwrap_or_default();
-    let reply = if b["response_format"]["type"]
-        .as_str()
-        .is_some_and(|t| t != "text")
-    {
-        Reply::Json
-    } else if !tools.is_empty() && !last_is_result {
-        Reply::Tool {
-            name: tools[0]["function"]["name"]
-                .as_str()
-                .unwrap_or("tool")
-                .into(),
-        }
-    } else if last_is_result {
-        Reply::Text("It is 21C in Paris.".into())
-    } else {
-        Reply::Text(format!("answer from {model}"))
-    };
+    let reply = Reply::choose(
+        b["response_format"]["type"]
+            .as_str()
+            .is_some_and(|t| t != "text"),
+        b["tools"][0]["function"]["name"].as_str(),
+        b["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .is_some_and(|m| m["role"] == "tool"),
+        &model,
+    );
     let (message, finish) = match &reply {
         Reply::Text(t) => (json!({"role": "assistant", "content": t}), "stop"),
         Reply::Json => (json!({"role": "assistant", "content": JSON_ANSWER}), "stop"),
@@ -185,15 +189,12 @@ fn anthropic(b: &Value) -> Response {
         .and_then(|m| m.last())
         .and_then(|m| m["content"].as_array())
         .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
-    let forced = b["tool_choice"]["name"].as_str().map(str::to_string);
-    let reply = match (b["tools"].as_array(), forced) {
-        (Some(_), Some(n)) if n == "switchyard_json_response" => Reply::Json,
-        (Some(t), _) if !last_is_result && !t.is_empty() => Reply::Tool {
-            name: t[0]["name"].as_str().unwrap_or("tool").into(),
-        },
-        _ if last_is_result => Reply::Text("It is 21C in Paris.".into()),
-        _ => Reply::Text(format!("answer from {model}")),
-    };
+    let reply = Reply::choose(
+        b["tool_choice"]["name"] == "switchyard_json_response",
+        b["tools"][0]["name"].as_str(),
+        last_is_result,
+        &model,
+    );
     let (block, stop) = match &reply {
         Reply::Text(t) => (json!({"type": "text", "text": t}), "end_turn"),
         Reply::Tool { name } => (
@@ -259,22 +260,12 @@ fn gemini(rest: &str, b: &Value) -> Response {
         .last()
         .and_then(|c| c["parts"].as_array())
         .is_some_and(|p| p.iter().any(|p| p.get("functionResponse").is_some()));
-    let decls = b["tools"][0]["functionDeclarations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let json_mode = b["generationConfig"]["responseMimeType"] == "application/json";
-    let reply = if json_mode {
-        Reply::Json
-    } else if !decls.is_empty() && !last_is_result {
-        Reply::Tool {
-            name: decls[0]["name"].as_str().unwrap_or("tool").into(),
-        }
-    } else if last_is_result {
-        Reply::Text("It is 21C in Paris.".into())
-    } else {
-        Reply::Text(format!("answer from {model}"))
-    };
+    let reply = Reply::choose(
+        b["generationConfig"]["responseMimeType"] == "application/json",
+        b["tools"][0]["functionDeclarations"][0]["name"].as_str(),
+        last_is_result,
+        model,
+    );
     let usage = json!({"promptTokenCount": 20, "candidatesTokenCount": 7, "totalTokenCount": 27});
     let candidate = |parts: Value, finish: Option<&str>| {
         let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
@@ -322,23 +313,15 @@ fn gemini(rest: &str, b: &Value) -> Response {
 
 fn ollama(b: &Value) -> Response {
     let model = b["model"].as_str().unwrap_or("llama").to_string();
-    let messages = b["messages"].as_array().cloned().unwrap_or_default();
-    let last_is_result = messages.last().is_some_and(|m| m["role"] == "tool");
-    let tools = b["tools"].as_array().cloned().unwrap_or_default();
-    let reply = if b.get("format").is_some_and(|f| !f.is_null()) {
-        Reply::Json
-    } else if !tools.is_empty() && !last_is_result {
-        Reply::Tool {
-            name: tools[0]["function"]["name"]
-                .as_str()
-                .unwrap_or("tool")
-                .into(),
-        }
-    } else if last_is_result {
-        Reply::Text("It is 21C in Paris.".into())
-    } else {
-        Reply::Text(format!("answer from {model}"))
-    };
+    let reply = Reply::choose(
+        b.get("format").is_some_and(|f| !f.is_null()),
+        b["tools"][0]["function"]["name"].as_str(),
+        b["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .is_some_and(|m| m["role"] == "tool"),
+        &model,
+    );
     let message = match &reply {
         Reply::Text(t) => json!({"role": "assistant", "content": t}),
         Reply::Json => json!({"role": "assistant", "content": JSON_ANSWER}),

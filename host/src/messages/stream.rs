@@ -9,6 +9,9 @@
 
 use serde_json::{Value, json};
 
+use crate::domain::StreamFraming;
+use crate::plugins::stream::Framer;
+
 use super::response::{message_id, stop_reason, usage};
 
 /// The open content block.
@@ -22,7 +25,8 @@ enum Open {
 
 /// Translates one stream; feed it the canonical bytes as they come.
 pub struct Translator {
-    buf: Vec<u8>,
+    /// The host's SSE framer, the one upstream streams go through.
+    framer: Framer,
     started: bool,
     open: Open,
     /// The next content block's index.
@@ -36,7 +40,7 @@ pub struct Translator {
 impl Default for Translator {
     fn default() -> Self {
         Translator {
-            buf: Vec::new(),
+            framer: Framer::new(StreamFraming::Sse),
             started: false,
             open: Open::None,
             next_block: 0,
@@ -58,30 +62,12 @@ fn event(out: &mut Vec<u8>, kind: &str, data: &Value) {
 impl Translator {
     /// Canonical bytes in (split anywhere), Anthropic events out.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(end) = find_event_end(&self.buf) {
-            let raw: Vec<u8> = self.buf.drain(..end.1).collect();
-            let text = String::from_utf8_lossy(&raw[..end.0]);
-            let mut data = String::new();
-            let mut comment = false;
-            for line in text.lines() {
-                if let Some(d) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
-                } else if line.starts_with(':') {
-                    comment = true;
-                }
+        // The pipeline's own events: lines are far below the framer's limit.
+        for e in self.framer.push(bytes).unwrap_or_default() {
+            if !e.data.is_empty() {
+                self.data(&e.data, &mut out);
             }
-            if data.is_empty() {
-                if comment && !self.ended {
-                    event(&mut out, "ping", &json!({"type": "ping"}));
-                }
-                continue;
-            }
-            self.data(&data, &mut out);
         }
         out
     }
@@ -222,23 +208,6 @@ impl Translator {
     }
 }
 
-/// The end of the first whole event in `buf`: (where its text ends, where
-/// the next begins). Events end with a blank line (`\n\n` or `\r\n\r\n`).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| (i, i + 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, i + 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +248,7 @@ mod tests {
             kinds,
             [
                 "message_start",
-                "ping",
+                // The comment is not an event (the framer's rule).
                 "content_block_start",
                 "content_block_delta",
                 "content_block_stop",
@@ -291,13 +260,13 @@ mod tests {
             ]
         );
         assert_eq!(ev[0].1["message"]["id"], "msg_c1");
-        assert_eq!(ev[3].1["delta"]["text"], "Let me check.");
-        assert_eq!(ev[5].1["index"], 1);
-        assert_eq!(ev[5].1["content_block"]["name"], "get_weather");
-        assert_eq!(ev[6].1["delta"]["partial_json"], "{\"city\":\"Paris\"}");
-        assert_eq!(ev[8].1["delta"]["stop_reason"], "tool_use");
-        assert_eq!(ev[8].1["usage"]["input_tokens"], 20);
-        assert_eq!(ev[8].1["usage"]["output_tokens"], 12);
+        assert_eq!(ev[2].1["delta"]["text"], "Let me check.");
+        assert_eq!(ev[4].1["index"], 1);
+        assert_eq!(ev[4].1["content_block"]["name"], "get_weather");
+        assert_eq!(ev[5].1["delta"]["partial_json"], "{\"city\":\"Paris\"}");
+        assert_eq!(ev[7].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(ev[7].1["usage"]["input_tokens"], 20);
+        assert_eq!(ev[7].1["usage"]["output_tokens"], 12);
     }
 
     #[test]

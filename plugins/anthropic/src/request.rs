@@ -75,7 +75,7 @@ pub struct ToolDef<'a> {
 }
 
 /// Whether the request asks for a JSON answer (carried by [`JSON_TOOL`]).
-pub fn wants_json(request: &ChatRequest) -> bool {
+fn wants_json(request: &ChatRequest) -> bool {
     matches!(
         request.response_format,
         Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
@@ -120,17 +120,9 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
                     blocks.push(serde_json::json!({"type": "text", "text": text}));
                 }
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
-                    // No arguments at all (some clients write "") is no input.
-                    let args = match call.function.arguments.trim() {
-                        "" => "{}",
-                        a => a,
-                    };
-                    let input: Value = serde_json::from_str(args).map_err(|e| {
-                        invalid(
-                            &field(&format!(".tool_calls[{j}].function.arguments")),
-                            format_args!("is not JSON: {e}"),
-                        )
-                    })?;
+                    let input = call
+                        .function
+                        .object(&field(&format!(".tool_calls[{j}].function.arguments")))?;
                     blocks.push(serde_json::json!({
                         "type": "tool_use", "id": call.id, "name": call.function.name, "input": input,
                     }));

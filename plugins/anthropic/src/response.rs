@@ -152,12 +152,10 @@ pub fn parse(
     Ok((answer.to_json(), usage))
 }
 
-/// JSON text without insignificant whitespace (tool arguments as OpenAI writes them).
+/// JSON text without insignificant whitespace (tool arguments as OpenAI
+/// writes them); `raw` was read as JSON, so it parses again.
 fn compact(raw: &str) -> String {
-    serde_json::from_str::<&RawValue>(raw)
-        .ok()
-        .and_then(|_| serde_json::from_str::<Value>(raw).ok())
-        .map_or_else(|| raw.to_owned(), |v| v.to_string())
+    serde_json::from_str::<Value>(raw).map_or_else(|_| raw.to_owned(), |v| v.to_string())
 }
 
 #[cfg(test)]

@@ -13,13 +13,13 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard_sdk::canonical::{ChatChunk, ChatRequest, Delta, ToolCallDelta, finish};
+use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
 use switchyard_sdk::{
     ErrorClass, StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target,
     UpstreamError, errors,
 };
 
-use crate::request::{JSON_TOOL, wants_json};
+use crate::request::JSON_TOOL;
 use crate::response::{WireUsage, finish_reason};
 
 /// What the open content block is.
@@ -108,14 +108,12 @@ impl StreamParser for Stream {
         request: &str,
         headers: &[(String, String)],
     ) -> Result<Self, UpstreamError> {
-        let request = ChatRequest::parse(request).ok();
+        let ask = StreamAsk::read(request);
         Ok(Stream {
             id: String::new(),
             created: switchyard_sdk::created_s(headers),
-            json: request.as_ref().is_some_and(wants_json),
-            wants_usage: request
-                .as_ref()
-                .is_some_and(ChatRequest::wants_stream_usage),
+            json: ask.json,
+            wants_usage: ask.include_usage,
             open: Open::Other,
             tools: 0,
             finished: false,
@@ -280,10 +278,7 @@ impl StreamParser for Stream {
         if out.is_done() || self.finished {
             Ok(())
         } else {
-            Err(UpstreamError::new(
-                ErrorClass::Overloaded,
-                "stream ended before completion",
-            ))
+            Err(switchyard_sdk::stream::incomplete())
         }
     }
 

@@ -129,23 +129,6 @@ fn run_batches(
     Ok(f)
 }
 
-/// Every way of cutting `n` events into consecutive non-empty batches.
-fn batchings(n: usize) -> Vec<Vec<usize>> {
-    (0u32..1 << (n - 1))
-        .map(|cuts| {
-            let mut sizes = vec![1];
-            for i in 0..n - 1 {
-                if cuts & (1 << i) != 0 {
-                    sizes.push(1);
-                } else {
-                    *sizes.last_mut().unwrap() += 1;
-                }
-            }
-            sizes
-        })
-        .collect()
-}
-
 #[test]
 fn metadata_and_request() {
     let m = run::metadata::<Anthropic>();
@@ -175,7 +158,7 @@ fn metadata_and_request() {
 fn stream_survives_every_batching() {
     let evs = events(&TOOL_STREAM);
     // 2^10 batchings: all of them.
-    for batches in batchings(evs.len()) {
+    for batches in run::batchings(evs.len()) {
         let f = run_batches(
             r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
             &evs,

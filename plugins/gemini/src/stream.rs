@@ -10,9 +10,8 @@
 //! late usage report) is read, and the usage chunk, which must carry the
 //! final count, is emitted at the end.
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
-use switchyard_sdk::canonical::{ChatChunk, Delta, ToolCallDelta};
+use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta};
 use switchyard_sdk::errors::excerpt;
 use switchyard_sdk::{
     ErrorClass, StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target,
@@ -53,7 +52,7 @@ impl StreamParser for Stream {
     ) -> Result<Self, UpstreamError> {
         Ok(Stream {
             created: created_s(headers),
-            usage_chunk: wants_usage_chunk(request),
+            usage_chunk: StreamAsk::read(request).include_usage,
             ..Stream::default()
         })
     }
@@ -158,10 +157,7 @@ impl StreamParser for Stream {
     /// if asked for); anything else was cut short.
     fn end(&mut self, target: &Target, out: &mut StreamOutput) -> Result<(), UpstreamError> {
         if !self.finished {
-            return Err(UpstreamError::new(
-                ErrorClass::Overloaded,
-                "stream ended before completion",
-            ));
+            return Err(switchyard_sdk::stream::incomplete());
         }
         if let (true, Some(u)) = (self.usage_chunk, out.usage()) {
             let chunk = ChatChunk::usage_only(&*self.id, self.created, &*target.deployment, u);
@@ -202,25 +198,6 @@ impl StreamParser for Stream {
         r.finish()?;
         Ok(stream)
     }
-}
-
-/// Whether the canonical `request` asks for the usage chunk, read without
-/// building the request (only `stream_options` is looked at).
-fn wants_usage_chunk(request: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        stream_options: Option<Options>,
-    }
-    #[derive(Deserialize)]
-    struct Options {
-        #[serde(default)]
-        include_usage: Option<bool>,
-    }
-    serde_json::from_str::<Probe>(request)
-        .ok()
-        .and_then(|p| p.stream_options?.include_usage)
-        .unwrap_or(false)
 }
 
 /// An SSE event named `error` (proxies in front of Google send them).

@@ -13,10 +13,10 @@
 
 use std::borrow::Cow;
 
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use switchyard_sdk::canonical::Arguments;
 
 // ---------------------------------------------------------------- requests
 
@@ -84,16 +84,8 @@ pub struct Blob<'a> {
 #[derive(Debug, Serialize)]
 pub struct FunctionCall<'a> {
     pub name: &'a str,
-    /// A JSON object, as the caller sent it; `None` is `{}`.
-    #[serde(serialize_with = "object_or_empty")]
-    pub args: Option<&'a RawValue>,
-}
-
-fn object_or_empty<S: Serializer>(args: &Option<&RawValue>, s: S) -> Result<S::Ok, S::Error> {
-    match args {
-        Some(raw) => raw.serialize(s),
-        None => s.serialize_map(Some(0))?.end(),
-    }
+    /// A JSON object, as the caller sent it.
+    pub args: Arguments<'a>,
 }
 
 /// The result of a call, for the model to read.

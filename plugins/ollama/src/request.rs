@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 use switchyard_sdk::BuildError;
 use switchyard_sdk::canonical::{
     ChatRequest, Content, Message, Part, ResponseFormat, Role, Stop, Tool, ToolCall, ToolChoice,
@@ -232,18 +231,9 @@ fn calls(i: usize, calls: Option<&[ToolCall]>) -> Result<Vec<OutCall<'_>>, Build
     let calls = calls.unwrap_or_default();
     let mut out = Vec::with_capacity(calls.len());
     for (k, call) in calls.iter().enumerate() {
-        let field = || format!("messages[{i}].tool_calls[{k}].function.arguments");
-        let text = call.function.arguments.trim();
-        let arguments = if text.is_empty() {
-            None
-        } else {
-            let raw: &RawValue = serde_json::from_str(text)
-                .map_err(|e| invalid(&field(), format_args!("is not valid JSON: {e}")))?;
-            if !raw.get().starts_with('{') {
-                return Err(invalid(&field(), "must be a JSON object"));
-            }
-            Some(raw)
-        };
+        let arguments = call
+            .function
+            .object(&format!("messages[{i}].tool_calls[{k}].function.arguments"))?;
         out.push(OutCall {
             id: &call.id,
             function: OutFunction {

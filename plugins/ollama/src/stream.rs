@@ -6,8 +6,8 @@
 //! into lines ([`StreamFraming::Ndjson`](switchyard_sdk::StreamFraming)), so
 //! a line here is always whole.
 
-use serde::{Deserialize, Serialize};
-use switchyard_sdk::canonical::{ChatChunk, Delta, ToolCallDelta, finish};
+use serde::Serialize;
+use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
 use switchyard_sdk::{
     StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target, UpstreamError,
     errors,
@@ -145,27 +145,6 @@ struct TextDelta<'a> {
     content: Option<&'a str>,
 }
 
-/// The part of the canonical request the parser needs, read without the rest.
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(default)]
-    stream_options: Option<ProbeOptions>,
-}
-
-#[derive(Deserialize)]
-struct ProbeOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
-/// Whether the canonical `request` sets `stream_options.include_usage: true`.
-fn wants_usage_chunk(request: &str) -> bool {
-    serde_json::from_str::<Probe>(request)
-        .ok()
-        .and_then(|p| p.stream_options?.include_usage)
-        .unwrap_or(false)
-}
-
 impl StreamParser for Stream {
     fn begin(
         _target: &Target,
@@ -175,7 +154,7 @@ impl StreamParser for Stream {
         Ok(Stream::new(
             crate::fresh_seed(),
             switchyard_sdk::created_s(headers),
-            wants_usage_chunk(request),
+            StreamAsk::read(request).include_usage,
         ))
     }
 

@@ -12,12 +12,11 @@
 
 use std::borrow::Cow;
 
-use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use switchyard_sdk::Usage;
-use switchyard_sdk::canonical::{Tool, ToolCall, finish};
+use switchyard_sdk::canonical::{Arguments, Tool, ToolCall, finish};
 
 /// The body of `POST /api/chat`.
 #[derive(Debug, Serialize)]
@@ -122,16 +121,8 @@ pub struct OutCall<'a> {
 #[derive(Debug, Serialize)]
 pub struct OutFunction<'a> {
     pub name: &'a str,
-    /// The caller's object as written; `None` (no arguments) is `{}`.
-    #[serde(serialize_with = "object_or_empty")]
-    pub arguments: Option<&'a RawValue>,
-}
-
-fn object_or_empty<S: Serializer>(v: &Option<&RawValue>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(raw) => raw.serialize(s),
-        None => s.serialize_map(Some(0))?.end(),
-    }
+    /// The caller's object as written.
+    pub arguments: Arguments<'a>,
 }
 
 /// A string, borrowed from the body unless it has escapes.

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use switchyard_sdk::canonical::StreamAsk;
 use switchyard_sdk::errors as classify;
 use switchyard_sdk::{
     Adapter, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse, Metadata,
@@ -99,22 +100,6 @@ fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
         }
     }
     serde_json::to_vec(&req).map_err(failed)
-}
-
-/// Whether the canonical request sets `stream_options.include_usage: true`.
-fn caller_wants_usage(request: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        stream_options: Option<StreamOptions>,
-    }
-    #[derive(serde::Deserialize)]
-    struct StreamOptions {
-        include_usage: Option<bool>,
-    }
-    serde_json::from_str::<Probe>(request)
-        .ok()
-        .and_then(|p| p.stream_options?.include_usage)
-        .unwrap_or(false)
 }
 
 fn overloaded(message: String) -> UpstreamError {
@@ -363,7 +348,7 @@ impl StreamParser for Stream {
     ) -> Result<Self, UpstreamError> {
         Ok(Stream {
             finished: false,
-            forward_usage_chunk: caller_wants_usage(request),
+            forward_usage_chunk: StreamAsk::read(request).include_usage,
         })
     }
 
@@ -417,7 +402,7 @@ impl StreamParser for Stream {
         if out.is_done() || self.finished {
             Ok(())
         } else {
-            Err(overloaded("stream ended before completion".into()))
+            Err(switchyard_sdk::stream::incomplete())
         }
     }
 
@@ -443,6 +428,10 @@ impl StreamParser for Stream {
 mod tests {
     use super::*;
     use switchyard_sdk::{QuotaHint, run};
+
+    fn wants_usage(request: &str) -> bool {
+        StreamAsk::read(request).include_usage
+    }
 
     fn target() -> Target {
         Target {
@@ -721,27 +710,10 @@ mod tests {
         run_batches(request, &events, &[events.len()])
     }
 
-    /// Every way of cutting `n` events into consecutive non-empty batches.
-    fn batchings(n: usize) -> Vec<Vec<usize>> {
-        (0u32..1 << (n - 1))
-            .map(|cuts| {
-                let mut sizes = vec![1];
-                for i in 0..n - 1 {
-                    if cuts & (1 << i) != 0 {
-                        sizes.push(1);
-                    } else {
-                        *sizes.last_mut().unwrap() += 1;
-                    }
-                }
-                sizes
-            })
-            .collect()
-    }
-
     #[test]
     fn stream_state_survives_every_batching() {
         let events: Vec<StreamEvent> = STREAM.iter().map(|d| StreamEvent::data(*d)).collect();
-        for batches in batchings(events.len()) {
+        for batches in run::batchings(events.len()) {
             let o = run_batches(
                 r#"{"stream_options":{"include_usage":true}}"#,
                 &events,
@@ -786,14 +758,12 @@ mod tests {
         let u = o.usage.expect("usage still reported to the host");
         assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 1));
         assert!(o.done);
-        assert!(caller_wants_usage(
-            r#"{"stream_options":{"include_usage":true}}"#
-        ));
-        assert!(!caller_wants_usage(
+        assert!(wants_usage(r#"{"stream_options":{"include_usage":true}}"#));
+        assert!(!wants_usage(
             r#"{"stream_options":{"include_usage":false}}"#
         ));
-        assert!(!caller_wants_usage(r#"{"stream_options":null}"#));
-        assert!(!caller_wants_usage("not json"));
+        assert!(!wants_usage(r#"{"stream_options":null}"#));
+        assert!(!wants_usage("not json"));
     }
 
     #[test]

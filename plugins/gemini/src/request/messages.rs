@@ -184,28 +184,15 @@ fn model_parts<'a>(
         parts.push(Part::FunctionCall {
             function_call: FunctionCall {
                 name,
-                args: call_args(i, k, &call.function.arguments)?,
+                args: call
+                    .function
+                    .object(&format!("messages[{i}].tool_calls[{k}].function.arguments"))?,
             },
             thought_signature: (k == 0).then_some(UNKNOWN_SIGNATURE),
         });
         calls.push((call.id.as_str(), name));
     }
     Ok(parts)
-}
-
-/// A tool call's arguments, which Gemini takes as a JSON object; empty
-/// text (a call without arguments, as some clients write it) is `{}`.
-fn call_args(i: usize, k: usize, arguments: &str) -> Result<Option<&RawValue>, BuildError> {
-    let field = || format!("messages[{i}].tool_calls[{k}].function.arguments");
-    if arguments.trim().is_empty() {
-        return Ok(None);
-    }
-    let raw: &RawValue = serde_json::from_str(arguments)
-        .map_err(|e| invalid(&field(), format_args!("is not valid JSON: {e}")))?;
-    if !raw.get().starts_with('{') {
-        return Err(invalid(&field(), "must be a JSON object for Gemini"));
-    }
-    Ok(Some(raw))
 }
 
 /// A tool message as a `functionResponse`, named after the call it answers

@@ -188,7 +188,7 @@ fn broken_tool_round_trips_are_refused_by_field() {
     let m = refused(json!({"messages": [user("x"), call("[1, 2]")]}));
     assert_eq!(
         m,
-        "`messages[1].tool_calls[0].function.arguments` must be a JSON object for Gemini"
+        "`messages[1].tool_calls[0].function.arguments` must be a JSON object"
     );
     let m = refused(json!({"messages": [user("x"), call("{}"), {"role": "tool", "content": "r"}]}));
     assert!(

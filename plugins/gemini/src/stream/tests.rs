@@ -69,23 +69,6 @@ fn run_events(request: &str, data: &[&str]) -> Result<Outcome, UpstreamError> {
     run_batches(request, &events, &[events.len()])
 }
 
-/// Every way of cutting `n` events into consecutive non-empty batches.
-fn batchings(n: usize) -> Vec<Vec<usize>> {
-    (0u32..1 << (n - 1))
-        .map(|cuts| {
-            let mut sizes = vec![1];
-            for i in 0..n - 1 {
-                if cuts & (1 << i) != 0 {
-                    sizes.push(1);
-                } else {
-                    *sizes.last_mut().unwrap() += 1;
-                }
-            }
-            sizes
-        })
-        .collect()
-}
-
 fn chunk(delta: Value, finish: Value) -> Value {
     json!({
         "id": "rid-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
@@ -100,7 +83,7 @@ fn text_stream_survives_every_batching() {
     let usage = Usage::new(7, 18)
         .with_cached_prompt_tokens(4)
         .with_reasoning_tokens(15);
-    for batches in batchings(events.len()) {
+    for batches in run::batchings(events.len()) {
         let o = run_batches(ASK_USAGE, &events, &batches).unwrap();
         assert_eq!(
             o.chunks,
@@ -146,7 +129,7 @@ fn tool_calls_stream_whole() {
         r#"{"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 20,"candidatesTokenCount": 9,"totalTokenCount": 29},"responseId": "rid-1"}"#,
     ];
     let evs: Vec<StreamEvent> = events.iter().map(|d| StreamEvent::data(*d)).collect();
-    for batches in batchings(evs.len()) {
+    for batches in run::batchings(evs.len()) {
         let o = run_batches("{}", &evs, &batches).unwrap();
         assert_eq!(
             o.chunks,
@@ -294,12 +277,14 @@ fn state_round_trips_and_refuses_corruption() {
 
 #[test]
 fn usage_chunk_probe() {
-    assert!(wants_usage_chunk(ASK_USAGE));
-    assert!(!wants_usage_chunk(
+    assert!(wants_usage(ASK_USAGE));
+    assert!(!wants_usage(
         r#"{"stream_options": {"include_usage": false}}"#
     ));
-    assert!(!wants_usage_chunk(
-        r#"{"stream_options": null, "messages": []}"#
-    ));
-    assert!(!wants_usage_chunk("not json"));
+    assert!(!wants_usage(r#"{"stream_options": null, "messages": []}"#));
+    assert!(!wants_usage("not json"));
+}
+
+fn wants_usage(request: &str) -> bool {
+    switchyard_sdk::canonical::StreamAsk::read(request).include_usage
 }

@@ -73,23 +73,6 @@ fn run_lines(request: &str, lines: &[&str]) -> Result<Outcome, UpstreamError> {
     run_batches(request, lines, &[lines.len()])
 }
 
-/// Every way of cutting `n` events into consecutive non-empty batches.
-fn batchings(n: usize) -> Vec<Vec<usize>> {
-    (0u32..1 << (n - 1))
-        .map(|cuts| {
-            let mut sizes = vec![1];
-            for i in 0..n - 1 {
-                if cuts & (1 << i) != 0 {
-                    sizes.push(1);
-                } else {
-                    *sizes.last_mut().unwrap() += 1;
-                }
-            }
-            sizes
-        })
-        .collect()
-}
-
 fn deltas(o: &Outcome) -> Vec<Value> {
     o.chunks
         .iter()
@@ -107,7 +90,7 @@ fn text_stream_survives_every_batching() {
         TEXT[2],
         r#"{"error":"after the end"}"#,
     ];
-    for batches in batchings(lines.len()) {
+    for batches in run::batchings(lines.len()) {
         let o = run_batches(r#"{"stream":true}"#, &lines, &batches).unwrap();
         assert_eq!(
             deltas(&o),
@@ -144,7 +127,7 @@ fn text_stream_survives_every_batching() {
 
 #[test]
 fn tool_calls_are_numbered_across_lines() {
-    for batches in batchings(TOOLS.len()) {
+    for batches in run::batchings(TOOLS.len()) {
         let o = run_batches(r#"{"stream":true}"#, &TOOLS, &batches).unwrap();
         assert_eq!(
             deltas(&o)[1..],
