@@ -69,19 +69,27 @@ fn events(body: &[u8]) -> u32 {
     }
 }
 
-async fn pair(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
+async fn build(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
     let req = plugin
         .build_request(rid, &c.target, &c.request)
         .await
         .unwrap()
         .unwrap();
     black_box(req);
+}
+
+async fn parse(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
     let answer = plugin
         .parse_response(rid, &c.target, c.response.clone())
         .await
         .unwrap()
         .unwrap();
     black_box(answer);
+}
+
+async fn pair(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
+    build(plugin, rid, c).await;
+    parse(plugin, rid, c).await;
 }
 
 async fn stream(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
@@ -131,6 +139,29 @@ fn adapters(c: &mut Criterion) {
                     let t = Instant::now();
                     for _ in 0..iters {
                         pair(&plugin, &rid, &basic).await;
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        // The two halves apart: where a pair's time goes.
+        c.bench_function(&format!("adapter_build/{id}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        build(&plugin, &rid, &basic).await;
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        c.bench_function(&format!("adapter_parse/{id}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        parse(&plugin, &rid, &basic).await;
                     }
                     t.elapsed()
                 })

@@ -88,42 +88,29 @@ impl QuotaHint {
     /// {limit,remaining,reset}`, whose reset is an RFC 3339 time (counted from
     /// the response's `Date`). Where both are present the first one wins.
     pub fn from_headers(headers: &[(String, String)]) -> Option<QuotaHint> {
+        // One pass over the headers (a response has a dozen or more, most of
+        // them unrelated): the six values by dialect, the OpenAI one first.
+        // The `Date` is read only when a reset needs it.
+        let mut values: [[Option<&str>; 2]; 6] = [[None; 2]; 6];
+        for (name, value) in headers {
+            let Some((dialect, field)) = quota_field(name) else {
+                continue;
+            };
+            values[field][dialect].get_or_insert(value.trim());
+        }
+        if values.iter().all(|v| v == &[None, None]) {
+            return None;
+        }
         let now = date_ms(headers);
-        let count = |names: [&str; 2]| {
-            names
-                .iter()
-                .find_map(|n| header(headers, n).and_then(parse_count))
-        };
-        let reset = |names: [&str; 2]| {
-            names
-                .iter()
-                .find_map(|n| header(headers, n).and_then(|v| reset_ms(v, now)))
-        };
+        let count = |i: usize| values[i].iter().flatten().find_map(|v| parse_count(v));
+        let reset = |i: usize| values[i].iter().flatten().find_map(|v| reset_ms(v, now));
         let hint = QuotaHint {
-            limit_requests: count([
-                "x-ratelimit-limit-requests",
-                "anthropic-ratelimit-requests-limit",
-            ]),
-            remaining_requests: count([
-                "x-ratelimit-remaining-requests",
-                "anthropic-ratelimit-requests-remaining",
-            ]),
-            reset_requests_ms: reset([
-                "x-ratelimit-reset-requests",
-                "anthropic-ratelimit-requests-reset",
-            ]),
-            limit_tokens: count([
-                "x-ratelimit-limit-tokens",
-                "anthropic-ratelimit-tokens-limit",
-            ]),
-            remaining_tokens: count([
-                "x-ratelimit-remaining-tokens",
-                "anthropic-ratelimit-tokens-remaining",
-            ]),
-            reset_tokens_ms: reset([
-                "x-ratelimit-reset-tokens",
-                "anthropic-ratelimit-tokens-reset",
-            ]),
+            limit_requests: count(0),
+            remaining_requests: count(1),
+            reset_requests_ms: reset(2),
+            limit_tokens: count(3),
+            remaining_tokens: count(4),
+            reset_tokens_ms: reset(5),
         };
         (!hint.is_empty()).then_some(hint)
     }
@@ -148,6 +135,45 @@ impl Default for QuotaHint {
             reset_tokens_ms: None,
         }
     }
+}
+
+/// Which quota value a header carries: `(dialect, field)`, dialect 0 for
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` and 1
+/// for Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`;
+/// fields in [`QuotaHint`]'s order.
+fn quota_field(name: &str) -> Option<(usize, usize)> {
+    fn strip<'a>(n: &'a str, prefix: &str) -> Option<&'a str> {
+        let head = n.get(..prefix.len())?;
+        head.eq_ignore_ascii_case(prefix)
+            .then(|| &n[prefix.len()..])
+    }
+    let (dialect, kind, what) = if let Some(rest) = strip(name, "x-ratelimit-") {
+        let (kind, what) = rest.split_once('-')?;
+        (0, kind, what)
+    } else if let Some(rest) = strip(name, "anthropic-ratelimit-") {
+        let (what, kind) = rest.split_once('-')?;
+        (1, kind, what)
+    } else {
+        return None;
+    };
+    let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let base = if is(what, "requests") {
+        0
+    } else if is(what, "tokens") {
+        3
+    } else {
+        return None;
+    };
+    let offset = if is(kind, "limit") {
+        0
+    } else if is(kind, "remaining") {
+        1
+    } else if is(kind, "reset") {
+        2
+    } else {
+        return None;
+    };
+    Some((dialect, base + offset))
 }
 
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
@@ -406,6 +432,23 @@ mod tests {
         assert_eq!(q.remaining_tokens, Some(5));
         assert_eq!(q.limit_requests, None);
         assert_eq!(QuotaHint::from_headers(&h(&[("content-type", "x")])), None);
+    }
+
+    #[test]
+    fn both_dialects_openai_first_names_any_case() {
+        let both = h(&[
+            ("anthropic-ratelimit-requests-remaining", "7"),
+            ("X-RateLimit-Remaining-Requests", "3"),
+            ("x-ratelimit-remaining-foo", "1"),
+            ("x-ratelimit-limit-tokens", "not a number"),
+            ("anthropic-ratelimit-tokens-limit", "900"),
+        ]);
+        let q = QuotaHint::from_headers(&both).unwrap();
+        assert_eq!(q.remaining_requests, Some(3));
+        // An unreadable OpenAI value gives way to the Anthropic one.
+        assert_eq!(q.limit_tokens, Some(900));
+        assert_eq!(q.limit_requests, None);
+        assert!(QuotaHint::from_headers(&h(&[("server", "x"), ("x-ratelimit", "1")])).is_none());
     }
 
     #[test]

@@ -36,6 +36,11 @@ impl PluginEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // `SWITCHYARD_WASM_PROFILER=perfmap` names guest functions for
+        // `perf` (/tmp/perf-<pid>.map), to profile plugin code in place.
+        if std::env::var("SWITCHYARD_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
 
         let ticker = EpochTicker::start(&engine)?;
