@@ -68,3 +68,10 @@ pub fn plugin_config() -> String {
 pub fn counter_next(name: &str) -> Result<u64, String> {
     host::counter_next(name)
 }
+
+/// 64 random bits from the host (this plugin's own stream, seeded by the
+/// host: from the OS, or from `SWITCHYARD_PLUGIN_SEED` in tests, so a
+/// seeded run makes the same choices). Not for secrets.
+pub fn random_u64() -> u64 {
+    host::random_u64()
+}

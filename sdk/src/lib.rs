@@ -81,7 +81,7 @@ pub use adapter::*;
 pub use evaluator::*;
 #[cfg(feature = "adapter")]
 pub use headers::{created_s, header, parse_duration_ms, retry_after_ms, rfc3339_s};
-pub use host::{counter_next, log, now_ns, plugin_config};
+pub use host::{counter_next, log, now_ns, plugin_config, random_u64};
 #[cfg(feature = "strategy")]
 pub use strategy::*;
 #[cfg(feature = "adapter")]

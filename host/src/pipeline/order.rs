@@ -77,6 +77,11 @@ impl Gateway {
     /// The strategy's order, validated; the configured order when the route
     /// has no strategy or the strategy fails. Deployments cooling down are
     /// in it: the caller skips them (see `DeploymentHealth::admission`).
+    ///
+    /// A deployment configured without a capability the request needs
+    /// (tools, JSON mode, vision, streaming) is never tried, so the strategy
+    /// never sees it: it orders only what the host would try, and scores
+    /// (costs, latencies) are compared among those.
     pub(super) async fn order(
         &self,
         route: &Route,
@@ -84,37 +89,34 @@ impl Gateway {
         request_id: &Arc<str>,
         monitor: &Monitor,
     ) -> Vec<usize> {
-        let configured = || (0..route.members.len()).collect::<Vec<_>>();
-        let mut order = match &route.strategy {
-            None => configured(),
-            Some(id) => {
-                let candidates: Vec<Candidate> = route
-                    .members
-                    .iter()
-                    .map(|m| candidate(m, monitor, self.shared.as_deref()))
-                    .collect();
-                let count = candidates.len();
-                let ordered = match self.registry.get(id, Kind::Strategy) {
-                    Ok(plugin) => plugin
-                        .order(request_id, summary.clone(), candidates)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-                .and_then(|order| validate_order(order, count));
-                match ordered {
-                    Ok(order) => order,
-                    Err(e) => {
-                        tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
-                        configured()
-                    }
-                }
-            }
+        let eligible: Vec<usize> = (0..route.members.len())
+            .filter(|&i| route.members[i].deployment.supports.contains(summary.needs))
+            .collect();
+        let Some(id) = &route.strategy else {
+            return eligible;
         };
-        // A deployment configured without a capability the request needs
-        // (tools, JSON mode, vision, streaming) is never tried.
-        order.retain(|&i| route.members[i].deployment.supports.contains(summary.needs));
-        order
+        if eligible.is_empty() {
+            return eligible;
+        }
+        let candidates: Vec<Candidate> = eligible
+            .iter()
+            .map(|&i| candidate(&route.members[i], monitor, self.shared.as_deref()))
+            .collect();
+        let ordered = match self.registry.get(id, Kind::Strategy) {
+            Ok(plugin) => plugin
+                .order(request_id, summary.clone(), candidates)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+        .and_then(|order| validate_order(order, eligible.len()));
+        match ordered {
+            Ok(order) => order.into_iter().map(|i| eligible[i]).collect(),
+            Err(e) => {
+                tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
+                eligible
+            }
+        }
     }
 }
 

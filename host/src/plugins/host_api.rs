@@ -21,6 +21,53 @@ pub struct Shared {
     pub config: Arc<str>,
     pub counters: Arc<Counters>,
     pub logs: Arc<LogGate>,
+    pub random: Random,
+}
+
+/// A plugin's stream of random numbers (`random-u64`): SplitMix64 over an
+/// atomic counter, so every instance of the plugin draws from one stream
+/// without a lock. Seeded from the OS, or from `SWITCHYARD_PLUGIN_SEED`
+/// (mixed with the plugin id) so a test run replays the same choices.
+/// Statistical quality, not secrecy: plugins never hold secrets.
+pub struct Random(std::sync::atomic::AtomicU64);
+
+impl Random {
+    pub fn for_plugin(id: &str) -> Self {
+        let seed = std::env::var("SWITCHYARD_PLUGIN_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        Self::seeded(seed, id)
+    }
+
+    /// The stream of plugin `id`: from `seed` when given, else from the OS.
+    pub fn seeded(seed: Option<u64>, id: &str) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = match seed {
+            Some(seed) => {
+                // Fixed, not the std hasher's per-process keys: FNV-1a of the id.
+                let id_hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                seed ^ id_hash
+            }
+            None => {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(id.as_bytes());
+                h.finish()
+            }
+        };
+        Random(std::sync::atomic::AtomicU64::new(seed))
+    }
+
+    pub fn next(&self) -> u64 {
+        let x = self
+            .0
+            .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
 }
 
 /// When a call must end, shared between its store (read by the epoch
@@ -123,6 +170,10 @@ impl HostState {
         self.shared.config.to_string()
     }
 
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        self.shared.random.next()
+    }
+
     pub(crate) fn counter_next(&mut self, name: &str) -> Result<u64, String> {
         self.shared.counters.next(name).inspect_err(|e| {
             if let Some(admitted) = self.shared.logs.admit(e) {
@@ -145,4 +196,32 @@ impl WasiView for HostState {
 fn process_start() -> Instant {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *START.get_or_init(Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Random;
+
+    #[test]
+    fn a_seeded_stream_replays_and_differs_per_plugin() {
+        let draws = |r: &Random| (0..4).map(|_| r.next()).collect::<Vec<_>>();
+        let a = draws(&Random::seeded(Some(7), "weighted"));
+        assert_eq!(a, draws(&Random::seeded(Some(7), "weighted")));
+        assert_ne!(a, draws(&Random::seeded(Some(7), "latency")));
+        assert_ne!(a, draws(&Random::seeded(Some(8), "weighted")));
+        assert_ne!(
+            draws(&Random::seeded(None, "w")),
+            draws(&Random::seeded(None, "w"))
+        );
+        // Roughly uniform: each of 8 buckets within 10 % of its share.
+        let r = Random::seeded(Some(1), "p");
+        let mut buckets = [0u32; 8];
+        for _ in 0..80_000 {
+            buckets[(r.next() >> 61) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (9_000..11_000).contains(&n)),
+            "{buckets:?}"
+        );
+    }
 }

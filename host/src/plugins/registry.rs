@@ -278,6 +278,7 @@ impl Registry {
             .unwrap_or_else(|| Arc::from("{}"));
         let (counters, logs) = self.per_id(&id);
         let shared = Arc::new(Shared {
+            random: crate::plugins::host_api::Random::for_plugin(&id),
             plugin: id.clone(),
             config,
             counters,

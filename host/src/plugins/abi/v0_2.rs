@@ -44,6 +44,9 @@ impl host::Host for HostState {
     fn counter_next(&mut self, name: String) -> Result<u64, String> {
         self.counter_next(&name)
     }
+    fn random_u64(&mut self) -> u64 {
+        self.random_u64()
+    }
 }
 
 /// The typed exports of one instance.
