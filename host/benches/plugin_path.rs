@@ -36,6 +36,7 @@ const UPSTREAM_BODY: &str = r#"{"id":"chatcmpl-9x3Kq2LmZ8vQpR7sT1uW4yB6nE0aDf","
 struct Fixture {
     // Kept alive: the compile cache lives there for the bench's duration.
     _cache: tempfile::TempDir,
+    registry: Arc<Registry>,
     strategy: Arc<Plugin>,
     adapter: Arc<Plugin>,
     evaluator: Arc<Plugin>,
@@ -85,6 +86,7 @@ impl Fixture {
             adapter: get("openai", Kind::Adapter),
             evaluator: get("basic", Kind::Evaluator),
             _cache: cache,
+            registry: registry.clone(),
             request_id: Arc::from("bench-0000000001"),
             request: Arc::from(REQUEST),
             summary: RequestSummary {
@@ -244,5 +246,59 @@ fn plugin_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, plugin_path);
+/// Every bundled strategy ordering 8 candidates whose figures differ (so
+/// the sorts and scores have work to do). Budget: 3 µs each, the call
+/// included.
+fn strategies(c: &mut Criterion) {
+    let f = Fixture::new();
+    let candidates: Vec<Candidate> = (0..8u32)
+        .map(|i| {
+            let mut c = candidate(&format!("d{i}"), i % 3);
+            let x = i as f32;
+            c.in_flight = (i * 7) % 5;
+            c.latency_ms = 200.0 + 90.0 * ((i * 5) % 8) as f32;
+            c.input_cost_per_1m = 0.1 + f64::from((i * 3) % 8);
+            c.output_cost_per_1m = 0.4 + f64::from((i * 5) % 8);
+            c.weight = 1 + i % 4;
+            c.quality = 0.5 + 0.06 * x;
+            c.headroom = if i == 6 { 0.0 } else { 1.0 - 0.1 * x };
+            c.healthy = i != 7;
+            c
+        })
+        .collect();
+    for id in [
+        "priority",
+        "round-robin",
+        "weighted",
+        "least-used",
+        "latency",
+        "cost-aware",
+        "suitability",
+        "quality-aware",
+    ] {
+        let Ok(plugin) = f.registry.get(id, Kind::Strategy) else {
+            panic!("strategy {id} is not built: run scripts/build-plugins");
+        };
+        let run = || async {
+            plugin
+                .order(&f.request_id, f.summary.clone(), candidates.clone())
+                .await
+                .expect("order")
+        };
+        assert_eq!(f.rt.block_on(run()).len(), 8, "{id} orders every candidate");
+        c.bench_function(&format!("strategy_order_8/{id}"), |b| {
+            b.iter_custom(|n| {
+                f.rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        black_box(run().await);
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, plugin_path, strategies);
 criterion_main!(benches);

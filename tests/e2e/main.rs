@@ -29,5 +29,6 @@ mod resume;
 mod sandbox;
 mod shared_limits;
 mod store_faults;
+mod strategies;
 mod streaming;
 mod traces;
