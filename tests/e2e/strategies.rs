@@ -27,7 +27,10 @@ async fn spread(gw: &Gateway, n: usize, at_once: usize) -> HashMap<String, usize
         let batch = (0..at_once).map(|_| gw.chat("r", false));
         for r in futures_util::future::join_all(batch).await {
             assert_eq!(r.status(), 200);
-            let d = r.headers()["x-switchyard-deployment"].to_str().unwrap().to_owned();
+            let d = r.headers()["x-switchyard-deployment"]
+                .to_str()
+                .unwrap()
+                .to_owned();
             *counts.entry(d).or_insert(0) += 1;
         }
     }
@@ -76,11 +79,17 @@ async fn least_used_spreads_concurrent_requests() {
         handles.push(tokio::spawn(async move {
             let r = client
                 .post(url)
-                .body(json!({"model": "r", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .body(
+                    json!({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
                 .send()
                 .await
                 .unwrap();
-            r.headers()["x-switchyard-deployment"].to_str().unwrap().to_owned()
+            r.headers()["x-switchyard-deployment"]
+                .to_str()
+                .unwrap()
+                .to_owned()
         }));
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
