@@ -65,6 +65,12 @@ pub enum ApiError {
     /// queue's whole wait.
     #[error("{what} has {max} requests in flight (max_in_flight) and none freed up in time")]
     AtCapacity { what: String, max: u32 },
+    /// A feature's dependency is off or failing (e.g. feedback without the store).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A caller acting on another caller's request.
+    #[error("{0}")]
+    NotYours(String),
     /// An answer that cannot be put in the caller's dialect.
     #[error("{0}")]
     Untranslatable(String),
@@ -106,6 +112,8 @@ impl ApiError {
             ApiError::CallerRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotYours(_) => StatusCode::FORBIDDEN,
             // Held back at a concurrency cap (and perhaps limits): capacity.
             ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -154,6 +162,8 @@ impl ApiError {
             ApiError::CallerRateLimited { .. } => ("rate_limit_error", "client_key_rate_limited"),
             ApiError::AtCapacity { .. } => ("server_error", "at_capacity"),
             ApiError::Untranslatable(_) => ("upstream_error", "untranslatable_answer"),
+            ApiError::Unavailable(_) => ("server_error", "unavailable"),
+            ApiError::NotYours(_) => ("permission_error", "not_your_request"),
             ApiError::AllFailed { attempts, .. } if held_at_capacity(attempts) => {
                 ("server_error", "at_capacity")
             }

@@ -27,6 +27,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod failover;
+pub mod feedback;
 pub mod health;
 pub mod keys;
 pub mod live;

@@ -82,6 +82,7 @@ pub fn router(live: Arc<Live>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
+        .route("/v1/feedback", post(feedback))
         .route("/v1/models", get(models_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -108,6 +109,26 @@ async fn messages(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     serve(app, headers, body, Dialect::Anthropic).await
+}
+
+/// `POST /v1/feedback` ([`crate::feedback`]): 202 once recorded.
+async fn feedback(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let gateway = app.live.gateway();
+    let recorded = async {
+        let caller = gateway.clients().identify(&headers)?;
+        let body = body.map_err(|r| {
+            ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
+        })?;
+        crate::feedback::record(&gateway, &app.sinks, caller, &body).await
+    };
+    match recorded.await {
+        Ok(v) => (StatusCode::ACCEPTED, axum::Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn serve(

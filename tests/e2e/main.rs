@@ -16,6 +16,7 @@ mod config;
 mod conformance;
 mod failover;
 mod faults;
+mod feedback;
 mod hot_reload;
 mod keys;
 mod languages;

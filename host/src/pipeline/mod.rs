@@ -297,6 +297,11 @@ impl Gateway {
         &self.clients
     }
 
+    /// The live health of the deployment named `name`, if configured.
+    pub fn deployment_health(&self, name: &str) -> Option<&Arc<DeploymentHealth>> {
+        self.deployments.get(name).map(|d| &d.health)
+    }
+
     /// Serves one chat-completions request. Its outcome goes into `rec`
     /// (a committed stream's pump takes the record over); with the answer
     /// comes what the response cache did, on a route that caches.

@@ -119,11 +119,25 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// An application's judgement of an answer (`POST /v1/feedback`).
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackRow {
+    pub ts_ms: i64,
+    pub request_id: String,
+    pub route: Option<String>,
+    pub deployment: Option<String>,
+    pub caller: Option<String>,
+    /// 0 (useless) to 1 (perfect).
+    pub score: f64,
+    pub comment: Option<String>,
+}
+
 /// What the writer is handed. A request comes with its attempts, in one
 /// queue slot and one transaction: a crash never leaves one without the other.
 pub enum Row {
     Request(RequestRow, Vec<AttemptRow>),
     Event(EventRow),
+    Feedback(FeedbackRow),
     /// A response cache entry (see [`crate::cache`]).
     CachePut(CacheRow),
     /// Commit everything before this, then answer (tests, benchmarks, shutdown).
@@ -478,6 +492,21 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                 }
                 Row::Event(e) => {
                     events.execute(rusqlite::params![e.ts_ms, e.kind, e.subject, e.detail])?;
+                }
+                Row::Feedback(f) => {
+                    tx.prepare_cached(
+                        "INSERT INTO feedback (ts_ms, request_id, route, deployment, caller, score, comment)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(rusqlite::params![
+                        f.ts_ms,
+                        f.request_id,
+                        f.route,
+                        f.deployment,
+                        f.caller,
+                        f.score,
+                        f.comment
+                    ])?;
                 }
                 Row::CachePut(c) => {
                     cached = true;

@@ -223,6 +223,30 @@ pub fn request(conn: &Connection, id: &str) -> Result<Option<Value>, QueryError>
     Ok(Some(request))
 }
 
+/// Where a request went and who made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub route: Option<String>,
+    pub deployment: Option<String>,
+    pub caller: Option<String>,
+}
+
+/// Who asked request `id` and what served it (its newest record), for
+/// feedback on it.
+pub fn served(conn: &Connection, id: &str) -> Result<Option<Served>, QueryError> {
+    let found = rows(
+        conn,
+        "SELECT r.route, r.deployment, r.caller FROM requests r WHERE r.id = ? ORDER BY r.ts_ms DESC, r.rowid DESC LIMIT 1",
+        &[Sql::Text(id.to_string())],
+    )?;
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    Ok(found.first().map(|r| Served {
+        route: text(&r["route"]),
+        deployment: text(&r["deployment"]),
+        caller: text(&r["caller"]),
+    }))
+}
+
 /// `GET /admin/usage`: per route and deployment, every attempt counted.
 pub fn usage(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
     let (filter, params) = conditions(f, now_ms, true)?;

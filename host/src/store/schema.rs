@@ -99,6 +99,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX cache_expires ON cache (expires_ms);
     ALTER TABLE requests ADD COLUMN cache TEXT;
     ALTER TABLE requests ADD COLUMN saved_usd REAL;",
+    // 8: applications' judgements of answers (`POST /v1/feedback`), beside
+    // the evaluators' verdicts: who judged which request, served by which
+    // deployment, how well.
+    "CREATE TABLE feedback (
+        ts_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        route TEXT,
+        deployment TEXT,
+        caller TEXT,
+        score REAL NOT NULL,
+        comment TEXT
+    );
+    CREATE INDEX feedback_ts ON feedback (ts_ms);",
 ];
 
 /// Brings `conn` to the newest schema.
