@@ -732,6 +732,9 @@ pub enum OnContentFilter {
 pub struct Route {
     pub strategy: Option<String>,
     pub evaluator: Option<String>,
+    /// The share of requests whose answers the evaluator checks (0 < x <= 1;
+    /// 1 when absent): a costly evaluator can judge a sample.
+    pub evaluate_sample: Option<f64>,
     /// As written; [`Route::members`] once resolved.
     pub deployments: Vec<MemberEntry>,
     /// Routes tried, in order, when all of this one's deployments failed.

@@ -199,3 +199,21 @@ fn the_readme_table_gives_the_schema_defaults() {
         );
     }
 }
+
+#[test]
+fn an_evaluation_sample_is_a_share() {
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "{\"deployments\"",
+            &format!("{{\"evaluate_sample\":{v},\"deployments\""),
+        )
+    };
+    assert_eq!(
+        parse(&with("0.1")).unwrap().routes["m"].evaluate_sample,
+        Some(0.1)
+    );
+    for bad in ["0", "1.5", "\"all\""] {
+        let err = parse(&with(bad)).unwrap_err().to_string();
+        assert!(err.contains("/routes/m/evaluate_sample"), "{bad}: {err}");
+    }
+}

@@ -103,8 +103,7 @@ impl Gateway {
             }
             // A resumed leg's pump has its own evaluation.
             let evaluator = route
-                .evaluator
-                .as_ref()
+                .evaluator_for(request_id)
                 .filter(|_| matches!(mode, Mode::Stream(_)));
             let evaluation = evaluator.map(|evaluator| StreamEvaluation {
                 registry: self.registry.clone(),
@@ -164,7 +163,7 @@ impl Gateway {
         }
         log_usage(record);
 
-        if let Some(evaluator) = &route.evaluator {
+        if let Some(evaluator) = route.evaluator_for(request_id) {
             self.evaluate(
                 &route.name,
                 d,

@@ -123,6 +123,7 @@ impl Gateway {
             name: name.clone(),
             strategy: r.strategy.clone(),
             evaluator: r.evaluator.clone(),
+            evaluate_sample: r.evaluate_sample.unwrap_or(1.0),
             members: r
                 .members
                 .iter()

@@ -27,6 +27,7 @@ mod ready;
 mod request;
 mod resume;
 mod route;
+mod sample;
 mod stream;
 mod transcript;
 
@@ -80,6 +81,8 @@ pub struct Route {
     pub name: String,
     pub strategy: Option<String>,
     pub evaluator: Option<String>,
+    /// The share of requests evaluated (see [`Route::evaluator_for`]).
+    pub evaluate_sample: f64,
     pub members: Vec<Member>,
     /// Routes tried after this one's deployments, in order (resolved
     /// transitively at load).
