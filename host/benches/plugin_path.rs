@@ -300,5 +300,86 @@ fn strategies(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, plugin_path, strategies);
+/// A ~2 KB answer in plain prose, with no repetition an evaluator would
+/// take for a loop.
+const PROSE: &str = "Paris is the capital of France and its largest city. It sits on the \
+Seine in the north of the country, at the heart of the Île-de-France region, and about two \
+million people live within its twenty arrondissements. The city has been the seat of French \
+government for most of the last thousand years, apart from a few periods when the court \
+moved to Versailles or the government fled an invading army. Its layout today owes much to \
+Baron Haussmann, who in the 1850s and 1860s cut broad boulevards through crowded medieval \
+quarters, built sewers and aqueducts, and imposed the cream stone facades that visitors now \
+think of as typically Parisian. Museums are among its main attractions: the Louvre holds the \
+Mona Lisa and tens of thousands of other works, the Musée d'Orsay shows Impressionist painting \
+in a former railway station, and the Centre Pompidou houses modern art behind its famous \
+exterior pipes. Notre-Dame cathedral, damaged by fire in 2019, reopened in December 2024 \
+after five years of restoration. The Eiffel Tower, built for the 1889 World's Fair, was meant \
+to stand for twenty years but became the symbol of the city instead. Paris is also a centre \
+of finance, fashion and gastronomy; its markets, bakeries and cafés shape daily life as much \
+as its monuments do. Public transport is dense: sixteen metro lines, regional express trains \
+and a growing network of cycle lanes connect the centre with the suburbs, and the Grand \
+Paris Express will add about two hundred kilometres of automated lines. The city hosted the \
+Summer Olympic Games in 1900, 1924 and 2024. In short, the capital of France is Paris, a city \
+whose history, culture and economy make it one of the most visited places in the world.";
+
+/// Every bundled evaluator on a ~2 KB answer (budget: 15 µs each, the call
+/// included): prose for `basic`, `quality` and `refusal`, a JSON document
+/// checked against the request's schema for `json-schema`.
+fn evaluators(c: &mut Criterion) {
+    let f = Fixture::new();
+    let prose = PROSE.to_string();
+    let answer = |content: &str| {
+        serde_json::json!({"id": "c", "object": "chat.completion", "created": 1, "model": "d",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 400}})
+        .to_string()
+    };
+    let items: Vec<serde_json::Value> = (0..24)
+        .map(|i| serde_json::json!({"city": format!("City number {i}"), "temp_c": 10.5 + f64::from(i), "dry": i % 2 == 0}))
+        .collect();
+    let document = serde_json::json!({"cities": items}).to_string();
+    let schema_request: Arc<str> = Arc::from(
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "Weather in 24 cities as JSON"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {
+                "type": "object", "required": ["cities"], "additionalProperties": false,
+                "properties": {"cities": {"type": "array", "items": {"type": "object",
+                    "required": ["city", "temp_c", "dry"], "additionalProperties": false,
+                    "properties": {"city": {"type": "string"}, "temp_c": {"type": "number"},
+                        "dry": {"type": "boolean"}}}}}}}}})
+        .to_string(),
+    );
+    for (id, request, body) in [
+        ("basic", f.request.clone(), answer(&prose)),
+        ("quality", f.request.clone(), answer(&prose)),
+        ("refusal", f.request.clone(), answer(&prose)),
+        ("json-schema", schema_request, answer(&document)),
+    ] {
+        let Ok(plugin) = f.registry.get(id, Kind::Evaluator) else {
+            panic!("evaluator {id} is not built: run scripts/build-plugins");
+        };
+        let body: Arc<str> = Arc::from(body);
+        let run = || async {
+            plugin
+                .evaluate(&f.request_id, request.clone(), body.clone())
+                .await
+                .expect("evaluate")
+        };
+        let v = f.rt.block_on(run());
+        assert!(v.pass, "{id} passes the fixture answer: {:?}", v.reasons);
+        c.bench_function(&format!("evaluator_2kb/{id}"), |b| {
+            b.iter_custom(|n| {
+                f.rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        black_box(run().await);
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, plugin_path, strategies, evaluators);
 criterion_main!(benches);

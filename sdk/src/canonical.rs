@@ -14,6 +14,7 @@
 
 #![allow(missing_docs)]
 
+#[cfg(feature = "adapter")]
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+#[cfg(feature = "adapter")]
 use crate::adapter::BuildError;
 use crate::types::Usage;
 
@@ -81,6 +83,7 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses a canonical request; an error is the caller's
     /// ([`BuildError::InvalidRequest`], with serde's reason and position).
+    #[cfg(feature = "adapter")]
     pub fn parse(request: &str) -> Result<Self, BuildError> {
         serde_json::from_str(request).map_err(|e| {
             BuildError::InvalidRequest(format!("request is not a valid chat request: {e}"))
@@ -353,6 +356,7 @@ impl FunctionCall {
     /// borrowed as written; empty text (a call without arguments, as some
     /// clients write it) is `{}`. Anything but an object is the caller's
     /// error, naming `field`.
+    #[cfg(feature = "adapter")]
     pub fn object(&self, field: &str) -> Result<Arguments<'_>, BuildError> {
         let text = self.arguments.trim();
         if text.is_empty() {
@@ -707,22 +711,26 @@ pub mod finish {
 
 /// A [`BuildError::InvalidRequest`] naming `field`: the provider cannot do
 /// what it asks. The host adds the deployment's name.
+#[cfg(feature = "adapter")]
 pub fn invalid(field: &str, why: impl core::fmt::Display) -> BuildError {
     BuildError::InvalidRequest(format!("`{field}` {why}"))
 }
 
 /// A [`BuildError::Failed`] (the adapter's own failure) from a serializer error.
+#[cfg(feature = "adapter")]
 pub fn failed(e: impl core::fmt::Display) -> BuildError {
     BuildError::Failed(format!("{e}"))
 }
 
 /// `value` as compact JSON bytes.
+#[cfg(feature = "adapter")]
 pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> {
     serde_json::to_vec(value).map_err(failed)
 }
 
 /// A value boxed as JSON, for building bodies of dialects the types here
 /// do not cover.
+#[cfg(feature = "adapter")]
 pub fn json<T: Serialize>(value: T) -> Result<Value, BuildError> {
     serde_json::to_value(value).map_err(|e| BuildError::Failed(format!("{e}")))
 }
@@ -751,6 +759,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "adapter")]
     fn arguments_are_an_object_or_nothing() {
         let call = |args: &str| ToolCall::new("c", "f", args);
         let json = |a: Arguments| serde_json::to_string(&a).unwrap();

@@ -36,6 +36,7 @@
 //! | `late-first-token` | streams: the role chunk at once, the content 20 s later |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
 //! | `quota-low`  | a normal answer whose headers say no request is left for 2 s |
+//! | `refuse`     | a refusal ("I'm sorry, but I can't help with that request.") |
 //! | anything else| a normal answer, "answer from <model>" (or 503 while `set_failing`) |
 //!
 //! And by the key sent (`Authorization: Bearer ...`), whatever the model:
@@ -459,6 +460,8 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
 
     let content = if model == "empty" {
         String::new()
+    } else if model == "refuse" {
+        "I'm sorry, but I can't help with that request.".to_string()
     } else {
         format!("answer from {model}")
     };

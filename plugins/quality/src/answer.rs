@@ -164,8 +164,14 @@ mod tests {
             ("{}", "not a list"),
             (r#"[{"id":"1"}]"#, "no function"),
             (r#"[{"function":{"arguments":"{}"}}]"#, "no function name"),
-            (r#"[{"function":{"name":"f","arguments":"{\"a\":"}}]"#, "not valid JSON"),
-            (r#"[{"function":{"name":"f","arguments":"[1]"}}]"#, "not a JSON object"),
+            (
+                r#"[{"function":{"name":"f","arguments":"{\"a\":"}}]"#,
+                "not valid JSON",
+            ),
+            (
+                r#"[{"function":{"name":"f","arguments":"[1]"}}]"#,
+                "not a JSON object",
+            ),
         ] {
             let e = check(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

@@ -1,0 +1,111 @@
+//! The parts of the canonical request and answer the check reads, borrowed
+//! from the JSON text: the rest (messages, ids, usage) is skipped, not built
+//! into values.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use switchyard_sdk::canonical::JsonSchema;
+
+/// A JSON string, borrowed when it has no escapes. (A newtype because serde
+/// borrows a `Cow<str>` only when it is a field of its own, not inside an
+/// `Option`.)
+#[derive(Deserialize)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+/// What the request asked the content to be.
+#[derive(Debug, PartialEq)]
+pub enum Wanted {
+    /// No JSON asked for (no `response_format`, `text`, or a type this
+    /// evaluator does not know): nothing to check.
+    Anything,
+    /// `json_object`: a JSON object.
+    Object,
+    /// `json_schema`: JSON valid against the schema (any JSON without one).
+    Schema(Option<Value>),
+}
+
+impl Wanted {
+    /// Reads the request's `response_format` only (the schema with the
+    /// SDK's canonical type). An error means the evaluator cannot judge.
+    pub fn read(request: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Request<'a> {
+            #[serde(default, borrow)]
+            response_format: Option<Format<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Format<'a> {
+            #[serde(rename = "type", default, borrow)]
+            kind: Option<Text<'a>>,
+            #[serde(default, borrow)]
+            json_schema: Option<&'a RawValue>,
+        }
+        let request: Request = serde_json::from_str(request)
+            .map_err(|e| format!("request is not a chat request: {e}"))?;
+        let Some(format) = request.response_format else {
+            return Ok(Wanted::Anything);
+        };
+        match format.kind.as_ref().map(|k| &*k.0) {
+            Some("json_object") => Ok(Wanted::Object),
+            Some("json_schema") => {
+                let raw = format.json_schema.map_or("null", RawValue::get);
+                match serde_json::from_str::<JsonSchema>(raw) {
+                    Ok(s) => Ok(Wanted::Schema(s.schema)),
+                    Err(e) => Err(format!("response_format.json_schema is not valid: {e}")),
+                }
+            }
+            _ => Ok(Wanted::Anything),
+        }
+    }
+}
+
+/// A `chat.completion`.
+#[derive(Deserialize)]
+pub struct Answer<'a> {
+    #[serde(borrow)]
+    pub choices: Vec<Choice<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct Choice<'a> {
+    #[serde(default, borrow)]
+    pub message: Option<Message<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct Message<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<Text<'a>>,
+    /// OpenAI's structured-output refusal: set instead of the content.
+    #[serde(default, borrow)]
+    pub refusal: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub tool_calls: Option<&'a RawValue>,
+}
+
+impl<'a> Answer<'a> {
+    /// Reads `response`; an error means the evaluator cannot judge it
+    /// (structure is the `basic` evaluator's business).
+    pub fn parse(response: &'a str) -> Result<Self, String> {
+        let answer: Self = serde_json::from_str(response)
+            .map_err(|e| format!("response is not a chat completion: {e}"))?;
+        if answer.choices.is_empty() {
+            return Err("response has no choices".into());
+        }
+        Ok(answer)
+    }
+}
+
+impl Message<'_> {
+    /// Whether the message calls at least one tool: then the model acted
+    /// instead of answering, and there is no content to check.
+    pub fn calls_tools(&self) -> bool {
+        self.tool_calls.is_some_and(|raw| {
+            serde_json::from_str::<Vec<IgnoredAny>>(raw.get()).is_ok_and(|calls| !calls.is_empty())
+        })
+    }
+}
