@@ -87,11 +87,6 @@ pub fn normalize(text: &str, max_chars: usize) -> String {
     out
 }
 
-/// The first of `patterns` (normalised) found in normalised `head`.
-pub fn find<'p>(head: &str, patterns: impl IntoIterator<Item = &'p str>) -> Option<&'p str> {
-    patterns.into_iter().find(|p| head.contains(p))
-}
-
 /// Up to 80 characters of `text`, whitespace collapsed, quoted, with `…`
 /// when cut: enough to recognise the answer in a log line.
 pub fn quote(text: &str) -> String {
@@ -138,11 +133,8 @@ mod tests {
             "  I CAN NOT\n\thelp   with that",
             "I cannot help with that",
         ] {
-            assert_eq!(
-                find(&normalize(text, SCAN_CHARS), BUILT_IN.iter().copied()),
-                Some("i cannot help with that"),
-                "{text}"
-            );
+            let head = normalize(text, SCAN_CHARS);
+            assert!(head.contains("i cannot help with that"), "{text}");
         }
         assert_eq!(
             normalize("I am sorry; I won't.", 100),

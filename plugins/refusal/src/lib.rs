@@ -62,19 +62,54 @@ fn config() -> &'static Config {
 }
 
 /// The plugin's config block.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Config {
     /// Extra phrases, normalised as the answer is.
     patterns: Vec<String>,
     fail_on_refusal: bool,
+    /// The built-in phrases and `patterns`, in that order, as one automaton.
+    phrases: aho_corasick::AhoCorasick,
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns && self.fail_on_refusal == other.fail_on_refusal
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
+        Config::new(Vec::new(), true)
+    }
+}
+
+impl Config {
+    fn new(patterns: Vec<String>, fail_on_refusal: bool) -> Self {
+        let all = detect::BUILT_IN
+            .iter()
+            .copied()
+            .chain(patterns.iter().map(String::as_str));
+        // Leftmost-first: of phrases starting at the same place, the one
+        // listed first (built-ins before the config's) is reported.
+        let phrases = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(all)
+            .expect("phrases are short and few: the automaton always builds");
         Config {
-            patterns: Vec::new(),
-            fail_on_refusal: true,
+            patterns,
+            fail_on_refusal,
+            phrases,
         }
+    }
+
+    /// The first phrase (leftmost in `head`) found in `head`.
+    fn find(&self, head: &str) -> Option<&str> {
+        let m = self.phrases.find(head)?;
+        let i = m.pattern().as_usize();
+        Some(match detect::BUILT_IN.get(i) {
+            Some(p) => p,
+            None => &self.patterns[i - detect::BUILT_IN.len()],
+        })
     }
 }
 
@@ -108,10 +143,7 @@ impl Config {
             }
             patterns.push(n);
         }
-        Ok(Config {
-            patterns,
-            fail_on_refusal: given.fail_on_refusal.unwrap_or(true),
-        })
+        Ok(Config::new(patterns, given.fail_on_refusal.unwrap_or(true)))
     }
 }
 
@@ -157,11 +189,7 @@ fn refusal(config: &Config, choice: &Choice) -> Option<String> {
         ));
     }
     let head = detect::normalize(content, detect::SCAN_CHARS);
-    let patterns = detect::BUILT_IN.iter().copied();
-    if let Some(phrase) = detect::find(
-        &head,
-        patterns.chain(config.patterns.iter().map(String::as_str)),
-    ) {
+    if let Some(phrase) = config.find(&head) {
         return Some(format!(
             "refusal (matched {phrase:?}): {}",
             detect::quote(content)
