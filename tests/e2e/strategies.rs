@@ -148,3 +148,65 @@ async fn cost_aware_sends_each_request_to_the_cheapest() {
     let counts = spread(&gw, 20, 2).await;
     assert_eq!(counts.get("cheap"), Some(&20), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suitability_prefers_the_cheaper_of_two_equal_deployments() {
+    let mock = Mock::start().await;
+    let priced = |name: &str, input: f64| {
+        let mut d = deployment(name, &mock.url, "good");
+        d["input_cost_per_1m"] = json!(input);
+        d["output_cost_per_1m"] = json!(input * 4.0);
+        d
+    };
+    let gw = gateway(
+        "suitability",
+        vec![priced("dear", 5.0), priced("cheap", 0.5)],
+        json!({}),
+    );
+    let counts = spread(&gw, 20, 2).await;
+    assert_eq!(counts.get("cheap"), Some(&20), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_aware_demotes_a_deployment_judged_poor() {
+    let mock = Mock::start().await;
+    let gw = gateway(
+        "quality-aware",
+        vec![
+            deployment("first", &mock.url, "good"),
+            deployment("second", &mock.url, "good"),
+        ],
+        json!({"min_quality": 0.6}),
+    );
+    // Equal quality: the configured order.
+    let counts = spread(&gw, 4, 1).await;
+    assert_eq!(counts.get("first"), Some(&4), "{counts:?}");
+    // Applications judge the first deployment's answers poor until its
+    // quality is under the floor.
+    let started = std::time::Instant::now();
+    loop {
+        let r = gw.chat("r", false).await;
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        if r.headers()["x-switchyard-deployment"] == "second" {
+            break;
+        }
+        let status = loop {
+            let s = crate::harness::client()
+                .post(format!("{}/v1/feedback", gw.url))
+                .body(json!({"request_id": id, "score": 0.0}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            // Its record reaches the store within a second or so.
+            if s != 404 || started.elapsed() > Duration::from_secs(20) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status, 202);
+        assert!(started.elapsed() < Duration::from_secs(20), "never demoted");
+    }
+    let counts = spread(&gw, 4, 1).await;
+    assert_eq!(counts.get("second"), Some(&4), "{counts:?}");
+}
