@@ -40,6 +40,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/quality", get(quality))
         .route("/admin/deployments", get(deployments))
         .route("/admin/budgets", get(budgets))
+        .route("/admin/shadow", get(shadow))
         .route("/admin/reload", post(reload))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
@@ -180,6 +181,19 @@ async fn request(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Re
         );
     }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Shadow strategies' agreement and what-if figures, priced with the live
+/// config's deployments.
+async fn shadow(State(s): State<Arc<AdminState>>, q: Filters) -> Response {
+    let Ok(Query(f)) = q else {
+        return filtered(&s, q, query::summary).await;
+    };
+    let prices = crate::shadow::whatif::prices_of(s.live.gateway().config());
+    view(&s, move |c, now| {
+        crate::shadow::report::report(c, &f, now, &prices)
+    })
+    .await
 }
 
 async fn usage(State(s): State<Arc<AdminState>>, q: Filters) -> Response {

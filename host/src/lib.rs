@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod ratelimit;
 pub mod server;
+pub mod shadow;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

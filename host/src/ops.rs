@@ -254,8 +254,13 @@ pub fn route_table(config: &Config) -> String {
             }
             None => String::new(),
         };
+        let shadows = if route.shadow_strategies.is_empty() {
+            String::new()
+        } else {
+            format!(", shadows {}", route.shadow_strategies.join(", "))
+        };
         out.push_str(&format!(
-            "  {name}{kind}: strategy {}, evaluator {}\n",
+            "  {name}{kind}: strategy {}, evaluator {}{shadows}\n",
             route.strategy.as_deref().unwrap_or("(configured order)"),
             route.evaluator.as_deref().unwrap_or("(none)"),
         ));

@@ -29,6 +29,7 @@ mod queue;
 mod records;
 mod resume;
 mod sandbox;
+mod shadow;
 mod shared_limits;
 mod store_faults;
 mod strategies;

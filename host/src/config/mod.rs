@@ -142,6 +142,13 @@ impl Config {
                     format!("/routes/{name}/strategy"),
                 ));
             }
+            for (i, s) in route.shadow_strategies.iter().enumerate() {
+                refs.push((
+                    s.clone(),
+                    Kind::Strategy,
+                    format!("/routes/{name}/shadow_strategies/{i}"),
+                ));
+            }
             if let Some(e) = &route.evaluator {
                 refs.push((
                     e.clone(),
@@ -735,6 +742,11 @@ pub struct Route {
     /// The share of requests whose answers the evaluator checks (0 < x <= 1;
     /// 1 when absent): a costly evaluator can judge a sample.
     pub evaluate_sample: Option<f64>,
+    /// Strategies that run beside `strategy` on every request, after its
+    /// answer and off its path, never routing: their choices are recorded
+    /// next to the live one (`GET /admin/shadow`).
+    #[serde(default)]
+    pub shadow_strategies: Vec<String>,
     /// As written; [`Route::members`] once resolved.
     pub deployments: Vec<MemberEntry>,
     /// Routes tried, in order, when all of this one's deployments failed.

@@ -124,6 +124,7 @@ impl Gateway {
             strategy: r.strategy.clone(),
             evaluator: r.evaluator.clone(),
             evaluate_sample: r.evaluate_sample.unwrap_or(1.0),
+            shadows: r.shadow_strategies.clone().into(),
             members: r
                 .members
                 .iter()

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use outcome::{End, Prices, Recorder, Sinks};
-pub use request::CallerHints;
+pub use request::{CallerHints, validate_order};
 
 use crate::config::{Config, Timeouts};
 use crate::domain::{AuthScheme, Capabilities, Target};
@@ -83,6 +83,8 @@ pub struct Route {
     pub evaluator: Option<String>,
     /// The share of requests evaluated (see [`Route::evaluator_for`]).
     pub evaluate_sample: f64,
+    /// Strategies run beside `strategy` after each answer, never routing.
+    pub shadows: Arc<[String]>,
     pub members: Vec<Member>,
     /// Routes tried after this one's deployments, in order (resolved
     /// transitively at load).

@@ -87,21 +87,28 @@ impl Gateway {
         route: &Route,
         summary: &RequestSummary,
         request_id: &Arc<str>,
-        monitor: &Monitor,
+        rec: &mut Recorder,
     ) -> Vec<usize> {
         let eligible: Vec<usize> = (0..route.members.len())
             .filter(|&i| route.members[i].deployment.supports.contains(summary.needs))
             .collect();
-        let Some(id) = &route.strategy else {
-            return eligible;
-        };
-        if eligible.is_empty() {
+        let shadowed =
+            !route.shadows.is_empty() && rec.record().is_some_and(|r| r.shadow.is_none());
+        if (route.strategy.is_none() && !shadowed) || eligible.is_empty() {
+            self.shadow(route, summary, Vec::new(), &eligible, shadowed, rec);
             return eligible;
         }
+        let monitor = &rec.sinks().monitor;
         let candidates: Vec<Candidate> = eligible
             .iter()
             .map(|&i| candidate(&route.members[i], monitor, self.shared.as_deref()))
             .collect();
+        let Some(id) = &route.strategy else {
+            self.shadow(route, summary, candidates, &eligible, shadowed, rec);
+            return eligible;
+        };
+        // The shadows see what the live strategy saw.
+        let kept = shadowed.then(|| candidates.clone());
         let ordered = match self.registry.get(id, Kind::Strategy) {
             Ok(plugin) => plugin
                 .order(request_id, summary.clone(), candidates)
@@ -110,12 +117,46 @@ impl Gateway {
             Err(e) => Err(e.to_string()),
         }
         .and_then(|order| validate_order(order, eligible.len()));
-        match ordered {
+        let order = match ordered {
             Ok(order) => order.into_iter().map(|i| eligible[i]).collect(),
             Err(e) => {
                 tracing::warn!(request_id = %request_id, model = %route.name, plugin = %id, "strategy failed, using the configured order: {e}");
-                eligible
+                eligible.clone()
             }
+        };
+        if let Some(candidates) = kept {
+            self.shadow(route, summary, candidates, &order, true, rec);
+        }
+        order
+    }
+
+    /// Keeps what the route's shadow strategies need for after the answer
+    /// (the first route of a request only: a fallback's shadows would judge
+    /// a request their route did not see first).
+    fn shadow(
+        &self,
+        route: &Route,
+        summary: &RequestSummary,
+        candidates: Vec<Candidate>,
+        order: &[usize],
+        shadowed: bool,
+        rec: &mut Recorder,
+    ) {
+        if !shadowed {
+            return;
+        }
+        if let Some(r) = rec.record() {
+            r.shadow = Some(Box::new(crate::shadow::Pending {
+                registry: self.registry.clone(),
+                route: route.name.clone(),
+                live_strategy: route.strategy.clone(),
+                strategies: route.shadows.clone(),
+                summary: summary.clone(),
+                candidates,
+                live_choice: order
+                    .first()
+                    .map(|&i| route.members[i].deployment.name.clone()),
+            }));
         }
     }
 }

@@ -245,6 +245,8 @@ pub struct Record {
     /// (the client left) still records it, and its reservations are
     /// reconciled.
     open: Option<AttemptRecord>,
+    /// What the route's shadow strategies need, run once the request ends.
+    pub shadow: Option<Box<crate::shadow::Pending>>,
 }
 
 /// Completes its record exactly once: by [`Recorder::finish`], or when
@@ -279,6 +281,7 @@ impl Recorder {
                 cached: None,
                 cache_put: None,
                 open: None,
+                shadow: None,
             })),
             sinks,
         }
@@ -558,6 +561,25 @@ impl Recorder {
         }
         sinks.metrics.request(&record, &end, record.begun.elapsed());
         crate::telemetry::end_request(&mut record, &end);
+        if let Some(pending) = record.shadow.take() {
+            let served = record
+                .attempts
+                .last()
+                .filter(|a| matches!(end, End::Answered) && a.class.is_none());
+            let usage = served.and_then(|a| a.usage);
+            crate::shadow::spawn(
+                pending,
+                crate::shadow::Served {
+                    request_id: record.request_id.clone(),
+                    ts_ms: record.ts_ms,
+                    deployment: served.map(|a| a.deployment.clone()),
+                    prompt_tokens: usage.map(|u| u.prompt_tokens),
+                    completion_tokens: usage.map(|u| u.completion_tokens),
+                    cost: served.and_then(|a| a.cost),
+                },
+                sinks.store.clone(),
+            );
+        }
         if let Some(store) = &sinks.store {
             let (request, attempts) = rows(&record, &end);
             store.record(Row::Request(request, attempts));

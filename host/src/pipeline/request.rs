@@ -118,7 +118,7 @@ pub(super) fn summarize(view: &ChatRequestView, text: &str, hints: CallerHints) 
 }
 
 /// Indices in range and each at most once.
-pub(super) fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String> {
+pub fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String> {
     let mut seen = vec![false; len];
     order
         .into_iter()

@@ -34,9 +34,7 @@ impl Gateway {
         rec: &mut Recorder,
     ) -> Result<Option<Served>, ApiError> {
         // 3. The order to try its deployments in.
-        let mut order = self
-            .order(route, summary, request_id, &rec.sinks().monitor)
-            .await;
+        let mut order = self.order(route, summary, request_id, rec).await;
         if let Some(held) = rec.record().and_then(|r| r.reservation.as_ref()) {
             order::budget_filter(route, held, &mut order);
         }

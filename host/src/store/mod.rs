@@ -132,12 +132,33 @@ pub struct FeedbackRow {
     pub comment: Option<String>,
 }
 
+/// A shadow strategy's decision on one request (see [`crate::shadow`]).
+#[derive(Debug, Clone, Default)]
+pub struct ShadowRow {
+    pub ts_ms: i64,
+    pub request_id: String,
+    pub route: String,
+    pub strategy: String,
+    pub live_strategy: Option<String>,
+    /// The live order's first deployment.
+    pub live_choice: Option<String>,
+    /// The shadow's first deployment (none: it failed, see `error`).
+    pub choice: Option<String>,
+    /// The deployment that served the request (none: it failed).
+    pub served: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub cost: Option<f64>,
+    pub error: Option<String>,
+}
+
 /// What the writer is handed. A request comes with its attempts, in one
 /// queue slot and one transaction: a crash never leaves one without the other.
 pub enum Row {
     Request(RequestRow, Vec<AttemptRow>),
     Event(EventRow),
     Feedback(FeedbackRow),
+    Shadow(ShadowRow),
     /// A response cache entry (see [`crate::cache`]).
     CachePut(CacheRow),
     /// Commit everything before this, then answer (tests, benchmarks, shutdown).
@@ -506,6 +527,27 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                         f.caller,
                         f.score,
                         f.comment
+                    ])?;
+                }
+                Row::Shadow(d) => {
+                    tx.prepare_cached(
+                        "INSERT INTO shadow (ts_ms, request_id, route, strategy, live_strategy, live_choice,
+                         choice, served, prompt_tokens, completion_tokens, cost, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?
+                    .execute(rusqlite::params![
+                        d.ts_ms,
+                        d.request_id,
+                        d.route,
+                        d.strategy,
+                        d.live_strategy,
+                        d.live_choice,
+                        d.choice,
+                        d.served,
+                        d.prompt_tokens,
+                        d.completion_tokens,
+                        d.cost,
+                        d.error
                     ])?;
                 }
                 Row::CachePut(c) => {

@@ -55,7 +55,7 @@ pub fn open(path: &Path) -> Result<Connection, QueryError> {
 }
 
 /// A point in time in milliseconds: an integer, or a span back from `now`.
-fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
+pub(crate) fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }

@@ -112,6 +112,24 @@ pub const MIGRATIONS: &[&str] = &[
         comment TEXT
     );
     CREATE INDEX feedback_ts ON feedback (ts_ms);",
+    // 9: shadow strategies' decisions (`routes.<m>.shadow_strategies`),
+    // each beside the live order's first choice and the deployment that
+    // served, with the request's usage for what-if costs.
+    "CREATE TABLE shadow (
+        ts_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        live_strategy TEXT,
+        live_choice TEXT,
+        choice TEXT,
+        served TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost REAL,
+        error TEXT
+    );
+    CREATE INDEX shadow_ts ON shadow (ts_ms);",
 ];
 
 /// Brings `conn` to the newest schema.
