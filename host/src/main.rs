@@ -55,6 +55,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A strategy over the requests the store recorded: how its choices
+    /// would have differed from the live ones (agreement, what-if cost and
+    /// latency per deployment), before it routes a single live request.
+    Replay {
+        #[arg(long, default_value = "config/switchyard.json")]
+        config: PathBuf,
+        /// The strategy plugin (.wasm) to try; its config block is
+        /// `plugins.config.<file name>` if the config has one.
+        #[arg(long)]
+        strategy: PathBuf,
+        /// Only this route's requests.
+        #[arg(long)]
+        route: Option<String>,
+        /// From when: a span back from now (90m, 24h, 7d) or milliseconds
+        /// since the epoch.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Until when (same forms); now when absent.
+        #[arg(long)]
+        until: Option<String>,
+        /// Requests replayed at most, the oldest first.
+        #[arg(long, default_value_t = 100_000)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run only the built-in OpenAI-compatible echo upstream.
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -159,6 +186,31 @@ fn main() -> ExitCode {
         } => Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|c| switchyard::stats::report(&c.store.path, &c.budgets, &since, &by, json))
+            .map(|text| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
+            }),
+        Command::Replay {
+            config,
+            strategy,
+            route,
+            since,
+            until,
+            limit,
+            json,
+        } => Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let options = switchyard::shadow::replay::Options {
+                    strategy: &strategy,
+                    route: route.as_deref(),
+                    since: &since,
+                    until: until.as_deref(),
+                    limit,
+                    json,
+                };
+                runtime.block_on(switchyard::shadow::replay::run(&c, &options))
+            })
             .map(|text| {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());

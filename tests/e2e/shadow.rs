@@ -79,6 +79,72 @@ async fn shadows_record_their_choices_and_never_route() {
     let spin = by("spin");
     assert_eq!(spin["failed"], N, "{spin}");
     assert_eq!(spin["agreement"], Value::Null);
+    // The same traffic replayed, from the store, through strategies that
+    // never routed it: cost-aware disagrees on every request, priority on
+    // none.
+    let replay = |strategy: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["replay", "--json", "--config"])
+            .arg(gw.config_path())
+            .arg("--strategy")
+            .arg(crate::harness::plugin(strategy))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let v = replay("cost-aware");
+    assert_eq!(v["requests"], N, "{v}");
+    let r = &v["routes"]["r"];
+    assert_eq!(r["agreement"], 0.0, "{v}");
+    assert_eq!(r["by_deployment"]["cheap"]["candidate"], N, "{v}");
+    assert_eq!(
+        r["what_if"]["cost_usd"], cost_aware["what_if"]["cost_usd"],
+        "{v}"
+    );
+    let v = replay("priority");
+    assert_eq!(v["routes"]["r"]["agreement"], 1.0, "{v}");
+    // Its table, and its errors.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--route", "nope", "--config"])
+        .arg(gw.config_path())
+        .arg("--strategy")
+        .arg(crate::harness::plugin("priority"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--route \"nope\": the config has no such route")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--config"])
+        .arg(gw.config_path())
+        .arg("--strategy")
+        .arg(crate::harness::plugin("basic"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("basic.wasm: is a evaluator plugin"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--config"])
+        .arg(gw.config_path())
+        .arg("--strategy")
+        .arg(crate::harness::plugin("cost-aware"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("agreement with the live choice: 0.0 %"),
+        "{table}"
+    );
     // A filter that matches nothing, and a bad one.
     let (status, v) = gw.admin("/admin/shadow?route=other").await;
     assert_eq!((status, v["routes"].as_array().unwrap().len()), (200, 0));

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use outcome::{End, Prices, Recorder, Sinks};
-pub use request::{CallerHints, validate_order};
+pub use request::{CallerHints, capabilities, validate_order};
 
 use crate::config::{Config, Timeouts};
 use crate::domain::{AuthScheme, Capabilities, Target};

@@ -138,7 +138,7 @@ pub fn validate_order(order: Vec<u32>, len: usize) -> Result<Vec<usize>, String>
         .collect()
 }
 
-pub(super) fn capabilities(list: &[Capability]) -> Capabilities {
+pub fn capabilities(list: &[Capability]) -> Capabilities {
     list.iter().fold(Capabilities::empty(), |acc, c| {
         acc | match c {
             Capability::Tools => Capabilities::TOOLS,

@@ -11,6 +11,7 @@
 //! at most [`MAX_PENDING`] such tasks run at once — beyond that a decision
 //! is dropped (counted and logged), never queued behind live traffic.
 
+pub mod replay;
 pub mod report;
 pub mod whatif;
 
