@@ -94,6 +94,11 @@ impl Capabilities {
         self.0 |= other.0;
     }
 
+    /// The set without `other`'s members.
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -39,6 +39,9 @@ pub enum FailureClass {
     Plugin,
     /// The evaluator failed the answer.
     EvaluatorRejected,
+    /// The answer is not the JSON the request's `response_format` asked
+    /// for, even after one correction (see `structured`).
+    InvalidOutput,
     /// The adapter says its provider cannot serve the request as asked
     /// (`build-request` → `invalid-request`): deployments behind the same
     /// adapter are skipped; when no other adapter serves it, the caller gets
@@ -83,6 +86,7 @@ impl FailureClass {
             Transport => "transport",
             Plugin => "plugin",
             EvaluatorRejected => "evaluator_rejected",
+            InvalidOutput => "invalid_output",
             Unsupported => "unsupported",
             GatewaySaturated => "gateway_saturated",
             AtCapacity => "at_capacity",
@@ -105,6 +109,7 @@ impl FailureClass {
             self,
             FailureClass::InvalidRequest
                 | FailureClass::EvaluatorRejected
+                | FailureClass::InvalidOutput
                 | FailureClass::ContextLengthExceeded
                 | FailureClass::ContentFiltered
                 // The adapter plugin failed, not the upstream: tripping the
@@ -292,6 +297,7 @@ mod tests {
             Transport,
             Plugin,
             EvaluatorRejected,
+            InvalidOutput,
             Unsupported,
             GatewaySaturated,
         ] {

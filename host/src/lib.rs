@@ -43,6 +43,7 @@ pub mod server;
 pub mod shadow;
 pub mod stats;
 pub mod store;
+pub mod structured;
 pub mod telemetry;
 pub mod upstream;
 pub mod watch;

@@ -21,12 +21,22 @@ fn routes(mock: &Dialects) -> Value {
         "via-anthropic": {"deployments": [d("claude", "anthropic", format!("{}/v1", mock.url), "claude-sonnet-4-5")]},
         "via-gemini": {"deployments": [d("gem", "gemini", format!("{}/v1beta", mock.url), "gemini-2.5-flash")]},
         "via-ollama": {"deployments": [d("llama", "ollama", mock.url.clone(), "llama3.2")]},
+        // Structured output by instructions: no JSON mode of its own.
+        "via-instructions": {"deployments": [{"name": "plain", "adapter": "openai",
+            "base_url": format!("{}/v1", mock.url), "model": "no-json-mode",
+            "capabilities": ["tools", "streaming"]}]},
     })
 }
 
 /// Runs `tests/e2e/clients/<script>` against the gateway for every route;
 /// its stdout lines are JSON objects, one per route.
 async fn run(gw: &Gateway, script: &str) -> Vec<Value> {
+    run_on(gw, script, &ROUTES).await
+}
+
+/// Runs `tests/e2e/clients/<script>` against the gateway for `routes`.
+async fn run_on(gw: &Gateway, script: &str, routes: &[&str]) -> Vec<Value> {
+    let routes: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
     let python = repo().join("target/py-venv/bin/python");
     assert!(python.exists(), "run scripts/setup (the test venv)");
     let path = repo().join("tests/e2e/clients").join(script);
@@ -37,7 +47,7 @@ async fn run(gw: &Gateway, script: &str) -> Vec<Value> {
             std::process::Command::new(python)
                 .arg(path)
                 .arg(url)
-                .args(ROUTES)
+                .args(routes)
                 .output()
                 .unwrap()
         }),
@@ -107,6 +117,23 @@ async fn the_openai_sdk_reaches_every_dialect() {
         seen.iter().any(|s| s.path == "/v1/messages"
             && s.body["tool_choice"]["name"] == "switchyard_json_response")
     );
+}
+
+/// `with_structured_output` through the gateway, on a deployment with JSON
+/// mode and on one asked by instructions (its JSON comes back in prose and
+/// a code fence: the client still gets the object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_structured_output_on_both_kinds_of_deployment() {
+    let mock = Dialects::start().await;
+    let gw = start(&mock);
+    let runs = run_on(
+        &gw,
+        "langchain_structured.py",
+        &["via-openai", "via-instructions"],
+    )
+    .await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["route"], "via-instructions");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

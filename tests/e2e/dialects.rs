@@ -127,6 +127,20 @@ fn sse_then(events: Vec<(Option<&str>, Value)>, tail: &str) -> Response {
 
 fn openai(b: &Value) -> Response {
     let model = b["model"].as_str().unwrap_or("gpt").to_string();
+    // A model with no JSON mode that follows format instructions, the way
+    // models do: the JSON in a fenced block, with a word around it.
+    let instructed = b["messages"]
+        .as_array()
+        .and_then(|m| m.first())
+        .and_then(|m| m["content"].as_str())
+        .is_some_and(|c| c.starts_with("Reply with one JSON"));
+    if model == "no-json-mode" && instructed {
+        let text = format!("Here is the JSON:\n```json\n{JSON_ANSWER}\n```");
+        let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}});
+        return axum::Json(answer).into_response();
+    }
     let reply = Reply::choose(
         b["response_format"]["type"]
             .as_str()

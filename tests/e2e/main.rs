@@ -34,4 +34,5 @@ mod shared_limits;
 mod store_faults;
 mod strategies;
 mod streaming;
+mod structured;
 mod traces;

@@ -462,6 +462,8 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         String::new()
     } else if model == "refuse" {
         "I'm sorry, but I can't help with that request.".to_string()
+    } else if let Some(content) = structured_answer(&model, &request) {
+        content
     } else {
         format!("answer from {model}")
     };
@@ -580,6 +582,29 @@ fn story(model: &str, request: &Value) -> Response {
 }
 
 /// The usage the mock reports for `model`.
+/// The answers of the models that play at structured output: JSON in
+/// prose (`json-in-prose`), JSON missing a field until told what was wrong
+/// (`json-fixed-when-told`), never JSON (`json-never`).
+fn structured_answer(model: &str, request: &Value) -> Option<String> {
+    let last_user = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    Some(match model {
+        "json-in-prose" => {
+            "Sure! Here it is:\n```json\n{\"name\": \"Ada\", \"age\": 36}\n```\nAnything else?"
+                .into()
+        }
+        "json-fixed-when-told" if last_user.contains("not usable") => {
+            r#"{"name": "Ada", "age": 36}"#.into()
+        }
+        "json-fixed-when-told" => r#"{"name": "Ada"}"#.into(),
+        "json-never" => "Ada is thirty-six.".into(),
+        _ => return None,
+    })
+}
+
 fn usage_of(model: &str) -> Value {
     if model == "cached" {
         json!({"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,

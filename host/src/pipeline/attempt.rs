@@ -8,7 +8,7 @@ use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_toke
 use super::stream::start_stream;
 use super::transcript::{StreamEvaluation, Transcript};
 use super::{Answer, Deployment, Gateway, Mode, Route, Served};
-use crate::domain::{BuildError, Kind, Target, Usage};
+use crate::domain::{BuildError, Capabilities, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::UpstreamKey;
 use crate::plugins::PluginError;
@@ -46,8 +46,24 @@ impl Gateway {
             .registry
             .get(&d.adapter, Kind::Adapter)
             .map_err(plugin_failed)?;
+        // JSON asked for: a correction of this deployment's last answer, or
+        // format instructions where it has no JSON mode of its own.
+        let structured = match mode {
+            Mode::Complete(plan) => plan,
+            _ => None,
+        };
+        let asked = match structured {
+            Some(plan) => plan.take_repair().unwrap_or_else(|| {
+                if d.supports.contains(Capabilities::JSON_MODE) {
+                    request.clone()
+                } else {
+                    plan.instructed(request)
+                }
+            }),
+            None => request.clone(),
+        };
         let mut http = match adapter
-            .build_request(request_id, target, request)
+            .build_request(request_id, target, &asked)
             .await
             .map_err(plugin_failed)?
         {
@@ -139,7 +155,7 @@ impl Gateway {
         record.upstream = started.elapsed();
         let body = body?;
         let status = body.status;
-        let answer = adapter
+        let mut answer = adapter
             .parse_response(request_id, target, body)
             .await
             .map_err(plugin_failed)?
@@ -163,6 +179,22 @@ impl Gateway {
         }
         log_usage(record);
 
+        if let Some(plan) = structured {
+            match plan.check(&answer.body) {
+                Ok(None) => {}
+                Ok(Some(body)) => answer.body = body,
+                Err(failed) => {
+                    tracing::warn!(request_id = %request_id, model = %route.name, deployment = %d.name,
+                        "structured output: {}", failed.reason);
+                    plan.prepare_repair(&asked, &failed);
+                    return Err(Attempt::new(
+                        &d.name,
+                        FailureClass::InvalidOutput,
+                        format!("structured output: {}", failed.reason),
+                    ));
+                }
+            }
+        }
         if let Some(evaluator) = route.evaluator_for(request_id) {
             self.evaluate(
                 &route.name,

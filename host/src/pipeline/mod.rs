@@ -183,7 +183,8 @@ pub enum Answer {
 /// after committing), or as the next leg of a stream being resumed.
 #[derive(Clone, Copy)]
 enum Mode<'a> {
-    Complete,
+    /// With the request's structured-output plan, if it asks for JSON.
+    Complete(Option<&'a crate::structured::Plan>),
     Stream(Option<&'a resume::Resumable>),
     Resume {
         leg: &'a resume::Leg,
@@ -194,7 +195,7 @@ enum Mode<'a> {
 
 impl Mode<'_> {
     fn streams(self) -> bool {
-        !matches!(self, Mode::Complete)
+        !matches!(self, Mode::Complete(_))
     }
 }
 
@@ -438,6 +439,17 @@ impl Gateway {
         if let Some(r) = rec.record() {
             r.deadline = Some(deadline);
         }
+        // JSON asked for, whole: checked (and asked for by instructions
+        // where a deployment has no JSON mode). A stream goes to native
+        // JSON modes only.
+        let structured = if !view.stream && view.asks_for_json() {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
+            crate::structured::Plan::for_request(&v)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        } else {
+            None
+        };
         let served = async {
             let summary = summarize(&view, text, hints);
             let priority = summary.priority;
@@ -453,7 +465,7 @@ impl Gateway {
             let mode = if view.stream {
                 Mode::Stream(resumable.as_ref())
             } else {
-                Mode::Complete
+                Mode::Complete(structured.as_ref())
             };
             let mut waiting =
                 crate::capacity::Waiting::new(&self.capacity, self.config.limits.queue, begun);

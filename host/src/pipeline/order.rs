@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::outcome::{self, Recorder};
 use super::request::{ChatRequestView, validate_order};
 use super::{Deployment, Gateway, Member, Route};
-use crate::domain::{Candidate, Kind, RequestSummary};
+use crate::domain::{Candidate, Capabilities, Kind, RequestSummary};
 use crate::error::ApiError;
 use crate::monitor::Monitor;
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,8 +89,14 @@ impl Gateway {
         request_id: &Arc<str>,
         rec: &mut Recorder,
     ) -> Vec<usize> {
+        // JSON asked for whole is had from any model (see `structured`).
+        let needs = if summary.stream {
+            summary.needs
+        } else {
+            summary.needs.without(Capabilities::JSON_MODE)
+        };
         let eligible: Vec<usize> = (0..route.members.len())
-            .filter(|&i| route.members[i].deployment.supports.contains(summary.needs))
+            .filter(|&i| route.members[i].deployment.supports.contains(needs))
             .collect();
         let shadowed =
             !route.shadows.is_empty() && rec.record().is_some_and(|r| r.shadow.is_none());

@@ -59,6 +59,13 @@ impl ChatRequestView<'_> {
     pub(super) fn output_limit(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
+
+    /// `response_format` asks for JSON (an object or a schema).
+    pub(super) fn asks_for_json(&self) -> bool {
+        self.response_format
+            .as_ref()
+            .is_some_and(|f| f.kind != "text")
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,11 +99,7 @@ pub(super) fn summarize(view: &ChatRequestView, text: &str, hints: CallerHints) 
     if view.tools.is_some() {
         needs |= Capabilities::TOOLS;
     }
-    if view
-        .response_format
-        .as_ref()
-        .is_some_and(|f| f.kind != "text")
-    {
+    if view.asks_for_json() {
         needs |= Capabilities::JSON_MODE;
     }
     if view.stream {

@@ -105,6 +105,9 @@ impl Gateway {
             // Retry-After was waited out already.
             let mut retried = 0;
             let mut waited_out = false;
+            // Whether its answer was sent back once for correction (JSON
+            // asked for).
+            let mut corrected = false;
             // A resumed stream's leg: the delivered text as a prefill where
             // the deployment continues one (until it refuses it).
             let mut prefill = matches!(mode, Mode::Resume { .. }) && self.prefills(deployment);
@@ -234,6 +237,22 @@ impl Gateway {
                             prefill = false;
                             attempts.push(attempt);
                             continue;
+                        }
+                        // Not the JSON asked for: this deployment once more,
+                        // told what was wrong (the correction is ready).
+                        if attempt.class == FailureClass::InvalidOutput {
+                            let plan = match mode {
+                                Mode::Complete(Some(plan)) => Some(plan),
+                                _ => None,
+                            };
+                            if !corrected && plan.is_some() {
+                                corrected = true;
+                                attempts.push(attempt);
+                                continue;
+                            }
+                            // Corrected once already: the next candidate
+                            // starts afresh.
+                            plan.map(|p| p.take_repair());
                         }
                         // The key, not the deployment, was refused: the same
                         // deployment again with another key of its pool.

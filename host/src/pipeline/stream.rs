@@ -61,7 +61,7 @@ pub(super) async fn start_stream(
             })));
         }
         Mode::Stream(resumable) => resumable.cloned().map(Box::new),
-        Mode::Complete => None,
+        Mode::Complete(_) => None,
     };
     let request_deadline = rec.record().and_then(|r| r.deadline);
     // A miss of the response cache: the answer is gathered to be stored
