@@ -49,6 +49,10 @@ pub struct DeploymentHealth {
     latency_ms: AtomicF64,
     error_rate: AtomicF64,
     quality: AtomicF64,
+    /// Low scores in a row, and until when (ms since `origin`) a streak of
+    /// them demotes the deployment.
+    low_streak: AtomicU32,
+    demoted_until_ms: AtomicU64,
 }
 
 impl Default for DeploymentHealth {
@@ -87,6 +91,8 @@ impl DeploymentHealth {
             latency_ms: AtomicF64::new(0.0),
             error_rate: AtomicF64::new(0.0),
             quality: AtomicF64::new(1.0),
+            low_streak: AtomicU32::new(0),
+            demoted_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -114,8 +120,19 @@ impl DeploymentHealth {
             in_flight: self.in_flight.load(Relaxed),
             error_rate: self.error_rate.get() as f32,
             latency_ms: self.latency_ms.get() as f32,
-            quality: self.quality.get() as f32,
+            quality: if self.demoted_for().is_some() {
+                0.0
+            } else {
+                self.quality.get() as f32
+            },
         }
+    }
+
+    /// How long its demotion for low scores still lasts, if it is demoted.
+    pub fn demoted_for(&self) -> Option<Duration> {
+        let until = self.demoted_until_ms.load(Relaxed);
+        let now = self.now_ms();
+        (now < until).then(|| Duration::from_millis(until - now))
     }
 
     /// How long its cool-down still lasts, if it cools down.
@@ -305,9 +322,25 @@ impl DeploymentHealth {
         }
     }
 
-    /// An evaluator's score of an answer from this deployment.
-    pub fn record_quality(&self, score: f32) {
-        self.quality.blend(f64::from(score.clamp(0.0, 1.0)));
+    /// An evaluator's (or an application's) score of an answer from this
+    /// deployment. `true` when it completes a streak of low scores that
+    /// demotes the deployment (see `health.demote_after_low_scores`).
+    pub fn record_quality(&self, score: f32) -> bool {
+        let score = f64::from(score.clamp(0.0, 1.0));
+        self.quality.blend(score);
+        let settings = self.settings.load();
+        if settings.demote_after_low_scores == 0 || score >= settings.low_score {
+            self.low_streak.store(0, Relaxed);
+            return false;
+        }
+        let streak = self.low_streak.fetch_add(1, Relaxed) + 1;
+        if streak < settings.demote_after_low_scores {
+            return false;
+        }
+        self.low_streak.store(0, Relaxed);
+        self.demoted_until_ms
+            .store(self.now_ms() + settings.demote_ms, Relaxed);
+        true
     }
 
     fn cool_down(&self, for_: Duration, rate_limited: bool) {
@@ -386,6 +419,34 @@ mod tests {
     use super::*;
 
     const TRIP_AFTER: u32 = 3;
+
+    #[test]
+    fn low_scores_in_a_row_demote_for_a_while() {
+        let h = DeploymentHealth::new(HealthConfig {
+            demote_after_low_scores: 3,
+            demote_ms: 60_000,
+            ..HealthConfig::default()
+        });
+        // A good score breaks the streak.
+        assert!(!h.record_quality(0.1));
+        assert!(!h.record_quality(0.2));
+        assert!(!h.record_quality(0.9));
+        assert!(!h.record_quality(0.1));
+        assert!(!h.record_quality(0.1));
+        assert!(h.demoted_for().is_none());
+        assert!(h.snapshot().quality > 0.0);
+        // The third in a row demotes (once), and strategies see quality 0.
+        assert!(h.record_quality(0.0));
+        assert!(h.demoted_for().is_some_and(|d| d > Duration::from_secs(59)));
+        assert_eq!(h.snapshot().quality, 0.0);
+        assert!(!h.record_quality(0.0));
+        // 0 turns demotion off.
+        let h = DeploymentHealth::new(HealthConfig {
+            demote_after_low_scores: 0,
+            ..HealthConfig::default()
+        });
+        assert!((0..10).all(|_| !h.record_quality(0.0)));
+    }
 
     #[test]
     fn rate_limit_cools_down_with_zero_headroom() {

@@ -210,3 +210,61 @@ async fn quality_aware_demotes_a_deployment_judged_poor() {
     let counts = spread(&gw, 4, 1).await;
     assert_eq!(counts.get("second"), Some(&4), "{counts:?}");
 }
+
+/// Low evaluator scores in a row demote a deployment for a while: an event
+/// says so, and the admin API (like every strategy) sees its quality as 0
+/// until the period ends — though each answer passed (the evaluator only
+/// scored it low).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_scores_in_a_row_demote_with_an_event() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start_with_env(
+        json!({"r": {"strategy": "priority", "evaluator": "refusal", "deployments": [
+            deployment("first", &mock.url, "refuse"),
+            deployment("second", &mock.url, "good"),
+        ]}}),
+        &[
+            ("openai", "openai"),
+            ("priority", "priority"),
+            ("refusal", "refusal"),
+        ],
+        json!({
+            "health": {"demote_after_low_scores": 3, "demote_ms": 60000},
+            "plugins": {"config": {"refusal": {"fail_on_refusal": false}}},
+        }),
+        &[],
+    );
+    let view = |d: &Value| {
+        d["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "first")
+            .unwrap()["health"]
+            .clone()
+    };
+    let counts = spread(&gw, 2, 1).await;
+    assert_eq!(counts.get("first"), Some(&2), "{counts:?}");
+    let (_, d) = gw.admin("/admin/deployments").await;
+    let health = view(&d);
+    assert_eq!(health["demoted_ms"], Value::Null, "{health}");
+    assert!(health["quality"].as_f64().unwrap() > 0.0, "{health}");
+    spread(&gw, 1, 1).await;
+    let (_, d) = gw.admin("/admin/deployments").await;
+    let health = view(&d);
+    assert!(health["demoted_ms"].as_u64().unwrap() > 50_000, "{health}");
+    assert_eq!(health["quality"], 0.0, "{health}");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, events) = gw.admin("/admin/events?type=quality_demoted").await;
+        if let Some(e) = events["data"].as_array().and_then(|e| e.first()) {
+            assert_eq!(e["subject"], "first", "{e}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no event: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -100,7 +100,7 @@ pub struct Config {
 }
 
 /// The passive health and circuit-breaker settings of every deployment.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Consecutive faults that open a deployment's circuit.
@@ -116,6 +116,15 @@ pub struct HealthConfig {
     /// Cool-down after a 429 that gave no Retry-After.
     #[serde(default = "d_rate_limit_cooldown")]
     pub rate_limit_cooldown_ms: u64,
+    /// Evaluator or feedback scores under `low_score` in a row that demote
+    /// a deployment (0: never): strategies see its quality as 0 for
+    /// `demote_ms`, so quality-aware routing puts it last.
+    #[serde(default = "d_demote_after")]
+    pub demote_after_low_scores: u32,
+    #[serde(default = "d_demote_ms")]
+    pub demote_ms: u64,
+    #[serde(default = "d_low_score")]
+    pub low_score: f64,
 }
 
 impl Default for HealthConfig {
@@ -125,6 +134,9 @@ impl Default for HealthConfig {
             cooldown_ms: d_cooldown(),
             probe_window_ms: d_probe_window(),
             rate_limit_cooldown_ms: d_rate_limit_cooldown(),
+            demote_after_low_scores: d_demote_after(),
+            demote_ms: d_demote_ms(),
+            low_score: d_low_score(),
         }
     }
 }
@@ -1027,6 +1039,15 @@ fn d_probe_window() -> u64 {
 }
 fn d_rate_limit_cooldown() -> u64 {
     1_000
+}
+fn d_demote_after() -> u32 {
+    5
+}
+fn d_demote_ms() -> u64 {
+    300_000
+}
+fn d_low_score() -> f64 {
+    0.5
 }
 fn d_strategy() -> u64 {
     25

@@ -323,6 +323,7 @@ impl Gateway {
                         "error_rate": h.error_rate,
                         "latency_ms": h.latency_ms,
                         "quality": h.quality,
+                        "demoted_ms": d.health.demoted_for().map(|d| d.as_millis() as u64),
                     },
                     "in_flight": d.gauge.current(),
                     "max_in_flight": d.max_in_flight,

@@ -103,6 +103,9 @@ pub struct AttemptRecord {
     pub verdict: Option<(Arc<str>, Verdict)>,
     /// The evaluator that failed (the answer was accepted) and why.
     pub evaluator_failed: Option<(Arc<str>, String)>,
+    /// Its verdict completed a streak of low scores that demoted the
+    /// deployment (an event when the record completes).
+    pub demoted: bool,
     /// The tokens it holds of its deployment's and its key's limits,
     /// reconciled with its usage when the record completes.
     pub limits: [Option<Hold>; 2],
@@ -143,6 +146,7 @@ impl AttemptRecord {
             prices,
             verdict: None,
             evaluator_failed: None,
+            demoted: false,
             limits: [None, None],
             slot: None,
             probe: None,
@@ -435,7 +439,9 @@ impl Recorder {
     pub fn verdict(&mut self, health: &DeploymentHealth, evaluator: &str, v: &Verdict) {
         match self.record().and_then(|r| r.attempts.last_mut()) {
             Some(attempt) => verdict(attempt, health, evaluator, v),
-            None => health.record_quality(v.score),
+            None => {
+                health.record_quality(v.score);
+            }
         }
     }
 
@@ -511,6 +517,9 @@ impl Recorder {
                         "to": record.attempts[i + 1].deployment,
                     }),
                 );
+            }
+            if a.demoted {
+                demoted(sinks, &a.deployment, &record.route, "evaluator");
             }
             // A client that left (or a panic) says nothing about the
             // deployment; nor does a failure that is not its fault.
@@ -603,6 +612,21 @@ impl Drop for Recorder {
     }
 }
 
+/// A deployment's low scores in a row demoted it: logged and stored.
+pub fn demoted(sinks: &Sinks, deployment: &str, route: &str, by: &str) {
+    tracing::warn!(
+        deployment,
+        route,
+        by,
+        "deployment demoted after low quality scores in a row"
+    );
+    sinks.event(
+        "quality_demoted",
+        deployment,
+        serde_json::json!({"route": route, "by": by}),
+    );
+}
+
 /// The evaluator's verdict on `attempt`'s answer: the deployment's quality,
 /// and a quality score in the attempt's record.
 pub fn verdict(
@@ -611,7 +635,7 @@ pub fn verdict(
     evaluator: &str,
     v: &Verdict,
 ) {
-    health.record_quality(v.score);
+    attempt.demoted = health.record_quality(v.score);
     attempt.verdict = Some((Arc::from(evaluator), v.clone()));
 }
 
