@@ -395,6 +395,36 @@ async fn context_length_goes_on_to_a_larger_window_only() {
     assert_eq!(mock.hits("gpt-same"), 0, "a window no larger was not tried");
 }
 
+/// A prompt longer than a deployment's context window (by the estimate
+/// strategies see) is not sent there; with no deployment large enough,
+/// the upstreams decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_longer_than_a_window_skips_that_deployment() {
+    let mock = Mock::start().await;
+    let mut tiny = deployment("tiny", &mock.url, "gpt-tiny");
+    tiny["context_window"] = json!(100);
+    tiny["priority"] = json!(0);
+    let mut large = deployment("large", &mock.url, "gpt-large");
+    large["context_window"] = json!(128000);
+    large["priority"] = json!(1);
+    let gw = start(json!({"chat": {"strategy": "priority", "deployments": [tiny.clone(), large]}}));
+    let long = "word ".repeat(400);
+    let ask =
+        |text: &str| json!({"model": "chat", "messages": [{"role": "user", "content": text}]});
+    let r = gw.post(ask(&long)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-deployment"], "large");
+    assert_eq!(mock.hits("gpt-tiny"), 0);
+    // A short prompt still goes first to the small one.
+    let r = gw.post(ask("hi")).await;
+    assert_eq!(r.headers()["x-switchyard-deployment"], "tiny");
+    // Nothing large enough: sent anyway.
+    let gw = start(json!({"chat": {"deployments": [tiny]}}));
+    let r = gw.post(ask(&long)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.hits("gpt-tiny"), 2);
+}
+
 /// The retry policy's defaults: a 500 is sent again to the same deployment
 /// after a jittered back-off (at most 250 ms the first time) and answered
 /// there; a 429 with a short Retry-After (1 s) is waited out and the same

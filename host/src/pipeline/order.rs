@@ -79,7 +79,8 @@ impl Gateway {
     /// in it: the caller skips them (see `DeploymentHealth::admission`).
     ///
     /// A deployment configured without a capability the request needs
-    /// (tools, JSON mode, vision, streaming) is never tried, so the strategy
+    /// (tools, vision, streaming; JSON mode for a stream) or with a context
+    /// window shorter than the prompt is never tried, so the strategy
     /// never sees it: it orders only what the host would try, and scores
     /// (costs, latencies) are compared among those.
     pub(super) async fn order(
@@ -95,9 +96,32 @@ impl Gateway {
         } else {
             summary.needs.without(Capabilities::JSON_MODE)
         };
-        let eligible: Vec<usize> = (0..route.members.len())
+        let mut eligible: Vec<usize> = (0..route.members.len())
             .filter(|&i| route.members[i].deployment.supports.contains(needs))
             .collect();
+        // A prompt longer than a deployment's context window (by the
+        // estimate strategies see) is not sent there — unless that leaves
+        // none, when the upstreams say (and `too_long_for` learns).
+        if eligible.iter().any(|&i| {
+            route.members[i]
+                .deployment
+                .context_window
+                .is_some_and(|w| summary.input_tokens > w)
+        }) {
+            let fits: Vec<usize> = eligible
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    route.members[i]
+                        .deployment
+                        .context_window
+                        .is_none_or(|w| summary.input_tokens <= w)
+                })
+                .collect();
+            if !fits.is_empty() {
+                eligible = fits;
+            }
+        }
         let shadowed =
             !route.shadows.is_empty() && rec.record().is_some_and(|r| r.shadow.is_none());
         if (route.strategy.is_none() && !shadowed) || eligible.is_empty() {
