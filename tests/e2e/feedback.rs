@@ -45,6 +45,14 @@ async fn feedback_when_recorded(gw: &Gateway, key: Option<&str>, body: Value) ->
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Beside the evaluators' scores in /admin/quality.
+    let (status, q) = gw.admin("/admin/quality?group_by=deployment").await;
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["feedback"][0]["key"], "d", "{q}");
+    assert_eq!(q["feedback"][0]["judgements"], 1, "{q}");
+    assert_eq!(q["feedback"][0]["mean_score"], 0.0, "{q}");
+    let (_, q) = gw.admin("/admin/quality?group_by=evaluator").await;
+    assert_eq!(q["feedback"], json!([]), "{q}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

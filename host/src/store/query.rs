@@ -330,7 +330,54 @@ pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
         ),
         &params,
     )?;
-    Ok(json!({ "group_by": by, "data": data }))
+    Ok(json!({ "group_by": by, "data": data, "feedback": feedback(conn, f, by, now_ms)? }))
+}
+
+/// Applications' judgements (`POST /v1/feedback`) grouped as the
+/// evaluators' scores are (none by evaluator: feedback has none).
+fn feedback(conn: &Connection, f: &Filter, by: &str, now_ms: i64) -> Result<Value, QueryError> {
+    let group = match by {
+        "deployment" => "deployment",
+        "route" => "route",
+        "day" => "date(ts_ms / 1000, 'unixepoch')",
+        "hour" => "strftime('%Y-%m-%dT%H:00', ts_ms / 1000, 'unixepoch')",
+        _ => return Ok(Value::Array(Vec::new())),
+    };
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(s) = &f.since {
+        clauses.push("ts_ms >= ?");
+        params.push(Sql::Integer(instant(s, "since", now_ms)?));
+    }
+    if let Some(u) = &f.until {
+        clauses.push("ts_ms < ?");
+        params.push(Sql::Integer(instant(u, "until", now_ms)?));
+    }
+    for (value, clause) in [
+        (&f.route, "route = ?"),
+        (&f.deployment, "deployment = ?"),
+        (&f.caller, "caller = ?"),
+    ] {
+        if let Some(v) = value {
+            clauses.push(clause);
+            params.push(Sql::Text(v.clone()));
+        }
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let data = rows(
+        conn,
+        &format!(
+            "SELECT {group} AS key, COUNT(*) AS judgements, AVG(score) AS mean_score,
+               MIN(score) AS min_score, MAX(ts_ms) AS last_ms
+             FROM feedback {filter} GROUP BY key ORDER BY key"
+        ),
+        &params,
+    )?;
+    Ok(Value::Array(data))
 }
 
 /// `GET /admin/events?type=...`: the newest first.
