@@ -19,7 +19,7 @@ export function h(tag, attrs = {}, ...children) {
     else if (v === true) e.setAttribute(k, "");
     else e.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : String(c));
   }

@@ -441,6 +441,18 @@ function events(root, { params }) {
 
 // ---- plugins ------------------------------------------------------------------
 
+/// Where the config names a plugin, shortly: "routes demo, chat" from
+/// "/routes/demo/strategy"; "deployments a, b" from "/deployments/a/adapter".
+function usedBy(paths) {
+  const groups = {};
+  for (const p of paths) {
+    const m = /^\/(routes|deployments)\/(.+)\/(strategy|evaluator|adapter)$/.exec(p);
+    const [kind, name] = m ? [m[1], m[2]] : ["", p];
+    (groups[kind] = groups[kind] || []).push(name);
+  }
+  return Object.entries(groups).map(([k, names]) => h("div", {}, k ? `${k} ` : "", names.join(", ")));
+}
+
 function plugins(root) {
   const status = h("p", { id: "plugin-status", role: "status", class: "status" });
   const file = h("input", { type: "file", id: "plugin-file", name: "file", accept: ".wasm,application/wasm", required: true });
@@ -513,7 +525,7 @@ function plugins(root) {
             h("td", { class: "num" }, p.errors === undefined ? "–" : fmt.int(p.errors)),
             h("td", { class: "num" }, p.timeouts === undefined ? "–" : fmt.int(p.timeouts)),
             h("td", { class: "num" }, p.traps === undefined ? "–" : fmt.int(p.traps)),
-            h("td", {}, (p.used_by || []).length ? h("ul", { class: "plain" }, p.used_by.map((u) => h("li", {}, h("code", {}, u)))) : "unused"),
+            h("td", {}, (p.used_by || []).length ? usedBy(p.used_by) : h("span", { class: "muted" }, "not in the config")),
             h("td", {}, p.previous_hash
               ? h("button", { type: "button", class: "secondary", "data-rollback": p.id, "aria-label": `Roll back ${p.id} to ${p.previous_hash.slice(0, 12)}`, onclick: () => rollback(p.id) }, `Roll back to ${p.previous_hash.slice(0, 8)}`)
               : h("span", { class: "muted" }, "none kept"))),

@@ -34,3 +34,4 @@ mod store_faults;
 mod strategies;
 mod streaming;
 mod traces;
+mod ui;

@@ -1,0 +1,130 @@
+//! The dashboard in a real browser: the gateway (with an admin token) in
+//! front of the mock upstream, a scripted traffic mix (successes, a
+//! failover, an error), then `tests/ui/dashboard.mjs` drives Debian's
+//! Chromium through playwright-core (both installed by scripts/setup)
+//! against `/ui`: login, overview numbers against the admin API, a
+//! request's attempts, the request log's filters, a deployment going down
+//! and coming back, a plugin uploaded and rolled back. Screenshots of every
+//! page land in `target/ui-screenshots/`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, client, plugin, refused_port, repo};
+use crate::mock::Mock;
+
+const TOKEN: &str = "ui-test-token";
+
+/// Admin `GET` with the token.
+async fn admin(gw: &Gateway, path: &str) -> Value {
+    let r = client()
+        .get(format!("{}{path}", gw.admin_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    crate::harness::json_body(r).await
+}
+
+async fn chat(gw: &Gateway, model: &str) -> u16 {
+    gw.post(json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]}))
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_browser() {
+    let node_modules = repo().join("tests/ui/node_modules/playwright-core");
+    assert!(
+        node_modules.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs playwright-core (npm ci in tests/ui) and Debian's chromium: run scripts/setup"
+    );
+    let mock = Mock::start().await;
+    let priced = |model: &str| {
+        json!({"adapter": "openai", "base_url": mock.url, "model": model,
+               "input_cost_per_1m": 1000.0, "output_cost_per_1m": 2000.0})
+    };
+    let gw = Gateway::start_with_env(
+        json!({
+            "chat": {"strategy": "priority", "evaluator": "basic", "deployments": [
+                {"name": "primary", "priority": 0}, {"name": "backup", "priority": 1}]},
+            "flaky": {"strategy": "priority", "deployments": [
+                {"name": "broken", "priority": 0}, {"name": "backup", "priority": 1}]},
+            "lonely": {"strategy": "priority", "deployments": ["broken"]},
+        }),
+        &[
+            ("openai", "openai"),
+            ("priority", "priority"),
+            ("basic", "basic"),
+        ],
+        json!({
+            "admin": {"token_env": "UI_ADMIN_TOKEN"},
+            "health": {"trip_after": 3, "cooldown_ms": 2000},
+            "budgets": {"daily": {"period": "day", "limit_usd": 1.0}},
+            "deployments": {
+                "primary": priced("good"),
+                "backup": priced("good-too"),
+                "broken": priced("fail-500"),
+            },
+        }),
+        &[("UI_ADMIN_TOKEN", TOKEN)],
+    );
+
+    // The traffic mix: six answered at once, two failed over, one error.
+    for _ in 0..6 {
+        assert_eq!(chat(&gw, "chat").await, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, "flaky").await, 200);
+    }
+    assert_eq!(chat(&gw, "lonely").await, 502);
+    // Records reach the store through its writer thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin(&gw, "/admin/requests?limit=100").await["data"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 9
+    {
+        assert!(Instant::now() < deadline, "the store never held 9 requests");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let shots = repo().join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let started = Instant::now();
+    let out = Command::new("node")
+        .arg(repo().join("tests/ui/dashboard.mjs"))
+        .env("SWITCHYARD_ADMIN_URL", &gw.admin_url)
+        .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+        .env("SWITCHYARD_API_URL", &gw.url)
+        .env("SWITCHYARD_CONFIG", gw.config_path())
+        .env("SWITCHYARD_REFUSED_PORT", refused_port().to_string())
+        .env("SWITCHYARD_UPLOAD_A", plugin("priority"))
+        .env("SWITCHYARD_UPLOAD_B", plugin("round-robin"))
+        .env("SWITCHYARD_SCREENSHOTS", &shots)
+        .env(
+            "SWITCHYARD_EXPECT",
+            r#"{"requests":9,"errors":1,"failed_over":2}"#,
+        )
+        .output()
+        .expect("run node tests/ui/dashboard.mjs");
+    let text = format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "dashboard.mjs ran {:.1} s\n{text}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "the browser test failed ({}):\n{text}\n--- gateway\n{}",
+        out.status,
+        gw.logs()
+    );
+}
