@@ -76,8 +76,10 @@ export const fmt = {
     if (v !== 0 && Math.abs(v) < 0.01) return `$${nf(4).format(v)}`;
     return `$${nf(2).format(v)}`;
   },
+  /// Requests per second; slow rates keep two significant digits.
   rate(v) {
     if (v === null || v === undefined) return "–";
+    if (v > 0 && v < 0.1) return `${Number(v.toPrecision(2))} req/s`;
     return `${nf(v < 10 ? 2 : 1).format(v)} req/s`;
   },
   int(v) {
@@ -209,10 +211,11 @@ function stopPolling() {
   timer = null;
 }
 
-function setStatus(ok, text) {
+/// The header's live indicator; the detail is hidden on a phone.
+function setStatus(ok, text, detail) {
   const live = document.getElementById("live");
   live.className = ok ? "live ok" : "live stale";
-  live.textContent = text;
+  live.replaceChildren(text, detail ? h("span", { class: "when" }, detail) : "");
 }
 
 async function refresh() {
@@ -221,7 +224,7 @@ async function refresh() {
   if (current && current.refresh) {
     try {
       await current.refresh();
-      if (mine === generation) setStatus(true, `Live · updated ${new Date().toLocaleTimeString()}`);
+      if (mine === generation) setStatus(true, "Live", ` · updated ${new Date().toLocaleTimeString()}`);
     } catch (e) {
       if (mine === generation) setStatus(false, `Not updated: ${e.message}`);
     }

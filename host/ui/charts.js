@@ -30,8 +30,7 @@ function timeLabel(ms, spanMs) {
 /// A chart of `series` over buckets starting at `xs` (ms).
 /// series: [{ name, values: [number|null], kind: "bar"|"line", cls }]
 /// format: how the y axis and the tooltips write a value (with its unit).
-export function chart({ title, xs, bucketMs, series, format, height = 160 }) {
-  const width = 600;
+export function chart({ title, xs, bucketMs, series, format, width = 600, height = 170 }) {
   const pad = { l: 56, r: 8, t: 8, b: 22 };
   const w = width - pad.l - pad.r;
   const h = height - pad.t - pad.b;
@@ -47,7 +46,8 @@ export function chart({ title, xs, bucketMs, series, format, height = 160 }) {
     class: "chart",
     role: "img",
     "aria-label": `${title}: ${series.map((s) => s.name).join(", ")} over time, up to ${format(max)}`,
-    preserveAspectRatio: "none",
+    width,
+    height,
   });
   svg.appendChild(el("title", {}, title));
   // Grid and y axis labels.

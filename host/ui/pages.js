@@ -67,6 +67,13 @@ function budgetLine(budgets, period, spent) {
   };
 }
 
+/// A chart's width in CSS pixels: one column on a phone, two from 900 px.
+function chartWidth(container) {
+  const total = container.clientWidth || 600;
+  const columns = total >= 860 ? 2 : 1;
+  return Math.max(260, Math.round((total - (columns - 1) * 12) / columns - 34));
+}
+
 const WINDOW_NAMES = { "1h": "last hour", "24h": "last day", "7d": "last week" };
 
 function overview(root, { params }) {
@@ -114,11 +121,13 @@ function overview(root, { params }) {
             t.cache_lookups ? `${fmt.int(t.cache_hits)} hits of ${fmt.int(t.cache_lookups)} lookups` : "no cache lookups: enable routes.<name>.cache"),
         ];
       });
-      update(charts, s.buckets, (buckets) => {
+      // Drawn at the size they are shown, so their text is not stretched.
+      const width = chartWidth(charts);
+      update(charts, { buckets: s.buckets, width }, ({ buckets }) => {
         const xs = buckets.map((x) => x.ts_ms);
         const col = (k) => buckets.map((x) => x[k]);
         const fig = (title, series, format) =>
-          h("figure", { class: "card" }, h("figcaption", {}, title), chart({ title, xs, bucketMs: s.bucket_ms, series, format }), legend(series));
+          h("figure", { class: "card" }, h("figcaption", {}, title), chart({ title, xs, bucketMs: s.bucket_ms, series, format, width }), legend(series));
         const per = s.bucket_ms >= 3600000 ? "hour" : s.bucket_ms >= 900000 ? "15 min" : "min";
         return [
           fig(`Requests per ${per}`, [
@@ -366,7 +375,7 @@ function request(root, { rest }) {
         h("h2", {}, `Attempts (${r.attempts_detail.length})`),
         table("Attempts in order", ["#", "Time", "Deployment", "Adapter", "Result", "Status", "Latency", "First token", "Tokens in / out", "Cost", "Evaluation"], r.attempts_detail.map((a) =>
           h("tr", { "data-attempt": a.n },
-            h("td", { class: "num" }, String(a.n + 1)), h("td", {}, fmt.time(a.ts_ms)), h("td", {}, a.deployment), h("td", {}, a.adapter),
+            h("td", { class: "num" }, String(a.n)), h("td", {}, fmt.time(a.ts_ms)), h("td", {}, a.deployment), h("td", {}, a.adapter),
             h("td", {}, a.class ? badge(a.class, "bad") : badge("success", "ok")), h("td", {}, a.status ? statusBadge(a.status) : "–"),
             h("td", { class: "num" }, fmt.ms(a.latency_ms)), h("td", { class: "num" }, fmt.ms(a.ttft_ms)),
             h("td", { class: "num" }, `${fmt.int(a.prompt_tokens)} / ${fmt.int(a.completion_tokens)}`),
