@@ -224,6 +224,20 @@ function deployments(root) {
 
 // ---- routes ------------------------------------------------------------------
 
+/// One shadow strategy: how often it agreed with the live one, and what
+/// its choices would have cost and taken against the live choices.
+function shadowLine(s) {
+  const w = s.what_if || {};
+  const l = s.live_stats || {};
+  const vs = (a, b, f) => (a === undefined || a === null ? "" : `${f(a)} vs ${f(b)}`);
+  const cost = vs(w.cost_usd, l.cost_usd, fmt.usd);
+  const p50 = vs(w.latency_p50_ms, l.latency_p50_ms, fmt.ms);
+  return [
+    h("strong", {}, s.strategy), `: ${fmt.pct(s.agreement)} agreement over ${fmt.count(s.decisions, "decisions")}`,
+    cost || p50 ? h("span", { class: "muted" }, ` · would cost ${cost || "–"}, p50 ${p50 || "–"} (live)`) : null,
+  ];
+}
+
 function routes(root) {
   const list = h("div", { id: "routes" });
   root.append(h("h1", {}, "Routes"), list);
@@ -252,7 +266,7 @@ function routes(root) {
               h("td", {}, h("ol", { class: "plain-ol" }, x.deployments.map((d) => h("li", {}, d.name, h("span", { class: "muted" }, ` priority ${d.priority}, weight ${d.weight}`))))),
               h("td", {}, x.fallbacks.length ? x.fallbacks.join(" → ") : "none"),
               h("td", {}, (shadows[x.name] || []).length
-                ? h("ul", { class: "plain" }, shadows[x.name].map((s) => h("li", {}, `${s.strategy}: ${fmt.pct(s.agreement)} agreement over ${fmt.count(s.decisions, "decisions")}`)))
+                ? h("ul", { class: "plain" }, shadows[x.name].map((s) => h("li", { "data-shadow": s.strategy }, shadowLine(s))))
                 : "none"),
             )))
           : empty("No routes configured — add one under routes in the config file, naming its deployments."),
@@ -283,7 +297,7 @@ function requests(root, { params }) {
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
   root.append(h("h1", {}, "Requests"), form, results, pager);
   const offset = Number(params.get("offset") || 0);
-  const filters = ["route", "deployment", "caller", "status", "outcome", "since"];
+  const filters = ["route", "deployment", "caller", "status", "outcome", "since", "from", "to"];
 
   const fill = async () => {
     const [r, d] = await Promise.all([api("/admin/routes").catch(() => ({ data: [] })), api("/admin/deployments").catch(() => ({ data: [] }))]);
@@ -294,6 +308,8 @@ function requests(root, { params }) {
       field("Status", h("input", { name: "status", id: "f-status", type: "number", min: "100", max: "599", inputmode: "numeric", value: params.get("status") || "", placeholder: "e.g. 502" })),
       field("Outcome", select("outcome", [["", "any"], ["success", "success"], ["failed", "failed"]], params.get("outcome") || "")),
       field("Time", select("since", Object.entries(SINCE), params.get("since") || "")),
+      field("From (local time)", h("input", { name: "from", id: "f-from", type: "datetime-local", value: params.get("from") || "" })),
+      field("To", h("input", { name: "to", id: "f-to", type: "datetime-local", value: params.get("to") || "" })),
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Apply filters"), h("a", { href: "#/requests", class: "button secondary" }, "Clear")),
     );
   };
@@ -309,7 +325,11 @@ function requests(root, { params }) {
     async refresh() {
       await filled;
       const q = new URLSearchParams();
-      for (const k of filters) if (params.get(k)) q.set(k, params.get(k));
+      for (const k of filters.slice(0, 6)) if (params.get(k)) q.set(k, params.get(k));
+      // An explicit range (local time in the form) goes to the API in ms.
+      const ms = (k) => (params.get(k) ? new Date(params.get(k)).getTime() : NaN);
+      if (!Number.isNaN(ms("from"))) q.set("since", String(ms("from")));
+      if (!Number.isNaN(ms("to"))) q.set("until", String(ms("to")));
       q.set("limit", String(PAGE_SIZE));
       q.set("offset", String(offset));
       let r;

@@ -34,6 +34,11 @@ const SHOTS = env("SWITCHYARD_SCREENSHOTS");
 const EXPECT = JSON.parse(env("SWITCHYARD_EXPECT"));
 const WAIT = 15000;
 const t0 = Date.now();
+// The whole run is bounded too (a hung browser must not hang the suite).
+setTimeout(() => {
+  console.error("dashboard.mjs: gave up after 120 s");
+  process.exit(2);
+}, 120000).unref();
 
 function step(name) {
   console.log(`[${((Date.now() - t0) / 1000).toFixed(1)} s] ${name}`);
@@ -183,6 +188,10 @@ try {
   await until("the status filter", async () => (await page.locator("#requests tr[data-request]").count()) === 1);
   assert.match(await page.locator("#requests tr[data-request]").textContent(), /lonely/);
   assert.equal(await page.inputValue("#f-status"), "502");
+  // A time range that ended before the traffic began holds none of it.
+  await page.goto(`${ADMIN}/ui#/requests?to=2020-01-01T00:00`);
+  await page.locator("#requests .empty", { hasText: "No requests match" }).waitFor();
+  assert.equal(await page.inputValue("#f-to"), "2020-01-01T00:00");
   await page.goto(`${ADMIN}/ui#/requests?route=nothing-here`);
   await page.locator("#requests .empty", { hasText: "No requests match" }).waitFor();
 
@@ -215,7 +224,7 @@ try {
     assert.equal(r.deployment, "backup");
   }
   // Open while it cools down, then half-open until a request probes it.
-  await until("the circuit shown open", async () => ["open", "half_open"].includes(await circuit("primary")), 10000);
+  await until("the circuit shown open", async () => ["open", "half_open"].includes(await circuit("primary")), 20000);
   await shot("deployment-down");
 
   step("deployment back");
@@ -227,8 +236,8 @@ try {
     return d.data.find((x) => x.name === "primary").base_url === upstream;
   });
   // After the cool-down (2 s) one request probes the deployment.
-  await until("the primary answering again", async () => (await chat("chat")).deployment === "primary", 10000);
-  await until("the circuit shown closed", async () => (await circuit("primary")) === "closed", 10000);
+  await until("the primary answering again", async () => (await chat("chat")).deployment === "primary", 20000);
+  await until("the circuit shown closed", async () => (await circuit("primary")) === "closed", 20000);
   await shot("deployment-back");
 
   // ---- events ------------------------------------------------------------------
