@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -187,12 +187,37 @@ fn rescanned(registry: &Registry, config: &crate::config::Config, id: &str) -> O
         .find(|e| e["id"] == id)
 }
 
+/// Whether a browser sent this from another site's page. Without a token
+/// (a loopback-only admin API) any page the operator opens could otherwise
+/// post a rollback to 127.0.0.1 (a simple request needs no preflight);
+/// browsers always send `Origin` across origins, other clients need none.
+fn cross_origin(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("?");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if origin.split_once("://").map(|(_, h)| h) == Some(host) {
+        return None;
+    }
+    Some(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "plugins are changed from the dashboard's own origin only (Origin {origin}, Host {host})"
+        ),
+    ))
+}
+
 /// `PUT /admin/plugins/{file}` with the `.wasm` bytes as the body.
 pub(super) async fn upload(
     State(s): State<Arc<AdminState>>,
     UrlPath(file): UrlPath<String>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    if let Some(refused) = cross_origin(&headers) {
+        return refused;
+    }
     let id = match plugin_files::plugin_id(&file) {
         Ok(id) => id.to_string(),
         Err(e) => return file_error(e),
@@ -269,7 +294,11 @@ pub(super) async fn upload(
 pub(super) async fn rollback(
     State(s): State<Arc<AdminState>>,
     UrlPath(file): UrlPath<String>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Some(refused) = cross_origin(&headers) {
+        return refused;
+    }
     let id = match plugin_files::plugin_id(&file) {
         Ok(id) => id.to_string(),
         Err(e) => return file_error(e),
@@ -304,6 +333,20 @@ mod tests {
             .join(format!("{name}.wasm"));
         std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins)", path.display()))
+    }
+
+    #[test]
+    fn changes_come_from_the_dashboards_origin_or_from_no_browser() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:8081".parse().unwrap());
+        assert!(cross_origin(&h).is_none(), "curl sends no Origin");
+        h.insert(header::ORIGIN, "http://127.0.0.1:8081".parse().unwrap());
+        assert!(cross_origin(&h).is_none(), "the dashboard itself");
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        let r = cross_origin(&h).expect("another site's page");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(cross_origin(&h).is_some(), "a sandboxed page");
     }
 
     #[test]

@@ -24,22 +24,26 @@ struct Asset {
     body: &'static str,
 }
 
+/// A script module of `host/ui/`.
+macro_rules! script {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/ui/", $name),
+            mime: "text/javascript; charset=utf-8",
+            body: include_str!(concat!("../../ui/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/ui/app.js",
-        mime: "text/javascript; charset=utf-8",
-        body: include_str!("../../ui/app.js"),
-    },
-    Asset {
-        path: "/ui/charts.js",
-        mime: "text/javascript; charset=utf-8",
-        body: include_str!("../../ui/charts.js"),
-    },
-    Asset {
-        path: "/ui/pages.js",
-        mime: "text/javascript; charset=utf-8",
-        body: include_str!("../../ui/pages.js"),
-    },
+    script!("app.js"),
+    script!("charts.js"),
+    script!("pages.js"),
+    script!("widgets.js"),
+    script!("overview.js"),
+    script!("fleet.js"),
+    script!("records.js"),
+    script!("plugins.js"),
     Asset {
         path: "/ui/style.css",
         mime: "text/css; charset=utf-8",
@@ -112,12 +116,28 @@ mod tests {
 
     #[test]
     fn the_page_names_only_embedded_files_and_no_inline_code() {
+        // Every file is used: by the page, or imported by a script.
         for a in ASSETS {
             let name = a.path.trim_start_matches("/ui/");
-            assert!(
-                INDEX.contains(name) || ["pages.js", "charts.js"].contains(&name),
-                "index.html does not use {name}"
-            );
+            let imported = ASSETS
+                .iter()
+                .any(|b| b.body.contains(&format!("from \"./{name}\"")));
+            assert!(INDEX.contains(a.path) || imported, "nothing uses {name}");
+        }
+        // Every module a script imports is served.
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            for (_, rest) in a
+                .body
+                .match_indices("from \"./")
+                .map(|(i, _)| a.body.split_at(i + 8))
+            {
+                let name = &rest[..rest.find('"').unwrap()];
+                assert!(
+                    ASSETS.iter().any(|b| b.path == format!("/ui/{name}")),
+                    "{} imports {name}, which is not served",
+                    a.path
+                );
+            }
         }
         // The CSP forbids inline scripts and styles: none may be written.
         assert!(!INDEX.contains("<script>"), "an inline script");
