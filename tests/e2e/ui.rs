@@ -128,3 +128,141 @@ async fn dashboard_in_a_browser() {
         gw.logs()
     );
 }
+
+/// The upload and rollback endpoints the plugins page uses, without a
+/// browser: every refusal names its reason and leaves the folder as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_uploads_are_checked_written_whole_and_rolled_back() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start_with_env(
+        json!({"chat": {"strategy": "priority", "deployments": [
+            {"name": "a", "adapter": "openai", "base_url": mock.url, "model": "good"}]}}),
+        &[("openai", "openai"), ("priority", "priority")],
+        json!({"admin": {"token_env": "UI_ADMIN_TOKEN"}}),
+        &[("UI_ADMIN_TOKEN", TOKEN)],
+    );
+    let put = |file: &str, body: Vec<u8>| {
+        client()
+            .put(format!("{}/admin/plugins/{file}", gw.admin_url))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+    };
+    let status_and_message = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body = crate::harness::json_body(r).await;
+        (status, body)
+    };
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(gw.plugin_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files();
+    let bytes = |name: &str| std::fs::read(plugin(name)).unwrap();
+
+    // The token is needed, as for every admin call.
+    let r = client()
+        .put(format!("{}/admin/plugins/canary.wasm", gw.admin_url))
+        .body(bytes("priority"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Refusals: a bad name, not a plugin, the wrong kind for the config,
+    // too large, another site's page. Nothing is written.
+    let (s, b) =
+        status_and_message(put("..%2Fescape.wasm", bytes("priority")).await.unwrap()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a plugin file name"),
+        "{b}"
+    );
+    let (s, b) =
+        status_and_message(put("junk.wasm", b"not a plugin".to_vec()).await.unwrap()).await;
+    assert_eq!(s, 422, "{b}");
+    let m = b["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("would be refused") && m.contains("no wasm header"),
+        "{m}"
+    );
+    let (s, b) = status_and_message(put("priority.wasm", bytes("basic")).await.unwrap()).await;
+    assert_eq!(
+        s, 422,
+        "an evaluator where the config wants a strategy: {b}"
+    );
+    let (s, b) = status_and_message(put("big.wasm", vec![0; 65 << 20]).await.unwrap()).await;
+    assert_eq!(s, 413, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("64 MiB"),
+        "{b}"
+    );
+    let r = client()
+        .put(format!("{}/admin/plugins/canary.wasm", gw.admin_url))
+        .bearer_auth(TOKEN)
+        .header("origin", "https://elsewhere.example")
+        .body(bytes("priority"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(files(), before, "no refused upload left anything behind");
+
+    // Added, replaced (the old version kept aside, not loaded), rolled back.
+    let (s, b) = status_and_message(put("canary.wasm", bytes("priority")).await.unwrap()).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["plugin"]["state"], "active", "{b}");
+    let first = b["plugin"]["hash"].as_str().unwrap().to_string();
+    let (s, b) = status_and_message(put("canary.wasm", bytes("round-robin")).await.unwrap()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["replaced"], true);
+    assert_ne!(b["plugin"]["hash"], first.as_str());
+    assert_eq!(b["plugin"]["previous_hash"], first.as_str());
+    let previous = gw.plugin_dir().join(".previous/canary.wasm");
+    assert!(previous.exists());
+    let mut expected = before.clone();
+    expected.extend([".previous".to_string(), "canary.wasm".to_string()]);
+    expected.sort();
+    assert_eq!(files(), expected, "no temp files");
+    let listed = admin(&gw, "/admin/plugins").await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["canary", "openai", "priority"],
+        "the kept version is not loaded"
+    );
+
+    let rollback = |file: &str| {
+        client()
+            .post(format!("{}/admin/plugins/{file}/rollback", gw.admin_url))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let (s, b) = status_and_message(rollback("canary.wasm").await.unwrap()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["plugin"]["hash"], first.as_str());
+    assert_eq!(b["plugin"]["state"], "active");
+    let (s, b) = status_and_message(rollback("priority.wasm").await.unwrap()).await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no previous version"),
+        "{b}"
+    );
+    // The gateway still routes through the untouched strategy.
+    assert_eq!(chat(&gw, "chat").await, 200);
+}
