@@ -229,7 +229,8 @@ async function refresh() {
       if (mine === generation) setStatus(false, `Not updated: ${e.message}`);
     }
   }
-  if (mine === generation && !document.hidden) timer = setTimeout(refresh, POLL_MS);
+  // A page may poll less often (the long overview windows cost the store more).
+  if (mine === generation && !document.hidden) timer = setTimeout(refresh, (current && current.every) || POLL_MS);
 }
 
 async function route() {
@@ -248,10 +249,6 @@ async function route() {
   main.replaceChildren();
   document.title = `${def.title} · Switchyard`;
   current = def.mount(main, { rest, params });
-  const heading = main.querySelector("h1");
-  if (heading && document.activeElement && document.activeElement.closest && !document.activeElement.closest("main")) {
-    heading.setAttribute("tabindex", "-1");
-  }
   await refresh();
 }
 
