@@ -71,10 +71,12 @@ export const fmt = {
     if (v === null || v === undefined) return "–";
     return `${nf(1).format(v * 100)} %`;
   },
+  /// Dollars: cents from $1, up to four decimals below (LLM calls are cheap).
   usd(v) {
     if (v === null || v === undefined) return "–";
-    if (v !== 0 && Math.abs(v) < 0.01) return `$${nf(4).format(v)}`;
-    return `$${nf(2).format(v)}`;
+    if (Math.abs(v) >= 1 || v === 0) return `$${nf(2).format(v)}`;
+    const small = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 4 });
+    return `$${small.format(v)}`;
   },
   /// Requests per second; slow rates keep two significant digits.
   rate(v) {

@@ -200,7 +200,23 @@ try {
   await page.click("#nav a[data-page=routes]");
   await page.locator("#routes tr[data-route=flaky]").waitFor();
   assert.match(await page.locator("#routes tr[data-route=flaky]").textContent(), /broken.*backup/s);
+  assert.match(await page.locator("#routes tr[data-route=chat]").textContent(), /none$/, "no shadow strategies (404)");
   await shot("routes");
+  // A gateway with shadow strategies answers /admin/shadow: its agreement
+  // is shown (answered here by the browser, as this build has none).
+  await page.route("**/admin/shadow", (r) => r.fulfill({
+    status: 200,
+    contentType: "application/json",
+    body: JSON.stringify({ routes: [{ route: "chat", live: "priority", shadows: [{
+      strategy: "cost-aware", decisions: 120, agreement: 0.83,
+      what_if: { cost_usd: 0.012, latency_p50_ms: 210.0 }, live_stats: { cost_usd: 0.015, latency_p50_ms: 190.0 },
+    }] }] }),
+  }));
+  await page.click("#nav a[data-page=overview]");
+  await page.click("#nav a[data-page=routes]");
+  await page.locator("#routes tr[data-route=chat] [data-shadow=cost-aware]", { hasText: "83.0 % agreement over 120 decisions" }).waitFor();
+  await shot("routes-shadow");
+  await page.unroute("**/admin/shadow");
 
   // ---- a deployment goes down and comes back -----------------------------------
   step("deployment down");
