@@ -28,7 +28,7 @@ function deploymentCard(d, spend) {
     dl([
       ["Model", `${d.model} via ${d.adapter}`],
       ["Routes", (d.routes || []).join(", ") || "none"],
-      ["Headroom", `${fmt.pct(d.health.headroom)} (the tightest limit, key or cool-down)`],
+      ["Headroom (tightest limit)", fmt.pct(d.health.headroom)],
       ["In flight", `${fmt.int(d.in_flight)}${d.max_in_flight ? ` of ${fmt.int(d.max_in_flight)}` : ""} requests`],
       ["Latency p50 / p95", `${fmt.ms(lat.p50)} / ${fmt.ms(lat.p95)}`],
       ["Time to first token p50 / p95", `${fmt.ms(ttft.p50)} / ${fmt.ms(ttft.p95)}`],

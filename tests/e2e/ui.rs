@@ -48,6 +48,12 @@ async fn dashboard_in_a_browser() {
         json!({"adapter": "openai", "base_url": mock.url, "model": model,
                "input_cost_per_1m": 1000.0, "output_cost_per_1m": 2000.0})
     };
+    // Limits and a key, for the deployments page to show.
+    let mut primary = priced("good");
+    primary["rpm"] = json!(600);
+    primary["tpm"] = json!(100_000);
+    let mut backup = priced("good-too");
+    backup["api_key_env"] = json!("UI_BACKUP_KEY");
     let gw = Gateway::start_with_env(
         json!({
             "chat": {"strategy": "priority", "evaluator": "basic", "deployments": [
@@ -66,12 +72,15 @@ async fn dashboard_in_a_browser() {
             "health": {"trip_after": 3, "cooldown_ms": 2000},
             "budgets": {"daily": {"period": "day", "limit_usd": 1.0}},
             "deployments": {
-                "primary": priced("good"),
-                "backup": priced("good-too"),
+                "primary": primary,
+                "backup": backup,
                 "broken": priced("fail-500"),
             },
         }),
-        &[("UI_ADMIN_TOKEN", TOKEN)],
+        &[
+            ("UI_ADMIN_TOKEN", TOKEN),
+            ("UI_BACKUP_KEY", "sk-test-not-shown"),
+        ],
     );
 
     // The traffic mix: six answered at once, two failed over, one error.

@@ -224,6 +224,13 @@ try {
   await page.click("#nav a[data-page=deployments]");
   await page.locator("#deployments [data-deployment=primary]").waitFor();
   assert.equal(await circuit("primary"), "closed");
+  // Each limit with its use and headroom; keys by variable and state only.
+  const limits = await page.locator("#deployments [data-deployment=primary] table").textContent();
+  assert.match(limits, /rpm.*600/s);
+  assert.match(limits, /tpm.*100,000/s);
+  const backupCard = await page.locator("#deployments [data-deployment=backup]").textContent();
+  assert.match(backupCard, /UI_BACKUP_KEY\s*active/);
+  assert.ok(!backupCard.includes("sk-test"), "a key's value never reaches the page");
   await shot("deployments");
   let upstream;
   rewriteConfig((c) => {
