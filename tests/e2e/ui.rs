@@ -275,3 +275,69 @@ async fn plugin_uploads_are_checked_written_whole_and_rolled_back() {
     // The gateway still routes through the untouched strategy.
     assert_eq!(chat(&gw, "chat").await, 200);
 }
+
+/// The dashboard is the admin listener's alone: its files without the
+/// token (they hold no data) under a strict CSP, every data call with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_on_the_admin_listener_only() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start_with_env(
+        json!({"chat": {"deployments": [
+            {"name": "a", "adapter": "openai", "base_url": mock.url, "model": "good"}]}}),
+        &[("openai", "openai")],
+        json!({"admin": {"token_env": "UI_ADMIN_TOKEN"}}),
+        &[("UI_ADMIN_TOKEN", TOKEN)],
+    );
+    let get = |url: String| client().get(url).send();
+    assert_eq!(get(format!("{}/ui", gw.url)).await.unwrap().status(), 404);
+
+    let page = get(format!("{}/ui", gw.admin_url)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    let script = get(format!("{}/ui/app.js", gw.admin_url)).await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let auth =
+        crate::harness::json_body(get(format!("{}/ui/auth.json", gw.admin_url)).await.unwrap())
+            .await;
+    assert_eq!(auth["token_required"], true);
+
+    let r = get(format!("{}/admin/series", gw.admin_url)).await.unwrap();
+    assert_eq!(r.status(), 401, "data needs the token");
+    let series = admin(&gw, "/admin/series?window=24h").await;
+    assert_eq!(series["window"], "24h");
+    assert_eq!(series["buckets"].as_array().unwrap().len(), 96);
+    let r = client()
+        .get(format!("{}/admin/series?window=2h", gw.admin_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = crate::harness::json_body(r).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1h, 24h, 7d"),
+        "{body}"
+    );
+    let routes = admin(&gw, "/admin/routes").await;
+    assert_eq!(routes["data"][0]["name"], "chat");
+    assert_eq!(routes["data"][0]["deployments"][0]["name"], "a");
+}
