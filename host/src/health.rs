@@ -205,6 +205,27 @@ impl DeploymentHealth {
         }
     }
 
+    /// The circuit as operators name it: `closed` (serving), `open` (tripped
+    /// by faults, cooling down), `half_open` (its cool-down over, waiting for
+    /// a probe's outcome), `rate_limited` (cooling down after a 429) or
+    /// `down` (active health checks failing). Read only: unlike
+    /// [`Self::admission`] it claims nothing.
+    pub fn circuit(&self) -> &'static str {
+        if self.down.load(Relaxed) {
+            return "down";
+        }
+        let tripped = self.consecutive_faults.load(Relaxed) >= self.settings.load().trip_after;
+        match self.admission() {
+            Admission::Open {
+                rate_limited: true, ..
+            } => "rate_limited",
+            Admission::Open { .. } if tripped && self.is_cooling_down() => "open",
+            Admission::Open { .. } | Admission::HalfOpen if tripped => "half_open",
+            Admission::Open { .. } => "cooling_down",
+            Admission::Closed | Admission::HalfOpen => "closed",
+        }
+    }
+
     /// An active check's outcome (the next one `next` later): marks the
     /// deployment down after `down_after` failures in a row, up after
     /// `up_after` successes (which also closes its circuit: it serves).
@@ -473,6 +494,15 @@ mod tests {
         let s = h.snapshot();
         assert!(!s.healthy);
         assert_eq!(s.headroom, 1.0, "a tripped circuit is not a rate limit");
+        assert_eq!(h.circuit(), "open");
+    }
+
+    #[test]
+    fn circuit_names_what_operators_see() {
+        let h = DeploymentHealth::default();
+        assert_eq!(h.circuit(), "closed");
+        h.record_failure(FailureClass::RateLimited, None);
+        assert_eq!(h.circuit(), "rate_limited");
     }
 
     #[test]

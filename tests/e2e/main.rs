@@ -36,3 +36,4 @@ mod strategies;
 mod streaming;
 mod structured;
 mod traces;
+mod ui;

@@ -318,6 +318,7 @@ impl Gateway {
                     "health": {
                         "healthy": h.healthy,
                         "cooling_down": d.health.is_cooling_down(),
+                        "circuit": d.health.circuit(),
                         "headroom": h.headroom.min(d.limiter.headroom()).min(d.keys.headroom()),
                         "in_flight": h.in_flight,
                         "error_rate": h.error_rate,

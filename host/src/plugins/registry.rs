@@ -139,6 +139,12 @@ impl Registry {
         all
     }
 
+    /// The folder it loads (the one it started with: a new `plugins.dir`
+    /// takes effect at the next start).
+    pub fn dir(&self) -> PathBuf {
+        self.settings.load().dir.clone()
+    }
+
     /// Files that were refused and why, by id.
     pub fn rejected(&self) -> BTreeMap<String, String> {
         (**self.rejected.load()).clone()

@@ -20,6 +20,7 @@
 pub mod query;
 mod queue;
 mod schema;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

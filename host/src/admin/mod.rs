@@ -1,5 +1,10 @@
 //! The admin API, on its own listener (`admin.listen`): request records,
-//! usage, costs, events, live deployments, and reload.
+//! usage, costs, events, live deployments, and reload; and the operator
+//! dashboard at `/ui` that shows them.
+//!
+//! Submodules: [`ui`] serves the dashboard's embedded assets, [`plugins`]
+//! lists, uploads and rolls back plugin files, [`overview`] answers the
+//! time series and the routes the dashboard draws.
 //!
 //! With `admin.token_env` set, every call needs `Authorization: Bearer
 //! <token>` (compared in constant time); without it the listener is bound
@@ -21,6 +26,11 @@ use serde_json::{Value, json};
 use crate::live::Live;
 use crate::store::query::{self, Filter, QueryError};
 
+mod overview;
+mod plugin_files;
+mod plugins;
+mod ui;
+
 /// What the admin handlers share.
 pub struct AdminState {
     pub live: Arc<Live>,
@@ -29,9 +39,11 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
-/// The admin router.
+/// The admin router: the API behind the token, and the dashboard's
+/// assets (public: the page asks for the token and sends it with every
+/// call it makes).
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/admin/requests", get(requests))
         .route("/admin/requests/{id}", get(request))
         .route("/admin/usage", get(usage))
@@ -42,13 +54,24 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/budgets", get(budgets))
         .route("/admin/shadow", get(shadow))
         .route("/admin/reload", post(reload))
+        .route("/admin/series", get(overview::series))
+        .route("/admin/routes", get(overview::routes))
+        .route("/admin/plugins", get(plugins::list))
+        .route(
+            "/admin/plugins/{file}",
+            axum::routing::put(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(
+                crate::plugins::MAX_PLUGIN_BYTES as usize,
+            )),
+        )
+        .route("/admin/plugins/{file}/rollback", post(plugins::rollback))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    ui::router(state.token.is_some()).merge(api)
 }
 
 /// Where the admin API listens: `admin.listen`, or its loopback
@@ -72,7 +95,7 @@ pub fn address(listen: &str, token: bool) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let kind = if status == StatusCode::UNAUTHORIZED {
         "authentication_error"
     } else if status.is_client_error() {
@@ -113,7 +136,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Runs a store view on the blocking pool.
-async fn view(
+pub(crate) async fn view(
     state: &AdminState,
     f: impl FnOnce(&rusqlite::Connection, i64) -> Result<Value, QueryError> + Send + 'static,
 ) -> Response {
