@@ -33,6 +33,7 @@
 mod answer;
 mod config;
 mod detect;
+mod hashed;
 mod score;
 #[cfg(test)]
 mod tests;

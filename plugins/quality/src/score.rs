@@ -8,7 +8,8 @@
 //! call, so a false alarm is dearer than a miss.
 
 use crate::detect::{Bytes, CHAR_RUN, head, mid_sentence, repeated_shingles, repeats, tail_loop};
-use crate::text::{self, Fences};
+use crate::hashed::{Hashed, hashed};
+use crate::text::Fences;
 
 /// Words longer than this (in characters) are not words but noise: a run of
 /// one letter, glued tokens. The longest English words in use stay below.
@@ -54,11 +55,9 @@ impl Prompt {
     pub fn new(text: Option<&str>) -> Self {
         let text = head(text.unwrap_or(""), PROMPT_SCAN);
         let (mut stems, mut words) = (Vec::new(), 0);
-        for w in text::words(text) {
+        for w in hashed(text) {
             words += 1;
-            if text::is_content_word(w) {
-                stems.push(text::hash_lower(text::stem(w)));
-            }
+            stems.extend(w.stem);
         }
         stems.sort_unstable();
         stems.dedup();
@@ -137,19 +136,14 @@ pub fn analyse<'a>(
         let code = fences.line(line);
         bytes.line(line, code);
         let mut line_hash = 0u64;
-        for w in text::words(line) {
+        for Hashed { word: w, hash, stem } in hashed(line) {
             words += 1;
-            let hash = if text::is_content_word(w) {
+            if let Some(h) = stem {
                 content_words += 1;
-                let stem = text::stem(w);
-                let h = text::hash_lower(stem);
                 if judge_relevance && let Some(i) = prompt.find(h) {
                     matched[i] = true;
                 }
-                text::hash_more(h, &w[stem.len()..])
-            } else {
-                text::hash_lower(w)
-            };
+            }
             if !code {
                 prose.push(hash);
                 line_hash = line_hash.rotate_left(17) ^ hash;

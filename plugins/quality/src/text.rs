@@ -210,12 +210,9 @@ const fn pack(bytes: &[u8]) -> u64 {
     key
 }
 
-fn is_stopword(word: &str) -> bool {
+pub fn is_stopword(word: &str) -> bool {
     let bytes = word.as_bytes();
-    let letter = bytes
-        .first()
-        .map_or(26, |b| b.to_ascii_lowercase().wrapping_sub(b'a'));
-    if bytes.len() > 8 || letter >= 26 {
+    if bytes.len() > 8 || bytes.is_empty() {
         return false;
     }
     // `pack` at run time, a word at once: setting bit 5 of each byte
@@ -224,8 +221,14 @@ fn is_stopword(word: &str) -> bool {
     buf[..bytes.len()].copy_from_slice(bytes);
     let key = u64::from_be_bytes(buf)
         | (0x2020_2020_2020_2020 & !u64::MAX.checked_shr(8 * bytes.len() as u32).unwrap_or(0));
-    let letter = usize::from(letter);
-    STOP_KEYS[STOP_START[letter]..STOP_START[letter + 1]].contains(&key)
+    is_stop_key(key)
+}
+
+/// Whether `key`, a word of 1 to 8 bytes packed as by [`pack`] (bytes
+/// lowercased by setting bit 5), is a stopword.
+pub fn is_stop_key(key: u64) -> bool {
+    let letter = usize::from((key >> 56) as u8).wrapping_sub(usize::from(b'a'));
+    letter < 26 && STOP_KEYS[STOP_START[letter]..STOP_START[letter + 1]].contains(&key)
 }
 
 /// Tracks Markdown code fences line by line (CommonMark's rule: a fence of
