@@ -210,6 +210,12 @@ impl DeploymentHealth {
     /// a probe's outcome), `rate_limited` (cooling down after a 429) or
     /// `down` (active health checks failing). Read only: unlike
     /// [`Self::admission`] it claims nothing.
+    /// Its faults in a row reached `trip_after`: the circuit is open or,
+    /// once the cool-down has passed, half-open until a probe succeeds.
+    pub fn is_tripped(&self) -> bool {
+        self.consecutive_faults.load(Relaxed) >= self.settings.load().trip_after
+    }
+
     pub fn circuit(&self) -> &'static str {
         if self.down.load(Relaxed) {
             return "down";

@@ -600,3 +600,35 @@ async fn active_health_checks_take_a_deployment_out_and_bring_it_back() {
     let (_, down) = gw.admin("/admin/events?type=health_down").await;
     assert_eq!(down["data"][0]["subject"], "primary", "{down}");
 }
+
+/// A circuit's life as events: open after the faults in a row, closed when
+/// the half-open probe (after the cool-down) succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_that_a_probe_closes_says_so() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        json!({"chat": {"deployments": [deployment("flaky", &mock.url, "flaky-model")],
+            "retry": {"retries": 0}}}),
+        &["openai"],
+        json!({"health": {"trip_after": 2, "cooldown_ms": 200}}),
+    );
+    mock.set_failing("flaky-model", true);
+    for _ in 0..2 {
+        assert_eq!(gw.chat("chat", false).await.status(), 502);
+    }
+    mock.set_failing("flaky-model", false);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(gw.chat("chat", false).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, opened) = gw.admin("/admin/events?type=circuit_open").await;
+        let (_, closed) = gw.admin("/admin/events?type=circuit_closed").await;
+        if closed["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            assert_eq!(opened["data"].as_array().unwrap().len(), 1, "{opened}");
+            assert_eq!(closed["data"][0]["subject"], "flaky", "{closed}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no circuit_closed event: {opened} {closed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

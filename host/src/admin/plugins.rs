@@ -189,9 +189,10 @@ fn rescanned(registry: &Registry, config: &crate::config::Config, id: &str) -> O
 
 /// Whether a browser sent this from another site's page. Without a token
 /// (a loopback-only admin API) any page the operator opens could otherwise
-/// post a rollback to 127.0.0.1 (a simple request needs no preflight);
-/// browsers always send `Origin` across origins, other clients need none.
-fn cross_origin(headers: &HeaderMap) -> Option<Response> {
+/// post a rollback or a reload to 127.0.0.1 (a simple request needs no
+/// preflight); browsers always send `Origin` across origins, other clients
+/// need none. Checked for every change (see `authorize`).
+pub(super) fn cross_origin(headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("?");
     let host = headers
         .get(header::HOST)
@@ -203,7 +204,7 @@ fn cross_origin(headers: &HeaderMap) -> Option<Response> {
     Some(error(
         StatusCode::FORBIDDEN,
         format!(
-            "plugins are changed from the dashboard's own origin only (Origin {origin}, Host {host})"
+            "the admin API takes changes from the dashboard's own origin only (Origin {origin}, Host {host})"
         ),
     ))
 }
@@ -212,12 +213,8 @@ fn cross_origin(headers: &HeaderMap) -> Option<Response> {
 pub(super) async fn upload(
     State(s): State<Arc<AdminState>>,
     UrlPath(file): UrlPath<String>,
-    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    if let Some(refused) = cross_origin(&headers) {
-        return refused;
-    }
     let id = match plugin_files::plugin_id(&file) {
         Ok(id) => id.to_string(),
         Err(e) => return file_error(e),
@@ -294,11 +291,7 @@ pub(super) async fn upload(
 pub(super) async fn rollback(
     State(s): State<Arc<AdminState>>,
     UrlPath(file): UrlPath<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = cross_origin(&headers) {
-        return refused;
-    }
     let id = match plugin_files::plugin_id(&file) {
         Ok(id) => id.to_string(),
         Err(e) => return file_error(e),

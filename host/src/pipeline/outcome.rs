@@ -334,7 +334,7 @@ impl Recorder {
         if let Some(r) = self.record() {
             r.open = None;
         }
-        let was = health.is_cooling_down();
+        let was = (health.is_cooling_down(), health.is_tripped());
         match (attempt.class, cool) {
             (None, _) => health.record_success(attempt.latency, attempt.started),
             (Some(class), Some(retry_after)) => health.record_failure(class, retry_after),
@@ -349,16 +349,19 @@ impl Recorder {
         }
     }
 
-    /// A deployment's circuit opened (it cools down) or closed: an event.
+    /// A deployment's circuit opened (it cools down) or closed (its
+    /// cool-down ended, or the half-open circuit's probe succeeded): an
+    /// event. `was`: whether it cooled down and had tripped before.
     fn transition(
         &self,
         health: &DeploymentHealth,
-        was: bool,
+        was: (bool, bool),
         deployment: &str,
         class: Option<FailureClass>,
     ) {
         let now = health.is_cooling_down();
-        if was != now {
+        let probe_closed = !was.0 && !now && was.1 && !health.is_tripped();
+        if was.0 != now || probe_closed {
             let request_id = self.record.as_ref().map(|r| r.request_id.to_string());
             self.sinks.event(
                 if now {
@@ -403,7 +406,7 @@ impl Recorder {
         usage: Option<(Usage, bool)>,
     ) {
         if let Some(h) = health {
-            let was = h.is_cooling_down();
+            let was = (h.is_cooling_down(), h.is_tripped());
             let started = self
                 .record
                 .as_ref()

@@ -3,6 +3,8 @@
 //! into values.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -25,7 +27,7 @@ pub enum Wanted {
     /// `json_object`: a JSON object.
     Object,
     /// `json_schema`: JSON valid against the schema (any JSON without one).
-    Schema(Option<Value>),
+    Schema(Option<Rc<Value>>),
 }
 
 impl Wanted {
@@ -53,14 +55,35 @@ impl Wanted {
             Some("json_object") => Ok(Wanted::Object),
             Some("json_schema") => {
                 let raw = format.json_schema.map_or("null", RawValue::get);
-                match serde_json::from_str::<JsonSchema>(raw) {
-                    Ok(s) => Ok(Wanted::Schema(s.schema)),
-                    Err(e) => Err(format!("response_format.json_schema is not valid: {e}")),
-                }
+                schema(raw).map(Wanted::Schema)
             }
             _ => Ok(Wanted::Anything),
         }
     }
+}
+
+/// The schema of `response_format.json_schema` (`raw`, as written). The
+/// last one read is kept with its text: an application sends the same
+/// schema request after request, and reading it into a `Value` costs as
+/// much as checking the answer. Comparing the text is exact (no hash to
+/// collide) and cheap next to parsing it.
+fn schema(raw: &str) -> Result<Option<Rc<Value>>, String> {
+    thread_local! {
+        static LAST: RefCell<Option<(String, Option<Rc<Value>>)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((text, schema)) = last.as_ref()
+            && text == raw
+        {
+            return Ok(schema.clone());
+        }
+        let schema = serde_json::from_str::<JsonSchema>(raw)
+            .map_err(|e| format!("response_format.json_schema is not valid: {e}"))?
+            .schema
+            .map(Rc::new);
+        *last = Some((raw.to_owned(), schema.clone()));
+        Ok(schema)
+    })
 }
 
 /// A `chat.completion`.
@@ -107,5 +130,31 @@ impl Message<'_> {
         self.tool_calls.is_some_and(|raw| {
             serde_json::from_str::<Vec<IgnoredAny>>(raw.get()).is_ok_and(|calls| !calls.is_empty())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_schema_is_reused_only_for_the_same_text() {
+        let read = |raw: &str| match Wanted::read(&format!(
+            r#"{{"response_format": {{"type": "json_schema", "json_schema": {raw}}}}}"#
+        )) {
+            Ok(Wanted::Schema(s)) => Ok(s),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let a = read(r#"{"name": "a", "schema": {"type": "object"}}"#).unwrap();
+        let again = read(r#"{"name": "a", "schema": {"type": "object"}}"#).unwrap();
+        assert!(Rc::ptr_eq(a.as_ref().unwrap(), again.as_ref().unwrap()));
+        let b = read(r#"{"name": "a", "schema": {"type": "array"}}"#).unwrap();
+        assert_eq!(b.as_deref(), Some(&serde_json::json!({"type": "array"})));
+        assert_eq!(read(r#"{"name": "a"}"#), Ok(None));
+        assert!(read(r#"{"schema": {}}"#).is_err(), "a name is required");
+        assert!(read("null").is_err());
+        let c = read(r#"{"name": "a", "schema": {"type": "object"}}"#).unwrap();
+        assert_eq!(c, a);
     }
 }

@@ -7,8 +7,10 @@
 
 use serde_json::{Map, Value};
 
+use crate::instance::Json;
+
 /// The supported keywords a schema object has (see `schema.rs`).
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Keywords<'s> {
     pub reference: Option<&'s str>,
     pub types: Option<&'s Value>,
@@ -94,10 +96,11 @@ impl<'s> Keywords<'s> {
 
 /// Whether `v` has one of the types `t` names. Names this subset does not
 /// know (a malformed schema) match anything.
-pub fn type_ok(t: &Value, v: &Value) -> bool {
+pub fn type_ok(t: &Value, v: &Json) -> bool {
     let is = |name: &Value| match name.as_str() {
-        Some("integer") => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
-        Some("number") => v.is_number(),
+        Some("integer") => matches!(v, Json::Number(n)
+            if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)),
+        Some("number") => matches!(v, Json::Number(_)),
         Some(known @ ("null" | "boolean" | "string" | "array" | "object")) => known == kind(v),
         _ => true,
     };
@@ -119,14 +122,14 @@ pub fn type_names(t: &Value) -> String {
 }
 
 /// The JSON type of `v`, as `type` names it (`integer` is a `number`).
-pub fn kind(v: &Value) -> &'static str {
+pub fn kind(v: &Json) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
     }
 }
 

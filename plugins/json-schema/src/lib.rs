@@ -27,6 +27,7 @@
 //! the module then imports JavaScript glue and cannot become a component.
 
 mod answer;
+mod instance;
 mod keywords;
 mod schema;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use serde_json::Value;
 use switchyard_sdk::{Evaluator, Metadata, Verdict, export_evaluator, log, plugin_config};
 
 use crate::answer::{Answer, Message, Wanted};
+use crate::instance::Json;
 use crate::schema::Unjudgeable;
 
 struct JsonSchema;
@@ -146,7 +148,7 @@ fn check(config: &Config, wanted: &Wanted, message: &Message) -> Result<Vec<Stri
         Some(inner) => inner,
         None => content,
     };
-    let value: Value = match serde_json::from_str(json) {
+    let value: Json = match serde_json::from_str(json) {
         Ok(v) => v,
         Err(e) => return Ok(vec![format!("content is not valid JSON: {e}")]),
     };

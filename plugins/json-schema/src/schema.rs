@@ -29,6 +29,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
+use crate::instance::{Json, has_member};
 use crate::keywords::{Keywords, equal, kind, short, type_names, type_ok};
 
 /// Reasons kept per answer; the count of the rest is reported.
@@ -52,13 +53,14 @@ pub enum Unjudgeable {
 
 /// The problems of `value` against `schema` (empty: valid), at most
 /// [`MAX_REASONS`] and a count of the rest, each `<pointer>: <problem>`.
-pub fn validate(schema: &Value, value: &Value) -> Result<Vec<String>, Unjudgeable> {
+pub fn validate(schema: &Value, value: &Json) -> Result<Vec<String>, Unjudgeable> {
     let mut v = Validator {
         root: schema,
         reasons: Vec::new(),
         total: 0,
         steps: 0,
         path: Vec::new(),
+        memo: Vec::new(),
     };
     v.check(schema, value, 0)?;
     let mut reasons = v.reasons;
@@ -83,7 +85,14 @@ struct Validator<'s, 'v> {
     steps: usize,
     /// Where the value being checked is.
     path: Vec<Step<'v>>,
+    /// The keywords of the schema objects met so far, by address: the
+    /// schema of an array's items is met once per item.
+    memo: Vec<(*const Map<String, Value>, Keywords<'s>)>,
 }
+
+/// Schema objects whose keywords are kept: a structured-output schema has
+/// a few dozen, and a search past this many would cost more than it saves.
+const MEMO: usize = 32;
 
 impl<'s, 'v> Validator<'s, 'v> {
     fn fail(&mut self, problem: std::fmt::Arguments) {
@@ -104,13 +113,18 @@ impl<'s, 'v> Validator<'s, 'v> {
         }
     }
 
-    fn check(&mut self, schema: &'s Value, v: &'v Value, depth: usize) -> Result<(), Unjudgeable> {
+    fn check(
+        &mut self,
+        schema: &'s Value,
+        v: &'v Json<'v>,
+        depth: usize,
+    ) -> Result<(), Unjudgeable> {
         self.steps += 1;
         if depth > MAX_DEPTH || self.steps > MAX_STEPS {
             return Err(Unjudgeable::TooComplex);
         }
         let s = match schema {
-            Value::Object(s) => Keywords::of(s),
+            Value::Object(s) => self.keywords(s),
             Value::Bool(false) => {
                 self.fail(format_args!("no value is allowed here (schema false)"));
                 return Ok(());
@@ -127,32 +141,46 @@ impl<'s, 'v> Validator<'s, 'v> {
             self.fail(format_args!("expected {}, got {}", type_names(t), kind(v)));
             return Ok(());
         }
-        if let Some(options) = s.enumeration
-            && !options.iter().any(|o| equal(o, v))
+        // Compared as a `Value`: `enum` and `const` are rare.
+        let value = (s.enumeration.is_some() || s.constant.is_some()).then(|| v.to_value());
+        if let (Some(options), Some(value)) = (s.enumeration, &value)
+            && !options.iter().any(|o| equal(o, value))
         {
             self.fail(format_args!(
                 "enum: {} is not one of {}",
-                short(v),
+                short(value),
                 short(options)
             ));
         }
-        if let Some(c) = s.constant
-            && !equal(c, v)
+        if let (Some(c), Some(value)) = (s.constant, &value)
+            && !equal(c, value)
         {
             self.fail(format_args!(
                 "const: expected {}, got {}",
                 short(c),
-                short(v)
+                short(value)
             ));
         }
         match v {
-            Value::Number(n) => self.number(&s, n.as_f64().unwrap_or(f64::NAN)),
-            Value::String(text) => self.length(&s, text.chars().count()),
-            Value::Array(items) => self.array(&s, items, depth)?,
-            Value::Object(members) => self.object(&s, members, depth)?,
+            Json::Number(n) => self.number(&s, n.as_f64().unwrap_or(f64::NAN)),
+            Json::String(text) => self.length(&s, text.chars().count()),
+            Json::Array(items) => self.array(&s, items, depth)?,
+            Json::Object(members) => self.object(&s, members, depth)?,
             _ => {}
         }
         self.combinators(&s, v, depth)
+    }
+
+    fn keywords(&mut self, schema: &'s Map<String, Value>) -> Keywords<'s> {
+        let at: *const Map<String, Value> = schema;
+        if let Some((_, k)) = self.memo.iter().find(|(p, _)| *p == at) {
+            return *k;
+        }
+        let k = Keywords::of(schema);
+        if self.memo.len() < MEMO {
+            self.memo.push((at, k));
+        }
+        k
     }
 
     /// The schema a `$ref` names: a JSON pointer into the root schema.
@@ -226,7 +254,7 @@ impl<'s, 'v> Validator<'s, 'v> {
     fn array(
         &mut self,
         s: &Keywords<'s>,
-        items: &'v [Value],
+        items: &'v [Json<'v>],
         depth: usize,
     ) -> Result<(), Unjudgeable> {
         let n = items.len();
@@ -237,6 +265,7 @@ impl<'s, 'v> Validator<'s, 'v> {
             self.fail(format_args!("maxItems: {n} items, more than {max}"));
         }
         if s.unique_items {
+            let items: Vec<Value> = items.iter().map(Json::to_value).collect();
             let twin = (1..n).find_map(|j| {
                 (0..j)
                     .find(|&i| equal(&items[i], &items[j]))
@@ -266,7 +295,7 @@ impl<'s, 'v> Validator<'s, 'v> {
     fn object(
         &mut self,
         s: &Keywords<'s>,
-        members: &'v Map<String, Value>,
+        members: &'v [(Cow<'v, str>, Json<'v>)],
         depth: usize,
     ) -> Result<(), Unjudgeable> {
         let n = members.len();
@@ -286,20 +315,20 @@ impl<'s, 'v> Validator<'s, 'v> {
             .iter()
             .filter_map(Value::as_str)
         {
-            if !members.contains_key(name) {
+            if !has_member(members, name) {
                 self.fail(format_args!("required: property {name:?} is missing"));
             }
         }
         let additional = s.additional_properties.filter(|_| !s.pattern_properties);
         for (name, member) in members {
-            let (schema, declared) = match s.properties.and_then(|p| p.get(name)) {
+            let (schema, declared) = match s.properties.and_then(|p| p.get(&**name)) {
                 Some(schema) => (schema, true),
                 None => match additional {
                     Some(schema) => (schema, false),
                     None => continue,
                 },
             };
-            self.path.push(Step::Key(name));
+            self.path.push(Step::Key(name.as_ref()));
             let r = if !declared && schema == &Value::Bool(false) {
                 self.fail(format_args!("additionalProperties: property not allowed"));
                 Ok(())
@@ -315,7 +344,7 @@ impl<'s, 'v> Validator<'s, 'v> {
     fn combinators(
         &mut self,
         s: &Keywords<'s>,
-        v: &'v Value,
+        v: &'v Json<'v>,
         depth: usize,
     ) -> Result<(), Unjudgeable> {
         for schema in s.all_of.unwrap_or_default() {
@@ -359,7 +388,7 @@ impl<'s, 'v> Validator<'s, 'v> {
     fn branch(
         &mut self,
         schema: &'s Value,
-        v: &'v Value,
+        v: &'v Json<'v>,
         depth: usize,
     ) -> Result<(usize, String), Unjudgeable> {
         let (reasons, total) = (std::mem::take(&mut self.reasons), self.total);

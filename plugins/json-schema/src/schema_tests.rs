@@ -1,6 +1,14 @@
 use serde_json::{Value, json};
 
-use super::{Unjudgeable, validate};
+use super::Unjudgeable;
+use crate::instance::Json;
+
+/// Validates `value` as the evaluator reads an answer: from its JSON text.
+fn validate(schema: &Value, value: &Value) -> Result<Vec<String>, Unjudgeable> {
+    let text = value.to_string();
+    let instance: Json = serde_json::from_str(&text).unwrap();
+    super::validate(schema, &instance)
+}
 
 fn problems(schema: Value, value: Value) -> Vec<String> {
     validate(&schema, &value).unwrap()
