@@ -366,7 +366,7 @@ impl DeploymentHealth {
         }
         self.low_streak.store(0, Relaxed);
         self.demoted_until_ms
-            .store(self.now_ms() + settings.demote_ms, Relaxed);
+            .store(self.now_ms().saturating_add(settings.demote_ms), Relaxed);
         true
     }
 

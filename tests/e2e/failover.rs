@@ -628,7 +628,10 @@ async fn a_circuit_that_a_probe_closes_says_so() {
             assert_eq!(closed["data"][0]["subject"], "flaky", "{closed}");
             break;
         }
-        assert!(Instant::now() < deadline, "no circuit_closed event: {opened} {closed}");
+        assert!(
+            Instant::now() < deadline,
+            "no circuit_closed event: {opened} {closed}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

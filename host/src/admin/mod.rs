@@ -111,8 +111,10 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 }
 
 async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
-        && let Some(refused) = plugins::cross_origin(req.headers())
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && let Some(refused) = plugins::cross_origin(req.headers())
     {
         return refused;
     }

@@ -160,9 +160,9 @@ impl Gateway {
         order
     }
 
-    /// Keeps what the route's shadow strategies need for after the answer
-    /// (the first route of a request only: a fallback's shadows would judge
-    /// a request their route did not see first).
+    /// Keeps what the route's shadow strategies need for after the answer:
+    /// once per request, for the first route of its chain that has shadows
+    /// (a fallback's, when the requested route has none).
     fn shadow(
         &self,
         route: &Route,

@@ -442,6 +442,9 @@ impl Recorder {
     pub fn verdict(&mut self, health: &DeploymentHealth, evaluator: &str, v: &Verdict) {
         match self.record().and_then(|r| r.attempts.last_mut()) {
             Some(attempt) => verdict(attempt, health, evaluator, v),
+            // No record left to say which deployment it was (the request
+            // ended first): the score counts, but a demotion it starts has
+            // no event (the health does not know its deployment's name).
             None => {
                 health.record_quality(v.score);
             }

@@ -108,6 +108,11 @@ impl Gateway {
             // Whether its answer was sent back once for correction (JSON
             // asked for).
             let mut corrected = false;
+            // A correction left over from another deployment (its retry was
+            // held back) is not this one's to send.
+            if let Mode::Complete(Some(plan)) = mode {
+                plan.take_repair();
+            }
             // A resumed stream's leg: the delivered text as a prefill where
             // the deployment continues one (until it refuses it).
             let mut prefill = matches!(mode, Mode::Resume { .. }) && self.prefills(deployment);

@@ -23,7 +23,7 @@ use crate::plugins::Registry;
 use crate::store::{Row, ShadowRow, Store};
 
 /// Shadow tasks running at once, at most.
-pub const MAX_PENDING: usize = 256;
+pub const MAX_PENDING: usize = 64;
 
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);

@@ -148,12 +148,14 @@ pub async fn run(config: &Config, o: &Options<'_>) -> Result<String, String> {
                 .and_then(|order| crate::pipeline::validate_order(order, candidates.len()).ok())
                 .and_then(|order| order.first().map(|&i| candidates[i].deployment.clone()))
         };
+        let failed = choice.is_none() && !candidates.is_empty();
         decisions
             .entry(r.route.clone())
             .or_default()
             .push(Decision {
                 live: r.deployment.clone(),
                 choice,
+                failed,
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
                 billed: r.cost,

@@ -28,7 +28,7 @@ pub fn report(
     };
     let mut sql = String::from(
         "SELECT route, strategy, live_strategy, COALESCE(served, live_choice), choice,
-                COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), cost
+                COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), cost, error IS NOT NULL
          FROM shadow WHERE ts_ms >= ?1 AND ts_ms < ?2",
     );
     let mut params = vec![Sql::Integer(since), Sql::Integer(until)];
@@ -50,6 +50,7 @@ pub fn report(
             prompt_tokens: row.get(5)?,
             completion_tokens: row.get(6)?,
             billed: row.get(7)?,
+            failed: row.get(8)?,
         });
     }
     let p50 = medians(conn, since, until)?;

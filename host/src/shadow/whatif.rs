@@ -20,8 +20,11 @@ pub struct Decision {
     /// The live side: the deployment that served (or, for a failed
     /// request, the live order's first).
     pub live: Option<String>,
-    /// The strategy under test's first choice (none: it failed).
+    /// The strategy under test's first choice (none: it failed, or there
+    /// was no candidate).
     pub choice: Option<String>,
+    /// The strategy's call failed.
+    pub failed: bool,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     /// What the live request was billed (none: not known).
@@ -95,7 +98,7 @@ pub fn summarize(
             s.by_deployment.entry(live.clone()).or_default().live += 1;
         }
         let Some(choice) = &d.choice else {
-            s.failed += 1;
+            s.failed += u64::from(d.failed);
             continue;
         };
         chose += 1;
@@ -173,6 +176,7 @@ mod tests {
     fn d(live: &str, choice: Option<&str>, p: u32, c: u32) -> Decision {
         Decision {
             live: Some(live.into()),
+            failed: choice.is_none(),
             choice: choice.map(Into::into),
             prompt_tokens: p,
             completion_tokens: c,
@@ -245,6 +249,15 @@ mod tests {
         assert_eq!(s.what_if.latency_p50_ms, None);
         let s = summarize(&[d("x", None, 1, 1)], &HashMap::new(), &HashMap::new());
         assert_eq!((s.agreement, s.failed), (None, 1));
+        // No candidate to choose from is not a failure.
+        let none = Decision {
+            failed: false,
+            ..d("x", None, 1, 1)
+        };
+        assert_eq!(
+            summarize(&[none], &HashMap::new(), &HashMap::new()).failed,
+            0
+        );
     }
 
     #[test]

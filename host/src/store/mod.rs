@@ -318,7 +318,7 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<(
     let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
     let mut total = 0;
     let mut more = false;
-    for table in ["requests", "attempts", "events"] {
+    for table in ["requests", "attempts", "events", "shadow", "feedback"] {
         let n = conn.execute(
             &format!(
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT {SLICE})"

@@ -2,17 +2,26 @@
 //! block, or the first balanced object or array embedded in prose — what
 //! a model asked for "only JSON" in a prompt actually returns.
 
+/// Candidate spans scanned for, at most: each unbalanced opening bracket
+/// costs a scan to the end of the text, so the count bounds the work to a
+/// few passes over even a hostile answer.
+const MAX_SPANS: usize = 16;
+
 /// The first JSON value in `content` (its text, trimmed), trying the whole
 /// answer, then each fenced block, then each embedded object or array.
 pub fn extract(content: &str) -> Option<&str> {
+    candidates(content).next()
+}
+
+/// Every JSON value found in `content`, in the order [`extract`] tries
+/// them: a caller that wants one of a given shape takes the first that has
+/// it.
+pub fn candidates(content: &str) -> impl Iterator<Item = &str> {
     let whole = content.trim();
-    if parses(whole) {
-        return Some(whole);
-    }
-    fenced(content)
-        .into_iter()
+    std::iter::once(whole)
+        .chain(fenced(content))
         .chain(embedded(content))
-        .find(|s| parses(s))
+        .filter(|s| parses(s))
 }
 
 fn parses(s: &str) -> bool {
@@ -40,12 +49,17 @@ fn fenced(content: &str) -> Vec<&str> {
 }
 
 /// Each balanced `{…}` or `[…]` span, outermost first, skipping brackets
-/// inside strings.
+/// inside strings (at most [`MAX_SPANS`] openings tried).
 fn embedded(content: &str) -> Vec<&str> {
     let bytes = content.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
+    let mut tried = 0;
     while let Some(offset) = bytes[start..].iter().position(|b| matches!(b, b'{' | b'[')) {
+        if tried == MAX_SPANS {
+            break;
+        }
+        tried += 1;
         let open = start + offset;
         match balanced_end(&bytes[open..]) {
             Some(len) => {
@@ -53,9 +67,6 @@ fn embedded(content: &str) -> Vec<&str> {
                 start = open + 1;
             }
             None => start = open + 1,
-        }
-        if out.len() >= 16 {
-            break;
         }
     }
     out
@@ -121,5 +132,22 @@ mod tests {
         assert_eq!(extract("{\"unclosed\": 1"), None);
         assert_eq!(extract("```json\n{bad}\n```"), None);
         assert_eq!(extract(""), None);
+    }
+
+    #[test]
+    fn a_hostile_answer_costs_a_bounded_scan() {
+        let many = "[".repeat(200_000);
+        let started = std::time::Instant::now();
+        assert_eq!(extract(&many), None);
+        let closed = "[1] ".repeat(50_000);
+        assert_eq!(extract(&closed), Some("[1]"));
+        // Generous: a quadratic scan takes seconds here.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn every_candidate_in_order() {
+        let found: Vec<&str> = super::candidates("[1, 2] then {\"a\": 1}").collect();
+        assert_eq!(found, ["[1, 2]", "{\"a\": 1}"]);
     }
 }

@@ -141,19 +141,50 @@ impl Plan {
         {
             return Ok(None);
         }
+        // The model declined (OpenAI's `refusal`): that is the answer, not
+        // a malformed one to correct.
+        if message["refusal"].as_str().is_some_and(|r| !r.is_empty()) {
+            return Ok(None);
+        }
         let Some(content) = message["content"].as_str() else {
             return Err(Failed::new("the answer has no content".to_string(), None));
         };
         let bad = |why: String| Failed::new(why, Some(content.to_string()));
-        let Some(found) = extract::extract(content) else {
-            return Err(bad("the answer holds no JSON".to_string()));
+        // The first JSON of the asked shape: a model may quote an example
+        // before its answer.
+        let mut first_reason = None;
+        let mut chosen = None;
+        for found in extract::candidates(content) {
+            match self.fits(found) {
+                Ok(()) => {
+                    chosen = Some(found);
+                    break;
+                }
+                Err(why) => {
+                    first_reason.get_or_insert(why);
+                }
+            }
+        }
+        let Some(found) = chosen else {
+            return Err(bad(
+                first_reason.unwrap_or_else(|| "the answer holds no JSON".to_string())
+            ));
         };
-        let value: Value = serde_json::from_str(found).map_err(|e| bad(e.to_string()))?;
+        if found == content {
+            return Ok(None);
+        }
+        v["choices"][0]["message"]["content"] = Value::String(found.to_string());
+        Ok(Some(v.to_string()))
+    }
+
+    /// Whether `found` (JSON text) is what was asked for; why not.
+    fn fits(&self, found: &str) -> Result<(), String> {
+        let value: Value = serde_json::from_str(found).map_err(|e| e.to_string())?;
         match &self.format {
             Format::Object if !value.is_object() => {
-                return Err(bad("the answer's JSON is not an object".to_string()));
+                Err("the answer's JSON is not an object".to_string())
             }
-            Format::Object => {}
+            Format::Object => Ok(()),
             Format::Schema { validator, .. } => {
                 let errors: Vec<String> = validator
                     .iter_errors(&value)
@@ -163,19 +194,16 @@ impl Plan {
                         format!("at {}: {e}", if at.is_empty() { "/" } else { &at })
                     })
                     .collect();
-                if !errors.is_empty() {
-                    return Err(bad(format!(
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
                         "the answer's JSON does not match the schema: {}",
                         errors.join("; ")
-                    )));
+                    ))
                 }
             }
         }
-        if found == content {
-            return Ok(None);
-        }
-        v["choices"][0]["message"]["content"] = Value::String(found.to_string());
-        Ok(Some(v.to_string()))
     }
 
     /// Keeps the correction request for the same deployment's next attempt:

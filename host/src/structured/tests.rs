@@ -136,3 +136,26 @@ fn a_repair_carries_the_answer_and_the_reason_once() {
     );
     assert!(p.take_repair().is_none());
 }
+
+#[test]
+fn the_first_json_of_the_asked_shape_is_taken() {
+    let fixed = person()
+        .check(&answer(
+            "An example: [1, 2]. The answer: {\"name\":\"Ada\",\"age\":36}",
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(content(&fixed), r#"{"name":"Ada","age":36}"#);
+    // None fits: the first one's reason.
+    let e = person()
+        .check(&answer("[1] and {\"name\": 3}"))
+        .unwrap_err();
+    assert!(e.reason.contains("not of type \"object\""), "{}", e.reason);
+}
+
+#[test]
+fn a_refusal_is_the_answer() {
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": null,
+        "refusal": "I can't help with that."}}]});
+    assert_eq!(person().check(&body.to_string()).unwrap(), None);
+}

@@ -10,10 +10,13 @@ use serde_json::{Map, Value};
 use crate::instance::Json;
 
 /// The supported keywords a schema object has (see `schema.rs`).
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 pub struct Keywords<'s> {
     pub reference: Option<&'s str>,
     pub types: Option<&'s Value>,
+    /// `types` as [`type_bit`]s: what [`type_ok`] says, without comparing
+    /// names for every value checked.
+    pub type_mask: u8,
     pub nullable: bool,
     pub enumeration: Option<&'s [Value]>,
     pub constant: Option<&'s Value>,
@@ -54,7 +57,10 @@ impl<'s> Keywords<'s> {
         for (key, v) in schema {
             match key.as_str() {
                 "$ref" => k.reference = v.as_str(),
-                "type" => k.types = Some(v),
+                "type" => {
+                    k.types = Some(v);
+                    k.type_mask = type_mask(v);
+                }
                 "nullable" => k.nullable = v == &Value::Bool(true),
                 "enum" => k.enumeration = list(v),
                 "const" => k.constant = Some(v),
@@ -110,6 +116,46 @@ pub fn type_ok(t: &Value, v: &Json) -> bool {
     }
 }
 
+/// One bit per JSON type; a number without a fraction also has
+/// [`INTEGER`].
+pub fn type_bit(v: &Json) -> u8 {
+    match v {
+        Json::Null => 1,
+        Json::Bool(_) => 2,
+        Json::String(_) => 4,
+        Json::Array(_) => 8,
+        Json::Object(_) => 16,
+        Json::Number(n)
+            if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) =>
+        {
+            NUMBER | INTEGER
+        }
+        Json::Number(_) => NUMBER,
+    }
+}
+
+const NUMBER: u8 = 32;
+const INTEGER: u8 = 64;
+
+/// The [`type_bit`]s of the values `t` admits, as [`type_ok`] decides.
+fn type_mask(t: &Value) -> u8 {
+    let bit = |name: &Value| match name.as_str() {
+        Some("null") => 1,
+        Some("boolean") => 2,
+        Some("string") => 4,
+        Some("array") => 8,
+        Some("object") => 16,
+        Some("number") => NUMBER,
+        Some("integer") => INTEGER,
+        _ => u8::MAX,
+    };
+    match t {
+        Value::Array(names) if names.is_empty() => u8::MAX,
+        Value::Array(names) => names.iter().fold(0, |m, n| m | bit(n)),
+        name => bit(name),
+    }
+}
+
 /// `t` for a reason: `number`, `string or null`.
 pub fn type_names(t: &Value) -> String {
     match t {
@@ -159,5 +205,53 @@ pub fn short(v: &(impl serde::Serialize + ?Sized)) -> String {
     match text.char_indices().nth(60) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn type_masks_agree_with_type_ok() {
+        let types = [
+            json!("null"),
+            json!("boolean"),
+            json!("string"),
+            json!("array"),
+            json!("object"),
+            json!("number"),
+            json!("integer"),
+            json!("date"),
+            json!(7),
+            json!([]),
+            json!(["string", "null"]),
+            json!(["integer", "boolean"]),
+            json!(["number", 3]),
+        ];
+        let values = [
+            "null",
+            "true",
+            "\"x\"",
+            "[1]",
+            "{}",
+            "1",
+            "-1",
+            "1.0",
+            "1.5",
+            "1e300",
+            "18446744073709551615",
+        ];
+        for t in &types {
+            for text in values {
+                let v: Json = serde_json::from_str(text).unwrap();
+                assert_eq!(
+                    type_mask(t) & type_bit(&v) != 0,
+                    type_ok(t, &v),
+                    "{t} {text}"
+                );
+            }
+        }
     }
 }

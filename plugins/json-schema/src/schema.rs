@@ -30,7 +30,7 @@ use std::fmt::Write;
 use serde_json::{Map, Value};
 
 use crate::instance::{Json, has_member};
-use crate::keywords::{Keywords, equal, kind, short, type_names, type_ok};
+use crate::keywords::{Keywords, equal, kind, short, type_bit, type_names, type_ok};
 
 /// Reasons kept per answer; the count of the rest is reported.
 const MAX_REASONS: usize = 8;
@@ -60,7 +60,7 @@ pub fn validate(schema: &Value, value: &Json) -> Result<Vec<String>, Unjudgeable
         total: 0,
         steps: 0,
         path: Vec::new(),
-        memo: Vec::new(),
+        known: &known(schema),
     };
     v.check(schema, value, 0)?;
     let mut reasons = v.reasons;
@@ -78,23 +78,47 @@ enum Step<'v> {
     Index(usize),
 }
 
-struct Validator<'s, 'v> {
+struct Validator<'s, 'v, 'k> {
     root: &'s Value,
     reasons: Vec<String>,
     total: usize,
     steps: usize,
     /// Where the value being checked is.
     path: Vec<Step<'v>>,
-    /// The keywords of the schema objects met so far, by address: the
-    /// schema of an array's items is met once per item.
-    memo: Vec<(*const Map<String, Value>, Keywords<'s>)>,
+    /// The keywords of the schema's objects, by address (see [`known`]).
+    known: &'k [(*const Map<String, Value>, Keywords<'s>)],
 }
 
-/// Schema objects whose keywords are kept: a structured-output schema has
-/// a few dozen, and a search past this many would cost more than it saves.
-const MEMO: usize = 32;
+/// Schema objects whose keywords are gathered before the check: a
+/// structured-output schema has a few dozen, and a search past this many
+/// would cost more than it saves.
+const KNOWN: usize = 32;
 
-impl<'s, 'v> Validator<'s, 'v> {
+/// The keywords of the first [`KNOWN`] objects in `schema` (not all of
+/// them schemas: `properties` is a map of them; that costs a little and
+/// is simpler than knowing every keyword that holds a schema). The schema
+/// of an array's items is met once per item; gathering its keywords once
+/// per answer instead saves most of the check.
+fn known(schema: &Value) -> Vec<(*const Map<String, Value>, Keywords<'_>)> {
+    fn walk<'s>(v: &'s Value, out: &mut Vec<(*const Map<String, Value>, Keywords<'s>)>) {
+        if out.len() >= KNOWN {
+            return;
+        }
+        match v {
+            Value::Object(m) => {
+                out.push((m, Keywords::of(m)));
+                m.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, &mut out);
+    out
+}
+
+impl<'s, 'v, 'k> Validator<'s, 'v, 'k> {
     fn fail(&mut self, problem: std::fmt::Arguments) {
         self.total += 1;
         if self.reasons.len() < MAX_REASONS {
@@ -123,8 +147,19 @@ impl<'s, 'v> Validator<'s, 'v> {
         if depth > MAX_DEPTH || self.steps > MAX_STEPS {
             return Err(Unjudgeable::TooComplex);
         }
-        let s = match schema {
-            Value::Object(s) => self.keywords(s),
+        let (known, gathered);
+        let s: &Keywords<'s> = match schema {
+            Value::Object(s) => {
+                known = self.known;
+                let at: *const Map<String, Value> = s;
+                match known.iter().find(|(p, _)| *p == at) {
+                    Some((_, k)) => k,
+                    None => {
+                        gathered = Keywords::of(s);
+                        &gathered
+                    }
+                }
+            }
             Value::Bool(false) => {
                 self.fail(format_args!("no value is allowed here (schema false)"));
                 return Ok(());
@@ -136,7 +171,7 @@ impl<'s, 'v> Validator<'s, 'v> {
             self.check(target, v, depth + 1)?;
         }
         if let Some(t) = s.types
-            && !(type_ok(t, v) || (v.is_null() && s.nullable))
+            && !(s.type_mask & type_bit(v) != 0 || (v.is_null() && s.nullable))
         {
             self.fail(format_args!("expected {}, got {}", type_names(t), kind(v)));
             return Ok(());
@@ -162,25 +197,16 @@ impl<'s, 'v> Validator<'s, 'v> {
             ));
         }
         match v {
-            Json::Number(n) => self.number(&s, n.as_f64().unwrap_or(f64::NAN)),
-            Json::String(text) => self.length(&s, text.chars().count()),
-            Json::Array(items) => self.array(&s, items, depth)?,
-            Json::Object(members) => self.object(&s, members, depth)?,
+            Json::Number(n) => self.number(s, n.as_f64().unwrap_or(f64::NAN)),
+            // Characters are counted only when a length is asked for.
+            Json::String(text) if s.min_length.is_some() || s.max_length.is_some() => {
+                self.length(s, text.chars().count())
+            }
+            Json::Array(items) => self.array(s, items, depth)?,
+            Json::Object(members) => self.object(s, members, depth)?,
             _ => {}
         }
-        self.combinators(&s, v, depth)
-    }
-
-    fn keywords(&mut self, schema: &'s Map<String, Value>) -> Keywords<'s> {
-        let at: *const Map<String, Value> = schema;
-        if let Some((_, k)) = self.memo.iter().find(|(p, _)| *p == at) {
-            return *k;
-        }
-        let k = Keywords::of(schema);
-        if self.memo.len() < MEMO {
-            self.memo.push((at, k));
-        }
-        k
+        self.combinators(s, v, depth)
     }
 
     /// The schema a `$ref` names: a JSON pointer into the root schema.
