@@ -28,6 +28,23 @@ struct Body {
     comment: Option<String>,
 }
 
+/// Whether this is the first judgement of `request_id` this process has
+/// seen: judgements not yet written to the store (they are, within a
+/// second or so) count once too. Bounded: forgotten in bulk when full.
+fn first_judgement(request_id: &str) -> bool {
+    const REMEMBERED: usize = 16_384;
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= REMEMBERED {
+        seen.clear();
+    }
+    seen.insert(request_id.to_string())
+}
+
 /// Records the feedback in `body`; the JSON to answer with (202).
 pub async fn record(
     gateway: &Gateway,
@@ -57,16 +74,29 @@ pub async fn record(
     let id = b.request_id.clone();
     let served = tokio::task::spawn_blocking(move || {
         let conn = query::open(&path)?;
-        query::served(&conn, &id)
+        // A request judged before counts once in its deployment's quality
+        // (a caller cannot demote a deployment for everyone by repeating
+        // one judgement); each judgement is still stored.
+        let judged: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM feedback WHERE request_id = ?1)",
+                [&id],
+                |r| r.get(0),
+            )
+            .map_err(query::QueryError::from)?;
+        query::served(&conn, &id).map(|s| s.map(|s| (s, judged)))
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("the store lookup failed: {e}")))?
     .map_err(|e| ApiError::Unavailable(format!("the store lookup failed: {e}")))?;
-    let Some(query::Served {
-        route,
-        deployment,
-        caller: owner,
-    }) = served
+    let Some((
+        query::Served {
+            route,
+            deployment,
+            caller: owner,
+        },
+        judged,
+    )) = served
     else {
         return Err(ApiError::NotFound(format!(
             "request {:?}: no record of it (records are written within a second or so; the store keeps them for store.retention_days)",
@@ -83,6 +113,7 @@ pub async fn record(
     if let Some(health) = deployment
         .as_deref()
         .and_then(|d| gateway.deployment_health(d))
+        .filter(|_| !judged && first_judgement(&b.request_id))
     {
         if health.record_quality(b.score as f32) {
             crate::pipeline::outcome::demoted(

@@ -240,6 +240,10 @@ async fn plugin_uploads_are_checked_written_whole_and_rolled_back() {
     expected.extend([".previous".to_string(), "canary.wasm".to_string()]);
     expected.sort();
     assert_eq!(files(), expected, "no temp files");
+    // A loaded strategy's id takes no evaluator, named by the config or not.
+    let (s, b) = status_and_message(put("canary.wasm", bytes("basic")).await.unwrap()).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(files(), expected, "nothing written");
     let listed = admin(&gw, "/admin/plugins").await;
     let ids: Vec<&str> = listed["data"]
         .as_array()
@@ -340,4 +344,31 @@ async fn the_dashboard_is_served_on_the_admin_listener_only() {
     let routes = admin(&gw, "/admin/routes").await;
     assert_eq!(routes["data"][0]["name"], "chat");
     assert_eq!(routes["data"][0]["deployments"][0]["name"], "a");
+}
+
+/// Without a token, only loopback names reach the admin API: a page whose
+/// own name resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_loopback_names_are_answered() {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(
+        json!({"chat": {"deployments": [
+            {"name": "a", "adapter": "openai", "base_url": mock.url, "model": "good"}]}}),
+        &["openai"],
+        json!({}),
+    );
+    let port = gw.admin_url.rsplit(':').next().unwrap().to_string();
+    for (host, status) in [
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("rebound.example:{port}"), 403),
+    ] {
+        let r = client()
+            .get(format!("{}/admin/deployments", gw.admin_url))
+            .header("host", host.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{host}");
+    }
 }

@@ -111,6 +111,18 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 }
 
 async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    // Without a token the listener is loopback-only, and only a loopback
+    // name may reach it: a page whose own name resolves to 127.0.0.1 (DNS
+    // rebinding) would otherwise pass the Origin check as "same origin".
+    if state.token.is_none()
+        && let Some(host) = req.headers().get(header::HOST)
+        && !loopback_host(host.to_str().unwrap_or(""))
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without admin.token_env the admin API answers loopback names only (127.0.0.1, [::1], localhost)",
+        );
+    }
     if !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
@@ -133,6 +145,18 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
         }
     }
     next.run(req).await
+}
+
+/// Whether a `Host` header names this machine's loopback.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -334,4 +358,32 @@ pub fn metrics_response(live: &Live) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_names_without_a_token() {
+        for ok in [
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "[::1]:8081",
+            "localhost:8081",
+            "LOCALHOST",
+            "127.1.2.3:1",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8081",
+            "10.0.0.1:8081",
+            "",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
 }

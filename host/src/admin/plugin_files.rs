@@ -22,6 +22,9 @@ pub enum FileError {
     BadName(String),
     #[error("no previous version of {0:?} is kept: one is kept when an upload replaces the file")]
     NoPrevious(String),
+    /// The running gateway refuses the file (nothing was changed).
+    #[error("{0}")]
+    Refused(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -22,9 +22,7 @@ use serde_json::{Value, json};
 
 use super::plugin_files::{self, FileError};
 use super::{AdminState, error};
-use crate::config::{Deadlines, QuarantineConfig};
 use crate::domain::Kind;
-use crate::plugins::pool::InstanceLimits;
 use crate::plugins::{PluginState, Registry, RegistrySettings};
 
 /// Uploads and rollbacks one at a time: each reads the current file to
@@ -45,35 +43,51 @@ pub struct Checked {
 /// compile cache, so the gateway's cache is never pruned by it), with the
 /// kind the config expects of the id and its config block. `Err` is the
 /// loader's reason.
+#[cfg(test)]
 pub fn check(
     bytes: &[u8],
     id: &str,
     expected: Option<Kind>,
     config: Option<Arc<str>>,
 ) -> Result<Checked, String> {
+    check_with(
+        bytes,
+        id,
+        RegistrySettings {
+            dir: std::path::PathBuf::new(),
+            cache_dir: std::path::PathBuf::new(),
+            limits: crate::plugins::pool::InstanceLimits {
+                memory_bytes: 64 << 20,
+                max_instances: 2,
+            },
+            deadlines: crate::config::Deadlines::default(),
+            adapter_queue: std::time::Duration::from_secs(2),
+            quarantine: crate::config::QuarantineConfig::default(),
+            plugin_config: config
+                .map(|c| HashMap::from([(id.to_string(), c)]))
+                .unwrap_or_default(),
+            expected_kinds: expected
+                .map(|k| HashMap::from([(id.to_string(), k)]))
+                .unwrap_or_default(),
+        },
+    )
+}
+
+/// [`check`] with the running gateway's settings (memory limit, deadlines,
+/// config blocks, expected kinds): what passes here, the gateway loads.
+pub fn check_with(
+    bytes: &[u8],
+    id: &str,
+    mut settings: RegistrySettings,
+) -> Result<Checked, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot make a scratch folder: {e}"))?;
     let dir = scratch.path().join("plugins");
     std::fs::create_dir(&dir).map_err(|e| format!("cannot make a scratch folder: {e}"))?;
     std::fs::write(dir.join(format!("{id}.wasm")), bytes)
         .map_err(|e| format!("cannot write a scratch copy: {e}"))?;
-    let registry = Registry::new(RegistrySettings {
-        dir,
-        cache_dir: scratch.path().join("cache"),
-        limits: InstanceLimits {
-            memory_bytes: 64 << 20,
-            max_instances: 2,
-        },
-        deadlines: Deadlines::default(),
-        adapter_queue: std::time::Duration::from_secs(2),
-        quarantine: QuarantineConfig::default(),
-        plugin_config: config
-            .map(|c| HashMap::from([(id.to_string(), c)]))
-            .unwrap_or_default(),
-        expected_kinds: expected
-            .map(|k| HashMap::from([(id.to_string(), k)]))
-            .unwrap_or_default(),
-    })
-    .map_err(|e| e.to_string())?;
+    settings.dir = dir;
+    settings.cache_dir = scratch.path().join("cache");
+    let registry = Registry::new(settings).map_err(|e| e.to_string())?;
     if let Some(p) = registry.loaded().into_iter().find(|p| &*p.id == id) {
         let m = p.metadata();
         return Ok(Checked {
@@ -174,6 +188,7 @@ fn file_error(e: FileError) -> Response {
     let status = match e {
         FileError::BadName(_) => StatusCode::BAD_REQUEST,
         FileError::NoPrevious(_) => StatusCode::NOT_FOUND,
+        FileError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
@@ -240,25 +255,47 @@ pub(super) async fn upload(
     };
     let gateway = s.live.gateway();
     let config = gateway.config().clone();
-    let expected = config
-        .plugin_references()
-        .into_iter()
-        .find(|(i, _, _)| *i == id)
-        .map(|(_, k, _)| k);
-    let plugin_config = config
-        .plugins
-        .config
-        .get(&id)
-        .map(|v| Arc::from(v.to_string()));
     let registry = gateway.registry().clone();
+    // The gateway's own settings; a file may not change the kind of an id
+    // already loaded either (the registry refuses that too).
+    let mut settings = RegistrySettings::from(&*config);
+    if let Some(p) = registry.loaded().into_iter().find(|p| *p.id == *id) {
+        settings.expected_kinds.entry(id.clone()).or_insert(p.kind);
+    }
     let result = tokio::task::spawn_blocking(move || {
-        let checked = check(&bytes, &id, expected, plugin_config)
+        let checked = check_with(&bytes, &id, settings)
             .map_err(|reason| (StatusCode::UNPROCESSABLE_ENTITY, format!("{id}.wasm would be refused, so it was not written: {reason}")))?;
         let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
-        let replaced = plugin_files::install(&registry.dir(), &id, &bytes)
+        let dir = registry.dir();
+        let replaced = plugin_files::install(&dir, &id, &bytes)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let now = rescanned(&registry, &config, &id);
+        // Refused by the running gateway after all: the version before is
+        // put back (or the new file removed), so a restart serves what
+        // serves now.
+        if let Some(why) = registry.rejected().get(&id).cloned() {
+            let undone = if replaced {
+                plugin_files::rollback(&dir, &id)
+            } else {
+                std::fs::remove_file(dir.join(format!("{id}.wasm")))
+                    .map_err(|e| FileError::Io { what: format!("cannot remove {id}.wasm"), source: e })
+            };
+            rescanned(&registry, &config, &id);
+            tracing::warn!(plugin = %id, "uploaded plugin refused by the gateway, the previous state restored: {why}");
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{id}.wasm was refused by the gateway ({why}); {}",
+                    match undone {
+                        Ok(()) if replaced => "the previous version was put back".to_string(),
+                        Ok(()) => "the file was removed".to_string(),
+                        Err(e) => format!("and restoring the previous state failed: {e}"),
+                    }
+                ),
+            ));
+        }
         tracing::info!(plugin = %id, hash = %&checked.hash[..12], replaced, "plugin uploaded through the admin API");
-        Ok::<_, (StatusCode, String)>((replaced, checked, rescanned(&registry, &config, &id)))
+        Ok::<_, (StatusCode, String)>((replaced, checked, now))
     })
     .await;
     match result {
@@ -302,8 +339,18 @@ pub(super) async fn rollback(
     let result = tokio::task::spawn_blocking(move || {
         let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
         plugin_files::rollback(&registry.dir(), &id)?;
+        let now = rescanned(&registry, &config, &id);
+        // The version put back no longer loads (its kind or config block
+        // changed since): undone.
+        if let Some(why) = registry.rejected().get(&id).cloned() {
+            plugin_files::rollback(&registry.dir(), &id)?;
+            rescanned(&registry, &config, &id);
+            return Err(FileError::Refused(format!(
+                "the previous version of {id} is refused by the gateway ({why}): nothing changed"
+            )));
+        }
         tracing::info!(plugin = %id, "plugin rolled back through the admin API");
-        Ok::<_, FileError>(rescanned(&registry, &config, &id))
+        Ok::<_, FileError>(now)
     })
     .await;
     match result {

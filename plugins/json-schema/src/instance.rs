@@ -4,13 +4,17 @@
 //! A `serde_json::Value` costs a `String` per member name and per string
 //! and a B-tree per object, allocated and freed on every answer; this tree
 //! allocates one list per array or object and nothing per string (unless
-//! it has escapes). Members are sorted by name, the last of a repeated
-//! name kept, as a `Value` object has them, so that reasons come in the
-//! same order. Where the validator needs a `Value` (`enum`, `const`,
-//! `uniqueItems`, quoting a value in a reason) it converts the part it needs.
+//! it has escapes). Members are in the order a `Value` object has them, so
+//! that reasons come in the same order: sorted by name, or in the order
+//! written when serde_json's `preserve_order` is on (another plugin of the
+//! workspace turns it on, so it depends on which crates are built
+//! together); a repeated name keeps its last value. Where the validator
+//! needs a `Value` (`enum`, `const`, `uniqueItems`, quoting a value in a
+//! reason) it converts the part it needs.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -23,7 +27,7 @@ pub enum Json<'a> {
     Number(Number),
     String(Cow<'a, str>),
     Array(Vec<Json<'a>>),
-    /// Sorted by name, names unique.
+    /// Names unique, in a `Map`'s order (see [`sorted_maps`]).
     Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
@@ -54,9 +58,25 @@ impl Json<'_> {
     }
 }
 
-/// Whether sorted `members` has `name`.
+/// Whether `members` (of a [`Json::Object`]) has `name`.
 pub fn has_member(members: &[(Cow<'_, str>, Json<'_>)], name: &str) -> bool {
-    members.binary_search_by(|(k, _)| (**k).cmp(name)).is_ok()
+    if sorted_maps() {
+        members.binary_search_by(|(k, _)| (**k).cmp(name)).is_ok()
+    } else {
+        members.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// Whether `serde_json::Map` keeps its keys sorted (a `BTreeMap`) rather
+/// than in insertion order (`preserve_order`): asked of the map itself.
+pub fn sorted_maps() -> bool {
+    static SORTED: OnceLock<bool> = OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut m = Map::new();
+        m.insert("b".into(), Value::Null);
+        m.insert("a".into(), Value::Null);
+        m.keys().next().is_some_and(|k| k == "a")
+    })
 }
 
 /// A member name, borrowed when it has no escapes.
@@ -152,13 +172,28 @@ impl<'de> Visitor<'de> for JsonVisitor {
         while let Some(Key(name)) = map.next_key()? {
             members.push((name, map.next_value()?));
         }
-        // Usually already sorted (and then no name repeats).
-        if !members.windows(2).all(|w| w[0].0 < w[1].0) {
-            // A stable sort of the reversed list puts the last of a
-            // repeated name first; `dedup_by` keeps the first.
-            members.reverse();
-            members.sort_by(|a, b| a.0.cmp(&b.0));
-            members.dedup_by(|a, b| a.0 == b.0);
+        if sorted_maps() {
+            // Usually already sorted (and then no name repeats).
+            if !members.windows(2).all(|w| w[0].0 < w[1].0) {
+                // A stable sort of the reversed list puts the last of a
+                // repeated name first; `dedup_by` keeps the first.
+                members.reverse();
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                members.dedup_by(|a, b| a.0 == b.0);
+            }
+        } else {
+            // As an `IndexMap` inserts: a repeated name keeps its first
+            // place and takes the last value. Rare, so found the slow way.
+            let mut i = 1;
+            while i < members.len() {
+                match members[..i].iter().position(|(k, _)| *k == members[i].0) {
+                    Some(first) => {
+                        let (_, value) = members.remove(i);
+                        members[first].1 = value;
+                    }
+                    None => i += 1,
+                }
+            }
         }
         Ok(Json::Object(members))
     }

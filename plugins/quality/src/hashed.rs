@@ -12,6 +12,8 @@
 
 use crate::text::{self, HASH_START};
 
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 /// One word and its hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hashed<'a> {
@@ -32,8 +34,6 @@ pub struct HashedWords<'a> {
     text: &'a str,
     pos: usize,
 }
-
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 impl<'a> Iterator for HashedWords<'a> {
     type Item = Hashed<'a>;
