@@ -114,15 +114,14 @@ pub async fn record(
         .as_deref()
         .and_then(|d| gateway.deployment_health(d))
         .filter(|_| !judged && first_judgement(&b.request_id))
+        && health.record_quality(b.score as f32)
     {
-        if health.record_quality(b.score as f32) {
-            crate::pipeline::outcome::demoted(
-                sinks,
-                deployment.as_deref().unwrap_or_default(),
-                route.as_deref().unwrap_or_default(),
-                "feedback",
-            );
-        }
+        crate::pipeline::outcome::demoted(
+            sinks,
+            deployment.as_deref().unwrap_or_default(),
+            route.as_deref().unwrap_or_default(),
+            "feedback",
+        );
     }
     let mut comment = b.comment.filter(|c| !c.is_empty());
     if let Some(c) = comment.as_mut()

@@ -45,14 +45,6 @@ async fn feedback_when_recorded(gw: &Gateway, key: Option<&str>, body: Value) ->
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Beside the evaluators' scores in /admin/quality.
-    let (status, q) = gw.admin("/admin/quality?group_by=deployment").await;
-    assert_eq!(status, 200, "{q}");
-    assert_eq!(q["feedback"][0]["key"], "d", "{q}");
-    assert_eq!(q["feedback"][0]["judgements"], 1, "{q}");
-    assert_eq!(q["feedback"][0]["mean_score"], 0.0, "{q}");
-    let (_, q) = gw.admin("/admin/quality?group_by=evaluator").await;
-    assert_eq!(q["feedback"], json!([]), "{q}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +69,18 @@ async fn feedback_counts_in_the_deployments_quality_and_is_stored() {
         .as_f64()
         .unwrap();
     assert!(quality < 1.0, "a 0 score lowers the quality: {deployments}");
+    // The same request judged again is stored, but counts once.
+    for _ in 0..4 {
+        let (status, _) = feedback(&gw, None, json!({"request_id": id, "score": 0.0})).await;
+        assert_eq!(status, 202);
+    }
+    let (_, deployments) = gw.admin("/admin/deployments").await;
+    assert_eq!(
+        deployments["data"][0]["health"]["quality"]
+            .as_f64()
+            .unwrap(),
+        quality
+    );
 
     for (body, status, says) in [
         (json!({"request_id": id, "score": 1.5}), 400, "`score`"),
@@ -122,6 +126,23 @@ async fn feedback_counts_in_the_deployments_quality_and_is_stored() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Beside the evaluators' scores in /admin/quality.
+    let q = loop {
+        let (status, q) = gw.admin("/admin/quality?group_by=deployment").await;
+        assert_eq!(status, 200, "{q}");
+        if q["feedback"][0]["judgements"] == 5 || started.elapsed() > Duration::from_secs(10) {
+            break q;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(q["feedback"][0]["key"], "d", "{q}");
+    assert_eq!(
+        q["feedback"][0]["judgements"], 5,
+        "every judgement is stored: {q}"
+    );
+    assert_eq!(q["feedback"][0]["mean_score"], 0.0, "{q}");
+    let (_, q) = gw.admin("/admin/quality?group_by=evaluator").await;
+    assert_eq!(q["feedback"], json!([]), "{q}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,17 @@ use crate::text::{self, HASH_START};
 
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
+/// ASCII letters and digits: one load per byte instead of range tests.
+static ALNUM: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    t
+};
+
 /// One word and its hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hashed<'a> {
@@ -74,16 +85,15 @@ impl<'a> Iterator for HashedWords<'a> {
         // The last 8 bytes, lowercased: the stopword key of a short word.
         let mut key = 0u64;
         while let Some(&b) = bytes.get(i) {
-            if b.is_ascii() {
-                if !b.is_ascii_alphanumeric() {
-                    break;
-                }
+            if ALNUM[usize::from(b)] {
                 // Setting bit 5 lowercases a letter and keeps a digit.
                 let lower = u64::from(b | 0x20);
                 h = (h ^ lower).wrapping_mul(FNV_PRIME);
                 key = key << 8 | lower;
                 i += 1;
                 prefix[(i - start) & 7] = h;
+            } else if b.is_ascii() {
+                break;
             } else {
                 let (c, len) = decode(i);
                 if !c.is_alphanumeric() || text::is_cjk(c) {

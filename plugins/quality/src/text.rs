@@ -210,7 +210,7 @@ const fn pack(bytes: &[u8]) -> u64 {
     key
 }
 
-pub pub fn is_stopword(word: &str) -> bool {
+pub fn is_stopword(word: &str) -> bool {
     let bytes = word.as_bytes();
     if bytes.len() > 8 || bytes.is_empty() {
         return false;
