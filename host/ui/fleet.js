@@ -70,6 +70,17 @@ export function deployments(root) {
 
 /// One shadow strategy: how often it agreed with the live one, and what
 /// its choices would have cost and taken against the live choices.
+/// A route's shadow strategies: each configured one with its figures, or
+/// a note that it has decided nothing yet (also any with past decisions).
+function shadowCell(configured, figures) {
+  const ids = [...new Set([...configured, ...figures.map((s) => s.strategy)])];
+  if (!ids.length) return "none";
+  return h("ul", { class: "plain" }, ids.map((id) => {
+    const s = figures.find((f) => f.strategy === id);
+    return h("li", { "data-shadow": id }, s ? shadowLine(s) : [h("strong", {}, id), h("span", { class: "muted" }, ": no decisions in the last 24 h yet")]);
+  }));
+}
+
 function shadowLine(s) {
   const w = s.what_if || {};
   const l = s.live_stats || {};
@@ -85,11 +96,14 @@ function shadowLine(s) {
 export function routes(root) {
   const list = h("div", { id: "routes" });
   root.append(h("h1", {}, "Routes"), list);
-  // Shadow strategies: a gateway without them answers 404; asked once.
+  // Shadow strategies' figures: a gateway without a store answers 404;
+  // asked at most every 30 s (they read a day of decisions).
   let shadow;
+  let shadowAt = 0;
   return {
     async refresh() {
-      if (shadow === undefined) {
+      if (shadow !== null && Date.now() - shadowAt > 30000) {
+        shadowAt = Date.now();
         shadow = await api("/admin/shadow").catch((e) => (e.status === 404 ? null : Promise.reject(e)));
       }
       let r;
@@ -109,9 +123,7 @@ export function routes(root) {
               h("td", {}, x.evaluator ? `${x.evaluator}${x.evaluate_sample < 1 ? ` (${fmt.pct(x.evaluate_sample)} sampled)` : ""}` : "none"),
               h("td", {}, h("ol", { class: "plain-ol" }, x.deployments.map((d) => h("li", {}, d.name, h("span", { class: "muted" }, ` priority ${d.priority}, weight ${d.weight}`))))),
               h("td", {}, x.fallbacks.length ? x.fallbacks.join(" → ") : "none"),
-              h("td", {}, (shadows[x.name] || []).length
-                ? h("ul", { class: "plain" }, shadows[x.name].map((s) => h("li", { "data-shadow": s.strategy }, shadowLine(s))))
-                : "none"),
+              h("td", {}, shadowCell(x.shadow_strategies || [], shadows[x.name] || [])),
             )))
           : empty("No routes configured — add one under routes in the config file, naming its deployments."),
       );

@@ -63,6 +63,7 @@ pub(super) async fn routes(State(s): State<Arc<AdminState>>) -> Response {
                     "name": m.name, "priority": m.priority, "weight": m.weight,
                 })).collect::<Vec<_>>(),
                 "fallbacks": r.fallbacks,
+                "shadow_strategies": r.shadow_strategies,
                 "max_in_flight": r.max_in_flight,
                 "cache": {"enabled": r.cache.enabled, "ttl_s": r.cache.ttl_s},
                 "retries": r.retry.retries,

@@ -25,11 +25,12 @@
 //! evaluator cannot judge), not a failed answer.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use crate::instance::{Json, has_member};
+use crate::instance::{Json, has_member, sorted_maps};
 use crate::keywords::{Keywords, equal, kind, short, type_bit, type_names, type_ok};
 
 /// Reasons kept per answer; the count of the rest is reported.
@@ -346,8 +347,29 @@ impl<'s, 'v, 'k> Validator<'s, 'v, 'k> {
             }
         }
         let additional = s.additional_properties.filter(|_| !s.pattern_properties);
+        // With sorted maps the members and `properties` are in the same
+        // order: one walk over both finds each declared schema.
+        let sorted = sorted_maps();
+        let mut props = s.properties.into_iter().flatten().peekable();
         for (name, member) in members {
-            let (schema, declared) = match s.properties.and_then(|p| p.get(&**name)) {
+            let found = if sorted {
+                let mut found = None;
+                while let Some(&(key, schema)) = props.peek() {
+                    match key.as_str().cmp(name) {
+                        Ordering::Less => _ = props.next(),
+                        Ordering::Equal => {
+                            found = Some(schema);
+                            props.next();
+                            break;
+                        }
+                        Ordering::Greater => break,
+                    }
+                }
+                found
+            } else {
+                s.properties.and_then(|p| p.get(&**name))
+            };
+            let (schema, declared) = match found {
                 Some(schema) => (schema, true),
                 None => match additional {
                     Some(schema) => (schema, false),

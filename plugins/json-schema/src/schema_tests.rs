@@ -74,6 +74,23 @@ fn objects() {
         json!({"a": "x", "b": 1, "c/d~": 2}),
         "/c~1d~0: additionalProperties: property not allowed",
     );
+    // Declared and undeclared members interleaved (and declared ones
+    // absent): each member meets its own schema, reasons in member order.
+    let mixed = json!({"additionalProperties": {"type": "integer"}, "properties": {
+        "a": {"type": "string"}, "c": {"type": "string"}, "e": {"type": "null"}, "g": {}}});
+    assert_eq!(
+        problems(
+            mixed,
+            json!({"a": 1, "b": "x", "d": 2, "e": 3, "f": "y", "h": "z"})
+        ),
+        [
+            "/a: expected string, got number",
+            "/b: expected integer, got string",
+            "/e: expected null, got number",
+            "/f: expected integer, got string",
+            "/h: expected integer, got string",
+        ]
+    );
     let typed = json!({"additionalProperties": {"type": "integer"}});
     one(
         typed,

@@ -136,7 +136,12 @@ pub fn analyse<'a>(
         let code = fences.line(line);
         bytes.line(line, code);
         let mut line_hash = 0u64;
-        for Hashed { word: w, hash, stem } in hashed(line) {
+        for Hashed {
+            word: w,
+            hash,
+            stem,
+        } in hashed(line)
+        {
             words += 1;
             if let Some(h) = stem {
                 content_words += 1;
