@@ -68,12 +68,16 @@ pub mod errors;
 mod evaluator;
 #[cfg(feature = "adapter")]
 mod headers;
+#[cfg(feature = "strategy")]
+pub mod rng;
 #[cfg(feature = "adapter")]
 pub mod run;
 #[cfg(feature = "strategy")]
 mod strategy;
 #[cfg(feature = "adapter")]
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "adapter")]
 pub use adapter::*;

@@ -10,8 +10,6 @@
 
 mod config;
 mod rank;
-#[cfg(test)]
-mod testing;
 
 use std::sync::OnceLock;
 

@@ -96,7 +96,7 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::*;
+    use switchyard_sdk::testing::*;
 
     fn priced(name: &str, input: f64, output: f64) -> Candidate {
         let mut c = candidate(name);

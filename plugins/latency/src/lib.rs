@@ -19,7 +19,6 @@
 
 mod config;
 mod order;
-mod rng;
 
 use std::sync::OnceLock;
 

@@ -3,7 +3,7 @@
 use switchyard_sdk::Candidate;
 
 use crate::config::{Config, Metric};
-use crate::rng::Rng;
+use switchyard_sdk::rng::Rng;
 
 /// How much of a last resort a candidate is, as in `priority`: 0 usable,
 /// 1 healthy but out of rate-limit headroom (likely back once the limit's

@@ -12,8 +12,6 @@
 
 mod config;
 mod rank;
-#[cfg(test)]
-mod testing;
 
 use std::sync::OnceLock;
 

@@ -85,7 +85,7 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::*;
+    use switchyard_sdk::testing::*;
 
     fn scored(name: &str, quality: f32, success: f32) -> Candidate {
         let mut c = candidate(name);

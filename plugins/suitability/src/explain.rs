@@ -48,7 +48,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::score::rank;
-    use crate::testing::*;
+    use switchyard_sdk::testing::*;
 
     #[test]
     fn one_short_line_in_ranking_order() {

@@ -66,7 +66,7 @@ pub fn tier(c: &Candidate) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::candidate;
+    use switchyard_sdk::testing::candidate;
 
     #[test]
     fn extra_share_counts_only_what_the_request_does_not_need() {

@@ -15,8 +15,6 @@ mod config;
 mod explain;
 mod figures;
 mod score;
-#[cfg(test)]
-mod testing;
 
 use std::sync::OnceLock;
 

@@ -17,7 +17,6 @@
 
 mod config;
 mod order;
-mod rng;
 
 use std::sync::OnceLock;
 

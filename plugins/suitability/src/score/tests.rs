@@ -1,6 +1,6 @@
 use super::*;
-use crate::testing::*;
 use switchyard_sdk::Capabilities;
+use switchyard_sdk::testing::*;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6

@@ -1,4 +1,5 @@
-//! A small generator seeded from one host random number.
+//! A small generator for strategies, seeded from one host random number
+//! ([`crate::random_u64`]).
 //!
 //! Drawing every number from the host would cost a call across the component
 //! boundary each; one host call per request, stretched with SplitMix64, keeps
@@ -10,10 +11,12 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose stream is fixed by `seed` (one host random number).
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
 
+    /// The next number of the stream.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

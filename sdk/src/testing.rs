@@ -1,6 +1,11 @@
-//! Test helpers: candidates, requests and random candidate sets.
+//! Test helpers for strategies (feature `testing`): candidates, requests
+//! and random candidate sets whose figures include the awkward values a
+//! strategy must survive.
 
-use switchyard_sdk::{Candidate, Capabilities, RequestSummary, TaskPriority, WindowStats};
+use crate::{Candidate, Capabilities, RequestSummary, TaskPriority, WindowStats};
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// A healthy, untouched, unpriced deployment that supports everything.
 pub fn candidate(name: &str) -> Candidate {
