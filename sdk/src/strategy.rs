@@ -7,7 +7,39 @@ use core::marker::PhantomData;
 use crate::bindings::strategy::exports::switchyard::plugin::strategy as wit;
 use crate::types::Metadata;
 
-pub use wit::{Candidate, Capabilities, RequestSummary, TaskPriority, WindowStats};
+pub use wit::{Candidate, Capabilities, ErrorShares, RequestSummary, TaskPriority, WindowStats};
+
+impl ErrorShares {
+    /// No failures (a window without traffic, or a clean one).
+    pub const NONE: Self = Self {
+        rate_limited: 0.0,
+        overloaded: 0.0,
+        timeout: 0.0,
+        connect: 0.0,
+        transport: 0.0,
+        auth: 0.0,
+        context_length_exceeded: 0.0,
+        content_filtered: 0.0,
+        permanent: 0.0,
+        plugin: 0.0,
+        other: 0.0,
+    };
+
+    /// The failed share of the window: every class together.
+    pub fn total(&self) -> f32 {
+        self.rate_limited
+            + self.overloaded
+            + self.timeout
+            + self.connect
+            + self.transport
+            + self.auth
+            + self.context_length_exceeded
+            + self.content_filtered
+            + self.permanent
+            + self.plugin
+            + self.other
+    }
+}
 
 /// A routing strategy.
 pub trait Strategy {

@@ -2,7 +2,7 @@
 //! and random candidate sets whose figures include the awkward values a
 //! strategy must survive.
 
-use crate::{Candidate, Capabilities, RequestSummary, TaskPriority, WindowStats};
+use crate::{Candidate, Capabilities, ErrorShares, RequestSummary, TaskPriority, WindowStats};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -34,7 +34,7 @@ pub fn candidate(name: &str) -> Candidate {
             ttft_p50_ms: 0.0,
             ttft_p95_ms: 0.0,
             output_tokens_per_second: 0.0,
-            errors: Vec::new(),
+            errors: ErrorShares::NONE,
         },
     }
 }

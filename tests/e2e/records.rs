@@ -613,7 +613,7 @@ async fn strategies_see_the_monitors_live_figures() {
         .find(|l| l.contains("fastest saw broken"))
         .unwrap();
     assert!(
-        seen.contains("broken: attempts=") && seen.contains(r#"errors=[("overloaded", 1.0)]"#),
+        seen.contains("broken: attempts=") && seen.contains("overloaded=1 failed=1 "),
         "{seen}"
     );
 }

@@ -136,7 +136,7 @@ mod tests {
                 ttft_p50_ms: 0.0,
                 ttft_p95_ms: 0.0,
                 output_tokens_per_second: 0.0,
-                errors: Vec::new(),
+                errors: switchyard_sdk::ErrorShares::NONE,
             },
         }
     }

@@ -3,7 +3,7 @@
 //! No other module names these bindings.
 
 use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre};
+use wasmtime::component::{Func, Instance, InstancePre, TypedFunc};
 
 use super::super::host_api::HostState;
 use crate::domain::{self, Kind};
@@ -16,6 +16,9 @@ wasmtime::component::bindgen!({
 });
 
 use exports::switchyard::plugin::{adapter, evaluator, strategy};
+
+mod candidates;
+use candidates::Lowered;
 use switchyard::plugin::{host, types};
 
 /// The fully qualified export names, by kind.
@@ -52,7 +55,8 @@ impl host::Host for HostState {
 /// The typed exports of one instance.
 pub enum Exports {
     Adapter(adapter::Guest),
-    Strategy(strategy::Guest),
+    /// With `order` typed for [`Lowered`] candidates (checked at load).
+    Strategy(strategy::Guest, Func),
     Evaluator(evaluator::Guest),
 }
 
@@ -79,7 +83,14 @@ impl Indices {
     ) -> wasmtime::Result<Exports> {
         Ok(match self {
             Self::Adapter(i) => Exports::Adapter(i.load(store, instance)?),
-            Self::Strategy(i) => Exports::Strategy(i.load(store, instance)?),
+            Self::Strategy(i) => {
+                let g = i.load(&mut *store, instance)?;
+                // Type-checked here, once per instance, so each call may
+                // use it unchecked.
+                let order = *g.func_order().func();
+                order.typed::<OrderParams, OrderResults>(&*store)?;
+                Exports::Strategy(g, order)
+            }
             Self::Evaluator(i) => Exports::Evaluator(i.load(store, instance)?),
         })
     }
@@ -87,11 +98,15 @@ impl Indices {
 
 type Guest<T> = wasmtime::Result<T>;
 
+/// `order`'s parameters, with candidates lowered by [`candidates`].
+type OrderParams<'a> = (strategy::RequestSummary<'a>, &'a [Lowered<'a>]);
+type OrderResults = (Result<Vec<u32>, String>,);
+
 impl Exports {
     pub async fn metadata(&self, store: &mut Store<HostState>) -> Guest<domain::Metadata> {
         Ok(match self {
             Exports::Adapter(g) => g.call_metadata(store).await?.into(),
-            Exports::Strategy(g) => g.call_metadata(store).await?.into(),
+            Exports::Strategy(g, _) => g.call_metadata(store).await?.into(),
             Exports::Evaluator(g) => g.call_metadata(store).await?.into(),
         })
     }
@@ -99,7 +114,7 @@ impl Exports {
     pub fn kind(&self) -> Kind {
         match self {
             Exports::Adapter(_) => Kind::Adapter,
-            Exports::Strategy(_) => Kind::Strategy,
+            Exports::Strategy(..) => Kind::Strategy,
             Exports::Evaluator(_) => Kind::Evaluator,
         }
     }
@@ -110,13 +125,17 @@ impl Exports {
         request: &domain::RequestSummary,
         candidates: &[domain::Candidate],
     ) -> Guest<Option<Result<Vec<u32>, String>>> {
-        let Exports::Strategy(g) = self else {
+        let Exports::Strategy(_, order) = self else {
             return Ok(None);
         };
         let tags = super::strs(&request.tags);
         let request = summary(request, &tags);
-        let candidates: Vec<strategy::Candidate> = candidates.iter().map(Into::into).collect();
-        Ok(Some(g.call_order(store, request, &candidates).await?))
+        let candidates: Vec<Lowered> = candidates.iter().map(Lowered).collect();
+        // SAFETY: `order` passed this very type check when it was loaded.
+        #[allow(unsafe_code)]
+        let order = unsafe { TypedFunc::<OrderParams, OrderResults>::new_unchecked(*order) };
+        let (ranked,) = order.call_async(store, (request, &candidates)).await?;
+        Ok(Some(ranked))
     }
 
     pub async fn evaluate(
@@ -394,8 +413,37 @@ impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
                 ttft_p50_ms: r.ttft_p50_ms,
                 ttft_p95_ms: r.ttft_p95_ms,
                 output_tokens_per_second: r.output_tokens_per_second,
-                errors: &r.errors,
+                errors: error_shares(&r.errors),
             },
         }
+    }
+}
+
+fn error_shares(errors: &[(&'static str, f32)]) -> strategy::ErrorShares {
+    let [
+        rate_limited,
+        overloaded,
+        timeout,
+        connect,
+        transport,
+        auth,
+        context_length_exceeded,
+        content_filtered,
+        permanent,
+        plugin,
+        other,
+    ] = candidates::shares(errors);
+    strategy::ErrorShares {
+        rate_limited,
+        overloaded,
+        timeout,
+        connect,
+        transport,
+        auth,
+        context_length_exceeded,
+        content_filtered,
+        permanent,
+        plugin,
+        other,
     }
 }

@@ -20,7 +20,7 @@ impl Strategy for Fastest {
             let r = &c.recent;
             let _ = write!(
                 seen,
-                " {}: attempts={} p50={} p95={} p99={} ttft50={} success={} rpm={} tps={} errors={:?} price={}/{}/{};",
+                " {}: attempts={} p50={} p95={} p99={} ttft50={} success={} rpm={} tps={} overloaded={} failed={} price={}/{}/{};",
                 c.deployment,
                 r.attempts,
                 r.latency_p50_ms,
@@ -30,7 +30,8 @@ impl Strategy for Fastest {
                 r.success_rate,
                 r.requests_per_minute,
                 r.output_tokens_per_second,
-                r.errors,
+                r.errors.overloaded,
+                r.errors.total(),
                 c.input_cost_per_1m,
                 c.output_cost_per_1m,
                 c.cached_input_cost_per_1m,
@@ -87,7 +88,7 @@ mod tests {
                 ttft_p50_ms: 0.0,
                 ttft_p95_ms: 0.0,
                 output_tokens_per_second: 0.0,
-                errors: Vec::new(),
+                errors: switchyard_sdk::ErrorShares::NONE,
             },
         }
     }
