@@ -8,6 +8,7 @@
 //! All failures of all adapters are collected and reported together, each
 //! naming its fixture file, so one run shows everything that is wrong.
 
+mod candidates;
 mod fixture;
 mod fold;
 mod subset;

@@ -2,6 +2,10 @@
 //! can tell they reach strategies. Deployments without traffic in the window
 //! first (in configured order, to measure them), then by recent p50 latency;
 //! unhealthy ones last. Logs what it saw of every candidate.
+//!
+//! A request tagged `echo` is answered with an error holding every field of
+//! every candidate (see [`echo`]), so a test can check that each one
+//! crosses the boundary intact.
 
 use std::fmt::Write;
 
@@ -14,7 +18,10 @@ impl Strategy for Fastest {
         Metadata::new("fastest", env!("CARGO_PKG_VERSION"), &[])
     }
 
-    fn order(_request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
+    fn order(request: &RequestSummary, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
+        if request.tags.iter().any(|t| t == "echo") {
+            return Err(echo(request, candidates));
+        }
         let mut seen = String::from("fastest saw");
         for c in candidates {
             let r = &c.recent;
@@ -43,6 +50,68 @@ impl Strategy for Fastest {
 }
 
 export_strategy!(Fastest);
+
+/// The request's fields, then each candidate's, in WIT order: `name=value`
+/// separated by spaces, a candidate per line. Floats print as Rust's
+/// `Display` does (the shortest text that reads back the same value), so a
+/// test can build the same text from what it sent.
+fn echo(r: &RequestSummary, candidates: &[Candidate]) -> String {
+    let mut out = format!(
+        "model={} input={} max={:?} stream={} needs={} priority={:?} tags={}",
+        r.model,
+        r.input_tokens,
+        r.max_output_tokens,
+        r.stream,
+        r.needs.bits(),
+        r.priority,
+        r.tags.join(","),
+    );
+    for c in candidates {
+        let (s, e) = (&c.recent, &c.recent.errors);
+        let _ = write!(
+            out,
+            "\ndeployment={} adapter={} healthy={} headroom={} in_flight={} error_rate={} \
+             latency={} input={} output={} cached={} priority={} weight={} quality={} \
+             supports={} attempts={} rpm={} success={} p50={} p95={} p99={} ttft50={} \
+             ttft95={} tps={} errors={},{},{},{},{},{},{},{},{},{},{}",
+            c.deployment,
+            c.adapter,
+            c.healthy,
+            c.headroom,
+            c.in_flight,
+            c.error_rate,
+            c.latency_ms,
+            c.input_cost_per_1m,
+            c.output_cost_per_1m,
+            c.cached_input_cost_per_1m,
+            c.priority,
+            c.weight,
+            c.quality,
+            c.supports.bits(),
+            s.attempts,
+            s.requests_per_minute,
+            s.success_rate,
+            s.latency_p50_ms,
+            s.latency_p95_ms,
+            s.latency_p99_ms,
+            s.ttft_p50_ms,
+            s.ttft_p95_ms,
+            s.output_tokens_per_second,
+            e.rate_limited,
+            e.overloaded,
+            e.timeout,
+            e.connect,
+            e.transport,
+            e.auth,
+            e.context_length_exceeded,
+            e.content_filtered,
+            e.permanent,
+            e.plugin,
+            e.other,
+        );
+    }
+    out
+}
 
 fn order(candidates: &[Candidate]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..candidates.len() as u32).collect();
