@@ -24,7 +24,7 @@ fn candidate(i: u32) -> Candidate {
     Candidate {
         deployment: format!("deployment-{i}-ü"),
         adapter: format!("adapter-{i}"),
-        healthy: i % 2 == 0,
+        healthy: i.is_multiple_of(2),
         headroom: 0.11 + x,
         in_flight: 1000 + i,
         error_rate: 0.12 + x,
