@@ -99,7 +99,7 @@ impl Indices {
 type Guest<T> = wasmtime::Result<T>;
 
 /// `order`'s parameters, with candidates lowered by [`candidates`].
-type OrderParams<'a> = (strategy::RequestSummary<'a>, &'a [Lowered<'a>]);
+type OrderParams<'a> = (strategy::RequestSummary<'a>, &'a [Lowered]);
 type OrderResults = (Result<Vec<u32>, String>,);
 
 impl Exports {
@@ -130,11 +130,12 @@ impl Exports {
         };
         let tags = super::strs(&request.tags);
         let request = summary(request, &tags);
-        let candidates: Vec<Lowered> = candidates.iter().map(Lowered).collect();
         // SAFETY: `order` passed this very type check when it was loaded.
         #[allow(unsafe_code)]
         let order = unsafe { TypedFunc::<OrderParams, OrderResults>::new_unchecked(*order) };
-        let (ranked,) = order.call_async(store, (request, &candidates)).await?;
+        let (ranked,) = order
+            .call_async(store, (request, Lowered::all(candidates)))
+            .await?;
         Ok(Some(ranked))
     }
 

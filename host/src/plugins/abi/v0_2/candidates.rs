@@ -4,11 +4,11 @@
 //! field looks the instance's memory up again: a candidate has 37 fields, so
 //! eight candidates cost ~300 lookups, about half of a strategy call. Here
 //! [`Lowered`] has the same component type as the bindings' `candidate` (its
-//! type check is theirs) but lowers a list of them in two passes: first the
-//! parts that allocate in the guest (the two strings; an allocation may grow
-//! and move memory), then every number of every candidate through one view
-//! of memory. Anything else (a single candidate, flat lowering) takes the
-//! derived path.
+//! type check is theirs) but lowers a list of them in two passes: first a
+//! guest allocation for each name (an allocation may grow and move memory),
+//! then the names' bytes and every field of every candidate through one view
+//! of memory. Anything else (a single candidate, flat lowering, a guest
+//! whose strings are not UTF-8) takes the derived path.
 //!
 //! The offsets come from the bindings' own ABI constants, walked in the
 //! record's field order as the canonical ABI lays them out; the unit test
@@ -18,6 +18,7 @@
 use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 
+use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
 use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
 };
@@ -26,8 +27,20 @@ use wasmtime::component::{ComponentType, Lower};
 use super::strategy;
 use crate::domain;
 
-/// A host candidate as the guest's `candidate` record.
-pub struct Lowered<'a>(pub &'a domain::Candidate);
+/// A host candidate as the guest's `candidate` record. Transparent, so a
+/// slice of candidates is a slice of these ([`Lowered::all`]) without a copy.
+#[repr(transparent)]
+pub struct Lowered(domain::Candidate);
+
+impl Lowered {
+    pub fn all(candidates: &[domain::Candidate]) -> &[Lowered] {
+        // SAFETY: `Lowered` is `repr(transparent)` over `domain::Candidate`.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*(candidates as *const [domain::Candidate] as *const [Lowered])
+        }
+    }
+}
 
 type Wit = strategy::Candidate<'static>;
 
@@ -142,7 +155,7 @@ pub(super) fn shares(errors: &[(&'static str, f32)]) -> [f32; SHARES] {
 // representation, ABI and type check); the lowering below writes exactly
 // that layout.
 #[allow(unsafe_code)]
-unsafe impl ComponentType for Lowered<'_> {
+unsafe impl ComponentType for Lowered {
     type Lower = <Wit as ComponentType>::Lower;
     const ABI: CanonicalAbiInfo = <Wit as ComponentType>::ABI;
 
@@ -154,14 +167,14 @@ unsafe impl ComponentType for Lowered<'_> {
 // SAFETY: single values go through the bindings' derived lowering; lists
 // write the same bytes (see the module comment).
 #[allow(unsafe_code)]
-unsafe impl Lower for Lowered<'_> {
+unsafe impl Lower for Lowered {
     fn linear_lower_to_flat<T>(
         &self,
         cx: &mut LowerContext<'_, T>,
         ty: InterfaceType,
         dst: &mut MaybeUninit<Self::Lower>,
     ) -> wasmtime::Result<()> {
-        strategy::Candidate::from(self.0).linear_lower_to_flat(cx, ty, dst)
+        strategy::Candidate::from(&self.0).linear_lower_to_flat(cx, ty, dst)
     }
 
     fn linear_lower_to_memory<T>(
@@ -170,7 +183,7 @@ unsafe impl Lower for Lowered<'_> {
         ty: InterfaceType,
         offset: usize,
     ) -> wasmtime::Result<()> {
-        strategy::Candidate::from(self.0).linear_lower_to_memory(cx, ty, offset)
+        strategy::Candidate::from(&self.0).linear_lower_to_memory(cx, ty, offset)
     }
 
     fn linear_store_list_to_memory<T>(
@@ -179,40 +192,76 @@ unsafe impl Lower for Lowered<'_> {
         offset: usize,
         items: &[Self],
     ) -> wasmtime::Result<()> {
-        let InterfaceType::Record(record) = ty else {
-            wasmtime::bail!("a candidate must be a record, found {ty:?}");
-        };
-        let supports_ty = cx.types[record].fields[13].ty;
-        let l = layout();
-        // Pass 1: what allocates in the guest, and the flags.
-        for (i, item) in items.iter().enumerate() {
-            let c = item.0;
-            let at = offset + i * l.size;
-            c.deployment.as_str().linear_lower_to_memory(
-                cx,
-                InterfaceType::String,
-                at + l.deployment,
-            )?;
-            c.adapter
-                .as_str()
-                .linear_lower_to_memory(cx, InterfaceType::String, at + l.adapter)?;
-            super::capabilities(c.supports).linear_lower_to_memory(
-                cx,
-                supports_ty,
-                at + l.supports,
-            )?;
+        // Names are copied as they are only into a UTF-8 guest (all of ours);
+        // any other takes the derived path, which transcodes.
+        if cx.options().string_encoding != StringEncoding::Utf8 {
+            for (i, item) in items.iter().enumerate() {
+                item.linear_lower_to_memory(cx, ty, offset + i * Self::SIZE32)?;
+            }
+            return Ok(());
         }
-        // Pass 2: the numbers, through one view of memory.
+        let l = layout();
+        // Pass 1: a guest allocation per name (it may grow and move memory).
+        let mut names = Vec::with_capacity(items.len());
+        for item in items {
+            let c = &item.0;
+            let mut place = |name: &str| {
+                if name.len() > MAX_NAME {
+                    wasmtime::bail!("a name of {} bytes is too long for a plugin", name.len());
+                }
+                cx.realloc(0, 0, 1, name.len())
+            };
+            names.push([place(&c.deployment)?, place(&c.adapter)?]);
+        }
+        // Pass 2: the names' bytes, and every field, through one view.
         let memory = cx.as_slice_mut();
         let end = offset + items.len() * l.size;
-        let Some(memory) = memory.get_mut(offset..end) else {
+        let Some(records) = memory.get_mut(offset..end) else {
             wasmtime::bail!("candidate list out of bounds of the guest's memory");
         };
-        for (c, rec) in items.iter().zip(memory.chunks_exact_mut(l.size)) {
-            write_numbers(l, c.0, rec);
+        for ((item, rec), [d, a]) in items
+            .iter()
+            .zip(records.chunks_exact_mut(l.size))
+            .zip(&names)
+        {
+            let c = &item.0;
+            write_name(rec, l.deployment, *d, &c.deployment);
+            write_name(rec, l.adapter, *a, &c.adapter);
+            write_numbers(l, c, rec);
+        }
+        for (item, [d, a]) in items.iter().zip(names) {
+            let c = &item.0;
+            // In bounds: `realloc` checked each allocation against memory.
+            memory[d..d + c.deployment.len()].copy_from_slice(c.deployment.as_bytes());
+            memory[a..a + c.adapter.len()].copy_from_slice(c.adapter.as_bytes());
         }
         Ok(())
     }
+}
+
+/// The canonical ABI's limit on a string's length.
+const MAX_NAME: usize = (1 << 31) - 1;
+
+/// A string field: its guest address and length.
+fn write_name(rec: &mut [u8], at: usize, ptr: usize, name: &str) {
+    rec[at..at + 4].copy_from_slice(&(ptr as u32).to_le_bytes());
+    rec[at + 4..at + 8].copy_from_slice(&(name.len() as u32).to_le_bytes());
+}
+
+/// Capabilities as the WIT `flags`: one bit per flag in declaration order.
+fn flag_bits(c: domain::Capabilities) -> u8 {
+    [
+        domain::Capabilities::TOOLS,
+        domain::Capabilities::JSON_MODE,
+        domain::Capabilities::VISION,
+        domain::Capabilities::STREAMING,
+    ]
+    .iter()
+    .enumerate()
+    .fold(
+        0,
+        |bits, (i, f)| if c.contains(*f) { bits | 1 << i } else { bits },
+    )
 }
 
 fn write_numbers(l: &Layout, c: &domain::Candidate, rec: &mut [u8]) {
@@ -221,6 +270,7 @@ fn write_numbers(l: &Layout, c: &domain::Candidate, rec: &mut [u8]) {
     }
     let r = &*c.recent;
     rec[l.healthy] = u8::from(c.healthy);
+    rec[l.supports] = flag_bits(c.supports);
     put(rec, l.headroom, c.headroom.to_le_bytes());
     put(rec, l.in_flight, c.in_flight.to_le_bytes());
     put(rec, l.error_rate, c.error_rate.to_le_bytes());
@@ -286,6 +336,8 @@ mod tests {
         all.extend(l.figures);
         all.extend(l.errors);
         assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+        // Four flags are one byte, written whole.
+        assert_eq!(<strategy::Capabilities as ComponentType>::SIZE32, 1);
     }
 
     #[test]
