@@ -105,6 +105,53 @@ async fn stream(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
     black_box(batch);
 }
 
+/// The body cut after each event, as an upstream that flushes every event
+/// delivers it (one socket read, one `feed`, per event).
+fn chunks(body: &[u8]) -> Vec<Vec<u8>> {
+    let sep: &[u8] = if body.windows(2).any(|w| w == b"\n\n") {
+        b"\n\n"
+    } else {
+        b"\n"
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i + sep.len() <= body.len() {
+        if &body[i..i + sep.len()] == sep {
+            out.push(body[start..i + sep.len()].to_vec());
+            start = i + sep.len();
+            i = start;
+        } else {
+            i += 1;
+        }
+    }
+    if start < body.len() {
+        out.push(body[start..].to_vec());
+    }
+    out
+}
+
+/// The stream's events fed one call each, after it was opened (not timed):
+/// the cost of each chunk as it arrives.
+async fn per_chunk(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case, chunks: &[Vec<u8>]) -> Duration {
+    let (mut s, _) = plugin
+        .open_stream(rid, &c.target, &c.request, c.response.headers.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = Instant::now();
+    let mut done = false;
+    for chunk in chunks {
+        let batch = s.feed(chunk).await.unwrap().unwrap();
+        done |= batch.done;
+        black_box(batch);
+    }
+    if !done {
+        black_box(s.finish().await.unwrap().unwrap());
+    }
+    t.elapsed()
+}
+
 fn adapters(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
     let registry = Registry::new(RegistrySettings {
@@ -167,6 +214,23 @@ fn adapters(c: &mut Criterion) {
                 })
             })
         });
+        // Per event as events arrive: one feed call each, the stream's
+        // opening not counted.
+        let cut = chunks(&streamed.response.body);
+        c.bench_function(
+            &format!("adapter_stream_chunk/{id}/{}_chunks", cut.len()),
+            |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += per_chunk(&plugin, &rid, &streamed, &cut).await;
+                        }
+                        total / cut.len() as u32
+                    })
+                })
+            },
+        );
         // Per event: the whole stream's time over its event count.
         c.bench_function(&format!("adapter_stream_per_event/{id}/{n}_events"), |b| {
             b.iter_custom(|iters| {

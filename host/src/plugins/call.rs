@@ -154,7 +154,7 @@ impl Plugin {
             });
         }
         let begun = Instant::now();
-        let mut budget = self.budget(run);
+        let mut budget = self.budget_from(run, begun);
         let reserved = match self.pool.reserve() {
             Err(e) if e.is_saturation() => {
                 let reserved = Box::pin(self.pool.reserve_by(budget.wait_until)).await?;
@@ -206,7 +206,12 @@ impl Plugin {
 
     /// The budget of a call of `run` starting now.
     pub(crate) fn budget(&self, run: Duration) -> Budget {
-        let now = Instant::now();
+        self.budget_from(run, Instant::now())
+    }
+
+    /// The budget of a call of `run` made at `now` (a clock read saved
+    /// where the caller has one).
+    fn budget_from(&self, run: Duration, now: Instant) -> Budget {
         match self.queue {
             Some(queue) => Budget {
                 run,
