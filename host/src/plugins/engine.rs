@@ -116,12 +116,18 @@ impl EpochTicker {
                         idle += 1;
                         if idle > idle_ticks {
                             asleep.store(true, Ordering::SeqCst);
-                            // Re-check after announcing: an entry in between
-                            // saw `parked` false and did not unpark.
-                            if running.load(Ordering::SeqCst) == 0 {
-                                // The timeout only bounds how long a dropped
-                                // engine keeps this thread alive.
+                            // Re-checked after announcing (an entry in between
+                            // saw `parked` false and did not unpark), and after
+                            // every wake-up: only an entry ends the sleep. The
+                            // timeout only bounds how long a dropped engine
+                            // keeps this thread alive; waking for it costs no
+                            // tick (it used to restart the grace period: 51
+                            // ticks a second on an idle gateway).
+                            while running.load(Ordering::SeqCst) == 0 {
                                 std::thread::park_timeout(Duration::from_secs(1));
+                                if weak.upgrade().is_none() {
+                                    return;
+                                }
                             }
                             asleep.store(false, Ordering::SeqCst);
                             idle = 0;
@@ -160,5 +166,43 @@ pub struct Entered<'a>(&'a EpochTicker);
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// An idle ticker stays parked: its one-second wake-ups (to notice a
+    /// dropped engine) tick nothing and do not restart the grace period.
+    #[test]
+    fn an_idle_ticker_stays_parked() {
+        let engine = Engine::default();
+        let ticker = EpochTicker::start(&engine).expect("ticker");
+        drop(ticker.enter());
+        let parked = || ticker.parked.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !parked() {
+            assert!(Instant::now() < deadline, "the ticker never parked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Across at least one park timeout.
+        let until = Instant::now() + Duration::from_millis(1300);
+        while Instant::now() < until {
+            assert!(parked(), "the ticker woke up with nothing running");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // An entry still wakes it.
+        let _running = ticker.enter();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while parked() {
+            assert!(
+                Instant::now() < deadline,
+                "an entry did not wake the ticker"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
