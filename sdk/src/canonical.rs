@@ -28,7 +28,12 @@ use crate::adapter::BuildError;
 use crate::types::Usage;
 
 /// A canonical chat request (`POST /v1/chat/completions`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// Read by a hand-written [`Deserialize`] (below): serde's `flatten`, for
+/// `extra`, would first copy the whole request (messages and all) into a
+/// buffered tree and then read each field again from it, which doubled
+/// every adapter's request parse.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatRequest {
     /// The route the caller named; adapters send the target's model instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +83,87 @@ pub struct ChatRequest {
     /// Every other member, as sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The members of a chat request, by name; any other is kept in `extra`.
+macro_rules! chat_request_fields {
+    ($($field:ident => $name:literal),* $(,)?) => {
+        impl<'de> Deserialize<'de> for ChatRequest {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = ChatRequest;
+                    fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                        f.write_str("a chat request object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<ChatRequest, A::Error> {
+                        let mut r = ChatRequest::default();
+                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                            match &*key.0 {
+                                $($name => r.$field = map.next_value()?,)*
+                                _ => {
+                                    let value = map.next_value()?;
+                                    r.extra.insert(key.0.into_owned(), value);
+                                }
+                            }
+                        }
+                        Ok(r)
+                    }
+                }
+                d.deserialize_map(Visit)
+            }
+        }
+    };
+}
+
+chat_request_fields! {
+    model => "model",
+    messages => "messages",
+    stream => "stream",
+    stream_options => "stream_options",
+    temperature => "temperature",
+    top_p => "top_p",
+    top_k => "top_k",
+    max_tokens => "max_tokens",
+    max_completion_tokens => "max_completion_tokens",
+    n => "n",
+    stop => "stop",
+    tools => "tools",
+    tool_choice => "tool_choice",
+    parallel_tool_calls => "parallel_tool_calls",
+    response_format => "response_format",
+    seed => "seed",
+    presence_penalty => "presence_penalty",
+    frequency_penalty => "frequency_penalty",
+    user => "user",
+}
+
+/// A member name, borrowed from the request when it has no escapes.
+struct Key<'de>(alloc::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(alloc::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(alloc::borrow::Cow::Owned(v.into())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(alloc::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 impl ChatRequest {
@@ -164,7 +250,7 @@ pub struct StreamOptions {
 }
 
 /// `stop`: one sequence or several.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),
@@ -218,7 +304,7 @@ impl Message {
 }
 
 /// A message's content: a string or a list of parts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -291,7 +377,7 @@ pub struct FunctionDef {
 }
 
 /// `tool_choice`: `none`, `auto`, `required`, or one named function.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum ToolChoice {
     Mode(String),
@@ -740,6 +826,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_reads_every_form_and_keeps_other_members() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},
+               {"role":"user","content":[{"type":"text","text":"a"},{"type":"input_audio"}]},
+               {"role":"assistant","content":null,"tool_calls":[]}],
+               "stop":["x","y"],"tool_choice":{"type":"function","function":{"name":"f"}},
+               "logprobs":true,"weird\u0020key":{"a":[1]},"max_tokens":5,"temperature":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.temperature, None);
+        assert!(matches!(&r.messages[0].content, Some(Content::Text(t)) if t == "hi"));
+        assert!(matches!(&r.messages[1].content, Some(Content::Parts(p)) if p.len() == 2));
+        assert!(r.messages[2].content.is_none());
+        assert!(matches!(&r.stop, Some(Stop::Many(s)) if s.len() == 2));
+        assert!(matches!(&r.tool_choice, Some(ToolChoice::Function(f)) if f.function.name == "f"));
+        assert_eq!(r.extra.len(), 2);
+        assert_eq!(r.extra["logprobs"], Value::Bool(true));
+        assert_eq!(r.extra["weird key"]["a"][0], 1);
+        let r: ChatRequest = serde_json::from_str(r#"{"stop":"x","tool_choice":"auto"}"#).unwrap();
+        assert!(matches!(&r.stop, Some(Stop::One(s)) if s == "x"));
+        assert!(matches!(&r.tool_choice, Some(ToolChoice::Mode(m)) if m == "auto"));
+        assert!(r.messages.is_empty());
+    }
+
+    #[test]
+    fn a_request_of_the_wrong_shape_says_what_was_expected() {
+        for (json, expected) in [
+            (r#"{"max_tokens":"5"}"#, "expected u32"),
+            (r#"{"stop":5}"#, "a stop sequence or a list of them"),
+            (
+                r#"{"messages":[{"role":"user","content":5}]}"#,
+                "a string or a list of content parts",
+            ),
+            (
+                r#"{"tool_choice":[]}"#,
+                "a tool choice mode or a named function",
+            ),
+            (r#"[1]"#, "a chat request object"),
+        ] {
+            let e = alloc::format!("{}", serde_json::from_str::<ChatRequest>(json).unwrap_err());
+            assert!(e.contains(expected), "{json}: {e}");
+        }
+    }
+
+    #[test]
     fn stream_ask_reads_two_members_only() {
         let ask = StreamAsk::read(
             r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true},"response_format":{"type":"json_schema","json_schema":{"name":"n"}}}"#,
@@ -778,3 +911,60 @@ mod tests {
         }
     }
 }
+
+/// Reads an untagged "string, or else" member without serde's `untagged`,
+/// which copies the value into a buffered tree before trying each form.
+/// `$other` names the serde access (`seq` or `map`) of the second form.
+macro_rules! string_or {
+    ($ty:ident, $text:ident, $other:ident, $visit:ident, $access:ident, $de:ident, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<$ty, E> {
+                        Ok($ty::$text(v.into()))
+                    }
+                    fn visit_string<E>(self, v: String) -> Result<$ty, E> {
+                        Ok($ty::$text(v))
+                    }
+                    fn $visit<A: serde::de::$access<'de>>(self, a: A) -> Result<$ty, A::Error> {
+                        Deserialize::deserialize(serde::de::value::$de::new(a)).map($ty::$other)
+                    }
+                }
+                d.deserialize_any(Visit)
+            }
+        }
+    };
+}
+
+string_or!(
+    Stop,
+    One,
+    Many,
+    visit_seq,
+    SeqAccess,
+    SeqAccessDeserializer,
+    "a stop sequence or a list of them"
+);
+string_or!(
+    Content,
+    Text,
+    Parts,
+    visit_seq,
+    SeqAccess,
+    SeqAccessDeserializer,
+    "a string or a list of content parts"
+);
+string_or!(
+    ToolChoice,
+    Mode,
+    Function,
+    visit_map,
+    MapAccess,
+    MapAccessDeserializer,
+    "a tool choice mode or a named function"
+);
