@@ -267,3 +267,51 @@ fn timing() {
         .fold(f64::INFINITY, f64::min);
     println!("json-schema: {us:.2} µs per 2 KB answer");
 }
+
+#[test]
+#[ignore]
+fn timing_parts() {
+    use crate::answer::{Answer, Wanted};
+    use crate::instance::Json;
+    let (request, response) = (schema_request(), answer(&weather_json()));
+    let time = |name: &str, f: &dyn Fn()| {
+        let us = (0..20)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..1000 {
+                    f();
+                }
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{name}: {us:.2} µs");
+    };
+    time("wanted", &|| {
+        std::hint::black_box(Wanted::read(std::hint::black_box(&request)).unwrap());
+    });
+    time("answer", &|| {
+        std::hint::black_box(Answer::parse(std::hint::black_box(&response)).unwrap());
+    });
+    let a = Answer::parse(&response).unwrap();
+    let content = a.choices[0]
+        .message
+        .as_ref()
+        .unwrap()
+        .content
+        .as_ref()
+        .unwrap()
+        .0
+        .to_string();
+    time("content json", &|| {
+        std::hint::black_box(serde_json::from_str::<Json>(std::hint::black_box(&content)).unwrap());
+    });
+    let value: Json = serde_json::from_str(&content).unwrap();
+    let Wanted::Schema(Some(schema)) = Wanted::read(&request).unwrap() else {
+        panic!()
+    };
+    time("validate", &|| {
+        std::hint::black_box(
+            crate::schema::validate(&schema, std::hint::black_box(&value)).unwrap(),
+        );
+    });
+}
