@@ -355,6 +355,13 @@ impl<'s, 'v, 'k> Validator<'s, 'v, 'k> {
             let found = if sorted {
                 let mut found = None;
                 while let Some(&(key, schema)) = props.peek() {
+                    // Equal first: a valid answer's members are mostly its
+                    // declared properties, in the same order.
+                    if key.len() == name.len() && key == name {
+                        found = Some(schema);
+                        props.next();
+                        break;
+                    }
                     match key.as_str().cmp(name) {
                         Ordering::Less => _ = props.next(),
                         Ordering::Equal => {
