@@ -29,10 +29,11 @@ use crate::types::Usage;
 
 /// A canonical chat request (`POST /v1/chat/completions`).
 ///
-/// Read by a hand-written [`Deserialize`] (below): serde's `flatten`, for
-/// `extra`, would first copy the whole request (messages and all) into a
-/// buffered tree and then read each field again from it, which doubled
-/// every adapter's request parse.
+/// Read by a hand-written [`Deserialize`] (below), as are [`Content`],
+/// [`Stop`] and [`ToolChoice`]: serde's `flatten` (for `extra`) copies every
+/// member it does not name into a buffered tree first, and `untagged` does
+/// so for every value it reads (each message's content), before reading
+/// them again; every adapter's request parse paid for that.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatRequest {
     /// The route the caller named; adapters send the target's model instead.
