@@ -481,6 +481,23 @@ async fn admin_reload(
         )
             .into_response();
     }
+    // A loopback caller may still be a browser: a page on another site (a
+    // cross-origin POST needs no preflight), or one whose own name resolves
+    // to 127.0.0.1 (DNS rebinding, same origin but a foreign Host). The
+    // admin listener refuses both the same way.
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if host.is_some_and(|h| !crate::admin::loopback_host(h)) {
+        return crate::admin::error(
+            StatusCode::FORBIDDEN,
+            "/admin/reload answers loopback names only (127.0.0.1, [::1], localhost)",
+        );
+    }
+    if let Some(refused) = crate::admin::plugins::cross_origin(request.headers()) {
+        return refused;
+    }
     reload_response(&app.live, "POST /admin/reload").await
 }
 

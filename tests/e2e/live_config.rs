@@ -148,6 +148,29 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json_body(r).await["status"], "reloaded");
+    // A browser on the same machine is refused: a page of another site, and
+    // one whose own name resolves to 127.0.0.1 (DNS rebinding).
+    for (name, value, says) in [
+        (
+            "origin",
+            "http://evil.example",
+            "Origin http://evil.example",
+        ),
+        ("host", "evil.example", "loopback names only"),
+    ] {
+        let r = client()
+            .post(format!("{}/admin/reload", gateway.url))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        let body = json_body(r).await;
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
     // Reading the file for a reload is not a change that reloads again.
     let count = || {
         gateway

@@ -28,7 +28,7 @@ use crate::store::query::{self, Filter, QueryError};
 
 mod overview;
 mod plugin_files;
-mod plugins;
+pub(crate) mod plugins;
 mod ui;
 
 /// What the admin handlers share.
@@ -148,7 +148,7 @@ async fn authorize(State(state): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 /// Whether a `Host` header names this machine's loopback.
-fn loopback_host(host: &str) -> bool {
+pub(crate) fn loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),

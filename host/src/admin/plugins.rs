@@ -207,7 +207,7 @@ fn rescanned(registry: &Registry, config: &crate::config::Config, id: &str) -> O
 /// post a rollback or a reload to 127.0.0.1 (a simple request needs no
 /// preflight); browsers always send `Origin` across origins, other clients
 /// need none. Checked for every change (see `authorize`).
-pub(super) fn cross_origin(headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn cross_origin(headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("?");
     let host = headers
         .get(header::HOST)
