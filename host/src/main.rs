@@ -453,6 +453,7 @@ async fn serve_admin(
         .map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(listen = %local, "admin API listening");
+    switchyard::admin::tidy_plugin_dir(&config.plugins.dir);
     let app = switchyard::admin::router(Arc::new(switchyard::admin::AdminState {
         live,
         store,

@@ -95,6 +95,15 @@ pub fn address(listen: &str, token: bool) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// Tidies the plugin folder the dashboard writes to: upload temp files a
+/// gateway killed mid-upload left (older than ten minutes).
+pub fn tidy_plugin_dir(dir: &std::path::Path) {
+    let removed = plugin_files::remove_stale_uploads(dir, std::time::Duration::from_secs(600));
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed upload temp files left by an interrupted upload");
+    }
+}
+
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let kind = if status == StatusCode::UNAUTHORIZED {
         "authentication_error"

@@ -88,6 +88,36 @@ pub fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Removes upload temp files (`.upload-*.tmp`) older than `age` from `dir`
+/// and its `.previous` folder: what a gateway killed mid-upload left
+/// behind. Younger ones may belong to an upload in progress (another
+/// gateway sharing the folder) and stay. Returns how many went.
+pub fn remove_stale_uploads(dir: &Path, age: std::time::Duration) -> usize {
+    let mut removed = 0;
+    for folder in [dir.to_path_buf(), dir.join(PREVIOUS_DIR)] {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with(".upload-") && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Makes a rename durable; a folder that cannot be opened for it (some
 /// file systems) costs only durability, never the write.
 fn sync_dir(dir: &Path) {
@@ -173,6 +203,40 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn stale_upload_temp_files_go_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let previous = dir.path().join(PREVIOUS_DIR);
+        std::fs::create_dir(&previous).unwrap();
+        for f in [
+            dir.path().join(".upload-abc.tmp"),
+            previous.join(".upload-def.tmp"),
+            dir.path().join("keep.wasm"),
+            dir.path().join(".upload-notes.txt"),
+        ] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        // Too young to be a dead upload's: kept.
+        assert_eq!(
+            remove_stale_uploads(dir.path(), std::time::Duration::from_secs(600)),
+            0
+        );
+        assert_eq!(
+            remove_stale_uploads(dir.path(), std::time::Duration::ZERO),
+            2
+        );
+        assert_eq!(
+            names(dir.path()),
+            [".previous", ".upload-notes.txt", "keep.wasm"]
+        );
+        assert!(names(&previous).is_empty());
+        // A folder that does not exist is nothing to tidy.
+        assert_eq!(
+            remove_stale_uploads(&dir.path().join("none"), std::time::Duration::ZERO),
+            0
+        );
     }
 
     #[test]
