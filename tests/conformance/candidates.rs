@@ -7,16 +7,13 @@
 //! Every value differs from every other, so a field written at another's
 //! place shows.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use switchyard::config::{Deadlines, QuarantineConfig};
 use switchyard::domain::{
     Candidate, Capabilities, Kind, RequestSummary, TaskPriority, WindowStats,
 };
-use switchyard::plugins::pool::InstanceLimits;
-use switchyard::plugins::{PluginError, Registry, RegistrySettings};
+use switchyard::plugins::PluginError;
 
 fn candidate(i: u32) -> Candidate {
     let x = i as f32;
@@ -157,20 +154,7 @@ fn expected(c: &Candidate) -> String {
 #[test]
 fn every_candidate_field_reaches_the_strategy() {
     let cache = tempfile::tempdir().expect("temp dir for the compile cache");
-    let registry = Registry::new(RegistrySettings {
-        dir: super::repo().join("tests/plugins"),
-        cache_dir: cache.path().to_owned(),
-        limits: InstanceLimits {
-            memory_bytes: 64 << 20,
-            max_instances: 2,
-        },
-        deadlines: Deadlines::default(),
-        adapter_queue: std::time::Duration::from_secs(5),
-        quarantine: QuarantineConfig::default(),
-        plugin_config: HashMap::new(),
-        expected_kinds: HashMap::new(),
-    })
-    .expect("plugin registry");
+    let registry = super::registry(&super::repo().join("tests/plugins"), cache.path(), 2);
     let plugin = registry
         .get("fastest", Kind::Strategy)
         .expect("tests/plugins/fastest.wasm (build it with scripts/build-plugins)");

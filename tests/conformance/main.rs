@@ -33,6 +33,25 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The plugins of `dir` in the host's plugin runtime, with default
+/// deadlines and `max_instances` instances each.
+fn registry(dir: &Path, cache: &Path, max_instances: usize) -> Arc<Registry> {
+    Registry::new(RegistrySettings {
+        dir: dir.to_owned(),
+        cache_dir: cache.to_owned(),
+        limits: InstanceLimits {
+            memory_bytes: 64 << 20,
+            max_instances,
+        },
+        deadlines: Deadlines::default(),
+        adapter_queue: std::time::Duration::from_secs(5),
+        quarantine: QuarantineConfig::default(),
+        plugin_config: HashMap::new(),
+        expected_kinds: HashMap::new(),
+    })
+    .expect("plugin registry")
+}
+
 #[test]
 fn every_adapter_passes_its_fixtures() {
     let root = repo().join("tests/conformance");
@@ -52,20 +71,7 @@ fn every_adapter_passes_its_fixtures() {
     );
 
     let cache = tempfile::tempdir().expect("temp dir for the compile cache");
-    let registry = Registry::new(RegistrySettings {
-        dir: repo().join("plugins"),
-        cache_dir: cache.path().to_owned(),
-        limits: InstanceLimits {
-            memory_bytes: 64 << 20,
-            max_instances: 8,
-        },
-        deadlines: Deadlines::default(),
-        adapter_queue: std::time::Duration::from_secs(5),
-        quarantine: QuarantineConfig::default(),
-        plugin_config: HashMap::new(),
-        expected_kinds: HashMap::new(),
-    })
-    .expect("plugin registry");
+    let registry = registry(&repo().join("plugins"), cache.path(), 8);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

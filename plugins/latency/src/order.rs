@@ -108,37 +108,20 @@ pub fn order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_sdk::{Capabilities, WindowStats};
+    use switchyard_sdk::Capabilities;
 
     fn candidate(healthy: bool, p50: f32) -> Candidate {
-        Candidate {
-            deployment: "d".into(),
-            adapter: "openai".into(),
+        let mut c = Candidate {
             healthy,
-            headroom: 1.0,
-            in_flight: 0,
-            error_rate: 0.0,
-            latency_ms: 0.0,
-            input_cost_per_1m: 0.0,
-            output_cost_per_1m: 0.0,
-            cached_input_cost_per_1m: 0.0,
-            priority: 0,
-            weight: 1,
-            quality: 1.0,
             supports: Capabilities::empty(),
-            recent: WindowStats {
-                attempts: u32::from(p50 > 0.0) * 20,
-                requests_per_minute: 0.0,
-                success_rate: 1.0,
-                latency_p50_ms: p50,
-                latency_p95_ms: p50 * 2.0,
-                latency_p99_ms: p50 * 3.0,
-                ttft_p50_ms: 0.0,
-                ttft_p95_ms: 0.0,
-                output_tokens_per_second: 0.0,
-                errors: switchyard_sdk::ErrorShares::NONE,
-            },
-        }
+            ..switchyard_sdk::testing::candidate("d")
+        };
+        c.recent.attempts = u32::from(p50 > 0.0) * 20;
+        c.recent.success_rate = 1.0;
+        c.recent.latency_p50_ms = p50;
+        c.recent.latency_p95_ms = p50 * 2.0;
+        c.recent.latency_p99_ms = p50 * 3.0;
+        c
     }
 
     fn measured(p50s: &[f32]) -> Vec<Candidate> {

@@ -64,37 +64,18 @@ fn compare(a: &Candidate, b: &Candidate) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_sdk::{Capabilities, WindowStats};
+    use switchyard_sdk::Capabilities;
 
     fn candidate(healthy: bool, headroom: f32, in_flight: u32, rpm: f32) -> Candidate {
-        Candidate {
-            deployment: "d".into(),
-            adapter: "openai".into(),
+        let mut c = Candidate {
             healthy,
             headroom,
             in_flight,
-            error_rate: 0.0,
-            latency_ms: 0.0,
-            input_cost_per_1m: 0.0,
-            output_cost_per_1m: 0.0,
-            cached_input_cost_per_1m: 0.0,
-            priority: 0,
-            weight: 1,
-            quality: 1.0,
             supports: Capabilities::empty(),
-            recent: WindowStats {
-                attempts: 0,
-                requests_per_minute: rpm,
-                success_rate: 0.0,
-                latency_p50_ms: 0.0,
-                latency_p95_ms: 0.0,
-                latency_p99_ms: 0.0,
-                ttft_p50_ms: 0.0,
-                ttft_p95_ms: 0.0,
-                output_tokens_per_second: 0.0,
-                errors: switchyard_sdk::ErrorShares::NONE,
-            },
-        }
+            ..switchyard_sdk::testing::candidate("d")
+        };
+        c.recent.requests_per_minute = rpm;
+        c
     }
 
     #[test]

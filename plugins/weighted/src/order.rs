@@ -76,36 +76,15 @@ fn shuffle(slots: &mut [u32], weights: &[u32], rng: &mut Rng) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_sdk::{Capabilities, WindowStats};
+    use switchyard_sdk::Capabilities;
 
     fn candidate(name: &str, healthy: bool, headroom: f32, weight: u32) -> Candidate {
         Candidate {
-            deployment: name.into(),
-            adapter: "openai".into(),
             healthy,
             headroom,
-            in_flight: 0,
-            error_rate: 0.0,
-            latency_ms: 0.0,
-            input_cost_per_1m: 0.0,
-            output_cost_per_1m: 0.0,
-            cached_input_cost_per_1m: 0.0,
-            priority: 0,
             weight,
-            quality: 1.0,
             supports: Capabilities::empty(),
-            recent: WindowStats {
-                attempts: 0,
-                requests_per_minute: 0.0,
-                success_rate: 0.0,
-                latency_p50_ms: 0.0,
-                latency_p95_ms: 0.0,
-                latency_p99_ms: 0.0,
-                ttft_p50_ms: 0.0,
-                ttft_p95_ms: 0.0,
-                output_tokens_per_second: 0.0,
-                errors: switchyard_sdk::ErrorShares::NONE,
-            },
+            ..switchyard_sdk::testing::candidate(name)
         }
     }
 

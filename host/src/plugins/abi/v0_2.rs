@@ -420,31 +420,20 @@ impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
     }
 }
 
+/// `errors` as the WIT record, in the field order of [`candidates::shares`].
 fn error_shares(errors: &[(&'static str, f32)]) -> strategy::ErrorShares {
-    let [
-        rate_limited,
-        overloaded,
-        timeout,
-        connect,
-        transport,
-        auth,
-        context_length_exceeded,
-        content_filtered,
-        permanent,
-        plugin,
-        other,
-    ] = candidates::shares(errors);
+    let s = candidates::shares(errors);
     strategy::ErrorShares {
-        rate_limited,
-        overloaded,
-        timeout,
-        connect,
-        transport,
-        auth,
-        context_length_exceeded,
-        content_filtered,
-        permanent,
-        plugin,
-        other,
+        rate_limited: s[0],
+        overloaded: s[1],
+        timeout: s[2],
+        connect: s[3],
+        transport: s[4],
+        auth: s[5],
+        context_length_exceeded: s[6],
+        content_filtered: s[7],
+        permanent: s[8],
+        plugin: s[9],
+        other: s[10],
     }
 }

@@ -129,37 +129,19 @@ fn order(candidates: &[Candidate]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_sdk::{Capabilities, WindowStats};
+    use switchyard_sdk::Capabilities;
 
     fn candidate(name: &str, attempts: u32, p50: f32) -> Candidate {
-        Candidate {
-            deployment: name.into(),
-            adapter: "openai".into(),
-            healthy: true,
-            headroom: 1.0,
-            in_flight: 0,
-            error_rate: 0.0,
-            latency_ms: 0.0,
-            input_cost_per_1m: 0.0,
-            output_cost_per_1m: 0.0,
-            cached_input_cost_per_1m: 0.0,
-            priority: 0,
-            weight: 1,
-            quality: 1.0,
+        let mut c = Candidate {
             supports: Capabilities::empty(),
-            recent: WindowStats {
-                attempts,
-                requests_per_minute: 0.0,
-                success_rate: 1.0,
-                latency_p50_ms: p50,
-                latency_p95_ms: p50,
-                latency_p99_ms: p50,
-                ttft_p50_ms: 0.0,
-                ttft_p95_ms: 0.0,
-                output_tokens_per_second: 0.0,
-                errors: switchyard_sdk::ErrorShares::NONE,
-            },
-        }
+            ..switchyard_sdk::testing::candidate(name)
+        };
+        c.recent.attempts = attempts;
+        c.recent.success_rate = 1.0;
+        c.recent.latency_p50_ms = p50;
+        c.recent.latency_p95_ms = p50;
+        c.recent.latency_p99_ms = p50;
+        c
     }
 
     #[test]
