@@ -248,6 +248,7 @@ fn init_tracing(
         .unwrap_or_else(|_| "info".into())
         .add_directive(off.parse().map_err(|e| format!("{off}: {e}"))?);
     let fmt = tracing_subscriber::fmt::layer()
+        .event_format(switchyard::logging::line::Line::default())
         .with_writer(log)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter);

@@ -172,8 +172,9 @@ impl Gateway {
                 match result {
                     Ok(answer) => {
                         let was_cooling = deployment.health.is_cooling_down();
+                        let ms = record.started.elapsed().as_millis() as u64;
                         if let Served::Answer(Answer::Complete { .. }, _) = &answer {
-                            rec.end_attempt(&deployment.health, record.clone(), None);
+                            rec.end_attempt(&deployment.health, record, None);
                         } // A committed stream: its pump ends the attempt.
                         // A probe that closed the circuit closes it everywhere.
                         if let Some(shared) = &self.shared
@@ -186,7 +187,7 @@ impl Gateway {
                             model = %route.name,
                             deployment = %deployment.name,
                             attempts = attempts.len() + 1,
-                            ms = record.started.elapsed().as_millis() as u64,
+                            ms,
                             total_ms = begun.elapsed().as_millis() as u64,
                             "answered"
                         );

@@ -14,6 +14,8 @@
 //! requests rather than dropping lines. Lines reach the output at most
 //! [`LINGER`] late; [`LogGuard`] writes the rest when dropped (normal exit).
 
+pub mod line;
+
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
