@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod background;
 pub mod budget;
 pub mod cache;
 pub mod capacity;

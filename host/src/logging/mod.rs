@@ -102,7 +102,10 @@ pub fn batched<W: Write + Send + 'static>(out: W) -> std::io::Result<(BatchedLog
     let writer = shared.clone();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || run(&writer, out))?;
+        .spawn(move || {
+            crate::background::batch_thread();
+            run(&writer, out)
+        })?;
     Ok((
         BatchedLog {
             shared: shared.clone(),

@@ -220,7 +220,10 @@ impl Store {
         let (writer, rows) = (shared.clone(), queue.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(&writer, &rows))
+            .spawn(move || {
+                crate::background::batch_thread();
+                write_loop(&writer, &rows)
+            })
             .expect("spawn the store writer");
         Store {
             _handles: Arc::new(Handles(queue.clone())),
