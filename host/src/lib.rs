@@ -22,6 +22,7 @@ pub mod auth;
 pub mod background;
 pub mod budget;
 pub mod cache;
+pub mod calendar;
 pub mod capacity;
 pub mod config;
 pub mod demo;

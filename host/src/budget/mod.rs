@@ -97,15 +97,7 @@ pub struct BudgetAlert {
 /// The day (UTC) of `ms`, and its month as `year * 12 + month0`.
 fn windows(ms: i64) -> (i64, i64) {
     let day = ms.div_euclid(86_400_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, _) = crate::calendar::civil(day);
     (day, year * 12 + month - 1)
 }
 

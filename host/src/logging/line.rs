@@ -128,30 +128,15 @@ fn timestamp(w: &mut Writer<'_>) -> fmt::Result {
 /// years 1970 to 9999.
 fn second_text(secs: u64) -> [u8; 20] {
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil(days);
+    let (year, month, day) = crate::calendar::civil(days as i64);
     let mut t = *b"0000-00-00T00:00:00.";
-    digits(&mut t[0..4], year.min(9999));
-    digits(&mut t[5..7], month);
-    digits(&mut t[8..10], day);
+    digits(&mut t[0..4], year.clamp(0, 9999) as u64);
+    digits(&mut t[5..7], month as u64);
+    digits(&mut t[8..10], day as u64);
     digits(&mut t[11..13], rem / 3600);
     digits(&mut t[14..16], rem % 3600 / 60);
     digits(&mut t[17..19], rem % 60);
     t
-}
-
-/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `n` in decimal, zero-padded to fill `out` (its leading digits dropped
