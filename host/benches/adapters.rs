@@ -231,6 +231,33 @@ fn adapters(c: &mut Criterion) {
                 })
             },
         );
+        // Fixed cost of one parse-stream call: an event the adapter ignores.
+        let empty: &[u8] = if id == "ollama" {
+            b" \n"
+        } else {
+            b"data: \n\n"
+        };
+        c.bench_function(&format!("adapter_stream_empty_call/{id}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let (mut s, _) = plugin
+                        .open_stream(
+                            &rid,
+                            &streamed.target,
+                            &streamed.request,
+                            streamed.response.headers.clone(),
+                        )
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        black_box(s.feed(empty).await.unwrap());
+                    }
+                    t.elapsed()
+                })
+            })
+        });
         // Per event: the whole stream's time over its event count.
         c.bench_function(&format!("adapter_stream_per_event/{id}/{n}_events"), |b| {
             b.iter_custom(|iters| {

@@ -162,9 +162,17 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    /// An empty state.
+    /// An empty state, with room for a typical parser's (flags, counters
+    /// and an id) so writing it allocates once.
     pub fn new() -> Self {
-        StateWriter::default()
+        StateWriter::with_capacity(64)
+    }
+
+    /// An empty state with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Self {
+        StateWriter {
+            bytes: Vec::with_capacity(bytes),
+        }
     }
 
     /// Appends one byte.
@@ -339,7 +347,9 @@ impl Envelope {
     pub fn seal(&self, parser: &[u8]) -> Result<Vec<u8>, UpstreamError> {
         let flags = if self.done { FLAG_DONE } else { 0 }
             | if self.usage.is_some() { FLAG_USAGE } else { 0 };
-        let mut w = StateWriter::new().u8(ENVELOPE_FORMAT).u8(flags);
+        let mut w = StateWriter::with_capacity(18 + parser.len())
+            .u8(ENVELOPE_FORMAT)
+            .u8(flags);
         if let Some(u) = self.usage {
             w = w
                 .u32(u.prompt_tokens)

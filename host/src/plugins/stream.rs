@@ -282,37 +282,39 @@ impl Framer {
         }
     }
 
-    /// The events completed by `bytes`.
+    /// The events completed by `bytes`. A line that arrives whole (the
+    /// usual case: upstreams flush whole events) is read where it lies;
+    /// only a line cut between two reads is copied into `line`.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, String> {
         let mut events = Vec::new();
         let mut rest = bytes;
-        while !rest.is_empty() {
-            if self.after_cr {
-                self.after_cr = false;
-                if rest[0] == b'\n' {
-                    rest = &rest[1..];
-                    continue;
-                }
+        if std::mem::take(&mut self.after_cr) && rest.first() == Some(&b'\n') {
+            rest = &rest[1..];
+        }
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+            if self.line.is_empty() {
+                self.line_done(&rest[..end], &mut events);
+            } else {
+                self.line.extend_from_slice(&rest[..end]);
+                let line = std::mem::take(&mut self.line);
+                self.line_done(&line, &mut events);
+                self.line = line;
+                self.line.clear();
             }
-            match rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
-                Some(end) => {
-                    self.line.extend_from_slice(&rest[..end]);
-                    self.after_cr = rest[end] == b'\r';
-                    rest = &rest[end + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(&line, &mut events);
-                    self.line = line;
-                    self.line.clear();
+            let cr = rest[end] == b'\r';
+            rest = &rest[end + 1..];
+            if cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
                 }
-                None => {
-                    self.line.extend_from_slice(rest);
-                    rest = &[];
-                }
-            }
-            if self.line.len() > MAX_LINE {
-                return Err(format!("upstream stream line longer than {MAX_LINE} bytes"));
             }
         }
+        if self.line.len() + rest.len() > MAX_LINE {
+            return Err(format!("upstream stream line longer than {MAX_LINE} bytes"));
+        }
+        self.line.extend_from_slice(rest);
         Ok(events)
     }
 
@@ -332,7 +334,12 @@ impl Framer {
     }
 
     fn line_done(&mut self, line: &[u8], events: &mut Vec<StreamEvent>) {
-        let text = String::from_utf8_lossy(line);
+        // Valid UTF-8 (the norm) is checked by the fast path and borrowed;
+        // anything else is repaired with replacement characters.
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         match self.framing {
             StreamFraming::Ndjson | StreamFraming::Raw => {
                 if !text.trim().is_empty() {
@@ -440,6 +447,23 @@ mod tests {
             sse(&[b"event: ping\n\n"]).is_empty(),
             "an event without data is not dispatched"
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_repaired_whole_or_split() {
+        let body: &[u8] = b"data: a\xffb\xe2\x9c\x93\n\n";
+        let want = vec![StreamEvent {
+            event: String::new(),
+            data: "a\u{FFFD}b\u{2713}".into(),
+        }];
+        assert_eq!(sse(&[body]), want);
+        for split in 1..body.len() {
+            assert_eq!(
+                sse(&[&body[..split], &body[split..]]),
+                want,
+                "split at {split}"
+            );
+        }
     }
 
     #[test]

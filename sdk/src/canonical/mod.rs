@@ -27,6 +27,8 @@ use serde_json::{Map, Value};
 use crate::adapter::BuildError;
 use crate::types::Usage;
 
+mod write;
+
 /// A canonical chat request (`POST /v1/chat/completions`).
 ///
 /// Read by a hand-written [`Deserialize`] (below), as are [`Content`],
@@ -681,9 +683,10 @@ impl ChatChunk {
         }
     }
 
-    /// The chunk as JSON text (one line).
+    /// The chunk as JSON text (one line): the same text `serde_json` writes,
+    /// written directly ([`write`]), since every streamed token pays for it.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        write::chunk(self)
     }
 }
 
