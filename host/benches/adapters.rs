@@ -2,7 +2,8 @@
 //! fixtures (`tests/conformance/<id>/`): `basic.json` for a request built
 //! and its answer parsed (budget: 8 µs a pair), `stream_text.json` for a
 //! streamed answer parsed the way the pipeline does it, timed per event
-//! (budget: 1 µs an event). Warm pooled instances, calls polled inline.
+//! (budget: 1 µs an event), and the fixed cost of one `parse-stream` call
+//! (`adapter_stream_empty_call`). Warm pooled instances, calls polled inline.
 //!
 //!     cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3
 
@@ -231,9 +232,10 @@ fn adapters(c: &mut Criterion) {
                 })
             },
         );
-        // Fixed cost of one parse-stream call: an event the adapter ignores.
+        // The fixed cost of one parse-stream call: one event the adapter
+        // skips at once (empty SSE data; an NDJSON object with no message).
         let empty: &[u8] = if id == "ollama" {
-            b" \n"
+            b"{}\n"
         } else {
             b"data: \n\n"
         };

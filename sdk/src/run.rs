@@ -10,7 +10,9 @@
 //! # fn check<A: switchyard_sdk::Adapter>(target: &Target) -> Result<(), switchyard_sdk::UpstreamError> {
 //! let start = run::begin_stream::<A>(target, "{}", &[])?;
 //! let step = run::parse_stream::<A>(target, &start.state, &[StreamEvent::data("[DONE]")])?;
-//! let last = run::end_stream::<A>(target, &step.state)?;
+//! // `None`: the state did not change; the host keeps the one it had.
+//! let state = step.state.unwrap_or(start.state);
+//! let last = run::end_stream::<A>(target, &state)?;
 //! # Ok(()) }
 //! ```
 
@@ -93,7 +95,8 @@ pub fn begin_stream<A: Adapter>(
 
 /// `parse-stream`: restores the parser from `state`, hands it `events` one by
 /// one until it signals the end (later events are ignored: nothing may follow
-/// the end), and saves it again.
+/// the end), and saves it again: the step's state is `None` when the saved
+/// bytes are the ones it was given.
 pub fn parse_stream<A: Adapter>(
     target: &Target,
     state: &[u8],
@@ -102,7 +105,7 @@ pub fn parse_stream<A: Adapter>(
     let (env, saved) = Envelope::open(state)?;
     let mut out = env.output();
     if out.done {
-        return Envelope::step(out, saved);
+        return Envelope::step(out, saved, state);
     }
     let mut parser = A::Stream::restore(saved)?;
     for event in events {
@@ -111,7 +114,7 @@ pub fn parse_stream<A: Adapter>(
             break;
         }
     }
-    Envelope::step(out, &parser.save())
+    Envelope::step(out, &parser.save(), state)
 }
 
 /// `end-stream`: restores the parser and lets [`StreamParser::end`] decide
@@ -121,7 +124,7 @@ pub fn end_stream<A: Adapter>(target: &Target, state: &[u8]) -> Result<StreamSte
     let mut out = env.output();
     let mut parser = A::Stream::restore(saved)?;
     parser.end(target, &mut out)?;
-    Envelope::step(out, &parser.save())
+    Envelope::step(out, &parser.save(), state)
 }
 
 /// Every way of cutting `n` events into consecutive non-empty batches
@@ -329,7 +332,7 @@ mod tests {
             chunks.extend(step.chunks);
             usage = step.usage;
             done = step.done;
-            state = step.state;
+            state = step.state.unwrap_or(state);
         }
         let last = end_stream::<Counting>(&t, &state)?;
         assert!(last.chunks.is_empty());

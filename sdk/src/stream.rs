@@ -30,8 +30,9 @@ pub const MAX_STATE_BYTES: usize = 64 * 1024;
 ///
 /// Between calls the parser exists only as the bytes [`save`](Self::save)
 /// returned; every call starts from [`restore`](Self::restore). Keep the state
-/// small (flags, counters, ids): it crosses the sandbox boundary twice per
-/// call, and the host refuses states over [`MAX_STATE_BYTES`].
+/// small (flags, counters, ids): it crosses into the sandbox with every call
+/// (and back out when it changed), and the host refuses states over
+/// [`MAX_STATE_BYTES`].
 pub trait StreamParser: Sized {
     /// A 2xx streamed response began. `request` is the canonical request
     /// (e.g. to see whether the caller asked for the usage chunk), `headers`
@@ -343,21 +344,33 @@ impl Envelope {
         Ok((env, r.rest()))
     }
 
-    /// The state the host keeps: this envelope around `parser`'s bytes.
-    pub fn seal(&self, parser: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    /// The envelope's own bytes: format, flags and usage.
+    fn header(&self) -> ([u8; 18], usize) {
         let flags = if self.done { FLAG_DONE } else { 0 }
             | if self.usage.is_some() { FLAG_USAGE } else { 0 };
-        let mut w = StateWriter::with_capacity(18 + parser.len())
-            .u8(ENVELOPE_FORMAT)
-            .u8(flags);
-        if let Some(u) = self.usage {
-            w = w
-                .u32(u.prompt_tokens)
-                .u32(u.completion_tokens)
-                .u32(u.cached_prompt_tokens)
-                .u32(u.reasoning_tokens);
+        let mut h = [0; 18];
+        h[0] = ENVELOPE_FORMAT;
+        h[1] = flags;
+        let Some(u) = self.usage else {
+            return (h, 2);
+        };
+        let counts = [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_prompt_tokens,
+            u.reasoning_tokens,
+        ];
+        for (k, n) in counts.into_iter().enumerate() {
+            h[2 + 4 * k..6 + 4 * k].copy_from_slice(&n.to_le_bytes());
         }
-        let mut state = w.finish();
+        (h, 18)
+    }
+
+    /// The state the host keeps: this envelope around `parser`'s bytes.
+    pub fn seal(&self, parser: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        let (header, n) = self.header();
+        let mut state = Vec::with_capacity(n + parser.len());
+        state.extend_from_slice(&header[..n]);
         state.extend_from_slice(parser);
         if state.len() > MAX_STATE_BYTES {
             // Said here rather than left to the host, so the log names the
@@ -373,13 +386,23 @@ impl Envelope {
         Ok(state)
     }
 
-    /// The step the host receives for `out`, with the parser's saved bytes.
-    pub fn step(out: StreamOutput, parser: &[u8]) -> Result<StreamStep, UpstreamError> {
+    /// The step the host receives for `out`, with the parser's saved bytes;
+    /// its state is `None` when that is `before`, the state the call was
+    /// given (most events change no flag, counter or id).
+    pub fn step(
+        out: StreamOutput,
+        parser: &[u8],
+        before: &[u8],
+    ) -> Result<StreamStep, UpstreamError> {
         let env = Envelope {
             done: out.done,
             usage: out.usage,
         };
-        let state = env.seal(parser)?;
+        let (header, n) = env.header();
+        let same = before.len() == n + parser.len()
+            && before[..n] == header[..n]
+            && &before[n..] == parser;
+        let state = if same { None } else { Some(env.seal(parser)?) };
         Ok(StreamStep {
             chunks: out.chunks,
             usage: out.usage,
@@ -460,6 +483,27 @@ mod tests {
         let state = env.seal(&[]).unwrap();
         let (back, parser) = Envelope::open(&state).unwrap();
         assert!(!back.done && back.usage.is_none() && parser.is_empty());
+
+        // A step returns the state only when it changed.
+        let before = env.seal(b"ab").unwrap();
+        let same = Envelope::step(env.output(), b"ab", &before).unwrap();
+        assert_eq!(same.state, None);
+        let parser_moved = Envelope::step(env.output(), b"ac", &before).unwrap();
+        assert_eq!(parser_moved.state, Some(env.seal(b"ac").unwrap()));
+        let mut used = env.output();
+        used.set_usage(usage);
+        let counted = Envelope::step(used, b"ab", &before).unwrap();
+        let (back, parser) = Envelope::open(counted.state.as_deref().unwrap()).unwrap();
+        assert_eq!((back.usage, parser), (Some(usage), &b"ab"[..]));
+        let mut ended = env.output();
+        ended.set_done();
+        let ended = Envelope::step(ended, b"ab", &before).unwrap();
+        assert!(
+            Envelope::open(ended.state.as_deref().unwrap())
+                .unwrap()
+                .0
+                .done
+        );
 
         let e = env.seal(&alloc::vec![0; MAX_STATE_BYTES]).unwrap_err();
         assert!(

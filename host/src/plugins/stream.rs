@@ -57,7 +57,11 @@ call!(StreamStep {
     /// `None`: the body ended.
     events: Option<Vec<StreamEvent>>,
 } -> Result<(StreamBatch, Vec<u8>), UpstreamError> =
-    |s, store, exports| exports.stream_step(store, &s.target, &s.state, s.events.as_deref()).await);
+    |s, store, exports| {
+        let step = exports.stream_step(store, &s.target, &s.state, s.events.as_deref()).await?;
+        // An unchanged state comes back as `None`: the one given is kept.
+        Ok(step.map(|r| r.map(|(batch, next)| (batch, next.unwrap_or(s.state)))))
+    });
 call!(OpenParser { target: Arc<Target>, request: Arc<str> } -> ResourceAny =
     |s, store, exports| exports.open_parser(store, &s.target, &s.request).await);
 call!(FeedParser { parser: ResourceAny, bytes: Option<Vec<u8>> } -> Result<StreamBatch, UpstreamError> =

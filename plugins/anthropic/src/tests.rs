@@ -99,7 +99,7 @@ fn run_batches(
         let (now, later) = rest.split_at(n);
         rest = later;
         let step = run::parse_stream::<Anthropic>(&t, &state, now)?;
-        state = step.state.clone();
+        state = step.state.clone().unwrap_or(state);
         steps.push(step);
     }
     steps.push(run::end_stream::<Anthropic>(&t, &state)?);

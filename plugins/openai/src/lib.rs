@@ -696,7 +696,7 @@ mod tests {
             o.usage = step.usage.or(o.usage);
             o.done |= step.done;
             o.malformed += step.malformed;
-            state = step.state;
+            state = step.state.unwrap_or(state);
         }
         let last = run::end_stream::<OpenAi>(&t, &state)?;
         o.chunks.extend(last.chunks);

@@ -277,14 +277,15 @@ impl Exports {
         }
     }
 
-    /// v0.2 streams: whole events (`Some`) or the end of the body (`None`).
+    /// v0.2 streams: whole events (`Some`) or the end of the body (`None`);
+    /// the new state, or `None` when it did not change.
     pub async fn stream_step(
         &self,
         store: &mut Store<HostState>,
         target: &domain::Target,
         state: &[u8],
         events: Option<&[domain::StreamEvent]>,
-    ) -> Guest<Option<Result<(domain::StreamBatch, Vec<u8>), domain::UpstreamError>>> {
+    ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         match (self, events) {
             (Exports::V0_2(e), Some(events)) => e.parse_stream(store, target, state, events).await,
             (Exports::V0_2(e), None) => e.end_stream(store, target, state).await,

@@ -251,7 +251,7 @@ impl Exports {
         target: &domain::Target,
         state: &[u8],
         events: &[domain::StreamEvent],
-    ) -> Guest<Option<Result<(domain::StreamBatch, Vec<u8>), domain::UpstreamError>>> {
+    ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
@@ -273,7 +273,7 @@ impl Exports {
         store: &mut Store<HostState>,
         target: &domain::Target,
         state: &[u8],
-    ) -> Guest<Option<Result<(domain::StreamBatch, Vec<u8>), domain::UpstreamError>>> {
+    ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
@@ -282,7 +282,8 @@ impl Exports {
     }
 }
 
-fn step_parts(s: adapter::StreamStep) -> (domain::StreamBatch, Vec<u8>) {
+/// A step's batch, and its new state (`None`: unchanged).
+fn step_parts(s: adapter::StreamStep) -> (domain::StreamBatch, Option<Vec<u8>>) {
     (
         domain::StreamBatch {
             chunks: s.chunks,

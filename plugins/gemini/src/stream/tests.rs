@@ -55,7 +55,7 @@ fn run_batches(
             .extend(step.chunks.iter().map(|c| serde_json::from_str(c).unwrap()));
         o.usage = step.usage;
         o.malformed += step.malformed;
-        state = step.state;
+        state = step.state.unwrap_or(state);
     }
     let last = run::end_stream::<Gemini>(&t, &state)?;
     o.chunks

@@ -61,7 +61,7 @@ fn run_batches(request: &str, lines: &[&str], batches: &[usize]) -> Result<Outco
         o.usage = step.usage;
         o.done |= step.done;
         o.malformed += step.malformed;
-        state = step.state;
+        state = step.state.unwrap_or(state);
     }
     let last = run::end_stream::<Ollama>(&t, &state)?;
     assert!(last.chunks.is_empty());

@@ -383,7 +383,8 @@ mod tests {
         .unwrap();
         assert_eq!(step.chunks.len(), 1);
         assert!(step.done);
-        run::end_stream::<Hostile>(&target, &step.state).unwrap();
+        let state = step.state.unwrap_or(start.state);
+        run::end_stream::<Hostile>(&target, &state).unwrap();
         let cut = run::begin_stream::<Hostile>(&target, "{}", &[]).unwrap();
         assert!(run::end_stream::<Hostile>(&target, &cut.state).is_err());
     }
