@@ -107,9 +107,13 @@ async fn stream(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case) {
 }
 
 /// The body cut after each event, as an upstream that flushes every event
-/// delivers it (one socket read, one `feed`, per event).
+/// delivers it (one socket read, one `feed`, per event): after each blank
+/// line of SSE (`\r\n\r\n` or `\n\n`), after each line of NDJSON.
 fn chunks(body: &[u8]) -> Vec<Vec<u8>> {
-    let sep: &[u8] = if body.windows(2).any(|w| w == b"\n\n") {
+    let has = |sep: &[u8]| body.windows(sep.len()).any(|w| w == sep);
+    let sep: &[u8] = if has(b"\r\n\r\n") {
+        b"\r\n\r\n"
+    } else if has(b"\n\n") {
         b"\n\n"
     } else {
         b"\n"

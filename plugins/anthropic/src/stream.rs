@@ -91,14 +91,7 @@ struct EventDelta<'a> {
 
 impl Stream {
     fn chunk(&self, target: &Target, delta: Delta, finish: Option<&str>) -> String {
-        ChatChunk::new(
-            self.id.as_str(),
-            self.created,
-            target.deployment.as_str(),
-            delta,
-            finish,
-        )
-        .to_json()
+        ChatChunk::json_of(&self.id, self.created, &target.deployment, &delta, finish)
     }
 }
 

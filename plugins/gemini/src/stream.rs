@@ -145,10 +145,11 @@ impl StreamParser for Stream {
             }
         }
         let last = deltas.len().saturating_sub(1);
-        for (k, delta) in deltas.into_iter().enumerate() {
+        for (k, delta) in deltas.iter().enumerate() {
             let reason = if k == last { finish } else { None };
-            let chunk = ChatChunk::new(&*self.id, self.created, &*target.deployment, delta, reason);
-            out.push(chunk.to_json());
+            let chunk =
+                ChatChunk::json_of(&self.id, self.created, &target.deployment, delta, reason);
+            out.push(chunk);
         }
         Ok(())
     }

@@ -50,7 +50,7 @@ impl Stream {
     }
 
     fn chunk(&self, model: &str, delta: Delta, finish: Option<&str>) -> String {
-        ChatChunk::new(self.id.as_str(), self.created, model, delta, finish).to_json()
+        ChatChunk::json_of(&self.id, self.created, model, &delta, finish)
     }
 
     /// A chunk of text and/or the finish reason: the JSON [`chunk`](Self::chunk)

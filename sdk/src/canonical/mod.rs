@@ -531,9 +531,10 @@ impl ChatCompletion {
         }
     }
 
-    /// The answer as JSON text.
+    /// The answer as JSON text: the same text `serde_json` writes, written
+    /// directly ([`write`]), since every non-streamed answer pays for it.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        write::completion(self)
     }
 }
 
@@ -629,6 +630,9 @@ impl From<CompletionUsage> for Usage {
     }
 }
 
+/// A chunk's `object`.
+const CHUNK_OBJECT: &str = "chat.completion.chunk";
+
 /// A canonical stream chunk (`chat.completion.chunk`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatChunk {
@@ -653,7 +657,7 @@ impl ChatChunk {
     ) -> Self {
         ChatChunk {
             id: id.into(),
-            object: String::from("chat.completion.chunk"),
+            object: String::from(CHUNK_OBJECT),
             created,
             model: model.into(),
             choices: alloc::vec![ChunkChoice {
@@ -675,12 +679,25 @@ impl ChatChunk {
     ) -> Self {
         ChatChunk {
             id: id.into(),
-            object: String::from("chat.completion.chunk"),
+            object: String::from(CHUNK_OBJECT),
             created,
             model: model.into(),
             choices: Vec::new(),
             usage: Some(usage.into()),
         }
+    }
+
+    /// The JSON text of `ChatChunk::new(id, created, model, delta,
+    /// finish_reason)`, written without building the chunk (nothing is
+    /// copied but into the text): the way to write an adapter's every token.
+    pub fn json_of(
+        id: &str,
+        created: u64,
+        model: &str,
+        delta: &Delta,
+        finish_reason: Option<&str>,
+    ) -> String {
+        write::single_chunk(id, created, model, delta, finish_reason)
     }
 
     /// The chunk as JSON text (one line): the same text `serde_json` writes,

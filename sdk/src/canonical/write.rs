@@ -1,33 +1,138 @@
-//! [`ChatChunk`] as JSON text, written by hand.
+//! [`ChatChunk`] and [`ChatCompletion`] as JSON text, written by hand.
 //!
-//! An adapter writes one chunk per streamed event, so this is on every
-//! token's path. Going through serde costs a serializer state machine per
-//! member and a buffer that grows from 128 bytes; writing the members in
-//! their declared order into a buffer sized up front costs one allocation.
-//! The text is byte-for-byte what `serde_json::to_string` writes for the
-//! same value (the tests below compare the two).
+//! An adapter writes one chunk per streamed event and one completion per
+//! answer, so this is on every token's path. Going through serde costs a
+//! serializer state machine per member and a buffer that grows from 128
+//! bytes; writing the members in their declared order into a buffer sized up
+//! front costs one allocation. The text is byte-for-byte what
+//! `serde_json::to_string` writes for the same value (the tests below compare
+//! the two).
 
 use alloc::string::String;
 
-use super::{ChatChunk, ChunkChoice, CompletionUsage, Delta, ToolCallDelta};
+use super::{
+    AssistantMessage, ChatChunk, ChatCompletion, Choice, CompletionUsage, Delta, ToolCall,
+    ToolCallDelta,
+};
+
+/// `completion` as one line of JSON.
+pub(super) fn completion(completion: &ChatCompletion) -> String {
+    let mut n = 96 + completion.id.len() + completion.object.len() + completion.model.len();
+    for c in &completion.choices {
+        n += 128 + c.finish_reason.as_ref().map_or(0, String::len);
+        let m = &c.message;
+        n += m.role.len() + m.content.as_ref().map_or(0, String::len);
+        n += m.refusal.as_ref().map_or(0, String::len);
+        for t in m.tool_calls.iter().flatten() {
+            n += 96 + t.id.len() + t.kind.len() + t.function.name.len();
+            n += t.function.arguments.len();
+        }
+    }
+    if completion.usage.is_some() {
+        n += 192;
+    }
+    let mut out = String::with_capacity(n);
+    out.push_str("{\"id\":");
+    string(&mut out, &completion.id);
+    out.push_str(",\"object\":");
+    string(&mut out, &completion.object);
+    out.push_str(",\"created\":");
+    number(&mut out, completion.created);
+    out.push_str(",\"model\":");
+    string(&mut out, &completion.model);
+    out.push_str(",\"choices\":[");
+    for (k, c) in completion.choices.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        answer_choice(&mut out, c);
+    }
+    out.push(']');
+    if let Some(u) = &completion.usage {
+        out.push_str(",\"usage\":");
+        usage(&mut out, u);
+    }
+    out.push('}');
+    out
+}
+
+fn answer_choice(out: &mut String, c: &Choice) {
+    out.push_str("{\"index\":");
+    number(out, c.index.into());
+    out.push_str(",\"message\":");
+    message(out, &c.message);
+    out.push_str(",\"finish_reason\":");
+    match &c.finish_reason {
+        Some(r) => string(out, r),
+        None => out.push_str("null"),
+    }
+    logprobs(out, c.logprobs.as_ref());
+    out.push('}');
+}
+
+fn message(out: &mut String, m: &AssistantMessage) {
+    out.push_str("{\"role\":");
+    string(out, &m.role);
+    out.push_str(",\"content\":");
+    match &m.content {
+        Some(c) => string(out, c),
+        None => out.push_str("null"),
+    }
+    if let Some(calls) = &m.tool_calls {
+        out.push_str(",\"tool_calls\":[");
+        for (k, t) in calls.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            answer_tool_call(out, t);
+        }
+        out.push(']');
+    }
+    if let Some(r) = &m.refusal {
+        out.push_str(",\"refusal\":");
+        string(out, r);
+    }
+    out.push('}');
+}
+
+fn answer_tool_call(out: &mut String, t: &ToolCall) {
+    out.push_str("{\"id\":");
+    string(out, &t.id);
+    out.push_str(",\"type\":");
+    string(out, &t.kind);
+    out.push_str(",\"function\":{\"name\":");
+    string(out, &t.function.name);
+    out.push_str(",\"arguments\":");
+    string(out, &t.function.arguments);
+    out.push_str("}}");
+}
+
+/// `,"logprobs":` and the value (`null` when absent). Rare when present (a
+/// pass-through of the upstream's own): serde writes it.
+fn logprobs(out: &mut String, v: Option<&serde_json::Value>) {
+    out.push_str(",\"logprobs\":");
+    match v {
+        Some(v) => out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into())),
+        None => out.push_str("null"),
+    }
+}
 
 /// `chunk` as one line of JSON.
 pub(super) fn chunk(chunk: &ChatChunk) -> String {
     let mut out = String::with_capacity(capacity(chunk));
-    out.push_str("{\"id\":");
-    string(&mut out, &chunk.id);
-    out.push_str(",\"object\":");
-    string(&mut out, &chunk.object);
-    out.push_str(",\"created\":");
-    number(&mut out, chunk.created);
-    out.push_str(",\"model\":");
-    string(&mut out, &chunk.model);
-    out.push_str(",\"choices\":[");
+    chunk_head(
+        &mut out,
+        &chunk.id,
+        &chunk.object,
+        chunk.created,
+        &chunk.model,
+    );
     for (k, c) in chunk.choices.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        choice(&mut out, c);
+        let finish = c.finish_reason.as_deref();
+        choice(&mut out, c.index, &c.delta, finish, c.logprobs.as_ref());
     }
     out.push(']');
     if let Some(u) = &chunk.usage {
@@ -38,21 +143,43 @@ pub(super) fn chunk(chunk: &ChatChunk) -> String {
     out
 }
 
+/// What `ChatChunk::new(id, created, model, delta, finish_reason)` writes,
+/// without building it: the id and names are borrowed, not copied.
+pub(super) fn single_chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: &Delta,
+    finish_reason: Option<&str>,
+) -> String {
+    let n = 192 + id.len() + model.len() + delta_capacity(delta);
+    let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
+    chunk_head(&mut out, id, super::CHUNK_OBJECT, created, model);
+    choice(&mut out, 0, delta, finish_reason, None);
+    out.push_str("]}");
+    out
+}
+
+/// A chunk's members up to the opening of `choices`.
+fn chunk_head(out: &mut String, id: &str, object: &str, created: u64, model: &str) {
+    out.push_str("{\"id\":");
+    string(out, id);
+    out.push_str(",\"object\":");
+    string(out, object);
+    out.push_str(",\"created\":");
+    number(out, created);
+    out.push_str(",\"model\":");
+    string(out, model);
+    out.push_str(",\"choices\":[");
+}
+
 /// Enough for the whole text unless strings need escapes (then the buffer
 /// grows once or twice).
 fn capacity(chunk: &ChatChunk) -> usize {
     let mut n = 96 + chunk.id.len() + chunk.object.len() + chunk.model.len();
     for c in &chunk.choices {
         n += 96 + c.finish_reason.as_ref().map_or(0, String::len);
-        n += c.delta.role.as_ref().map_or(0, String::len);
-        n += c.delta.content.as_ref().map_or(0, String::len);
-        for t in c.delta.tool_calls.iter().flatten() {
-            n += 96 + t.id.as_ref().map_or(0, String::len);
-            if let Some(f) = &t.function {
-                n += f.name.as_ref().map_or(0, String::len);
-                n += f.arguments.as_ref().map_or(0, String::len);
-            }
-        }
+        n += delta_capacity(&c.delta);
     }
     if chunk.usage.is_some() {
         n += 192;
@@ -60,22 +187,36 @@ fn capacity(chunk: &ChatChunk) -> usize {
     n
 }
 
-fn choice(out: &mut String, c: &ChunkChoice) {
+fn delta_capacity(d: &Delta) -> usize {
+    let mut n = d.role.as_ref().map_or(0, String::len);
+    n += d.content.as_ref().map_or(0, String::len);
+    for t in d.tool_calls.iter().flatten() {
+        n += 96 + t.id.as_ref().map_or(0, String::len);
+        if let Some(f) = &t.function {
+            n += f.name.as_ref().map_or(0, String::len);
+            n += f.arguments.as_ref().map_or(0, String::len);
+        }
+    }
+    n
+}
+
+fn choice(
+    out: &mut String,
+    index: u32,
+    d: &Delta,
+    finish_reason: Option<&str>,
+    logprobs_value: Option<&serde_json::Value>,
+) {
     out.push_str("{\"index\":");
-    number(out, c.index.into());
+    number(out, index.into());
     out.push_str(",\"delta\":");
-    delta(out, &c.delta);
+    delta(out, d);
     out.push_str(",\"finish_reason\":");
-    match &c.finish_reason {
+    match finish_reason {
         Some(r) => string(out, r),
         None => out.push_str("null"),
     }
-    out.push_str(",\"logprobs\":");
-    match &c.logprobs {
-        // Rare (a pass-through of the upstream's own): serde writes it.
-        Some(v) => out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into())),
-        None => out.push_str("null"),
-    }
+    logprobs(out, logprobs_value);
     out.push('}');
 }
 
@@ -230,8 +371,8 @@ mod tests {
     use alloc::vec;
 
     use super::super::{
-        ChatChunk, CompletionTokensDetails, Delta, FunctionDelta, PromptTokensDetails,
-        ToolCallDelta,
+        AssistantMessage, ChatChunk, ChatCompletion, Choice, CompletionTokensDetails, Delta,
+        FunctionCall, FunctionDelta, PromptTokensDetails, ToolCall, ToolCallDelta,
     };
     use super::*;
     use crate::types::Usage;
@@ -239,6 +380,16 @@ mod tests {
     fn same_as_serde(chunk: &ChatChunk) {
         let serde = serde_json::to_string(chunk).unwrap();
         assert_eq!(chunk.to_json(), serde);
+        if let [c] = &chunk.choices[..]
+            && chunk.usage.is_none()
+            && c.index == 0
+            && c.logprobs.is_none()
+        {
+            let finish = c.finish_reason.as_deref();
+            let single =
+                ChatChunk::json_of(&chunk.id, chunk.created, &chunk.model, &c.delta, finish);
+            assert_eq!(single, serde);
+        }
         assert!(capacity(chunk) >= serde.len() || serde.contains('\\'));
     }
 
@@ -309,5 +460,78 @@ mod tests {
                 reasoning_tokens: 0,
             });
         same_as_serde(&detailed);
+    }
+
+    #[test]
+    fn completions_read_exactly_as_serde_writes_them() {
+        let same = |c: &ChatCompletion| assert_eq!(c.to_json(), serde_json::to_string(c).unwrap());
+        let mut every_byte = String::new();
+        for b in 0u8..=0x7f {
+            every_byte.push(b as char);
+        }
+        every_byte.push_str("é✓😀\u{2028}");
+        for text in ["", "plain", "quote \" and \\ back", &every_byte] {
+            for reason in [None, Some(text)] {
+                let message = AssistantMessage::new(Some(text.to_string()), vec![]);
+                let choice = Choice {
+                    index: 3,
+                    message,
+                    finish_reason: reason.map(String::from),
+                    logprobs: None,
+                };
+                same(&ChatCompletion::new(text, u64::MAX, text, choice));
+            }
+            let calls = vec![
+                ToolCall {
+                    id: text.to_string(),
+                    kind: String::from("function"),
+                    function: FunctionCall {
+                        name: text.to_string(),
+                        arguments: text.to_string(),
+                    },
+                },
+                ToolCall {
+                    id: String::from("b"),
+                    kind: text.to_string(),
+                    function: FunctionCall {
+                        name: String::from("f"),
+                        arguments: String::from("{}"),
+                    },
+                },
+            ];
+            let mut message = AssistantMessage::new(None, calls);
+            message.refusal = Some(text.to_string());
+            let choice = Choice {
+                index: 0,
+                message,
+                finish_reason: Some(String::from("tool_calls")),
+                logprobs: Some(serde_json::json!({"content": [{"token": text}]})),
+            };
+            let mut c = ChatCompletion::new("id", 0, "m", choice.clone());
+            c.usage = Some(
+                Usage::new(3, 4)
+                    .with_cached_prompt_tokens(1)
+                    .with_reasoning_tokens(2)
+                    .into(),
+            );
+            same(&c);
+            c.choices.push(choice);
+            c.choices[1].message = AssistantMessage::default();
+            c.usage = Some(Usage::new(0, 0).into());
+            same(&c);
+        }
+        let mut none = ChatCompletion::new(
+            "id",
+            1,
+            "m",
+            Choice {
+                index: 0,
+                message: AssistantMessage::default(),
+                finish_reason: None,
+                logprobs: None,
+            },
+        );
+        none.choices.clear();
+        same(&none);
     }
 }
