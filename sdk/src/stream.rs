@@ -2,8 +2,9 @@
 //!
 //! The host splits a streamed body into whole events (SSE events or NDJSON
 //! lines, as the adapter's [`framing`](crate::Adapter::framing) says) and
-//! hands them over a few at a time, each time with the parser state the
-//! previous call returned. No instance is held between calls: any instance
+//! hands them over a few at a time, each time with the parser state as the
+//! last call left it (the SDK tells the host when a call left it unchanged,
+//! so it is not copied back). No instance is held between calls: any instance
 //! may serve the next one, so a parser keeps nothing in globals and its state
 //! must survive a round trip through bytes.
 //!

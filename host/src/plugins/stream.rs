@@ -2,8 +2,9 @@
 //!
 //! v0.2 adapters hold no instance between chunks: the host frames the body
 //! (SSE events or NDJSON lines, [`Framer`]) and calls `parse-stream` with the
-//! whole events that arrived and the opaque state the previous call returned,
-//! on any pooled instance. So the number of concurrent streams is bounded by
+//! whole events that arrived and the stream's opaque state (the last one a
+//! call returned: a step returns none when it did not change), on any pooled
+//! instance. So the number of concurrent streams is bounded by
 //! memory and sockets, not by plugin instances.
 //!
 //! v0.1 adapters keep their parser in a resource inside one instance, which
@@ -292,8 +293,13 @@ impl Framer {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, String> {
         let mut events = Vec::new();
         let mut rest = bytes;
-        if std::mem::take(&mut self.after_cr) && rest.first() == Some(&b'\n') {
-            rest = &rest[1..];
+        // A `\r` ended the last push: a `\n` opening this one belongs to it
+        // (an empty push says nothing either way).
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
+            }
         }
         while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
             if self.line.is_empty() {
@@ -432,6 +438,13 @@ mod tests {
                 sse(&[&body[..split], &body[split..]]),
                 whole,
                 "split at {split}"
+            );
+            // An empty read in between changes nothing (a `\r` at the end
+            // of the first piece still pairs with a `\n` after it).
+            assert_eq!(
+                sse(&[&body[..split], b"", &body[split..]]),
+                whole,
+                "split at {split} around an empty read"
             );
         }
         let bytes: Vec<&[u8]> = body.chunks(1).collect();

@@ -11,14 +11,25 @@
 use alloc::string::String;
 
 use super::{
-    AssistantMessage, ChatChunk, ChatCompletion, Choice, CompletionUsage, Delta, ToolCall,
+    AssistantMessage, ChatChunk, ChatCompletion, Choice, ChunkChoice, CompletionTokensDetails,
+    CompletionUsage, Delta, FunctionCall, FunctionDelta, PromptTokensDetails, ToolCall,
     ToolCallDelta,
 };
 
 /// `completion` as one line of JSON.
 pub(super) fn completion(completion: &ChatCompletion) -> String {
-    let mut n = 96 + completion.id.len() + completion.object.len() + completion.model.len();
-    for c in &completion.choices {
+    // Every field named: one added to the struct does not compile here until
+    // it is written.
+    let ChatCompletion {
+        id,
+        object,
+        created,
+        model,
+        choices,
+        usage: counts,
+    } = completion;
+    let mut n = 96 + id.len() + object.len() + model.len();
+    for c in choices {
         n += 128 + c.finish_reason.as_ref().map_or(0, String::len);
         let m = &c.message;
         n += m.role.len() + m.content.as_ref().map_or(0, String::len);
@@ -28,27 +39,27 @@ pub(super) fn completion(completion: &ChatCompletion) -> String {
             n += t.function.arguments.len();
         }
     }
-    if completion.usage.is_some() {
+    if counts.is_some() {
         n += 192;
     }
     let mut out = String::with_capacity(n);
     out.push_str("{\"id\":");
-    string(&mut out, &completion.id);
+    string(&mut out, id);
     out.push_str(",\"object\":");
-    string(&mut out, &completion.object);
+    string(&mut out, object);
     out.push_str(",\"created\":");
-    number(&mut out, completion.created);
+    number(&mut out, *created);
     out.push_str(",\"model\":");
-    string(&mut out, &completion.model);
+    string(&mut out, model);
     out.push_str(",\"choices\":[");
-    for (k, c) in completion.choices.iter().enumerate() {
+    for (k, c) in choices.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
         answer_choice(&mut out, c);
     }
     out.push(']');
-    if let Some(u) = &completion.usage {
+    if let Some(u) = counts {
         out.push_str(",\"usage\":");
         usage(&mut out, u);
     }
@@ -57,28 +68,40 @@ pub(super) fn completion(completion: &ChatCompletion) -> String {
 }
 
 fn answer_choice(out: &mut String, c: &Choice) {
+    let Choice {
+        index,
+        message: m,
+        finish_reason,
+        logprobs: lp,
+    } = c;
     out.push_str("{\"index\":");
-    number(out, c.index.into());
+    number(out, (*index).into());
     out.push_str(",\"message\":");
-    message(out, &c.message);
+    message(out, m);
     out.push_str(",\"finish_reason\":");
-    match &c.finish_reason {
+    match finish_reason {
         Some(r) => string(out, r),
         None => out.push_str("null"),
     }
-    logprobs(out, c.logprobs.as_ref());
+    logprobs(out, lp.as_ref());
     out.push('}');
 }
 
 fn message(out: &mut String, m: &AssistantMessage) {
+    let AssistantMessage {
+        role,
+        content,
+        tool_calls,
+        refusal,
+    } = m;
     out.push_str("{\"role\":");
-    string(out, &m.role);
+    string(out, role);
     out.push_str(",\"content\":");
-    match &m.content {
+    match content {
         Some(c) => string(out, c),
         None => out.push_str("null"),
     }
-    if let Some(calls) = &m.tool_calls {
+    if let Some(calls) = tool_calls {
         out.push_str(",\"tool_calls\":[");
         for (k, t) in calls.iter().enumerate() {
             if k > 0 {
@@ -88,7 +111,7 @@ fn message(out: &mut String, m: &AssistantMessage) {
         }
         out.push(']');
     }
-    if let Some(r) = &m.refusal {
+    if let Some(r) = refusal {
         out.push_str(",\"refusal\":");
         string(out, r);
     }
@@ -96,14 +119,16 @@ fn message(out: &mut String, m: &AssistantMessage) {
 }
 
 fn answer_tool_call(out: &mut String, t: &ToolCall) {
+    let ToolCall { id, kind, function } = t;
+    let FunctionCall { name, arguments } = function;
     out.push_str("{\"id\":");
-    string(out, &t.id);
+    string(out, id);
     out.push_str(",\"type\":");
-    string(out, &t.kind);
+    string(out, kind);
     out.push_str(",\"function\":{\"name\":");
-    string(out, &t.function.name);
+    string(out, name);
     out.push_str(",\"arguments\":");
-    string(out, &t.function.arguments);
+    string(out, arguments);
     out.push_str("}}");
 }
 
@@ -112,30 +137,44 @@ fn answer_tool_call(out: &mut String, t: &ToolCall) {
 fn logprobs(out: &mut String, v: Option<&serde_json::Value>) {
     out.push_str(",\"logprobs\":");
     match v {
-        Some(v) => out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into())),
+        // A `Value` always serializes (its map keys are strings).
+        Some(v) => out.push_str(&serde_json::to_string(v).expect("a Value serializes")),
         None => out.push_str("null"),
     }
 }
 
 /// `chunk` as one line of JSON.
 pub(super) fn chunk(chunk: &ChatChunk) -> String {
+    let ChatChunk {
+        id,
+        object,
+        created,
+        model,
+        choices,
+        usage: counts,
+    } = chunk;
     let mut out = String::with_capacity(capacity(chunk));
-    chunk_head(
-        &mut out,
-        &chunk.id,
-        &chunk.object,
-        chunk.created,
-        &chunk.model,
-    );
-    for (k, c) in chunk.choices.iter().enumerate() {
+    chunk_head(&mut out, id, object, *created, model);
+    for (k, c) in choices.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        let finish = c.finish_reason.as_deref();
-        choice(&mut out, c.index, &c.delta, finish, c.logprobs.as_ref());
+        let ChunkChoice {
+            index,
+            delta,
+            finish_reason,
+            logprobs,
+        } = c;
+        choice(
+            &mut out,
+            *index,
+            delta,
+            finish_reason.as_deref(),
+            logprobs.as_ref(),
+        );
     }
     out.push(']');
-    if let Some(u) = &chunk.usage {
+    if let Some(u) = counts {
         out.push_str(",\"usage\":");
         usage(&mut out, u);
     }
@@ -221,14 +260,19 @@ fn choice(
 }
 
 fn delta(out: &mut String, d: &Delta) {
+    let Delta {
+        role,
+        content,
+        tool_calls,
+    } = d;
     let mut o = Object::open(out);
-    if let Some(role) = &d.role {
+    if let Some(role) = role {
         string(o.member("role"), role);
     }
-    if let Some(content) = &d.content {
+    if let Some(content) = content {
         string(o.member("content"), content);
     }
-    if let Some(calls) = &d.tool_calls {
+    if let Some(calls) = tool_calls {
         let out = o.member("tool_calls");
         out.push('[');
         for (k, t) in calls.iter().enumerate() {
@@ -243,20 +287,26 @@ fn delta(out: &mut String, d: &Delta) {
 }
 
 fn tool_call(out: &mut String, t: &ToolCallDelta) {
+    let ToolCallDelta {
+        index,
+        id,
+        kind,
+        function,
+    } = t;
     let mut o = Object::open(out);
-    number(o.member("index"), t.index.into());
-    if let Some(id) = &t.id {
+    number(o.member("index"), (*index).into());
+    if let Some(id) = id {
         string(o.member("id"), id);
     }
-    if let Some(kind) = &t.kind {
+    if let Some(kind) = kind {
         string(o.member("type"), kind);
     }
-    if let Some(f) = &t.function {
+    if let Some(FunctionDelta { name, arguments }) = function {
         let mut inner = Object::open(o.member("function"));
-        if let Some(name) = &f.name {
+        if let Some(name) = name {
             string(inner.member("name"), name);
         }
-        if let Some(arguments) = &f.arguments {
+        if let Some(arguments) = arguments {
             string(inner.member("arguments"), arguments);
         }
         inner.close();
@@ -265,20 +315,27 @@ fn tool_call(out: &mut String, t: &ToolCallDelta) {
 }
 
 fn usage(out: &mut String, u: &CompletionUsage) {
+    let CompletionUsage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        prompt_tokens_details,
+        completion_tokens_details,
+    } = u;
     out.push_str("{\"prompt_tokens\":");
-    number(out, u.prompt_tokens.into());
+    number(out, (*prompt_tokens).into());
     out.push_str(",\"completion_tokens\":");
-    number(out, u.completion_tokens.into());
+    number(out, (*completion_tokens).into());
     out.push_str(",\"total_tokens\":");
-    number(out, u.total_tokens.into());
-    if let Some(d) = &u.prompt_tokens_details {
+    number(out, (*total_tokens).into());
+    if let Some(PromptTokensDetails { cached_tokens }) = prompt_tokens_details {
         out.push_str(",\"prompt_tokens_details\":{\"cached_tokens\":");
-        number(out, d.cached_tokens.into());
+        number(out, (*cached_tokens).into());
         out.push('}');
     }
-    if let Some(d) = &u.completion_tokens_details {
+    if let Some(CompletionTokensDetails { reasoning_tokens }) = completion_tokens_details {
         out.push_str(",\"completion_tokens_details\":{\"reasoning_tokens\":");
-        number(out, d.reasoning_tokens.into());
+        number(out, (*reasoning_tokens).into());
         out.push('}');
     }
     out.push('}');
@@ -325,8 +382,9 @@ fn number(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes: `"` and `\`, the
