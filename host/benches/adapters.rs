@@ -258,7 +258,7 @@ fn adapters(c: &mut Criterion) {
                         .unwrap();
                     let t = Instant::now();
                     for _ in 0..iters {
-                        black_box(s.feed(empty).await.unwrap());
+                        black_box(s.feed(empty).await.unwrap().unwrap());
                     }
                     t.elapsed()
                 })
