@@ -334,13 +334,36 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
         .build(https)
 }
 
-/// Response headers as an adapter sees them (those that are text).
+/// Response headers as an adapter sees them: those that are text, but for
+/// [`UNSHOWN_RESPONSE_HEADERS`].
 pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
+        .filter(|(k, _)| !UNSHOWN_RESPONSE_HEADERS.contains(k))
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect()
 }
+
+/// Response headers no adapter is shown: how the connection went and how
+/// the body was framed (the host read it: a stream arrives as events, an
+/// answer whole), transport policy for browsers, and cookies (a provider's
+/// session is not the sandbox's business). Each header shown costs two
+/// copies into the sandbox on every answer, and providers send a dozen of
+/// these.
+const UNSHOWN_RESPONSE_HEADERS: [http::HeaderName; 12] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::CONTENT_LENGTH,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::SET_COOKIE,
+    http::header::ALT_SVC,
+    http::header::STRICT_TRANSPORT_SECURITY,
+];
 
 /// Whether a connect error was the connect timeout.
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -376,6 +399,42 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adapters_see_the_answer_headers_not_the_connection_ones() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("date", "Fri, 04 Dec 2026 16:27:39 GMT"),
+            ("x-ratelimit-remaining-tokens", "9"),
+            ("retry-after", "2"),
+            ("anthropic-ratelimit-requests-remaining", "1"),
+            ("x-request-id", "req_1"),
+            ("content-length", "242"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("set-cookie", "__cf_bm=secret; path=/"),
+            ("set-cookie", "_cfuvid=secret; path=/"),
+            ("alt-svc", "h3=\":443\""),
+            ("strict-transport-security", "max-age=31536000"),
+        ] {
+            h.append(http::HeaderName::from_static(k), v.parse().unwrap());
+        }
+        h.append("x-binary", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        let names: Vec<String> = header_pairs(&h).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "date",
+                "x-ratelimit-remaining-tokens",
+                "retry-after",
+                "anthropic-ratelimit-requests-remaining",
+                "x-request-id",
+            ]
+        );
+    }
 
     fn endpoint<'a>(base: &'a BaseUrl, timeouts: &'a Timeouts) -> Endpoint<'a> {
         static QUERY: std::sync::LazyLock<AuthScheme> =
