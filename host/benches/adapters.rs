@@ -157,6 +157,62 @@ async fn per_chunk(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case, chunks: &[Vec
     t.elapsed()
 }
 
+/// The response headers of an OpenAI answer (names and value shapes as the
+/// API sends them).
+fn provider_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("date", "Fri, 04 Dec 2026 16:27:39 GMT"),
+        ("content-type", "application/json"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+        ("access-control-expose-headers", "X-Request-ID"),
+        ("openai-organization", "user-abc123"),
+        ("openai-processing-ms", "412"),
+        ("openai-project", "proj_abc123"),
+        ("openai-version", "2020-10-01"),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-limit-tokens", "30000000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-remaining-tokens", "29999950"),
+        ("x-ratelimit-reset-requests", "6ms"),
+        ("x-ratelimit-reset-tokens", "0s"),
+        ("x-request-id", "req_0123456789abcdef0123456789abcdef"),
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains; preload",
+        ),
+        ("cf-cache-status", "DYNAMIC"),
+        (
+            "set-cookie",
+            "__cf_bm=AbCdEf0123456789-1700000000-1.0.1.1-AbCdEf; path=/; expires=Fri, 04-Dec-26 16:57:39 GMT; domain=.api.openai.com; HttpOnly; Secure; SameSite=None",
+        ),
+        (
+            "set-cookie",
+            "_cfuvid=AbCdEf0123456789-1700000000000-0.0.1.1-604800000; path=/; domain=.api.openai.com; HttpOnly; Secure; SameSite=None",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("server", "cloudflare"),
+        ("cf-ray", "8f0123456789abcd-AMS"),
+        ("alt-svc", "h3=\":443\"; ma=86400"),
+    ]
+}
+
+/// What the host does not pass on (`upstream::header_pairs`).
+const UNSHOWN: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "set-cookie",
+    "alt-svc",
+    "strict-transport-security",
+];
+
 fn adapters(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
     let registry = Registry::new(RegistrySettings {
@@ -196,6 +252,31 @@ fn adapters(c: &mut Criterion) {
                 })
             })
         });
+        // What response headers cost a parse: the basic answer with the
+        // headers a provider sends (OpenAI's set, 24), and with those the
+        // host passes on (18: no connection-level ones, no cookies).
+        if id == "openai" {
+            for (label, shown_only) in [("sent", false), ("shown", true)] {
+                let mut hc = case(id, "basic.json");
+                hc.response.headers = provider_headers()
+                    .into_iter()
+                    .filter(|(k, _)| !shown_only || !UNSHOWN.contains(k))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let n = hc.response.headers.len();
+                c.bench_function(&format!("adapter_parse/{id}/{n}_headers_{label}"), |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let t = Instant::now();
+                            for _ in 0..iters {
+                                parse(&plugin, &rid, &hc).await;
+                            }
+                            t.elapsed()
+                        })
+                    })
+                });
+            }
+        }
         // The two halves apart: where a pair's time goes.
         c.bench_function(&format!("adapter_build/{id}"), |b| {
             b.iter_custom(|iters| {
