@@ -6,7 +6,6 @@
 //! into lines ([`StreamFraming::Ndjson`](switchyard_sdk::StreamFraming)), so
 //! a line here is always whole.
 
-use serde::Serialize;
 use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
 use switchyard_sdk::{
     StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target, UpstreamError,
@@ -58,19 +57,7 @@ impl Stream {
     /// model and text into owned values first would cost as much as parsing
     /// the line.
     fn text_chunk(&self, model: &str, text: Option<&str>, finish: Option<&str>) -> String {
-        let chunk = TextChunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model,
-            choices: [TextChoice {
-                index: 0,
-                delta: TextDelta { content: text },
-                finish_reason: finish,
-                logprobs: None,
-            }],
-        };
-        serde_json::to_string(&chunk).unwrap_or_default()
+        ChatChunk::text_json(&self.id, self.created, model, text, finish)
     }
 
     /// One line that is a chat reply (not an error).
@@ -119,30 +106,6 @@ impl Stream {
             out.set_done();
         }
     }
-}
-
-/// A `ChatChunk` of one choice whose delta is at most text, borrowing.
-#[derive(Serialize)]
-struct TextChunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [TextChoice<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct TextChoice<'a> {
-    index: u32,
-    delta: TextDelta<'a>,
-    finish_reason: Option<&'a str>,
-    logprobs: Option<()>,
-}
-
-#[derive(Serialize)]
-struct TextDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
 }
 
 impl StreamParser for Stream {

@@ -700,6 +700,18 @@ impl ChatChunk {
         write::single_chunk(id, created, model, delta, finish_reason)
     }
 
+    /// The JSON text of a chunk whose delta is at most `text`, from borrowed
+    /// parts: [`json_of`](Self::json_of) for the commonest chunk of a stream.
+    pub fn text_json(
+        id: &str,
+        created: u64,
+        model: &str,
+        text: Option<&str>,
+        finish_reason: Option<&str>,
+    ) -> String {
+        write::text_chunk(id, created, model, text, finish_reason)
+    }
+
     /// The chunk as JSON text (one line): the same text `serde_json` writes,
     /// written directly ([`write`]), since every streamed token pays for it.
     pub fn to_json(&self) -> String {

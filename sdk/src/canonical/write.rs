@@ -199,6 +199,33 @@ pub(super) fn single_chunk(
     out
 }
 
+/// What `ChatChunk::new(id, created, model, Delta { content: text, .. },
+/// finish_reason)` writes, with the text borrowed too: most chunks of a
+/// stream are text alone.
+pub(super) fn text_chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    text: Option<&str>,
+    finish_reason: Option<&str>,
+) -> String {
+    let n = 192 + id.len() + model.len() + text.map_or(0, str::len);
+    let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
+    chunk_head(&mut out, id, super::CHUNK_OBJECT, created, model);
+    out.push_str("{\"index\":0,\"delta\":{");
+    if let Some(text) = text {
+        out.push_str("\"content\":");
+        string(&mut out, text);
+    }
+    out.push_str("},\"finish_reason\":");
+    match finish_reason {
+        Some(r) => string(&mut out, r),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"logprobs\":null}]}");
+    out
+}
+
 /// A chunk's members up to the opening of `choices`.
 fn chunk_head(out: &mut String, id: &str, object: &str, created: u64, model: &str) {
     out.push_str("{\"id\":");
@@ -447,6 +474,12 @@ mod tests {
             let single =
                 ChatChunk::json_of(&chunk.id, chunk.created, &chunk.model, &c.delta, finish);
             assert_eq!(single, serde);
+            if c.delta.role.is_none() && c.delta.tool_calls.is_none() {
+                let text = c.delta.content.as_deref();
+                let text =
+                    ChatChunk::text_json(&chunk.id, chunk.created, &chunk.model, text, finish);
+                assert_eq!(text, serde);
+            }
         }
         assert!(capacity(chunk) >= serde.len() || serde.contains('\\'));
     }
