@@ -366,6 +366,9 @@ pub struct Metadata {
     pub auth: Option<AuthScheme>,
     /// Adapters only: how their streams are framed.
     pub framing: StreamFraming,
+    /// Adapters only (v0.2): the response headers they read (names, or
+    /// prefixes ending in `-`); `None`: all.
+    pub response_headers: Option<Vec<String>>,
 }
 
 #[cfg(test)]

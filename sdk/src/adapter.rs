@@ -40,6 +40,16 @@ pub trait Adapter {
         StreamFraming::Sse
     }
 
+    /// The response headers this adapter reads (names, or prefixes ending in
+    /// `-`, lower case): the host passes it only those, which saves two
+    /// copies into the sandbox per header per call (providers send two
+    /// dozen). Default `None`: every header. An adapter that reads headers
+    /// only through the SDK's helpers (quota, retry delays, `Date`) returns
+    /// [`read_by_sdk_and(&[])`](crate::read_by_sdk_and).
+    fn response_headers() -> Option<Vec<String>> {
+        None
+    }
+
     /// Canonical request JSON in, upstream HTTP request out.
     ///
     /// [`BuildError::InvalidRequest`] says this provider cannot serve the

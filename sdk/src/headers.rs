@@ -13,8 +13,34 @@
 //! [`Adapter::quota`]: crate::Adapter::quota
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use crate::adapter::QuotaHint;
+
+/// The response headers this module reads (names, and prefixes ending in
+/// `-`): the `Date`, the retry delays and both rate-limit dialects. An
+/// adapter that reads no other header returns these from
+/// [`Adapter::response_headers`](crate::Adapter::response_headers), and the
+/// host passes it nothing else.
+pub const READ_BY_SDK: [&str; 5] = [
+    "date",
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-",
+    "anthropic-ratelimit-",
+];
+
+/// [`READ_BY_SDK`] and `more`, as [`Adapter::response_headers`](crate::Adapter::response_headers)
+/// returns them.
+pub fn read_by_sdk_and(more: &[&str]) -> Option<Vec<String>> {
+    Some(
+        READ_BY_SDK
+            .iter()
+            .chain(more)
+            .map(|n| String::from(*n))
+            .collect(),
+    )
+}
 
 /// The first header named `name`, compared case-insensitively, with
 /// surrounding whitespace trimmed.

@@ -84,7 +84,9 @@ pub use adapter::*;
 #[cfg(feature = "evaluator")]
 pub use evaluator::*;
 #[cfg(feature = "adapter")]
-pub use headers::{created_s, header, parse_duration_ms, retry_after_ms, rfc3339_s};
+pub use headers::{
+    READ_BY_SDK, created_s, header, parse_duration_ms, read_by_sdk_and, retry_after_ms, rfc3339_s,
+};
 pub use host::{counter_next, log, now_ns, plugin_config, random_u64};
 #[cfg(feature = "strategy")]
 pub use strategy::*;

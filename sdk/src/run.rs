@@ -34,6 +34,7 @@ pub fn metadata<A: Adapter>() -> AdapterMetadata {
         capabilities: m.capabilities,
         auth: A::auth(),
         framing: A::framing(),
+        response_headers: A::response_headers(),
     }
 }
 

@@ -85,7 +85,7 @@ impl Gateway {
 
         let in_flight = d.health.start();
         let started = Instant::now();
-        let endpoint = d.endpoint(adapter.metadata().auth.as_ref(), key);
+        let endpoint = d.endpoint(adapter.metadata(), key);
         crate::telemetry::inject(&record.span, &mut http.headers);
         let sent = self.upstream.send(&endpoint, http).await;
         record.upstream = started.elapsed();
@@ -108,7 +108,7 @@ impl Gateway {
         }
 
         if mode.streams() {
-            let headers = header_pairs(&response.headers);
+            let headers = header_pairs(&response.headers, endpoint.response_headers);
             let (session, quota) = adapter
                 .open_stream(request_id, target, request, headers)
                 .await

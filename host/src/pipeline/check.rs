@@ -74,7 +74,7 @@ impl Gateway {
             .or_else(|| d.keys.keys().first())
             .ok_or("no key")?
             .clone();
-        let endpoint = d.endpoint(adapter.metadata().auth.as_ref(), &key);
+        let endpoint = d.endpoint(adapter.metadata(), &key);
         let started = Instant::now();
         let reply = self
             .upstream

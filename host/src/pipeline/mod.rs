@@ -146,9 +146,11 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Where and how to call this deployment through `adapter` (its
+    /// declared auth and the response headers it reads).
     fn endpoint<'a>(
         &'a self,
-        adapter_auth: Option<&'a AuthScheme>,
+        adapter: &'a crate::domain::Metadata,
         key: &'a crate::keys::UpstreamKey,
     ) -> Endpoint<'a> {
         static BEARER: AuthScheme = AuthScheme::Bearer;
@@ -157,8 +159,13 @@ impl Deployment {
             base_url: &self.base_url,
             api_key: key.value(),
             api_key_env: key.env.as_deref(),
-            auth: self.auth.as_ref().or(adapter_auth).unwrap_or(&BEARER),
+            auth: self
+                .auth
+                .as_ref()
+                .or(adapter.auth.as_ref())
+                .unwrap_or(&BEARER),
             timeouts: &self.timeouts,
+            response_headers: adapter.response_headers.as_deref(),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Endpoint<'a> {
     /// Declared once (adapter metadata or deployment config).
     pub auth: &'a AuthScheme,
     pub timeouts: &'a Timeouts,
+    /// The response headers the adapter reads (its declaration); `None`: all.
+    pub response_headers: Option<&'a [String]>,
 }
 
 /// An upstream's answer once its headers arrived; the body is read by
@@ -247,7 +249,7 @@ impl Upstream {
     ) -> Result<UpstreamResponse, Attempt> {
         use futures_util::StreamExt;
         let fail = |class, message: String| Attempt::new(to.deployment, class, message);
-        let headers = header_pairs(&reply.headers);
+        let headers = header_pairs(&reply.headers, to.response_headers);
         let mut stream = reply.body;
         let total_deadline = started + to.timeouts.total();
         let mut body = Vec::new();
@@ -335,11 +337,20 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
 }
 
 /// Response headers as an adapter sees them: those that are text, but for
-/// [`UNSHOWN_RESPONSE_HEADERS`].
-pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+/// [`UNSHOWN_RESPONSE_HEADERS`], and only those it reads when it said which
+/// (`wanted`: names, or prefixes ending in `-`, lower case).
+pub fn header_pairs(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<(String, String)> {
+    let read = |name: &str| {
+        wanted.is_none_or(|w| {
+            w.iter().any(|n| match n.strip_suffix('-') {
+                Some(_) => name.starts_with(n.as_str()),
+                None => name == n,
+            })
+        })
+    };
     headers
         .iter()
-        .filter(|(k, _)| !UNSHOWN_RESPONSE_HEADERS.contains(k))
+        .filter(|(k, _)| !UNSHOWN_RESPONSE_HEADERS.contains(k) && read(k.as_str()))
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect()
 }
@@ -422,9 +433,14 @@ mod tests {
             h.append(http::HeaderName::from_static(k), v.parse().unwrap());
         }
         h.append("x-binary", http::HeaderValue::from_bytes(b"\xff").unwrap());
-        let names: Vec<String> = header_pairs(&h).into_iter().map(|(k, _)| k).collect();
+        let names = |wanted: Option<&[String]>| -> Vec<String> {
+            header_pairs(&h, wanted)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
         assert_eq!(
-            names,
+            names(None),
             [
                 "content-type",
                 "date",
@@ -434,6 +450,16 @@ mod tests {
                 "x-request-id",
             ]
         );
+        // An adapter that said what it reads gets only that: names exactly,
+        // prefixes ending in `-`; never a hidden one, even when named.
+        let wanted: Vec<String> = ["date", "x-ratelimit-", "retry", "set-cookie", "connection"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            names(Some(&wanted)),
+            ["date", "x-ratelimit-remaining-tokens"]
+        );
+        assert!(names(Some(&[])).is_empty());
     }
 
     fn endpoint<'a>(base: &'a BaseUrl, timeouts: &'a Timeouts) -> Endpoint<'a> {
@@ -446,6 +472,7 @@ mod tests {
             api_key_env: Some("K"),
             auth: &QUERY,
             timeouts,
+            response_headers: None,
         }
     }
 

@@ -31,6 +31,12 @@ struct Anthropic;
 impl Adapter for Anthropic {
     type Stream = stream::Stream;
 
+    /// Headers are read only through the SDK's helpers (quota, retry
+    /// delays, `Date`): the host passes no others.
+    fn response_headers() -> Option<Vec<String>> {
+        switchyard_sdk::read_by_sdk_and(&[])
+    }
+
     fn metadata() -> Metadata {
         Metadata::new(
             "anthropic",

@@ -25,6 +25,12 @@ struct OpenAi;
 impl Adapter for OpenAi {
     type Stream = Stream;
 
+    /// Headers are read only through the SDK's helpers (quota, retry
+    /// delays, `Date`): the host passes no others.
+    fn response_headers() -> Option<Vec<String>> {
+        switchyard_sdk::read_by_sdk_and(&[])
+    }
+
     fn metadata() -> Metadata {
         Metadata::new(
             "openai",

@@ -60,6 +60,9 @@ export const adapter = {
       capabilities: ["streaming"],
       auth: { tag: "bearer" },
       framing: "sse",
+      // The response headers this adapter reads (names, or prefixes ending
+      // in "-"); null: all of them.
+      responseHeaders: ["date", "retry-after", "x-ratelimit-"],
     };
   },
 

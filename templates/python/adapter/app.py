@@ -78,6 +78,9 @@ class Adapter(exports.Adapter):
             capabilities=["streaming"],
             auth=adapter.AuthScheme_Bearer(),
             framing=adapter.StreamFraming.SSE,
+            # The response headers this adapter reads (names, or prefixes
+            # ending in "-"); None: all of them.
+            response_headers=["date", "retry-after", "x-ratelimit-"],
         )
 
     def build_request(self, target: adapter.Target, request: str) -> adapter.HttpRequest:

@@ -115,6 +115,7 @@ impl Exports {
                 capabilities: m.capabilities,
                 auth: None,
                 framing,
+                response_headers: None,
             },
             kind,
         ))

@@ -315,6 +315,7 @@ impl From<types::Metadata> for domain::Metadata {
             capabilities: m.capabilities,
             auth: None,
             framing: domain::StreamFraming::Sse,
+            response_headers: None,
         }
     }
 }
@@ -335,6 +336,9 @@ impl From<adapter::AdapterMetadata> for domain::Metadata {
                 adapter::StreamFraming::Sse => domain::StreamFraming::Sse,
                 adapter::StreamFraming::Ndjson => domain::StreamFraming::Ndjson,
             },
+            response_headers: m
+                .response_headers
+                .map(|names| names.into_iter().map(|n| n.to_ascii_lowercase()).collect()),
         }
     }
 }
