@@ -79,7 +79,9 @@ pub trait Adapter {
     /// The rate-limit state in a response's headers, reported to the host
     /// with every answer, error and stream start. The default reads the
     /// common dialects ([`QuotaHint::from_headers`]); override it for a
-    /// provider with headers of its own.
+    /// provider with headers of its own, and name those in
+    /// [`Adapter::response_headers`] if it declares a list (only the
+    /// headers listed there arrive).
     fn quota(headers: &[(String, String)]) -> Option<QuotaHint> {
         QuotaHint::from_headers(headers)
     }

@@ -37,7 +37,9 @@ pub const MAX_STATE_BYTES: usize = 64 * 1024;
 pub trait StreamParser: Sized {
     /// A 2xx streamed response began. `request` is the canonical request
     /// (e.g. to see whether the caller asked for the usage chunk), `headers`
-    /// the response's headers (lower-case names). The quota hint the host gets
+    /// the response's headers (lower-case names; those the adapter declared
+    /// in [`Adapter::response_headers`](crate::Adapter::response_headers),
+    /// if it did). The quota hint the host gets
     /// with the start is read by [`Adapter::quota`](crate::Adapter::quota).
     fn begin(
         target: &Target,

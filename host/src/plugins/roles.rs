@@ -106,8 +106,16 @@ impl Plugin {
     pub(crate) async fn fetch_metadata(
         self: &Arc<Self>,
     ) -> Result<(Metadata, Option<Kind>), PluginError> {
-        self.call_with_deadline(&Arc::from("load"), GetMetadata {}, super::LOAD_BUDGET)
-            .await
+        let (metadata, kind) = self
+            .call_with_deadline(&Arc::from("load"), GetMetadata {}, super::LOAD_BUDGET)
+            .await?;
+        if let Some(names) = &metadata.response_headers {
+            check_header_names(names).map_err(|message| PluginError::BadOutput {
+                plugin: self.id.to_string(),
+                message: format!("adapter-metadata.response-headers: {message}"),
+            })?;
+        }
+        Ok((metadata, kind))
     }
 
     fn expect(&self, kind: Kind) -> Result<(), PluginError> {
@@ -127,5 +135,49 @@ impl Plugin {
             plugin: self.id.to_string(),
             message,
         })
+    }
+}
+
+/// Most response-header names or prefixes an adapter may declare: every
+/// answer is checked against the list, so it must stay short.
+pub const MAX_HEADER_NAMES: usize = 64;
+
+/// An adapter's declared response headers: at most [`MAX_HEADER_NAMES`],
+/// each a header name (or a prefix of one ending in `-`) of 1 to 128
+/// token characters.
+fn check_header_names(names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_HEADER_NAMES {
+        return Err(format!("{} names, at most {MAX_HEADER_NAMES}", names.len()));
+    }
+    for name in names {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || name.len() > 128 || !name.bytes().all(token) {
+            return Err(format!(
+                "{name:?} is not a header name (1 to 128 token characters)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_header_names_are_bounded_and_well_formed() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_header_names(&names(&["date", "x-ratelimit-", "retry-after"])).is_ok());
+        assert!(check_header_names(&[]).is_ok());
+        for bad in ["", "date ", "x:y", "caf\u{e9}"] {
+            let e = check_header_names(&names(&[bad])).unwrap_err();
+            assert!(e.contains("is not a header name"), "{bad:?}: {e}");
+        }
+        let long = vec!["a".to_string(); MAX_HEADER_NAMES + 1];
+        assert_eq!(
+            check_header_names(&long).unwrap_err(),
+            "65 names, at most 64"
+        );
+        assert!(check_header_names(&["a".repeat(129)]).is_err());
     }
 }
