@@ -19,6 +19,7 @@ use switchyard::config::{Deadlines, QuarantineConfig};
 use switchyard::domain::{Kind, Target, UpstreamResponse};
 use switchyard::plugins::pool::InstanceLimits;
 use switchyard::plugins::{Plugin, Registry, RegistrySettings};
+use switchyard::upstream::header_pairs;
 
 const ADAPTERS: [&str; 4] = ["openai", "anthropic", "gemini", "ollama"];
 
@@ -197,34 +198,6 @@ fn provider_headers() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// The headers the bundled adapters declare they read (the SDK's
-/// `READ_BY_SDK`; the bench does not link the SDK).
-fn switchyard_sdk_headers() -> [&'static str; 5] {
-    [
-        "date",
-        "retry-after",
-        "retry-after-ms",
-        "x-ratelimit-",
-        "anthropic-ratelimit-",
-    ]
-}
-
-/// What the host does not pass on (`upstream::header_pairs`).
-const UNSHOWN: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "set-cookie",
-    "alt-svc",
-    "strict-transport-security",
-];
-
 fn adapters(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
     let registry = Registry::new(RegistrySettings {
@@ -269,19 +242,22 @@ fn adapters(c: &mut Criterion) {
         // shows any adapter (18: no connection-level ones, no cookies), and
         // with those the openai adapter declares it reads (7).
         if id == "openai" {
-            let reads = |k: &str| {
-                switchyard_sdk_headers()
-                    .iter()
-                    .any(|n| k == *n || (n.ends_with('-') && k.starts_with(n)))
-            };
-            for (label, keep) in [("sent", 0), ("shown", 1), ("read", 2)] {
+            let mut sent = http::HeaderMap::new();
+            for (k, v) in provider_headers() {
+                sent.append(k, http::HeaderValue::from_static(v));
+            }
+            let declared = plugin.metadata().response_headers.as_deref();
+            let every: Vec<(String, String)> = provider_headers()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            for (label, headers) in [
+                ("sent", every),
+                ("shown", header_pairs(&sent, None)),
+                ("read", header_pairs(&sent, declared)),
+            ] {
                 let mut hc = case(id, "basic.json");
-                hc.response.headers = provider_headers()
-                    .into_iter()
-                    .filter(|(k, _)| keep == 0 || !UNSHOWN.contains(k))
-                    .filter(|(k, _)| keep < 2 || reads(k))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
+                hc.response.headers = headers;
                 let n = hc.response.headers.len();
                 c.bench_function(&format!("adapter_parse/{id}/{n}_headers_{label}"), |b| {
                     b.iter_custom(|iters| {

@@ -78,13 +78,7 @@ fn answer_choice(out: &mut String, c: &Choice) {
     number(out, (*index).into());
     out.push_str(",\"message\":");
     message(out, m);
-    out.push_str(",\"finish_reason\":");
-    match finish_reason {
-        Some(r) => string(out, r),
-        None => out.push_str("null"),
-    }
-    logprobs(out, lp.as_ref());
-    out.push('}');
+    choice_end(out, finish_reason.as_deref(), lp.as_ref());
 }
 
 fn message(out: &mut String, m: &AssistantMessage) {
@@ -217,12 +211,9 @@ pub(super) fn text_chunk(
         out.push_str("\"content\":");
         string(&mut out, text);
     }
-    out.push_str("},\"finish_reason\":");
-    match finish_reason {
-        Some(r) => string(&mut out, r),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"logprobs\":null}]}");
+    out.push('}');
+    choice_end(&mut out, finish_reason, None);
+    out.push_str("]}");
     out
 }
 
@@ -277,12 +268,18 @@ fn choice(
     number(out, index.into());
     out.push_str(",\"delta\":");
     delta(out, d);
+    choice_end(out, finish_reason, logprobs_value);
+}
+
+/// A choice's last members, `finish_reason` and `logprobs` (each `null`
+/// when absent), and its closing brace: the same in answers and chunks.
+fn choice_end(out: &mut String, finish_reason: Option<&str>, lp: Option<&serde_json::Value>) {
     out.push_str(",\"finish_reason\":");
     match finish_reason {
         Some(r) => string(out, r),
         None => out.push_str("null"),
     }
-    logprobs(out, logprobs_value);
+    logprobs(out, lp);
     out.push('}');
 }
 
