@@ -771,10 +771,13 @@ pub fn estimate_tokens(chars: usize) -> u32 {
 /// parsing it: an estimate's input, cheap enough for every chunk.
 pub fn content_chars(json: &str) -> usize {
     const KEY: &str = "\"content\":";
+    // Built once: `str::find` sets up a searcher on every call (per chunk).
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     let bytes = json.as_bytes();
     let mut total = 0;
     let mut from = 0;
-    while let Some(at) = json[from..].find(KEY) {
+    while let Some(at) = FINDER.find(&bytes[from..]) {
         let mut i = from + at + KEY.len();
         while i < bytes.len() && bytes[i].is_ascii_whitespace() {
             i += 1;

@@ -2,6 +2,7 @@
 //! chunk carries part of the answer (a stream commits only then), the first
 //! choice reassembled (a transcript), and its evaluation once delivered.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -58,27 +59,60 @@ pub(super) struct Transcript {
     tool_calls: Vec<serde_json::Value>,
 }
 
+/// A chunk as the transcript reads it: borrowed from the chunk's text (one
+/// parse per chunk of every evaluated or cached stream, so nothing is
+/// copied that an escape does not force).
 #[derive(Deserialize)]
-struct ChunkView {
-    #[serde(default)]
-    choices: Vec<ChoiceView>,
-    id: Option<String>,
-    model: Option<String>,
+struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceView {
+struct ChoiceView<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(default)]
-    delta: DeltaView,
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    delta: DeltaView<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize, Default)]
-struct DeltaView {
-    content: Option<String>,
+struct DeltaView<'a> {
+    #[serde(borrow)]
+    content: Option<Text<'a>>,
     tool_calls: Option<Vec<serde_json::Value>>,
+}
+
+/// A JSON string, borrowed from the text unless it has escapes. (Serde's
+/// own `Cow<str>` is always owned inside an `Option`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 impl Transcript {
@@ -87,20 +121,20 @@ impl Transcript {
             return;
         };
         if self.id.is_none() {
-            self.id = chunk.id;
+            self.id = chunk.id.map(|t| t.0.into_owned());
         }
         if self.model.is_none() {
-            self.model = chunk.model;
+            self.model = chunk.model.map(|t| t.0.into_owned());
         }
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(text) = choice.delta.content {
-                self.content.push_str(&text);
+                self.content.push_str(&text.0);
             }
             if let Some(calls) = choice.delta.tool_calls {
                 self.tool_calls.extend(calls);
             }
-            if choice.finish_reason.is_some() {
-                self.finish_reason = choice.finish_reason;
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason.0.into_owned());
             }
         }
     }
@@ -118,8 +152,43 @@ impl Transcript {
     }
 
     /// A canonical `chat.completion` with the reassembled first choice.
+    /// (Written from borrowed parts, members in the order of
+    /// [`completion`](Self::completion)'s map, which is sorted: the same text,
+    /// without building a tree for every evaluated stream.)
     pub(super) fn to_completion(&self, deployment: &str) -> String {
-        self.completion(deployment).to_string()
+        #[derive(serde::Serialize)]
+        struct Completion<'a> {
+            choices: [Choice<'a>; 1],
+            model: &'a str,
+            object: &'static str,
+        }
+        #[derive(serde::Serialize)]
+        struct Choice<'a> {
+            finish_reason: Option<&'a str>,
+            index: u32,
+            message: Message<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Message<'a> {
+            content: &'a str,
+            role: &'static str,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            tool_calls: &'a [serde_json::Value],
+        }
+        let completion = Completion {
+            choices: [Choice {
+                finish_reason: self.finish_reason.as_deref(),
+                index: 0,
+                message: Message {
+                    content: &self.content,
+                    role: "assistant",
+                    tool_calls: &self.tool_calls,
+                },
+            }],
+            model: deployment,
+            object: "chat.completion",
+        };
+        serde_json::to_string(&completion).expect("a completion serializes")
     }
 
     /// The same, as a value.
@@ -145,13 +214,23 @@ mod tests {
         let mut t = Transcript::default();
         t.add(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
         t.add(r#"{"choices":[{"index":0,"delta":{"content":"Hel"}},{"index":1,"delta":{"content":"x"}}]}"#);
-        t.add(r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}"#);
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#);
+        // Escaped text is unescaped (it is not borrowed then).
+        t.add(r#"{"id":"c\u0031","model":"m","choices":[{"index":0,"delta":{"content":" \"w\u00e9\"\n"},"finish_reason":"stop"}]}"#);
         t.add(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#);
         t.add("not json");
         let c: serde_json::Value = serde_json::from_str(&t.to_completion("dep")).unwrap();
-        assert_eq!(c["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(c["choices"][0]["message"]["content"], "Hello \"w\u{e9}\"\n");
+        assert_eq!((t.id(), t.model()), (Some("c1"), Some("m")));
         assert_eq!(c["choices"][0]["finish_reason"], "stop");
         assert_eq!(c["model"], "dep");
+        assert_eq!(t.to_completion("dep"), t.completion("dep").to_string());
+        t.add(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}"#);
+        assert_eq!(t.to_completion("d\"q"), t.completion("d\"q").to_string());
+        assert_eq!(
+            Transcript::default().to_completion("d"),
+            Transcript::default().completion("d").to_string()
+        );
     }
 }
 
@@ -167,27 +246,71 @@ pub(super) fn carries_answer(chunk: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Choice {
         #[serde(default)]
-        delta: Option<serde_json::Map<String, serde_json::Value>>,
+        delta: Option<Carries>,
         #[serde(default)]
         finish_reason: Option<serde::de::IgnoredAny>,
     }
-    let carries = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => false,
-        serde_json::Value::String(s) => !s.is_empty(),
-        serde_json::Value::Array(a) => !a.is_empty(),
-        serde_json::Value::Object(o) => !o.is_empty(),
-        _ => true,
-    };
     match serde_json::from_str::<Chunk>(chunk) {
-        Ok(c) => c.choices.iter().any(|choice| {
-            choice.finish_reason.is_some()
-                || choice
-                    .delta
-                    .as_ref()
-                    .is_some_and(|d| d.iter().any(|(k, v)| k != "role" && carries(v)))
-        }),
+        Ok(c) => c
+            .choices
+            .iter()
+            .any(|choice| choice.finish_reason.is_some() || choice.delta.is_some_and(|d| d.0)),
         // Not ours to judge: forwarded as it is.
         Err(_) => true,
+    }
+}
+
+/// Whether a delta object has a member but `role` that says something: not
+/// null, not an empty string, array or object. Read without copying it.
+#[derive(Clone, Copy)]
+struct Carries(bool);
+
+impl<'de> Deserialize<'de> for Carries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
+        use serde_json::value::RawValue;
+        struct IsRole(bool);
+        impl<'de> Deserialize<'de> for IsRole {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl Visitor<'_> for Name {
+                    type Value = IsRole;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a member name")
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<IsRole, E> {
+                        Ok(IsRole(v == "role"))
+                    }
+                }
+                d.deserialize_str(Name)
+            }
+        }
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Carries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a delta object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Carries, A::Error> {
+                let mut carries = false;
+                while let Some(IsRole(role)) = map.next_key()? {
+                    let value: &RawValue = map.next_value()?;
+                    carries |= !role && says_something(value.get());
+                }
+                Ok(Carries(carries))
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A JSON value's text is not `null`, `""`, `[]` or `{}` (spaces allowed).
+fn says_something(raw: &str) -> bool {
+    match raw.as_bytes().first() {
+        Some(b'n') => false,
+        Some(b'"') => raw.len() > 2,
+        Some(b'[' | b'{') => !raw[1..raw.len() - 1].trim_ascii().is_empty(),
+        _ => true,
     }
 }
 
@@ -216,5 +339,19 @@ mod commit_tests {
         assert!(!carries_answer(
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[]}}]}"#
         ));
+        for (delta, carries) in [
+            (r#"{"tool_calls":[ ],"audio":{ },"content":""}"#, false),
+            (r#"{"r\u006fle":"assistant"}"#, false),
+            (r#"{"content":" "}"#, true),
+            (r#"{"content":"\n"}"#, true),
+            (r#"{"content":0}"#, true),
+            (r#"{"refusal":false}"#, true),
+            (r#"{"audio":{"id":"a"}}"#, true),
+            (r#"null"#, false),
+            (r#""text""#, true),
+        ] {
+            let chunk = format!(r#"{{"choices":[{{"index":0,"delta":{delta}}}]}}"#);
+            assert_eq!(carries_answer(&chunk), carries, "{chunk}");
+        }
     }
 }

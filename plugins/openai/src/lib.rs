@@ -129,6 +129,66 @@ fn usage_of(v: Option<&Value>) -> Option<Usage> {
     )
 }
 
+/// The members of a `usage` object [`usage_in`] reads, left raw.
+#[derive(serde::Deserialize)]
+struct UsageTop<'a> {
+    #[serde(borrow, default)]
+    prompt_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt_tokens_details: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    completion_tokens_details: Option<&'a RawValue>,
+}
+
+/// The members of a `usage` detail object [`usage_in`] reads.
+#[derive(serde::Deserialize)]
+struct DetailTop<'a> {
+    #[serde(borrow, default)]
+    cached_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning_tokens: Option<&'a RawValue>,
+}
+
+/// [`usage_of`] a raw `usage` member, without building a `Value` (a map with
+/// a hasher per object: most of a usage chunk's cost). A count that is not a
+/// non-negative integer reads as 0, as `Value::as_u64` has it. What the
+/// borrowed read refuses (a duplicate member, say) is read as a `Value`.
+fn usage_in(raw: &RawValue) -> Option<Usage> {
+    fn object<'a, T: serde::Deserialize<'a>>(raw: &'a RawValue) -> Result<Option<T>, ()> {
+        // A struct also reads from an array (positionally): objects only.
+        if !raw.get().starts_with('{') {
+            return Ok(None);
+        }
+        serde_json::from_str(raw.get()).map(Some).map_err(|_| ())
+    }
+    let n = |v: Option<&RawValue>| {
+        v.and_then(|v| v.get().parse::<u64>().ok())
+            .map_or(0, |n| n.min(u32::MAX as u64) as u32)
+    };
+    let read = || -> Result<Option<Usage>, ()> {
+        let Some(u) = object::<UsageTop>(raw)? else {
+            return Ok(None);
+        };
+        fn detail(d: Option<&RawValue>) -> Result<Option<DetailTop<'_>>, ()> {
+            d.map_or(Ok(None), object)
+        }
+        let cached = detail(u.prompt_tokens_details)?.and_then(|d| d.cached_tokens);
+        let reasoning = detail(u.completion_tokens_details)?.and_then(|d| d.reasoning_tokens);
+        Ok(Some(
+            Usage::new(n(u.prompt_tokens), n(u.completion_tokens))
+                .with_cached_prompt_tokens(n(cached))
+                .with_reasoning_tokens(n(reasoning)),
+        ))
+    };
+    read().unwrap_or_else(|()| {
+        serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .and_then(|u| usage_of(Some(&u)))
+    })
+}
+
 /// A JSON object read one level deep: its members stay raw text, in order,
 /// so replacing one member does not rebuild (or even parse) the others.
 type RawObject<'a> = indexmap::IndexMap<Cow<'a, str>, &'a RawValue>;
@@ -188,10 +248,7 @@ fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
         return None;
     }
     let out = with_model(text, top.model, deployment)?;
-    let usage = top
-        .usage
-        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
-        .and_then(|u| usage_of(Some(&u)));
+    let usage = top.usage.and_then(usage_in);
     Some(ChatResponse::new(out, usage))
 }
 
@@ -229,19 +286,123 @@ fn with_model(text: &str, old: Option<&RawValue>, deployment: &str) -> Option<St
 struct ChunkTop<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    choices: Option<&'a RawValue>,
+    #[serde(default)]
+    choices: Option<Choices>,
     #[serde(borrow, default)]
     usage: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
 }
 
-/// What a choice of a stream chunk tells the parser.
-#[derive(serde::Deserialize)]
-struct ChoiceTop<'a> {
-    #[serde(borrow, default)]
-    finish_reason: Option<&'a RawValue>,
+/// What a chunk's `choices` tell the parser, read in the same pass as the
+/// rest of the chunk (every streamed token goes through here). Anything but
+/// an array is ignored, as if absent; an array with a member that is not an
+/// object, or a choice with two `finish_reason`s, fails the read (the
+/// general path decides).
+#[derive(Default)]
+struct Choices {
+    /// `choices` was an empty array.
+    empty: bool,
+    /// A choice has a non-null `finish_reason`.
+    finished: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Choices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Array;
+        impl<'de> Visitor<'de> for Array {
+            type Value = Choices;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
+                let mut seen = Choices {
+                    empty: true,
+                    finished: false,
+                };
+                while let Some(Choice { finished }) = seq.next_element()? {
+                    seen.empty = false;
+                    seen.finished |= finished;
+                }
+                Ok(seen)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choices, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Choices::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+            fn visit_unit<E>(self) -> Result<Choices, E> {
+                Ok(Choices::default())
+            }
+        }
+        d.deserialize_any(Array)
+    }
+}
+
+/// One choice of a stream chunk: only whether it finished.
+struct Choice {
+    finished: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Choice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+        /// A member name: whether it is `finish_reason` (no copy, escaped or not).
+        struct IsFinish(bool);
+        impl<'de> serde::Deserialize<'de> for IsFinish {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl Visitor<'_> for Name {
+                    type Value = IsFinish;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a member name")
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<IsFinish, E> {
+                        Ok(IsFinish(v == "finish_reason"))
+                    }
+                }
+                d.deserialize_str(Name)
+            }
+        }
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Choice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a choice object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choice, A::Error> {
+                let mut finish = None;
+                while let Some(IsFinish(is)) = map.next_key()? {
+                    if !is {
+                        map.next_value::<IgnoredAny>()?;
+                    } else if finish.is_some() {
+                        return Err(A::Error::duplicate_field("finish_reason"));
+                    } else {
+                        finish = Some(map.next_value::<Option<IgnoredAny>>()?.is_some());
+                    }
+                }
+                Ok(Choice {
+                    finished: finish == Some(true),
+                })
+            }
+        }
+        d.deserialize_map(Object)
+    }
 }
 
 /// One ordinary stream chunk, read without rebuilding it.
@@ -260,34 +421,20 @@ fn chunk_in_place(deployment: &str, data: &str) -> Option<Chunk> {
     // A struct also reads from a JSON array (positionally): objects only.
     // A line break (multi-line `data:`) would end the event sent on: such a
     // chunk is rewritten compact by the general path.
-    if !data.starts_with('{') || data.contains(['\n', '\r']) {
+    if !data.starts_with('{') || data.bytes().any(|b| b == b'\n' || b == b'\r') {
         return None;
     }
     let top: ChunkTop = serde_json::from_str(data).ok()?;
     if top.error.is_some() {
         return None;
     }
-    let mut finished = false;
-    let mut no_choices = false;
-    if let Some(choices) = top.choices.filter(|c| c.get().starts_with('[')) {
-        let choices: Vec<&RawValue> = serde_json::from_str(choices.get()).ok()?;
-        no_choices = choices.is_empty();
-        for choice in choices {
-            if !choice.get().starts_with('{') {
-                return None;
-            }
-            let choice: ChoiceTop = serde_json::from_str(choice.get()).ok()?;
-            finished |= choice.finish_reason.is_some_and(|f| f.get() != "null");
-        }
-    }
-    let usage = top
-        .usage
-        .filter(|u| u.get() != "null")
-        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
+    let choices = top.choices.unwrap_or_default();
+    let (finished, no_choices) = (choices.finished, choices.empty);
+    let usage = top.usage.filter(|u| u.get() != "null");
     Some(Chunk {
         text: with_model(data, top.model, deployment)?,
         usage_only: no_choices && usage.is_some(),
-        usage: usage_of(usage.as_ref()),
+        usage: usage.and_then(usage_in),
         finished,
     })
 }
@@ -570,6 +717,9 @@ mod tests {
             r#"{"choices":null,"error":null}"#,
             r#"{"choices":{"a":1}}"#,
             r#"{"choices":[{"finish_reason":null},{"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"finish\u005freason":"stop","delta":{"content":"a\"}"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":[1]}"}}]}}]}"#,
+            r#"{"choices":true}"#,
             r#"{}"#,
         ] {
             let fast = chunk_in_place("dep \"eu\"", data).expect(data);
@@ -589,6 +739,8 @@ mod tests {
             r#"{"error":{"message":"overloaded"}}"#,
             r#"{"model":"a","model":"b","choices":[]}"#,
             r#"{"choices":[["stop"]]}"#,
+            r#"{"choices":[null]}"#,
+            r#"{"choices":[{"finish_reason":"stop","finish_reason":null}]}"#,
             "{\"choices\":\n[]}",
             "[]",
             "nope",
@@ -597,6 +749,29 @@ mod tests {
         }
         let general = chunk_general("d", "{\"choices\":\n[]}").unwrap().unwrap();
         assert!(!general.text.contains('\n'));
+    }
+
+    #[test]
+    fn usage_read_raw_as_from_a_value() {
+        for usage in [
+            r#"{"prompt_tokens":3,"completion_tokens":4}"#,
+            r#"{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}"#,
+            r#"{"prompt_tokens":-1,"completion_tokens":5.0,"total_tokens":"x"}"#,
+            r#"{"prompt_tokens":1e2,"completion_tokens":99999999999,"prompt_tokens_details":null}"#,
+            r#"{"prompt_tokens":18446744073709551616,"prompt_tokens_details":[1],"completion_tokens_details":7}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}"#,
+            r#"{"prompt_tokens":{"a":1},"completion_tokens":[2]}"#,
+            r#"{"prompt\u005ftokens":4}"#,
+            r#"{}"#,
+            r#"[1,2]"#,
+            r#"7"#,
+            r#"null"#,
+        ] {
+            let raw: &RawValue = serde_json::from_str(usage).unwrap();
+            let value: Value = serde_json::from_str(usage).unwrap();
+            assert_eq!(usage_in(raw), usage_of(Some(&value)), "{usage}");
+        }
     }
 
     #[test]

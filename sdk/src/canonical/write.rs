@@ -419,7 +419,10 @@ fn string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    while let Some(i) = next_escape(bytes, start) {
+        // Escaped bytes are ASCII: `start..i` lies on character boundaries.
+        out.push_str(&s[start..i]);
+        let b = bytes[i];
         let short = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -428,11 +431,8 @@ fn string(out: &mut String, s: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
+            _ => "",
         };
-        // Escaped bytes are ASCII: `start..i` lies on character boundaries.
-        out.push_str(&s[start..i]);
         if short.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push_str("\\u00");
@@ -445,6 +445,34 @@ fn string(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// The first byte at or after `from` that a JSON string must escape (`"`,
+/// `\`, a control character). Eight bytes a step while none is there: the
+/// text of every chunk and answer passes here, and a byte at a time was the
+/// largest part of writing one.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut i = from;
+    while let Some(block) = bytes.get(i..i + 8) {
+        let v = u64::from_le_bytes(block.try_into().expect("eight bytes"));
+        // Non-zero exactly when some byte is below 0x20, or equals `"` or `\`
+        // (the classic has-less and has-zero tests; exact for "any").
+        let below = v.wrapping_sub(ONES * 0x20) & !v;
+        let quote =
+            (v ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(v ^ (ONES * u64::from(b'"')));
+        let slash =
+            (v ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(v ^ (ONES * u64::from(b'\\')));
+        if (below | quote | slash) & HIGH != 0
+            && let Some(p) = block.iter().position(|&b| escaped(b))
+        {
+            return Some(i + p);
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| escaped(b)).map(|p| i + p)
 }
 
 #[cfg(test)]
@@ -479,6 +507,31 @@ mod tests {
             }
         }
         assert!(capacity(chunk) >= serde.len() || serde.contains('\\'));
+    }
+
+    #[test]
+    fn strings_escape_as_serde_escapes_them_at_any_offset() {
+        // Every byte that needs an escape and some that do not, at every
+        // offset of strings around the eight-byte step, after ASCII and
+        // after multi-byte characters.
+        let specials = [
+            '\0', '\u{1f}', '"', '\\', '\n', '\u{7f}', ' ', '\u{e9}', '\u{2028}',
+        ];
+        for fill in ['a', '\u{e9}', '\u{1f600}'] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    for special in specials {
+                        let text: alloc::string::String = (0..len)
+                            .map(|i| if i == at { special } else { fill })
+                            .chain((at == len).then_some(special))
+                            .collect();
+                        let mut out = alloc::string::String::new();
+                        super::string(&mut out, &text);
+                        assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
