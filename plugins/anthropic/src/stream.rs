@@ -11,6 +11,8 @@
 //! Blocks come one at a time, so the state is the open block's kind and the
 //! tool-call counter, plus what every chunk repeats (id, created).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
@@ -73,18 +75,18 @@ struct StartBlock<'a> {
     id: Option<String>,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
-    text: Option<String>,
+    #[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]
+    text: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct EventDelta<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<&'a str>,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    partial_json: Option<String>,
+    #[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]
+    partial_json: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     stop_reason: Option<&'a str>,
 }
@@ -92,6 +94,11 @@ struct EventDelta<'a> {
 impl Stream {
     fn chunk(&self, target: &Target, delta: Delta, finish: Option<&str>) -> String {
         ChatChunk::json_of(&self.id, self.created, &target.deployment, &delta, finish)
+    }
+
+    /// A chunk of text alone (most of a stream), written from the borrowed text.
+    fn text(&self, target: &Target, text: &str) -> String {
+        ChatChunk::text_json(&self.id, self.created, &target.deployment, Some(text), None)
     }
 }
 
@@ -173,7 +180,7 @@ impl StreamParser for Stream {
                     }
                     "text" => {
                         if let Some(text) = block.text.filter(|t| !t.is_empty()) {
-                            out.push(self.chunk(target, Delta::text(text), None));
+                            out.push(self.text(target, &text));
                         }
                     }
                     _ => {}
@@ -187,7 +194,7 @@ impl StreamParser for Stream {
                 match (delta.kind, self.open) {
                     (Some("text_delta"), _) => {
                         let text = delta.text.unwrap_or_default();
-                        out.push(self.chunk(target, Delta::text(text), None));
+                        out.push(self.text(target, &text));
                     }
                     (Some("input_json_delta"), Open::Tool) => {
                         let text = delta.partial_json.unwrap_or_default();
@@ -195,13 +202,13 @@ impl StreamParser for Stream {
                             return Ok(());
                         }
                         self.args = true;
-                        let args = ToolCallDelta::arguments(self.tools - 1, text);
+                        let args = ToolCallDelta::arguments(self.tools - 1, text.into_owned());
                         out.push(self.chunk(target, Delta::tool(args), None));
                     }
                     (Some("input_json_delta"), Open::Json) => {
                         let text = delta.partial_json.unwrap_or_default();
                         if !text.is_empty() {
-                            out.push(self.chunk(target, Delta::text(text), None));
+                            out.push(self.text(target, &text));
                         }
                     }
                     // thinking and signature deltas are not part of the answer.

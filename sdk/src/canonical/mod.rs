@@ -144,7 +144,7 @@ chat_request_fields! {
     user => "user",
 }
 
-/// A member name, borrowed from the request when it has no escapes.
+/// A member name (or any string), borrowed from the input when it has no escapes.
 struct Key<'de>(alloc::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
@@ -167,6 +167,33 @@ impl<'de> Deserialize<'de> for Key<'de> {
         }
         d.deserialize_str(Visit)
     }
+}
+
+/// For an `Option<Cow<'a, str>>` member read with
+/// `#[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]`:
+/// the string borrowed from the input when it has no escapes (serde's own
+/// `Cow` inside an `Option` is always a copy), `None` for `null`. For text
+/// an adapter passes on, such as each streamed delta.
+pub fn text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<alloc::borrow::Cow<'de, str>>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Option<alloc::borrow::Cow<'de, str>>;
+        fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            Key::deserialize(d).map(|k| Some(k.0))
+        }
+    }
+    d.deserialize_option(Visit)
 }
 
 impl ChatRequest {
@@ -857,6 +884,25 @@ pub fn json<T: Serialize>(value: T) -> Result<Value, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_members_are_borrowed_unless_escaped() {
+        use alloc::borrow::Cow;
+        #[derive(Deserialize)]
+        struct Member<'a> {
+            #[serde(borrow, default, deserialize_with = "text")]
+            text: Option<Cow<'a, str>>,
+        }
+        let read = |json: &'static str| serde_json::from_str::<Member>(json).map(|m| m.text);
+        assert!(matches!(
+            read(r#"{"text":"plain"}"#),
+            Ok(Some(Cow::Borrowed("plain")))
+        ));
+        assert!(matches!(read(r#"{"text":"a\nb"}"#), Ok(Some(Cow::Owned(t))) if t == "a\nb"));
+        assert!(matches!(read(r#"{"text":null}"#), Ok(None)));
+        assert!(matches!(read(r#"{}"#), Ok(None)));
+        assert!(read(r#"{"text":7}"#).is_err());
+    }
 
     #[test]
     fn a_request_reads_every_form_and_keeps_other_members() {
