@@ -152,6 +152,7 @@ async fn run(plugin: &Arc<Plugin>, f: &Fixture) -> Result<(), String> {
     let Some(response) = &f.response else {
         return Ok(());
     };
+    let response = &as_shown(plugin, response)?;
     let streamed = f.request.get("stream") == Some(&Value::Bool(true));
     if !(200..300).contains(&response.status) {
         let e = plugin
@@ -203,6 +204,26 @@ async fn run(plugin: &Arc<Plugin>, f: &Fixture) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The fixture's answer with the headers the host would show this adapter:
+/// none of the connection-level ones, and only those it declares it reads
+/// (`adapter-metadata.response-headers`). So an adapter that reads a header
+/// it did not declare fails here, as it would see nothing in production.
+fn as_shown(plugin: &Plugin, response: &UpstreamResponse) -> Result<UpstreamResponse, String> {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in &response.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("response header name {name:?}: {e}"))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|e| format!("response header {name} value {value:?}: {e}"))?;
+        map.append(name, value);
+    }
+    let wanted = plugin.metadata().response_headers.as_deref();
+    Ok(UpstreamResponse {
+        headers: switchyard::upstream::header_pairs(&map, wanted),
+        ..response.clone()
+    })
 }
 
 /// The stream parsed with the body fed in pieces of the given sizes, as
