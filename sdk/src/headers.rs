@@ -325,10 +325,7 @@ fn fixdate_ms(b: &[u8]) -> Option<i64> {
     let digit = |i: usize| b[i].is_ascii_digit().then(|| i64::from(b[i] - b'0'));
     let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
     let month = MONTHS.iter().position(|m| m.as_bytes() == &b[8..11])? as u32 + 1;
-    let (h, m, s) = (two(17)?, two(20)?, two(23)?);
-    if h >= 24 || m >= 60 || s > 60 {
-        return None;
-    }
+    let (h, m, s) = clock(core::str::from_utf8(&b[17..25]).ok()?)?;
     unix_ms(two(12)? * 100 + two(14)?, month, two(5)? as u32, h, m, s, 0)
 }
 
