@@ -43,12 +43,13 @@ pub fn read_by_sdk_and(more: &[&str]) -> Option<Vec<String>> {
 }
 
 /// The first header named `name`, compared case-insensitively, with
-/// surrounding whitespace trimmed.
+/// surrounding ASCII whitespace trimmed (HTTP allows only spaces and tabs
+/// there).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+        .map(|(_, v)| v.trim_ascii())
 }
 
 /// The retry delay the upstream asked for, in milliseconds: `retry-after-ms`
@@ -122,12 +123,17 @@ impl QuotaHint {
             let Some((dialect, field)) = quota_field(name) else {
                 continue;
             };
-            values[field][dialect].get_or_insert(value.trim());
+            values[field][dialect].get_or_insert(value.trim_ascii());
         }
         if values.iter().all(|v| v == &[None, None]) {
             return None;
         }
-        let now = date_ms(headers);
+        // Only a reset is counted from the `Date`.
+        let now = if values[2].iter().chain(&values[5]).any(Option::is_some) {
+            date_ms(headers)
+        } else {
+            None
+        };
         let count = |i: usize| values[i].iter().flatten().find_map(|v| parse_count(v));
         let reset = |i: usize| values[i].iter().flatten().find_map(|v| reset_ms(v, now));
         let hint = QuotaHint {
@@ -296,9 +302,19 @@ fn date_ms(headers: &[(String, String)]) -> Option<i64> {
     http_date_ms(header(headers, "date")?)
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+const MONTHS: [[u8; 3]; 12] = [
+    *b"Jan", *b"Feb", *b"Mar", *b"Apr", *b"May", *b"Jun", *b"Jul", *b"Aug", *b"Sep", *b"Oct",
+    *b"Nov", *b"Dec",
 ];
+
+/// 1 for `Jan` ... 12 for `Dec` (case as the standard writes it). Compared
+/// as arrays, not slices: no `memcmp` call per month.
+fn month_number(name: &[u8]) -> Option<u32> {
+    let &[a, b, c] = name else {
+        return None;
+    };
+    Some(MONTHS.iter().position(|m| *m == [a, b, c])? as u32 + 1)
+}
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only HTTP-date
 /// form servers may still send, as Unix milliseconds.
@@ -324,8 +340,8 @@ fn fixdate_ms(b: &[u8]) -> Option<i64> {
     }
     let digit = |i: usize| b[i].is_ascii_digit().then(|| i64::from(b[i] - b'0'));
     let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
-    let month = MONTHS.iter().position(|m| m.as_bytes() == &b[8..11])? as u32 + 1;
-    let (h, m, s) = clock(core::str::from_utf8(&b[17..25]).ok()?)?;
+    let month = month_number(&b[8..11])?;
+    let (h, m, s) = clock(&b[17..25])?;
     unix_ms(two(12)? * 100 + two(14)?, month, two(5)? as u32, h, m, s, 0)
 }
 
@@ -335,9 +351,9 @@ fn loose_date_ms(v: &str) -> Option<i64> {
     let _weekday = parts.next()?.strip_suffix(',')?;
     let day = parts.next()?.parse().ok()?;
     let month_name = parts.next()?;
-    let month = MONTHS.iter().position(|m| *m == month_name)? as u32 + 1;
+    let month = month_number(month_name.as_bytes())?;
     let year = parts.next()?.parse().ok()?;
-    let (h, m, s) = clock(parts.next()?)?;
+    let (h, m, s) = clock(parts.next()?.as_bytes())?;
     if parts.next()? != "GMT" || parts.next().is_some() {
         return None;
     }
@@ -360,7 +376,7 @@ fn rfc3339_ms(v: &str) -> Option<i64> {
     let year = num(v.get(..4)?)?;
     let month = num(v.get(5..7)?)? as u32;
     let day = num(v.get(8..10)?)? as u32;
-    let (h, m, s) = clock(v.get(11..19)?)?;
+    let (h, m, s) = clock(v.get(11..19)?.as_bytes())?;
     let mut rest = v.get(19..)?;
     let mut millis = 0;
     if let Some(frac) = rest.strip_prefix('.') {
@@ -391,15 +407,18 @@ fn rfc3339_ms(v: &str) -> Option<i64> {
     Some(unix_ms(year, month, day, h, m, s, millis)? - offset_min * 60_000)
 }
 
-/// `HH:MM:SS`.
-fn clock(v: &str) -> Option<(i64, i64, i64)> {
-    let mut it = v.split(':').map(|p| {
-        (p.len() == 2 && p.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| p.parse::<i64>().ok())
-            .flatten()
-    });
-    let (h, m, s) = (it.next()??, it.next()??, it.next()??);
-    (it.next().is_none() && h < 24 && m < 60 && s <= 60).then_some((h, m, s))
+/// `HH:MM:SS`, read by position.
+fn clock(b: &[u8]) -> Option<(i64, i64, i64)> {
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let two = |i: usize| {
+        let (a, c) = (b[i], b[i + 1]);
+        (a.is_ascii_digit() && c.is_ascii_digit())
+            .then(|| i64::from(a - b'0') * 10 + i64::from(c - b'0'))
+    };
+    let (h, m, s) = (two(0)?, two(3)?, two(6)?);
+    (h < 24 && m < 60 && s <= 60).then_some((h, m, s))
 }
 
 /// Unix milliseconds of a proleptic Gregorian UTC date and time.
@@ -549,7 +568,7 @@ mod tests {
             let text = alloc::format!(
                 "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
                 weekdays[days.rem_euclid(7) as usize],
-                MONTHS[mo as usize - 1],
+                core::str::from_utf8(&MONTHS[mo as usize - 1]).unwrap(),
                 secs / 3600,
                 secs / 60 % 60,
                 secs % 60

@@ -72,6 +72,7 @@ mod headers;
 pub mod rng;
 #[cfg(feature = "adapter")]
 pub mod run;
+pub mod small_blocks;
 #[cfg(feature = "strategy")]
 mod strategy;
 #[cfg(feature = "adapter")]
@@ -88,6 +89,7 @@ pub use headers::{
     READ_BY_SDK, created_s, header, parse_duration_ms, read_by_sdk_and, retry_after_ms, rfc3339_s,
 };
 pub use host::{counter_next, log, now_ns, plugin_config, random_u64};
+pub use small_blocks::SmallBlocks;
 #[cfg(feature = "strategy")]
 pub use strategy::*;
 #[cfg(feature = "adapter")]

@@ -69,6 +69,8 @@ impl Adapter for Anthropic {
 }
 
 export_adapter!(Anthropic);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 #[cfg(test)]
 mod tests;

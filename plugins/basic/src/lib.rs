@@ -22,6 +22,8 @@ impl Evaluator for Basic {
 }
 
 export_evaluator!(Basic);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 const FINISH_REASONS: &[&str] = &[
     "stop",

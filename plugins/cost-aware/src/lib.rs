@@ -32,6 +32,8 @@ impl Strategy for CostAware {
 }
 
 export_strategy!(CostAware);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This instance's config, read and parsed on its first call only: a host
 /// call and a JSON parse are too dear for every request, and the host

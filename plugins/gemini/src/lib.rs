@@ -85,6 +85,8 @@ impl Adapter for Gemini {
 }
 
 export_adapter!(Gemini);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 #[cfg(test)]
 mod tests {

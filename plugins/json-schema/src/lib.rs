@@ -56,6 +56,8 @@ impl Evaluator for JsonSchema {
 }
 
 export_evaluator!(JsonSchema);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This instance's config, read on its first call only (the host replaces
 /// instances when the config changes). A bad block is reported once and

@@ -30,6 +30,8 @@ impl Strategy for LeastUsed {
 }
 
 export_strategy!(LeastUsed);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// How much of a last resort a candidate is, as in `priority`: 0 usable,
 /// 1 healthy but out of rate-limit headroom (likely back once the limit's

@@ -80,6 +80,8 @@ impl Adapter for Ollama {
 }
 
 export_adapter!(Ollama);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// The shared classification, but a model that lacks a capability the
 /// request needs (Ollama: 400 `"llama2:latest" does not support tools`,

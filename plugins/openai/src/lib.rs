@@ -57,6 +57,8 @@ impl Adapter for OpenAi {
 }
 
 export_adapter!(OpenAi);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// The upstream request body: the canonical request with the upstream's
 /// model id, and usage always requested in streams (the gateway accounts

@@ -22,6 +22,8 @@ impl Strategy for Priority {
 }
 
 export_strategy!(Priority);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// Indices sorted by (unhealthy, no headroom, priority); the sort is stable,
 /// so equal keys keep the configured order.

@@ -60,6 +60,8 @@ impl Evaluator for Quality {
 }
 
 export_evaluator!(Quality);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This instance's config, read on its first call only (the host replaces
 /// instances when the config changes, so the copy never goes stale). A bad

@@ -45,6 +45,8 @@ impl Evaluator for Refusal {
 }
 
 export_evaluator!(Refusal);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This instance's config, read on its first call only (the host replaces
 /// instances when the config changes). A bad block is reported once and

@@ -24,6 +24,8 @@ impl Strategy for RoundRobin {
 }
 
 export_strategy!(RoundRobin);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This request's turn in `route`'s rotation.
 ///

@@ -39,6 +39,8 @@ impl Strategy for Weighted {
 }
 
 export_strategy!(Weighted);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
 
 /// This instance's config, read and parsed on first use only: `order` runs on
 /// every request and has no time for a host call and JSON parsing. The host

@@ -73,3 +73,5 @@ impl StreamParser for Stream {
 }
 
 switchyard_sdk::export_adapter!(Plugin);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();

@@ -23,3 +23,5 @@ impl Evaluator for Plugin {
 }
 
 export_evaluator!(Plugin);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();

@@ -25,3 +25,5 @@ impl Strategy for Plugin {
 }
 
 export_strategy!(Plugin);
+// Small blocks freed by one call serve the next (see the SDK docs).
+switchyard_sdk::small_block_allocator!();
