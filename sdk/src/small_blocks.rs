@@ -17,7 +17,8 @@
 //!
 //! The cache is only sound where there is one thread: single-threaded
 //! WebAssembly, which is what every plugin is. Elsewhere (a plugin's native
-//! unit tests) the type forwards every call to the inner allocator.
+//! unit tests) the type forwards every call to the inner allocator, small
+//! blocks still rounded up to their class.
 //!
 //! ```ignore
 //! switchyard_sdk::small_block_allocator!();

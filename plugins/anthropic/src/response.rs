@@ -89,7 +89,7 @@ pub fn parse(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<(String, Option<Usage>), UpstreamError> {
-    let msg: MessageBody = match serde_json::from_slice(body) {
+    let msg: MessageBody = match switchyard_sdk::canonical::from_body(body) {
         Ok(m) => m,
         Err(e) => {
             return Err(errors::unusable(

@@ -49,15 +49,26 @@ pub fn path(model: &str, stream: bool) -> String {
     p.push('/');
     p.push_str(collection);
     p.push('/');
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            p.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            p.push('%');
-            p.push(char::from(HEX[usize::from(b >> 4)]));
-            p.push(char::from(HEX[usize::from(b & 15)]));
+    // Unreserved bytes pass in runs (a model id is usually one run), each
+    // other byte escaped. A run holds ASCII only, so both its ends are
+    // character boundaries.
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let mut start = 0;
+    for (i, b) in id.bytes().enumerate() {
+        if unreserved(b) {
+            continue;
         }
+        if i > start {
+            p.push_str(&id[start..i]);
+        }
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        p.push('%');
+        p.push(char::from(HEX[usize::from(b >> 4)]));
+        p.push(char::from(HEX[usize::from(b & 15)]));
+        start = i + 1;
+    }
+    if start < id.len() {
+        p.push_str(&id[start..]);
     }
     p.push_str(if stream {
         ":streamGenerateContent?alt=sse"

@@ -2,7 +2,9 @@
 //! answers and stream events share: finish reasons, usage, ids, arguments.
 
 use serde_json::value::RawValue;
-use switchyard_sdk::canonical::{AssistantMessage, ChatCompletion, Choice, ToolCall, finish};
+use switchyard_sdk::canonical::{
+    AssistantMessage, ChatCompletion, Choice, ToolCall, finish, from_body,
+};
 use switchyard_sdk::errors::unusable;
 use switchyard_sdk::{
     ChatResponse, ErrorClass, HttpResponse, Target, UpstreamError, Usage, created_s,
@@ -20,7 +22,7 @@ pub fn parse(target: &Target, response: &HttpResponse) -> Result<ChatResponse, U
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(unusable("Gemini answer is not a JSON object", body));
     }
-    let answer: Response = serde_json::from_slice(body).map_err(|e| {
+    let answer: Response = from_body(body).map_err(|e| {
         unusable(
             format_args!("Gemini answer is not a GenerateContentResponse ({e})"),
             body,

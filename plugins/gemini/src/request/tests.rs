@@ -53,6 +53,11 @@ fn paths_name_the_model_and_method() {
         path("a/b?c#d é", false),
         "/models/a%2Fb%3Fc%23d%20%C3%A9:generateContent"
     );
+    assert_eq!(
+        path("éé-1", true),
+        "/models/%C3%A9%C3%A9-1:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(path("models/", false), "/models/:generateContent");
 }
 
 #[test]
