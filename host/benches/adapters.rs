@@ -1,11 +1,15 @@
 //! Every bundled adapter on a typical exchange, taken from its conformance
-//! fixtures (`tests/conformance/<id>/`): `basic.json` for a request built
-//! and its answer parsed (budget: 8 µs a pair), `stream_text.json` for a
+//! fixtures (`tests/conformance/<id>/`), the answer's headers as the host
+//! shows them to that adapter (those it declares it reads): `basic.json` for
+//! a request built and its answer parsed (budget: 8 µs a pair), `stream_text.json` for a
 //! streamed answer parsed the way the pipeline does it, timed per event
 //! (budget: 1 µs an event), and the fixed cost of one `parse-stream` call
 //! (`adapter_stream_empty_call`). Warm pooled instances, calls polled inline.
 //!
 //!     cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3
+//!
+//! `BENCH_PLUGINS=DIR` loads the adapters from another folder than
+//! `plugins/` (e.g. an older build's, for a before/after in one sitting).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -58,6 +62,20 @@ fn case(adapter: &str, file: &str) -> Case {
             body,
         },
     }
+}
+
+/// The case with its answer's headers as the host passes them to an adapter
+/// that declares it reads `declared` (see `upstream::header_pairs`).
+fn shown(mut c: Case, declared: Option<&[String]>) -> Case {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in &c.response.headers {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    c.response.headers = header_pairs(&map, declared);
+    c
 }
 
 /// Events in a streamed body: blank-line separated (SSE) or lines (NDJSON).
@@ -201,7 +219,9 @@ fn provider_headers() -> Vec<(&'static str, &'static str)> {
 fn adapters(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
     let registry = Registry::new(RegistrySettings {
-        dir: repo().join("plugins"),
+        dir: std::env::var_os("BENCH_PLUGINS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("plugins")),
         cache_dir: cache.path().to_owned(),
         limits: InstanceLimits {
             memory_bytes: 64 << 20,
@@ -221,8 +241,9 @@ fn adapters(c: &mut Criterion) {
     let rid: Arc<str> = Arc::from("bench-0000000001");
     for id in ADAPTERS {
         let plugin = registry.get(id, Kind::Adapter).unwrap();
-        let basic = case(id, "basic.json");
-        let streamed = case(id, "stream_text.json");
+        let declared = plugin.metadata().response_headers.clone();
+        let basic = shown(case(id, "basic.json"), declared.as_deref());
+        let streamed = shown(case(id, "stream_text.json"), declared.as_deref());
         let n = events(&streamed.response.body);
         rt.block_on(pair(&plugin, &rid, &basic));
         rt.block_on(stream(&plugin, &rid, &streamed));
@@ -246,7 +267,7 @@ fn adapters(c: &mut Criterion) {
             for (k, v) in provider_headers() {
                 sent.append(k, http::HeaderValue::from_static(v));
             }
-            let declared = plugin.metadata().response_headers.as_deref();
+            let declared = declared.as_deref();
             let every: Vec<(String, String)> = provider_headers()
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))

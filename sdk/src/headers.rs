@@ -71,7 +71,7 @@ pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u32> {
 /// rate-limit reset headers write it: Go-style `1s`, `6m0s`, `20ms`,
 /// `1h2m3.5s`, `250us`, or a bare number of seconds (`12`, `0.5`).
 pub fn parse_duration_ms(text: &str) -> Option<u32> {
-    let text = text.trim();
+    let text = text.trim_ascii();
     if let Some(ms) = scaled(text, NANOS_PER_SECOND) {
         return Some(ms);
     }

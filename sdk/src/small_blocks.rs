@@ -7,8 +7,9 @@
 //! of those operations; in the adapter benchmark that was one seventh of a
 //! whole request-and-answer pair. [`SmallBlocks`] keeps freed blocks of up
 //! to 512 bytes on one list per 16-byte size class, so the next call's
-//! blocks of that size are a list pop away. Larger blocks, and blocks with
-//! an alignment over 16, go straight to the inner allocator.
+//! blocks of that size are a list pop away. Larger blocks, and blocks
+//! aligned beyond two words (8 bytes on wasm32), go straight to the inner
+//! allocator.
 //!
 //! Memory stays bounded: a class keeps at most [`CACHE_BYTES`] of freed
 //! blocks (1 MiB over all classes) and returns the rest to the inner
@@ -26,8 +27,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-/// Size classes are multiples of this (also the alignment of every block).
+/// Size classes are multiples of this.
 const GRAIN: usize = 16;
+/// The alignment of every block: the inner allocator's own (dlmalloc aligns
+/// to two words), so taking a block never goes through its aligned path,
+/// which splits off slivers no class can reuse. Layouts aligned further go
+/// straight to the inner allocator.
+const ALIGN: usize = 2 * core::mem::size_of::<usize>();
 /// Classes of 16, 32, ... 512 bytes.
 const CLASSES: usize = 32;
 /// The largest block the cache keeps.
@@ -105,7 +111,7 @@ impl<A> SmallBlocks<A> {
 /// The class of a block the cache may keep, if `layout` fits one.
 #[inline]
 fn class_of(layout: Layout) -> Option<usize> {
-    if layout.size() > MAX_SMALL || layout.align() > GRAIN {
+    if layout.size() > MAX_SMALL || layout.align() > ALIGN {
         return None;
     }
     Some(layout.size().saturating_sub(1) / GRAIN)
@@ -114,8 +120,9 @@ fn class_of(layout: Layout) -> Option<usize> {
 /// The layout every block of `class` has in the inner allocator.
 #[inline]
 fn block(class: usize) -> Layout {
-    // SAFETY: a non-zero multiple of 16 no larger than 512, aligned to 16.
-    unsafe { Layout::from_size_align_unchecked((class + 1) * GRAIN, GRAIN) }
+    // SAFETY: a non-zero multiple of 16 no larger than 512; `ALIGN` is a
+    // power of two.
+    unsafe { Layout::from_size_align_unchecked((class + 1) * GRAIN, ALIGN) }
 }
 
 impl<A: GlobalAlloc> SmallBlocks<A> {
@@ -169,8 +176,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocks<A> {
             // SAFETY: single-threaded; no other reference to the lists.
             let list = unsafe { self.list(class) };
             if list.len < KEEP[class] {
-                // SAFETY: the block is at least 16 bytes, 16-aligned, and
-                // no longer the caller's.
+                // SAFETY: the block is at least 16 bytes, aligned for a
+                // pointer, and no longer the caller's.
                 unsafe { ptr.cast::<*mut u8>().write(list.head) };
                 list.head = ptr;
                 list.len += 1;
@@ -227,7 +234,55 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocks<A> {
 mod tests {
     use super::*;
     use std::alloc::System;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
     use std::vec::Vec;
+
+    /// The system allocator, checking that every block comes back with the
+    /// layout it was taken with (the system's `free` would not notice).
+    #[derive(Default)]
+    struct Checked {
+        live: Mutex<HashMap<usize, Layout>>,
+    }
+
+    impl Checked {
+        fn give_back(&self, ptr: *mut u8, layout: Layout) {
+            let taken = self.live.lock().unwrap().remove(&(ptr as usize));
+            assert_eq!(
+                taken,
+                Some(layout),
+                "block {ptr:?} freed with another layout"
+            );
+        }
+    }
+
+    unsafe impl GlobalAlloc for Checked {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            assert_eq!(p as usize % layout.align(), 0);
+            self.live.lock().unwrap().insert(p as usize, layout);
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            self.give_back(ptr, layout);
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            self.give_back(ptr, layout);
+            let q = unsafe { System.realloc(ptr, layout, new_size) };
+            let new = Layout::from_size_align(new_size, layout.align()).unwrap();
+            self.live.lock().unwrap().insert(q as usize, new);
+            q
+        }
+    }
+
+    #[test]
+    fn caches_only_where_one_thread_runs() {
+        assert_eq!(SmallBlocks::new(System).caching, ONE_THREAD);
+        const { assert!(!ONE_THREAD, "native tests run threads") };
+    }
 
     fn l(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()
@@ -238,11 +293,11 @@ mod tests {
         assert_eq!(class_of(l(1, 1)), Some(0));
         assert_eq!(class_of(l(16, 8)), Some(0));
         assert_eq!(class_of(l(17, 1)), Some(1));
-        assert_eq!(class_of(l(512, 16)), Some(CLASSES - 1));
+        assert_eq!(class_of(l(512, 8)), Some(CLASSES - 1));
         assert_eq!(class_of(l(513, 1)), None);
-        assert_eq!(class_of(l(8, 32)), None);
+        assert_eq!(class_of(l(8, 2 * ALIGN)), None);
         for size in 1..=MAX_SMALL {
-            for align in [1, 2, 4, 8, 16] {
+            for align in [1, 2, 4, 8, 16].into_iter().filter(|&a| a <= ALIGN) {
                 let c = class_of(l(size, align)).unwrap();
                 assert!(block(c).size() >= size && block(c).align() >= align);
                 assert!(block(c).size() - size < GRAIN, "{size}: wasteful class");
@@ -300,7 +355,7 @@ mod tests {
     #[test]
     fn random_traffic_keeps_every_block_intact() {
         for caching in [true, false] {
-            let a = SmallBlocks::with_caching(System, caching);
+            let a = SmallBlocks::with_caching(Checked::default(), caching);
             let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
             let mut next = move |n: usize| {
                 seed ^= seed << 13;
@@ -357,6 +412,9 @@ mod tests {
                 check(p, layout, b);
                 unsafe { a.dealloc(p, layout) };
             }
+            // All freed: the inner allocator holds exactly the cached blocks.
+            let cached: usize = (0..CLASSES).map(|c| unsafe { a.list(c).len }).sum();
+            assert_eq!(a.inner.live.lock().unwrap().len(), cached);
         }
     }
 }
