@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use switchyard_sdk::canonical::StreamAsk;
+use switchyard_sdk::canonical::{StreamAsk, push_json_string};
 use switchyard_sdk::errors as classify;
 use switchyard_sdk::{
     Adapter, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse, Metadata,
@@ -257,22 +257,22 @@ fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
 /// `text` (a JSON object) with `deployment` as its `model`: spliced in place
 /// of `old`, the upstream's (which borrows from `text`), or put first.
 fn with_model(text: &str, old: Option<&RawValue>, deployment: &str) -> Option<String> {
-    let model = serde_json::to_string(deployment).ok()?;
-    let mut out = String::with_capacity(text.len() + model.len() + 9);
+    // The name is written straight into the answer (quoted and escaped).
+    let mut out = String::with_capacity(text.len() + deployment.len() + 11);
     match old {
         Some(old) => {
             // `old` borrows from `text`: its offset is where it starts there.
             let start = old.get().as_ptr() as usize - text.as_ptr() as usize;
             let end = start + old.get().len();
             out.push_str(&text[..start]);
-            out.push_str(&model);
+            push_json_string(&mut out, deployment);
             out.push_str(&text[end..]);
         }
         None => {
             let open = text.find('{')?;
             out.push_str(&text[..=open]);
             out.push_str("\"model\":");
-            out.push_str(&model);
+            push_json_string(&mut out, deployment);
             let rest = &text[open + 1..];
             if !rest.trim_start().starts_with('}') {
                 out.push(',');
@@ -586,6 +586,25 @@ mod tests {
 
     fn wants_usage(request: &str) -> bool {
         StreamAsk::read(request).include_usage
+    }
+
+    /// The deployment's name replaces the answer's model (or is added),
+    /// escaped, and nothing else changes.
+    #[test]
+    fn model_is_the_deployment_escaped() {
+        for name in ["gpt-eu", "a\"b\\c\n\u{1}é", ""] {
+            for text in [
+                r#"{"id":"x","model":"up\"stream","choices":[]}"#,
+                r#"{"id":"x","choices":[]}"#,
+                r#"{ "choices": [] }"#,
+            ] {
+                let top: Top = serde_json::from_str(text).unwrap();
+                let out = with_model(text, top.model, name).unwrap();
+                let mut want: Value = serde_json::from_str(text).unwrap();
+                want["model"] = Value::from(name);
+                assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), want, "{out}");
+            }
+        }
     }
 
     fn target() -> Target {

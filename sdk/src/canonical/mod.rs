@@ -874,6 +874,13 @@ pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> 
     serde_json::to_vec(value).map_err(failed)
 }
 
+/// Appends `s` to `out` as a JSON string, quoted and escaped exactly as
+/// serde_json writes it, without a serializer or a second buffer (for
+/// adapters that splice a value into JSON they pass through).
+pub fn push_json_string(out: &mut String, s: &str) {
+    write::string(out, s);
+}
+
 /// A JSON body read as `T`, as `serde_json::from_slice` reads it, but
 /// faster: a body that is UTF-8 throughout (every real one) is checked once
 /// and parsed as text, where from bytes serde_json checks each string and

@@ -415,7 +415,7 @@ fn number(out: &mut String, mut n: u64) {
 /// short forms of backspace, form feed, newline, carriage return and tab,
 /// `\u00xx` (lower-case hex) for the other control characters; everything
 /// else as is.
-fn string(out: &mut String, s: &str) {
+pub(super) fn string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
