@@ -23,7 +23,7 @@ use switchyard::config::{Deadlines, QuarantineConfig};
 use switchyard::domain::{Kind, Target, UpstreamResponse};
 use switchyard::plugins::pool::InstanceLimits;
 use switchyard::plugins::{Plugin, Registry, RegistrySettings};
-use switchyard::upstream::header_pairs;
+use switchyard::upstream::{header_pairs, shown_pairs};
 
 const ADAPTERS: [&str; 4] = ["openai", "anthropic", "gemini", "ollama"];
 
@@ -65,16 +65,9 @@ fn case(adapter: &str, file: &str) -> Case {
 }
 
 /// The case with its answer's headers as the host passes them to an adapter
-/// that declares it reads `declared` (see `upstream::header_pairs`).
+/// that declares it reads `declared`.
 fn shown(mut c: Case, declared: Option<&[String]>) -> Case {
-    let mut map = http::HeaderMap::new();
-    for (k, v) in &c.response.headers {
-        map.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    c.response.headers = header_pairs(&map, declared);
+    c.response.headers = shown_pairs(&c.response.headers, declared).unwrap();
     c
 }
 

@@ -211,17 +211,9 @@ async fn run(plugin: &Arc<Plugin>, f: &Fixture) -> Result<(), String> {
 /// (`adapter-metadata.response-headers`). So an adapter that reads a header
 /// it did not declare fails here, as it would see nothing in production.
 fn as_shown(plugin: &Plugin, response: &UpstreamResponse) -> Result<UpstreamResponse, String> {
-    let mut map = http::HeaderMap::new();
-    for (name, value) in &response.headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| format!("response header name {name:?}: {e}"))?;
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|e| format!("response header {name} value {value:?}: {e}"))?;
-        map.append(name, value);
-    }
     let wanted = plugin.metadata().response_headers.as_deref();
     Ok(UpstreamResponse {
-        headers: switchyard::upstream::header_pairs(&map, wanted),
+        headers: switchyard::upstream::shown_pairs(&response.headers, wanted)?,
         ..response.clone()
     })
 }

@@ -336,6 +336,24 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
         .build(https)
 }
 
+/// [`header_pairs`] of headers given as name and value text (a recorded
+/// answer: conformance fixtures, benches); a name or value HTTP would not
+/// carry is an error naming it.
+pub fn shown_pairs(
+    pairs: &[(String, String)],
+    wanted: Option<&[String]>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("response header name {name:?}: {e}"))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|e| format!("response header {name} value {value:?}: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(header_pairs(&map, wanted))
+}
+
 /// Response headers as an adapter sees them: those that are text, but for
 /// [`UNSHOWN_RESPONSE_HEADERS`], and only those it reads when it said which
 /// (`wanted`: names, or prefixes ending in `-`, lower case).
@@ -410,6 +428,34 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_headers_are_shown_as_received_ones() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let wanted = ["date".to_string(), "x-ratelimit-".to_string()];
+        let recorded = pairs(&[
+            ("Date", "Fri, 04 Dec 2026 16:27:39 GMT"),
+            ("connection", "keep-alive"),
+            ("x-ratelimit-remaining-requests", "9"),
+            ("server", "x"),
+        ]);
+        assert_eq!(
+            shown_pairs(&recorded, Some(&wanted)).unwrap(),
+            pairs(&[
+                ("date", "Fri, 04 Dec 2026 16:27:39 GMT"),
+                ("x-ratelimit-remaining-requests", "9"),
+            ])
+        );
+        assert_eq!(shown_pairs(&recorded, None).unwrap().len(), 3);
+        let bad = shown_pairs(&pairs(&[("bad name", "1")]), None).unwrap_err();
+        assert!(bad.contains("\"bad name\""), "{bad}");
+        let bad = shown_pairs(&pairs(&[("x-a", "line\nbreak")]), None).unwrap_err();
+        assert!(bad.contains("x-a value"), "{bad}");
+    }
 
     #[test]
     fn adapters_see_the_answer_headers_not_the_connection_ones() {
