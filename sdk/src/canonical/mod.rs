@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use crate::adapter::BuildError;
 use crate::types::Usage;
 
+pub mod read;
 mod write;
 
 /// A canonical chat request (`POST /v1/chat/completions`).

@@ -448,31 +448,38 @@ pub(super) fn string(out: &mut String, s: &str) {
 }
 
 /// The first byte at or after `from` that a JSON string must escape (`"`,
-/// `\`, a control character). Eight bytes a step while none is there: the
-/// text of every chunk and answer passes here, and a byte at a time was the
-/// largest part of writing one.
-fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+/// `\`, a control character): where a string being written needs an escape,
+/// and where one being read ([`super::read`]) stops being plain text. Eight
+/// bytes a step while none is there: the text of every chunk and answer
+/// passes here, a byte at a time was the largest part of writing one, and a
+/// plugin's loops pay a deadline check on every turn.
+#[inline]
+pub(super) fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
     let mut i = from;
     while let Some(block) = bytes.get(i..i + 8) {
         let v = u64::from_le_bytes(block.try_into().expect("eight bytes"));
-        // Non-zero exactly when some byte is below 0x20, or equals `"` or `\`
-        // (the classic has-less and has-zero tests; exact for "any").
+        // The high bit of each byte below 0x20, equal to `"` or to `\` (the
+        // classic has-less and has-zero tests). A borrow can only set bits
+        // above the first such byte, so the lowest set bit is exact.
         let below = v.wrapping_sub(ONES * 0x20) & !v;
-        let quote =
-            (v ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(v ^ (ONES * u64::from(b'"')));
-        let slash =
-            (v ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(v ^ (ONES * u64::from(b'\\')));
-        if (below | quote | slash) & HIGH != 0
-            && let Some(p) = block.iter().position(|&b| escaped(b))
-        {
-            return Some(i + p);
+        let q = v ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let s = v ^ (ONES * u64::from(b'\\'));
+        let slash = s.wrapping_sub(ONES) & !s;
+        let found = (below | quote | slash) & HIGH;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    bytes[i..].iter().position(|&b| escaped(b)).map(|p| i + p)
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    bytes
+        .get(i..)?
+        .iter()
+        .position(|&b| escaped(b))
+        .map(|p| i + p)
 }
 
 #[cfg(test)]
