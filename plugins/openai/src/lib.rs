@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use switchyard_sdk::canonical::read::Reader;
 use switchyard_sdk::canonical::{StreamAsk, push_json_string};
 use switchyard_sdk::errors as classify;
 use switchyard_sdk::{
@@ -69,6 +70,9 @@ switchyard_sdk::small_block_allocator!();
 /// expressed; only a body that is not a JSON object is refused, as the
 /// caller's error ([`BuildError::InvalidRequest`]).
 fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
+    if let Some(body) = build_in_place(model, request) {
+        return Ok(body.into_bytes());
+    }
     let failed = |e: serde_json::Error| BuildError::Failed(e.to_string());
     let model = serde_json::value::to_raw_value(model).map_err(failed)?;
     let usage_options =
@@ -110,6 +114,53 @@ fn build_body(model: &str, request: &str) -> Result<Vec<u8>, BuildError> {
     serde_json::to_vec(&req).map_err(failed)
 }
 
+/// The usual case of [`build_body`] without rebuilding the request: one
+/// pass of the SDK's reader checks it, the upstream's model is spliced in
+/// place of the caller's (or put first), and a streamed request without
+/// `stream_options` gets them appended. `None` for anything else (not an
+/// object, a duplicate or escaped member name, `stream_options` of its own
+/// in a streamed request): the general path decides. The body keeps the
+/// caller's layout; the general path writes it compact.
+fn build_in_place(model: &str, request: &str) -> Option<String> {
+    const MAX_MEMBERS: usize = 64;
+    let mut r = Reader::new(request);
+    r.object().ok()?;
+    let (mut old, mut stream, mut options) = (None, None, false);
+    let mut names: Vec<&str> = Vec::with_capacity(16);
+    while let Some(key) = r.key().ok()? {
+        let Cow::Borrowed(name) = key.name()? else {
+            return None;
+        };
+        // The general path keeps one of duplicates; this one would keep all.
+        // Looking names up in a list is quadratic: a request with more
+        // members than a chat request has (~20) goes to the general path,
+        // whose map is not.
+        if names.len() == MAX_MEMBERS || names.contains(&name) {
+            return None;
+        }
+        names.push(name);
+        let value = r.value().ok()?;
+        match name {
+            "model" => old = Some(value),
+            "stream" => stream = Some(value),
+            "stream_options" => options = true,
+            _ => {}
+        }
+    }
+    r.finish().ok()?;
+    let streaming = stream == Some("true");
+    if streaming && options {
+        return None;
+    }
+    let mut body = with_model(request, old, model)?;
+    if streaming {
+        // A streamed request has members (`stream`), so a comma goes first.
+        let close = body.rfind('}')?;
+        body.insert_str(close, r#","stream_options":{"include_usage":true}"#);
+    }
+    Some(body)
+}
+
 fn overloaded(message: String) -> UpstreamError {
     UpstreamError::new(ErrorClass::Overloaded, message)
 }
@@ -131,61 +182,65 @@ fn usage_of(v: Option<&Value>) -> Option<Usage> {
     )
 }
 
-/// The members of a `usage` object [`usage_in`] reads, left raw.
-#[derive(serde::Deserialize)]
-struct UsageTop<'a> {
-    #[serde(borrow, default)]
-    prompt_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    prompt_tokens_details: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    completion_tokens_details: Option<&'a RawValue>,
-}
-
-/// The members of a `usage` detail object [`usage_in`] reads.
-#[derive(serde::Deserialize)]
-struct DetailTop<'a> {
-    #[serde(borrow, default)]
-    cached_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    reasoning_tokens: Option<&'a RawValue>,
-}
-
 /// [`usage_of`] a raw `usage` member, without building a `Value` (a map with
 /// a hasher per object: most of a usage chunk's cost). A count that is not a
 /// non-negative integer reads as 0, as `Value::as_u64` has it. What the
 /// borrowed read refuses (a duplicate member, say) is read as a `Value`.
-fn usage_in(raw: &RawValue) -> Option<Usage> {
-    fn object<'a, T: serde::Deserialize<'a>>(raw: &'a RawValue) -> Result<Option<T>, ()> {
-        // A struct also reads from an array (positionally): objects only.
-        if !raw.get().starts_with('{') {
+fn usage_in(raw: &str) -> Option<Usage> {
+    /// The members of an object named in `names`, raw; `Ok(None)` when `raw`
+    /// is not an object, `Err` for a duplicate (or a name serde refuses).
+    fn members<'a, const N: usize>(
+        raw: &'a str,
+        names: [&str; N],
+    ) -> Result<Option<[Option<&'a str>; N]>, ()> {
+        if !raw.starts_with('{') {
             return Ok(None);
         }
-        serde_json::from_str(raw.get()).map(Some).map_err(|_| ())
+        let mut found = [None; N];
+        let mut r = Reader::new(raw);
+        r.object().map_err(|_| ())?;
+        while let Some(key) = r.key().map_err(|_| ())? {
+            let value = r.value().map_err(|_| ())?;
+            let name = key.name().ok_or(())?;
+            if let Some(i) = names.iter().position(|n| *n == name)
+                && found[i].replace(value).is_some()
+            {
+                return Err(());
+            }
+        }
+        Ok(Some(found))
     }
-    let n = |v: Option<&RawValue>| {
-        v.and_then(|v| v.get().parse::<u64>().ok())
+    let n = |v: Option<&str>| {
+        v.and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |n| n.min(u32::MAX as u64) as u32)
     };
     let read = || -> Result<Option<Usage>, ()> {
-        let Some(u) = object::<UsageTop>(raw)? else {
+        let Some([prompt, completion, prompt_details, completion_details]) = members(
+            raw,
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "prompt_tokens_details",
+                "completion_tokens_details",
+            ],
+        )?
+        else {
             return Ok(None);
         };
-        fn detail(d: Option<&RawValue>) -> Result<Option<DetailTop<'_>>, ()> {
-            d.map_or(Ok(None), object)
+        fn detail<'a>(d: Option<&'a str>, name: &str) -> Result<Option<&'a str>, ()> {
+            Ok(d.map_or(Ok(None), |d| members(d, [name]))?
+                .and_then(|[v]| v))
         }
-        let cached = detail(u.prompt_tokens_details)?.and_then(|d| d.cached_tokens);
-        let reasoning = detail(u.completion_tokens_details)?.and_then(|d| d.reasoning_tokens);
+        let cached = detail(prompt_details, "cached_tokens")?;
+        let reasoning = detail(completion_details, "reasoning_tokens")?;
         Ok(Some(
-            Usage::new(n(u.prompt_tokens), n(u.completion_tokens))
+            Usage::new(n(prompt), n(completion))
                 .with_cached_prompt_tokens(n(cached))
                 .with_reasoning_tokens(n(reasoning)),
         ))
     };
     read().unwrap_or_else(|()| {
-        serde_json::from_str::<Value>(raw.get())
+        serde_json::from_str::<Value>(raw)
             .ok()
             .and_then(|u| usage_of(Some(&u)))
     })
@@ -217,23 +272,6 @@ fn parse_body(deployment: &str, status: u16, body: &[u8]) -> Result<ChatResponse
     Ok(ChatResponse::new(body, usage))
 }
 
-/// The top-level members [`parse_in_place`] reads; the rest are skipped.
-#[derive(serde::Deserialize)]
-struct Top<'a> {
-    /// Present even when null (it is replaced, not duplicated).
-    #[serde(borrow, default, deserialize_with = "present")]
-    model: Option<&'a RawValue>,
-    #[serde(borrow)]
-    choices: &'a RawValue,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-}
-
-/// A member's raw text, `null` included.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
-}
-
 /// The common case of [`parse_body`] without rebuilding the body: one pass
 /// finds the members it reads, and the deployment's name is spliced in place
 /// of the upstream's `model` (or put first when there is none). `None` for
@@ -241,29 +279,46 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// member): the general path then decides, and says why.
 fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatResponse> {
     let text = std::str::from_utf8(body).ok()?;
-    // A struct also reads from a JSON array (positionally): objects only.
-    if !text.trim_start().starts_with('{') {
+    let mut r = Reader::new(text);
+    // Objects only (the reader refuses anything else here).
+    r.object().ok()?;
+    let (mut model, mut choices, mut usage) = (None, None, None);
+    while let Some(key) = r.key().ok()? {
+        let value = r.value().ok()?;
+        let slot = match &*key.name()? {
+            "model" => &mut model,
+            "choices" => &mut choices,
+            "usage" => &mut usage,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+    }
+    // Text the general path's `usage` read may refuse (see `chunk_in_place`)
+    // is left to it.
+    if r.saw_odd() {
         return None;
     }
-    let top: Top = serde_json::from_str(text).ok()?;
-    if !top.choices.get().starts_with('[') {
+    r.finish().ok()?;
+    if !choices?.starts_with('[') {
         return None;
     }
-    let out = with_model(text, top.model, deployment)?;
-    let usage = top.usage.and_then(usage_in);
+    let out = with_model(text, model, deployment)?;
+    let usage = usage.filter(|u| *u != "null").and_then(usage_in);
     Some(ChatResponse::new(out, usage))
 }
 
 /// `text` (a JSON object) with `deployment` as its `model`: spliced in place
-/// of `old`, the upstream's (which borrows from `text`), or put first.
-fn with_model(text: &str, old: Option<&RawValue>, deployment: &str) -> Option<String> {
+/// of `old`, the upstream's (a span of `text`), or put first.
+fn with_model(text: &str, old: Option<&str>, deployment: &str) -> Option<String> {
     // The name is written straight into the answer (quoted and escaped).
     let mut out = String::with_capacity(text.len() + deployment.len() + 11);
     match old {
         Some(old) => {
             // `old` borrows from `text`: its offset is where it starts there.
-            let start = old.get().as_ptr() as usize - text.as_ptr() as usize;
-            let end = start + old.get().len();
+            let start = old.as_ptr() as usize - text.as_ptr() as usize;
+            let end = start + old.len();
             out.push_str(&text[..start]);
             push_json_string(&mut out, deployment);
             out.push_str(&text[end..]);
@@ -283,24 +338,7 @@ fn with_model(text: &str, old: Option<&RawValue>, deployment: &str) -> Option<St
     Some(out)
 }
 
-/// The members of a stream chunk [`chunk_in_place`] reads.
-#[derive(serde::Deserialize)]
-struct ChunkTop<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    choices: Option<Choices>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-}
-
-/// What a chunk's `choices` tell the parser, read in the same pass as the
-/// rest of the chunk (every streamed token goes through here). Anything but
-/// an array is ignored, as if absent; an array with a member that is not an
-/// object, or a choice with two `finish_reason`s, fails the read (the
-/// general path decides).
+/// What a chunk's `choices` tell the parser.
 #[derive(Default)]
 struct Choices {
     /// `choices` was an empty array.
@@ -309,102 +347,36 @@ struct Choices {
     finished: bool,
 }
 
-impl<'de> serde::Deserialize<'de> for Choices {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-        struct Array;
-        impl<'de> Visitor<'de> for Array {
-            type Value = Choices;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("choices")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut seen = Choices {
-                    empty: true,
-                    finished: false,
-                };
-                while let Some(Choice { finished }) = seq.next_element()? {
-                    seen.empty = false;
-                    seen.finished |= finished;
-                }
-                Ok(seen)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choices, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Choices::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-            fn visit_unit<E>(self) -> Result<Choices, E> {
-                Ok(Choices::default())
-            }
-        }
-        d.deserialize_any(Array)
+/// Reads a chunk's `choices` in the same pass as the rest of the chunk
+/// (every streamed token goes through here). Anything but an array is
+/// ignored, as if absent; `None` for an array with a member that is not an
+/// object, or a choice with two `finish_reason`s (the general path decides).
+fn choices_in(r: &mut Reader) -> Option<Choices> {
+    if r.next_byte() != Some(b'[') {
+        r.value().ok()?;
+        return Some(Choices::default());
     }
-}
-
-/// One choice of a stream chunk: only whether it finished.
-struct Choice {
-    finished: bool,
-}
-
-impl<'de> serde::Deserialize<'de> for Choice {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
-        /// A member name: whether it is `finish_reason` (no copy, escaped or not).
-        struct IsFinish(bool);
-        impl<'de> serde::Deserialize<'de> for IsFinish {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Name;
-                impl Visitor<'_> for Name {
-                    type Value = IsFinish;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a member name")
-                    }
-                    fn visit_str<E>(self, v: &str) -> Result<IsFinish, E> {
-                        Ok(IsFinish(v == "finish_reason"))
-                    }
-                }
-                d.deserialize_str(Name)
+    r.array().ok()?;
+    let mut seen = Choices {
+        empty: true,
+        finished: false,
+    };
+    while r.element().ok()? {
+        seen.empty = false;
+        if r.next_byte() != Some(b'{') {
+            return None;
+        }
+        r.object().ok()?;
+        let mut finish = None;
+        while let Some(key) = r.key().ok()? {
+            let value = r.value().ok()?;
+            if key.name()? == "finish_reason" && finish.replace(value != "null").is_some() {
+                return None;
             }
         }
-        struct Object;
-        impl<'de> Visitor<'de> for Object {
-            type Value = Choice;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a choice object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choice, A::Error> {
-                let mut finish = None;
-                while let Some(IsFinish(is)) = map.next_key()? {
-                    if !is {
-                        map.next_value::<IgnoredAny>()?;
-                    } else if finish.is_some() {
-                        return Err(A::Error::duplicate_field("finish_reason"));
-                    } else {
-                        finish = Some(map.next_value::<Option<IgnoredAny>>()?.is_some());
-                    }
-                }
-                Ok(Choice {
-                    finished: finish == Some(true),
-                })
-            }
-        }
-        d.deserialize_map(Object)
+        seen.finished |= finish == Some(true);
     }
+    Some(seen)
 }
 
 /// One ordinary stream chunk, read without rebuilding it.
@@ -420,24 +392,51 @@ struct Chunk {
 /// for anything else (an error member, a duplicate member, a choice that is
 /// not an object, not an object at all): the general path decides.
 fn chunk_in_place(deployment: &str, data: &str) -> Option<Chunk> {
-    // A struct also reads from a JSON array (positionally): objects only.
-    // A line break (multi-line `data:`) would end the event sent on: such a
-    // chunk is rewritten compact by the general path.
-    if !data.starts_with('{') || data.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if !data.starts_with('{') {
         return None;
     }
-    let top: ChunkTop = serde_json::from_str(data).ok()?;
-    if top.error.is_some() {
+    let mut r = Reader::new(data);
+    r.object().ok()?;
+    let (mut model, mut usage, mut error) = (None, None, None);
+    let mut choices: Option<Choices> = None;
+    while let Some(key) = r.key().ok()? {
+        let name = key.name()?;
+        let again = match &*name {
+            "choices" => {
+                let c = choices_in(&mut r)?;
+                choices.replace(c).is_some()
+            }
+            "model" => model.replace(r.value().ok()?).is_some(),
+            "usage" => usage.replace(r.value().ok()?).is_some(),
+            "error" => error.replace(r.value().ok()?).is_some(),
+            _ => {
+                r.value().ok()?;
+                false
+            }
+        };
+        // A duplicate member: the general path decides.
+        if again {
+            return None;
+        }
+    }
+    // Text after the object; a line break (multi-line `data:`, read with
+    // the trailing whitespace too), which would end the event sent on: such
+    // a chunk is rewritten compact by the general path. Text the general
+    // path may refuse as a `Value` (a lone surrogate escape, a number
+    // beyond `f64`) is left to it, so the two never disagree.
+    if r.next_byte().is_some() || r.saw_line_break() || r.saw_odd() {
         return None;
     }
-    let choices = top.choices.unwrap_or_default();
-    let (finished, no_choices) = (choices.finished, choices.empty);
-    let usage = top.usage.filter(|u| u.get() != "null");
+    if error.is_some_and(|e| e != "null") {
+        return None;
+    }
+    let choices = choices.unwrap_or_default();
+    let usage = usage.filter(|u| *u != "null");
     Some(Chunk {
-        text: with_model(data, top.model, deployment)?,
-        usage_only: no_choices && usage.is_some(),
+        text: with_model(data, model, deployment)?,
+        usage_only: choices.empty && usage.is_some(),
         usage: usage.and_then(usage_in),
-        finished,
+        finished: choices.finished,
     })
 }
 
@@ -582,6 +581,7 @@ impl StreamParser for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_sdk::canonical::read::one_char_changes;
     use switchyard_sdk::{QuotaHint, run};
 
     fn wants_usage(request: &str) -> bool {
@@ -598,8 +598,8 @@ mod tests {
                 r#"{"id":"x","choices":[]}"#,
                 r#"{ "choices": [] }"#,
             ] {
-                let top: Top = serde_json::from_str(text).unwrap();
-                let out = with_model(text, top.model, name).unwrap();
+                let old = text.find(r#""up\"stream""#).map(|i| &text[i..i + 12]);
+                let out = with_model(text, old, name).unwrap();
                 let mut want: Value = serde_json::from_str(text).unwrap();
                 want["model"] = Value::from(name);
                 assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), want, "{out}");
@@ -640,6 +640,64 @@ mod tests {
         assert_eq!(b["stream_options"]["include_usage"], true);
         let b = json(&build_body("m", r#"{"messages":[]}"#).unwrap());
         assert!(b.get("stream_options").is_none());
+    }
+
+    /// The general path of [`build_body`], for comparison.
+    fn built_in_general(model: &str, request: &str) -> Result<Value, BuildError> {
+        let failed = |e: serde_json::Error| BuildError::Failed(e.to_string());
+        let m = serde_json::value::to_raw_value(model).map_err(failed)?;
+        let mut req = serde_json::from_str::<RawObject>(request)
+            .map_err(|e| BuildError::Failed(e.to_string()))?;
+        req.insert(Cow::Borrowed("model"), &m);
+        let streaming = req.get("stream").is_some_and(|s| s.get() == "true");
+        let mut v: Value = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+        if streaming {
+            v["stream_options"]["include_usage"] = Value::Bool(true);
+        }
+        Ok(v)
+    }
+
+    /// Every one-byte change of a few requests: where the request is built in
+    /// place, the general path builds the same JSON.
+    #[test]
+    fn built_in_place_as_in_general_on_any_one_byte_change() {
+        let docs = [
+            r#"{"model":"route","messages":[{"role":"user","content":"hi \"there\""}],"stream":true,"temperature":0.5}"#,
+            r#" { "messages" : [ ] , "max_tokens" : 10 } "#,
+        ];
+        let probes = [
+            "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "t", "n", " ", "\n",
+        ];
+        let mut answered = 0;
+        for doc in docs {
+            assert!(build_in_place("gpt \"x\"", doc).is_some(), "{doc}");
+            for v in one_char_changes(doc, &probes) {
+                let Some(fast) = build_in_place("gpt \"x\"", &v) else {
+                    continue;
+                };
+                answered += 1;
+                let general = built_in_general("gpt \"x\"", &v).expect(&v);
+                assert_eq!(json(fast.as_bytes()), general, "{v}");
+            }
+        }
+        assert!(answered > 500, "{answered}");
+        // Left to the general path.
+        for request in [
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"mod\u0065l":"a"}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+            "[]",
+        ] {
+            assert!(build_in_place("m", request).is_none(), "{request}");
+        }
+        // Many members: the general path (whose lookups are not quadratic).
+        let wide = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!(r#""k{i}":0"#)).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert!(build_in_place("m", &wide(64)).is_some());
+        assert!(build_in_place("m", &wide(65)).is_none());
+        assert!(json(&build_body("m", &wide(20_000)).unwrap())["k19999"] == 0);
     }
 
     #[test]
@@ -763,6 +821,9 @@ mod tests {
             r#"{"choices":[null]}"#,
             r#"{"choices":[{"finish_reason":"stop","finish_reason":null}]}"#,
             "{\"choices\":\n[]}",
+            "{\"choices\":[]}\n",
+            r#"{"choices":[{"delta":{"content":"\ud800"}}]}"#,
+            r#"{"choices":[],"x":1e400}"#,
             "[]",
             "nope",
         ] {
@@ -770,6 +831,42 @@ mod tests {
         }
         let general = chunk_general("d", "{\"choices\":\n[]}").unwrap().unwrap();
         assert!(!general.text.contains('\n'));
+    }
+
+    /// Every one-byte change of a few chunks: where the in-place read answers,
+    /// the general path agrees with it; where the text is not JSON, the
+    /// in-place read does not answer.
+    #[test]
+    fn in_place_never_disagrees_on_any_one_byte_change() {
+        let docs = [
+            r#"{"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"h\u00e9"},"finish_reason":null}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        ];
+        let probes = [
+            "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", " ", "\n", "\\ud800", "e400",
+            "9e9",
+        ];
+        let mut answered = 0;
+        for doc in docs {
+            for v in one_char_changes(doc, &probes) {
+                let valid = serde_json::from_str::<Value>(&v).is_ok();
+                let Some(fast) = chunk_in_place("d", &v) else {
+                    continue;
+                };
+                answered += 1;
+                assert!(valid, "{v}");
+                let general = chunk_general("d", &v).unwrap().unwrap();
+                assert_eq!(
+                    json(fast.text.as_bytes()),
+                    json(general.text.as_bytes()),
+                    "{v}"
+                );
+                assert_eq!(fast.usage, general.usage, "{v}");
+                assert_eq!(fast.finished, general.finished, "{v}");
+                assert_eq!(fast.usage_only, general.usage_only, "{v}");
+            }
+        }
+        assert!(answered > 200, "{answered}");
     }
 
     #[test]
@@ -791,7 +888,7 @@ mod tests {
         ] {
             let raw: &RawValue = serde_json::from_str(usage).unwrap();
             let value: Value = serde_json::from_str(usage).unwrap();
-            assert_eq!(usage_in(raw), usage_of(Some(&value)), "{usage}");
+            assert_eq!(usage_in(raw.get()), usage_of(Some(&value)), "{usage}");
         }
     }
 
