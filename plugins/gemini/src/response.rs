@@ -22,7 +22,12 @@ pub fn parse(target: &Target, response: &HttpResponse) -> Result<ChatResponse, U
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(unusable("Gemini answer is not a JSON object", body));
     }
-    let answer: Response = from_body(body).map_err(|e| {
+    // A UTF-8 body (the norm) is read by the usual-case reader first.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => Response::parse(text),
+        Err(_) => from_body(body),
+    };
+    let answer = parsed.map_err(|e| {
         unusable(
             format_args!("Gemini answer is not a GenerateContentResponse ({e})"),
             body,

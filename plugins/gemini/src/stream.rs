@@ -71,9 +71,7 @@ impl StreamParser for Stream {
             return Ok(());
         }
         // A struct also reads from a JSON array (positionally): objects only.
-        let parsed = data
-            .starts_with('{')
-            .then(|| serde_json::from_str::<Response>(data));
+        let parsed = data.starts_with('{').then(|| Response::parse(data));
         let Some(Ok(chunk)) = parsed else {
             out.skip_malformed();
             return Ok(());

@@ -266,3 +266,6 @@ pub struct UsageMetadata {
     #[serde(default)]
     pub cached_content_token_count: Option<u64>,
 }
+
+// Answers in the usual case, read without serde's derive.
+mod read;
