@@ -3,8 +3,10 @@
 //! shows them to that adapter (those it declares it reads): `basic.json` for
 //! a request built and its answer parsed (budget: 8 µs a pair), `stream_text.json` for a
 //! streamed answer parsed the way the pipeline does it, timed per event
-//! (budget: 1 µs an event), and the fixed cost of one `parse-stream` call
-//! (`adapter_stream_empty_call`). Warm pooled instances, calls polled inline.
+//! (budget: 1 µs an event), a long answer's token events
+//! (`adapter_stream_token`: 64 in one call, and a call each), and the fixed
+//! cost of one `parse-stream` call (`adapter_stream_empty_call`). Warm
+//! pooled instances, calls polled inline.
 //!
 //!     cargo bench --bench adapters -- --warm-up-time 1 --measurement-time 3
 //!
@@ -168,6 +170,56 @@ async fn per_chunk(plugin: &Arc<Plugin>, rid: &Arc<str>, c: &Case, chunks: &[Vec
     }
     t.elapsed()
 }
+
+/// The index, in its `stream_text` fixture's events, of an ordinary token
+/// event of each adapter's dialect (text, no finish, no usage-only event).
+fn token_event(adapter: &str) -> usize {
+    match adapter {
+        // message_start, content_block_start, ping, then text deltas.
+        "anthropic" => 3,
+        _ => 1,
+    }
+}
+
+/// A long answer's steady state: the stream opened and fed up to its first
+/// token event (not timed), then `TOKENS` more token events, fed in one call
+/// (`batched`) or one call each. Returns the time per token event.
+async fn tokens(
+    plugin: &Arc<Plugin>,
+    rid: &Arc<str>,
+    c: &Case,
+    prefix: &[Vec<u8>],
+    token: &[u8],
+    batched: bool,
+) -> Duration {
+    let (mut s, _) = plugin
+        .open_stream(rid, &c.target, &c.request, c.response.headers.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    for event in prefix {
+        black_box(s.feed(event).await.unwrap().unwrap());
+    }
+    let t;
+    if batched {
+        let body = token.repeat(TOKENS);
+        t = Instant::now();
+        let batch = s.feed(&body).await.unwrap().unwrap();
+        assert_eq!(batch.chunks.len(), TOKENS, "a chunk per token event");
+        black_box(batch);
+    } else {
+        t = Instant::now();
+        for _ in 0..TOKENS {
+            let batch = s.feed(token).await.unwrap().unwrap();
+            assert_eq!(batch.chunks.len(), 1, "a chunk per token event");
+            black_box(batch);
+        }
+    }
+    t.elapsed() / TOKENS as u32
+}
+
+/// Token events of the long answer [`tokens`] measures.
+const TOKENS: usize = 64;
 
 /// The response headers of an OpenAI answer (names and value shapes as the
 /// API sends them).
@@ -354,6 +406,24 @@ fn adapters(c: &mut Criterion) {
                 })
             })
         });
+        // A long answer's token events: the parse of one chunk, with the
+        // cost of a call spread over 64 events (`batched`), and as tokens
+        // arrive one by one from a streaming upstream (a call each).
+        let token = &cut[token_event(id)];
+        let prefix = &cut[..=token_event(id)];
+        for (label, batched) in [("batched", true), ("a_call_each", false)] {
+            c.bench_function(&format!("adapter_stream_token/{id}/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += tokens(&plugin, &rid, &streamed, prefix, token, batched).await;
+                        }
+                        total
+                    })
+                })
+            });
+        }
         // Per event: the whole stream's time over its event count.
         c.bench_function(&format!("adapter_stream_per_event/{id}/{n}_events"), |b| {
             b.iter_custom(|iters| {

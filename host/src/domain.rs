@@ -329,11 +329,52 @@ pub struct ChatResponse {
     pub quota: Option<QuotaHint>,
 }
 
-/// One event of a streamed body as the host framed it.
+/// Events of a streamed body as the host framed them, packed the way
+/// `stream-events` (WIT v0.2) carries them into a plugin: each event's name
+/// and data back to back in `text`, and where each of them ends in `ends`
+/// (two offsets an event), so a call's events cross the boundary as one
+/// string and one list whatever their number.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StreamEvent {
-    pub event: String,
-    pub data: String,
+pub struct StreamEvents {
+    pub text: String,
+    pub ends: Vec<u32>,
+}
+
+impl StreamEvents {
+    /// Appends an event: its name (SSE `event:` field, empty when absent)
+    /// and its data.
+    pub fn push(&mut self, event: &str, data: &str) {
+        self.text.push_str(event);
+        self.ends.push(offset(self.text.len()));
+        self.text.push_str(data);
+        self.ends.push(offset(self.text.len()));
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each event's name and data, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.chunks_exact(2).map(move |pair| {
+            let (name, data) = (pair[0] as usize, pair[1] as usize);
+            let event = (&self.text[start..name], &self.text[name..data]);
+            start = data;
+            event
+        })
+    }
+}
+
+/// A byte offset in a call's events (bounded far below 4 GiB by the
+/// framer's line limit and the size of one read).
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 /// What one step of stream parsing produced.

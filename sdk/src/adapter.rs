@@ -11,7 +11,7 @@ use crate::types::{Metadata, Usage};
 
 pub use wit::{
     AdapterMetadata, AuthScheme, BuildError, ChatResponse, ErrorClass, HttpRequest, HttpResponse,
-    QuotaHint, StreamEvent, StreamFraming, StreamStart, StreamStep, Target, UpstreamError,
+    QuotaHint, StreamEvents, StreamFraming, StreamStart, StreamStep, Target, UpstreamError,
 };
 
 /// A provider adapter. All functions are stateless: the host may call them on
@@ -177,15 +177,11 @@ impl<A: Adapter> wit::Guest for AdapterExport<A> {
     ) -> Result<StreamStart, UpstreamError> {
         crate::run::begin_stream::<A>(&target, &request, &headers)
     }
-    fn parse_stream(
-        target: Target,
-        state: Vec<u8>,
-        events: Vec<StreamEvent>,
-    ) -> Result<StreamStep, UpstreamError> {
-        crate::run::parse_stream::<A>(&target, &state, &events)
+    fn parse_stream(state: Vec<u8>, events: StreamEvents) -> Result<StreamStep, UpstreamError> {
+        crate::run::parse_stream_packed::<A>(&state, &events)
     }
-    fn end_stream(target: Target, state: Vec<u8>) -> Result<StreamStep, UpstreamError> {
-        crate::run::end_stream::<A>(&target, &state)
+    fn end_stream(state: Vec<u8>) -> Result<StreamStep, UpstreamError> {
+        crate::run::end_stream::<A>(&state)
     }
 }
 

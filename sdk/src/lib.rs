@@ -93,7 +93,7 @@ pub use small_blocks::SmallBlocks;
 #[cfg(feature = "strategy")]
 pub use strategy::*;
 #[cfg(feature = "adapter")]
-pub use stream::{StateReader, StateWriter, StreamOutput, StreamParser};
+pub use stream::{StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser};
 pub use types::{LogLevel, Metadata, Usage};
 
 /// Implementation details the export macros expand to; not a stable API.

@@ -9,20 +9,21 @@
 //! use switchyard_sdk::{run, StreamEvent, Target};
 //! # fn check<A: switchyard_sdk::Adapter>(target: &Target) -> Result<(), switchyard_sdk::UpstreamError> {
 //! let start = run::begin_stream::<A>(target, "{}", &[])?;
-//! let step = run::parse_stream::<A>(target, &start.state, &[StreamEvent::data("[DONE]")])?;
+//! // The state keeps the target: later calls are not given it.
+//! let step = run::parse_stream::<A>(&start.state, &[StreamEvent::data("[DONE]")])?;
 //! // `None`: the state did not change; the host keeps the one it had.
 //! let state = step.state.unwrap_or(start.state);
-//! let last = run::end_stream::<A>(target, &state)?;
+//! let last = run::end_stream::<A>(&state)?;
 //! # Ok(()) }
 //! ```
 
 use alloc::string::String;
 
 use crate::adapter::{
-    Adapter, AdapterMetadata, BuildError, ChatResponse, HttpRequest, HttpResponse, StreamEvent,
+    Adapter, AdapterMetadata, BuildError, ChatResponse, HttpRequest, HttpResponse, StreamEvents,
     StreamStart, StreamStep, Target, UpstreamError,
 };
-use crate::stream::{Envelope, StreamParser};
+use crate::stream::{Envelope, StateReader, StateWriter, StreamEvent, StreamParser, unpack};
 
 /// `metadata`: the adapter's [`Metadata`](crate::Metadata) with its
 /// [`auth`](Adapter::auth) and [`framing`](Adapter::framing).
@@ -78,6 +79,7 @@ fn with_quota<A: Adapter>(mut e: UpstreamError, response: &HttpResponse) -> Upst
 }
 
 /// `begin-stream`: [`StreamParser::begin`], saved, with the quota of `headers`.
+/// The state keeps the target: the later calls are not given it again.
 pub fn begin_stream<A: Adapter>(
     target: &Target,
     request: &str,
@@ -88,44 +90,77 @@ pub fn begin_stream<A: Adapter>(
         done: false,
         usage: None,
     };
+    let kept = StateWriter::with_capacity(8 + target.deployment.len() + target.model.len())
+        .str(&target.deployment)
+        .str(&target.model)
+        .finish();
     Ok(StreamStart {
-        state: env.seal(&parser.save())?,
+        state: env.seal(&[&kept, &parser.save()])?,
         quota: A::quota(headers),
     })
 }
 
-/// `parse-stream`: restores the parser from `state`, hands it `events` one by
-/// one until it signals the end (later events are ignored: nothing may follow
-/// the end), and saves it again: the step's state is `None` when the saved
-/// bytes are the ones it was given.
+/// The target kept in a state's bytes after the envelope, its encoded bytes
+/// and the parser's own bytes.
+fn kept_target(saved: &[u8]) -> Result<(Target, &[u8], &[u8]), UpstreamError> {
+    let mut r = StateReader::new(saved);
+    let target = Target {
+        deployment: r.str()?,
+        model: r.str()?,
+    };
+    let parser = r.rest();
+    Ok((target, &saved[..saved.len() - parser.len()], parser))
+}
+
+/// `parse-stream`: restores the parser and its target from `state`, hands
+/// it `events` one by one until it signals the end (later events are
+/// ignored: nothing may follow the end), and saves it again: the step's
+/// state is `None` when the saved bytes are the ones it was given.
 pub fn parse_stream<A: Adapter>(
-    target: &Target,
     state: &[u8],
     events: &[StreamEvent],
 ) -> Result<StreamStep, UpstreamError> {
+    parse_each::<A>(state, events.iter().map(|e| Ok(*e)))
+}
+
+/// `parse-stream` as the host calls it: the events packed in one string
+/// (see [`StreamEvents`]), read in place.
+pub fn parse_stream_packed<A: Adapter>(
+    state: &[u8],
+    events: &StreamEvents,
+) -> Result<StreamStep, UpstreamError> {
+    parse_each::<A>(state, unpack(&events.text, &events.ends))
+}
+
+fn parse_each<'e, A: Adapter>(
+    state: &[u8],
+    events: impl Iterator<Item = Result<StreamEvent<'e>, UpstreamError>>,
+) -> Result<StreamStep, UpstreamError> {
     let (env, saved) = Envelope::open(state)?;
     let mut out = env.output();
+    let (target, kept, saved) = kept_target(saved)?;
     if out.done {
-        return Envelope::step(out, saved, state);
+        return Envelope::step(out, &[kept, saved], state);
     }
     let mut parser = A::Stream::restore(saved)?;
     for event in events {
-        parser.event(target, event, &mut out)?;
+        parser.event(&target, &event?, &mut out)?;
         if out.done {
             break;
         }
     }
-    Envelope::step(out, &parser.save(), state)
+    Envelope::step(out, &[kept, &parser.save()], state)
 }
 
 /// `end-stream`: restores the parser and lets [`StreamParser::end`] decide
 /// whether the stream was complete.
-pub fn end_stream<A: Adapter>(target: &Target, state: &[u8]) -> Result<StreamStep, UpstreamError> {
+pub fn end_stream<A: Adapter>(state: &[u8]) -> Result<StreamStep, UpstreamError> {
     let (env, saved) = Envelope::open(state)?;
     let mut out = env.output();
+    let (target, kept, saved) = kept_target(saved)?;
     let mut parser = A::Stream::restore(saved)?;
-    parser.end(target, &mut out)?;
-    Envelope::step(out, &parser.save(), state)
+    parser.end(&target, &mut out)?;
+    Envelope::step(out, &[kept, &parser.save()], state)
 }
 
 /// Every way of cutting `n` events into consecutive non-empty batches
@@ -198,7 +233,7 @@ mod tests {
             event: &StreamEvent,
             out: &mut StreamOutput,
         ) -> Result<(), UpstreamError> {
-            match event.data.as_str() {
+            match event.data {
                 "end" => out.set_done(),
                 "u" => out.set_usage(Usage::new(self.seen, 1)),
                 "bad" => return Err(UpstreamError::new(ErrorClass::Overloaded, "bad")),
@@ -328,14 +363,14 @@ mod tests {
         for &n in batches {
             let (now, later) = rest.split_at(n);
             rest = later;
-            let batch: Vec<StreamEvent> = now.iter().map(|d| StreamEvent::data(*d)).collect();
-            let step = parse_stream::<Counting>(&t, &state, &batch)?;
+            let batch: Vec<StreamEvent> = now.iter().map(|d| StreamEvent::data(d)).collect();
+            let step = parse_stream::<Counting>(&state, &batch)?;
             chunks.extend(step.chunks);
             usage = step.usage;
             done = step.done;
             state = step.state.unwrap_or(state);
         }
-        let last = end_stream::<Counting>(&t, &state)?;
+        let last = end_stream::<Counting>(&state)?;
         assert!(last.chunks.is_empty());
         assert_eq!(last.usage, usage, "usage is repeated at the end");
         Ok((chunks, usage, done || last.done))
@@ -364,13 +399,85 @@ mod tests {
         }
     }
 
+    /// Packs events as the host does: names and data back to back.
+    fn pack(events: &[(&str, &str)]) -> StreamEvents {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (event, data) in events {
+            text.push_str(event);
+            ends.push(text.len() as u32);
+            text.push_str(data);
+            ends.push(text.len() as u32);
+        }
+        StreamEvents { text, ends }
+    }
+
+    #[test]
+    fn packed_events_read_as_a_list() {
+        let t = target();
+        let state = begin_stream::<Counting>(&t, "p", &[]).unwrap().state;
+        let events = [
+            ("", "a"),
+            ("née", "b\nç"),
+            ("x", ""),
+            ("", "u"),
+            ("", "end"),
+        ];
+        let list: Vec<StreamEvent> = events.iter().map(|(e, d)| StreamEvent::new(e, d)).collect();
+        let packed = parse_stream_packed::<Counting>(&state, &pack(&events)).unwrap();
+        assert_eq!(packed, parse_stream::<Counting>(&state, &list).unwrap());
+        assert_eq!(packed.chunks, vec!["pd:1:a", "pd:2:b\nç", "pd:3:"]);
+        assert!(packed.done);
+        // No events: nothing changes.
+        let none = parse_stream_packed::<Counting>(&state, &pack(&[])).unwrap();
+        assert_eq!((none.chunks.len(), none.state), (0, None));
+
+        // Offsets the host could not have meant are an error, never a panic.
+        let text = "aébc".to_string();
+        for ends in [
+            vec![1],          // odd
+            vec![2, 1],       // descending
+            vec![1, 9],       // past the end
+            vec![2, 3],       // inside `é`
+            vec![1, 3, 2, 5], // the second event starts before the first ended
+        ] {
+            let events = StreamEvents {
+                text: text.clone(),
+                ends: ends.clone(),
+            };
+            let e = parse_stream_packed::<Counting>(&state, &events).unwrap_err();
+            assert!(
+                e.message
+                    .starts_with("malformed stream events from the host"),
+                "{ends:?}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_is_kept_in_the_state() {
+        let t = Target {
+            deployment: "dép-1".into(),
+            model: "m-2".into(),
+        };
+        let state = begin_stream::<Counting>(&t, "", &[]).unwrap().state;
+        let step = parse_stream::<Counting>(&state, &[StreamEvent::data("x")]).unwrap();
+        assert_eq!(step.chunks, vec!["dép-1:1:x"]);
+        let state = step.state.unwrap();
+        let (_, saved) = Envelope::open(&state).unwrap();
+        let (kept, _, parser) = kept_target(saved).unwrap();
+        assert_eq!(kept, t);
+        assert_eq!(Counter::restore(parser).unwrap().seen, 1);
+    }
+
     #[test]
     fn truncation_and_errors() {
         let e = drive(&["a"], &[1]).unwrap_err();
         assert_eq!(e.message, "stream ended before completion");
         let e = drive(&["a", "bad"], &[2]).unwrap_err();
         assert_eq!(e.message, "bad");
-        let e = parse_stream::<Counting>(&target(), b"garbage", &[]).unwrap_err();
+        let e = parse_stream::<Counting>(b"garbage", &[]).unwrap_err();
         assert!(
             e.message.starts_with("corrupt stream state"),
             "{}",

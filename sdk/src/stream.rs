@@ -21,7 +21,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::adapter::{ErrorClass, StreamEvent, StreamStep, Target, UpstreamError};
+use crate::adapter::{ErrorClass, StreamStep, Target, UpstreamError};
 use crate::types::Usage;
 
 /// The host refuses a parser state larger than this (64 KiB).
@@ -143,19 +143,58 @@ impl StreamOutput {
     }
 }
 
-impl StreamEvent {
+/// One whole event of a streamed body, as the host framed it (borrowed from
+/// the call's [`StreamEvents`](crate::StreamEvents)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamEvent<'a> {
+    /// SSE: the `event:` field (empty when absent). NDJSON: empty.
+    pub event: &'a str,
+    /// SSE: the `data:` lines joined with `\n`. NDJSON: the line.
+    pub data: &'a str,
+}
+
+impl<'a> StreamEvent<'a> {
     /// An event with SSE `event` field `event` (empty when absent) and `data`.
-    pub fn new(event: impl Into<String>, data: impl Into<String>) -> Self {
-        StreamEvent {
-            event: event.into(),
-            data: data.into(),
-        }
+    pub fn new(event: &'a str, data: &'a str) -> Self {
+        StreamEvent { event, data }
     }
 
     /// An event with only data: an unnamed SSE event or an NDJSON line.
-    pub fn data(data: impl Into<String>) -> Self {
-        StreamEvent::new(String::new(), data)
+    pub fn data(data: &'a str) -> Self {
+        StreamEvent::new("", data)
     }
+}
+
+/// The events packed in a `stream-events` (see the WIT): `text` holds each
+/// event's name and data back to back, `ends` where each of them ends. Offsets
+/// that do not cut `text` into ascending pieces on character boundaries are a
+/// host bug, reported as an error rather than trusted.
+pub(crate) fn unpack<'a>(
+    text: &'a str,
+    ends: &'a [u32],
+) -> impl Iterator<Item = Result<StreamEvent<'a>, UpstreamError>> + 'a {
+    let mut start = 0usize;
+    ends.chunks(2).map(move |pair| {
+        let [name_end, data_end] = *pair else {
+            return Err(bad_events("an odd number of offsets"));
+        };
+        let (name_end, data_end) = (name_end as usize, data_end as usize);
+        let (Some(event), Some(data)) = (text.get(start..name_end), text.get(name_end..data_end))
+        else {
+            return Err(bad_events(
+                "offsets out of order or off a character boundary",
+            ));
+        };
+        start = data_end;
+        Ok(StreamEvent { event, data })
+    })
+}
+
+fn bad_events(why: &str) -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::Permanent,
+        alloc::format!("malformed stream events from the host: {why}"),
+    )
 }
 
 /// Writes a parser state: fixed-width little-endian numbers and
@@ -309,7 +348,7 @@ fn corrupt(why: &str) -> UpstreamError {
 }
 
 /// Version of the SDK's envelope around a parser's own state.
-const ENVELOPE_FORMAT: u8 = 1;
+const ENVELOPE_FORMAT: u8 = 2;
 const FLAG_DONE: u8 = 1;
 const FLAG_USAGE: u8 = 2;
 
@@ -369,12 +408,16 @@ impl Envelope {
         (h, 18)
     }
 
-    /// The state the host keeps: this envelope around `parser`'s bytes.
-    pub fn seal(&self, parser: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    /// The state the host keeps: this envelope around `parts` (the
+    /// stream's target, then the parser's bytes), back to back.
+    pub fn seal(&self, parts: &[&[u8]]) -> Result<Vec<u8>, UpstreamError> {
         let (header, n) = self.header();
-        let mut state = Vec::with_capacity(n + parser.len());
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut state = Vec::with_capacity(n + len);
         state.extend_from_slice(&header[..n]);
-        state.extend_from_slice(parser);
+        for part in parts {
+            state.extend_from_slice(part);
+        }
         if state.len() > MAX_STATE_BYTES {
             // Said here rather than left to the host, so the log names the
             // real cause; retrying cannot shrink it.
@@ -389,12 +432,13 @@ impl Envelope {
         Ok(state)
     }
 
-    /// The step the host receives for `out`, with the parser's saved bytes;
-    /// its state is `None` when that is `before`, the state the call was
-    /// given (most events change no flag, counter or id).
+    /// The step the host receives for `out`, with the state's other parts
+    /// (`parts`: the target, then the parser's saved bytes); its state is
+    /// `None` when that is `before`, the state the call was given (most
+    /// events change no flag, counter or id).
     pub fn step(
         out: StreamOutput,
-        parser: &[u8],
+        parts: &[&[u8]],
         before: &[u8],
     ) -> Result<StreamStep, UpstreamError> {
         let env = Envelope {
@@ -402,10 +446,17 @@ impl Envelope {
             usage: out.usage,
         };
         let (header, n) = env.header();
-        let same = before.len() == n + parser.len()
-            && before[..n] == header[..n]
-            && &before[n..] == parser;
-        let state = if same { None } else { Some(env.seal(parser)?) };
+        let same = before.get(..n) == Some(&header[..n]) && {
+            let mut rest = &before[n..];
+            parts.iter().all(|p| match rest.split_at_checked(p.len()) {
+                Some((head, tail)) if head == *p => {
+                    rest = tail;
+                    true
+                }
+                _ => false,
+            }) && rest.is_empty()
+        };
+        let state = if same { None } else { Some(env.seal(parts)?) };
         Ok(StreamStep {
             chunks: out.chunks,
             usage: out.usage,
@@ -473,7 +524,7 @@ mod tests {
             done: true,
             usage: Some(usage),
         };
-        let state = env.seal(b"xyz").unwrap();
+        let state = env.seal(&[b"xyz"]).unwrap();
         let (back, parser) = Envelope::open(&state).unwrap();
         assert!(back.done);
         assert_eq!(back.usage, Some(usage));
@@ -483,24 +534,24 @@ mod tests {
             done: false,
             usage: None,
         };
-        let state = env.seal(&[]).unwrap();
+        let state = env.seal(&[b""]).unwrap();
         let (back, parser) = Envelope::open(&state).unwrap();
         assert!(!back.done && back.usage.is_none() && parser.is_empty());
 
         // A step returns the state only when it changed.
-        let before = env.seal(b"ab").unwrap();
-        let same = Envelope::step(env.output(), b"ab", &before).unwrap();
+        let before = env.seal(&[b"ab"]).unwrap();
+        let same = Envelope::step(env.output(), &[b"ab"], &before).unwrap();
         assert_eq!(same.state, None);
-        let parser_moved = Envelope::step(env.output(), b"ac", &before).unwrap();
-        assert_eq!(parser_moved.state, Some(env.seal(b"ac").unwrap()));
+        let parser_moved = Envelope::step(env.output(), &[b"ac"], &before).unwrap();
+        assert_eq!(parser_moved.state, Some(env.seal(&[b"ac"]).unwrap()));
         let mut used = env.output();
         used.set_usage(usage);
-        let counted = Envelope::step(used, b"ab", &before).unwrap();
+        let counted = Envelope::step(used, &[b"ab"], &before).unwrap();
         let (back, parser) = Envelope::open(counted.state.as_deref().unwrap()).unwrap();
         assert_eq!((back.usage, parser), (Some(usage), &b"ab"[..]));
         let mut ended = env.output();
         ended.set_done();
-        let ended = Envelope::step(ended, b"ab", &before).unwrap();
+        let ended = Envelope::step(ended, &[b"ab"], &before).unwrap();
         assert!(
             Envelope::open(ended.state.as_deref().unwrap())
                 .unwrap()
@@ -508,7 +559,7 @@ mod tests {
                 .done
         );
 
-        let e = env.seal(&alloc::vec![0; MAX_STATE_BYTES]).unwrap_err();
+        let e = env.seal(&[&alloc::vec![0; MAX_STATE_BYTES]]).unwrap_err();
         assert!(
             e.message.contains("over the 65536-byte limit"),
             "{}",

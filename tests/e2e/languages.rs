@@ -6,8 +6,8 @@
 
 use serde_json::json;
 
-use crate::harness::{Gateway, deployment, json_body};
-use crate::mock::Mock;
+use crate::harness::{Gateway, deployment, json_body, sse_events};
+use crate::mock::{Mock, STORY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_strategy_routes_and_may_write_to_stdout() {
@@ -81,4 +81,83 @@ async fn python_and_javascript_example_strategies_route() {
     gw.assert_log("plugin=\"py-cheapest\"");
     let logs = gw.logs();
     assert!(!logs.contains("strategy failed"), "{logs}");
+}
+
+/// The Python and JavaScript adapter templates, as `switchyard plugins new`
+/// writes them (scripts/setup builds them into `target/templates/`), answer
+/// and stream through the gateway: each chunk names the deployment (which
+/// `begin-stream` kept in the state, since later calls are not given the
+/// target), an event that is not JSON is skipped and counted rather than
+/// ending the answer, and a stream cut before `[DONE]` ends with an error
+/// event, not a clean end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_adapter_templates_answer_and_stream() {
+    let mock = Mock::start().await;
+    let d = |name: &str, adapter: &str, model: &str| json!({"name": name, "adapter": adapter, "base_url": mock.url, "model": model});
+    let mut routes = serde_json::Map::new();
+    for (lang, adapter) in [("py", "py-adapter"), ("js", "js-adapter")] {
+        for (suffix, model) in [
+            ("", "story"),
+            ("-malformed", "story-malformed"),
+            ("-cut", "story-cut-3"),
+        ] {
+            let name = format!("{lang}{suffix}");
+            routes.insert(
+                name.clone(),
+                json!({"deployments": [d(&format!("{name}-dep"), adapter, model)]}),
+            );
+        }
+    }
+    let gw = Gateway::start_with_ids(
+        serde_json::Value::Object(routes),
+        &[
+            ("py-adapter", "target/templates/python-adapter"),
+            ("js-adapter", "target/templates/js-adapter"),
+        ],
+        // A Python guest's first call initialises its interpreter state: give
+        // it room on a busy CI machine.
+        json!({"plugins": {"deadlines_ms": {"adapter": 5000}}}),
+    );
+    for lang in ["py", "js"] {
+        let r = gw.chat(lang, false).await;
+        assert_eq!(r.status(), 200, "{}", gw.logs());
+        let body = json_body(r).await;
+        assert_eq!(body["model"], format!("{lang}-dep"), "{body}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"], "answer from story",
+            "{body}"
+        );
+        assert!(body["usage"]["total_tokens"].as_u64() > Some(0), "{body}");
+
+        for route in [lang.to_string(), format!("{lang}-malformed")] {
+            let r = gw.chat(&route, true).await;
+            assert_eq!(r.status(), 200, "{}", gw.logs());
+            let events = sse_events(r).await;
+            assert_eq!(
+                events.last().map(String::as_str),
+                Some("[DONE]"),
+                "{events:?}"
+            );
+            let mut text = String::new();
+            for e in &events[..events.len() - 1] {
+                let chunk: serde_json::Value = serde_json::from_str(e).unwrap();
+                assert_eq!(chunk["model"], format!("{route}-dep"), "{e}");
+                if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(t);
+                }
+            }
+            assert_eq!(text, STORY, "{route}: {events:?}");
+        }
+
+        let r = gw.chat(&format!("{lang}-cut"), true).await;
+        assert_eq!(r.status(), 200, "{}", gw.logs());
+        let events = sse_events(r).await;
+        assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+        assert!(
+            events.last().is_some_and(|e| e.contains("\"error\"")),
+            "a cut stream ends with an error event: {events:?}"
+        );
+    }
+    let logs = gw.logs();
+    assert!(!logs.contains("trapped"), "{logs}");
 }

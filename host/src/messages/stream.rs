@@ -64,9 +64,10 @@ impl Translator {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         // The pipeline's own events: lines are far below the framer's limit.
-        for e in self.framer.push(bytes).unwrap_or_default() {
-            if !e.data.is_empty() {
-                self.data(&e.data, &mut out);
+        let events = self.framer.push(bytes).unwrap_or_default();
+        for (_, data) in events.iter() {
+            if !data.is_empty() {
+                self.data(data, &mut out);
             }
         }
         out

@@ -19,7 +19,7 @@ use super::host_api::CallDeadline;
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 use crate::domain::{
-    Kind, QuotaHint, StreamBatch, StreamEvent, StreamFraming, Target, UpstreamError,
+    Kind, QuotaHint, StreamBatch, StreamEvents, StreamFraming, Target, UpstreamError,
 };
 
 /// Largest parser state a v0.2 adapter may hand back.
@@ -38,7 +38,6 @@ pub struct StreamSession {
 
 enum Inner {
     Framed {
-        target: Arc<Target>,
         framer: Framer,
         state: Vec<u8>,
     },
@@ -53,13 +52,12 @@ call!(BeginStream { target: Arc<Target>, request: Arc<str>, headers: Vec<(String
     -> Result<(Vec<u8>, Option<QuotaHint>), UpstreamError> =
     |s, store, exports| exports.begin_stream(store, &s.target, &s.request, &s.headers).await);
 call!(StreamStep {
-    target: Arc<Target>,
     state: Vec<u8>,
     /// `None`: the body ended.
-    events: Option<Vec<StreamEvent>>,
+    events: Option<StreamEvents>,
 } -> Result<(StreamBatch, Vec<u8>), UpstreamError> =
     |s, store, exports| {
-        let step = exports.stream_step(store, &s.target, &s.state, s.events.as_deref()).await?;
+        let step = exports.stream_step(store, &s.state, s.events.as_ref()).await?;
         // An unchanged state comes back as `None`: the one given is kept.
         Ok(step.map(|r| r.map(|(batch, next)| (batch, next.unwrap_or(s.state)))))
     });
@@ -105,7 +103,6 @@ impl Plugin {
             self.check_state(&state)?;
             return Ok(Ok((
                 session(Inner::Framed {
-                    target: target.clone(),
                     framer: Framer::new(self.metadata().framing),
                     state,
                 }),
@@ -196,12 +193,11 @@ impl StreamSession {
         }
     }
 
-    async fn step(&mut self, events: Option<Vec<StreamEvent>>) -> Parsed<StreamBatch> {
-        let Inner::Framed { target, state, .. } = &mut self.inner else {
+    async fn step(&mut self, events: Option<StreamEvents>) -> Parsed<StreamBatch> {
+        let Inner::Framed { state, .. } = &mut self.inner else {
             unreachable!("framed sessions only")
         };
         let call = StreamStep {
-            target: target.clone(),
             state: std::mem::take(state),
             events,
         };
@@ -290,8 +286,8 @@ impl Framer {
     /// The events completed by `bytes`. A line that arrives whole (the
     /// usual case: upstreams flush whole events) is read where it lies;
     /// only a line cut between two reads is copied into `line`.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, String> {
-        let mut events = Vec::new();
+    pub fn push(&mut self, bytes: &[u8]) -> Result<StreamEvents, String> {
+        let mut events = StreamEvents::default();
         let mut rest = bytes;
         // A `\r` ended the last push: a `\n` opening this one belongs to it
         // (an empty push says nothing either way).
@@ -331,8 +327,8 @@ impl Framer {
     /// The body ended: a last line without its ending, and an SSE event
     /// without its blank line, are still delivered (the adapter's
     /// `end-stream` decides whether the stream was complete).
-    pub fn finish(&mut self) -> Vec<StreamEvent> {
-        let mut events = Vec::new();
+    pub fn finish(&mut self) -> StreamEvents {
+        let mut events = StreamEvents::default();
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.line_done(&line, &mut events);
@@ -343,7 +339,7 @@ impl Framer {
         events
     }
 
-    fn line_done(&mut self, line: &[u8], events: &mut Vec<StreamEvent>) {
+    fn line_done(&mut self, line: &[u8], events: &mut StreamEvents) {
         // Valid UTF-8 (the norm) is checked by the fast path and borrowed;
         // anything else is repaired with replacement characters.
         let text = match std::str::from_utf8(line) {
@@ -353,10 +349,7 @@ impl Framer {
         match self.framing {
             StreamFraming::Ndjson | StreamFraming::Raw => {
                 if !text.trim().is_empty() {
-                    events.push(StreamEvent {
-                        event: String::new(),
-                        data: text.into_owned(),
-                    });
+                    events.push("", &text);
                 }
             }
             StreamFraming::Sse => {
@@ -379,21 +372,23 @@ impl Framer {
                         self.data.push_str(value);
                         self.has_data = true;
                     }
-                    "event" => self.event = value.to_string(),
+                    "event" => {
+                        self.event.clear();
+                        self.event.push_str(value);
+                    }
                     _ => {}
                 }
             }
         }
     }
 
-    fn dispatch(&mut self, events: &mut Vec<StreamEvent>) {
+    fn dispatch(&mut self, events: &mut StreamEvents) {
         if self.has_data {
-            events.push(StreamEvent {
-                event: std::mem::take(&mut self.event),
-                data: std::mem::take(&mut self.data),
-            });
+            events.push(&self.event, &self.data);
         }
+        // Cleared, not taken: the buffers serve the next event.
         self.event.clear();
+        self.data.clear();
         self.has_data = false;
     }
 }
@@ -402,14 +397,36 @@ impl Framer {
 mod tests {
     use super::*;
 
-    fn sse(parts: &[&[u8]]) -> Vec<StreamEvent> {
+    /// Each event's name and data, owned.
+    fn owned(events: &StreamEvents) -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|(e, d)| (e.to_owned(), d.to_owned()))
+            .collect()
+    }
+
+    fn sse(parts: &[&[u8]]) -> Vec<(String, String)> {
         let mut f = Framer::new(StreamFraming::Sse);
         let mut out = Vec::new();
         for p in parts {
-            out.extend(f.push(p).unwrap());
+            out.extend(owned(&f.push(p).unwrap()));
         }
-        out.extend(f.finish());
+        out.extend(owned(&f.finish()));
         out
+    }
+
+    #[test]
+    fn packed_events_read_back_as_pushed() {
+        let mut events = StreamEvents::default();
+        assert!(events.is_empty());
+        events.push("message", "{\"a\":1}");
+        events.push("", "ç\nx");
+        events.push("", "");
+        assert_eq!(events.len(), 3);
+        assert_eq!(events.text, "message{\"a\":1}ç\nx");
+        assert_eq!(events.ends, [7, 14, 14, 18, 18, 18]);
+        let back: Vec<(&str, &str)> = events.iter().collect();
+        assert_eq!(back, [("message", "{\"a\":1}"), ("", "ç\nx"), ("", "")]);
     }
 
     #[test]
@@ -419,18 +436,9 @@ mod tests {
         assert_eq!(
             whole,
             vec![
-                StreamEvent {
-                    event: "message".into(),
-                    data: "{\"a\":1}".into()
-                },
-                StreamEvent {
-                    event: String::new(),
-                    data: "x\ny".into()
-                },
-                StreamEvent {
-                    event: String::new(),
-                    data: "[DONE]".into()
-                },
+                ("message".to_owned(), "{\"a\":1}".to_owned()),
+                ("".to_owned(), "x\ny".to_owned()),
+                ("".to_owned(), "[DONE]".to_owned()),
             ]
         );
         for split in 1..body.len() {
@@ -455,10 +463,7 @@ mod tests {
     fn sse_without_final_blank_line_is_still_delivered() {
         assert_eq!(
             sse(&[b"data: last"]),
-            vec![StreamEvent {
-                event: String::new(),
-                data: "last".into()
-            }]
+            vec![("".to_owned(), "last".to_owned())]
         );
         assert!(
             sse(&[b"event: ping\n\n"]).is_empty(),
@@ -469,10 +474,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_repaired_whole_or_split() {
         let body: &[u8] = b"data: a\xffb\xe2\x9c\x93\n\n";
-        let want = vec![StreamEvent {
-            event: String::new(),
-            data: "a\u{FFFD}b\u{2713}".into(),
-        }];
+        let want = vec![("".to_owned(), "a\u{FFFD}b\u{2713}".to_owned())];
         assert_eq!(sse(&[body]), want);
         for split in 1..body.len() {
             assert_eq!(
@@ -486,10 +488,11 @@ mod tests {
     #[test]
     fn ndjson_lines_are_events() {
         let mut f = Framer::new(StreamFraming::Ndjson);
-        let mut out = f.push(b"{\"a\":1}\n\n{\"b\"").unwrap();
-        out.extend(f.push(b":2}\r\n{\"c\":3}").unwrap());
-        out.extend(f.finish());
-        let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
+        let mut out = owned(&f.push(b"{\"a\":1}\n\n{\"b\"").unwrap());
+        out.extend(owned(&f.push(b":2}\r\n{\"c\":3}").unwrap()));
+        out.extend(owned(&f.finish()));
+        assert!(out.iter().all(|(e, _)| e.is_empty()));
+        let data: Vec<&str> = out.iter().map(|(_, d)| d.as_str()).collect();
         assert_eq!(data, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
     }
 

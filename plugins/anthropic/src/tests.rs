@@ -62,8 +62,8 @@ const TOOL_STREAM: [(&str, &str); 11] = [
     ("message_stop", r#"{"type":"message_stop"}"#),
 ];
 
-fn events(list: &[(&str, &str)]) -> Vec<StreamEvent> {
-    list.iter().map(|(e, d)| StreamEvent::new(*e, *d)).collect()
+fn events<'a>(list: &[(&'a str, &'a str)]) -> Vec<StreamEvent<'a>> {
+    list.iter().map(|(e, d)| StreamEvent::new(e, d)).collect()
 }
 
 #[derive(Debug)]
@@ -98,11 +98,11 @@ fn run_batches(
     for &n in batches {
         let (now, later) = rest.split_at(n);
         rest = later;
-        let step = run::parse_stream::<Anthropic>(&t, &state, now)?;
+        let step = run::parse_stream::<Anthropic>(&state, now)?;
         state = step.state.clone().unwrap_or(state);
         steps.push(step);
     }
-    steps.push(run::end_stream::<Anthropic>(&t, &state)?);
+    steps.push(run::end_stream::<Anthropic>(&state)?);
     for step in steps {
         f.usage = step.usage.or(f.usage);
         f.done |= step.done;
@@ -196,14 +196,12 @@ fn stream_survives_every_batching() {
 
 #[test]
 fn json_answers_stream_as_text() {
+    let start = format!(
+        r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"t","name":"{JSON_TOOL}","input":{{}}}}}}"#
+    );
     let evs = events(&[
         TOOL_STREAM[0],
-        (
-            "content_block_start",
-            &format!(
-                r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"t","name":"{JSON_TOOL}","input":{{}}}}}}"#
-            ),
-        ),
+        ("content_block_start", &start),
         (
             "content_block_delta",
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"name\":"}}"#,

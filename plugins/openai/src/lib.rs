@@ -990,14 +990,14 @@ mod tests {
         for &n in batches {
             let (now, later) = rest.split_at(n);
             rest = later;
-            let step = run::parse_stream::<OpenAi>(&t, &state, now)?;
+            let step = run::parse_stream::<OpenAi>(&state, now)?;
             o.chunks.extend(step.chunks);
             o.usage = step.usage.or(o.usage);
             o.done |= step.done;
             o.malformed += step.malformed;
             state = step.state.unwrap_or(state);
         }
-        let last = run::end_stream::<OpenAi>(&t, &state)?;
+        let last = run::end_stream::<OpenAi>(&state)?;
         o.chunks.extend(last.chunks);
         o.usage = last.usage.or(o.usage);
         o.done |= last.done;
@@ -1005,13 +1005,13 @@ mod tests {
     }
 
     fn run_events(request: &str, data: &[&str]) -> Result<Outcome, UpstreamError> {
-        let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(*d)).collect();
+        let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
         run_batches(request, &events, &[events.len()])
     }
 
     #[test]
     fn stream_state_survives_every_batching() {
-        let events: Vec<StreamEvent> = STREAM.iter().map(|d| StreamEvent::data(*d)).collect();
+        let events: Vec<StreamEvent> = STREAM.iter().map(|d| StreamEvent::data(d)).collect();
         for batches in run::batchings(events.len()) {
             let o = run_batches(
                 r#"{"stream_options":{"include_usage":true}}"#,

@@ -52,6 +52,21 @@ function readState(bytes) {
 }
 const writeState = (state) => utf8.encode(JSON.stringify(state));
 
+// The [name, data] of each event: the host packs them back to back in one
+// string, with two end offsets (in UTF-8 bytes) per event.
+function eventsOf(events) {
+  const raw = utf8.encode(events.text);
+  const out = [];
+  let start = 0;
+  for (let k = 0; k + 1 < events.ends.length; k += 2) {
+    const nameEnd = events.ends[k];
+    const dataEnd = events.ends[k + 1];
+    out.push([utf8.decode(raw.subarray(start, nameEnd)), utf8.decode(raw.subarray(nameEnd, dataEnd))]);
+    start = dataEnd;
+  }
+  return out;
+}
+
 export const adapter = {
   metadata() {
     return {
@@ -118,15 +133,17 @@ export const adapter = {
   },
 
   beginStream(target, request, headers) {
-    return { state: writeState({ done: false }), quota: null };
+    // Later calls are not given the target: keep what they need of it.
+    return { state: writeState({ done: false, deployment: target.deployment }), quota: null };
   },
 
-  parseStream(target, state, events) {
+  parseStream(state, events) {
     const st = readState(state);
     const chunks = [];
     let usage = null;
-    for (const event of events) {
-      const data = event.data.trim();
+    let malformed = 0;
+    for (const [, raw] of eventsOf(events)) {
+      const data = raw.trim();
       if (data === "[DONE]") {
         st.done = true;
         continue;
@@ -135,24 +152,30 @@ export const adapter = {
       let chunk;
       try {
         chunk = JSON.parse(data);
-      } catch (e) {
-        throw upstreamError("permanent", `stream event is not JSON: ${e.message}`);
+      } catch (_) {
+        chunk = null;
+      }
+      if (!chunk || typeof chunk !== "object" || Array.isArray(chunk)) {
+        // Skipped and counted: the host fails the stream on a burst.
+        malformed += 1;
+        continue;
       }
       if (chunk.error && typeof chunk.error === "object") {
         throw upstreamError("overloaded", String(chunk.error.message || "error in stream"));
       }
-      chunk.model = target.deployment;
+      chunk.model = st.deployment ?? "";
       usage = usageOf(chunk) ?? usage;
       chunks.push(JSON.stringify(chunk));
     }
-    return { chunks, usage, done: Boolean(st.done), state: writeState(st) };
+    return { chunks, usage, done: Boolean(st.done), state: writeState(st), malformed };
   },
 
-  endStream(target, state) {
-    if (!readState(state).done) {
-      host.log("warn", `${target.deployment}: stream ended before [DONE]`);
+  endStream(state) {
+    const st = readState(state);
+    if (!st.done) {
+      host.log("warn", `${st.deployment}: stream ended before [DONE]`);
       throw upstreamError("overloaded", "stream ended before [DONE]");
     }
-    return { chunks: [], usage: null, done: true, state };
+    return { chunks: [], usage: null, done: true, state: null, malformed: 0 };
   },
 };

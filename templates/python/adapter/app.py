@@ -63,6 +63,19 @@ def _error(class_: adapter.ErrorClass, message: str) -> adapter.UpstreamError:
     return adapter.UpstreamError(class_=class_, message=message, quota=None)
 
 
+def _events(events: adapter.StreamEvents) -> List[Tuple[str, str]]:
+    """The (name, data) of each event: the host packs them back to back in
+    one string, with two end offsets (in UTF-8 bytes) per event."""
+    raw = events.text.encode()
+    out = []
+    start = 0
+    for k in range(0, len(events.ends) - 1, 2):
+        name_end, data_end = events.ends[k], events.ends[k + 1]
+        out.append((raw[start:name_end].decode(), raw[name_end:data_end].decode()))
+        start = data_end
+    return out
+
+
 def _state(raw: bytes) -> dict:
     try:
         return json.loads(raw) if raw else {}
@@ -136,16 +149,17 @@ class Adapter(exports.Adapter):
     def begin_stream(
         self, target: adapter.Target, request: str, headers: Headers
     ) -> adapter.StreamStart:
-        return adapter.StreamStart(state=_dumps({"done": False}).encode(), quota=None)
+        # Later calls are not given the target: keep what they need of it.
+        state = {"done": False, "deployment": target.deployment}
+        return adapter.StreamStart(state=_dumps(state).encode(), quota=None)
 
-    def parse_stream(
-        self, target: adapter.Target, state: bytes, events: List[adapter.StreamEvent]
-    ) -> adapter.StreamStep:
+    def parse_stream(self, state: bytes, events: adapter.StreamEvents) -> adapter.StreamStep:
         st = _state(state)
         chunks: List[str] = []
         usage = None
-        for event in events:
-            data = event.data.strip()
+        malformed = 0
+        for _name, data in _events(events):
+            data = data.strip()
             if data == "[DONE]":
                 st["done"] = True
                 continue
@@ -153,20 +167,30 @@ class Adapter(exports.Adapter):
                 continue
             try:
                 chunk = json.loads(data)
-            except ValueError as e:
-                raise Err(_error(adapter.ErrorClass_Permanent(), f"stream event is not JSON: {e}"))
+            except ValueError:
+                # Skipped and counted: the host fails the stream on a burst.
+                malformed += 1
+                continue
+            if not isinstance(chunk, dict):
+                malformed += 1
+                continue
             if isinstance(chunk.get("error"), dict):
                 message = str(chunk["error"].get("message") or "error in stream")
                 raise Err(_error(adapter.ErrorClass_Overloaded(), message))
-            chunk["model"] = target.deployment
+            chunk["model"] = st.get("deployment", "")
             usage = _usage(chunk) or usage
             chunks.append(_dumps(chunk))
         return adapter.StreamStep(
-            chunks=chunks, usage=usage, done=bool(st.get("done")), state=_dumps(st).encode()
+            chunks=chunks,
+            usage=usage,
+            done=bool(st.get("done")),
+            state=_dumps(st).encode(),
+            malformed=malformed,
         )
 
-    def end_stream(self, target: adapter.Target, state: bytes) -> adapter.StreamStep:
-        if not _state(state).get("done"):
-            host.log(types.LogLevel.WARN, f"{target.deployment}: stream ended before [DONE]")
+    def end_stream(self, state: bytes) -> adapter.StreamStep:
+        st = _state(state)
+        if not st.get("done"):
+            host.log(types.LogLevel.WARN, f"{st.get('deployment')}: stream ended before [DONE]")
             raise Err(_error(adapter.ErrorClass_Overloaded(), "stream ended before [DONE]"))
-        return adapter.StreamStep(chunks=[], usage=None, done=True, state=state)
+        return adapter.StreamStep(chunks=[], usage=None, done=True, state=None, malformed=0)

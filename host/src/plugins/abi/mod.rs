@@ -282,13 +282,12 @@ impl Exports {
     pub async fn stream_step(
         &self,
         store: &mut Store<HostState>,
-        target: &domain::Target,
         state: &[u8],
-        events: Option<&[domain::StreamEvent]>,
+        events: Option<&domain::StreamEvents>,
     ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         match (self, events) {
-            (Exports::V0_2(e), Some(events)) => e.parse_stream(store, target, state, events).await,
-            (Exports::V0_2(e), None) => e.end_stream(store, target, state).await,
+            (Exports::V0_2(e), Some(events)) => e.parse_stream(store, state, events).await,
+            (Exports::V0_2(e), None) => e.end_stream(store, state).await,
             (Exports::V0_1(_), _) => Ok(None),
         }
     }

@@ -248,36 +248,29 @@ impl Exports {
     pub async fn parse_stream(
         &self,
         store: &mut Store<HostState>,
-        target: &domain::Target,
         state: &[u8],
-        events: &[domain::StreamEvent],
+        events: &domain::StreamEvents,
     ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
-        let events: Vec<adapter::StreamEvent> = events
-            .iter()
-            .map(|e| adapter::StreamEvent {
-                event: &e.event,
-                data: &e.data,
-            })
-            .collect();
-        let step = g
-            .call_parse_stream(store, target.into(), state, &events)
-            .await?;
+        let events = adapter::StreamEvents {
+            text: &events.text,
+            ends: &events.ends,
+        };
+        let step = g.call_parse_stream(store, state, events).await?;
         Ok(Some(step.map(step_parts).map_err(Into::into)))
     }
 
     pub async fn end_stream(
         &self,
         store: &mut Store<HostState>,
-        target: &domain::Target,
         state: &[u8],
     ) -> Guest<Option<Result<(domain::StreamBatch, Option<Vec<u8>>), domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
-        let step = g.call_end_stream(store, target.into(), state).await?;
+        let step = g.call_end_stream(store, state).await?;
         Ok(Some(step.map(step_parts).map_err(Into::into)))
     }
 }

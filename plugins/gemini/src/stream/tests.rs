@@ -49,7 +49,7 @@ fn run_batches(
     for &n in batches {
         let (now, later) = rest.split_at(n);
         rest = later;
-        let step = run::parse_stream::<Gemini>(&t, &state, now)?;
+        let step = run::parse_stream::<Gemini>(&state, now)?;
         assert!(!step.done, "Gemini streams end with the body");
         o.chunks
             .extend(step.chunks.iter().map(|c| serde_json::from_str(c).unwrap()));
@@ -57,7 +57,7 @@ fn run_batches(
         o.malformed += step.malformed;
         state = step.state.unwrap_or(state);
     }
-    let last = run::end_stream::<Gemini>(&t, &state)?;
+    let last = run::end_stream::<Gemini>(&state)?;
     o.chunks
         .extend(last.chunks.iter().map(|c| serde_json::from_str(c).unwrap()));
     assert_eq!(last.usage, o.usage, "usage is repeated at the end");
@@ -65,7 +65,7 @@ fn run_batches(
 }
 
 fn run_events(request: &str, data: &[&str]) -> Result<Outcome, UpstreamError> {
-    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(*d)).collect();
+    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
     run_batches(request, &events, &[events.len()])
 }
 
@@ -79,7 +79,7 @@ fn chunk(delta: Value, finish: Value) -> Value {
 
 #[test]
 fn text_stream_survives_every_batching() {
-    let events: Vec<StreamEvent> = TEXT.iter().map(|d| StreamEvent::data(*d)).collect();
+    let events: Vec<StreamEvent> = TEXT.iter().map(|d| StreamEvent::data(d)).collect();
     let usage = Usage::new(7, 18)
         .with_cached_prompt_tokens(4)
         .with_reasoning_tokens(15);
@@ -128,7 +128,7 @@ fn tool_calls_stream_whole() {
         r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather","args": {"city": "Paris"}},"thoughtSignature": "CiQB"},{"functionCall": {"id": "g-2","name": "get_time","args": {}}}],"role": "model"},"index": 0}],"responseId": "rid-1"}"#,
         r#"{"candidates": [{"content": {"parts": [{"text": ""}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 20,"candidatesTokenCount": 9,"totalTokenCount": 29},"responseId": "rid-1"}"#,
     ];
-    let evs: Vec<StreamEvent> = events.iter().map(|d| StreamEvent::data(*d)).collect();
+    let evs: Vec<StreamEvent> = events.iter().map(|d| StreamEvent::data(d)).collect();
     for batches in run::batchings(evs.len()) {
         let o = run_batches("{}", &evs, &batches).unwrap();
         assert_eq!(

@@ -47,12 +47,12 @@ fn run_batches(request: &str, lines: &[&str], batches: &[usize]) -> Result<Outco
         done: false,
         malformed: 0,
     };
-    let events: Vec<StreamEvent> = lines.iter().map(|l| StreamEvent::data(*l)).collect();
+    let events: Vec<StreamEvent> = lines.iter().map(|l| StreamEvent::data(l)).collect();
     let mut rest = &events[..];
     for &n in batches {
         let (now, later) = rest.split_at(n);
         rest = later;
-        let step = run::parse_stream::<Ollama>(&t, &state, now)?;
+        let step = run::parse_stream::<Ollama>(&state, now)?;
         o.chunks.extend(
             step.chunks
                 .iter()
@@ -63,7 +63,7 @@ fn run_batches(request: &str, lines: &[&str], batches: &[usize]) -> Result<Outco
         o.malformed += step.malformed;
         state = step.state.unwrap_or(state);
     }
-    let last = run::end_stream::<Ollama>(&t, &state)?;
+    let last = run::end_stream::<Ollama>(&state)?;
     assert!(last.chunks.is_empty());
     o.usage = last.usage;
     Ok(o)

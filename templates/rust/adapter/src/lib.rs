@@ -58,7 +58,7 @@ impl StreamParser for Stream {
         if event.data == "[DONE]" {
             out.set_done();
         } else {
-            out.push(event.data.clone());
+            out.push(event.data);
         }
         Ok(())
     }

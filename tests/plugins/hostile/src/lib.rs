@@ -198,7 +198,7 @@ impl StreamParser for Stream {
             }
             _ => {}
         }
-        let mut v: Value = serde_json::from_str(&event.data)
+        let mut v: Value = serde_json::from_str(event.data)
             .map_err(|e| overloaded(format!("malformed stream chunk: {e}")))?;
         let Some(obj) = v.as_object_mut() else {
             return Err(overloaded("malformed stream chunk".into()));
@@ -371,7 +371,6 @@ mod tests {
         assert_eq!(r.usage, Some(Usage::new(2, 1)));
         let start = run::begin_stream::<Hostile>(&target, "{}", &[]).unwrap();
         let step = run::parse_stream::<Hostile>(
-            &target,
             &start.state,
             &[
                 StreamEvent::data(
@@ -384,8 +383,8 @@ mod tests {
         assert_eq!(step.chunks.len(), 1);
         assert!(step.done);
         let state = step.state.unwrap_or(start.state);
-        run::end_stream::<Hostile>(&target, &state).unwrap();
+        run::end_stream::<Hostile>(&state).unwrap();
         let cut = run::begin_stream::<Hostile>(&target, "{}", &[]).unwrap();
-        assert!(run::end_stream::<Hostile>(&target, &cut.state).is_err());
+        assert!(run::end_stream::<Hostile>(&cut.state).is_err());
     }
 }
