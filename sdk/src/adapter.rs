@@ -35,7 +35,7 @@ pub trait Adapter {
     }
 
     /// How the upstream frames streamed bodies; the host splits them into
-    /// [`StreamEvent`]s accordingly. Default: server-sent events.
+    /// [`StreamEvent`](crate::StreamEvent)s accordingly. Default: server-sent events.
     fn framing() -> StreamFraming {
         StreamFraming::Sse
     }

@@ -440,6 +440,8 @@ mod tests {
             vec![1, 9],       // past the end
             vec![2, 3],       // inside `é`
             vec![1, 3, 2, 5], // the second event starts before the first ended
+            vec![0, 1],       // text past the last offset
+            vec![],           // no events, but text
         ] {
             let events = StreamEvents {
                 text: text.clone(),

@@ -24,7 +24,9 @@ use alloc::vec::Vec;
 use crate::adapter::{ErrorClass, StreamStep, Target, UpstreamError};
 use crate::types::Usage;
 
-/// The host refuses a parser state larger than this (64 KiB).
+/// The host refuses a stream state larger than this (64 KiB): the parser's
+/// own bytes, and the SDK's envelope around them (a few flags and counts, and
+/// the target's deployment name and model, which later calls are not given).
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
 
 /// Parses one streamed upstream response, event by event.
@@ -167,27 +169,35 @@ impl<'a> StreamEvent<'a> {
 
 /// The events packed in a `stream-events` (see the WIT): `text` holds each
 /// event's name and data back to back, `ends` where each of them ends. Offsets
-/// that do not cut `text` into ascending pieces on character boundaries are a
-/// host bug, reported as an error rather than trusted.
+/// that do not cut the whole of `text` into consecutive pieces on character
+/// boundaries are a host bug, reported as an error rather than trusted: an
+/// odd count or a last offset short of the text's end before any event is
+/// read, the rest as the events are.
 pub(crate) fn unpack<'a>(
     text: &'a str,
     ends: &'a [u32],
 ) -> impl Iterator<Item = Result<StreamEvent<'a>, UpstreamError>> + 'a {
+    let whole = ends.len() % 2 == 0 && ends.last().map_or(0, |&e| e as usize) == text.len();
     let mut start = 0usize;
-    ends.chunks(2).map(move |pair| {
-        let [name_end, data_end] = *pair else {
-            return Err(bad_events("an odd number of offsets"));
-        };
-        let (name_end, data_end) = (name_end as usize, data_end as usize);
-        let (Some(event), Some(data)) = (text.get(start..name_end), text.get(name_end..data_end))
-        else {
-            return Err(bad_events(
-                "offsets out of order or off a character boundary",
-            ));
-        };
-        start = data_end;
-        Ok(StreamEvent { event, data })
-    })
+    let first = (!whole).then(|| {
+        Err(bad_events(
+            "an odd number of offsets, or text past the last",
+        ))
+    });
+    first
+        .into_iter()
+        .chain(ends.chunks_exact(2).map(move |pair| {
+            let (name_end, data_end) = (pair[0] as usize, pair[1] as usize);
+            let (Some(event), Some(data)) =
+                (text.get(start..name_end), text.get(name_end..data_end))
+            else {
+                return Err(bad_events(
+                    "offsets out of order or off a character boundary",
+                ));
+            };
+            start = data_end;
+            Ok(StreamEvent { event, data })
+        }))
 }
 
 fn bad_events(why: &str) -> UpstreamError {
@@ -424,7 +434,7 @@ impl Envelope {
             return Err(UpstreamError::new(
                 ErrorClass::Permanent,
                 alloc::format!(
-                    "stream parser state is {} bytes, over the {MAX_STATE_BYTES}-byte limit",
+                    "stream state (the parser's and the target's) is {} bytes, over the {MAX_STATE_BYTES}-byte limit",
                     state.len()
                 ),
             ));
