@@ -177,7 +177,8 @@ pub(crate) fn unpack<'a>(
     text: &'a str,
     ends: &'a [u32],
 ) -> impl Iterator<Item = Result<StreamEvent<'a>, UpstreamError>> + 'a {
-    let whole = ends.len() % 2 == 0 && ends.last().map_or(0, |&e| e as usize) == text.len();
+    let whole =
+        ends.len().is_multiple_of(2) && ends.last().map_or(0, |&e| e as usize) == text.len();
     let mut start = 0usize;
     let first = (!whole).then(|| {
         Err(bad_events(
