@@ -581,7 +581,7 @@ impl StreamParser for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_sdk::canonical::read::one_char_changes;
+    use switchyard_sdk::canonical::read::{assert_fast_path_agrees, one_char_changes};
     use switchyard_sdk::{QuotaHint, run};
 
     fn wants_usage(request: &str) -> bool {
@@ -668,18 +668,12 @@ mod tests {
         let probes = [
             "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "t", "n", " ", "\n",
         ];
-        let mut answered = 0;
-        for doc in docs {
-            assert!(build_in_place("gpt \"x\"", doc).is_some(), "{doc}");
-            for v in one_char_changes(doc, &probes) {
-                let Some(fast) = build_in_place("gpt \"x\"", &v) else {
-                    continue;
-                };
-                answered += 1;
-                let general = built_in_general("gpt \"x\"", &v).expect(&v);
-                assert_eq!(json(fast.as_bytes()), general, "{v}");
-            }
-        }
+        let answered = assert_fast_path_agrees(
+            &docs,
+            &probes,
+            |v| build_in_place("gpt \"x\"", v).map(|fast| json(fast.as_bytes())),
+            |v| built_in_general("gpt \"x\"", v).expect(v),
+        );
         assert!(answered > 500, "{answered}");
         // Left to the general path.
         for request in [

@@ -435,6 +435,31 @@ pub fn one_char_changes(doc: &str, probes: &[&str]) -> Vec<String> {
     out
 }
 
+/// Checks a fast path against the general one it stands in for, for tests:
+/// `fast` must answer each of `docs`, and on every [`one_char_changes`] of
+/// them (with `probes`) where it answers, `general` must answer the same.
+/// Panics naming the first input where they differ; returns how many changed
+/// inputs the fast path answered (a test asserts that is not a handful).
+pub fn assert_fast_path_agrees<T: PartialEq + core::fmt::Debug>(
+    docs: &[&str],
+    probes: &[&str],
+    fast: impl Fn(&str) -> Option<T>,
+    general: impl Fn(&str) -> T,
+) -> usize {
+    let mut answered = 0;
+    for doc in docs {
+        assert!(fast(doc).is_some(), "the fast path refused {doc}");
+        for v in one_char_changes(doc, probes) {
+            let Some(quick) = fast(&v) else {
+                continue;
+            };
+            answered += 1;
+            assert_eq!(quick, general(&v), "{v}");
+        }
+    }
+    answered
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
