@@ -10,8 +10,10 @@
 //! late usage report) is read, and the usage chunk, which must carry the
 //! final count, is emitted at the end.
 
+use std::borrow::Cow;
+
 use serde::de::IgnoredAny;
-use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta};
+use switchyard_sdk::canonical::{ChatChunk, ChunkHead, Delta, StreamAsk, ToolCallDelta};
 use switchyard_sdk::errors::excerpt;
 use switchyard_sdk::{
     ErrorClass, StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target,
@@ -20,7 +22,7 @@ use switchyard_sdk::{
 
 use crate::error;
 use crate::response::{arguments, blocked, call_id, completion_id, finish_reason, usage};
-use crate::wire::Response;
+use crate::wire::{AnswerPart, Response};
 
 /// Version of [`Stream`]'s saved form: a state saved by another build of the
 /// adapter (hot reload mid-stream) is refused rather than misread.
@@ -42,6 +44,16 @@ pub struct Stream {
     /// The caller asked for the usage chunk (`stream_options.include_usage`)
     /// and it has not been emitted yet.
     usage_chunk: bool,
+    /// The chunks' shared head, written at the first chunk of a call (not
+    /// saved: it follows from the id, the time and the deployment).
+    head: Option<ChunkHead>,
+}
+
+impl Stream {
+    fn head(&mut self, target: &Target) -> &ChunkHead {
+        self.head
+            .get_or_insert_with(|| ChunkHead::new(&self.id, self.created, &target.deployment))
+    }
 }
 
 impl StreamParser for Stream {
@@ -92,12 +104,16 @@ impl StreamParser for Stream {
         if self.id.is_empty() {
             self.id = completion_id(chunk.response_id.as_deref(), data.as_bytes());
         }
+        let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
+        if self.role_sent && parts.iter().all(|p| p.function_call.is_none()) {
+            self.text_event(target, &parts, candidate.finish_reason.as_deref(), out);
+            return Ok(());
+        }
         let mut deltas = Vec::with_capacity(2);
         if !self.role_sent {
             deltas.push(Delta::role());
             self.role_sent = true;
         }
-        let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
         for part in parts {
             if part.thought == Some(true) {
                 continue;
@@ -143,11 +159,10 @@ impl StreamParser for Stream {
             }
         }
         let last = deltas.len().saturating_sub(1);
+        let head = self.head(target);
         for (k, delta) in deltas.iter().enumerate() {
             let reason = if k == last { finish } else { None };
-            let chunk =
-                ChatChunk::json_of(&self.id, self.created, &target.deployment, delta, reason);
-            out.push(chunk);
+            out.push(head.json_of(delta, reason));
         }
         Ok(())
     }
@@ -193,9 +208,44 @@ impl StreamParser for Stream {
             role_sent: r.bool()?,
             finished: r.bool()?,
             usage_chunk: r.bool()?,
+            head: None,
         };
         r.finish()?;
         Ok(stream)
+    }
+}
+
+impl Stream {
+    /// The usual event after the first: text parts only (thoughts left
+    /// out), at most one chunk, written from the borrowed text with no
+    /// `Delta` built; what the general path writes for it, byte for byte.
+    fn text_event(
+        &mut self,
+        target: &Target,
+        parts: &[AnswerPart],
+        reason: Option<&str>,
+        out: &mut StreamOutput,
+    ) {
+        let mut texts = parts
+            .iter()
+            .filter(|p| p.thought != Some(true))
+            .filter_map(|p| p.text.as_deref())
+            .filter(|t| !t.is_empty());
+        let text: Option<Cow<str>> = match (texts.next(), texts.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(Cow::Borrowed(one)),
+            (Some(first), Some(second)) => {
+                let mut all = String::from(first);
+                all.push_str(second);
+                texts.for_each(|t| all.push_str(t));
+                Some(Cow::Owned(all))
+            }
+        };
+        let finish = reason.and_then(|r| finish_reason(r, self.tool_calls > 0));
+        self.finished |= finish.is_some();
+        if text.is_some() || finish.is_some() {
+            out.push(self.head(target).text_json(text.as_deref(), finish));
+        }
     }
 }
 

@@ -217,8 +217,38 @@ pub(super) fn text_chunk(
     out
 }
 
+/// [`text_chunk`] after a head [`chunk_head`] wrote.
+pub(super) fn text_chunk_after(
+    head: &str,
+    text: Option<&str>,
+    finish_reason: Option<&str>,
+) -> String {
+    let n = 96 + head.len() + text.map_or(0, str::len);
+    let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
+    out.push_str(head);
+    out.push_str("{\"index\":0,\"delta\":{");
+    if let Some(text) = text {
+        out.push_str("\"content\":");
+        string(&mut out, text);
+    }
+    out.push('}');
+    choice_end(&mut out, finish_reason, None);
+    out.push_str("]}");
+    out
+}
+
+/// [`single_chunk`] after a head [`chunk_head`] wrote.
+pub(super) fn single_chunk_after(head: &str, delta: &Delta, finish_reason: Option<&str>) -> String {
+    let n = 96 + head.len() + delta_capacity(delta);
+    let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
+    out.push_str(head);
+    choice(&mut out, 0, delta, finish_reason, None);
+    out.push_str("]}");
+    out
+}
+
 /// A chunk's members up to the opening of `choices`.
-fn chunk_head(out: &mut String, id: &str, object: &str, created: u64, model: &str) {
+pub(super) fn chunk_head(out: &mut String, id: &str, object: &str, created: u64, model: &str) {
     out.push_str("{\"id\":");
     string(out, id);
     out.push_str(",\"object\":");
@@ -406,9 +436,9 @@ fn number(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    // Digits are ASCII; one copy instead of a push (and capacity check)
+    // a digit.
+    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes: `"` and `\`, the
@@ -488,8 +518,8 @@ mod tests {
     use alloc::vec;
 
     use super::super::{
-        AssistantMessage, ChatChunk, ChatCompletion, Choice, CompletionTokensDetails, Delta,
-        FunctionCall, FunctionDelta, PromptTokensDetails, ToolCall, ToolCallDelta,
+        AssistantMessage, ChatChunk, ChatCompletion, Choice, ChunkHead, CompletionTokensDetails,
+        Delta, FunctionCall, FunctionDelta, PromptTokensDetails, ToolCall, ToolCallDelta,
     };
     use super::*;
     use crate::types::Usage;
@@ -506,8 +536,11 @@ mod tests {
             let single =
                 ChatChunk::json_of(&chunk.id, chunk.created, &chunk.model, &c.delta, finish);
             assert_eq!(single, serde);
+            let head = ChunkHead::new(&chunk.id, chunk.created, &chunk.model);
+            assert_eq!(head.json_of(&c.delta, finish), serde);
             if c.delta.role.is_none() && c.delta.tool_calls.is_none() {
                 let text = c.delta.content.as_deref();
+                assert_eq!(head.text_json(text, finish), serde);
                 let text =
                     ChatChunk::text_json(&chunk.id, chunk.created, &chunk.model, text, finish);
                 assert_eq!(text, serde);

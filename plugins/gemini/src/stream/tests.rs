@@ -106,6 +106,41 @@ fn text_stream_survives_every_batching() {
     }
 }
 
+/// Events after the first: text parts join into one chunk (thoughts left
+/// out), an event of thoughts only writes nothing, and a finish reason with
+/// no text is a chunk of its own, in any batching.
+#[test]
+fn later_events_join_their_text_parts() {
+    let event = |parts: &str, finish: &str| {
+        format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{parts}],"role": "model"}}{finish},"index": 0}}],"responseId": "rid-1"}}"#
+        )
+    };
+    let data = [
+        event(r#"{"text": "a"}"#, ""),
+        event(
+            r#"{"text": "b\n"},{"text": "x", "thought": true},{"text": ""},{"text": "c"},{"text": "d"}"#,
+            "",
+        ),
+        event(r#"{"text": "hmm", "thought": true}"#, ""),
+        event(r#"{"text": ""}"#, r#","finishReason": "MAX_TOKENS""#),
+    ];
+    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
+    for batches in run::batchings(events.len()) {
+        let o = run_batches("{}", &events, &batches).unwrap();
+        assert_eq!(
+            o.chunks,
+            [
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(json!({"content": "a"}), Value::Null),
+                chunk(json!({"content": "b\ncd"}), Value::Null),
+                chunk(json!({}), json!("length")),
+            ],
+            "{batches:?}"
+        );
+    }
+}
+
 #[test]
 fn usage_chunk_only_when_asked() {
     let o = run_events(r#"{"stream": true}"#, &TEXT).unwrap();
@@ -263,6 +298,7 @@ fn state_round_trips_and_refuses_corruption() {
         role_sent: true,
         finished: false,
         usage_chunk: true,
+        head: None,
     };
     assert_eq!(Stream::restore(&s.save()).unwrap(), s);
     let saved = s.save();
