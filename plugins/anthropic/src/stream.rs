@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
+use switchyard_sdk::canonical::{ChatChunk, ChunkHead, Delta, StreamAsk, ToolCallDelta, finish};
 use switchyard_sdk::{
     ErrorClass, StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target,
     UpstreamError, errors,
@@ -51,6 +51,9 @@ pub struct Stream {
     finished: bool,
     /// The open tool call has had argument text.
     args: bool,
+    /// The chunks' shared head, written at the first chunk of a call (not
+    /// saved: it follows from the id, the time and the deployment).
+    head: Option<ChunkHead>,
 }
 
 #[derive(Deserialize)]
@@ -92,13 +95,18 @@ struct EventDelta<'a> {
 }
 
 impl Stream {
-    fn chunk(&self, target: &Target, delta: Delta, finish: Option<&str>) -> String {
-        ChatChunk::json_of(&self.id, self.created, &target.deployment, &delta, finish)
+    fn head(&mut self, target: &Target) -> &ChunkHead {
+        self.head
+            .get_or_insert_with(|| ChunkHead::new(&self.id, self.created, &target.deployment))
+    }
+
+    fn chunk(&mut self, target: &Target, delta: Delta, finish: Option<&str>) -> String {
+        self.head(target).json_of(&delta, finish)
     }
 
     /// A chunk of text alone (most of a stream), written from the borrowed text.
-    fn text(&self, target: &Target, text: &str) -> String {
-        ChatChunk::text_json(&self.id, self.created, &target.deployment, Some(text), None)
+    fn text(&mut self, target: &Target, text: &str) -> String {
+        self.head(target).text_json(Some(text), None)
     }
 }
 
@@ -118,6 +126,7 @@ impl StreamParser for Stream {
             tools: 0,
             finished: false,
             args: false,
+            head: None,
         })
     }
 
@@ -151,6 +160,7 @@ impl StreamParser for Stream {
                     return Ok(());
                 };
                 self.id = msg.id;
+                self.head = None;
                 if let Some(u) = msg.usage {
                     out.set_usage(u.to_usage());
                 }
@@ -316,6 +326,7 @@ impl StreamParser for Stream {
             tools: r.u32()?,
             finished: r.bool()?,
             args: r.bool()?,
+            head: None,
         };
         r.finish()?;
         Ok(stream)

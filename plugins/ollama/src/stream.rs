@@ -6,7 +6,7 @@
 //! into lines ([`StreamFraming::Ndjson`](switchyard_sdk::StreamFraming)), so
 //! a line here is always whole.
 
-use switchyard_sdk::canonical::{ChatChunk, Delta, StreamAsk, ToolCallDelta, finish};
+use switchyard_sdk::canonical::{ChatChunk, ChunkHead, Delta, StreamAsk, ToolCallDelta, finish};
 use switchyard_sdk::{
     StateReader, StateWriter, StreamEvent, StreamOutput, StreamParser, Target, UpstreamError,
     errors,
@@ -34,6 +34,9 @@ pub struct Stream {
     /// (`stream_options.include_usage`). Others never get it: some clients
     /// index `choices[0]` of every chunk.
     forward_usage_chunk: bool,
+    /// The chunks' shared head, written at the first chunk of a call (not
+    /// saved: it follows from the id, the time and the model).
+    head: Option<ChunkHead>,
 }
 
 impl Stream {
@@ -45,19 +48,25 @@ impl Stream {
             started: false,
             calls: 0,
             forward_usage_chunk,
+            head: None,
         }
     }
 
-    fn chunk(&self, model: &str, delta: Delta, finish: Option<&str>) -> String {
-        ChatChunk::json_of(&self.id, self.created, model, &delta, finish)
+    fn head(&mut self, model: &str) -> &ChunkHead {
+        self.head
+            .get_or_insert_with(|| ChunkHead::new(&self.id, self.created, model))
+    }
+
+    fn chunk(&mut self, model: &str, delta: Delta, finish: Option<&str>) -> String {
+        self.head(model).json_of(&delta, finish)
     }
 
     /// A chunk of text and/or the finish reason: the JSON [`chunk`](Self::chunk)
     /// writes, from borrowed parts. Most lines are text, and copying the id,
     /// model and text into owned values first would cost as much as parsing
     /// the line.
-    fn text_chunk(&self, model: &str, text: Option<&str>, finish: Option<&str>) -> String {
-        ChatChunk::text_json(&self.id, self.created, model, text, finish)
+    fn text_chunk(&mut self, model: &str, text: Option<&str>, finish: Option<&str>) -> String {
+        self.head(model).text_json(text, finish)
     }
 
     /// One line that is a chat reply (not an error).
@@ -65,6 +74,7 @@ impl Stream {
         if !self.started {
             self.started = true;
             self.created = reply.created().unwrap_or(self.created);
+            self.head = None;
             out.push(self.chunk(model, Delta::role(), None));
         }
         let text = reply.message.as_ref().map_or("", |m| m.text());

@@ -248,7 +248,7 @@ fn error_lines_end_the_stream() {
 
 #[test]
 fn borrowed_text_chunks_are_canonical_chunks() {
-    let s = Stream::new(7, 1_700_000_000, false);
+    let mut s = Stream::new(7, 1_700_000_000, false);
     for (text, finish) in [
         (Some("a\"\n\u{1f600}"), None),
         (Some(""), Some("stop")),
