@@ -100,6 +100,7 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
             ("", "story"),
             ("-malformed", "story-malformed"),
             ("-cut", "story-cut-3"),
+            ("-after-done", "story-after-done"),
         ] {
             let name = format!("{lang}{suffix}");
             routes.insert(
@@ -129,7 +130,11 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
         );
         assert!(body["usage"]["total_tokens"].as_u64() > Some(0), "{body}");
 
-        for route in [lang.to_string(), format!("{lang}-malformed")] {
+        for route in [
+            lang.to_string(),
+            format!("{lang}-malformed"),
+            format!("{lang}-after-done"),
+        ] {
             let r = gw.chat(&route, true).await;
             assert_eq!(r.status(), 200, "{}", gw.logs());
             let events = sse_events(r).await;
@@ -160,4 +165,76 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
     }
     let logs = gw.logs();
     assert!(!logs.contains("trapped"), "{logs}");
+}
+
+/// The Python and JavaScript strategy and evaluator templates, as `switchyard
+/// plugins new` writes them (scripts/setup builds them into
+/// `target/templates/`), in a route: the strategy keeps the configured order
+/// and logs through the host; the evaluator fails an empty answer, so the
+/// request goes on to the next deployment, whose answer it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_strategy_and_evaluator_templates_route_and_judge() {
+    let mock = Mock::start().await;
+    let mut routes = serde_json::Map::new();
+    for lang in ["py", "js"] {
+        routes.insert(
+            lang.into(),
+            json!({"strategy": format!("{lang}-strategy"), "evaluator": format!("{lang}-evaluator"),
+                "deployments": [deployment(&format!("{lang}-empty"), &mock.url, "empty"),
+                                deployment(&format!("{lang}-good"), &mock.url, "good")]}),
+        );
+    }
+    let gw = Gateway::start_with_ids(
+        serde_json::Value::Object(routes),
+        &[
+            ("openai", "openai"),
+            ("py-strategy", "target/templates/python-strategy"),
+            ("py-evaluator", "target/templates/python-evaluator"),
+            ("js-strategy", "target/templates/js-strategy"),
+            ("js-evaluator", "target/templates/js-evaluator"),
+        ],
+        // A Python guest's first call initialises its interpreter state: give
+        // it room on a busy CI machine.
+        json!({"plugins": {"deadlines_ms": {"strategy": 5000, "evaluator": 5000}}}),
+    );
+    for lang in ["py", "js"] {
+        let r = gw.chat(lang, false).await;
+        assert_eq!(r.status(), 200, "{}", gw.logs());
+        assert_eq!(r.headers()["x-switchyard-attempts"], "2", "{}", gw.logs());
+        let body = json_body(r).await;
+        assert_eq!(body["model"], format!("{lang}-good"), "{body}");
+        assert!(
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{body}"
+        );
+    }
+    assert_eq!(mock.hits("empty"), 2);
+    // Each ran without an error, the evaluator on both answers.
+    let (status, listed) = gw.admin("/admin/plugins").await;
+    assert_eq!(status, 200, "{listed}");
+    let calls = |id: &str| {
+        let p = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"));
+        assert_eq!(p["errors"], 0, "{p}");
+        p["calls"].as_u64().unwrap()
+    };
+    for lang in ["py", "js"] {
+        // The metadata call at load, then the request's.
+        assert_eq!(calls(&format!("{lang}-strategy")), 1 + 1);
+        assert_eq!(calls(&format!("{lang}-evaluator")), 1 + 2);
+        // Log lines reach the test through a pipe, after the answers.
+        gw.assert_log(&format!(
+            "plugin={lang}-evaluator score=0.0 reasons=[\"choice 0 is empty\"]"
+        ));
+    }
+    let logs = gw.logs();
+    for bad in ["strategy failed", "evaluator failed", "trapped"] {
+        assert!(!logs.contains(bad), "{bad}: {logs}");
+    }
 }

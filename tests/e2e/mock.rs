@@ -33,6 +33,7 @@
 //! | `story-malformed` | the story with an event that is not JSON in its middle |
 //! | `story-garbled` | the story with six events that are not JSON after its third word |
 //! | `story-nodone` | the story and its finish reason, then closes without `[DONE]` |
+//! | `story-after-done` | the story, then `[DONE]` and a stray chunk (" late") in one write |
 //! | `late-first-token` | streams: the role chunk at once, the content 20 s later |
 //! | `cached`     | a normal answer: 1,000 prompt tokens (400 cached), 500 completion |
 //! | `quota-low`  | a normal answer whose headers say no request is left for 2 s |
@@ -554,7 +555,13 @@ fn story(model: &str, request: &Value) -> Response {
         let usage = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
             "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": words.len(), "total_tokens": 10 + words.len()}});
         events.push(Bytes::from(format!("data: {usage}\n\n")));
-        if kind != "story-nodone" {
+        if kind == "story-after-done" {
+            // Nothing after the end marker belongs to the answer.
+            let stray = chunk(model, json!({"content": " late"}), Value::Null);
+            let mut last = b"data: [DONE]\n\n".to_vec();
+            last.extend_from_slice(&stray);
+            events.push(Bytes::from(last));
+        } else if kind != "story-nodone" {
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
         }
     }

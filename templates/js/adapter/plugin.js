@@ -143,6 +143,8 @@ export const adapter = {
     let usage = null;
     let malformed = 0;
     for (const [, raw] of eventsOf(events)) {
+      // Nothing after the end marker belongs to the answer.
+      if (st.done) break;
       const data = raw.trim();
       if (data === "[DONE]") {
         st.done = true;

@@ -159,6 +159,9 @@ class Adapter(exports.Adapter):
         usage = None
         malformed = 0
         for _name, data in _events(events):
+            if st.get("done"):
+                # Nothing after the end marker belongs to the answer.
+                break
             data = data.strip()
             if data == "[DONE]":
                 st["done"] = True
