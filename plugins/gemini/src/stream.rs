@@ -22,7 +22,7 @@ use switchyard_sdk::{
 
 use crate::error;
 use crate::response::{arguments, blocked, call_id, completion_id, finish_reason, usage};
-use crate::wire::{AnswerPart, Response};
+use crate::wire::{AnswerPart, Response, TextEvent};
 
 /// Version of [`Stream`]'s saved form: a state saved by another build of the
 /// adapter (hot reload mid-stream) is refused rather than misread.
@@ -82,6 +82,18 @@ impl StreamParser for Stream {
         if data.is_empty() {
             return Ok(());
         }
+        // The usual event once the answer has begun, read in one pass.
+        if self.role_sent
+            && !self.finished
+            && let Some(e) = TextEvent::read(data)
+        {
+            if let Some(u) = &e.usage {
+                out.set_usage(usage(u));
+            }
+            let reason = e.finish_reason.as_deref();
+            self.text_event(target, e.text.as_deref(), reason, out);
+            return Ok(());
+        }
         // A struct also reads from a JSON array (positionally): objects only.
         let parsed = data.starts_with('{').then(|| Response::parse(data));
         let Some(Ok(chunk)) = parsed else {
@@ -106,7 +118,13 @@ impl StreamParser for Stream {
         }
         let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
         if self.role_sent && parts.iter().all(|p| p.function_call.is_none()) {
-            self.text_event(target, &parts, candidate.finish_reason.as_deref(), out);
+            let text = joined(&parts);
+            self.text_event(
+                target,
+                text.as_deref(),
+                candidate.finish_reason.as_deref(),
+                out,
+            );
             return Ok(());
         }
         let mut deltas = Vec::with_capacity(2);
@@ -222,29 +240,33 @@ impl Stream {
     fn text_event(
         &mut self,
         target: &Target,
-        parts: &[AnswerPart],
+        text: Option<&str>,
         reason: Option<&str>,
         out: &mut StreamOutput,
     ) {
-        let mut texts = parts
-            .iter()
-            .filter(|p| p.thought != Some(true))
-            .filter_map(|p| p.text.as_deref())
-            .filter(|t| !t.is_empty());
-        let text: Option<Cow<str>> = match (texts.next(), texts.next()) {
-            (None, _) => None,
-            (Some(one), None) => Some(Cow::Borrowed(one)),
-            (Some(first), Some(second)) => {
-                let mut all = String::from(first);
-                all.push_str(second);
-                texts.for_each(|t| all.push_str(t));
-                Some(Cow::Owned(all))
-            }
-        };
         let finish = reason.and_then(|r| finish_reason(r, self.tool_calls > 0));
         self.finished |= finish.is_some();
         if text.is_some() || finish.is_some() {
-            out.push(self.head(target).text_json(text.as_deref(), finish));
+            out.push(self.head(target).text_json(text, finish));
+        }
+    }
+}
+
+/// The text parts that are not thoughts, joined; `None` when none has text.
+fn joined<'a>(parts: &'a [AnswerPart]) -> Option<Cow<'a, str>> {
+    let mut texts = parts
+        .iter()
+        .filter(|p| p.thought != Some(true))
+        .filter_map(|p| p.text.as_deref())
+        .filter(|t| !t.is_empty());
+    match (texts.next(), texts.next()) {
+        (None, _) => None,
+        (Some(one), None) => Some(Cow::Borrowed(one)),
+        (Some(first), Some(second)) => {
+            let mut all = String::from(first);
+            all.push_str(second);
+            texts.for_each(|t| all.push_str(t));
+            Some(Cow::Owned(all))
         }
     }
 }

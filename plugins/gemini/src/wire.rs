@@ -269,3 +269,5 @@ pub struct UsageMetadata {
 
 // Answers in the usual case, read without serde's derive.
 mod read;
+
+pub use read::TextEvent;

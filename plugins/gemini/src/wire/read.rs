@@ -4,6 +4,8 @@
 //! serde ([`Response::parse`]), so a reply read here is always the one serde
 //! would read.
 
+use std::borrow::Cow;
+
 use switchyard_sdk::canonical::read::Reader;
 
 use super::{AnswerContent, AnswerPart, Candidate, PromptFeedback, Response, UsageMetadata};
@@ -54,6 +56,141 @@ impl<'a> Response<'a> {
         })?;
         r.finish().ok()?;
         Some(out)
+    }
+}
+
+/// A stream event of the usual kind (one candidate whose parts are text or
+/// thoughts; no function call, error or prompt feedback), read in one pass
+/// without building the [`Response`]: its text parts joined (thoughts left
+/// out), its finish reason and its usage. What the general path makes of the
+/// same event, by construction: anything else is `None` and goes there.
+#[derive(Debug, Default)]
+pub struct TextEvent<'a> {
+    /// The non-empty text parts that are not thoughts, joined; `None` when
+    /// there is none.
+    pub text: Option<Cow<'a, str>>,
+    pub finish_reason: Option<Cow<'a, str>>,
+    pub usage: Option<UsageMetadata>,
+}
+
+impl<'a> TextEvent<'a> {
+    pub fn read(text: &'a str) -> Option<Self> {
+        let mut out = TextEvent::default();
+        // candidates, usageMetadata, responseId: a duplicate goes to serde.
+        let mut seen = [false; 3];
+        let mut r = Reader::new(text);
+        r.members(|r, name| {
+            let i = match name {
+                "candidates" => 0,
+                "usageMetadata" => 1,
+                "responseId" => 2,
+                // Prompt feedback and errors: the general path.
+                "promptFeedback" | "error" => return None,
+                _ => return skip(r),
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return None;
+            }
+            match i {
+                0 => {
+                    // Exactly one candidate (`null`, none or more: serde).
+                    r.array().ok()?;
+                    if !r.element().ok()? {
+                        return None;
+                    }
+                    out.candidate(r)?;
+                    if r.element().ok()? {
+                        return None;
+                    }
+                }
+                1 => out.usage = once_value(r, UsageMetadata::read)?,
+                _ => {
+                    once_value(r, |r| r.str().ok())?;
+                }
+            }
+            Some(())
+        })?;
+        r.finish().ok()?;
+        seen[0].then_some(out)
+    }
+
+    fn candidate(&mut self, r: &mut Reader<'a>) -> Option<()> {
+        let (mut content, mut finish, mut index) = (false, false, false);
+        r.members(|r, name| match name {
+            "content" if !std::mem::replace(&mut content, true) => {
+                if r.null().ok()? {
+                    return Some(());
+                }
+                let mut parts = false;
+                r.members(|r, name| match name {
+                    "parts" if !std::mem::replace(&mut parts, true) => {
+                        if r.null().ok()? {
+                            return Some(());
+                        }
+                        r.array().ok()?;
+                        while r.element().ok()? {
+                            self.part(r)?;
+                        }
+                        Some(())
+                    }
+                    "parts" => None,
+                    _ => skip(r),
+                })
+            }
+            "finishReason" if !std::mem::replace(&mut finish, true) => {
+                self.finish_reason = once_value(r, |r| r.str().ok())?;
+                Some(())
+            }
+            "index" if !std::mem::replace(&mut index, true) => {
+                once_value(r, Reader::unsigned::<u32>).map(drop)
+            }
+            "content" | "finishReason" | "index" => None,
+            _ => skip(r),
+        })
+    }
+
+    /// One part: its text joined to the event's unless it is a thought.
+    fn part(&mut self, r: &mut Reader<'a>) -> Option<()> {
+        let (mut text, mut thought) = (None, None);
+        r.members(|r, name| match name {
+            "text" if text.is_none() => {
+                text = Some(once_value(r, |r| r.str().ok())?);
+                Some(())
+            }
+            "thought" if thought.is_none() => {
+                thought = Some(once_value(r, |r| match r.value().ok()? {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                })?);
+                Some(())
+            }
+            // A duplicate, or a function call: the general path.
+            "text" | "thought" | "functionCall" => None,
+            _ => skip(r),
+        })?;
+        if thought.flatten() == Some(true) {
+            return Some(());
+        }
+        if let Some(part) = text.flatten().filter(|t| !t.is_empty()) {
+            self.text = Some(match self.text.take() {
+                None => part,
+                Some(before) => Cow::Owned(before.into_owned() + &part),
+            });
+        }
+        Some(())
+    }
+}
+
+/// A value or `null` (`Some(None)`); `None` when `read` gives up.
+fn once_value<'a, T>(
+    r: &mut Reader<'a>,
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Option<Option<T>> {
+    if r.null().ok()? {
+        Some(None)
+    } else {
+        read(r).map(Some)
     }
 }
 
@@ -185,6 +322,69 @@ mod tests {
             &probes,
             |v| Response::read(v).map(|r| format!("{r:?}")),
             |v| format!("{:?}", serde_json::from_str::<Response>(v).expect(v)),
+        );
+        assert!(answered > 1000, "{answered}");
+    }
+
+    #[test]
+    fn unusual_events_are_left_to_the_general_path() {
+        let part = r#"{"content":{"parts":[{"text":"a"}]}}"#;
+        for text in [
+            format!(r#"{{"candidates":[{part}],"promptFeedback":{{"blockReason":null}}}}"#),
+            format!(r#"{{"candidates":[{part}],"error":{{"code":500}}}}"#),
+            format!(r#"{{"candidates":[{part},{part}]}}"#),
+            r#"{"candidates":[]}"#.into(),
+            r#"{"candidates":null}"#.into(),
+            r#"{"usageMetadata":{"promptTokenCount":1}}"#.into(),
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f"}}]}}]}"#.into(),
+            r#"{"candidates":[{"content":{"parts":[{"text":"a","text":"b"}]}}]}"#.into(),
+        ] {
+            assert!(TextEvent::read(&text).is_none(), "{text}");
+        }
+        assert!(TextEvent::read(&format!(r#"{{"candidates":[{part}]}}"#)).is_some());
+    }
+
+    /// Every one-byte change of a few stream events: where the one-pass
+    /// reader answers, serde reads one candidate whose text parts, joined
+    /// without thoughts, finish reason and usage are the same, and neither a
+    /// function call nor an error nor prompt feedback.
+    #[test]
+    fn text_events_read_as_serde_reads_them() {
+        let docs = [
+            r#"{"candidates": [{"content": {"parts": [{"text": "whispering to the cold earth\u2014\n"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"totalTokenCount": 8},"modelVersion": "gemini-2.5-flash","responseId": "Zm9v"}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"a","thought":true},{"text":""},{"text":"b\"c"},{"text":"d","thought":false}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":19,"thoughtsTokenCount":60,"cachedContentTokenCount":4},"responseId":null}"#,
+            r#"{"candidates":[{"content":null,"finishReason":null,"index":null}],"usageMetadata":null}"#,
+        ];
+        let probes = [
+            "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", "t", " ",
+        ];
+        let answered = assert_fast_path_agrees(
+            &docs,
+            &probes,
+            |v| {
+                TextEvent::read(v)
+                    .map(|e| format!("{:?} {:?} {:?}", e.text, e.finish_reason, e.usage))
+            },
+            |v| {
+                let r = serde_json::from_str::<Response>(v).expect(v);
+                assert!(r.error.is_none() && r.prompt_feedback.is_none(), "{v}");
+                let [c] = &r.candidates.expect(v)[..] else {
+                    panic!("not one candidate: {v}")
+                };
+                let parts = c
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.parts.as_deref())
+                    .unwrap_or_default();
+                assert!(parts.iter().all(|p| p.function_call.is_none()), "{v}");
+                let text: String = parts
+                    .iter()
+                    .filter(|p| p.thought != Some(true))
+                    .filter_map(|p| p.text.as_deref())
+                    .collect();
+                let text = (!text.is_empty()).then_some(std::borrow::Cow::<str>::Owned(text));
+                format!("{:?} {:?} {:?}", text, c.finish_reason, r.usage_metadata)
+            },
         );
         assert!(answered > 1000, "{answered}");
     }
