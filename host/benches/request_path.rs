@@ -6,8 +6,10 @@
 //! What it leaves out is what the load test (`scripts/load`) adds: the two
 //! TCP exchanges and their wake-ups, and log formatting (no subscriber is
 //! installed here). Variants: `full` (priority strategy,
-//! openai adapter, basic evaluator), `cheap` (the adapter only) and
-//! `streamed` (full, an SSE answer of six events).
+//! openai adapter, basic evaluator), `cheap` (the adapter only),
+//! `streamed` (full, an SSE answer of six events) and `full_stored` (full,
+//! with the store on: the request's side of recording it, its rows built
+//! and queued; the writer commits them on its own thread, not timed here).
 //!
 //!     cargo bench --bench request_path -- --warm-up-time 1 --measurement-time 3
 
@@ -56,12 +58,14 @@ fn sse_answer() -> Bytes {
 
 struct Fixture {
     _cache: tempfile::TempDir,
+    /// The store's database, when the fixture records requests.
+    _store: Option<tempfile::TempDir>,
     app: Router,
     rt: tokio::runtime::Runtime,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    fn new(stored: bool) -> Self {
         let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
         let cache = tempfile::tempdir().expect("temp dir for the plugin compile cache");
         let deployment = serde_json::json!([{
@@ -107,11 +111,16 @@ impl Fixture {
         let gateway = Gateway::new(&config, registry)
             .expect("gateway")
             .with_upstream(upstream);
+        let store_dir = stored.then(|| tempfile::tempdir().expect("temp dir for the store"));
+        let store = store_dir
+            .as_ref()
+            .map(|d| switchyard::store::Store::open(&d.path().join("bench.db")));
         let app = switchyard::server::router(
             switchyard::live::Live::fixed(
                 gateway,
                 Arc::new(switchyard::pipeline::Sinks {
                     cache: Some(switchyard::cache::Cache::new(&config.cache, None)),
+                    store,
                     ..Default::default()
                 }),
             ),
@@ -120,6 +129,7 @@ impl Fixture {
         drop(_entered);
         Self {
             _cache: cache,
+            _store: store_dir,
             app,
             rt,
         }
@@ -151,7 +161,7 @@ impl Fixture {
 }
 
 fn request_path(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = Fixture::new(false);
     let full = Bytes::from_static(REQUEST.as_bytes());
     let cheap = Bytes::from(REQUEST.replacen("\"full\"", "\"cheap\"", 1));
     let streamed = Bytes::from(format!(
@@ -173,6 +183,10 @@ fn request_path(c: &mut Criterion) {
     });
     c.bench_function("request_path/streamed", |b| {
         b.iter_custom(|n| f.timed(n, &streamed))
+    });
+    let stored = Fixture::new(true);
+    c.bench_function("request_path/full_stored", |b| {
+        b.iter_custom(|n| stored.timed(n, &full))
     });
     // Every request after the first answered from the response cache.
     let cached = Bytes::from(REQUEST.replacen("\"full\"", "\"cached\"", 1));
