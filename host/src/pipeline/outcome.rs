@@ -824,7 +824,7 @@ mod tests {
                 false,
                 vec!["empty \"answer\"".to_string(), "é\n".into()],
             ),
-            (0.899_999_976, true, vec!["x".into()]),
+            (0.9, true, vec!["x".into()]),
         ] {
             let v = Verdict {
                 score,
