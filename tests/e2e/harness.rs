@@ -145,7 +145,11 @@ impl Gateway {
 
     fn wait_listening(&mut self) {
         let gateway = self;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Plugins are compiled before the gateway listens: with a cold compile
+        // cache, a Python or JavaScript component takes ~5-10 s of a core, and
+        // a route may load several while other tests run beside it on a
+        // 2-core machine. Only a start that hangs waits this long.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(addr) = gateway
                 .log_lines()
