@@ -10,8 +10,6 @@
 //! late usage report) is read, and the usage chunk, which must carry the
 //! final count, is emitted at the end.
 
-use std::borrow::Cow;
-
 use serde::de::IgnoredAny;
 use switchyard_sdk::canonical::{ChatChunk, ChunkHead, Delta, StreamAsk, ToolCallDelta};
 use switchyard_sdk::errors::excerpt;
@@ -22,7 +20,7 @@ use switchyard_sdk::{
 
 use crate::error;
 use crate::response::{arguments, blocked, call_id, completion_id, finish_reason, usage};
-use crate::wire::{AnswerPart, Response, TextEvent};
+use crate::wire::{Response, TextEvent};
 
 /// Version of [`Stream`]'s saved form: a state saved by another build of the
 /// adapter (hot reload mid-stream) is refused rather than misread.
@@ -117,16 +115,6 @@ impl StreamParser for Stream {
             self.id = completion_id(chunk.response_id.as_deref(), data.as_bytes());
         }
         let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
-        if self.role_sent && parts.iter().all(|p| p.function_call.is_none()) {
-            let text = joined(&parts);
-            self.text_event(
-                target,
-                text.as_deref(),
-                candidate.finish_reason.as_deref(),
-                out,
-            );
-            return Ok(());
-        }
         let mut deltas = Vec::with_capacity(2);
         if !self.role_sent {
             deltas.push(Delta::role());
@@ -248,25 +236,6 @@ impl Stream {
         self.finished |= finish.is_some();
         if text.is_some() || finish.is_some() {
             out.push(self.head(target).text_json(text, finish));
-        }
-    }
-}
-
-/// The text parts that are not thoughts, joined; `None` when none has text.
-fn joined<'a>(parts: &'a [AnswerPart]) -> Option<Cow<'a, str>> {
-    let mut texts = parts
-        .iter()
-        .filter(|p| p.thought != Some(true))
-        .filter_map(|p| p.text.as_deref())
-        .filter(|t| !t.is_empty());
-    match (texts.next(), texts.next()) {
-        (None, _) => None,
-        (Some(one), None) => Some(Cow::Borrowed(one)),
-        (Some(first), Some(second)) => {
-            let mut all = String::from(first);
-            all.push_str(second);
-            texts.for_each(|t| all.push_str(t));
-            Some(Cow::Owned(all))
         }
     }
 }

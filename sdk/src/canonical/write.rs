@@ -206,14 +206,7 @@ pub(super) fn text_chunk(
     let n = 192 + id.len() + model.len() + text.map_or(0, str::len);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
     chunk_head(&mut out, id, super::CHUNK_OBJECT, created, model);
-    out.push_str("{\"index\":0,\"delta\":{");
-    if let Some(text) = text {
-        out.push_str("\"content\":");
-        string(&mut out, text);
-    }
-    out.push('}');
-    choice_end(&mut out, finish_reason, None);
-    out.push_str("]}");
+    text_choice(&mut out, text, finish_reason);
     out
 }
 
@@ -226,15 +219,20 @@ pub(super) fn text_chunk_after(
     let n = 96 + head.len() + text.map_or(0, str::len);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
     out.push_str(head);
+    text_choice(&mut out, text, finish_reason);
+    out
+}
+
+/// A text chunk's one choice and the chunk's end.
+fn text_choice(out: &mut String, text: Option<&str>, finish_reason: Option<&str>) {
     out.push_str("{\"index\":0,\"delta\":{");
     if let Some(text) = text {
         out.push_str("\"content\":");
-        string(&mut out, text);
+        string(out, text);
     }
     out.push('}');
-    choice_end(&mut out, finish_reason, None);
+    choice_end(out, finish_reason, None);
     out.push_str("]}");
-    out
 }
 
 /// [`single_chunk`] after a head [`chunk_head`] wrote.

@@ -108,7 +108,8 @@ fn text_stream_survives_every_batching() {
 
 /// Events after the first: text parts join into one chunk (thoughts left
 /// out), an event of thoughts only writes nothing, and a finish reason with
-/// no text is a chunk of its own, in any batching.
+/// no text is a chunk of its own, in any batching; an event the one-pass
+/// read leaves to serde (it carries prompt feedback) writes the same.
 #[test]
 fn later_events_join_their_text_parts() {
     let event = |parts: &str, finish: &str| {
@@ -123,6 +124,11 @@ fn later_events_join_their_text_parts() {
             "",
         ),
         event(r#"{"text": "hmm", "thought": true}"#, ""),
+        event(r#"{"text": "e"},{"text": "f"}"#, "").replacen(
+            r#""responseId""#,
+            r#""promptFeedback": {"blockReason": null},"responseId""#,
+            1,
+        ),
         event(r#"{"text": ""}"#, r#","finishReason": "MAX_TOKENS""#),
     ];
     let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
@@ -134,6 +140,7 @@ fn later_events_join_their_text_parts() {
                 chunk(json!({"role": "assistant", "content": ""}), Value::Null),
                 chunk(json!({"content": "a"}), Value::Null),
                 chunk(json!({"content": "b\ncd"}), Value::Null),
+                chunk(json!({"content": "ef"}), Value::Null),
                 chunk(json!({}), json!("length")),
             ],
             "{batches:?}"

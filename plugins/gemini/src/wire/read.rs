@@ -292,7 +292,7 @@ fn once<'a, T>(
     if slot.is_some() {
         return None;
     }
-    *slot = Some(if r.null().ok()? { None } else { Some(read(r)?) });
+    *slot = Some(once_value(r, read)?);
     Some(())
 }
 
