@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
+use switchyard_sdk::canonical::read::Reader;
 use switchyard_sdk::{Evaluator, Metadata, Verdict, export_evaluator};
 
 struct Basic;
@@ -33,9 +33,58 @@ const FINISH_REASONS: &[&str] = &[
     "content_filter",
 ];
 
-/// Whether the request asked for a JSON answer (`response_format`). Reads
-/// only that field: the messages are skipped, not built into values.
+/// Whether the request asked for a JSON answer (`response_format`): read in
+/// one pass ([`wants_json_quickly`]) when the request is the usual object,
+/// by serde otherwise.
 fn wants_json(request: &str) -> bool {
+    // Most requests do not ask: serde can only find the member when its
+    // name is in the text, spelled out or with a `\u` escape.
+    if !request.contains("response_format") && !request.contains("\\u") {
+        return false;
+    }
+    wants_json_quickly(request).unwrap_or_else(|| wants_json_by_serde(request))
+}
+
+/// [`wants_json`] for a request object whose `response_format` is absent,
+/// null or an object with at most one `type`: the members are skipped (and
+/// checked) without serde's visitors. `None` for anything else, which serde
+/// decides (a duplicate member is an error there, an array a struct).
+fn wants_json_quickly(request: &str) -> Option<bool> {
+    let mut r = Reader::new(request);
+    let mut kind = None;
+    let mut seen = false;
+    r.members(|r, name| {
+        if name != "response_format" {
+            return r.value().ok().map(drop);
+        }
+        if std::mem::replace(&mut seen, true) {
+            return None;
+        }
+        if r.null().ok()? {
+            return Some(());
+        }
+        let mut typed = false;
+        r.members(|r, name| {
+            if name != "type" {
+                return r.value().ok().map(drop);
+            }
+            if std::mem::replace(&mut typed, true) {
+                return None;
+            }
+            if !r.null().ok()? {
+                kind = Some(r.str().ok()?);
+            }
+            Some(())
+        })
+    })?;
+    if r.saw_odd() || r.finish().is_err() {
+        return None;
+    }
+    Some(kind.is_some_and(|k| k == "json_object" || k == "json_schema"))
+}
+
+/// [`wants_json`] by serde: reads only that field, the messages skipped.
+fn wants_json_by_serde(request: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Request<'a> {
         #[serde(borrow)]
@@ -74,129 +123,117 @@ fn has_calls(message: &Value) -> bool {
         || message.get("function_call").is_some_and(Value::is_object)
 }
 
-/// The fields of a chat completion the checks read, borrowed from the
-/// response text; everything else is skipped, not built into values.
-/// Every level is read as a JSON object only ([`Members`]: a derived struct
-/// would also read an array, positionally).
-#[derive(serde::Deserialize)]
-struct Completion<'a> {
-    #[serde(borrow)]
-    choices: Vec<Members<'a, 2>>,
-}
-
-/// The members of a JSON object named by `FIELDS` (the rest skipped), raw;
-/// the last of duplicates wins, as in a value tree.
-struct Members<'a, const N: usize>([Option<&'a RawValue>; N]);
-
-/// The member names [`Members`] reads, for 2 (a choice) and 3 (a message).
-trait Fields {
-    const NAMES: &'static [&'static str];
-}
-impl Fields for Members<'_, 2> {
-    const NAMES: &'static [&'static str] = &["finish_reason", "message"];
-}
-impl Fields for Members<'_, 3> {
-    const NAMES: &'static [&'static str] = &["content", "tool_calls", "function_call"];
-}
-
-impl<'de: 'a, 'a, const N: usize> serde::Deserialize<'de> for Members<'a, N>
-where
-    Members<'a, N>: Fields,
-{
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a, const N: usize>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a, const N: usize> serde::de::Visitor<'de> for Visit<'a, N>
-        where
-            Members<'a, N>: Fields,
-        {
-            type Value = Members<'a, N>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut out = [None; N];
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match <Members<'a, N> as Fields>::NAMES
-                        .iter()
-                        .position(|n| *n == key)
-                    {
-                        Some(i) => out[i] = Some(map.next_value::<&'de RawValue>()?),
-                        None => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
 /// What one choice says, read from either parse.
 struct Seen<'a> {
     /// `None`: absent or null; `Ok`: a string; `Err`: any other JSON, as text.
     finish_reason: Option<Result<Cow<'a, str>, String>>,
     calls: bool,
     /// `None`: absent or null; `Some(None)`: not a string or text parts.
-    text: Option<Option<String>>,
+    text: Option<Option<Cow<'a, str>>>,
 }
 
 fn evaluate(request: &str, response: &str) -> Verdict {
-    // The common case, a well-formed completion, is read without building
-    // a value tree; anything unusual takes the general path below, which
-    // also names what is wrong.
-    let object = |t: &str| t.trim_start().starts_with('{');
-    let Some(completion) = Some(response)
-        .filter(|r| object(r))
-        .and_then(|r| serde_json::from_str::<Completion>(r).ok())
-    else {
+    // The common case, a well-formed completion, is read in one pass over
+    // its text; anything unusual takes the general path below, which also
+    // names what is wrong.
+    let Some(seen) = read_choices(response) else {
         return evaluate_values(request, response);
     };
-    if completion.choices.is_empty() {
+    if seen.is_empty() {
         return Verdict::fail(0.0, "response has no choices");
-    }
-    let mut seen = Vec::with_capacity(completion.choices.len());
-    for Members([finish_reason, message]) in &completion.choices {
-        let message = match raw(*message) {
-            None => None,
-            Some(m) => match serde_json::from_str::<Members<3>>(m) {
-                Ok(Members([content, tool_calls, function_call])) => {
-                    Some((content, tool_calls, function_call))
-                }
-                Err(_) => return evaluate_values(request, response),
-            },
-        };
-        let text = match message.and_then(|(content, _, _)| raw(content)) {
-            None => None,
-            Some(t) if t.starts_with('"') => Some(serde_json::from_str::<String>(t).ok()),
-            Some(t) => Some(
-                serde_json::from_str::<Value>(t)
-                    .ok()
-                    .and_then(|c| text_of(&c)),
-            ),
-        };
-        let calls = message.is_some_and(|(_, tool_calls, function_call)| {
-            raw(tool_calls).is_some_and(|t| {
-                serde_json::from_str::<Vec<serde::de::IgnoredAny>>(t).is_ok_and(|c| !c.is_empty())
-            }) || raw(function_call).is_some_and(|t| t.starts_with('{'))
-        });
-        seen.push(Seen {
-            finish_reason: raw(*finish_reason)
-                .map(|t| serde_json::from_str::<Cow<str>>(t).map_err(|_| t.to_string())),
-            calls,
-            text,
-        });
     }
     judge(request, &seen)
 }
 
-/// A field's JSON text, unless it is absent or null.
-fn raw(v: Option<&RawValue>) -> Option<&str> {
-    v.map(RawValue::get).filter(|t| *t != "null")
+/// The choices of a completion object, read in one pass with the SDK's
+/// [`Reader`] (which checks the whole text as serde_json would): what
+/// [`evaluate_values`] reads from a value tree, without building one. serde
+/// with borrowed raw members cost ~13k instructions for a 470-byte answer;
+/// most of it visiting the members it skipped. `None` for anything
+/// unusual: no `choices` array, a choice or message that is not an object, a
+/// `finish_reason` or `content` that is neither a string nor null, text a
+/// value tree may refuse ([`Reader::saw_odd`]), or not JSON at all. As in a
+/// value tree, the last of duplicate members wins.
+fn read_choices(response: &str) -> Option<Vec<Seen<'_>>> {
+    let mut r = Reader::new(response);
+    let mut choices = None;
+    r.members(|r, name| {
+        if name == "choices" {
+            choices = Some(r.items(read_choice)?);
+        } else {
+            r.value().ok()?;
+        }
+        Some(())
+    })?;
+    if r.saw_odd() || r.finish().is_err() {
+        return None;
+    }
+    choices
+}
+
+fn read_choice<'a>(r: &mut Reader<'a>) -> Option<Seen<'a>> {
+    let mut seen = Seen {
+        finish_reason: None,
+        calls: false,
+        text: None,
+    };
+    r.members(|r, name| {
+        match name {
+            "finish_reason" => {
+                seen.finish_reason = match r.null().ok()? {
+                    true => None,
+                    false => Some(Ok(r.str().ok()?)),
+                };
+            }
+            "message" => {
+                // A later message replaces an earlier one whole.
+                let (mut text, mut tools, mut function) = (None, false, false);
+                if !r.null().ok()? {
+                    r.members(|r, name| {
+                        match name {
+                            "content" => {
+                                text = match r.null().ok()? {
+                                    true => None,
+                                    false => Some(Some(r.str().ok()?)),
+                                };
+                            }
+                            "tool_calls" => tools = non_empty_array(r)?,
+                            "function_call" => {
+                                function = r.next_byte() == Some(b'{');
+                                r.value().ok()?;
+                            }
+                            _ => {
+                                r.value().ok()?;
+                            }
+                        }
+                        Some(())
+                    })?;
+                }
+                seen.text = text;
+                seen.calls = tools || function;
+            }
+            _ => {
+                r.value().ok()?;
+            }
+        }
+        Some(())
+    })?;
+    Some(seen)
+}
+
+/// Reads a value: whether it is an array with an element.
+fn non_empty_array(r: &mut Reader) -> Option<bool> {
+    if r.next_byte() != Some(b'[') {
+        r.value().ok()?;
+        return Some(false);
+    }
+    r.array().ok()?;
+    let mut any = false;
+    while r.element().ok()? {
+        any = true;
+        r.value().ok()?;
+    }
+    Some(any)
 }
 
 /// The general path: any JSON, with a precise reason when it is not a
@@ -229,7 +266,7 @@ fn evaluate_values(request: &str, response: &str) -> Verdict {
                 calls: has_calls(message),
                 text: match message.get("content") {
                     None | Some(Value::Null) => None,
-                    Some(c) => Some(text_of(c)),
+                    Some(c) => Some(text_of(c).map(Cow::Owned)),
                 },
             }
         })
@@ -265,7 +302,7 @@ fn judge(request: &str, seen: &[Seen]) -> Verdict {
         let calls = choice.calls;
         let text = match &choice.text {
             None => None,
-            Some(Some(t)) => Some(t.as_str()),
+            Some(Some(t)) => Some(t.as_ref()),
             Some(None) => {
                 fails.push(format!("choice {i}: content is not a string"));
                 continue;
@@ -303,7 +340,8 @@ fn judge(request: &str, seen: &[Seen]) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::{evaluate, evaluate_values};
+    use super::*;
+    use switchyard_sdk::canonical::read::assert_fast_path_agrees;
 
     #[test]
     fn the_fast_path_judges_as_the_general_one() {
@@ -362,6 +400,73 @@ mod tests {
                 "{response}"
             );
         }
+    }
+
+    /// Every one-character change of a few answers: where the one-pass read
+    /// answers, the value tree's verdict is the same (and the usual answers
+    /// are read that way).
+    #[test]
+    fn the_one_pass_read_judges_as_the_value_tree_on_any_one_char_change() {
+        let docs = [
+            r#"{"id":"chatcmpl-9x3K","object":"chat.completion","created":1717171717,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The capital is \"Paris\".\n","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":24,"total_tokens":55,"details":[15.5,-0.25]},"system_fingerprint":"fp_0b"}"#,
+            r#"{"choices":[{"finish_reason":"tool_calls","message":{"content":null,"tool_calls":[{"id":"1","function":{"name":"f","arguments":"{}"}}]}},{"finish_reason":null,"message":{"content":"","function_call":{"name":"g"}}},{"finish_reason":"length","message":{"content":"  x  ","tool_calls":[]}}]}"#,
+            r#"{"choices":[{"message":null},{}],"choices":[{"finish_reason":"content_filter","message":{"content":"\u00e9t\u00e9 \u2014"}},{"finish_reason":"weird","message":{"content":"a","content":"b"}}]}"#,
+        ];
+        let probes = [
+            "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", "t", " ",
+        ];
+        // Text a value tree may refuse is left to it.
+        for odd in [r#""n":1e400"#, r#""s":"\ud800""#, r#""s":"\ud83d\ude00""#] {
+            let odd = format!(
+                r#"{{"choices":[{{"finish_reason":"stop","message":{{"content":"a"}}}}],{odd}}}"#
+            );
+            assert!(read_choices(&odd).is_none(), "{odd}");
+        }
+        let verdict = |v: Verdict| format!("{} {} {:?}", v.pass, v.score, v.reasons);
+        for request in ["{}", r#"{"response_format":{"type":"json_object"}}"#] {
+            let answered = assert_fast_path_agrees(
+                &docs,
+                &probes,
+                |response| {
+                    let seen = read_choices(response)?;
+                    Some(verdict(match seen.is_empty() {
+                        true => Verdict::fail(0.0, "response has no choices"),
+                        false => judge(request, &seen),
+                    }))
+                },
+                |response| verdict(evaluate_values(request, response)),
+            );
+            assert!(answered > 3000, "{answered}");
+        }
+    }
+
+    /// Every one-character change of a few requests: where the one-pass read
+    /// answers, serde's read of `response_format` says the same.
+    #[test]
+    fn json_mode_is_read_as_serde_reads_it_on_any_one_char_change() {
+        let docs = [
+            r#"{"model":"m","messages":[{"role":"user","content":"Say \"hi\" as JSON\n"}],"response_format":{"type":"json_object"},"temperature":0.2,"stop":null}"#,
+            r#"{"response_format":{"json_schema":{"name":"n","schema":{"type":"object"}},"type":"json_schema"},"messages":[]}"#,
+            r#"{"response_format":{"type":"text"},"n":1}"#,
+            r#"{"response_format":null,"max_tokens":64,"tools":[{"type":"function"}]}"#,
+            r#"{"response_format":{"type":null}}"#,
+        ];
+        let probes = [
+            "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", "t", " ",
+        ];
+        let answered =
+            assert_fast_path_agrees(&docs, &probes, wants_json_quickly, wants_json_by_serde);
+        assert!(answered > 3000, "{answered}");
+        // And with the look for the member's name first, on requests
+        // without it too (escaped or not there at all).
+        let more = [
+            r#"{"model":"m","messages":[{"role":"user","content":"caf\u00e9"}],"n":1}"#,
+            r#"{"response\u005fformat":{"type":"json_object"}}"#,
+            r#"{"messages":[{"content":"response_format"}]}"#,
+        ];
+        let all: Vec<&str> = docs.iter().chain(&more).copied().collect();
+        assert_fast_path_agrees(&all, &probes, |v| Some(wants_json(v)), wants_json_by_serde);
+        assert!(wants_json(more[1]));
     }
 
     fn answer(finish: &str, message: &str) -> String {
