@@ -1,0 +1,127 @@
+use super::rows::verdict_json;
+use super::*;
+
+#[test]
+fn verdicts_are_stored_as_json_wrote_them() {
+    for (score, pass, reasons) in [
+        (1.0f32, true, vec![]),
+        (
+            0.3,
+            false,
+            vec!["empty \"answer\"".to_string(), "é\n".into()],
+        ),
+        (0.9, true, vec!["x".into()]),
+    ] {
+        let v = Verdict {
+            score,
+            pass,
+            reasons,
+        };
+        let before =
+            serde_json::json!({"pass": v.pass, "score": v.score, "reasons": v.reasons}).to_string();
+        assert_eq!(verdict_json(&v), before);
+    }
+}
+
+#[test]
+fn cost_charges_cached_prompt_tokens_at_their_price() {
+    let p = Prices {
+        input: 2.5,
+        output: 10.0,
+        cached_input: 1.25,
+    };
+    let u = Usage {
+        prompt_tokens: 1_000,
+        completion_tokens: 500,
+        cached_prompt_tokens: 400,
+        reasoning_tokens: 0,
+    };
+    let expected = (600.0 * 2.5 + 400.0 * 1.25 + 500.0 * 10.0) / 1e6;
+    assert!((p.cost(&u) - expected).abs() < 1e-12);
+}
+
+#[test]
+fn content_is_counted_in_requests_answers_and_chunks() {
+    assert_eq!(
+        content_chars(r#"{"messages":[{"role":"user","content":"héllo"},{"content": "a\"b"}]}"#),
+        5 + 4
+    );
+    assert_eq!(
+        content_chars(r#"{"choices":[{"delta":{"content":null}}]}"#),
+        0
+    );
+    assert_eq!(content_chars(r#"{"content":"unterminated"#), 12);
+    assert_eq!(estimate_tokens(0), 0);
+    assert_eq!(estimate_tokens(9), 3);
+}
+
+#[test]
+fn a_dropped_recorder_still_delivers_its_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"));
+    let sinks = Arc::new(Sinks {
+        store: Some(store.clone()),
+        ..Sinks::default()
+    });
+    let health = DeploymentHealth::default();
+    {
+        let mut rec = Recorder::new(sinks.clone(), Arc::from("r1"), vec![]);
+        rec.record().unwrap().route = "m".into();
+        let a = AttemptRecord::new("d", "openai", Prices::default());
+        rec.end_attempt(&health, a, Some(None));
+        // dropped here: the client went away
+    }
+    let mut rec = Recorder::new(sinks, Arc::from("r2"), vec![]);
+    let mut stream_rec = rec.hand_over();
+    rec.finish(End::Answered); // empty: nothing
+    stream_rec.record().unwrap().route = "m".into();
+    stream_rec.finish(End::StreamFailed);
+    assert!(store.flush(Duration::from_secs(5)));
+    let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare("SELECT id, outcome, status FROM requests ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("r1".into(), "client_gone".into(), 499),
+            ("r2".into(), "stream_failed".into(), 200)
+        ]
+    );
+}
+
+#[test]
+fn a_panic_mid_attempt_still_records_the_request_and_its_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"));
+    let sinks = Arc::new(Sinks {
+        store: Some(store.clone()),
+        ..Sinks::default()
+    });
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut rec = Recorder::new(sinks.clone(), Arc::from("boom"), vec![]);
+        rec.record().unwrap().route = "m".into();
+        let a = AttemptRecord::new("d", "openai", Prices::default());
+        rec.open_attempt(&a);
+        panic!("a bug mid-attempt");
+    }));
+    assert!(panicked.is_err());
+    assert!(store.flush(Duration::from_secs(5)));
+    let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    let (outcome, status, attempts): (String, i64, i64) = conn
+        .query_row(
+            "SELECT outcome, status, attempts FROM requests WHERE id = 'boom'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((outcome.as_str(), status, attempts), ("panic", 500, 1));
+    let deployment: String = conn
+        .query_row("SELECT deployment FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(deployment, "d");
+}
