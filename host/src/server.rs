@@ -264,7 +264,9 @@ async fn handle_chat(
         timeout,
         cache,
     };
-    let (answer, cache) = gateway.chat(request_id.clone(), hints, body, rec).await?;
+    // Boxed: the pipeline's future (~2 KB) would otherwise be held, and
+    // moved, by each of the handler's futures above it.
+    let (answer, cache) = Box::pin(gateway.chat(request_id.clone(), hints, body, rec)).await?;
     let mut response = match answer {
         Answer::Complete {
             deployment,

@@ -135,7 +135,9 @@ impl Gateway {
                 model = %route.name,
                 deployment = %d.name
             );
-            return start_stream(
+            // Boxed: ~3 KB that every whole answer's attempt would carry
+            // (and copy) otherwise.
+            return Box::pin(start_stream(
                 d,
                 session,
                 response,
@@ -147,7 +149,7 @@ impl Gateway {
                 mode,
                 evaluation,
                 log,
-            )
+            ))
             .await;
         }
 

@@ -353,7 +353,9 @@ impl StreamPump {
                     // after the next leg is found.
                     drop(body);
                     drop(session);
-                    match self.resume(class, &message, usage).await {
+                    // Boxed: the rare path is ~6 KB, which the pump (moved
+                    // whole into its task) would carry otherwise.
+                    match Box::pin(self.resume(class, &message, usage)).await {
                         Resumed::Leg(next) => {
                             let (first, next_body, next_session) = self.take_leg(*next);
                             body = next_body;
