@@ -38,8 +38,12 @@ const FINISH_REASONS: &[&str] = &[
 /// by serde otherwise.
 fn wants_json(request: &str) -> bool {
     // Most requests do not ask: serde can only find the member when its
-    // name is in the text, spelled out or with a `\u` escape.
-    if !request.contains("response_format") && !request.contains("\\u") {
+    // name is in the text, spelled out or with a `\u` escape, or read it
+    // by position from an array (a derived struct reads one).
+    if !request.contains("response_format")
+        && !request.contains("\\u")
+        && !request.trim_start().starts_with('[')
+    {
         return false;
     }
     wants_json_quickly(request).unwrap_or_else(|| wants_json_by_serde(request))
@@ -463,10 +467,13 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"caf\u00e9"}],"n":1}"#,
             r#"{"response\u005fformat":{"type":"json_object"}}"#,
             r#"{"messages":[{"content":"response_format"}]}"#,
+            r#" [{"type":"json_object"}]"#,
         ];
         let all: Vec<&str> = docs.iter().chain(&more).copied().collect();
         assert_fast_path_agrees(&all, &probes, |v| Some(wants_json(v)), wants_json_by_serde);
         assert!(wants_json(more[1]));
+        // serde reads a struct from an array by position.
+        assert!(wants_json(more[3]));
     }
 
     fn answer(finish: &str, message: &str) -> String {
