@@ -248,7 +248,7 @@ impl Gateway {
         // Boxed: the serving future (the chain, its attempts, their plugin
         // calls) is ~6 KB, and every future that awaits it holds it inline
         // and is moved whole when awaited in turn; boxed here, the handler's
-        // futures above it stay small (~40 KB less copied per request).
+        // futures above it no longer carry it.
         match tokio::time::timeout_at(deadline.into(), Box::pin(served)).await {
             Ok(answer) => answer.map(|a| (a, cache)),
             Err(_) => {
