@@ -187,7 +187,7 @@ pub(super) fn single_chunk(
 ) -> String {
     let n = 192 + id.len() + model.len() + delta_capacity(delta);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
-    chunk_head(&mut out, id, super::CHUNK_OBJECT, created, model);
+    chunk_head(&mut out, id, super::chunk::CHUNK_OBJECT, created, model);
     choice(&mut out, 0, delta, finish_reason, None);
     out.push_str("]}");
     out
@@ -205,7 +205,7 @@ pub(super) fn text_chunk(
 ) -> String {
     let n = 192 + id.len() + model.len() + text.map_or(0, str::len);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
-    chunk_head(&mut out, id, super::CHUNK_OBJECT, created, model);
+    chunk_head(&mut out, id, super::chunk::CHUNK_OBJECT, created, model);
     text_choice(&mut out, text, finish_reason);
     out
 }
