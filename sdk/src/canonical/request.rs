@@ -16,7 +16,7 @@ use super::{Message, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice};
 
 /// A canonical chat request (`POST /v1/chat/completions`).
 ///
-/// Read by a hand-written [`Deserialize`] (below), as are [`Content`],
+/// Read by a hand-written [`Deserialize`] (below), as are [`Content`](super::Content),
 /// [`Stop`] and [`ToolChoice`] (in `message.rs`): serde's `flatten` (for `extra`) copies every
 /// member it does not name into a buffered tree first, and `untagged` does
 /// so for every value it reads (each message's content), before reading
