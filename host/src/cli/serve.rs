@@ -1,0 +1,221 @@
+//! `switchyard serve`: the gateway, its admin API and the background work,
+//! from start to a drained shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use switchyard::pipeline::Gateway;
+use switchyard::{demo, server};
+
+use crate::load;
+
+pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
+    let (config, registry, warnings) = tokio::task::block_in_place(|| load(path))?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(demo) = &config.demo_upstream {
+        let addr: SocketAddr = demo
+            .listen
+            .parse()
+            .map_err(|e| format!("demo_upstream.listen: {e}"))?;
+        let listener = demo::bind(addr).await?;
+        tracing::info!(%addr, "demo upstream listening");
+        tokio::spawn(async move {
+            if let Err(e) = demo::serve(listener).await {
+                tracing::error!("demo upstream stopped: {e}");
+            }
+        });
+    }
+    let _watcher = registry.watch().map_err(|e| {
+        format!(
+            "cannot watch plugin folder {}: {e}",
+            config.plugins.dir.display()
+        )
+    })?;
+    let gateway = Gateway::new(&config, registry)?;
+    let store = config.store.enabled.then(|| {
+        let retention = (config.store.retention_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(config.store.retention_days) * 86_400)
+        });
+        tracing::info!(path = %config.store.path.display(), "recording requests in the store");
+        switchyard::store::Store::open_with(&config.store.path, retention)
+    });
+    let sinks = Arc::new(switchyard::pipeline::Sinks {
+        store: store.clone(),
+        monitor: switchyard::monitor::Monitor::new(config.monitor),
+        budgets: Default::default(),
+        metrics: Default::default(),
+        // Its entries on disk are read once the store is migrated.
+        cache: Some(switchyard::cache::Cache::new(
+            &config.cache,
+            store
+                .as_ref()
+                .filter(|s| s.flush(std::time::Duration::from_secs(5)))
+                .map(|s| s.path()),
+        )),
+    });
+    sinks.budgets.set(config.budgets.clone());
+    sinks.budgets.share_through(gateway.shared());
+    if let Some(store) = &store {
+        // Spend of the current windows, so a restart resets no budget.
+        store.flush(std::time::Duration::from_secs(5));
+        if let Ok(conn) = switchyard::store::query::open(store.path()) {
+            sinks
+                .budgets
+                .restore(switchyard::pipeline::outcome::now_ms(), |name, b, from| {
+                    switchyard::store::query::budget_spend(&conn, b, from).unwrap_or_else(|e| {
+                        tracing::warn!(budget = name, "cannot read the budget's spend back: {e}");
+                        0.0
+                    })
+                });
+        }
+    }
+    let live = switchyard::live::Live::new(gateway, path, sinks);
+    // Without a watch (e.g. the host's inotify limit is reached) the gateway
+    // still serves, and reloads on SIGHUP and /admin/reload.
+    let _config_watcher = live.watch().unwrap_or_else(|e| {
+        tracing::warn!(
+            "cannot watch the config file {} ({e}): reload it with SIGHUP or POST /admin/reload",
+            path.display()
+        );
+        None
+    });
+    live.reload_on_sighup();
+    survive_file_size_limit();
+    let store_handle = store.clone();
+    serve_admin(&config, live.clone(), store).await?;
+    let app = server::router(live, config.server.max_body_bytes)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let addr = match listen {
+        Some(a) => a,
+        None => config.listen.parse().map_err(|e| format!("listen: {e}"))?,
+    };
+    let listener =
+        switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, "switchyard listening");
+    if config.admin.metrics_on_api && config.admin.token_env.is_none() && !local.ip().is_loopback()
+    {
+        tracing::warn!(
+            "admin.metrics_on_api serves /metrics on {local} without a token (set admin.token_env): anyone who can reach it can read the metrics"
+        );
+    }
+    match (config.auth.required, local.ip().is_loopback()) {
+        (true, _) => tracing::info!(
+            keys = config.auth.keys.len(),
+            "client keys required (auth.required): requests without a valid key get 401"
+        ),
+        (false, true) => tracing::info!(
+            "client keys are not required (auth.required is false): any local process may spend the configured upstream keys"
+        ),
+        (false, false) => tracing::warn!(
+            "client keys are not required (auth.required is false) on {local}: anyone who can reach it may spend the configured upstream keys"
+        ),
+    }
+    // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
+    // no longer than DRAIN (a long stream must not block a deploy forever).
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(switchyard::server::nodelay(listener), app).with_graceful_shutdown(
+        async move {
+            shutdown().await;
+            let _ = stopping_tx.send(true);
+        },
+    );
+    let result = tokio::select! {
+        served = server => served.map_err(|e| e.to_string()),
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("requests still in flight after {} s; exiting", DRAIN.as_secs());
+            Ok(())
+        }
+    };
+    // What the writer still gathers is committed before the process ends.
+    if let Some(store) = &store_handle
+        && !tokio::task::block_in_place(|| store.flush(std::time::Duration::from_secs(5)))
+    {
+        tracing::warn!("the store could not commit its last records before exit");
+    }
+    result
+}
+
+/// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ,
+/// whose default action ends the process. Handled, the write fails with
+/// EFBIG instead, which the store treats as a full disk (degraded, retried)
+/// while requests go on.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    let mut last: Option<std::time::Instant> = None;
+                    while s.recv().await.is_some() {
+                        if last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                            last = Some(std::time::Instant::now());
+                            tracing::warn!("a write went past the file-size limit (SIGXFSZ)");
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot handle SIGXFSZ: {e}"),
+        }
+    }
+}
+
+/// Starts the admin API on its own listener.
+async fn serve_admin(
+    config: &switchyard::config::Config,
+    live: Arc<switchyard::live::Live>,
+    store: Option<switchyard::store::Store>,
+) -> Result<(), String> {
+    let token = match &config.admin.token_env {
+        None => None,
+        Some(var) => Some(config.env.get(var).filter(|t| !t.is_empty()).ok_or_else(|| {
+            format!("admin.token_env names {var}, which is not set (or empty): set it, or remove admin.token_env")
+        })?),
+    };
+    let addr = switchyard::admin::address(&config.admin.listen, token.is_some())?;
+    let listener = switchyard::server::listen(addr)
+        .map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(listen = %local, "admin API listening");
+    switchyard::admin::tidy_plugin_dir(&config.plugins.dir);
+    let app = switchyard::admin::router(Arc::new(switchyard::admin::AdminState {
+        live,
+        store,
+        token,
+    }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// How long a shutdown waits for requests in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutting down; finishing requests in flight");
+}
