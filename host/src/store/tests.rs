@@ -1,6 +1,8 @@
 //! The writer: rows committed and readable, degraded mode and recovery,
 //! drops counted when the queue is full.
 
+use std::time::Instant;
+
 use super::*;
 
 fn request(n: u32) -> Row {
