@@ -326,15 +326,22 @@ impl Recorder {
         let Some(mut record) = self.record.take() else {
             return;
         };
-        // Dropped mid-attempt (the client left, or a panic): the attempt
-        // counts, unfinished (no class: nothing is said of the deployment).
-        if let Some(mut a) = record.open.take() {
+        // Dropped mid-attempt (the client left, a panic, or the request's
+        // deadline): the attempt counts, unfinished. Cut by the deadline (the
+        // only way an attempt is still open when the client is sent an
+        // error), it is a timeout, never a success; either way nothing is
+        // said of the deployment's health or figures: the deadline may be the
+        // caller's, or spent by the attempts before it.
+        let abandoned = record.open.take().map(|mut a| {
             a.latency = a.started.elapsed();
             a.upstream = a.latency;
             a.slot = None;
             a.probe = None;
+            if matches!(end, End::Failed { .. }) && a.class.is_none() {
+                a.class = Some(FailureClass::Timeout);
+            }
             record.attempts.push(a);
-        }
+        });
         // The limiter: each attempt's token reservation becomes its usage
         // (a failure the provider did not bill gives it all back).
         for a in &mut record.attempts {
@@ -396,9 +403,10 @@ impl Recorder {
             // A client that left (or a panic) says nothing about the
             // deployment; nor does a failure that is not its fault.
             // (Nor does an attempt a resumed stream's deadline abandoned.)
-            if matches!(end, End::ClientGone | End::Panicked | End::StreamFailed)
-                && i == last
-                && a.class.is_none()
+            if i == last
+                && (abandoned.is_some()
+                    || matches!(end, End::ClientGone | End::Panicked | End::StreamFailed)
+                        && a.class.is_none())
             {
                 continue;
             }

@@ -125,3 +125,39 @@ fn a_panic_mid_attempt_still_records_the_request_and_its_attempt() {
         .unwrap();
     assert_eq!(deployment, "d");
 }
+
+/// An attempt still open when the request's deadline passed (the serving
+/// future dropped, the client sent a 504) is a timeout in the record, never
+/// a success, and says nothing of the deployment's figures; one a client
+/// left stays unclassed.
+#[test]
+fn an_attempt_cut_by_the_deadline_is_a_timeout_not_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"));
+    let sinks = Arc::new(Sinks {
+        store: Some(store.clone()),
+        ..Sinks::default()
+    });
+    for (id, end) in [
+        ("late", End::Failed { status: 504 }),
+        ("gone", End::ClientGone),
+    ] {
+        let mut rec = Recorder::new(sinks.clone(), Arc::from(id), vec![]);
+        rec.record().unwrap().route = "m".into();
+        rec.open_attempt(&AttemptRecord::new(id, "openai", Prices::default()));
+        rec.finish(end);
+    }
+    assert!(store.flush(Duration::from_secs(5)));
+    let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    let class = |d: &str| -> Option<String> {
+        conn.query_row("SELECT class FROM attempts WHERE deployment = ?1", [d], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(class("late").as_deref(), Some("timeout"));
+    assert_eq!(class("gone"), None);
+    for d in ["late", "gone"] {
+        assert!(sinks.monitor.view(d).is_none(), "{d} reached the monitor");
+    }
+}
