@@ -180,6 +180,7 @@ impl Gateway {
             ),
         }
         log_usage(record);
+        rec.open_attempt_usage(record);
 
         if let Some(plan) = structured {
             match plan.check(&answer.body) {

@@ -185,6 +185,19 @@ impl Recorder {
         }
     }
 
+    /// The open attempt's answer was read: its usage and cost are known
+    /// before it ends (it may still be judged by the evaluator), so a
+    /// request dropped meanwhile (the client left) still records what the
+    /// provider billed.
+    pub fn open_attempt_usage(&mut self, attempt: &AttemptRecord) {
+        if let Some(open) = self.record().and_then(|r| r.open.as_mut()) {
+            open.usage = attempt.usage;
+            open.estimated = attempt.estimated;
+            open.cost = attempt.cost;
+            open.billed = attempt.billed;
+        }
+    }
+
     /// An attempt ended: the deployment's health learns it now, the record
     /// keeps it.
     /// `cool`: for a rate-limited attempt, how long its deployment cools

@@ -161,3 +161,48 @@ fn an_attempt_cut_by_the_deadline_is_a_timeout_not_a_success() {
         assert!(sinks.monitor.view(d).is_none(), "{d} reached the monitor");
     }
 }
+
+/// A client that leaves while an answer is being judged (its usage read,
+/// the evaluator still running): the attempt keeps what the provider
+/// billed, and its cost.
+#[test]
+fn a_client_gone_during_evaluation_keeps_the_billed_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"));
+    let sinks = Arc::new(Sinks {
+        store: Some(store.clone()),
+        ..Sinks::default()
+    });
+    let prices = Prices {
+        input: 1.0,
+        output: 2.0,
+        cached_input: 0.5,
+    };
+    {
+        let mut rec = Recorder::new(sinks.clone(), Arc::from("judged"), vec![]);
+        rec.record().unwrap().route = "m".into();
+        let mut a = AttemptRecord::new("d", "openai", prices);
+        rec.open_attempt(&a);
+        a.set_usage(
+            Usage {
+                prompt_tokens: 1_000_000,
+                completion_tokens: 500_000,
+                ..Usage::default()
+            },
+            false,
+        );
+        rec.open_attempt_usage(&a);
+        // dropped here, mid-evaluation: the client went away
+    }
+    assert!(store.flush(Duration::from_secs(5)));
+    let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    let (cost, billed, prompt): (f64, bool, i64) = conn
+        .query_row(
+            "SELECT cost, billed, prompt_tokens FROM attempts WHERE deployment = 'd'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((billed, prompt), (true, 1_000_000));
+    assert!((cost - 2.0).abs() < 1e-9, "{cost}");
+}
