@@ -12,8 +12,56 @@ use switchyard_sdk::{ErrorClass, HttpResponse, UpstreamError, parse_duration_ms}
 
 /// A non-2xx response's error.
 pub fn upstream(response: &HttpResponse) -> UpstreamError {
-    let e = classify(response.status, &response.headers, &response.body);
+    let mut e = classify(response.status, &response.headers, &response.body);
+    if e.class == ErrorClass::InvalidRequest
+        && let Some(class) = deployment_fault(&response.body)
+    {
+        e.class = class;
+    }
     with_retry_delay(e, &response.body)
+}
+
+/// Google answers some faults of the deployment, not of the request, with a
+/// 400: a refused key (`API_KEY_INVALID`: "API key not valid") and a service
+/// the project or its region cannot use (`FAILED_PRECONDITION`: "User
+/// location is not supported"). As an invalid request they would go back to
+/// the caller untried elsewhere, and one bad key would fail the whole route;
+/// as `auth` and `permanent` the next deployment (or key) serves.
+fn deployment_fault(body: &[u8]) -> Option<ErrorClass> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Error<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow, default)]
+        status: Option<&'a str>,
+        #[serde(borrow, default)]
+        message: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        details: Vec<Detail<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Detail<'a> {
+        #[serde(borrow, default)]
+        reason: Option<&'a str>,
+    }
+    let error = serde_json::from_slice::<Body>(body).ok()?.error;
+    let key_refused = error
+        .details
+        .iter()
+        .any(|d| d.reason == Some("API_KEY_INVALID"))
+        || error
+            .message
+            .is_some_and(|m| m.starts_with("API key not valid"));
+    if key_refused {
+        Some(ErrorClass::Auth)
+    } else if error.status == Some("FAILED_PRECONDITION") {
+        Some(ErrorClass::Permanent)
+    } else {
+        None
+    }
 }
 
 /// An error object that arrived inside a stream (`event` is the whole event).
@@ -96,6 +144,23 @@ mod tests {
         // Only rate limits get a delay.
         let e = upstream(&response(503, &[], EXHAUSTED));
         assert_eq!(e.class, ErrorClass::Overloaded);
+    }
+
+    #[test]
+    fn a_refused_key_or_an_unusable_project_is_the_deployment_s_fault() {
+        let key = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#;
+        assert_eq!(upstream(&response(400, &[], key)).class, ErrorClass::Auth);
+        // The reason alone, or the message alone.
+        let reason = r#"{"error":{"code":400,"message":"x","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+        assert_eq!(upstream(&response(400, &[], reason)).class, ErrorClass::Auth);
+        let message = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(upstream(&response(400, &[], message)).class, ErrorClass::Auth);
+        let region = r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#;
+        assert_eq!(upstream(&response(400, &[], region)).class, ErrorClass::Permanent);
+        // The caller's own mistakes stay theirs.
+        let bad = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"foo\": Cannot find field.","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(upstream(&response(400, &[], bad)).class, ErrorClass::InvalidRequest);
+        assert_eq!(upstream(&response(400, &[], "not json")).class, ErrorClass::InvalidRequest);
     }
 
     #[test]

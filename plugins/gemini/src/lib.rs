@@ -138,7 +138,8 @@ mod tests {
             &[],
             r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#,
         );
-        assert_eq!(e.class, ErrorClass::InvalidRequest);
+        // A refused key is the deployment's fault: the next one serves.
+        assert_eq!(e.class, ErrorClass::Auth);
         let e = error(
             403,
             &[],
