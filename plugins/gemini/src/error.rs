@@ -152,15 +152,30 @@ mod tests {
         assert_eq!(upstream(&response(400, &[], key)).class, ErrorClass::Auth);
         // The reason alone, or the message alone.
         let reason = r#"{"error":{"code":400,"message":"x","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
-        assert_eq!(upstream(&response(400, &[], reason)).class, ErrorClass::Auth);
+        assert_eq!(
+            upstream(&response(400, &[], reason)).class,
+            ErrorClass::Auth
+        );
         let message = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
-        assert_eq!(upstream(&response(400, &[], message)).class, ErrorClass::Auth);
+        assert_eq!(
+            upstream(&response(400, &[], message)).class,
+            ErrorClass::Auth
+        );
         let region = r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#;
-        assert_eq!(upstream(&response(400, &[], region)).class, ErrorClass::Permanent);
+        assert_eq!(
+            upstream(&response(400, &[], region)).class,
+            ErrorClass::Permanent
+        );
         // The caller's own mistakes stay theirs.
         let bad = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"foo\": Cannot find field.","status":"INVALID_ARGUMENT"}}"#;
-        assert_eq!(upstream(&response(400, &[], bad)).class, ErrorClass::InvalidRequest);
-        assert_eq!(upstream(&response(400, &[], "not json")).class, ErrorClass::InvalidRequest);
+        assert_eq!(
+            upstream(&response(400, &[], bad)).class,
+            ErrorClass::InvalidRequest
+        );
+        assert_eq!(
+            upstream(&response(400, &[], "not json")).class,
+            ErrorClass::InvalidRequest
+        );
     }
 
     #[test]
