@@ -116,6 +116,12 @@ pub(crate) fn parse_body(
         Ok(obj) if obj.get("choices").is_some_and(|c| c.get().starts_with('[')) => obj,
         _ => return Err(not_a_completion(status, body)),
     };
+    if !obj.get("choices").is_some_and(|c| has_message(c.get())) {
+        return Err(classify::unusable(
+            format!("upstream {status} answer has no choice with a message"),
+            body,
+        ));
+    }
     obj.insert(Cow::Borrowed("model"), &model);
     let usage = obj
         .get("usage")
@@ -154,12 +160,34 @@ pub(crate) fn parse_in_place(deployment: &str, body: &[u8]) -> Option<ChatRespon
         return None;
     }
     r.finish().ok()?;
-    if !choices?.starts_with('[') {
+    let choices = choices?;
+    if !choices.starts_with('[') || !has_message(choices) {
         return None;
     }
     let out = with_model(text, model, deployment)?;
     let usage = usage.filter(|u| *u != "null").and_then(usage_in);
     Some(ChatResponse::new(out, usage))
+}
+
+/// Whether `choices` (the text of a JSON array, already checked) starts with
+/// a choice that has a `message` object: an answer a client can read. An
+/// empty array, or a first choice without a message, would reach the caller
+/// as a 200 with nothing in it; it is an attempt failure instead. Read up to
+/// the first choice's `message` only.
+pub(crate) fn has_message(choices: &str) -> bool {
+    let mut r = Reader::new(choices);
+    if r.array().is_err() || !r.element().unwrap_or(false) {
+        return false;
+    }
+    let mut found = false;
+    r.members(|r, name| {
+        if name == "message" && r.next_byte() == Some(b'{') {
+            found = true;
+            return None;
+        }
+        r.value().ok().map(drop)
+    });
+    found
 }
 
 /// `text` (a JSON object) with `deployment` as its `model`: spliced in place
@@ -194,13 +222,13 @@ pub(crate) fn with_model(text: &str, old: Option<&str>, deployment: &str) -> Opt
 /// Why a 2xx body is not a chat completion, for the attempt record.
 pub(crate) fn not_a_completion(status: u16, body: &[u8]) -> UpstreamError {
     match serde_json::from_slice::<Value>(body) {
-        Err(e) => overloaded(format!("upstream {status} body is not JSON: {e}")),
+        Err(e) => classify::unusable(format!("upstream {status} body is not JSON ({e})"), body),
         Ok(v) => {
             let why = classify::error_info(&v)
                 .message
-                .map(|m| format!(": {m}"))
+                .map(|m| format!(" ({m})"))
                 .unwrap_or_default();
-            overloaded(format!("upstream response has no choices array{why}"))
+            classify::unusable(format!("upstream response has no choices array{why}"), body)
         }
     }
 }

@@ -154,7 +154,7 @@ fn parse_names_deployment_and_reads_usage() {
     assert_eq!(json(r.body.as_bytes())["model"], "gpt-eu");
     assert_eq!(r.usage, Some(Usage::new(5, 2)));
     assert!(
-        parse_body("d", 200, br#"{"choices":[]}"#)
+        parse_body("d", 200, br#"{"choices":[{"message":{}}]}"#)
             .unwrap()
             .usage
             .is_none()
@@ -165,10 +165,10 @@ fn parse_names_deployment_and_reads_usage() {
 fn in_place_and_general_paths_agree() {
     for body in [
         r#"{"id":"x","model":"gpt-4o-2024","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
-        r#" { "choices" : [ ] , "model" : "m\"q" } "#,
-        r#"{"choices":[],"usage":null}"#,
-        r#"{"model":null,"choices":[]}"#,
-        r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[]}"#,
+        r#" { "choices" : [ { "message" : { } } ] , "model" : "m\"q" } "#,
+        r#"{"choices":[{"message":{}}],"usage":null}"#,
+        r#"{"model":null,"choices":[{"index":0,"message":{"content":null}}]}"#,
+        r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[{"message":{}}]}"#,
     ] {
         let fast = parse_in_place("gpt \"eu\"", body.as_bytes()).expect(body);
         let general = {
@@ -310,7 +310,7 @@ fn usage_read_raw_as_from_a_value() {
 
 #[test]
 fn usage_details_are_read() {
-    let body = br#"{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}}"#;
+    let body = br#"{"choices":[{"message":{}}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}}"#;
     let u = parse_body("d", 200, body).unwrap().usage.unwrap();
     assert_eq!(
         u,
@@ -318,7 +318,7 @@ fn usage_details_are_read() {
             .with_cached_prompt_tokens(1920)
             .with_reasoning_tokens(256)
     );
-    let nulls = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+    let nulls = br#"{"choices":[{"message":{}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":null}}"#;
     assert_eq!(
         parse_body("d", 200, nulls).unwrap().usage,
         Some(Usage::new(1, 1))
@@ -333,7 +333,7 @@ fn answers_and_errors_carry_quota() {
             ("x-ratelimit-remaining-requests".into(), "41".into()),
             ("x-ratelimit-reset-tokens".into(), "1m30s".into()),
         ],
-        body: br#"{"choices":[]}"#.to_vec(),
+        body: br#"{"choices":[{"message":{}}]}"#.to_vec(),
     };
     let want = Some(QuotaHint {
         remaining_requests: Some(41),
@@ -360,15 +360,44 @@ fn answers_and_errors_carry_quota() {
 fn parse_rejects_non_completions() {
     let e = parse_body("d", 200, b"<html>").unwrap_err();
     assert!(matches!(e.class, ErrorClass::Overloaded));
+    // The body's first bytes go in the message (the attempt's log line).
     assert!(
-        e.message.starts_with("upstream 200 body is not JSON: "),
+        e.message.starts_with("upstream 200 body is not JSON (")
+            && e.message.ends_with("): <html>"),
         "{}",
         e.message
     );
     let e = parse_body("d", 200, br#"{"error":{"message":"busy"}}"#).unwrap_err();
-    assert_eq!(e.message, "upstream response has no choices array: busy");
+    assert_eq!(
+        e.message,
+        r#"upstream response has no choices array (busy): {"error":{"message":"busy"}}"#
+    );
     let e = parse_body("d", 200, b"[]").unwrap_err();
-    assert_eq!(e.message, "upstream response has no choices array");
+    assert_eq!(e.message, "upstream response has no choices array: []");
+    // A completion with nothing a client could read is not an answer (it
+    // would reach the caller as a 200 with no content): no choice, or a
+    // first choice without a message object.
+    for body in [
+        r#"{"choices":[]}"#,
+        r#"{"choices":[{}]}"#,
+        r#"{"choices":[{"message":null}]}"#,
+        r#"{"choices":[{"message":"hi"}]}"#,
+        r#"{"choices":[null]}"#,
+        r#"{"id":"x", "choices" : [ ] , "usage":{"prompt_tokens":1,"completion_tokens":0}}"#,
+    ] {
+        let e = parse_body("d", 200, body.as_bytes()).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Overloaded, "{body}");
+        assert_eq!(
+            e.message,
+            format!("upstream 200 answer has no choice with a message: {body}")
+        );
+    }
+    for body in [
+        r#"{"choices":[{"index":0,"message":{"content":""}}]}"#,
+        r#"{"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":null,"tool_calls":[]}}]}"#,
+    ] {
+        assert!(parse_body("d", 200, body.as_bytes()).is_ok(), "{body}");
+    }
 }
 
 /// The events of a typical stream, as the host frames them.
