@@ -752,7 +752,32 @@ async fn a_failing_evaluator_is_recorded_without_a_score() {
             .contains("evaluator failed"),
         "{rec}"
     );
+    // A streamed answer is judged once delivered: its evaluator's failure
+    // is recorded the same way.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "streamed-and-judged-by-a-broken-evaluator")
+        .body(
+            json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+    let rec = record(&gw, "streamed-and-judged-by-a-broken-evaluator").await;
+    let a = &rec["attempts_detail"][0];
+    assert_eq!(a["evaluator"], "hog", "{rec}");
+    assert!(a["score"].is_null(), "{rec}");
+    assert!(
+        a["reasons"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("evaluator failed"),
+        "{rec}"
+    );
     let (_, quality) = gw.admin("/admin/quality?group_by=evaluator").await;
-    assert_eq!(quality["data"][0]["evaluator_failures"], 1, "{quality}");
+    assert_eq!(quality["data"][0]["evaluator_failures"], 2, "{quality}");
     assert_eq!(quality["data"][0]["evaluations"], 0, "{quality}");
 }

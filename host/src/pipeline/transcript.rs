@@ -22,8 +22,8 @@ pub(super) struct StreamEvaluation {
 }
 
 impl StreamEvaluation {
-    /// The verdict, or `None` when the evaluator failed (logged).
-    pub(super) async fn run(&self, deployment: &str) -> Option<Verdict> {
+    /// The verdict, or why the evaluator failed (logged).
+    pub(super) async fn run(&self, deployment: &str) -> Result<Verdict, String> {
         let response = Arc::from(self.transcript.to_completion(deployment));
         let verdict = match self.registry.get(&self.evaluator, Kind::Evaluator) {
             Ok(p) => {
@@ -35,14 +35,14 @@ impl StreamEvaluation {
         match verdict {
             Err(e) => {
                 tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}");
-                None
+                Err(e.to_string())
             }
             Ok(v) => {
                 if !v.pass {
                     tracing::warn!(plugin = %self.evaluator, score = v.score, reasons = ?v.reasons,
                         "evaluator rejected a streamed answer (already delivered)");
                 }
-                Some(v)
+                Ok(v)
             }
         }
     }

@@ -150,9 +150,11 @@ fn an_attempt_cut_by_the_deadline_is_a_timeout_not_a_success() {
     assert!(store.flush(Duration::from_secs(5)));
     let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
     let class = |d: &str| -> Option<String> {
-        conn.query_row("SELECT class FROM attempts WHERE deployment = ?1", [d], |r| {
-            r.get(0)
-        })
+        conn.query_row(
+            "SELECT class FROM attempts WHERE deployment = ?1",
+            [d],
+            |r| r.get(0),
+        )
         .unwrap()
     };
     assert_eq!(class("late").as_deref(), Some("timeout"));

@@ -221,14 +221,19 @@ impl StreamPump {
                 self.rec.end_stream(Some(&self.health), None, Some(usage));
                 if let Some(evaluation) = &self.evaluation {
                     match evaluation.run(&self.deployment).await {
-                        Some(verdict) => {
+                        Ok(verdict) => {
                             self.rec
                                 .verdict(&self.health, &evaluation.evaluator, &verdict);
                         }
-                        // Not judged: not reused either.
-                        None => {
+                        // Not judged: not reused either, and the attempt
+                        // says so (as a whole answer's does).
+                        Err(why) => {
                             if let Some(r) = self.rec.record() {
                                 r.cache_put = None;
+                                if let Some(a) = r.attempts.last_mut() {
+                                    a.evaluator_failed =
+                                        Some((Arc::from(evaluation.evaluator.as_str()), why));
+                                }
                             }
                         }
                     }
