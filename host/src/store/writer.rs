@@ -301,3 +301,63 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AttemptRow, EventRow, RequestRow};
+    use super::*;
+    use crate::pipeline::outcome::now_ms;
+
+    /// Rows past the retention go, from every table that keeps history;
+    /// newer ones stay.
+    #[test]
+    fn prune_deletes_only_rows_past_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_db(&dir.path().join("db.sqlite")).unwrap();
+        let day = 86_400_000;
+        let mut rows = Vec::new();
+        for (id, ts_ms) in [("old", now_ms() - 3 * day), ("new", now_ms() - day / 2)] {
+            rows.push(Row::Request(
+                RequestRow {
+                    id: id.into(),
+                    ts_ms,
+                    route: "chat".into(),
+                    status: 200,
+                    outcome: "success".into(),
+                    attempts: 1,
+                    ..Default::default()
+                },
+                vec![AttemptRow {
+                    request_id: id.into(),
+                    ts_ms,
+                    deployment: "d".into(),
+                    adapter: "openai".into(),
+                    ..Default::default()
+                }],
+            ));
+            rows.push(Row::Event(EventRow {
+                ts_ms,
+                kind: "failover".into(),
+                subject: id.into(),
+                detail: "{}".into(),
+            }));
+        }
+        commit(&mut conn, &rows).unwrap();
+        let (deleted, more) = prune(&conn, Duration::from_millis(2 * day as u64)).unwrap();
+        assert_eq!((deleted, more), (3, false));
+        for (table, column) in [
+            ("requests", "id"),
+            ("attempts", "request_id"),
+            ("events", "subject"),
+        ] {
+            let left: Vec<String> = conn
+                .prepare(&format!("SELECT {column} FROM {table}"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(left, ["new"], "{table}");
+        }
+    }
+}
