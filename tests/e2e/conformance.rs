@@ -58,6 +58,25 @@ async fn start_replay() -> (String, Arc<Mutex<Replay>>) {
 }
 
 /// The success fixtures of one adapter: `(file, fixture)`.
+/// Every adapter with a fixture folder (the plugin is named as its folder):
+/// adding an adapter adds its fixtures, not test code.
+fn adapters() -> Vec<String> {
+    let root = repo().join("tests/conformance");
+    let mut out: Vec<String> = std::fs::read_dir(&root)
+        .expect("tests/conformance")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 4,
+        "adapter folders in {}: {out:?}",
+        root.display()
+    );
+    out
+}
+
 fn fixtures(adapter: &str) -> Vec<(String, Value)> {
     let dir = repo().join("tests/conformance").join(adapter);
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
@@ -141,7 +160,8 @@ async fn conformance_fixtures_cross_real_http() {
     let (url, replay) = start_replay().await;
     let mut failures = Vec::new();
     let mut cases = 0;
-    for adapter in ["openai", "anthropic", "gemini", "ollama"] {
+    for adapter in adapters() {
+        let adapter = adapter.as_str();
         let cases_of = fixtures(adapter);
         // One route per deployment the fixtures name, called by that name.
         let mut routes = serde_json::Map::new();
