@@ -133,6 +133,19 @@ impl Live {
             };
         }
         self.sinks.monitor.set_settings(config.monitor);
+        // A budget new or changed here starts from the spend on record, read
+        // before it is in force.
+        if let Some(store) = self.sinks.store.clone() {
+            let (sinks, defs) = (self.sinks.clone(), config.budgets.clone());
+            let restored = tokio::task::spawn_blocking(move || {
+                let before = sinks.budgets.defs();
+                sinks.budgets.restore_from(&store, &defs, Some(&before));
+            })
+            .await;
+            if let Err(e) = restored {
+                tracing::warn!(trigger, "budget spend not read back after the reload: {e}");
+            }
+        }
         self.sinks.budgets.set(config.budgets.clone());
         if let Some(cache) = &self.sinks.cache {
             cache.configure(&config.cache);

@@ -687,6 +687,24 @@ async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
     assert_eq!(next.status(), 200);
     assert_eq!(next.headers()["x-switchyard-deployment"], "cheap");
 
+    // A budget a reload adds starts from the spend on record: route `two`
+    // has spent (c-0, c-1), so a hard stop below that refuses at once.
+    record(&gw, "c-1").await;
+    gw.rewrite_config(|c| {
+        c["budgets"]["two-hard"] =
+            json!({"route": "two", "period": "day", "limit_usd": 1e-9, "action": "reject"});
+    });
+    let r = client()
+        .post(format!("{}/admin/reload", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(&gw, "c-2", "two", false).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["budget"], "two-hard", "{body}");
+
     // Another gateway on the same store starts with the day's spend.
     let mut again = budgets;
     again["store"] = json!({"path": gw.db_path()});

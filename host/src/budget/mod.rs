@@ -177,17 +177,68 @@ impl Budgets {
     /// Spend already recorded in the current windows (read from the store
     /// at start): `spent(budget)` is the store's sum for it.
     pub fn restore(&self, now_ms: i64, spent: impl Fn(&str, &BudgetConfig, i64) -> f64) {
-        let defs = self.defs.load();
+        self.restore_where(&self.defs.load(), now_ms, |_, _| true, spent);
+    }
+
+    /// The spend of the current windows of `defs` read back from `store`
+    /// (what it still queues committed first): at start for every budget
+    /// (`before` `None`), and before a reload swaps `defs` in for those that
+    /// are new or whose definition changed (`before`: the ones in force
+    /// until then), so that no budget starts its window at $0 with spend on
+    /// record, and its hard stop holds. The others keep their tallies.
+    /// Spend that cannot be read counts as 0, with a warning.
+    pub fn restore_from(
+        &self,
+        store: &crate::store::Store,
+        defs: &BTreeMap<String, BudgetConfig>,
+        before: Option<&BTreeMap<String, BudgetConfig>>,
+    ) {
+        let changed =
+            |name: &str, def: &BudgetConfig| before.is_none_or(|b| b.get(name) != Some(def));
+        if !defs.iter().any(|(n, d)| changed(n, d)) {
+            return;
+        }
+        store.flush(std::time::Duration::from_secs(5));
+        let conn = match crate::store::query::open(store.path()) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!("cannot read the budgets' spend back from the store: {e}");
+                return;
+            }
+        };
+        let now = crate::pipeline::outcome::now_ms();
+        self.restore_where(defs, now, changed, |name, b, from| {
+            crate::store::query::budget_spend(&conn, b, from).unwrap_or_else(|e| {
+                tracing::warn!(budget = name, "cannot read the budget's spend back: {e}");
+                0.0
+            })
+        });
+    }
+
+    /// The budgets in force.
+    pub fn defs(&self) -> Arc<BTreeMap<String, BudgetConfig>> {
+        self.defs.load_full()
+    }
+
+    fn restore_where(
+        &self,
+        defs: &BTreeMap<String, BudgetConfig>,
+        now_ms: i64,
+        which: impl Fn(&str, &BudgetConfig) -> bool,
+        spent: impl Fn(&str, &BudgetConfig, i64) -> f64,
+    ) {
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, def) in defs.iter() {
+        for (name, def) in defs.iter().filter(|(n, d)| which(n, d)) {
             let window = window_of(def.period, now_ms);
             let from = window_start(def.period, now_ms);
             let amount = spent(name, def, from);
             let t = tallies.entry(name.clone()).or_default();
+            // Requests in flight keep their reservations (settled later).
+            let reserved = if t.window == window { t.reserved } else { 0.0 };
             *t = Tally {
                 window,
                 spent: amount,
-                reserved: 0.0,
+                reserved,
                 others: 0.0,
                 others_at: None,
                 alerted: def

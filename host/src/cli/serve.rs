@@ -60,17 +60,7 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     sinks.budgets.share_through(gateway.shared());
     if let Some(store) = &store {
         // Spend of the current windows, so a restart resets no budget.
-        store.flush(std::time::Duration::from_secs(5));
-        if let Ok(conn) = switchyard::store::query::open(store.path()) {
-            sinks
-                .budgets
-                .restore(switchyard::pipeline::outcome::now_ms(), |name, b, from| {
-                    switchyard::store::query::budget_spend(&conn, b, from).unwrap_or_else(|e| {
-                        tracing::warn!(budget = name, "cannot read the budget's spend back: {e}");
-                        0.0
-                    })
-                });
-        }
+        sinks.budgets.restore_from(store, &config.budgets, None);
     }
     let live = switchyard::live::Live::new(gateway, path, sinks);
     // Without a watch (e.g. the host's inotify limit is reached) the gateway
