@@ -157,9 +157,18 @@ pub fn class_of(status: u16, info: &ErrorInfo, retry_after_ms: Option<u32>) -> E
     }
 }
 
-/// The first 200 characters of a body, for messages and logs.
+/// The first 200 bytes of a body (a character cut there is left out; bytes
+/// that are not UTF-8 show as U+FFFD), for messages and logs.
 pub fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).chars().take(200).collect()
+    let head = &body[..body.len().min(200)];
+    match core::str::from_utf8(head) {
+        Ok(text) => text.into(),
+        // Only the last character is cut: everything before it is text.
+        Err(e) if e.error_len().is_none() => {
+            String::from_utf8_lossy(&head[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(head).into_owned(),
+    }
 }
 
 /// Classifies a non-2xx upstream response in any of the shapes above;
@@ -205,6 +214,21 @@ pub fn unusable(what: impl core::fmt::Display, body: &[u8]) -> UpstreamError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn excerpts_are_200_bytes_of_whole_characters() {
+        assert_eq!(super::excerpt(b"short"), "short");
+        let long = "é".repeat(150); // 300 bytes
+        let e = super::excerpt(long.as_bytes());
+        assert_eq!(e, "é".repeat(100));
+        let odd = [b'a'; 199]
+            .iter()
+            .chain("é".as_bytes())
+            .copied()
+            .collect::<alloc::vec::Vec<u8>>();
+        assert_eq!(super::excerpt(&odd), "a".repeat(199));
+        assert_eq!(super::excerpt(b"\xff\xfeok"), "\u{fffd}\u{fffd}ok");
+    }
+
     use super::*;
     use alloc::vec::Vec;
 

@@ -154,7 +154,14 @@ pub(super) fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
                 if pending.len() > MAX_PENDING {
                     let excess = pending.len() - MAX_PENDING;
                     pending.drain(..excess);
-                    shared.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                    let n = shared.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                    if shared.drop_warning.due() {
+                        tracing::warn!(
+                            dropped = n + excess as u64,
+                            waiting = MAX_PENDING,
+                            "store degraded: rows beyond those kept in memory dropped"
+                        );
+                    }
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
