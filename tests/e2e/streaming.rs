@@ -84,6 +84,9 @@ async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
     assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "stream_interrupted", "{events:?}");
+    // The failure's class, for clients (and /v1/messages) that branch on it:
+    // an upstream that closed mid-answer is overloaded.
+    assert_eq!(last["error"]["class"], "overloaded", "{events:?}");
     assert!(
         !events.iter().any(|e| e == "[DONE]"),
         "a truncated stream must not look complete"

@@ -116,8 +116,13 @@ impl Translator {
             let message = e["message"]
                 .as_str()
                 .unwrap_or("the upstream failed mid-answer");
-            let error =
-                json!({"type": "error", "error": {"type": "api_error", "message": message}});
+            let kind = match e["class"].as_str() {
+                Some("rate_limited") => "rate_limit_error",
+                Some("overloaded" | "connect" | "transport") => "overloaded_error",
+                Some("timeout") => "timeout_error",
+                _ => "api_error",
+            };
+            let error = json!({"type": "error", "error": {"type": kind, "message": message}});
             event(out, "error", &error);
             self.ended = true;
             return;
@@ -301,5 +306,29 @@ mod tests {
         );
         let ev = events(&t.finish());
         assert_eq!(ev[0].0, "error");
+    }
+
+    /// A failure's class (an extra member of the canonical error event)
+    /// names Anthropic's error type, as an SDK client branches on it.
+    #[test]
+    fn stream_errors_carry_anthropic_s_type() {
+        for (class, kind) in [
+            (Some("rate_limited"), "rate_limit_error"),
+            (Some("overloaded"), "overloaded_error"),
+            (Some("transport"), "overloaded_error"),
+            (Some("timeout"), "timeout_error"),
+            (Some("permanent"), "api_error"),
+            (None, "api_error"),
+        ] {
+            let mut error = json!({"message": "deployment \"a\": cut", "type": "upstream_error"});
+            if let Some(c) = class {
+                error["class"] = json!(c);
+            }
+            let mut t = Translator::default();
+            let out = t.push(format!("data: {}\n\n", json!({"error": error})).as_bytes());
+            let ev = events(&out);
+            assert_eq!(ev.last().unwrap().0, "error");
+            assert_eq!(ev.last().unwrap().1["error"]["type"], kind, "{class:?}");
+        }
     }
 }

@@ -174,7 +174,7 @@ impl StreamPump {
                         }
                         Resumed::Failed(why) => {
                             let message = format!("{message}; not resumed: {why}");
-                            return self.fail_stream(&message).await;
+                            return self.fail_stream(class, &message).await;
                         }
                         Resumed::ClientGone => {
                             tracing::info!("client went away while the stream was resumed");
@@ -249,7 +249,7 @@ impl StreamPump {
                     && class.is_deployment_fault();
                 self.rec
                     .end_stream(blame.then(|| &*self.health), Some(class), Some(usage));
-                self.fail_stream(&message).await;
+                self.fail_stream(class, &message).await;
             }
         }
     }
@@ -295,12 +295,15 @@ impl StreamPump {
         Ok(batch)
     }
 
-    /// Ends the client's stream with an error event.
-    async fn fail_stream(&mut self, message: &str) {
+    /// Ends the client's stream with an error event. Its `class` (the
+    /// failure's, an extra member OpenAI clients ignore) lets `/v1/messages`
+    /// name Anthropic's error type.
+    async fn fail_stream(&mut self, class: FailureClass, message: &str) {
         let event = serde_json::json!({"error": {
             "message": format!("deployment {:?}: {message}", self.deployment),
             "type": "upstream_error",
             "code": "stream_interrupted",
+            "class": class.name(),
         }});
         let _ = self
             .tx
