@@ -60,6 +60,11 @@ pub enum FailureClass {
     /// A resumed stream's regenerated answer did not begin with the text the
     /// client already had: it cannot be spliced on (nobody's fault).
     Diverged,
+    /// Still running when the request's deadline passed (the caller's, or
+    /// the operator's spent by the attempts before): abandoned, not answered,
+    /// and not held against the deployment (a caller's short deadline must
+    /// not manufacture failures).
+    Deadline,
 }
 
 /// What the pipeline does after a failed attempt.
@@ -92,6 +97,7 @@ impl FailureClass {
             AtCapacity => "at_capacity",
             CircuitOpen => "circuit_open",
             Diverged => "diverged",
+            Deadline => "deadline",
         }
     }
 
@@ -120,6 +126,7 @@ impl FailureClass {
                 | FailureClass::AtCapacity
                 | FailureClass::CircuitOpen
                 | FailureClass::Diverged
+                | FailureClass::Deadline
         )
     }
 

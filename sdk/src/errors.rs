@@ -172,7 +172,7 @@ pub fn excerpt(body: &[u8]) -> String {
 }
 
 /// Classifies a non-2xx upstream response in any of the shapes above;
-/// the message is the upstream's own, else the body's first 200 characters.
+/// the message is the upstream's own, else the body's first 200 bytes.
 pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> UpstreamError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let info = json.as_ref().map(error_info).unwrap_or_default();
@@ -207,7 +207,7 @@ pub fn classify_stream_error(body: &Value) -> UpstreamError {
 
 /// An attempt failure for a 2xx body that is not an answer: the next
 /// deployment may do better, so it is `overloaded`, and the message carries
-/// the body's first 200 characters.
+/// the body's first 200 bytes ([`excerpt`]).
 pub fn unusable(what: impl core::fmt::Display, body: &[u8]) -> UpstreamError {
     UpstreamError::new(ErrorClass::Overloaded, format!("{what}: {}", excerpt(body)))
 }

@@ -9,8 +9,9 @@
 //! already in flight. Crossing a configured fraction of a limit raises a
 //! `budget_alert` event once per window and fraction.
 //!
-//! Spend is kept by budget name across reloads and, at start, read back
-//! from the store for the current window, so a restart resets nothing.
+//! Spend is kept by budget name across reloads and read back from the
+//! store for the current window at start, and for a budget a reload adds or
+//! rescopes (what it counts changed), so neither resets anything.
 //!
 //! With Redis (`limits.backend: "redis"`), each settled cost is also added
 //! to the budget's counter there (off the request path), and each
@@ -160,7 +161,8 @@ impl BudgetConfig {
 }
 
 impl Budgets {
-    /// Budgets as configured; spend carried over from what they replace.
+    /// Budgets as configured; spend carried over by name (see
+    /// [`Budgets::restore_from`] for budgets a reload adds or rescopes).
     pub fn set(&self, defs: BTreeMap<String, BudgetConfig>) {
         self.defs.store(Arc::new(defs));
     }
@@ -183,18 +185,25 @@ impl Budgets {
     /// The spend of the current windows of `defs` read back from `store`
     /// (what it still queues committed first): at start for every budget
     /// (`before` `None`), and before a reload swaps `defs` in for those that
-    /// are new or whose definition changed (`before`: the ones in force
-    /// until then), so that no budget starts its window at $0 with spend on
-    /// record, and its hard stop holds. The others keep their tallies.
-    /// Spend that cannot be read counts as 0, with a warning.
+    /// are new or count something else (scope or period changed; `before`:
+    /// the ones in force until then), so that no budget starts its window
+    /// at $0 with spend on record, and its hard stop holds. The others keep
+    /// their tallies (a new limit, alert or action changes no spend). The
+    /// store is read before the tallies are locked: requests are never held
+    /// up by it. Spend that cannot be read counts as 0, with a warning.
     pub fn restore_from(
         &self,
         store: &crate::store::Store,
         defs: &BTreeMap<String, BudgetConfig>,
         before: Option<&BTreeMap<String, BudgetConfig>>,
     ) {
-        let changed =
-            |name: &str, def: &BudgetConfig| before.is_none_or(|b| b.get(name) != Some(def));
+        let same_count = |a: &BudgetConfig, b: &BudgetConfig| {
+            (&a.route, &a.deployment, &a.caller, &a.tag, a.period)
+                == (&b.route, &b.deployment, &b.caller, &b.tag, b.period)
+        };
+        let changed = |name: &str, def: &BudgetConfig| {
+            before.is_none_or(|b| b.get(name).is_none_or(|old| !same_count(old, def)))
+        };
         if !defs.iter().any(|(n, d)| changed(n, d)) {
             return;
         }
@@ -227,11 +236,22 @@ impl Budgets {
         which: impl Fn(&str, &BudgetConfig) -> bool,
         spent: impl Fn(&str, &BudgetConfig, i64) -> f64,
     ) {
+        // Read first (a store query may take a while), then applied at once.
+        let read: Vec<(&String, &BudgetConfig, i64, f64)> = defs
+            .iter()
+            .filter(|(n, d)| which(n, d))
+            .map(|(name, def)| {
+                let from = window_start(def.period, now_ms);
+                (
+                    name,
+                    def,
+                    window_of(def.period, now_ms),
+                    spent(name, def, from),
+                )
+            })
+            .collect();
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, def) in defs.iter().filter(|(n, d)| which(n, d)) {
-            let window = window_of(def.period, now_ms);
-            let from = window_start(def.period, now_ms);
-            let amount = spent(name, def, from);
+        for (name, def, window, amount) in read {
             let t = tallies.entry(name.clone()).or_default();
             // Requests in flight keep their reservations (settled later).
             let reserved = if t.window == window { t.reserved } else { 0.0 };
@@ -459,6 +479,44 @@ mod tests {
     }
 
     const NOW: i64 = 1_795_400_000_000;
+
+    /// A reload reads back from the store only the budgets it adds or that
+    /// now count something else; a new limit keeps the spend tallied.
+    #[test]
+    fn a_reload_rereads_only_budgets_that_count_something_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("db.sqlite"));
+        let now = crate::pipeline::outcome::now_ms();
+        let b = Budgets::default();
+        let old = BTreeMap::from([
+            ("kept".to_string(), budget(10.0, BudgetAction::Alert)),
+            ("rescoped".to_string(), budget(10.0, BudgetAction::Alert)),
+        ]);
+        b.set(old.clone());
+        let r = b.admit(&subject(), 0.0, now).unwrap();
+        b.settle(&r, &subject(), &[("d", 0.5)], now);
+        let mut new = old.clone();
+        new.get_mut("kept").unwrap().limit_usd = 20.0;
+        new.get_mut("rescoped").unwrap().route = Some("chat".into());
+        new.insert("added".into(), budget(10.0, BudgetAction::Alert));
+        // The store holds no spend: what is read back is 0.
+        b.restore_from(&store, &new, Some(&old));
+        b.set(new);
+        let view = b.view(now);
+        let spent = |name: &str| {
+            view["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap()["spent_usd"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(spent("kept"), 0.5);
+        assert_eq!(spent("rescoped"), 0.0);
+        assert_eq!(spent("added"), 0.0);
+    }
 
     fn subject() -> Subject<'static> {
         Subject {

@@ -70,6 +70,8 @@ struct Shared {
     retention: Option<Duration>,
     dropped: AtomicU64,
     drop_warning: crate::logging::Every,
+    /// Its own: rows dropped by a degraded writer warn apart from a full queue.
+    pending_drop_warning: crate::logging::Every,
     status: Mutex<Status>,
 }
 
@@ -89,6 +91,7 @@ impl Store {
             retention,
             dropped: AtomicU64::new(0),
             drop_warning: crate::logging::Every::new(Duration::from_secs(10)),
+            pending_drop_warning: crate::logging::Every::new(Duration::from_secs(10)),
             status: Mutex::new(Status::Ok),
         });
         let (writer, rows) = (shared.clone(), queue.clone());

@@ -155,7 +155,7 @@ pub(super) fn write_loop(shared: &Arc<Shared>, queue: &queue::Queue) {
                     let excess = pending.len() - MAX_PENDING;
                     pending.drain(..excess);
                     let n = shared.dropped.fetch_add(excess as u64, Ordering::Relaxed);
-                    if shared.drop_warning.due() {
+                    if shared.pending_drop_warning.due() {
                         tracing::warn!(
                             dropped = n + excess as u64,
                             waiting = MAX_PENDING,

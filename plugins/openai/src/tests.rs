@@ -193,7 +193,7 @@ fn in_place_and_general_paths_agree() {
     // Not for the fast path: the general one decides (and explains).
     for body in [
         r#"{"choices":{}}"#,
-        r#"{"model":"a","model":"b","choices":[]}"#,
+        r#"{"model":"a","model":"b","choices":[{"message":{}}]}"#,
         "[]",
         r#"[0,[]]"#,
     ] {

@@ -342,7 +342,7 @@ impl Recorder {
         // Dropped mid-attempt (the client left, a panic, or the request's
         // deadline): the attempt counts, unfinished. Cut by the deadline (the
         // only way an attempt is still open when the client is sent an
-        // error), it is a timeout, never a success; either way nothing is
+        // error), it is `deadline`, never a success; either way nothing is
         // said of the deployment's health or figures: the deadline may be the
         // caller's, or spent by the attempts before it.
         let abandoned = record.open.take().map(|mut a| {
@@ -351,7 +351,7 @@ impl Recorder {
             a.slot = None;
             a.probe = None;
             if matches!(end, End::Failed { .. }) && a.class.is_none() {
-                a.class = Some(FailureClass::Timeout);
+                a.class = Some(FailureClass::Deadline);
             }
             record.attempts.push(a);
         });

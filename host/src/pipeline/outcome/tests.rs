@@ -127,11 +127,12 @@ fn a_panic_mid_attempt_still_records_the_request_and_its_attempt() {
 }
 
 /// An attempt still open when the request's deadline passed (the serving
-/// future dropped, the client sent a 504) is a timeout in the record, never
-/// a success, and says nothing of the deployment's figures; one a client
-/// left stays unclassed.
+/// future dropped, the client sent a 504) is `deadline` in the record, never
+/// a success, and says nothing of the deployment's figures (not a
+/// deployment fault: a caller's short deadline must not manufacture
+/// failures); one a client left stays unclassed.
 #[test]
-fn an_attempt_cut_by_the_deadline_is_a_timeout_not_a_success() {
+fn an_attempt_cut_by_the_deadline_is_abandoned_not_a_success() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db.sqlite"));
     let sinks = Arc::new(Sinks {
@@ -157,7 +158,8 @@ fn an_attempt_cut_by_the_deadline_is_a_timeout_not_a_success() {
         )
         .unwrap()
     };
-    assert_eq!(class("late").as_deref(), Some("timeout"));
+    assert_eq!(class("late").as_deref(), Some("deadline"));
+    assert!(!FailureClass::Deadline.is_deployment_fault());
     assert_eq!(class("gone"), None);
     for d in ["late", "gone"] {
         assert!(sinks.monitor.view(d).is_none(), "{d} reached the monitor");
