@@ -739,6 +739,21 @@ async fn a_request_id_sent_twice_is_two_records_counted_once_each() {
     assert_eq!(one["attempts_detail"].as_array().unwrap().len(), 1, "{one}");
 }
 
+/// The record's attempt names the evaluator that failed on it, with why
+/// and no score.
+fn judged_by_a_failed_evaluator(rec: &Value) {
+    let a = &rec["attempts_detail"][0];
+    assert_eq!(a["evaluator"], "hog", "{rec}");
+    assert!(a["score"].is_null(), "{rec}");
+    assert!(
+        a["reasons"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("evaluator failed"),
+        "{rec}"
+    );
+}
+
 /// An evaluator that fails accepts the answer, and the record says which
 /// evaluator failed and why (no score).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,16 +775,7 @@ async fn a_failing_evaluator_is_recorded_without_a_score() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let rec = record(&gw, "judged-by-a-broken-evaluator").await;
-    let a = &rec["attempts_detail"][0];
-    assert_eq!(a["evaluator"], "hog", "{rec}");
-    assert!(a["score"].is_null(), "{rec}");
-    assert!(
-        a["reasons"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("evaluator failed"),
-        "{rec}"
-    );
+    judged_by_a_failed_evaluator(&rec);
     // A streamed answer is judged once delivered: its evaluator's failure
     // is recorded the same way.
     let r = client()
@@ -785,16 +791,7 @@ async fn a_failing_evaluator_is_recorded_without_a_score() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("[DONE]"));
     let rec = record(&gw, "streamed-and-judged-by-a-broken-evaluator").await;
-    let a = &rec["attempts_detail"][0];
-    assert_eq!(a["evaluator"], "hog", "{rec}");
-    assert!(a["score"].is_null(), "{rec}");
-    assert!(
-        a["reasons"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("evaluator failed"),
-        "{rec}"
-    );
+    judged_by_a_failed_evaluator(&rec);
     let (_, quality) = gw.admin("/admin/quality?group_by=evaluator").await;
     assert_eq!(quality["data"][0]["evaluator_failures"], 2, "{quality}");
     assert_eq!(quality["data"][0]["evaluations"], 0, "{quality}");

@@ -6,9 +6,43 @@
 //! `Retry-After` header; without it the host would cool the deployment down
 //! for a guessed time.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use switchyard_sdk::errors::{classify, classify_stream_error};
 use switchyard_sdk::{ErrorClass, HttpResponse, UpstreamError, parse_duration_ms};
+
+/// What this adapter reads of Google's error body
+/// (`{"error": {"status", "message", "details": [...]}}`).
+#[derive(Deserialize)]
+struct GoogleError<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    details: Vec<Detail<'a>>,
+}
+
+/// One of `error.details`: an `ErrorInfo` (`reason`) or a `RetryInfo`
+/// (`retryDelay`).
+#[derive(Deserialize)]
+struct Detail<'a> {
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(rename = "retryDelay", borrow, default)]
+    retry_delay: Option<Cow<'a, str>>,
+}
+
+/// The body's `error` object, when the body has that shape.
+fn google_error(body: &[u8]) -> Option<GoogleError<'_>> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: GoogleError<'a>,
+    }
+    serde_json::from_slice::<Body>(body).ok().map(|b| b.error)
+}
 
 /// A non-2xx response's error.
 pub fn upstream(response: &HttpResponse) -> UpstreamError {
@@ -28,36 +62,17 @@ pub fn upstream(response: &HttpResponse) -> UpstreamError {
 /// the caller untried elsewhere, and one bad key would fail the whole route;
 /// as `auth` and `permanent` the next deployment (or key) serves.
 fn deployment_fault(body: &[u8]) -> Option<ErrorClass> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        error: Error<'a>,
-    }
-    #[derive(Deserialize)]
-    struct Error<'a> {
-        #[serde(borrow, default)]
-        status: Option<&'a str>,
-        #[serde(borrow, default)]
-        message: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow, default)]
-        details: Vec<Detail<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Detail<'a> {
-        #[serde(borrow, default)]
-        reason: Option<&'a str>,
-    }
-    let error = serde_json::from_slice::<Body>(body).ok()?.error;
+    let error = google_error(body)?;
     let key_refused = error
         .details
         .iter()
-        .any(|d| d.reason == Some("API_KEY_INVALID"))
+        .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
         || error
             .message
             .is_some_and(|m| m.starts_with("API key not valid"));
     if key_refused {
         Some(ErrorClass::Auth)
-    } else if error.status == Some("FAILED_PRECONDITION") {
+    } else if error.status.as_deref() == Some("FAILED_PRECONDITION") {
         Some(ErrorClass::Permanent)
     } else {
         None
@@ -80,26 +95,10 @@ fn with_retry_delay(mut e: UpstreamError, body: &[u8]) -> UpstreamError {
 
 /// The `retryDelay` of the body's `RetryInfo` detail, in milliseconds.
 fn retry_delay_ms(body: &[u8]) -> Option<u32> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        error: Error<'a>,
-    }
-    #[derive(Deserialize)]
-    struct Error<'a> {
-        #[serde(borrow, default)]
-        details: Vec<Detail<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Detail<'a> {
-        #[serde(rename = "retryDelay", borrow, default)]
-        retry_delay: Option<&'a str>,
-    }
-    let body: Body = serde_json::from_slice(body).ok()?;
-    body.error
+    google_error(body)?
         .details
         .iter()
-        .find_map(|d| d.retry_delay.and_then(parse_duration_ms))
+        .find_map(|d| d.retry_delay.as_deref().and_then(parse_duration_ms))
 }
 
 #[cfg(test)]
