@@ -38,6 +38,29 @@ struct MessagesRequest {
     thinking: Option<Value>,
     #[serde(default)]
     service_tier: Option<Value>,
+    /// Structured outputs (`format`: a JSON Schema the answer must match).
+    #[serde(default)]
+    output_config: Option<OutputConfig>,
+}
+
+/// `output_config`: the answer's format (JSON Schema) and effort.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputConfig {
+    /// No canonical form: refused by name unless null.
+    #[serde(default)]
+    effort: Option<Value>,
+    #[serde(default)]
+    format: Option<OutputFormat>,
+}
+
+/// `output_config.format`: `{"type": "json_schema", "schema": {...}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    schema: Value,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +155,9 @@ pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
     if let Some(user) = req.metadata.and_then(|m| m.user_id) {
         out.insert("user".into(), json!(user));
     }
+    if let Some(config) = &req.output_config {
+        output_config(config, &mut out)?;
+    }
     let tools = tools(req.tools.as_deref().unwrap_or_default())?;
     if let Some(choice) = &req.tool_choice {
         tool_choice(choice, &mut out)?;
@@ -140,6 +166,33 @@ pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
         out.insert("tools".into(), Value::Array(tools));
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+}
+
+/// Structured outputs: the format becomes the canonical `response_format`
+/// (a strict JSON Schema), which every adapter maps to its provider's own
+/// way (an Anthropic route: a forced tool whose input is the answer's text).
+fn output_config(config: &OutputConfig, out: &mut Map<String, Value>) -> Result<(), String> {
+    if config.effort.as_ref().is_some_and(|e| !e.is_null()) {
+        return Err("`output_config.effort` is not supported through this gateway".into());
+    }
+    let Some(format) = &config.format else {
+        return Ok(());
+    };
+    if format.kind != "json_schema" {
+        return Err(format!(
+            "`output_config.format.type` is {:?}; expected \"json_schema\"",
+            format.kind
+        ));
+    }
+    if !format.schema.is_object() {
+        return Err("`output_config.format.schema` must be a JSON Schema object".into());
+    }
+    out.insert(
+        "response_format".into(),
+        json!({"type": "json_schema",
+            "json_schema": {"name": "output", "schema": format.schema, "strict": true}}),
+    );
+    Ok(())
 }
 
 /// A user turn: its `tool_result` blocks become tool messages (first, as
@@ -401,5 +454,45 @@ mod tests {
         assert!(refused(b).contains("frobnicate"));
         let b = json!({"model": "m", "messages": []});
         assert!(refused(b).contains("max_tokens"));
+    }
+
+    /// Structured outputs as the Anthropic SDK sends them
+    /// (`output_config.format`) become a strict canonical JSON Schema.
+    #[test]
+    fn output_config_format_is_a_json_schema_response_format() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+            "required": ["city"], "additionalProperties": false});
+        let base = || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let mut b = base();
+        b["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+        let c = canonical(b);
+        assert_eq!(c["response_format"]["type"], "json_schema");
+        assert_eq!(c["response_format"]["json_schema"]["schema"], schema);
+        assert_eq!(c["response_format"]["json_schema"]["strict"], true);
+        // Nothing asked: nothing set.
+        let mut b = base();
+        b["output_config"] = json!({"effort": null});
+        assert!(canonical(b).get("response_format").is_none());
+        for (config, named) in [
+            (json!({"effort": "high"}), "`output_config.effort`"),
+            (
+                json!({"format": {"type": "xml", "schema": {}}}),
+                "`output_config.format.type`",
+            ),
+            (
+                json!({"format": {"type": "json_schema", "schema": 1}}),
+                "`output_config.format.schema`",
+            ),
+            (
+                json!({"format": {"type": "json_schema", "schema": {}, "x": 1}}),
+                "`x`",
+            ),
+            (json!({"speed": "fast"}), "`speed`"),
+        ] {
+            let mut b = base();
+            b["output_config"] = config;
+            let why = refused(b);
+            assert!(why.contains(named), "{why}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 """The official anthropic SDK against the gateway's /v1/messages, once per
-route given: plain, streamed, tool use both ways (streamed and not).
+route given: plain, streamed, tool use both ways (streamed and not),
+structured output (a JSON Schema).
 Asserts as it goes; prints one JSON line per route on success."""
 import json
 import sys
@@ -8,6 +9,8 @@ import anthropic
 
 base, routes = sys.argv[1], sys.argv[2:]
 client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+schema = {"type": "object", "properties": {"city": {"type": "string"}, "temp_c": {"type": "number"}},
+          "required": ["city", "temp_c"], "additionalProperties": False}
 weather = {
     "name": "get_weather",
     "description": "Current weather in a city",
@@ -46,6 +49,12 @@ for route in routes:
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]},
         ])
     assert "21C" in after.content[0].text, after
+
+    # Structured output (`output_config.format`): the answer is the JSON.
+    shaped = client.messages.create(
+        model=route, max_tokens=256, messages=ask,
+        output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert json.loads(shaped.content[0].text) == {"city": "Paris", "temp_c": 21}, shaped
 
     try:
         client.messages.create(model="no-such-route", max_tokens=5, messages=ask)
