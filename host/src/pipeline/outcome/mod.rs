@@ -345,7 +345,7 @@ impl Recorder {
         // error), it is `deadline`, never a success; either way nothing is
         // said of the deployment's health or figures: the deadline may be the
         // caller's, or spent by the attempts before it.
-        let abandoned = record.open.take().map(|mut a| {
+        if let Some(mut a) = record.open.take() {
             a.latency = a.started.elapsed();
             a.upstream = a.latency;
             a.slot = None;
@@ -354,7 +354,7 @@ impl Recorder {
                 a.class = Some(FailureClass::Deadline);
             }
             record.attempts.push(a);
-        });
+        }
         // The limiter: each attempt's token reservation becomes its usage
         // (a failure the provider did not bill gives it all back).
         for a in &mut record.attempts {
@@ -414,12 +414,12 @@ impl Recorder {
                 demoted(sinks, &a.deployment, &record.route, "evaluator");
             }
             // A client that left (or a panic) says nothing about the
-            // deployment; nor does a failure that is not its fault.
+            // deployment; nor does a failure that is not its fault (an
+            // attempt the request's deadline abandoned is `deadline`, one).
             // (Nor does an attempt a resumed stream's deadline abandoned.)
-            if i == last
-                && (abandoned.is_some()
-                    || matches!(end, End::ClientGone | End::Panicked | End::StreamFailed)
-                        && a.class.is_none())
+            if matches!(end, End::ClientGone | End::Panicked | End::StreamFailed)
+                && i == last
+                && a.class.is_none()
             {
                 continue;
             }
