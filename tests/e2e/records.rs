@@ -627,12 +627,14 @@ async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
     let routes = json!({
         "ok": {"deployments": [deployment(&mock, "good", "gpt")]},
         "two": {"strategy": "priority", "deployments": [deployment(&mock, "pricey", "gpt"), cheap]},
+        "solo": {"deployments": [deployment(&mock, "lone", "gpt")]},
     });
     let one = cost(3.0, 3.0);
     let budgets = json!({"budgets": {
         "ok-daily": {"route": "ok", "period": "day", "limit_usd": 3.0 * one - 1e-9,
             "alert_at": [0.5, 1.0], "action": "reject"},
         "two-soft": {"route": "two", "period": "month", "limit_usd": 1e-9, "action": "cheapest"},
+        "lone-hard": {"deployment": "lone", "period": "day", "limit_usd": 1e-9, "action": "reject"},
     }});
     let gw = Gateway::start(routes.clone(), &["openai", "priority"], budgets.clone());
     for i in 0..3 {
@@ -678,6 +680,17 @@ async fn budgets_alert_once_stop_hard_and_survive_a_restart() {
         "{daily}"
     );
     assert_eq!(daily["reserved_usd"], 0.0);
+
+    // A spent deployment budget, and no other deployment to serve: the
+    // same 429, naming that budget (not a 503 "no candidate").
+    assert_eq!(send(&gw, "d-0", "solo", false).await.status(), 200);
+    record(&gw, "d-0").await;
+    let r = send(&gw, "d-1", "solo", false).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(body["error"]["budget"], "lone-hard", "{body}");
 
     // A spent `cheapest` budget: the route's cheapest deployment only.
     let first = send(&gw, "c-0", "two", false).await;

@@ -76,6 +76,11 @@ pub struct Reservation {
     budgets: Vec<(String, i64)>,
     /// Deployment-scoped budgets over their hard limit: not to be tried.
     pub blocked_deployments: Vec<String>,
+    /// Those budgets, as a refusal names them when nothing else serves.
+    pub spent_deployment_budgets: Vec<Exceeded>,
+    /// A deployment that could serve the request was left out for its
+    /// spent budget (set by the pipeline once it has the route's order).
+    pub blocked_a_candidate: bool,
     /// A `cheapest` budget is spent: only the route's cheapest deployments.
     pub cheapest_only: bool,
 }
@@ -315,6 +320,12 @@ impl Budgets {
             if let Some(d) = &def.deployment {
                 if over && def.action == BudgetAction::Reject && def.counts(s, d) {
                     r.blocked_deployments.push(d.clone());
+                    r.spent_deployment_budgets.push(Exceeded {
+                        budget: name.clone(),
+                        spent: t.spent,
+                        limit: def.limit_usd,
+                        period: def.period,
+                    });
                 }
                 continue;
             }
@@ -585,6 +596,7 @@ mod tests {
         b.settle(&r, &subject(), &[("pricey", 0.6)], NOW);
         let r = b.admit(&subject(), 0.0, NOW).unwrap();
         assert_eq!(r.blocked_deployments, vec!["pricey".to_string()]);
+        assert_eq!(r.spent_deployment_budgets[0].budget, "dep");
         assert!(r.cheapest_only);
     }
 }

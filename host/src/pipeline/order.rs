@@ -59,17 +59,7 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::info!(request_id = %r.request_id, budget = %e.budget, "budget spent: request refused");
-                let end = crate::budget::window_end(e.period, now);
-                Err(ApiError::BudgetExceeded {
-                    budget: e.budget,
-                    spent: e.spent,
-                    limit: e.limit,
-                    period: match e.period {
-                        crate::config::BudgetPeriod::Day => "day",
-                        crate::config::BudgetPeriod::Month => "month",
-                    },
-                    retry_after_s: ((end - now).max(1000) as u64).div_ceil(1000),
-                })
+                Err(budget_refusal(e, now))
             }
         }
     }
@@ -239,18 +229,38 @@ fn candidate(
     }
 }
 
+/// The 429 for a request a spent budget refuses, at `now` (ms): retry
+/// when the budget's window ends.
+pub(super) fn budget_refusal(e: crate::budget::Exceeded, now: i64) -> ApiError {
+    let end = crate::budget::window_end(e.period, now);
+    ApiError::BudgetExceeded {
+        budget: e.budget,
+        spent: e.spent,
+        limit: e.limit,
+        period: match e.period {
+            crate::config::BudgetPeriod::Day => "day",
+            crate::config::BudgetPeriod::Month => "month",
+        },
+        retry_after_s: ((end - now).max(1000) as u64).div_ceil(1000),
+    }
+}
+
 /// Deployments a spent budget takes out: those of a spent deployment
-/// budget, and all but the cheapest when a `cheapest` budget is spent.
+/// budget (noted on `held` when one of them was in the order, so that a
+/// request nothing else serves is refused naming the budget), and all but
+/// the cheapest when a `cheapest` budget is spent.
 pub(super) fn budget_filter(
     route: &Route,
-    held: &crate::budget::Reservation,
+    held: &mut crate::budget::Reservation,
     order: &mut Vec<usize>,
 ) {
+    let before = order.len();
     order.retain(|&i| {
         !held
             .blocked_deployments
             .contains(&route.members[i].deployment.name)
     });
+    held.blocked_a_candidate |= order.len() < before;
     if held.cheapest_only {
         let price = |i: usize| {
             let p = route.members[i].deployment.prices;

@@ -35,7 +35,7 @@ impl Gateway {
     ) -> Result<Option<Served>, ApiError> {
         // 3. The order to try its deployments in.
         let mut order = self.order(route, summary, request_id, rec).await;
-        if let Some(held) = rec.record().and_then(|r| r.reservation.as_ref()) {
+        if let Some(held) = rec.record().and_then(|r| r.reservation.as_mut()) {
             order::budget_filter(route, held, &mut order);
         }
         // 4. Each candidate in turn. The request text is shared by every
