@@ -11,6 +11,10 @@ pub struct Folded {
     /// `(id, name, arguments)` by index.
     pub tool_calls: Vec<(String, String, String)>,
     pub finish_reason: Option<String>,
+    /// The stop sequence named beside the finish reason, when one was.
+    pub stop_sequence: Option<String>,
+    /// The last chunk's `usage` object, as the caller reads it.
+    pub usage_chunk: Option<Value>,
     pub usage: Option<Usage>,
     pub done: bool,
     pub malformed: u32,
@@ -34,6 +38,9 @@ impl Folded {
             }
             if text.contains('\n') {
                 return Err(format!("chunk spans lines: {text:?}"));
+            }
+            if c["usage"].is_object() {
+                self.usage_chunk = Some(c["usage"].clone());
             }
             let choices = c["choices"]
                 .as_array()
@@ -71,6 +78,9 @@ impl Folded {
                 if let Some(r) = choice["finish_reason"].as_str() {
                     self.finish_reason = Some(r.into());
                 }
+                if let Some(s) = choice["stop_sequence"].as_str() {
+                    self.stop_sequence = Some(s.into());
+                }
             }
         }
         Ok(())
@@ -94,6 +104,8 @@ impl Folded {
             "content": self.content,
             "tool_calls": calls,
             "finish_reason": self.finish_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage_chunk": self.usage_chunk,
             "malformed": self.malformed,
             "chunks": self.chunks,
         })

@@ -104,6 +104,8 @@ fn fold_sse(text: &str) -> Result<Value, String> {
     let mut content = String::new();
     let mut calls: Vec<(String, String, String)> = Vec::new();
     let mut finish = Value::Null;
+    let mut stop_sequence = Value::Null;
+    let mut usage_chunk = Value::Null;
     let mut done = false;
     for line in text.lines() {
         let Some(data) = line.strip_prefix("data: ") else {
@@ -117,9 +119,15 @@ fn fold_sse(text: &str) -> Result<Value, String> {
         if c.get("error").is_some() {
             return Err(format!("the stream failed: {data}"));
         }
+        if c["usage"].is_object() {
+            usage_chunk = c["usage"].clone();
+        }
         let Some(choice) = c["choices"].get(0) else {
             continue;
         };
+        if choice["stop_sequence"].is_string() {
+            stop_sequence = choice["stop_sequence"].clone();
+        }
         content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
         for call in choice["delta"]["tool_calls"]
             .as_array()
@@ -152,7 +160,10 @@ fn fold_sse(text: &str) -> Result<Value, String> {
             json!({"id": id, "name": name, "arguments": args})
         })
         .collect();
-    Ok(json!({"content": content, "tool_calls": calls, "finish_reason": finish}))
+    Ok(
+        json!({"content": content, "tool_calls": calls, "finish_reason": finish,
+        "stop_sequence": stop_sequence, "usage_chunk": usage_chunk}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,13 @@
 
 use serde_json::{Value, json};
 
-/// Anthropic's `stop_reason` for a canonical finish reason.
-pub fn stop_reason(finish: Option<&str>) -> &'static str {
+/// Anthropic's `stop_reason` for a canonical finish reason, and the stop
+/// sequence that ended the answer when the deployment named one (an
+/// Anthropic deployment does: its adapter passes it on as the choice's
+/// `stop_sequence`).
+pub fn stop_reason(finish: Option<&str>, stop_sequence: Option<&str>) -> &'static str {
     match finish {
+        Some("stop") if stop_sequence.is_some() => "stop_sequence",
         Some("length") => "max_tokens",
         Some("tool_calls" | "function_call") => "tool_use",
         Some("content_filter") => "refusal",
@@ -13,15 +17,18 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
 }
 
 /// Anthropic's usage for a canonical `usage` object: its input tokens
-/// exclude those read from the prompt cache, which it counts apart.
+/// exclude those read from and written to the prompt cache, which it counts
+/// apart (the writes are known from an Anthropic deployment only).
 pub fn usage(u: &Value) -> Value {
     let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let cached = n(&u["prompt_tokens_details"]["cached_tokens"]);
+    let details = &u["prompt_tokens_details"];
+    let cached = n(&details["cached_tokens"]);
+    let written = n(&details["cache_creation_tokens"]);
     json!({
-        "input_tokens": n(&u["prompt_tokens"]).saturating_sub(cached),
+        "input_tokens": n(&u["prompt_tokens"]).saturating_sub(cached).saturating_sub(written),
         "output_tokens": n(&u["completion_tokens"]),
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     })
 }
 
@@ -40,6 +47,7 @@ pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
     let c: Value = serde_json::from_slice(body).ok()?;
     let choice = c["choices"].get(0)?;
     let msg = &choice["message"];
+    let stop_sequence = choice["stop_sequence"].as_str();
     let mut content = Vec::new();
     if let Some(text) = msg["content"].as_str().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));
@@ -60,8 +68,8 @@ pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
         "role": "assistant",
         "model": c["model"],
         "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str()),
-        "stop_sequence": null,
+        "stop_reason": stop_reason(choice["finish_reason"].as_str(), stop_sequence),
+        "stop_sequence": stop_sequence,
         "usage": usage(&c["usage"]),
     });
     serde_json::to_vec(&message).ok()
@@ -97,10 +105,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_sequence_and_cache_writes_come_back_as_anthropic_says_them() {
+        let body = json!({
+            "id": "msg_1", "object": "chat.completion", "created": 1, "model": "dep",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done"},
+                "finish_reason": "stop", "logprobs": null, "stop_sequence": "END"}],
+            "usage": {"prompt_tokens": 124, "completion_tokens": 9,
+                "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 4}}
+        });
+        let m: Value =
+            serde_json::from_slice(&to_message(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(m["stop_reason"], "stop_sequence");
+        assert_eq!(m["stop_sequence"], "END");
+        assert_eq!(
+            m["usage"],
+            json!({"input_tokens": 20, "output_tokens": 9,
+                "cache_read_input_tokens": 100, "cache_creation_input_tokens": 4})
+        );
+    }
+
+    #[test]
     fn stop_reasons() {
-        assert_eq!(stop_reason(Some("stop")), "end_turn");
-        assert_eq!(stop_reason(Some("length")), "max_tokens");
-        assert_eq!(stop_reason(Some("content_filter")), "refusal");
-        assert_eq!(stop_reason(None), "end_turn");
+        assert_eq!(stop_reason(Some("stop"), None), "end_turn");
+        assert_eq!(stop_reason(Some("stop"), Some("END")), "stop_sequence");
+        assert_eq!(stop_reason(Some("length"), None), "max_tokens");
+        assert_eq!(stop_reason(Some("content_filter"), None), "refusal");
+        assert_eq!(stop_reason(None, None), "end_turn");
     }
 }

@@ -32,6 +32,8 @@ pub struct Translator {
     /// The next content block's index.
     next_block: u64,
     stop: Option<String>,
+    /// The stop sequence that ended the answer, when the deployment named it.
+    stop_sequence: Option<String>,
     usage: Option<Value>,
     /// `[DONE]` or an error event went out: nothing more is sent.
     ended: bool,
@@ -45,6 +47,7 @@ impl Default for Translator {
             open: Open::None,
             next_block: 0,
             stop: None,
+            stop_sequence: None,
             usage: None,
             ended: false,
         }
@@ -101,7 +104,10 @@ impl Translator {
                 "message_delta",
                 &json!({
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(self.stop.as_deref()), "stop_sequence": null},
+                    "delta": {
+                        "stop_reason": stop_reason(self.stop.as_deref(), self.stop_sequence.as_deref()),
+                        "stop_sequence": self.stop_sequence,
+                    },
                     "usage": delta_usage,
                 }),
             );
@@ -166,6 +172,9 @@ impl Translator {
         }
         if let Some(reason) = choice["finish_reason"].as_str() {
             self.stop = Some(reason.to_owned());
+        }
+        if let Some(s) = choice["stop_sequence"].as_str() {
+            self.stop_sequence = Some(s.to_owned());
         }
     }
 
@@ -273,6 +282,27 @@ mod tests {
         assert_eq!(ev[7].1["delta"]["stop_reason"], "tool_use");
         assert_eq!(ev[7].1["usage"]["input_tokens"], 20);
         assert_eq!(ev[7].1["usage"]["output_tokens"], 12);
+    }
+
+    #[test]
+    fn a_stop_sequence_and_cache_writes_reach_message_delta() {
+        let mut t = Translator::default();
+        let mut out = t.push(concat!(
+            "data: {\"id\":\"msg_1\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Done\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"msg_1\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\",\"logprobs\":null,\"stop_sequence\":\"END\"}]}\n\n",
+            "data: {\"id\":\"msg_1\",\"model\":\"dep\",\"choices\":[],\"usage\":{\"prompt_tokens\":39,\"completion_tokens\":12,\"prompt_tokens_details\":{\"cached_tokens\":10,\"cache_creation_tokens\":4}}}\n\n",
+            "data: [DONE]\n\n",
+        ).as_bytes());
+        out.extend(t.finish());
+        let ev = events(&out);
+        let delta = &ev.iter().find(|(k, _)| k == "message_delta").unwrap().1;
+        assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
+        assert_eq!(delta["delta"]["stop_sequence"], "END");
+        assert_eq!(
+            delta["usage"],
+            json!({"input_tokens": 25, "output_tokens": 12,
+                "cache_read_input_tokens": 10, "cache_creation_input_tokens": 4})
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Anthropic message → canonical `chat.completion`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use switchyard_sdk::canonical::{AssistantMessage, ChatCompletion, Choice, ToolCall, finish};
+use switchyard_sdk::canonical::{
+    AssistantMessage, ChatCompletion, Choice, CompletionUsage, ToolCall, finish,
+};
 use switchyard_sdk::{UpstreamError, Usage, errors};
 
 use crate::request::JSON_TOOL;
@@ -19,6 +23,10 @@ pub struct MessageBody<'a> {
     pub content: Vec<Block<'a>>,
     #[serde(default)]
     pub stop_reason: Option<&'a str>,
+    /// The caller's stop sequence that ended the answer
+    /// (`stop_reason: "stop_sequence"`).
+    #[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]
+    pub stop_sequence: Option<Cow<'a, str>>,
     #[serde(default)]
     pub usage: Option<WireUsage>,
 }
@@ -68,6 +76,18 @@ impl WireUsage {
     pub fn to_usage(self) -> Usage {
         let (prompt, cached) = self.prompt();
         Usage::new(prompt, self.output_tokens.unwrap_or(0)).with_cached_prompt_tokens(cached)
+    }
+
+    /// The canonical usage of `usage` (the counts), with the tokens written
+    /// to the prompt cache named apart, as `/v1/messages` answers them.
+    pub fn canonical(usage: Usage, cache_creation: u32) -> CompletionUsage {
+        let mut u = CompletionUsage::from(usage);
+        if cache_creation > 0 {
+            u.prompt_tokens_details
+                .get_or_insert_with(Default::default)
+                .cache_creation_tokens = cache_creation;
+        }
+        u
     }
 }
 
@@ -137,6 +157,10 @@ pub fn parse(
     };
     let content = (!text.is_empty() || calls.is_empty()).then_some(text);
     let usage = msg.usage.map(WireUsage::to_usage);
+    let stop_sequence = match msg.stop_reason {
+        Some("stop_sequence") => msg.stop_sequence.map(Cow::into_owned),
+        _ => None,
+    };
     let mut answer = ChatCompletion::new(
         msg.id,
         switchyard_sdk::created_s(headers),
@@ -146,9 +170,13 @@ pub fn parse(
             message: AssistantMessage::new(content, calls),
             finish_reason: Some(finish.to_owned()),
             logprobs: None,
+            stop_sequence,
         },
     );
-    answer.usage = usage.map(Into::into);
+    answer.usage = usage.map(|u| {
+        let creation = msg.usage.and_then(|w| w.cache_creation_input_tokens);
+        WireUsage::canonical(u, creation.unwrap_or(0))
+    });
     Ok((answer.to_json(), usage))
 }
 

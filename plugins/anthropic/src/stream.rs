@@ -51,6 +51,9 @@ pub struct Stream {
     finished: bool,
     /// The open tool call has had argument text.
     args: bool,
+    /// Prompt tokens written to the prompt cache, as last reported (the
+    /// usage chunk names them apart).
+    cache_creation: u32,
     /// The chunks' shared head, written at the first chunk of a call (not
     /// saved: it follows from the id, the time and the deployment).
     head: Option<ChunkHead>,
@@ -82,7 +85,7 @@ struct StartBlock<'a> {
     text: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct EventDelta<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<&'a str>,
@@ -92,6 +95,8 @@ struct EventDelta<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     stop_reason: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "switchyard_sdk::canonical::text")]
+    stop_sequence: Option<Cow<'a, str>>,
 }
 
 impl Stream {
@@ -126,6 +131,7 @@ impl StreamParser for Stream {
             tools: 0,
             finished: false,
             args: false,
+            cache_creation: 0,
             head: None,
         })
     }
@@ -163,6 +169,7 @@ impl StreamParser for Stream {
                 self.head = None;
                 if let Some(u) = msg.usage {
                     out.set_usage(u.to_usage());
+                    self.cache_creation = u.cache_creation_input_tokens.unwrap_or(0);
                 }
                 out.push(self.chunk(target, Delta::role(), None));
             }
@@ -241,33 +248,40 @@ impl StreamParser for Stream {
                         let (prompt, cached) = u.prompt();
                         usage.prompt_tokens = prompt;
                         usage.cached_prompt_tokens = cached;
+                        self.cache_creation = u.cache_creation_input_tokens.unwrap_or(0);
                     }
                     if let Some(n) = u.output_tokens {
                         usage.completion_tokens = n;
                     }
                     out.set_usage(usage);
                 }
-                if let Some(reason) = ev.delta.and_then(|d| d.stop_reason) {
+                let delta = ev.delta.unwrap_or_default();
+                if let Some(reason) = delta.stop_reason {
                     // The JSON answer's tool was called: the answer is whole
                     // (a length limit or refusal stays what it is).
                     let finish = match reason {
                         "tool_use" if self.json => finish::STOP,
                         r => finish_reason(r),
                     };
+                    let stop = match reason {
+                        "stop_sequence" => delta.stop_sequence.as_deref(),
+                        _ => None,
+                    };
                     self.finished = true;
-                    out.push(self.chunk(target, Delta::default(), Some(finish)));
+                    out.push(self.head(target).finish_json(finish, stop));
                 }
             }
             "message_stop" => {
                 if self.wants_usage
                     && let Some(u) = out.usage()
                 {
-                    let chunk = ChatChunk::usage_only(
+                    let mut chunk = ChatChunk::usage_only(
                         self.id.as_str(),
                         self.created,
                         target.deployment.as_str(),
                         u,
                     );
+                    chunk.usage = Some(WireUsage::canonical(u, self.cache_creation));
                     out.push(chunk.to_json());
                 }
                 out.set_done();
@@ -302,6 +316,7 @@ impl StreamParser for Stream {
             .u32(self.tools)
             .bool(self.finished)
             .bool(self.args)
+            .u32(self.cache_creation)
             .finish()
     }
 
@@ -326,6 +341,7 @@ impl StreamParser for Stream {
             tools: r.u32()?,
             finished: r.bool()?,
             args: r.bool()?,
+            cache_creation: r.u32()?,
             head: None,
         };
         r.finish()?;

@@ -92,6 +92,7 @@ fn choice(id: &str, position: usize, candidate: Candidate) -> Choice {
         message: AssistantMessage::new(content, calls),
         finish_reason: finish_reason.map(String::from),
         logprobs: None,
+        stop_sequence: None,
     }
 }
 

@@ -53,6 +53,7 @@ pub fn parse(
         message: AssistantMessage::new(content, calls),
         finish_reason: Some(finish.to_owned()),
         logprobs: None,
+        stop_sequence: None,
     };
     let created = reply.created().unwrap_or_else(date_s);
     let mut answer = ChatCompletion::new(answer_id(seed), created, deployment, choice);

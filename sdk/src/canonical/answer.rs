@@ -59,6 +59,11 @@ pub struct Choice {
     /// Always present (null) so clients that index it find it.
     #[serde(default)]
     pub logprobs: Option<Value>,
+    /// The caller's stop sequence that ended the answer, when the provider
+    /// says which (Anthropic does): an extra member OpenAI clients ignore,
+    /// which `/v1/messages` answers as `stop_reason: "stop_sequence"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
 }
 
 /// What the model wrote.
@@ -103,6 +108,15 @@ pub struct CompletionUsage {
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: u32,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic
+    /// counts and bills them apart): an extra member OpenAI clients ignore,
+    /// which `/v1/messages` answers as `cache_creation_input_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `usage.completion_tokens_details`.
@@ -120,6 +134,7 @@ impl From<Usage> for CompletionUsage {
             total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
             prompt_tokens_details: (u.cached_prompt_tokens > 0).then_some(PromptTokensDetails {
                 cached_tokens: u.cached_prompt_tokens,
+                cache_creation_tokens: 0,
             }),
             completion_tokens_details: (u.reasoning_tokens > 0).then_some(
                 CompletionTokensDetails {

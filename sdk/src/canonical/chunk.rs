@@ -47,6 +47,7 @@ impl ChatChunk {
                 delta,
                 finish_reason: finish_reason.map(String::from),
                 logprobs: None,
+                stop_sequence: None,
             }],
             usage: None,
         }
@@ -129,6 +130,13 @@ impl ChunkHead {
     pub fn json_of(&self, delta: &Delta, finish_reason: Option<&str>) -> String {
         write::single_chunk_after(&self.text, delta, finish_reason)
     }
+
+    /// The chunk that ends the answer with `finish_reason` and nothing
+    /// else, naming the caller's stop sequence that ended it when the
+    /// provider says which ([`ChunkChoice::stop_sequence`]).
+    pub fn finish_json(&self, finish_reason: &str, stop_sequence: Option<&str>) -> String {
+        write::finish_chunk_after(&self.text, finish_reason, stop_sequence)
+    }
 }
 
 /// One choice of a chunk.
@@ -139,6 +147,10 @@ pub struct ChunkChoice {
     pub finish_reason: Option<String>,
     #[serde(default)]
     pub logprobs: Option<Value>,
+    /// As [`Choice::stop_sequence`](super::Choice::stop_sequence), on the
+    /// chunk that carries the finish reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
 }
 
 /// What a chunk adds to the answer.

@@ -73,12 +73,18 @@ fn answer_choice(out: &mut String, c: &Choice) {
         message: m,
         finish_reason,
         logprobs: lp,
+        stop_sequence,
     } = c;
     out.push_str("{\"index\":");
     number(out, (*index).into());
     out.push_str(",\"message\":");
     message(out, m);
-    choice_end(out, finish_reason.as_deref(), lp.as_ref());
+    choice_end(
+        out,
+        finish_reason.as_deref(),
+        lp.as_ref(),
+        stop_sequence.as_deref(),
+    );
 }
 
 fn message(out: &mut String, m: &AssistantMessage) {
@@ -158,6 +164,7 @@ pub(super) fn chunk(chunk: &ChatChunk) -> String {
             delta,
             finish_reason,
             logprobs,
+            stop_sequence,
         } = c;
         choice(
             &mut out,
@@ -165,6 +172,7 @@ pub(super) fn chunk(chunk: &ChatChunk) -> String {
             delta,
             finish_reason.as_deref(),
             logprobs.as_ref(),
+            stop_sequence.as_deref(),
         );
     }
     out.push(']');
@@ -188,7 +196,7 @@ pub(super) fn single_chunk(
     let n = 192 + id.len() + model.len() + delta_capacity(delta);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
     chunk_head(&mut out, id, super::chunk::CHUNK_OBJECT, created, model);
-    choice(&mut out, 0, delta, finish_reason, None);
+    choice(&mut out, 0, delta, finish_reason, None, None);
     out.push_str("]}");
     out
 }
@@ -231,8 +239,25 @@ fn text_choice(out: &mut String, text: Option<&str>, finish_reason: Option<&str>
         string(out, text);
     }
     out.push('}');
-    choice_end(out, finish_reason, None);
+    choice_end(out, finish_reason, None, None);
     out.push_str("]}");
+}
+
+/// The chunk [`ChunkHead::finish_json`](super::ChunkHead::finish_json)
+/// writes after a head [`chunk_head`] wrote: an empty delta, the finish
+/// reason, and the stop sequence when known.
+pub(super) fn finish_chunk_after(
+    head: &str,
+    finish_reason: &str,
+    stop_sequence: Option<&str>,
+) -> String {
+    let n = 96 + head.len() + finish_reason.len() + stop_sequence.map_or(0, str::len);
+    let mut out = String::with_capacity(n);
+    out.push_str(head);
+    out.push_str("{\"index\":0,\"delta\":{}");
+    choice_end(&mut out, Some(finish_reason), None, stop_sequence);
+    out.push_str("]}");
+    out
 }
 
 /// [`single_chunk`] after a head [`chunk_head`] wrote.
@@ -240,7 +265,7 @@ pub(super) fn single_chunk_after(head: &str, delta: &Delta, finish_reason: Optio
     let n = 96 + head.len() + delta_capacity(delta);
     let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
     out.push_str(head);
-    choice(&mut out, 0, delta, finish_reason, None);
+    choice(&mut out, 0, delta, finish_reason, None, None);
     out.push_str("]}");
     out
 }
@@ -291,23 +316,34 @@ fn choice(
     d: &Delta,
     finish_reason: Option<&str>,
     logprobs_value: Option<&serde_json::Value>,
+    stop_sequence: Option<&str>,
 ) {
     out.push_str("{\"index\":");
     number(out, index.into());
     out.push_str(",\"delta\":");
     delta(out, d);
-    choice_end(out, finish_reason, logprobs_value);
+    choice_end(out, finish_reason, logprobs_value, stop_sequence);
 }
 
 /// A choice's last members, `finish_reason` and `logprobs` (each `null`
-/// when absent), and its closing brace: the same in answers and chunks.
-fn choice_end(out: &mut String, finish_reason: Option<&str>, lp: Option<&serde_json::Value>) {
+/// when absent) and `stop_sequence` (only when known), and its closing
+/// brace: the same in answers and chunks.
+fn choice_end(
+    out: &mut String,
+    finish_reason: Option<&str>,
+    lp: Option<&serde_json::Value>,
+    stop_sequence: Option<&str>,
+) {
     out.push_str(",\"finish_reason\":");
     match finish_reason {
         Some(r) => string(out, r),
         None => out.push_str("null"),
     }
     logprobs(out, lp);
+    if let Some(s) = stop_sequence {
+        out.push_str(",\"stop_sequence\":");
+        string(out, s);
+    }
     out.push('}');
 }
 
@@ -380,9 +416,17 @@ fn usage(out: &mut String, u: &CompletionUsage) {
     number(out, (*completion_tokens).into());
     out.push_str(",\"total_tokens\":");
     number(out, (*total_tokens).into());
-    if let Some(PromptTokensDetails { cached_tokens }) = prompt_tokens_details {
+    if let Some(PromptTokensDetails {
+        cached_tokens,
+        cache_creation_tokens,
+    }) = prompt_tokens_details
+    {
         out.push_str(",\"prompt_tokens_details\":{\"cached_tokens\":");
         number(out, (*cached_tokens).into());
+        if *cache_creation_tokens > 0 {
+            out.push_str(",\"cache_creation_tokens\":");
+            number(out, (*cache_creation_tokens).into());
+        }
         out.push('}');
     }
     if let Some(CompletionTokensDetails { reasoning_tokens }) = completion_tokens_details {
@@ -622,6 +666,18 @@ mod tests {
         two.choices[1].logprobs =
             Some(serde_json::json!({"content": [{"token": "a\n", "logprob": -0.5}]}));
         same_as_serde(&two);
+        two.choices[0].stop_sequence = Some("quote \" END".into());
+        same_as_serde(&two);
+        // The head's finish chunk, with and without a stop sequence.
+        for stop in [None, Some("\n\nHuman:")] {
+            let mut c = ChatChunk::new("id", 1, "m", Delta::default(), Some("stop"));
+            c.choices[0].stop_sequence = stop.map(String::from);
+            let head = super::super::ChunkHead::new("id", 1, "m");
+            assert_eq!(
+                head.finish_json("stop", stop),
+                serde_json::to_string(&c).unwrap()
+            );
+        }
         for u in [
             Usage::new(0, 0),
             Usage::new(u32::MAX, 1),
@@ -632,8 +688,15 @@ mod tests {
             same_as_serde(&ChatChunk::usage_only("id", 5, "m", u));
         }
         let mut detailed = ChatChunk::usage_only("id", 5, "m", Usage::new(1, 1));
-        detailed.usage.as_mut().unwrap().prompt_tokens_details =
-            Some(PromptTokensDetails { cached_tokens: 0 });
+        detailed.usage.as_mut().unwrap().prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: 0,
+            cache_creation_tokens: 0,
+        });
+        same_as_serde(&detailed);
+        detailed.usage.as_mut().unwrap().prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: 2,
+            cache_creation_tokens: 7,
+        });
         detailed.usage.as_mut().unwrap().completion_tokens_details =
             Some(CompletionTokensDetails {
                 reasoning_tokens: 0,
@@ -657,6 +720,7 @@ mod tests {
                     message,
                     finish_reason: reason.map(String::from),
                     logprobs: None,
+                    stop_sequence: reason.map(String::from),
                 };
                 same(&ChatCompletion::new(text, u64::MAX, text, choice));
             }
@@ -685,6 +749,7 @@ mod tests {
                 message,
                 finish_reason: Some(String::from("tool_calls")),
                 logprobs: Some(serde_json::json!({"content": [{"token": text}]})),
+                stop_sequence: None,
             };
             let mut c = ChatCompletion::new("id", 0, "m", choice.clone());
             c.usage = Some(
@@ -708,6 +773,7 @@ mod tests {
                 message: AssistantMessage::default(),
                 finish_reason: None,
                 logprobs: None,
+                stop_sequence: None,
             },
         );
         none.choices.clear();
