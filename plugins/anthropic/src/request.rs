@@ -9,11 +9,13 @@
 //! serve. `seed` is accepted and not sent: OpenAI documents it as best
 //! effort, and Anthropic has no such thing.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 use switchyard_sdk::BuildError;
 use switchyard_sdk::canonical::{
-    ChatRequest, Content, Message, Part, ResponseFormat, Role, ToolChoice, invalid,
+    Arguments, ChatRequest, Content, Message, Part, ResponseFormat, Role, ToolChoice, invalid,
 };
 
 /// The answer's length limit when the caller sets none: Anthropic requires
@@ -33,7 +35,7 @@ pub struct MessagesRequest<'a> {
     pub max_tokens: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub system: Vec<TextBlock<'a>>,
-    pub messages: Vec<Turn>,
+    pub messages: Vec<Turn<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,9 +63,39 @@ pub struct TextBlock<'a> {
 
 /// One turn: `user` or `assistant`, with its content blocks.
 #[derive(Serialize)]
-pub struct Turn {
+pub struct Turn<'a> {
     pub role: &'static str,
-    pub content: Vec<Value>,
+    pub content: Vec<Block<'a>>,
+}
+
+/// A content block of a turn, borrowed from the canonical request where it
+/// can be (typed rather than built as JSON values: no map, no key copies).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block<'a> {
+    Text {
+        text: Cow<'a, str>,
+    },
+    Image {
+        source: Source<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Arguments<'a>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: String,
+    },
+}
+
+/// Where an image block's bytes come from.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Source<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
 }
 
 #[derive(Serialize)]
@@ -117,15 +149,17 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
                     text.truncate(text.trim_end().len());
                 }
                 if !text.is_empty() {
-                    blocks.push(serde_json::json!({"type": "text", "text": text}));
+                    blocks.push(Block::Text { text: text.into() });
                 }
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
                     let input = call
                         .function
                         .object(&field(&format!(".tool_calls[{j}].function.arguments")))?;
-                    blocks.push(serde_json::json!({
-                        "type": "tool_use", "id": call.id, "name": call.function.name, "input": input,
-                    }));
+                    blocks.push(Block::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input,
+                    });
                 }
                 if blocks.is_empty() {
                     continue;
@@ -160,7 +194,7 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
 
 /// Appends `blocks` as a turn of `role`, merged into the previous turn when
 /// it has the same role (tool results of one assistant turn are one user turn).
-fn push(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
+fn push<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<'a>>) {
     match turns.last_mut() {
         Some(t) if t.role == role => t.content.extend(blocks),
         _ => turns.push(Turn {
@@ -218,23 +252,37 @@ fn texts<'m>(m: &'m Message, field: &dyn Fn(&str) -> String) -> Result<Vec<&'m s
     }
 }
 
-fn user_blocks(m: &Message, field: &dyn Fn(&str) -> String) -> Result<Vec<Value>, BuildError> {
-    let Some(content) = &m.content else {
-        return Err(invalid(&field(".content"), "is missing"));
+fn user_blocks<'m>(
+    m: &'m Message,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Vec<Block<'m>>, BuildError> {
+    let parts = match &m.content {
+        None => return Err(invalid(&field(".content"), "is missing")),
+        Some(Content::Text(text)) => {
+            return Ok(vec![Block::Text {
+                text: Cow::Borrowed(text),
+            }]);
+        }
+        Some(Content::Parts(parts)) => parts,
     };
-    let mut blocks = Vec::new();
-    for (j, part) in content.parts().into_iter().enumerate() {
+    let mut blocks = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
         blocks.push(match part {
-            Part::Text { text } => serde_json::json!({"type": "text", "text": text}),
+            Part::Text { text } => Block::Text {
+                text: Cow::Borrowed(text),
+            },
             Part::ImageUrl { image_url } => match image_url.data() {
-                Some((media_type, data)) => serde_json::json!({
-                    "type": "image",
-                    "source": {"type": "base64", "media_type": media_type, "data": data},
-                }),
+                Some((media_type, data)) => Block::Image {
+                    source: Source::Base64 { media_type, data },
+                },
                 None if image_url.url.starts_with("https://")
                     || image_url.url.starts_with("http://") =>
                 {
-                    serde_json::json!({"type": "image", "source": {"type": "url", "url": image_url.url}})
+                    Block::Image {
+                        source: Source::Url {
+                            url: &image_url.url,
+                        },
+                    }
                 }
                 None => {
                     return Err(invalid(
@@ -254,11 +302,17 @@ fn user_blocks(m: &Message, field: &dyn Fn(&str) -> String) -> Result<Vec<Value>
     Ok(blocks)
 }
 
-fn tool_result(m: &Message, field: &dyn Fn(&str) -> String) -> Result<Value, BuildError> {
+fn tool_result<'m>(
+    m: &'m Message,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Block<'m>, BuildError> {
     let Some(id) = &m.tool_call_id else {
         return Err(invalid(&field(".tool_call_id"), "is missing"));
     };
-    Ok(serde_json::json!({"type": "tool_result", "tool_use_id": id, "content": m.text()}))
+    Ok(Block::ToolResult {
+        tool_use_id: id,
+        content: m.text(),
+    })
 }
 
 type Tools<'a> = (Vec<ToolDef<'a>>, Option<Value>);
