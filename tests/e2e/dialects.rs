@@ -220,18 +220,34 @@ fn anthropic(b: &Value) -> Response {
             "tool_use",
         ),
     };
-    let usage = json!({"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 7});
+    // A caller's stop sequence `STOP-HERE` is what "matched" (a text
+    // answer ends at it, as Anthropic reports it).
+    let matched = b["stop_sequences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| *s == "STOP-HERE")
+        .filter(|_| matches!(reply, Reply::Text(_)))
+        .cloned();
+    let stop = if matched.is_some() {
+        "stop_sequence"
+    } else {
+        stop
+    };
+    let matched = matched.unwrap_or(Value::Null);
+    let usage = json!({"input_tokens": 20, "cache_creation_input_tokens": 3,
+        "cache_read_input_tokens": 5, "output_tokens": 7});
     if b["stream"] != true {
         return axum::Json(json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage,
+            "content": [block], "stop_reason": stop, "stop_sequence": matched, "usage": usage,
         }))
         .into_response();
     }
     let mut ev = vec![
         (
             Some("message_start"),
-            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 20, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5, "output_tokens": 1}}}),
         ),
         (Some("ping"), json!({"type": "ping"})),
     ];
@@ -260,7 +276,7 @@ fn anthropic(b: &Value) -> Response {
         Some("content_block_stop"),
         json!({"type": "content_block_stop", "index": 0}),
     ));
-    ev.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 7}})));
+    ev.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": matched}, "usage": {"output_tokens": 7}})));
     ev.push((Some("message_stop"), json!({"type": "message_stop"})));
     sse(ev)
 }

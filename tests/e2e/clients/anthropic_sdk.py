@@ -32,6 +32,22 @@ for route in routes:
     assert streamed == text, (streamed, text)
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final
 
+    # A stop sequence the model stopped at, and prompt-cache writes: an
+    # Anthropic deployment says both and they come back as it said them;
+    # other dialects say neither (end_turn, no writes).
+    claude = route == "via-anthropic"
+    with client.messages.stream(model=route, max_tokens=256, messages=ask, stop_sequences=["STOP-HERE"]) as s:
+        streamed_stop = s.get_final_message()
+    for stopped in [
+        client.messages.create(model=route, max_tokens=256, messages=ask, stop_sequences=["STOP-HERE"]),
+        streamed_stop,
+    ]:
+        want = ("stop_sequence", "STOP-HERE") if claude else ("end_turn", None)
+        assert (stopped.stop_reason, stopped.stop_sequence) == want, stopped
+        assert stopped.usage.cache_creation_input_tokens == (3 if claude else 0), stopped.usage
+        if claude:
+            assert (stopped.usage.input_tokens, stopped.usage.cache_read_input_tokens) == (20, 5), stopped.usage
+
     call = client.messages.create(model=route, max_tokens=256, messages=ask, tools=[weather])
     assert call.stop_reason == "tool_use", call
     use = next(b for b in call.content if b.type == "tool_use")

@@ -1,5 +1,6 @@
 """LangChain's ChatOpenAI against the gateway, once per route: invoke,
-stream, bound tools, structured output through a JSON schema."""
+stream, bound tools (streamed and not), structured output through a JSON
+schema."""
 import json
 import sys
 
@@ -28,6 +29,12 @@ for route in routes:
     streamed = "".join(c.content for c in llm.stream(ask))
     assert streamed == text, (streamed, text)
     calls = llm.bind_tools([get_weather]).invoke(ask).tool_calls
+    assert calls and calls[0]["name"] == "get_weather" and calls[0]["args"] == {"city": "Paris"}, calls
+    # Streamed, the chunks add up to the same call (LangChain merges them by index).
+    merged = None
+    for c in llm.bind_tools([get_weather]).stream(ask):
+        merged = c if merged is None else merged + c
+    calls = merged.tool_calls
     assert calls and calls[0]["name"] == "get_weather" and calls[0]["args"] == {"city": "Paris"}, calls
     w = llm.with_structured_output(Weather, method="json_schema").invoke(ask)
     assert w == Weather(city="Paris", temp_c=21), w

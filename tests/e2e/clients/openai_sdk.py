@@ -1,5 +1,6 @@
 """The official openai SDK against /v1/chat/completions, once per route:
-plain, streamed, tool calls (streamed and not), JSON schema output."""
+plain, streamed, tool calls (streamed and not), JSON schema output (streamed
+and not)."""
 import json
 import sys
 
@@ -49,4 +50,9 @@ for route in routes:
     r = client.chat.completions.create(model=route, messages=ask, response_format={
         "type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}})
     assert json.loads(r.choices[0].message.content) == {"city": "Paris", "temp_c": 21}, r
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=route, messages=ask, stream=True, response_format={
+            "type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}})
+        if c.choices)
+    assert json.loads(streamed) == {"city": "Paris", "temp_c": 21}, streamed
     print(json.dumps({"route": route, "text": text}))
