@@ -52,6 +52,18 @@ enum Command {
         /// since the epoch.
         #[arg(long, default_value = "24h")]
         since: String,
+        /// Until when (same forms); now when absent.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this route's requests.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only attempts on this deployment (and the requests that made them).
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Only this caller's requests (a client key's name).
+        #[arg(long)]
+        caller: Option<String>,
         /// Group costs by day, route, deployment or caller.
         #[arg(long, default_value = "day", value_parser = ["day", "route", "deployment", "caller"])]
         by: String,
@@ -185,11 +197,26 @@ fn main() -> ExitCode {
         Command::Stats {
             config,
             since,
+            until,
+            route,
+            deployment,
+            caller,
             by,
             json,
         } => Config::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|c| switchyard::stats::report(&c.store.path, &c.budgets, &since, &by, json))
+            .and_then(|c| {
+                let filter = switchyard::store::query::Filter {
+                    since: Some(since),
+                    until,
+                    route,
+                    deployment,
+                    caller,
+                    group_by: Some(by),
+                    ..Default::default()
+                };
+                switchyard::stats::report(&c.store.path, &c.budgets, &filter, json)
+            })
             .map(|text| {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());

@@ -10,16 +10,19 @@ use crate::config::BudgetConfig;
 use crate::store::query::{self, Filter};
 use std::collections::BTreeMap;
 
-/// The report for the requests since `since` (a span such as `24h`, or
-/// milliseconds since the epoch), costs grouped `by` day, route,
-/// deployment or caller; JSON when `json`.
+/// The report for the requests `filter` selects (its time range, route,
+/// deployment and caller; `since` a span such as `24h`, or milliseconds
+/// since the epoch), costs grouped by its `group_by` (day, route,
+/// deployment or caller); JSON when `json`. Budgets are shown whole
+/// (their windows are theirs, not the filter's).
 pub fn report(
     db: &Path,
     budgets: &BTreeMap<String, BudgetConfig>,
-    since: &str,
-    by: &str,
+    filter: &Filter,
     json: bool,
 ) -> Result<String, String> {
+    let since = filter.since.as_deref().unwrap_or("24h");
+    let by = filter.group_by.as_deref().unwrap_or("day");
     if !db.exists() {
         return Err(format!(
             "no store at {} (the gateway creates it on its first start with store.enabled)",
@@ -31,7 +34,7 @@ pub fn report(
     let filter = Filter {
         since: Some(since.to_string()),
         group_by: Some(by.to_string()),
-        ..Filter::default()
+        ..filter.clone()
     };
     let run = |v: Result<Value, query::QueryError>| v.map_err(|e| e.to_string());
     let summary = run(query::summary(&conn, &filter, now))?;
@@ -40,27 +43,27 @@ pub fn report(
     let quality = run(query::quality(
         &conn,
         &Filter {
-            since: Some(since.to_string()),
-            ..Filter::default()
+            group_by: None,
+            ..filter.clone()
         },
         now,
     ))?;
     let failed = run(query::requests(
         &conn,
         &Filter {
-            since: Some(since.to_string()),
             outcome: Some("failed".into()),
             limit: Some(10),
-            ..Filter::default()
+            group_by: None,
+            ..filter.clone()
         },
         now,
     ))?;
     let events = run(query::events(
         &conn,
         &Filter {
-            since: Some(since.to_string()),
             limit: Some(10),
-            ..Filter::default()
+            group_by: None,
+            ..filter.clone()
         },
         now,
     ))?;
@@ -87,7 +90,18 @@ pub fn report(
         .to_string());
     }
     let mut out = String::new();
-    let _ = writeln!(out, "Requests since {since} ({})", db.display());
+    let mut scope = format!("since {since}");
+    for (name, v) in [
+        ("until", &filter.until),
+        ("route", &filter.route),
+        ("deployment", &filter.deployment),
+        ("caller", &filter.caller),
+    ] {
+        if let Some(v) = v {
+            let _ = write!(scope, ", {name} {v}");
+        }
+    }
+    let _ = writeln!(out, "Requests {scope} ({})", db.display());
     let num = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.1}"));
     let _ = writeln!(
         out,

@@ -458,6 +458,26 @@ async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
         close(budget["spent_usd"].as_f64().unwrap(), 2.0 * cost(3.0, 3.0)),
         "{json}"
     );
+    // Narrowed as the admin API's filters narrow: one route, a time range
+    // that has ended, one deployment.
+    let json: Value = serde_json::from_str(&stats(&["--json", "--route", "ok"])).unwrap();
+    assert_eq!(json["summary"]["requests"], 1, "{json}");
+    assert!(
+        json["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["route"] == "ok"),
+        "{json}"
+    );
+    let json: Value = serde_json::from_str(&stats(&["--json", "--until", "1000"])).unwrap();
+    assert_eq!(json["summary"]["requests"], 0, "{json}");
+    let text = stats(&["--route", "dead", "--by", "route"]);
+    assert!(
+        text.contains("Requests since 24h, route dead")
+            && text.contains("1 requests: 0 succeeded, 1 failed"),
+        "{text}"
+    );
 }
 
 /// Events of `kind` (waits up to 10 s for at least `n`).

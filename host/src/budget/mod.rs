@@ -76,13 +76,41 @@ pub struct Reservation {
     budgets: Vec<(String, i64)>,
     /// Deployment-scoped budgets over their hard limit: not to be tried.
     pub blocked_deployments: Vec<String>,
-    /// Those budgets, as a refusal names them when nothing else serves.
-    pub spent_deployment_budgets: Vec<Exceeded>,
-    /// A deployment that could serve the request was left out for its
-    /// spent budget (set by the pipeline once it has the route's order).
-    pub blocked_a_candidate: bool,
+    /// Those budgets, each with its deployment, as a refusal names them
+    /// when nothing else serves.
+    pub spent_deployment_budgets: Vec<(String, Exceeded)>,
+    /// The budget to name when the request is refused for deployments that
+    /// could serve it and were left out for their spent budgets: set by the
+    /// pipeline from the deployments it left out on its current pass over
+    /// the routes (cleared at each pass).
+    pub refusal: Option<Exceeded>,
     /// A `cheapest` budget is spent: only the route's cheapest deployments.
     pub cheapest_only: bool,
+}
+
+impl Reservation {
+    /// Notes that `deployment`, which could serve the request, was left out
+    /// for its spent budgets: it is out until the last of their windows
+    /// ends, and a refusal names the budget of the deployment that is back
+    /// first, so that the Retry-After it gives is when a retry may succeed.
+    pub fn left_out(&mut self, deployment: &str, now_ms: i64) {
+        let out_until = self
+            .spent_deployment_budgets
+            .iter()
+            .filter(|(d, _)| d == deployment)
+            .map(|(_, e)| (window_end(e.period, now_ms), e))
+            .max_by_key(|(end, _)| *end);
+        let Some((end, e)) = out_until else {
+            return;
+        };
+        let sooner = self
+            .refusal
+            .as_ref()
+            .is_none_or(|r| end < window_end(r.period, now_ms));
+        if sooner {
+            self.refusal = Some(e.clone());
+        }
+    }
 }
 
 /// A request refused by a spent budget.
@@ -320,12 +348,15 @@ impl Budgets {
             if let Some(d) = &def.deployment {
                 if over && def.action == BudgetAction::Reject && def.counts(s, d) {
                     r.blocked_deployments.push(d.clone());
-                    r.spent_deployment_budgets.push(Exceeded {
-                        budget: name.clone(),
-                        spent: t.spent,
-                        limit: def.limit_usd,
-                        period: def.period,
-                    });
+                    r.spent_deployment_budgets.push((
+                        d.clone(),
+                        Exceeded {
+                            budget: name.clone(),
+                            spent: t.spent,
+                            limit: def.limit_usd,
+                            period: def.period,
+                        },
+                    ));
                 }
                 continue;
             }
@@ -596,7 +627,44 @@ mod tests {
         b.settle(&r, &subject(), &[("pricey", 0.6)], NOW);
         let r = b.admit(&subject(), 0.0, NOW).unwrap();
         assert_eq!(r.blocked_deployments, vec!["pricey".to_string()]);
-        assert_eq!(r.spent_deployment_budgets[0].budget, "dep");
+        assert_eq!(r.spent_deployment_budgets[0].0, "pricey");
+        assert_eq!(r.spent_deployment_budgets[0].1.budget, "dep");
         assert!(r.cheapest_only);
+    }
+
+    /// A refusal names the budget that keeps out the deployment back
+    /// first: a deployment is out until the last of its spent budgets'
+    /// windows ends, and only the deployments left out count.
+    #[test]
+    fn a_refusal_names_when_a_left_out_deployment_is_back() {
+        let spent = |budget: &str, period| Exceeded {
+            budget: budget.into(),
+            spent: 1.0,
+            limit: 1.0,
+            period,
+        };
+        let mut r = Reservation {
+            spent_deployment_budgets: vec![
+                ("a".into(), spent("a-day", BudgetPeriod::Day)),
+                ("a".into(), spent("a-month", BudgetPeriod::Month)),
+                ("b".into(), spent("b-day", BudgetPeriod::Day)),
+                ("elsewhere".into(), spent("other-day", BudgetPeriod::Day)),
+            ],
+            ..Reservation::default()
+        };
+        // Mid-month: the month ends after the day.
+        let now = NOW;
+        assert!(window_end(BudgetPeriod::Month, now) > window_end(BudgetPeriod::Day, now));
+        r.left_out("a", now);
+        assert_eq!(r.refusal.as_ref().unwrap().budget, "a-month");
+        r.left_out("b", now);
+        assert_eq!(r.refusal.as_ref().unwrap().budget, "b-day");
+        let mut only_a = Reservation {
+            spent_deployment_budgets: r.spent_deployment_budgets.clone(),
+            ..Reservation::default()
+        };
+        only_a.left_out("a", now);
+        only_a.left_out("unknown", now);
+        assert_eq!(only_a.refusal.unwrap().budget, "a-month");
     }
 }

@@ -61,9 +61,12 @@ pub fn sse(completion: &[u8], include_usage: bool) -> Result<Vec<u8>, String> {
             .get("finish_reason")
             .cloned()
             .unwrap_or(json!("stop"));
-        push(&chunk(
-            json!([{"index": index, "delta": {}, "finish_reason": finish}]),
-        ));
+        let mut end = json!({"index": index, "delta": {}, "finish_reason": finish});
+        // The stop sequence that ended it, when the deployment named one.
+        if let Some(s) = choice.get("stop_sequence").filter(|s| s.is_string()) {
+            end["stop_sequence"] = s.clone();
+        }
+        push(&chunk(json!([end])));
     }
     if include_usage && let Some(usage) = answer.get("usage") {
         let mut last = chunk(json!([]));

@@ -47,7 +47,10 @@ pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
     let c: Value = serde_json::from_slice(body).ok()?;
     let choice = c["choices"].get(0)?;
     let msg = &choice["message"];
-    let stop_sequence = choice["stop_sequence"].as_str();
+    // Only beside the finish reason it explains.
+    let stop_sequence = choice["stop_sequence"]
+        .as_str()
+        .filter(|_| choice["finish_reason"] == "stop");
     let mut content = Vec::new();
     if let Some(text) = msg["content"].as_str().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));

@@ -173,7 +173,10 @@ impl Translator {
         if let Some(reason) = choice["finish_reason"].as_str() {
             self.stop = Some(reason.to_owned());
         }
-        if let Some(s) = choice["stop_sequence"].as_str() {
+        // Only beside the finish reason it explains.
+        if let Some(s) = choice["stop_sequence"].as_str()
+            && choice["finish_reason"] == "stop"
+        {
             self.stop_sequence = Some(s.to_owned());
         }
     }

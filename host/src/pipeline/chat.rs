@@ -265,8 +265,10 @@ impl Gateway {
 /// The error for a request no candidate served: none could (capabilities,
 /// spent deployment budgets), or every one failed. When nothing was tried
 /// and a deployment that could serve it was left out for its spent budget,
-/// the budget is the reason: a 429 naming it (the first to end its window
-/// when several are spent), as a route's or a caller's spent budget gives.
+/// the budget is the reason: a 429 naming it (see
+/// [`Reservation::left_out`](crate::budget::Reservation::left_out) for
+/// which, when several are spent), as a route's or a caller's spent budget
+/// gives.
 fn nothing_served(
     model: &str,
     attempts: Vec<crate::failover::Attempt>,
@@ -281,17 +283,10 @@ fn nothing_served(
     }
     let record = rec.record();
     let held = record.as_ref().and_then(|r| r.reservation.as_ref());
-    if let Some(held) = held.filter(|h| h.blocked_a_candidate) {
-        let now = outcome::now_ms();
-        let spent = held
-            .spent_deployment_budgets
-            .iter()
-            .min_by_key(|e| crate::budget::window_end(e.period, now));
-        if let (Some(e), Some(r)) = (spent, record.as_ref()) {
-            tracing::info!(request_id = %r.request_id, budget = %e.budget,
-                "deployment budget spent: request refused");
-            return order::budget_refusal(e.clone(), now);
-        }
+    if let (Some(e), Some(r)) = (held.and_then(|h| h.refusal.as_ref()), record.as_ref()) {
+        tracing::info!(request_id = %r.request_id, budget = %e.budget,
+            "deployment budget spent: request refused");
+        return order::budget_refusal(e.clone(), outcome::now_ms());
     }
     let blocked = held
         .map(|h| h.blocked_deployments.join(", "))

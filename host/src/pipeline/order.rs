@@ -246,21 +246,27 @@ pub(super) fn budget_refusal(e: crate::budget::Exceeded, now: i64) -> ApiError {
 }
 
 /// Deployments a spent budget takes out: those of a spent deployment
-/// budget (noted on `held` when one of them was in the order, so that a
+/// budget (each noted on `held` with [`Reservation::left_out`], so that a
 /// request nothing else serves is refused naming the budget), and all but
 /// the cheapest when a `cheapest` budget is spent.
+///
+/// [`Reservation::left_out`]: crate::budget::Reservation::left_out
 pub(super) fn budget_filter(
     route: &Route,
     held: &mut crate::budget::Reservation,
     order: &mut Vec<usize>,
 ) {
-    let before = order.len();
-    order.retain(|&i| {
-        !held
-            .blocked_deployments
-            .contains(&route.members[i].deployment.name)
-    });
-    held.blocked_a_candidate |= order.len() < before;
+    if !held.blocked_deployments.is_empty() {
+        let now = outcome::now_ms();
+        order.retain(|&i| {
+            let name = &route.members[i].deployment.name;
+            let blocked = held.blocked_deployments.contains(name);
+            if blocked {
+                held.left_out(name, now);
+            }
+            !blocked
+        });
+    }
     if held.cheapest_only {
         let price = |i: usize| {
             let p = route.members[i].deployment.prices;

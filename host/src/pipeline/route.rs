@@ -366,6 +366,11 @@ impl Gateway {
         // tried once, an adapter that cannot send the request is not
         // asked again.
         let mut tried = Tried::default();
+        // Which spent budgets left deployments out: this pass's, not an
+        // earlier pass's (a queue wait, a resumed stream's leg).
+        if let Some(held) = rec.record().and_then(|r| r.reservation.as_mut()) {
+            held.refusal = None;
+        }
         for (n, &(route, rest)) in chain.iter().enumerate() {
             if n > 0 {
                 // Only what another model may fix: not a gateway that is
