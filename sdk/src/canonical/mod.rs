@@ -65,14 +65,10 @@ pub fn failed(e: impl core::fmt::Display) -> BuildError {
     BuildError::Failed(format!("{e}"))
 }
 
-/// `value` as compact JSON bytes. The buffer starts at 512 bytes, not
-/// serde_json's 128: a typical request body is a few hundred, and each
-/// doubling on the way copies what was written so far.
+/// `value` as compact JSON bytes.
 #[cfg(feature = "adapter")]
 pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> {
-    let mut out = Vec::with_capacity(512);
-    serde_json::to_writer(&mut out, value).map_err(failed)?;
-    Ok(out)
+    serde_json::to_vec(value).map_err(failed)
 }
 
 /// Appends `s` to `out` as a JSON string, quoted and escaped exactly as
