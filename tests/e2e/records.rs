@@ -253,6 +253,60 @@ async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     assert_eq!(status, 200);
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_offset"], 2);
+    // Page by cursor: every request once, newest first, and a request
+    // recorded between two pages neither repeats nor hides one (an offset
+    // would shift by one).
+    let (_, first) = gw.admin("/admin/requests?limit=2").await;
+    assert_eq!(send(&gw, "between-pages", "ok", false).await.status(), 200);
+    record(&gw, "between-pages").await;
+    let mut seen: Vec<Value> = first["data"].as_array().unwrap().clone();
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    for pages in 0.. {
+        assert!(pages < 50, "paging never ended: {seen:?}");
+        let (status, page) = gw
+            .admin(&format!("/admin/requests?limit=2&cursor={cursor}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page["next_offset"].is_null(), "{page}");
+        seen.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let (_, all) = gw.admin("/admin/requests?limit=1000").await;
+    assert_eq!(all["data"][0]["id"], "between-pages", "{all}");
+    let all: Vec<Value> = all["data"].as_array().unwrap()[1..].to_vec();
+    assert!(all.len() >= 4, "{all:?}");
+    let key = |r: &Value| (r["id"].clone(), r["ts_ms"].clone());
+    assert_eq!(
+        seen.iter().map(key).collect::<Vec<_>>(),
+        all.iter().map(key).collect::<Vec<_>>()
+    );
+    // Filters narrow a page: a route, a deployment tried, an outcome.
+    let (_, routed) = gw.admin("/admin/requests?route=failover").await;
+    let routed = routed["data"].as_array().unwrap();
+    assert!(!routed.is_empty() && routed.iter().all(|r| r["route"] == "failover"));
+    let (_, on) = gw.admin("/admin/requests?deployment=broken").await;
+    assert!(
+        on["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["route"] == "failover"),
+        "{on}"
+    );
+    for bad in ["cursor=12", "cursor=1.2&offset=1"] {
+        let (status, body) = gw.admin(&format!("/admin/requests?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cursor"),
+            "{body}"
+        );
+    }
     let (status, bad) = gw.admin("/admin/requests?since=yesterday").await;
     assert_eq!(status, 400);
     assert!(

@@ -27,6 +27,10 @@ pub struct Filter {
     /// Rows per page (default 100, at most 1,000).
     pub limit: Option<u32>,
     pub offset: Option<u32>,
+    /// `requests`: the page after the one that gave this `next_cursor`.
+    /// Unlike an offset, it does not shift while new requests are recorded
+    /// (no row twice, none skipped).
+    pub cursor: Option<String>,
     /// `costs`: `day`, `route`, `deployment` or `caller`; `quality`:
     /// `deployment`, `route`, `evaluator`, `day` or `hour`.
     pub group_by: Option<String>,
@@ -176,24 +180,52 @@ const REQUEST_COLUMNS: &str = "r.id, r.ts_ms, r.route, r.caller, r.tags, r.strea
     r.deployment, r.attempts, r.latency_ms, r.overhead_ms, r.ttft_ms, r.prompt_tokens, \
     r.completion_tokens, r.cost, r.estimated, r.verdict, r.cache, r.saved_usd";
 
-/// `GET /admin/requests`: the newest first, a page at a time.
+/// `GET /admin/requests`: the newest first, a page at a time: by `offset`,
+/// or after a `cursor` (the previous page's `next_cursor`: its last row's
+/// time and row id), which new rows do not shift.
 pub fn requests(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
-    let (filter, mut params) = conditions(f, now_ms, false)?;
+    let (mut filter, mut params) = conditions(f, now_ms, false)?;
     let (limit, offset) = page(f);
+    if let Some(c) = &f.cursor {
+        if f.offset.is_some() {
+            return Err(QueryError::BadFilter(
+                "cursor and offset: give one or the other".into(),
+            ));
+        }
+        let (ts, row) = c
+            .split_once('.')
+            .and_then(|(t, r)| Some((t.parse::<i64>().ok()?, r.parse::<i64>().ok()?)))
+            .ok_or_else(|| {
+                QueryError::BadFilter(format!("cursor={c:?}: not a next_cursor of this view"))
+            })?;
+        filter.push_str(if filter.is_empty() { "WHERE " } else { " AND " });
+        filter.push_str("(r.ts_ms < ? OR (r.ts_ms = ? AND r.rowid < ?))");
+        params.extend([Sql::Integer(ts), Sql::Integer(ts), Sql::Integer(row)]);
+    }
     params.push(Sql::Integer(i64::from(limit) + 1));
     params.push(Sql::Integer(i64::from(offset)));
     let mut data = rows(
         conn,
         &format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests r {filter} ORDER BY r.ts_ms DESC, r.rowid DESC LIMIT ? OFFSET ?"
+            "SELECT {REQUEST_COLUMNS}, r.rowid AS page_row FROM requests r {filter} ORDER BY r.ts_ms DESC, r.rowid DESC LIMIT ? OFFSET ?"
         ),
         &params,
     )?;
     let more = data.len() > limit as usize;
     data.truncate(limit as usize);
+    let next_cursor = data
+        .last()
+        .filter(|_| more)
+        .map(|last| format!("{}.{}", last["ts_ms"], last["page_row"]));
+    for row in &mut data {
+        if let Some(o) = row.as_object_mut() {
+            o.remove("page_row");
+        }
+    }
     Ok(json!({
         "data": data,
-        "next_offset": more.then_some(offset + limit),
+        "next_offset": (more && f.cursor.is_none()).then_some(offset + limit),
+        "next_cursor": next_cursor,
     }))
 }
 
