@@ -56,6 +56,8 @@ pub(super) struct Transcript {
     model: Option<String>,
     content: String,
     finish_reason: Option<String>,
+    /// The stop sequence that ended it, when the deployment named one.
+    stop_sequence: Option<String>,
     tool_calls: Vec<serde_json::Value>,
 }
 
@@ -80,6 +82,8 @@ struct ChoiceView<'a> {
     delta: DeltaView<'a>,
     #[serde(borrow)]
     finish_reason: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    stop_sequence: Option<Text<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +140,9 @@ impl Transcript {
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(reason.0.into_owned());
             }
+            if let Some(s) = choice.stop_sequence {
+                self.stop_sequence = Some(s.0.into_owned());
+            }
         }
     }
 
@@ -167,6 +174,8 @@ impl Transcript {
             finish_reason: Option<&'a str>,
             index: u32,
             message: Message<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            stop_sequence: Option<&'a str>,
         }
         #[derive(serde::Serialize)]
         struct Message<'a> {
@@ -184,6 +193,7 @@ impl Transcript {
                     role: "assistant",
                     tool_calls: &self.tool_calls,
                 },
+                stop_sequence: self.stop_sequence.as_deref(),
             }],
             model: deployment,
             object: "chat.completion",
@@ -197,10 +207,14 @@ impl Transcript {
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = serde_json::Value::Array(self.tool_calls.clone());
         }
+        let mut choice = serde_json::json!({"index": 0, "message": message, "finish_reason": self.finish_reason});
+        if let Some(s) = &self.stop_sequence {
+            choice["stop_sequence"] = serde_json::json!(s);
+        }
         serde_json::json!({
             "object": "chat.completion",
             "model": deployment,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "choices": [choice],
         })
     }
 }
@@ -231,6 +245,14 @@ mod tests {
             Transcript::default().to_completion("d"),
             Transcript::default().completion("d").to_string()
         );
+        // The stop sequence that ended it is kept (a cached stream replays it).
+        assert!(c["choices"][0].get("stop_sequence").is_none());
+        t.add(
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop","stop_sequence":"END"}]}"#,
+        );
+        let c: serde_json::Value = serde_json::from_str(&t.to_completion("dep")).unwrap();
+        assert_eq!(c["choices"][0]["stop_sequence"], "END");
+        assert_eq!(t.to_completion("dep"), t.completion("dep").to_string());
     }
 }
 
