@@ -265,6 +265,30 @@ impl Splice {
             add(usage, "prompt_tokens", c.prompt_tokens);
             add(usage, "completion_tokens", c.completion_tokens);
             add(usage, "total_tokens", c.prompt_tokens + c.completion_tokens);
+            // The details add up too: the earlier legs' cached prompt
+            // tokens are part of the prompt tokens just added.
+            for (details, key, n) in [
+                (
+                    "prompt_tokens_details",
+                    "cached_tokens",
+                    c.cached_prompt_tokens,
+                ),
+                (
+                    "completion_tokens_details",
+                    "reasoning_tokens",
+                    c.reasoning_tokens,
+                ),
+            ] {
+                if n > 0 {
+                    let entry = usage
+                        .entry(details)
+                        .or_insert_with(|| serde_json::json!({ key: 0 }));
+                    if let Some(d) = entry.as_object_mut() {
+                        d.entry(key).or_insert(Value::from(0));
+                        add(d, key, n);
+                    }
+                }
+            }
             keep = true;
         }
         let Some(Value::Array(choices)) = obj.get_mut("choices") else {
@@ -616,7 +640,8 @@ mod tests {
         let carried = Usage {
             prompt_tokens: 10,
             completion_tokens: 3,
-            ..Usage::default()
+            cached_prompt_tokens: 4,
+            reasoning_tokens: 0,
         };
         let mut s = Splice::new(Delivered::read(&first_leg()), true, carried);
         assert_eq!(
@@ -635,6 +660,10 @@ mod tests {
         assert_eq!(u["usage"]["prompt_tokens"], 22);
         assert_eq!(u["usage"]["completion_tokens"], 5);
         assert_eq!(u["usage"]["total_tokens"], 27);
+        // The first leg's cached tokens join the details (made when the
+        // last leg had none).
+        assert_eq!(u["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert!(u["usage"].get("completion_tokens_details").is_none());
         assert_eq!(u["id"], "first");
     }
 
