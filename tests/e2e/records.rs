@@ -526,6 +526,19 @@ async fn switchyard_stats_reads_the_store_while_the_gateway_runs() {
     );
     let json: Value = serde_json::from_str(&stats(&["--json", "--until", "1000"])).unwrap();
     assert_eq!(json["summary"]["requests"], 0, "{json}");
+    // Events have one subject: a deployment and a caller select either's.
+    let one: Value = serde_json::from_str(&stats(&["--json", "--deployment", "broken"])).unwrap();
+    let both: Value = serde_json::from_str(&stats(&[
+        "--json",
+        "--deployment",
+        "broken",
+        "--caller",
+        "nobody",
+    ]))
+    .unwrap();
+    let n = |v: &Value| v["recent_events"].as_array().unwrap().len();
+    assert!(n(&one) > 0, "{one}");
+    assert_eq!(n(&both), n(&one), "{both}");
     let text = stats(&["--route", "dead", "--by", "route"]);
     assert!(
         text.contains("Requests since 24h, route dead")

@@ -280,11 +280,16 @@ impl Splice {
                 ),
             ] {
                 if n > 0 {
-                    let entry = usage
-                        .entry(details)
-                        .or_insert_with(|| serde_json::json!({ key: 0 }));
+                    // Absent, null or not an object: made one.
+                    let entry = usage.entry(details).or_insert(Value::Null);
+                    if !entry.is_object() {
+                        *entry = serde_json::json!({});
+                    }
                     if let Some(d) = entry.as_object_mut() {
-                        d.entry(key).or_insert(Value::from(0));
+                        let count = d.entry(key).or_insert(Value::from(0));
+                        if !count.is_u64() {
+                            *count = Value::from(0);
+                        }
                         add(d, key, n);
                     }
                 }
@@ -664,6 +669,23 @@ mod tests {
         // last leg had none).
         assert_eq!(u["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
         assert!(u["usage"].get("completion_tokens_details").is_none());
+        // Null details (or a null count) are made whole too.
+        for details in [
+            "null",
+            r#"{"cached_tokens":null}"#,
+            r#"{"cached_tokens":2}"#,
+        ] {
+            let mut s = Splice::new(Delivered::read(&first_leg()), true, carried);
+            let usage = format!(
+                r#"{{"id":"y","choices":[],"usage":{{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14,"prompt_tokens_details":{details}}}}}"#
+            );
+            let u: Value = serde_json::from_str(&s.apply(usage).unwrap().unwrap()).unwrap();
+            let want = if details.contains(":2") { 6 } else { 4 };
+            assert_eq!(
+                u["usage"]["prompt_tokens_details"]["cached_tokens"], want,
+                "{details}"
+            );
+        }
         assert_eq!(u["id"], "first");
     }
 

@@ -82,8 +82,9 @@ struct ChoiceView<'a> {
     delta: DeltaView<'a>,
     #[serde(borrow)]
     finish_reason: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    stop_sequence: Option<Text<'a>>,
+    /// Any JSON value: a chunk with a malformed one still counts.
+    #[serde(default)]
+    stop_sequence: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -140,8 +141,8 @@ impl Transcript {
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(reason.0.into_owned());
             }
-            if let Some(s) = choice.stop_sequence {
-                self.stop_sequence = Some(s.0.into_owned());
+            if let Some(serde_json::Value::String(s)) = choice.stop_sequence {
+                self.stop_sequence = Some(s);
             }
         }
     }
@@ -247,6 +248,14 @@ mod tests {
         );
         // The stop sequence that ended it is kept (a cached stream replays it).
         assert!(c["choices"][0].get("stop_sequence").is_none());
+        // A malformed stop_sequence drops nothing of its chunk.
+        t.add(r#"{"choices":[{"index":0,"delta":{"content":"!"},"stop_sequence":5}]}"#);
+        assert!(
+            t.completion("dep")["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .ends_with('!')
+        );
         t.add(
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop","stop_sequence":"END"}]}"#,
         );

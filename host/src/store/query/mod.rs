@@ -321,14 +321,23 @@ pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Query
         params.push(Sql::Text(k.clone()));
     }
     // An event's subject is its deployment (or budget, or `caller:<name>`);
-    // a request's route is in its detail.
-    if let Some(d) = &f.deployment {
-        clauses.push("subject = ?");
-        params.push(Sql::Text(d.clone()));
-    }
-    if let Some(c) = &f.caller {
-        clauses.push("subject = ?");
-        params.push(Sql::Text(format!("caller:{c}")));
+    // a request's route is in its detail. An event has one subject: a
+    // deployment and a caller both given select the events of either.
+    match (&f.deployment, &f.caller) {
+        (Some(d), Some(c)) => {
+            clauses.push("subject IN (?, ?)");
+            params.push(Sql::Text(d.clone()));
+            params.push(Sql::Text(format!("caller:{c}")));
+        }
+        (Some(d), None) => {
+            clauses.push("subject = ?");
+            params.push(Sql::Text(d.clone()));
+        }
+        (None, Some(c)) => {
+            clauses.push("subject = ?");
+            params.push(Sql::Text(format!("caller:{c}")));
+        }
+        (None, None) => {}
     }
     if let Some(r) = &f.route {
         clauses.push("json_extract(detail, '$.route') = ?");

@@ -11,9 +11,13 @@ const REQUEST_COLUMNS: &str = "r.id, r.ts_ms, r.route, r.caller, r.tags, r.strea
     r.deployment, r.attempts, r.latency_ms, r.overhead_ms, r.ttft_ms, r.prompt_tokens, \
     r.completion_tokens, r.cost, r.estimated, r.verdict, r.cache, r.saved_usd";
 
-/// `GET /admin/requests`: the newest first, a page at a time: by `offset`,
-/// or after a `cursor` (the previous page's `next_cursor`: its last row's
-/// time and row id), which new rows do not shift.
+/// `GET /admin/requests`: the newest first (by start time), a page at a
+/// time: by `offset`, or after a `cursor` (the previous page's
+/// `next_cursor`: its last row's start time and row id). Cursor pages show
+/// every record that existed when the first page was read exactly once,
+/// whatever is recorded meanwhile; a request recorded later (one that
+/// began later, or a long stream that was still running) is on a fresh
+/// first page, not necessarily on the pages that follow.
 pub fn requests(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
     let (mut filter, mut params) = conditions(f, now_ms, false)?;
     let (limit, offset) = page(f);
