@@ -74,10 +74,9 @@ pub struct Subject<'a> {
 pub struct Reservation {
     amount: f64,
     budgets: Vec<(String, i64)>,
-    /// Deployment-scoped budgets over their hard limit: not to be tried.
-    pub blocked_deployments: Vec<String>,
-    /// Those budgets, each with its deployment, as a refusal names them
-    /// when nothing else serves.
+    /// Deployment-scoped `reject` budgets over their hard limit, each with
+    /// its deployment: those deployments are not tried, and a refusal names
+    /// the budgets when nothing else serves.
     pub spent_deployment_budgets: Vec<(String, Exceeded)>,
     /// The budget to name when the request is refused for deployments that
     /// could serve it and were left out for their spent budgets: set by the
@@ -89,6 +88,25 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Whether a spent budget keeps `deployment` out.
+    pub fn blocks(&self, deployment: &str) -> bool {
+        self.spent_deployment_budgets
+            .iter()
+            .any(|(d, _)| d == deployment)
+    }
+
+    /// The deployments spent budgets keep out, once each.
+    pub fn blocked_deployments(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .spent_deployment_budgets
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Notes that `deployment`, which could serve the request, was left out
     /// for its spent budgets: it is out until the last of their windows
     /// ends, and a refusal names the budget of the deployment that is back
@@ -347,7 +365,6 @@ impl Budgets {
             let over = t.spent + t.reserved + t.others_fresh() >= def.limit_usd;
             if let Some(d) = &def.deployment {
                 if over && def.action == BudgetAction::Reject && def.counts(s, d) {
-                    r.blocked_deployments.push(d.clone());
                     r.spent_deployment_budgets.push((
                         d.clone(),
                         Exceeded {
@@ -623,10 +640,11 @@ mod tests {
         soft.route = Some("chat".into());
         b.set(BTreeMap::from([("dep".into(), dep), ("soft".into(), soft)]));
         let r = b.admit(&subject(), 0.0, NOW).unwrap();
-        assert!(r.blocked_deployments.is_empty() && !r.cheapest_only);
+        assert!(r.blocked_deployments().is_empty() && !r.cheapest_only);
         b.settle(&r, &subject(), &[("pricey", 0.6)], NOW);
         let r = b.admit(&subject(), 0.0, NOW).unwrap();
-        assert_eq!(r.blocked_deployments, vec!["pricey".to_string()]);
+        assert_eq!(r.blocked_deployments(), vec!["pricey"]);
+        assert!(r.blocks("pricey") && !r.blocks("cheap"));
         assert_eq!(r.spent_deployment_budgets[0].0, "pricey");
         assert_eq!(r.spent_deployment_budgets[0].1.budget, "dep");
         assert!(r.cheapest_only);

@@ -16,6 +16,14 @@ pub fn stop_reason(finish: Option<&str>, stop_sequence: Option<&str>) -> &'stati
     }
 }
 
+/// The stop sequence a canonical choice names, only beside the finish
+/// reason it explains (`stop`).
+pub fn stop_sequence(choice: &Value) -> Option<&str> {
+    choice["stop_sequence"]
+        .as_str()
+        .filter(|_| choice["finish_reason"] == "stop")
+}
+
 /// Anthropic's usage for a canonical `usage` object: its input tokens
 /// exclude those read from and written to the prompt cache, which it counts
 /// apart (the writes are known from an Anthropic deployment only).
@@ -47,10 +55,7 @@ pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
     let c: Value = serde_json::from_slice(body).ok()?;
     let choice = c["choices"].get(0)?;
     let msg = &choice["message"];
-    // Only beside the finish reason it explains.
-    let stop_sequence = choice["stop_sequence"]
-        .as_str()
-        .filter(|_| choice["finish_reason"] == "stop");
+    let stop_sequence = stop_sequence(choice);
     let mut content = Vec::new();
     if let Some(text) = msg["content"].as_str().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::domain::StreamFraming;
 use crate::plugins::stream::Framer;
 
-use super::response::{message_id, stop_reason, usage};
+use super::response::{message_id, stop_reason, stop_sequence, usage};
 
 /// The open content block.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -173,10 +173,7 @@ impl Translator {
         if let Some(reason) = choice["finish_reason"].as_str() {
             self.stop = Some(reason.to_owned());
         }
-        // Only beside the finish reason it explains.
-        if let Some(s) = choice["stop_sequence"].as_str()
-            && choice["finish_reason"] == "stop"
-        {
+        if let Some(s) = stop_sequence(choice) {
             self.stop_sequence = Some(s.to_owned());
         }
     }

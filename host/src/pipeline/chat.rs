@@ -289,7 +289,7 @@ fn nothing_served(
         return order::budget_refusal(e.clone(), outcome::now_ms());
     }
     let blocked = held
-        .map(|h| h.blocked_deployments.join(", "))
+        .map(|h| h.blocked_deployments().join(", "))
         .unwrap_or_default();
     let reason = if blocked.is_empty() {
         format!(

@@ -256,11 +256,11 @@ pub(super) fn budget_filter(
     held: &mut crate::budget::Reservation,
     order: &mut Vec<usize>,
 ) {
-    if !held.blocked_deployments.is_empty() {
+    if !held.spent_deployment_budgets.is_empty() {
         let now = outcome::now_ms();
         order.retain(|&i| {
             let name = &route.members[i].deployment.name;
-            let blocked = held.blocked_deployments.contains(name);
+            let blocked = held.blocks(name);
             if blocked {
                 held.left_out(name, now);
             }
