@@ -257,8 +257,12 @@ pub enum StreamFraming {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens served from the provider's prompt cache.
     pub cached_prompt_tokens: u32,
     pub reasoning_tokens: u32,
+    /// Prompt tokens written to the provider's prompt cache (counted in
+    /// `prompt_tokens`, not in `cached_prompt_tokens`).
+    pub cache_write_tokens: u32,
 }
 
 /// Rate-limit state an upstream reported in its headers.

@@ -359,7 +359,7 @@ fn corrupt(why: &str) -> UpstreamError {
 }
 
 /// Version of the SDK's envelope around a parser's own state.
-const ENVELOPE_FORMAT: u8 = 2;
+const ENVELOPE_FORMAT: u8 = 3;
 const FLAG_DONE: u8 = 1;
 const FLAG_USAGE: u8 = 2;
 
@@ -386,6 +386,7 @@ impl Envelope {
                 completion_tokens: r.u32()?,
                 cached_prompt_tokens: r.u32()?,
                 reasoning_tokens: r.u32()?,
+                cache_write_tokens: r.u32()?,
             })
         } else {
             None
@@ -398,10 +399,10 @@ impl Envelope {
     }
 
     /// The envelope's own bytes: format, flags and usage.
-    fn header(&self) -> ([u8; 18], usize) {
+    fn header(&self) -> ([u8; 22], usize) {
         let flags = if self.done { FLAG_DONE } else { 0 }
             | if self.usage.is_some() { FLAG_USAGE } else { 0 };
-        let mut h = [0; 18];
+        let mut h = [0; 22];
         h[0] = ENVELOPE_FORMAT;
         h[1] = flags;
         let Some(u) = self.usage else {
@@ -412,11 +413,12 @@ impl Envelope {
             u.completion_tokens,
             u.cached_prompt_tokens,
             u.reasoning_tokens,
+            u.cache_write_tokens,
         ];
         for (k, n) in counts.into_iter().enumerate() {
             h[2 + 4 * k..6 + 4 * k].copy_from_slice(&n.to_le_bytes());
         }
-        (h, 18)
+        (h, 22)
     }
 
     /// The state the host keeps: this envelope around `parts` (the

@@ -24,9 +24,10 @@ impl Metadata {
 
 impl Usage {
     /// Token counts as the upstream reported them, with no cached prompt
-    /// tokens and no reasoning tokens; add those with
-    /// [`with_cached_prompt_tokens`](Self::with_cached_prompt_tokens) and
-    /// [`with_reasoning_tokens`](Self::with_reasoning_tokens) when the
+    /// tokens, no reasoning tokens and no cache writes; add those with
+    /// [`with_cached_prompt_tokens`](Self::with_cached_prompt_tokens),
+    /// [`with_reasoning_tokens`](Self::with_reasoning_tokens) and
+    /// [`with_cache_write_tokens`](Self::with_cache_write_tokens) when the
     /// upstream reports them. `prompt_tokens` and `completion_tokens` are
     /// totals: they include the cached and reasoning tokens.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
@@ -35,6 +36,7 @@ impl Usage {
             completion_tokens,
             cached_prompt_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }
     }
 
@@ -42,6 +44,13 @@ impl Usage {
     /// provider's prompt cache (usually billed at a discount).
     pub fn with_cached_prompt_tokens(mut self, n: u32) -> Self {
         self.cached_prompt_tokens = n;
+        self
+    }
+
+    /// The same usage, with `n` of its prompt tokens written to the
+    /// provider's prompt cache (Anthropic bills them at a premium).
+    pub fn with_cache_write_tokens(mut self, n: u32) -> Self {
+        self.cache_write_tokens = n;
         self
     }
 

@@ -307,6 +307,7 @@ fn usage_json(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens,
         "cached_prompt_tokens": u.cached_prompt_tokens,
         "reasoning_tokens": u.reasoning_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
     })
 }
 

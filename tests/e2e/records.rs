@@ -76,6 +76,60 @@ fn cost(prompt: f64, completion: f64) -> f64 {
     (prompt * INPUT + completion * OUTPUT) / 1e6
 }
 
+/// An Anthropic deployment's prompt-cache reads and writes are charged at
+/// their own prices, whole answers and streams alike: the dialect mock
+/// reports 20 plain prompt tokens, 5 read from the cache, 3 written to it
+/// and 7 completion tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_cache_reads_and_writes_are_charged_at_their_prices() {
+    let mock = crate::dialects::Dialects::start().await;
+    let routes = json!({"claude": {"deployments": [{"name": "claude", "adapter": "anthropic",
+        "base_url": format!("{}/v1", mock.url), "model": "claude-sonnet-4-5",
+        "input_cost_per_1m": 3.0, "output_cost_per_1m": 15.0,
+        "cached_input_cost_per_1m": 0.3, "cache_write_cost_per_1m": 3.75}]}});
+    let gw = Gateway::start(routes, &["anthropic"], json!({}));
+    let want = (20.0 * 3.0 + 5.0 * 0.3 + 3.0 * 3.75 + 7.0 * 15.0) / 1e6;
+    for (id, stream) in [("cw-whole", false), ("cw-stream", true)] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-request-id", id)
+            .body(
+                json!({"model": "claude", "stream": stream,
+                    "messages": [{"role": "user", "content": "hello"}]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}");
+        let body = r.text().await.unwrap();
+        if !stream {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["usage"]["prompt_tokens"], 28, "{body}");
+            assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+            assert_eq!(
+                v["usage"]["prompt_tokens_details"]["cache_creation_tokens"],
+                3
+            );
+        }
+        let rec = record(&gw, id).await;
+        assert_eq!(rec["prompt_tokens"], 28, "{rec}");
+        assert_eq!(rec["completion_tokens"], 7, "{rec}");
+        let cost = rec["cost"].as_f64().unwrap();
+        assert!(close(cost, want), "{id}: cost {cost}, want {want}: {rec}");
+    }
+    let metrics = gw.metrics_text().await;
+    for (kind, n) in [
+        ("input", 40),
+        ("cached_input", 10),
+        ("cache_write", 6),
+        ("output", 14),
+    ] {
+        let line = format!("switchyard_tokens_total{{deployment=\"claude\",kind=\"{kind}\"}} {n}");
+        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    }
+}
+
 #[tokio::test]
 async fn answers_failovers_and_failures_are_recorded_with_exact_costs() {
     let mock = Mock::start().await;

@@ -167,12 +167,13 @@ pub struct Deployment {
     pub key_limits: KeyLimits,
     /// How the key is attached; overrides what the adapter declares.
     pub auth: Option<AuthConfig>,
-    /// Prices in US dollars per million tokens: prompt, completion, and
-    /// prompt tokens served from the provider's cache (default: the
-    /// prompt price).
+    /// Prices in US dollars per million tokens: prompt, completion,
+    /// prompt tokens served from the provider's cache and prompt tokens
+    /// written to it (each of the last two defaults to the prompt price).
     pub input_cost_per_1m: Option<f64>,
     pub output_cost_per_1m: Option<f64>,
     pub cached_input_cost_per_1m: Option<f64>,
+    pub cache_write_cost_per_1m: Option<f64>,
     /// The older per-1,000-token prices, still read (× 1,000); a deployment
     /// may not set both forms of one price.
     pub input_cost_per_1k: Option<f64>,
@@ -250,6 +251,7 @@ impl Deployment {
             input,
             output: one(self.output_cost_per_1m, self.output_cost_per_1k, "output")?,
             cached_input: self.cached_input_cost_per_1m.unwrap_or(input),
+            cache_write: self.cache_write_cost_per_1m.unwrap_or(input),
         })
     }
 

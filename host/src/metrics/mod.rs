@@ -167,7 +167,7 @@ impl Metrics {
             tokens: counter(
                 &r,
                 "switchyard_tokens_total",
-                "Tokens by deployment and kind (input, output, cached_input; estimated ones included)",
+                "Tokens by deployment and kind (input, output, cached_input, cache_write; estimated ones included)",
                 &["deployment", "kind"],
             ),
             cost,
@@ -255,11 +255,15 @@ impl Metrics {
                 self.ttft.with_label_values(&[d]).observe(t.as_secs_f64());
             }
             if let Some(u) = a.usage {
-                let uncached = u.prompt_tokens.saturating_sub(u.cached_prompt_tokens);
+                let uncached = u
+                    .prompt_tokens
+                    .saturating_sub(u.cached_prompt_tokens)
+                    .saturating_sub(u.cache_write_tokens);
                 for (kind, n) in [
                     ("input", uncached),
                     ("output", u.completion_tokens),
                     ("cached_input", u.cached_prompt_tokens),
+                    ("cache_write", u.cache_write_tokens),
                 ] {
                     if n > 0 {
                         self.tokens

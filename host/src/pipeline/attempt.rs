@@ -275,6 +275,7 @@ fn log_usage(record: &AttemptRecord) {
             completion_tokens = u.completion_tokens,
             cached_prompt_tokens = u.cached_prompt_tokens,
             reasoning_tokens = u.reasoning_tokens,
+            cache_write_tokens = u.cache_write_tokens,
             estimated = record.estimated,
             cost_usd = record.cost.unwrap_or(0.0),
             "usage"

@@ -311,6 +311,7 @@ impl Gateway {
                         "input_per_1m": d.prices.input,
                         "output_per_1m": d.prices.output,
                         "cached_input_per_1m": d.prices.cached_input,
+                        "cache_write_per_1m": d.prices.cache_write,
                     },
                     "routes": self.routes.values().chain(self.wildcards.iter().map(|(_, r)| r))
                         .filter(|r| r.members.iter().any(|m| &m.deployment.name == name))

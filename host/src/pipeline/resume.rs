@@ -266,12 +266,17 @@ impl Splice {
             add(usage, "completion_tokens", c.completion_tokens);
             add(usage, "total_tokens", c.prompt_tokens + c.completion_tokens);
             // The details add up too: the earlier legs' cached prompt
-            // tokens are part of the prompt tokens just added.
+            // tokens and cache writes are part of the prompt tokens just added.
             for (details, key, n) in [
                 (
                     "prompt_tokens_details",
                     "cached_tokens",
                     c.cached_prompt_tokens,
+                ),
+                (
+                    "prompt_tokens_details",
+                    "cache_creation_tokens",
+                    c.cache_write_tokens,
                 ),
                 (
                     "completion_tokens_details",
@@ -535,10 +540,13 @@ impl StreamPump {
 
 fn sum(a: Usage, b: Usage) -> Usage {
     Usage {
-        prompt_tokens: a.prompt_tokens + b.prompt_tokens,
-        completion_tokens: a.completion_tokens + b.completion_tokens,
-        cached_prompt_tokens: a.cached_prompt_tokens + b.cached_prompt_tokens,
-        reasoning_tokens: a.reasoning_tokens + b.reasoning_tokens,
+        prompt_tokens: a.prompt_tokens.saturating_add(b.prompt_tokens),
+        completion_tokens: a.completion_tokens.saturating_add(b.completion_tokens),
+        cached_prompt_tokens: a
+            .cached_prompt_tokens
+            .saturating_add(b.cached_prompt_tokens),
+        reasoning_tokens: a.reasoning_tokens.saturating_add(b.reasoning_tokens),
+        cache_write_tokens: a.cache_write_tokens.saturating_add(b.cache_write_tokens),
     }
 }
 
@@ -647,6 +655,7 @@ mod tests {
             completion_tokens: 3,
             cached_prompt_tokens: 4,
             reasoning_tokens: 0,
+            cache_write_tokens: 3,
         };
         let mut s = Splice::new(Delivered::read(&first_leg()), true, carried);
         assert_eq!(
@@ -668,6 +677,10 @@ mod tests {
         // The first leg's cached tokens join the details (made when the
         // last leg had none).
         assert_eq!(u["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(
+            u["usage"]["prompt_tokens_details"]["cache_creation_tokens"],
+            3
+        );
         assert!(u["usage"].get("completion_tokens_details").is_none());
         // Null details (or a null count) are made whole too.
         for details in [

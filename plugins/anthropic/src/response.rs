@@ -61,33 +61,20 @@ pub struct WireUsage {
 }
 
 impl WireUsage {
-    /// Prompt tokens as the canonical usage counts them: all of them, with
-    /// those read from the cache as cached.
-    pub fn prompt(&self) -> (u32, u32) {
+    /// Usage as the canonical form counts it: all prompt tokens, of which
+    /// those read from the cache are cached and those written to it are
+    /// cache writes (each billed at its own price).
+    pub fn to_usage(self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
-        let total = self
+        let written = self.cache_creation_input_tokens.unwrap_or(0);
+        let prompt = self
             .input_tokens
             .unwrap_or(0)
-            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(written)
             .saturating_add(read);
-        (total, read)
-    }
-
-    pub fn to_usage(self) -> Usage {
-        let (prompt, cached) = self.prompt();
-        Usage::new(prompt, self.output_tokens.unwrap_or(0)).with_cached_prompt_tokens(cached)
-    }
-
-    /// The canonical usage of `usage` (the counts), with the tokens written
-    /// to the prompt cache named apart, as `/v1/messages` answers them.
-    pub fn canonical(usage: Usage, cache_creation: u32) -> CompletionUsage {
-        let mut u = CompletionUsage::from(usage);
-        if cache_creation > 0 {
-            u.prompt_tokens_details
-                .get_or_insert_with(Default::default)
-                .cache_creation_tokens = cache_creation;
-        }
-        u
+        Usage::new(prompt, self.output_tokens.unwrap_or(0))
+            .with_cached_prompt_tokens(read)
+            .with_cache_write_tokens(written)
     }
 }
 
@@ -173,10 +160,7 @@ pub fn parse(
             stop_sequence,
         },
     );
-    answer.usage = usage.map(|u| {
-        let creation = msg.usage.and_then(|w| w.cache_creation_input_tokens);
-        WireUsage::canonical(u, creation.unwrap_or(0))
-    });
+    answer.usage = usage.map(CompletionUsage::from);
     Ok((answer.to_json(), usage))
 }
 
@@ -205,9 +189,16 @@ mod tests {
         assert_eq!(a["object"], "chat.completion");
         assert_eq!(a["choices"][0]["message"]["content"], "Hello there");
         assert_eq!(a["choices"][0]["finish_reason"], "stop");
-        assert_eq!(u, Some(Usage::new(115, 7).with_cached_prompt_tokens(100)));
+        let want = Usage::new(115, 7)
+            .with_cached_prompt_tokens(100)
+            .with_cache_write_tokens(5);
+        assert_eq!(u, Some(want));
         assert_eq!(a["usage"]["total_tokens"], 122);
         assert_eq!(a["usage"]["prompt_tokens_details"]["cached_tokens"], 100);
+        assert_eq!(
+            a["usage"]["prompt_tokens_details"]["cache_creation_tokens"],
+            5
+        );
     }
 
     #[test]

@@ -51,9 +51,6 @@ pub struct Stream {
     finished: bool,
     /// The open tool call has had argument text.
     args: bool,
-    /// Prompt tokens written to the prompt cache, as last reported (the
-    /// usage chunk names them apart).
-    cache_creation: u32,
     /// The chunks' shared head, written at the first chunk of a call (not
     /// saved: it follows from the id, the time and the deployment).
     head: Option<ChunkHead>,
@@ -131,7 +128,6 @@ impl StreamParser for Stream {
             tools: 0,
             finished: false,
             args: false,
-            cache_creation: 0,
             head: None,
         })
     }
@@ -169,7 +165,6 @@ impl StreamParser for Stream {
                 self.head = None;
                 if let Some(u) = msg.usage {
                     out.set_usage(u.to_usage());
-                    self.cache_creation = u.cache_creation_input_tokens.unwrap_or(0);
                 }
                 out.push(self.chunk(target, Delta::role(), None));
             }
@@ -245,10 +240,10 @@ impl StreamParser for Stream {
                 if let Some(u) = ev.usage {
                     let mut usage = out.usage().unwrap_or_else(|| u.to_usage());
                     if u.input_tokens.is_some() {
-                        let (prompt, cached) = u.prompt();
-                        usage.prompt_tokens = prompt;
-                        usage.cached_prompt_tokens = cached;
-                        self.cache_creation = u.cache_creation_input_tokens.unwrap_or(0);
+                        let whole = u.to_usage();
+                        usage.prompt_tokens = whole.prompt_tokens;
+                        usage.cached_prompt_tokens = whole.cached_prompt_tokens;
+                        usage.cache_write_tokens = whole.cache_write_tokens;
                     }
                     if let Some(n) = u.output_tokens {
                         usage.completion_tokens = n;
@@ -275,13 +270,12 @@ impl StreamParser for Stream {
                 if self.wants_usage
                     && let Some(u) = out.usage()
                 {
-                    let mut chunk = ChatChunk::usage_only(
+                    let chunk = ChatChunk::usage_only(
                         self.id.as_str(),
                         self.created,
                         target.deployment.as_str(),
                         u,
                     );
-                    chunk.usage = Some(WireUsage::canonical(u, self.cache_creation));
                     out.push(chunk.to_json());
                 }
                 out.set_done();
@@ -316,7 +310,6 @@ impl StreamParser for Stream {
             .u32(self.tools)
             .bool(self.finished)
             .bool(self.args)
-            .u32(self.cache_creation)
             .finish()
     }
 
@@ -341,7 +334,6 @@ impl StreamParser for Stream {
             tools: r.u32()?,
             finished: r.bool()?,
             args: r.bool()?,
-            cache_creation: r.u32()?,
             head: None,
         };
         r.finish()?;

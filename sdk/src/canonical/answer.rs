@@ -132,10 +132,11 @@ impl From<Usage> for CompletionUsage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
-            prompt_tokens_details: (u.cached_prompt_tokens > 0).then_some(PromptTokensDetails {
-                cached_tokens: u.cached_prompt_tokens,
-                cache_creation_tokens: 0,
-            }),
+            prompt_tokens_details: (u.cached_prompt_tokens > 0 || u.cache_write_tokens > 0)
+                .then_some(PromptTokensDetails {
+                    cached_tokens: u.cached_prompt_tokens,
+                    cache_creation_tokens: u.cache_write_tokens,
+                }),
             completion_tokens_details: (u.reasoning_tokens > 0).then_some(
                 CompletionTokensDetails {
                     reasoning_tokens: u.reasoning_tokens,
@@ -147,8 +148,10 @@ impl From<Usage> for CompletionUsage {
 
 impl From<CompletionUsage> for Usage {
     fn from(u: CompletionUsage) -> Self {
+        let details = u.prompt_tokens_details.unwrap_or_default();
         Usage::new(u.prompt_tokens, u.completion_tokens)
-            .with_cached_prompt_tokens(u.prompt_tokens_details.map_or(0, |d| d.cached_tokens))
+            .with_cached_prompt_tokens(details.cached_tokens)
+            .with_cache_write_tokens(details.cache_creation_tokens)
             .with_reasoning_tokens(
                 u.completion_tokens_details
                     .map_or(0, |d| d.reasoning_tokens),

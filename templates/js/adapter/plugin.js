@@ -33,6 +33,7 @@ function usageOf(body) {
     completionTokens: u32(u.completion_tokens),
     cachedPromptTokens: u32(u.prompt_tokens_details?.cached_tokens),
     reasoningTokens: u32(u.completion_tokens_details?.reasoning_tokens),
+    cacheWriteTokens: u32(u.prompt_tokens_details?.cache_creation_tokens),
   };
 }
 

@@ -55,6 +55,7 @@ def _usage(body: dict) -> Optional[types.Usage]:
         completion_tokens=_u32(usage.get("completion_tokens")),
         cached_prompt_tokens=_u32((usage.get("prompt_tokens_details") or {}).get("cached_tokens")),
         reasoning_tokens=_u32((usage.get("completion_tokens_details") or {}).get("reasoning_tokens")),
+        cache_write_tokens=_u32((usage.get("prompt_tokens_details") or {}).get("cache_creation_tokens")),
     )
 
 

@@ -65,13 +65,19 @@ pub struct Prices {
     pub output: f64,
     /// Prompt tokens the provider served from its cache.
     pub cached_input: f64,
+    /// Prompt tokens the provider wrote to its cache.
+    pub cache_write: f64,
 }
 
 impl Prices {
+    /// What `u` cost: each kind of prompt token at its own price (counts an
+    /// upstream overstates are capped at the prompt, reads first).
     pub fn cost(&self, u: &Usage) -> f64 {
         let cached = u.cached_prompt_tokens.min(u.prompt_tokens);
-        (f64::from(u.prompt_tokens - cached) * self.input
+        let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
+        (f64::from(u.prompt_tokens - cached - written) * self.input
             + f64::from(cached) * self.cached_input
+            + f64::from(written) * self.cache_write
             + f64::from(u.completion_tokens) * self.output)
             / 1_000_000.0
     }

@@ -24,20 +24,31 @@ fn verdicts_are_stored_as_json_wrote_them() {
 }
 
 #[test]
-fn cost_charges_cached_prompt_tokens_at_their_price() {
+fn cost_charges_cached_prompt_tokens_and_cache_writes_at_their_prices() {
     let p = Prices {
         input: 2.5,
         output: 10.0,
         cached_input: 1.25,
+        cache_write: 3.125,
     };
     let u = Usage {
         prompt_tokens: 1_000,
         completion_tokens: 500,
         cached_prompt_tokens: 400,
         reasoning_tokens: 0,
+        cache_write_tokens: 100,
     };
-    let expected = (600.0 * 2.5 + 400.0 * 1.25 + 500.0 * 10.0) / 1e6;
+    let expected = (500.0 * 2.5 + 400.0 * 1.25 + 100.0 * 3.125 + 500.0 * 10.0) / 1e6;
     assert!((p.cost(&u) - expected).abs() < 1e-12);
+    // Counts an upstream overstates are capped at the prompt, reads first:
+    // never a negative number of plain prompt tokens.
+    let over = Usage {
+        cached_prompt_tokens: 900,
+        cache_write_tokens: 900,
+        ..u
+    };
+    let expected = (900.0 * 1.25 + 100.0 * 3.125 + 500.0 * 10.0) / 1e6;
+    assert!((p.cost(&over) - expected).abs() < 1e-12);
 }
 
 #[test]
@@ -181,6 +192,7 @@ fn a_client_gone_during_evaluation_keeps_the_billed_usage() {
         input: 1.0,
         output: 2.0,
         cached_input: 0.5,
+        cache_write: 1.25,
     };
     {
         let mut rec = Recorder::new(sinks.clone(), Arc::from("judged"), vec![]);

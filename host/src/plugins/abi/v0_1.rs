@@ -296,6 +296,7 @@ impl From<types::Usage> for domain::Usage {
             completion_tokens: u.completion_tokens,
             cached_prompt_tokens: 0,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         }
     }
 }

@@ -343,6 +343,7 @@ impl From<types::Usage> for domain::Usage {
             completion_tokens: u.completion_tokens,
             cached_prompt_tokens: u.cached_prompt_tokens,
             reasoning_tokens: u.reasoning_tokens,
+            cache_write_tokens: u.cache_write_tokens,
         }
     }
 }
