@@ -13,6 +13,7 @@
 //! | `rate-429-once` | its first request a 429 with `Retry-After: 1`, then normal answers |
 //! | `bad-request`| 400 invalid_request_error (the caller's fault) |
 //! | `hang`       | accepts, never sends headers |
+//! | `body-stall` | 200 and the start of a whole answer's body, then silence |
 //! | `empty`      | 200 with empty content, streamed or not (an evaluator must fail it) |
 //! | `cut-early`  | streams: 200, then closes before any event |
 //! | `done-only`  | streams: 200, only `data: [DONE]` |
@@ -335,6 +336,19 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
             let body = json!({"error": {"message": "The prompt was filtered by the content management policy.",
                 "type": "invalid_request_error", "code": "content_filter"}});
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+        "body-stall" if !stream => {
+            use futures_util::StreamExt;
+            let start =
+                futures_util::stream::iter([Bytes::from_static(b"{\"id\":\"chatcmpl-stall\",")]);
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(
+                    start
+                        .chain(futures_util::stream::pending())
+                        .map(Ok::<_, Infallible>),
+                ))
+                .unwrap();
         }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(60)).await;

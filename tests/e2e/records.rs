@@ -455,6 +455,52 @@ async fn streams_are_recorded_completed_cut_and_abandoned() {
     assert_eq!(slow["health"]["error_rate"], 0.0, "{slow}");
 }
 
+/// A whole answer whose download never ends was generated, so billed: its
+/// attempt counts the prompt, estimated, whether the deployment's idle
+/// timeout or the request's own deadline cut it. (It counted nothing.)
+#[tokio::test]
+async fn an_answer_cut_while_downloading_counts_its_prompt() {
+    let mock = Mock::start().await;
+    let mut stalled = deployment(&mock, "staller", "body-stall");
+    stalled["timeouts"] = json!({"idle_ms": 300});
+    let routes = json!({
+        "stalled": {"deployments": [stalled]},
+        "slow": {"deployments": [deployment(&mock, "slow-staller", "body-stall")]},
+    });
+    let gw = Gateway::start(routes, &["openai"], json!({}));
+    // "hello there, how are you": 24 characters, 6 tokens.
+    let prompt_cost = 6.0 * INPUT / 1e6;
+    let r = send(&gw, "stalled-idle", "stalled", false).await;
+    assert_eq!(r.status(), 502, "every deployment failed");
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "stalled-deadline")
+        .header("x-switchyard-timeout-ms", "400")
+        .body(
+            json!({"model": "slow",
+                "messages": [{"role": "user", "content": "hello there, how are you"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    for (id, class) in [
+        ("stalled-idle", "timeout"),
+        ("stalled-deadline", "deadline"),
+    ] {
+        let rec = record(&gw, id).await;
+        let a = &rec["attempts_detail"][0];
+        assert_eq!(a["class"], class, "{rec}");
+        assert_eq!(a["prompt_tokens"], 6, "{rec}");
+        assert_eq!(a["completion_tokens"], 0, "{rec}");
+        assert_eq!(a["estimated"], true, "{rec}");
+        assert_eq!(a["billed"], true, "{rec}");
+        assert!(close(a["cost"].as_f64().unwrap(), prompt_cost), "{rec}");
+        assert!(close(rec["cost"].as_f64().unwrap(), prompt_cost), "{rec}");
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_a_non_streamed_request_leaves_a_record() {
     let mock = Mock::start().await;

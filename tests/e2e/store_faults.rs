@@ -97,6 +97,22 @@ fn rows_in(path: &std::path::Path) -> i64 {
         .unwrap_or(0)
 }
 
+/// The requests in the database once the writer has caught up (the count
+/// unchanged across 300 ms; the caller has stopped sending).
+async fn settled_rows(path: &std::path::Path) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = rows_in(path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = rows_in(path);
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "rows never settled: {now}");
+        last = now;
+    }
+}
+
 /// Waits until the database holds more than `n` requests.
 async fn rows_above(gw: &Gateway, n: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -194,7 +210,14 @@ async fn store_faults_degrade_the_store_never_a_request() {
     assert_eq!(gw.health().await["store"]["state"], "ok");
 
     // A full disk: writes past a 4 KiB file-size limit fail (EFBIG). The
-    // soft limit only: raising it back needs no privilege.
+    // soft limit only: raising it back needs no privilege. The phase starts
+    // with every earlier record written, so the rows it adds are exactly
+    // the requests it answered: none is lost to the fault.
+    let (ok_early, failed_early) = load.stop().await;
+    let (ok_before, failed_before) = (ok_before + ok_early, failed_before + failed_early);
+    let settled = settled_rows(&db).await;
+    let dropped = gw.health().await["store"]["dropped"].clone();
+    let load = Loop::start(gw.url.clone());
     let pid = gw.pid().to_string();
     let limit = |size: &str| {
         let out = std::process::Command::new("prlimit")
@@ -216,6 +239,13 @@ async fn store_faults_degrade_the_store_never_a_request() {
     rows_above(&gw, before_recovery).await;
 
     let (ok, failed) = load.stop().await;
+    rows_above(&gw, settled + ok as i64 - 1).await;
+    assert_eq!(
+        rows_in(&db),
+        settled + ok as i64,
+        "every request answered during and after the full disk is recorded once"
+    );
+    assert_eq!(gw.health().await["store"]["dropped"], dropped);
     let (ok, failed) = (ok + ok_before, failed + failed_before);
     assert_eq!(failed, 0, "requests failed during store faults");
     assert!(ok > 20, "only {ok} requests ran");

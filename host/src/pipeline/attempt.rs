@@ -153,9 +153,25 @@ impl Gateway {
             .await;
         }
 
+        // A whole answer is generated before its status is sent, so it is
+        // billed even if it never arrives: until its own usage is read, its
+        // prompt counts, estimated (what it said cannot be known), for a
+        // download cut by a timeout, an error or the request's deadline, and
+        // a deadline during the parse. A body that is read and found
+        // unusable withdraws the estimate: a 200 from a proxy's error page
+        // is not the provider's bill.
+        record.set_usage(
+            Usage {
+                prompt_tokens: estimate_tokens(content_chars(request)),
+                ..Usage::default()
+            },
+            true,
+        );
+        rec.open_attempt_usage(record);
         let body = Upstream::read_body(&endpoint, response, started).await;
         record.upstream = started.elapsed();
         let body = body?;
+        record.clear_usage();
         let status = body.status;
         let mut answer = adapter
             .parse_response(request_id, target, body)

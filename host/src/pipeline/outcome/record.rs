@@ -97,6 +97,14 @@ impl AttemptRecord {
         self.cost = Some(self.prices.cost(&usage));
         self.billed = usage.prompt_tokens > 0 || usage.completion_tokens > 0;
     }
+
+    /// No usage known (an estimate withdrawn).
+    pub fn clear_usage(&mut self) {
+        self.usage = None;
+        self.estimated = false;
+        self.cost = None;
+        self.billed = false;
+    }
 }
 
 /// The record of one request.
