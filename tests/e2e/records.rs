@@ -492,6 +492,7 @@ async fn an_answer_cut_while_downloading_counts_its_prompt() {
         let rec = record(&gw, id).await;
         let a = &rec["attempts_detail"][0];
         assert_eq!(a["class"], class, "{rec}");
+        assert_eq!(a["status"], 200, "the upstream's status is kept: {rec}");
         assert_eq!(a["prompt_tokens"], 6, "{rec}");
         assert_eq!(a["completion_tokens"], 0, "{rec}");
         assert_eq!(a["estimated"], true, "{rec}");

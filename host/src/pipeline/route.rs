@@ -204,7 +204,9 @@ impl Gateway {
                             attempt.message
                         );
                         record.class = Some(attempt.class);
-                        record.status = attempt.status;
+                        // The upstream's status, when one came before the
+                        // failure (a body that stalled after a 200).
+                        record.status = attempt.status.or(record.status);
                         let verdict =
                             self.key_failed(deployment, &key, &mut attempt, request_id, rec);
                         let was_cooling = deployment.health.is_cooling_down();
