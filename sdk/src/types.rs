@@ -29,7 +29,7 @@ impl Usage {
     /// [`with_reasoning_tokens`](Self::with_reasoning_tokens) and
     /// [`with_cache_write_tokens`](Self::with_cache_write_tokens) when the
     /// upstream reports them. `prompt_tokens` and `completion_tokens` are
-    /// totals: they include the cached and reasoning tokens.
+    /// totals: they include the cached, cache-write and reasoning tokens.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
         Usage {
             prompt_tokens,

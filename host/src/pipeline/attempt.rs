@@ -91,6 +91,7 @@ impl Gateway {
         record.upstream = started.elapsed();
         let response = sent?;
         record.status = Some(response.status.as_u16());
+        rec.update_open_attempt(record);
 
         if !response.status.is_success() {
             let status = response.status.as_u16();
@@ -157,9 +158,9 @@ impl Gateway {
         // billed even if it never arrives: until its own usage is read, its
         // prompt counts, estimated (what it said cannot be known), for a
         // download cut by a timeout, an error or the request's deadline, and
-        // a deadline during the parse. A body that is read and found
-        // unusable withdraws the estimate: a 200 from a proxy's error page
-        // is not the provider's bill.
+        // a deadline or a plugin failure during the parse. A body the
+        // adapter reads and finds unusable withdraws the estimate: a 200
+        // from a proxy's error page is not the provider's bill.
         record.set_usage(
             Usage {
                 prompt_tokens: estimate_tokens(content_chars(request)),
@@ -167,17 +168,23 @@ impl Gateway {
             },
             true,
         );
-        rec.open_attempt_usage(record);
+        rec.update_open_attempt(record);
         let body = Upstream::read_body(&endpoint, response, started).await;
         record.upstream = started.elapsed();
         let body = body?;
-        record.clear_usage();
         let status = body.status;
-        let mut answer = adapter
+        let parsed = adapter
             .parse_response(request_id, target, body)
             .await
-            .map_err(plugin_failed)?
-            .map_err(|e| Attempt::upstream(&d.name, Some(status), e))?;
+            .map_err(plugin_failed)?;
+        let mut answer = match parsed {
+            Ok(answer) => answer,
+            Err(e) => {
+                record.clear_usage();
+                rec.update_open_attempt(record);
+                return Err(Attempt::upstream(&d.name, Some(status), e));
+            }
+        };
         if let Some(q) = &answer.quota {
             key.limiter.learn(q, self.config.limits.max_retry_after_ms);
         }
@@ -196,7 +203,7 @@ impl Gateway {
             ),
         }
         log_usage(record);
-        rec.open_attempt_usage(record);
+        rec.update_open_attempt(record);
 
         if let Some(plan) = structured {
             match plan.check(&answer.body) {

@@ -264,7 +264,11 @@ impl Splice {
             let c = self.carried;
             add(usage, "prompt_tokens", c.prompt_tokens);
             add(usage, "completion_tokens", c.completion_tokens);
-            add(usage, "total_tokens", c.prompt_tokens + c.completion_tokens);
+            add(
+                usage,
+                "total_tokens",
+                c.prompt_tokens.saturating_add(c.completion_tokens),
+            );
             // The details add up too: the earlier legs' cached prompt
             // tokens and cache writes are part of the prompt tokens just added.
             for (details, key, n) in [
@@ -382,7 +386,7 @@ impl Splice {
 
 fn add(usage: &mut serde_json::Map<String, Value>, key: &str, n: u32) {
     if let Some(v) = usage.get(key).and_then(Value::as_u64) {
-        usage.insert(key.into(), Value::from(v + u64::from(n)));
+        usage.insert(key.into(), Value::from(v.saturating_add(u64::from(n))));
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn usage_of(v: Option<&Value>) -> Option<Usage> {
     Some(
         Usage::new(n(u.get("prompt_tokens")), n(u.get("completion_tokens")))
             .with_cached_prompt_tokens(detail("prompt_tokens_details", "cached_tokens"))
+            .with_cache_write_tokens(detail("prompt_tokens_details", "cache_creation_tokens"))
             .with_reasoning_tokens(detail("completion_tokens_details", "reasoning_tokens")),
     )
 }
@@ -76,15 +77,21 @@ pub(crate) fn usage_in(raw: &str) -> Option<Usage> {
         else {
             return Ok(None);
         };
-        fn detail<'a>(d: Option<&'a str>, name: &str) -> Result<Option<&'a str>, ()> {
-            Ok(d.map_or(Ok(None), |d| members(d, [name]))?
-                .and_then(|[v]| v))
+        fn details<'a, const N: usize>(
+            d: Option<&'a str>,
+            names: [&str; N],
+        ) -> Result<[Option<&'a str>; N], ()> {
+            Ok(d.map_or(Ok(None), |d| members(d, names))?
+                .unwrap_or([None; N]))
         }
-        let cached = detail(prompt_details, "cached_tokens")?;
-        let reasoning = detail(completion_details, "reasoning_tokens")?;
+        // Cache writes: a gateway in front (another Switchyard) names them.
+        let [cached, written] =
+            details(prompt_details, ["cached_tokens", "cache_creation_tokens"])?;
+        let [reasoning] = details(completion_details, ["reasoning_tokens"])?;
         Ok(Some(
             Usage::new(n(prompt), n(completion))
                 .with_cached_prompt_tokens(n(cached))
+                .with_cache_write_tokens(n(written))
                 .with_reasoning_tokens(n(reasoning)),
         ))
     };

@@ -289,6 +289,8 @@ fn in_place_never_disagrees_on_any_one_byte_change() {
 fn usage_read_raw_as_from_a_value() {
     for usage in [
         r#"{"prompt_tokens":3,"completion_tokens":4}"#,
+        r#"{"prompt_tokens":39,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":10,"cache_creation_tokens":4}}"#,
+        r#"{"prompt_tokens_details":{"cache_creation_tokens":4,"cache_creation_tokens":5}}"#,
         r#"{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256}}"#,
         r#"{"prompt_tokens":-1,"completion_tokens":5.0,"total_tokens":"x"}"#,
         r#"{"prompt_tokens":1e2,"completion_tokens":99999999999,"prompt_tokens_details":null}"#,
@@ -306,6 +308,18 @@ fn usage_read_raw_as_from_a_value() {
         let value: Value = serde_json::from_str(usage).unwrap();
         assert_eq!(usage_in(raw.get()), usage_of(Some(&value)), "{usage}");
     }
+    // Cache writes, as another gateway in front names them.
+    let u = usage_in(
+        r#"{"prompt_tokens":39,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":10,"cache_creation_tokens":4}}"#,
+    );
+    assert_eq!(
+        u,
+        Some(
+            Usage::new(39, 12)
+                .with_cached_prompt_tokens(10)
+                .with_cache_write_tokens(4)
+        )
+    );
 }
 
 #[test]

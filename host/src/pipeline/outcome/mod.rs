@@ -191,12 +191,11 @@ impl Recorder {
         }
     }
 
-    /// The open attempt's status came, or its answer was read: its usage
-    /// and cost (estimated until the answer is read) are known before it
-    /// ends (it may still be judged by the evaluator), so a request dropped
-    /// meanwhile (the client left, its deadline) still records the status
-    /// and what the provider billed.
-    pub fn open_attempt_usage(&mut self, attempt: &AttemptRecord) {
+    /// The open attempt learnt its status or its usage (estimated until
+    /// the answer is read): a request dropped before the attempt ends (the
+    /// client left, its deadline; the answer may still be judged by the
+    /// evaluator) still records the status and what the provider billed.
+    pub fn update_open_attempt(&mut self, attempt: &AttemptRecord) {
         if let Some(open) = self.record().and_then(|r| r.open.as_mut()) {
             open.status = attempt.status;
             open.usage = attempt.usage;

@@ -25,11 +25,13 @@ pub struct AttemptRecord {
     /// Time spent waiting on the upstream (sending, its answer, its stream).
     pub upstream: Duration,
     pub usage: Option<Usage>,
-    /// The usage was estimated from text lengths: the upstream sent none.
+    /// The usage was estimated from text lengths: the upstream sent none,
+    /// or the answer was cut before its usage was read.
     pub estimated: bool,
     pub cost: Option<f64>,
     /// The provider produced tokens it charges for (a success, an answer
-    /// the evaluator rejected, a stream cut after tokens).
+    /// the evaluator rejected, a stream cut after tokens, a whole answer
+    /// cut while downloading).
     pub billed: bool,
     pub prices: Prices,
     /// The evaluator (plugin id) and its verdict on this attempt's answer.
@@ -164,7 +166,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// Tokens estimated from text: ~4 characters a token, at least one for any
-/// text. Used only when the upstream reports no usage (the record says so).
+/// text. Used only when the upstream reports no usage, or its answer was cut
+/// before the usage was read (the record says `estimated`).
 pub fn estimate_tokens(chars: usize) -> u32 {
     if chars == 0 {
         0

@@ -26,8 +26,8 @@ pub(super) fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
             .filter(|a| a.cut)
             .filter_map(|a| a.usage)
             .fold(last, |sum, u| Usage {
-                prompt_tokens: sum.prompt_tokens + u.prompt_tokens,
-                completion_tokens: sum.completion_tokens + u.completion_tokens,
+                prompt_tokens: sum.prompt_tokens.saturating_add(u.prompt_tokens),
+                completion_tokens: sum.completion_tokens.saturating_add(u.completion_tokens),
                 ..sum
             })
     });

@@ -207,7 +207,7 @@ fn a_client_gone_during_evaluation_keeps_the_billed_usage() {
             },
             false,
         );
-        rec.open_attempt_usage(&a);
+        rec.update_open_attempt(&a);
         // dropped here, mid-evaluation: the client went away
     }
     assert!(store.flush(Duration::from_secs(5)));
