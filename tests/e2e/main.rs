@@ -31,6 +31,7 @@ mod resume;
 mod sandbox;
 mod shadow;
 mod shared_limits;
+mod soak;
 mod store_faults;
 mod strategies;
 mod streaming;
