@@ -265,6 +265,18 @@ pub struct Usage {
     pub cache_write_tokens: u32,
 }
 
+impl Usage {
+    /// The prompt's tokens by price: (plain, read from the cache, written
+    /// to it), adding up to `prompt_tokens`. Counts an upstream overstates
+    /// are capped at the prompt, reads first, so costs and token metrics
+    /// agree and neither goes negative.
+    pub fn prompt_split(&self) -> (u32, u32, u32) {
+        let cached = self.cached_prompt_tokens.min(self.prompt_tokens);
+        let written = self.cache_write_tokens.min(self.prompt_tokens - cached);
+        (self.prompt_tokens - cached - written, cached, written)
+    }
+}
+
 /// Rate-limit state an upstream reported in its headers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QuotaHint {

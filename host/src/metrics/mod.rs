@@ -255,15 +255,13 @@ impl Metrics {
                 self.ttft.with_label_values(&[d]).observe(t.as_secs_f64());
             }
             if let Some(u) = a.usage {
-                let uncached = u
-                    .prompt_tokens
-                    .saturating_sub(u.cached_prompt_tokens)
-                    .saturating_sub(u.cache_write_tokens);
+                // Split as costs are: the kinds add up to the prompt.
+                let (plain, cached, written) = u.prompt_split();
                 for (kind, n) in [
-                    ("input", uncached),
+                    ("input", plain),
                     ("output", u.completion_tokens),
-                    ("cached_input", u.cached_prompt_tokens),
-                    ("cache_write", u.cache_write_tokens),
+                    ("cached_input", cached),
+                    ("cache_write", written),
                 ] {
                     if n > 0 {
                         self.tokens

@@ -70,12 +70,11 @@ pub struct Prices {
 }
 
 impl Prices {
-    /// What `u` cost: each kind of prompt token at its own price (counts an
-    /// upstream overstates are capped at the prompt, reads first).
+    /// What `u` cost: each kind of prompt token at its own price
+    /// ([`Usage::prompt_split`]).
     pub fn cost(&self, u: &Usage) -> f64 {
-        let cached = u.cached_prompt_tokens.min(u.prompt_tokens);
-        let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
-        (f64::from(u.prompt_tokens - cached - written) * self.input
+        let (plain, cached, written) = u.prompt_split();
+        (f64::from(plain) * self.input
             + f64::from(cached) * self.cached_input
             + f64::from(written) * self.cache_write
             + f64::from(u.completion_tokens) * self.output)

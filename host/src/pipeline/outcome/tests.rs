@@ -49,6 +49,9 @@ fn cost_charges_cached_prompt_tokens_and_cache_writes_at_their_prices() {
     };
     let expected = (900.0 * 1.25 + 100.0 * 3.125 + 500.0 * 10.0) / 1e6;
     assert!((p.cost(&over) - expected).abs() < 1e-12);
+    // The split /metrics counts too: it adds up to the prompt.
+    assert_eq!(u.prompt_split(), (500, 400, 100));
+    assert_eq!(over.prompt_split(), (0, 900, 100));
 }
 
 #[test]
