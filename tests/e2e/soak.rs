@@ -94,10 +94,13 @@ async fn failure_paths_hold_memory_flat() {
     });
     // Circuits never open: every request takes its failure path to the end
     // (an open circuit would skip the failing deployments without a try).
+    // Plugin deadlines are long: the suite's other tests share the two
+    // cores, and a call descheduled past 50 ms would fail its request.
     let gw = Gateway::start(
         routes,
         &["openai", "priority"],
-        json!({"health": {"trip_after": 1_000_000}}),
+        json!({"health": {"trip_after": 1_000_000},
+            "plugins": {"deadlines_ms": {"strategy": 2000, "adapter": 2000}}}),
     );
     let url = Arc::new(gw.url.clone());
     let mut rss = Vec::new();

@@ -59,6 +59,8 @@ pub struct TextBlock<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<&'a Value>,
 }
 
 /// One turn: `user` or `assistant`, with its content blocks.
@@ -75,6 +77,9 @@ pub struct Turn<'a> {
 pub enum Block<'a> {
     Text {
         text: Cow<'a, str>,
+        /// A prompt-cache breakpoint, as the caller marked its text part.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     Image {
         source: Source<'a>,
@@ -104,6 +109,8 @@ pub struct ToolDef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     pub input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<&'a Value>,
 }
 
 /// Whether the request asks for a JSON answer (carried by [`JSON_TOOL`]).
@@ -134,8 +141,12 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
                         "is a system message after the conversation began; Anthropic takes one system prompt, before the first turn",
                     ));
                 }
-                for text in texts(m, &field)? {
-                    system.push(TextBlock { kind: "text", text });
+                for (text, cache_control) in texts(m, &field)? {
+                    system.push(TextBlock {
+                        kind: "text",
+                        text,
+                        cache_control,
+                    });
                 }
             }
             Role::User => push(&mut turns, "user", user_blocks(m, &field)?),
@@ -149,7 +160,10 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
                     text.truncate(text.trim_end().len());
                 }
                 if !text.is_empty() {
-                    blocks.push(Block::Text { text: text.into() });
+                    blocks.push(Block::Text {
+                        text: text.into(),
+                        cache_control: None,
+                    });
                 }
                 for (j, call) in m.tool_calls.iter().flatten().enumerate() {
                     let input = call
@@ -233,16 +247,22 @@ fn refuse_unsupported(r: &ChatRequest) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The text of a system message, one block per text part.
-fn texts<'m>(m: &'m Message, field: &dyn Fn(&str) -> String) -> Result<Vec<&'m str>, BuildError> {
+/// The text of a system message, one block per text part, each with its
+/// prompt-cache breakpoint.
+type Texts<'m> = Vec<(&'m str, Option<&'m Value>)>;
+
+fn texts<'m>(m: &'m Message, field: &dyn Fn(&str) -> String) -> Result<Texts<'m>, BuildError> {
     match &m.content {
         None => Ok(Vec::new()),
-        Some(Content::Text(t)) => Ok(vec![t.as_str()]),
+        Some(Content::Text(t)) => Ok(vec![(t.as_str(), None)]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
             .map(|(j, p)| match p {
-                Part::Text { text } => Ok(text.as_str()),
+                Part::Text {
+                    text,
+                    cache_control,
+                } => Ok((text.as_str(), cache_control.as_ref())),
                 _ => Err(invalid(
                     &field(&format!(".content[{j}]")),
                     "is not text; a system prompt is text only",
@@ -261,6 +281,7 @@ fn user_blocks<'m>(
         Some(Content::Text(text)) => {
             return Ok(vec![Block::Text {
                 text: Cow::Borrowed(text),
+                cache_control: None,
             }]);
         }
         Some(Content::Parts(parts)) => parts,
@@ -268,8 +289,12 @@ fn user_blocks<'m>(
     let mut blocks = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
         blocks.push(match part {
-            Part::Text { text } => Block::Text {
+            Part::Text {
+                text,
+                cache_control,
+            } => Block::Text {
                 text: Cow::Borrowed(text),
+                cache_control: cache_control.as_ref(),
             },
             Part::ImageUrl { image_url } => match image_url.data() {
                 Some((media_type, data)) => Block::Image {
@@ -338,6 +363,7 @@ fn tools(r: &ChatRequest) -> Result<Tools<'_>, BuildError> {
                 .parameters
                 .clone()
                 .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            cache_control: t.cache_control.as_ref(),
         });
     }
     let parallel_off = r.parallel_tool_calls == Some(false);
@@ -376,6 +402,7 @@ fn tools(r: &ChatRequest) -> Result<Tools<'_>, BuildError> {
             name: JSON_TOOL,
             description: Some("Respond with the answer as this tool's input."),
             input_schema: schema,
+            cache_control: None,
         });
         choice = Some(serde_json::json!({"type": "tool", "name": JSON_TOOL}));
     }
@@ -403,6 +430,24 @@ mod tests {
             Err(BuildError::InvalidRequest(m)) => m,
             other => panic!("{request}: {other:?}"),
         }
+    }
+
+    /// Prompt-cache breakpoints on system and user text parts and on tools
+    /// reach Anthropic where the caller put them; no other block gets one.
+    #[test]
+    fn cache_breakpoints_are_passed_on() {
+        let b = body(
+            r#"{"messages":[{"role":"system","content":[{"type":"text","text":"Long rules.","cache_control":{"type":"ephemeral"}},{"type":"text","text":"Short."}]},{"role":"user","content":[{"type":"text","text":"Doc.","cache_control":{"type":"ephemeral","ttl":"1h"}},{"type":"text","text":"Q?"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}},"cache_control":{"type":"ephemeral"}}]}"#,
+        );
+        assert_eq!(b["system"][0]["cache_control"]["type"], "ephemeral");
+        assert!(b["system"][1].get("cache_control").is_none());
+        let user = &b["messages"][0]["content"];
+        assert_eq!(
+            user[0]["cache_control"],
+            serde_json::json!({"type": "ephemeral", "ttl": "1h"})
+        );
+        assert!(user[1].get("cache_control").is_none());
+        assert_eq!(b["tools"][0]["cache_control"]["type"], "ephemeral");
     }
 
     #[test]

@@ -186,8 +186,8 @@ fn content(i: usize, content: Option<&Content>) -> Result<(Cow<'_, str>, Vec<&st
     let mut images = Vec::new();
     for (j, part) in parts.iter().enumerate() {
         match part {
-            Part::Text { text: t } if text.is_empty() => text = Cow::Borrowed(t),
-            Part::Text { text: t } => text.to_mut().push_str(t),
+            Part::Text { text: t, .. } if text.is_empty() => text = Cow::Borrowed(t),
+            Part::Text { text: t, .. } => text.to_mut().push_str(t),
             Part::ImageUrl { image_url } => {
                 let field = || format!("messages[{i}].content[{j}].image_url");
                 let Some((media, data)) = image_url.data() else {

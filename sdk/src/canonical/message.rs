@@ -68,7 +68,7 @@ impl Message {
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    Part::Text { text } => Some(text.as_str()),
+                    Part::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect(),
@@ -88,7 +88,10 @@ impl Content {
     /// The content as parts (a string is one text part).
     pub fn parts(&self) -> Vec<Part> {
         match self {
-            Content::Text(t) => alloc::vec![Part::Text { text: t.clone() }],
+            Content::Text(t) => alloc::vec![Part::Text {
+                text: t.clone(),
+                cache_control: None,
+            }],
             Content::Parts(p) => p.clone(),
         }
     }
@@ -100,6 +103,12 @@ impl Content {
 pub enum Part {
     Text {
         text: String,
+        /// A prompt-cache breakpoint (`{"type": "ephemeral"}`, Anthropic's
+        /// and the convention OpenAI-style clients use for it): the
+        /// anthropic adapter passes it on; adapters whose provider caches
+        /// without marks ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         image_url: ImageUrl,
@@ -134,6 +143,9 @@ pub struct Tool {
     #[serde(rename = "type")]
     pub kind: String,
     pub function: FunctionDef,
+    /// A prompt-cache breakpoint after the tools so far (see [`Part::Text`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
 }
 
 /// A function tool's declaration.

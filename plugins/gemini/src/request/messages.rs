@@ -103,8 +103,10 @@ fn text_only<'a>(
             let mut text = Cow::Borrowed("");
             for (j, p) in parts.iter().enumerate() {
                 match p {
-                    CanonicalPart::Text { text: t } if text.is_empty() => text = Cow::Borrowed(t),
-                    CanonicalPart::Text { text: t } => text.to_mut().push_str(t),
+                    CanonicalPart::Text { text: t, .. } if text.is_empty() => {
+                        text = Cow::Borrowed(t)
+                    }
+                    CanonicalPart::Text { text: t, .. } => text.to_mut().push_str(t),
                     _ => {
                         return Err(invalid(
                             &format!("messages[{i}].content[{j}]"),
@@ -133,8 +135,8 @@ fn user_parts(i: usize, content: &Option<Canonical>) -> Result<Vec<Part<'_>>, Bu
             let mut out = Vec::with_capacity(parts.len());
             for (j, p) in parts.iter().enumerate() {
                 match p {
-                    CanonicalPart::Text { text } if text.is_empty() => {}
-                    CanonicalPart::Text { text } => out.push(Part::Text {
+                    CanonicalPart::Text { text, .. } if text.is_empty() => {}
+                    CanonicalPart::Text { text, .. } => out.push(Part::Text {
                         text: Cow::Borrowed(text),
                     }),
                     CanonicalPart::ImageUrl { image_url } => out.push(image(i, j, image_url)?),

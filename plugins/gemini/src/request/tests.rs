@@ -400,3 +400,19 @@ fn conversations_gemini_cannot_take_are_refused() {
         );
     }
 }
+
+/// Prompt-cache breakpoints (for Anthropic) are ignored: Gemini caches
+/// without marks, and the text goes as written.
+#[test]
+fn cache_breakpoints_are_ignored() {
+    let mark = json!({"type": "ephemeral"});
+    let b = body(json!({
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": mark}]},
+            {"role": "user", "content": [{"type": "text", "text": "Doc.", "cache_control": mark}]}],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": mark}],
+    }));
+    assert_eq!(b["systemInstruction"]["parts"][0]["text"], "Rules.");
+    assert_eq!(b["contents"][0]["parts"][0]["text"], "Doc.");
+    assert!(!b.to_string().contains("cache_control"), "{b}");
+}
