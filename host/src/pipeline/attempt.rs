@@ -161,9 +161,10 @@ impl Gateway {
         // a deadline or a plugin failure during the parse. A body the
         // adapter reads and finds unusable withdraws the estimate: a 200
         // from a proxy's error page is not the provider's bill.
+        let prompt_estimate = estimate_tokens(content_chars(request));
         record.set_usage(
             Usage {
-                prompt_tokens: estimate_tokens(content_chars(request)),
+                prompt_tokens: prompt_estimate,
                 ..Usage::default()
             },
             true,
@@ -195,7 +196,7 @@ impl Gateway {
             Some(usage) => record.set_usage(usage, false),
             None => record.set_usage(
                 Usage {
-                    prompt_tokens: estimate_tokens(content_chars(request)),
+                    prompt_tokens: prompt_estimate,
                     completion_tokens: estimate_tokens(content_chars(&answer.body)),
                     ..Usage::default()
                 },

@@ -96,44 +96,70 @@ fn conditions(
     now_ms: i64,
     over_attempts: bool,
 ) -> Result<(String, Vec<Sql>), QueryError> {
-    let mut clauses = Vec::new();
-    let mut params = Vec::new();
-    if let Some(s) = &f.since {
-        clauses.push("r.ts_ms >= ?");
-        params.push(Sql::Integer(instant(s, "since", now_ms)?));
-    }
-    if let Some(u) = &f.until {
-        clauses.push("r.ts_ms < ?");
-        params.push(Sql::Integer(instant(u, "until", now_ms)?));
-    }
-    for (value, clause) in [
-        (&f.route, "r.route = ?"),
-        (&f.caller, "r.caller = ?"),
-        (&f.outcome, "r.outcome = ?"),
-    ] {
-        if let Some(v) = value {
-            clauses.push(clause);
-            params.push(Sql::Text(v.clone()));
-        }
-    }
-    if let Some(d) = &f.deployment {
-        clauses.push(if over_attempts {
+    let mut w = Where::default();
+    w.time_range(f, now_ms, ["r.ts_ms >= ?", "r.ts_ms < ?"])?;
+    w.text(&f.route, "r.route = ?");
+    w.text(&f.caller, "r.caller = ?");
+    w.text(&f.outcome, "r.outcome = ?");
+    w.text(
+        &f.deployment,
+        if over_attempts {
             "a.deployment = ?"
         } else {
             "EXISTS (SELECT 1 FROM attempts a WHERE a.request_rowid = r.rowid AND a.deployment = ?)"
-        });
-        params.push(Sql::Text(d.clone()));
-    }
+        },
+    );
     if let Some(s) = f.status {
-        clauses.push("r.status = ?");
-        params.push(Sql::Integer(i64::from(s)));
+        w.and("r.status = ?", [Sql::Integer(i64::from(s))]);
     }
-    let sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    Ok((sql, params))
+    Ok(w.finish())
+}
+
+/// A `WHERE` clause built a condition at a time, with its parameters in
+/// order (empty when there is no condition).
+#[derive(Default)]
+struct Where {
+    clauses: Vec<&'static str>,
+    params: Vec<Sql>,
+}
+
+impl Where {
+    fn and(&mut self, clause: &'static str, params: impl IntoIterator<Item = Sql>) {
+        self.clauses.push(clause);
+        self.params.extend(params);
+    }
+
+    /// `clause` with `value`, when the filter has one.
+    fn text(&mut self, value: &Option<String>, clause: &'static str) {
+        if let Some(v) = value {
+            self.and(clause, [Sql::Text(v.clone())]);
+        }
+    }
+
+    /// The filter's `since` and `until`, as the two clauses given.
+    fn time_range(
+        &mut self,
+        f: &Filter,
+        now_ms: i64,
+        [since, until]: [&'static str; 2],
+    ) -> Result<(), QueryError> {
+        if let Some(s) = &f.since {
+            self.and(since, [Sql::Integer(instant(s, "since", now_ms)?)]);
+        }
+        if let Some(u) = &f.until {
+            self.and(until, [Sql::Integer(instant(u, "until", now_ms)?)]);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (String, Vec<Sql>) {
+        let sql = if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        };
+        (sql, self.params)
+    }
 }
 
 fn page(f: &Filter) -> (u32, u32) {
@@ -275,31 +301,12 @@ fn feedback(conn: &Connection, f: &Filter, by: &str, now_ms: i64) -> Result<Valu
         "hour" => "strftime('%Y-%m-%dT%H:00', ts_ms / 1000, 'unixepoch')",
         _ => return Ok(Value::Array(Vec::new())),
     };
-    let mut clauses = Vec::new();
-    let mut params = Vec::new();
-    if let Some(s) = &f.since {
-        clauses.push("ts_ms >= ?");
-        params.push(Sql::Integer(instant(s, "since", now_ms)?));
-    }
-    if let Some(u) = &f.until {
-        clauses.push("ts_ms < ?");
-        params.push(Sql::Integer(instant(u, "until", now_ms)?));
-    }
-    for (value, clause) in [
-        (&f.route, "route = ?"),
-        (&f.deployment, "deployment = ?"),
-        (&f.caller, "caller = ?"),
-    ] {
-        if let Some(v) = value {
-            clauses.push(clause);
-            params.push(Sql::Text(v.clone()));
-        }
-    }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    let mut w = Where::default();
+    w.time_range(f, now_ms, ["ts_ms >= ?", "ts_ms < ?"])?;
+    w.text(&f.route, "route = ?");
+    w.text(&f.deployment, "deployment = ?");
+    w.text(&f.caller, "caller = ?");
+    let (filter, params) = w.finish();
     let data = rows(
         conn,
         &format!(
@@ -314,53 +321,26 @@ fn feedback(conn: &Connection, f: &Filter, by: &str, now_ms: i64) -> Result<Valu
 
 /// `GET /admin/events?type=...`: the newest first.
 pub fn events(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
-    let mut clauses = Vec::new();
-    let mut params = Vec::new();
-    if let Some(k) = &f.kind {
-        clauses.push("kind = ?");
-        params.push(Sql::Text(k.clone()));
-    }
-    // An event's subject is its deployment (or budget, or `caller:<name>`);
-    // a request's route is in its detail. An event has one subject: a
-    // deployment and a caller both given select the events of either.
-    match (&f.deployment, &f.caller) {
-        (Some(d), Some(c)) => {
-            clauses.push("subject IN (?, ?)");
-            params.push(Sql::Text(d.clone()));
-            params.push(Sql::Text(format!("caller:{c}")));
-        }
-        (Some(d), None) => {
-            clauses.push("subject = ?");
-            params.push(Sql::Text(d.clone()));
-        }
-        (None, Some(c)) => {
-            clauses.push("subject = ?");
-            params.push(Sql::Text(format!("caller:{c}")));
-        }
-        (None, None) => {}
-    }
-    if let Some(r) = &f.route {
-        clauses.push("json_extract(detail, '$.route') = ?");
-        params.push(Sql::Text(r.clone()));
-    }
     if f.status.is_some() || f.outcome.is_some() {
         return Err(QueryError::BadFilter(
             "status and outcome filter requests, not events (events take type, deployment, caller, route, since, until)".into(),
         ));
     }
-    if let Some(s) = &f.since {
-        clauses.push("ts_ms >= ?");
-        params.push(Sql::Integer(instant(s, "since", now_ms)?));
+    let mut w = Where::default();
+    w.text(&f.kind, "kind = ?");
+    // An event's subject is its deployment (or budget, or `caller:<name>`);
+    // a request's route is in its detail. An event has one subject: a
+    // deployment and a caller both given select the events of either.
+    let caller = f.caller.as_ref().map(|c| Sql::Text(format!("caller:{c}")));
+    match (&f.deployment, caller) {
+        (Some(d), Some(c)) => w.and("subject IN (?, ?)", [Sql::Text(d.clone()), c]),
+        (Some(d), None) => w.and("subject = ?", [Sql::Text(d.clone())]),
+        (None, Some(c)) => w.and("subject = ?", [c]),
+        (None, None) => {}
     }
-    if let Some(u) = &f.until {
-        clauses.push("ts_ms < ?");
-        params.push(Sql::Integer(instant(u, "until", now_ms)?));
-    }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    w.text(&f.route, "json_extract(detail, '$.route') = ?");
+    w.time_range(f, now_ms, ["ts_ms >= ?", "ts_ms < ?"])?;
+    let (filter, mut params) = w.finish();
     let (limit, offset) = page(f);
     params.push(Sql::Integer(i64::from(limit) + 1));
     params.push(Sql::Integer(i64::from(offset)));
