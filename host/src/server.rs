@@ -215,7 +215,10 @@ async fn handle_chat(
     let body = match dialect {
         Dialect::OpenAi => body,
         Dialect::Anthropic => Bytes::from(
-            crate::messages::request::to_canonical(&body).map_err(ApiError::BadRequest)?,
+            crate::messages::request::to_canonical(&body, &|route| {
+                gateway.reaches_only(route, "anthropic")
+            })
+            .map_err(ApiError::BadRequest)?,
         ),
     };
     let mut tags = tags;

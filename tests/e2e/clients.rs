@@ -103,6 +103,77 @@ async fn the_anthropic_sdk_reaches_every_dialect_through_v1_messages() {
             .any(|(k, v)| k == "anthropic-version" && v == "2023-06-01")
     );
     assert_eq!(to_claude.body["system"][0]["text"], "Be brief.");
+    // The agent loop's breakpoints reached Anthropic where they were put,
+    // and no other dialect's upstream.
+    let marked = seen
+        .iter()
+        .find(|s| s.path == "/v1/messages" && s.body.to_string().contains("tool_result"))
+        .expect("the tool result reached Anthropic");
+    let eph = json!({"type": "ephemeral"});
+    assert_eq!(
+        marked.body["system"][0]["cache_control"], eph,
+        "{}",
+        marked.body
+    );
+    assert_eq!(marked.body["tools"][0]["cache_control"], eph);
+    let result = &marked.body["messages"][2]["content"][0];
+    assert_eq!(result["type"], "tool_result", "{}", marked.body);
+    assert_eq!(result["cache_control"], eph);
+    for s in seen.iter().filter(|s| s.path != "/v1/messages") {
+        assert!(
+            !s.body.to_string().contains("cache_control"),
+            "{}: {}",
+            s.path,
+            s.body
+        );
+    }
+}
+
+/// Through `/v1/messages`, prompt-cache breakpoints ride only to routes
+/// whose every deployment, fallbacks included, speaks Anthropic: a route
+/// that may fail over to an OpenAI deployment sends none, even to its
+/// Anthropic deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_marks_reach_anthropic_only_from_anthropic_only_routes() {
+    let mock = Dialects::start().await;
+    let mut config = routes(&mock);
+    config["claude-or-gpt"] = json!({
+        "deployments": [{"name": "claude-2", "adapter": "anthropic",
+            "base_url": format!("{}/v1", mock.url), "model": "claude-haiku-4-5"}],
+        "fallbacks": ["via-openai"],
+    });
+    let gw = Gateway::start(config, &["openai", "anthropic"], json!({}));
+    let eph = json!({"type": "ephemeral"});
+    for route in ["via-anthropic", "claude-or-gpt"] {
+        let body = json!({
+            "model": route, "max_tokens": 64,
+            "system": [{"type": "text", "text": "Long rules.", "cache_control": eph}],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Hello", "cache_control": eph}]}],
+        });
+        let r = crate::harness::client()
+            .post(format!("{}/v1/messages", gw.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{route}: {}", r.text().await.unwrap());
+    }
+    let seen = mock.seen();
+    let sent = |model: &str| {
+        seen.iter()
+            .find(|s| s.body["model"] == model)
+            .unwrap_or_else(|| panic!("nothing sent for {model}"))
+            .body
+            .clone()
+    };
+    let kept = sent("claude-sonnet-4-5");
+    assert_eq!(kept["system"][0]["cache_control"], eph, "{kept}");
+    assert_eq!(kept["messages"][0]["content"][0]["cache_control"], eph);
+    let dropped = sent("claude-haiku-4-5");
+    assert_eq!(dropped["system"][0]["text"], "Long rules.");
+    assert!(!dropped.to_string().contains("cache_control"), "{dropped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

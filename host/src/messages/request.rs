@@ -91,9 +91,18 @@ enum TurnContent {
 
 /// The canonical request for an Anthropic request body, or what is wrong
 /// with it (naming the member). The route is the request's `model`.
-pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
+///
+/// `keeps_marks(route)` says whether the request's prompt-cache breakpoints
+/// (`cache_control`) may ride the canonical request: only when every
+/// deployment the route can reach speaks Anthropic's dialect, since another
+/// provider's API may refuse the unknown member. Kept, they sit on the
+/// system's and the user turns' text parts, on tool results and on tools,
+/// where the `anthropic` adapter puts them back; elsewhere (images,
+/// assistant turns) they are dropped.
+pub fn to_canonical(body: &[u8], keeps_marks: &dyn Fn(&str) -> bool) -> Result<Vec<u8>, String> {
     let req: MessagesRequest =
         serde_json::from_slice(body).map_err(|e| format!("invalid Messages API request: {e}"))?;
+    let marks = Marks(keeps_marks(&req.model));
     if req
         .thinking
         .as_ref()
@@ -113,7 +122,7 @@ pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
             let mut parts = Vec::new();
             for (i, b) in blocks.iter().enumerate() {
                 match (b["type"].as_str(), b["text"].as_str()) {
-                    (Some("text"), Some(text)) => parts.push(json!({"type": "text", "text": text})),
+                    (Some("text"), Some(text)) => parts.push(marks.text(text, b)),
                     _ => return Err(format!("`system[{i}]` is not a text block")),
                 }
             }
@@ -122,7 +131,7 @@ pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
     }
     for (i, turn) in req.messages.iter().enumerate() {
         match turn.role.as_str() {
-            "user" => user_turn(i, &turn.content, &mut messages)?,
+            "user" => user_turn(i, &turn.content, marks, &mut messages)?,
             "assistant" => messages.push(assistant_turn(i, &turn.content)?),
             other => {
                 return Err(format!(
@@ -158,7 +167,7 @@ pub fn to_canonical(body: &[u8]) -> Result<Vec<u8>, String> {
     if let Some(config) = &req.output_config {
         output_config(config, &mut out)?;
     }
-    let tools = tools(req.tools.as_deref().unwrap_or_default())?;
+    let tools = tools(req.tools.as_deref().unwrap_or_default(), marks)?;
     if let Some(choice) = &req.tool_choice {
         tool_choice(choice, &mut out)?;
     }
@@ -197,7 +206,12 @@ fn output_config(config: &OutputConfig, out: &mut Map<String, Value>) -> Result<
 
 /// A user turn: its `tool_result` blocks become tool messages (first, as
 /// they answer the previous assistant turn), the rest one user message.
-fn user_turn(i: usize, content: &TurnContent, out: &mut Vec<Value>) -> Result<(), String> {
+fn user_turn(
+    i: usize,
+    content: &TurnContent,
+    marks: Marks,
+    out: &mut Vec<Value>,
+) -> Result<(), String> {
     let blocks = match content {
         TurnContent::Text(t) => {
             out.push(json!({"role": "user", "content": t}));
@@ -209,12 +223,14 @@ fn user_turn(i: usize, content: &TurnContent, out: &mut Vec<Value>) -> Result<()
     for (j, b) in blocks.iter().enumerate() {
         let at = || format!("messages[{i}].content[{j}]");
         match b["type"].as_str() {
-            Some("text") => parts.push(json!({"type": "text", "text": text_of(b, &at)?})),
+            Some("text") => parts.push(marks.text(text_of(b, &at)?, b)),
             Some("image") => parts.push(image(b, &at)?),
             Some("tool_result") => {
                 let id = b["tool_use_id"]
                     .as_str()
                     .ok_or_else(|| format!("`{}.tool_use_id` is missing", at()))?;
+                // The block's own breakpoint, else its last inner block's.
+                let mut mark = marks.of(b);
                 let text = match &b["content"] {
                     Value::Null => String::new(),
                     Value::String(s) => s.clone(),
@@ -224,6 +240,7 @@ fn user_turn(i: usize, content: &TurnContent, out: &mut Vec<Value>) -> Result<()
                             let inner_at = || format!("{}.content[{k}]", at());
                             text.push_str(text_of(ib, &inner_at)?);
                         }
+                        mark = mark.or_else(|| inner.iter().rev().find_map(|ib| marks.of(ib)));
                         text
                     }
                     _ => return Err(format!("`{}.content` is neither text nor blocks", at())),
@@ -234,7 +251,11 @@ fn user_turn(i: usize, content: &TurnContent, out: &mut Vec<Value>) -> Result<()
                 } else {
                     text
                 };
-                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                let content = match mark {
+                    None => json!(text),
+                    Some(m) => json!([{"type": "text", "text": text, "cache_control": m}]),
+                };
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             Some(other) => {
                 return Err(format!(
@@ -295,6 +316,27 @@ fn assistant_turn(i: usize, content: &TurnContent) -> Result<Value, String> {
     Ok(m)
 }
 
+/// Whether prompt-cache breakpoints are carried (see [`to_canonical`]).
+#[derive(Clone, Copy)]
+struct Marks(bool);
+
+impl Marks {
+    /// The breakpoint of `block`, when they are carried and it has one.
+    fn of(self, block: &Value) -> Option<&Value> {
+        block
+            .get("cache_control")
+            .filter(|m| self.0 && !m.is_null())
+    }
+
+    /// A canonical text part for `text`, with `block`'s breakpoint.
+    fn text(self, text: &str, block: &Value) -> Value {
+        match self.of(block) {
+            None => json!({"type": "text", "text": text}),
+            Some(m) => json!({"type": "text", "text": text, "cache_control": m}),
+        }
+    }
+}
+
 fn text_of<'a>(b: &'a Value, at: &dyn Fn() -> String) -> Result<&'a str, String> {
     match (b["type"].as_str(), b["text"].as_str()) {
         (Some("text"), Some(t)) => Ok(t),
@@ -330,7 +372,7 @@ fn image(b: &Value, at: &dyn Fn() -> String) -> Result<Value, String> {
 
 /// The caller's tools in canonical form; server tools (web search, code
 /// execution, ...) run at Anthropic and cannot be routed elsewhere.
-fn tools(list: &[Value]) -> Result<Vec<Value>, String> {
+fn tools(list: &[Value], marks: Marks) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for (i, t) in list.iter().enumerate() {
         if let Some(kind) = t["type"].as_str().filter(|k| *k != "custom") {
@@ -345,7 +387,11 @@ fn tools(list: &[Value]) -> Result<Vec<Value>, String> {
         if let Some(d) = t["description"].as_str() {
             f["description"] = json!(d);
         }
-        out.push(json!({"type": "function", "function": f}));
+        let mut tool = json!({"type": "function", "function": f});
+        if let Some(m) = marks.of(t) {
+            tool["cache_control"] = m.clone();
+        }
+        out.push(tool);
     }
     Ok(out)
 }
@@ -375,11 +421,12 @@ mod tests {
     use super::*;
 
     fn canonical(body: Value) -> Value {
-        serde_json::from_slice(&to_canonical(body.to_string().as_bytes()).unwrap()).unwrap()
+        serde_json::from_slice(&to_canonical(body.to_string().as_bytes(), &|_| false).unwrap())
+            .unwrap()
     }
 
     fn refused(body: Value) -> String {
-        to_canonical(body.to_string().as_bytes()).unwrap_err()
+        to_canonical(body.to_string().as_bytes(), &|_| false).unwrap_err()
     }
 
     #[test]
@@ -432,6 +479,58 @@ mod tests {
         assert_eq!(c["tools"][0]["function"]["parameters"]["type"], "object");
         assert_eq!(c["tool_choice"], "required");
         assert_eq!(c["parallel_tool_calls"], false);
+    }
+
+    /// Breakpoints ride the canonical request only when the route allows
+    /// it (asked with the route's name), on the parts the anthropic adapter
+    /// puts them back on.
+    #[test]
+    fn cache_marks_are_kept_only_for_routes_that_allow_them() {
+        let eph = json!({"type": "ephemeral"});
+        let body = json!({
+            "model": "claude-route", "max_tokens": 64,
+            "system": [{"type": "text", "text": "Rules.", "cache_control": eph},
+                       {"type": "text", "text": "More."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Doc.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                    {"type": "text", "text": "Q?"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {}},
+                    {"type": "tool_use", "id": "t2", "name": "w", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "sun", "cache_control": eph},
+                    {"type": "tool_result", "tool_use_id": "t2",
+                     "content": [{"type": "text", "text": "rain", "cache_control": eph}]}]}
+            ],
+            "tools": [{"name": "w", "input_schema": {"type": "object"}, "cache_control": eph}]
+        });
+        let asked = std::cell::RefCell::new(Vec::new());
+        let kept: Value = serde_json::from_slice(
+            &to_canonical(body.to_string().as_bytes(), &|route| {
+                asked.borrow_mut().push(route.to_owned());
+                true
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(*asked.borrow(), ["claude-route"]);
+        let m = &kept["messages"];
+        assert_eq!(m[0]["content"][0]["cache_control"], eph);
+        assert!(m[0]["content"][1].get("cache_control").is_none());
+        assert_eq!(m[1]["content"][0]["cache_control"]["ttl"], "1h");
+        assert!(m[1]["content"][1].get("cache_control").is_none());
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "t1",
+                "content": [{"type": "text", "text": "sun", "cache_control": eph}]})
+        );
+        assert_eq!(m[4]["content"][0]["cache_control"], eph);
+        assert_eq!(kept["tools"][0]["cache_control"], eph);
+        // Not allowed: the same request with no mark anywhere.
+        let dropped = canonical(body);
+        assert!(!dropped.to_string().contains("cache_control"), "{dropped}");
+        assert_eq!(dropped["messages"][3]["content"], "sun");
     }
 
     #[test]

@@ -266,6 +266,24 @@ impl Gateway {
         })
     }
 
+    /// Whether every deployment a request for `model` can reach, on its
+    /// route and the route's fallbacks, is served by `adapter`: what lets a
+    /// dialect's own members (Anthropic's prompt-cache marks) ride the
+    /// canonical request without reaching a provider that refuses them.
+    pub fn reaches_only(&self, model: &str, adapter: &str) -> bool {
+        let Some((route, _)) = self.route_for(model) else {
+            return false;
+        };
+        let served = |r: &Route| {
+            !r.members.is_empty() && r.members.iter().all(|m| m.deployment.adapter == adapter)
+        };
+        served(route)
+            && route
+                .fallbacks
+                .iter()
+                .all(|f| self.route_for(f).is_some_and(|(r, _)| served(r)))
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }

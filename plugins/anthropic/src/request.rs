@@ -92,6 +92,10 @@ pub enum Block<'a> {
     ToolResult {
         tool_use_id: &'a str,
         content: String,
+        /// A prompt-cache breakpoint: one the tool message's text parts carry
+        /// (the last), as agent loops mark the newest tool result.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
 }
 
@@ -334,9 +338,20 @@ fn tool_result<'m>(
     let Some(id) = &m.tool_call_id else {
         return Err(invalid(&field(".tool_call_id"), "is missing"));
     };
+    let cache_control = match &m.content {
+        Some(Content::Parts(parts)) => parts.iter().rev().find_map(|p| match p {
+            Part::Text {
+                cache_control: Some(c),
+                ..
+            } => Some(c),
+            _ => None,
+        }),
+        _ => None,
+    };
     Ok(Block::ToolResult {
         tool_use_id: id,
         content: m.text(),
+        cache_control,
     })
 }
 
@@ -448,6 +463,23 @@ mod tests {
         );
         assert!(user[1].get("cache_control").is_none());
         assert_eq!(b["tools"][0]["cache_control"]["type"], "ephemeral");
+    }
+
+    /// A tool message's marked text part puts its breakpoint on the
+    /// tool_result block (agent loops mark the newest result); an unmarked
+    /// one, and a plain-text one, get none.
+    #[test]
+    fn a_marked_tool_result_keeps_its_breakpoint() {
+        let b = body(
+            r#"{"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"w","arguments":"{}"}},{"id":"c2","type":"function","function":{"name":"w","arguments":"{}"}},{"id":"c3","type":"function","function":{"name":"w","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"sunny"},{"role":"tool","tool_call_id":"c2","content":[{"type":"text","text":"rain"}]},{"role":"tool","tool_call_id":"c3","content":[{"type":"text","text":"wind","cache_control":{"type":"ephemeral"}},{"type":"text","text":"."}]}]}"#,
+        );
+        let results = &b["messages"][2]["content"];
+        assert_eq!(results.as_array().unwrap().len(), 3, "{b}");
+        assert!(results[0].get("cache_control").is_none());
+        assert!(results[1].get("cache_control").is_none());
+        assert_eq!(results[2]["type"], "tool_result");
+        assert_eq!(results[2]["content"], "wind.");
+        assert_eq!(results[2]["cache_control"]["type"], "ephemeral");
     }
 
     #[test]

@@ -58,11 +58,17 @@ for route in routes:
     suse = next(b for b in final.content if b.type == "tool_use")
     assert suse.input == {"city": "Paris"} and final.stop_reason == "tool_use", final
 
+    # An agent loop's prompt-cache breakpoints (system, tools, the newest
+    # tool result): an Anthropic route carries them to Anthropic, others
+    # drop them (the test checks what each upstream received).
+    mark = {"type": "ephemeral"}
     after = client.messages.create(
-        model=route, max_tokens=256, tools=[weather],
+        model=route, max_tokens=256, tools=[dict(weather, cache_control=mark)],
+        system=[{"type": "text", "text": "Be brief.", "cache_control": mark}],
         messages=ask + [
             {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": use.id, "content": "21C", "cache_control": mark}]},
         ])
     assert "21C" in after.content[0].text, after
 
