@@ -104,7 +104,8 @@ async fn the_anthropic_sdk_reaches_every_dialect_through_v1_messages() {
     );
     assert_eq!(to_claude.body["system"][0]["text"], "Be brief.");
     // The agent loop's breakpoints reached Anthropic where they were put,
-    // and no other dialect's upstream.
+    // and no other dialect's upstream (the openai adapter is the one that
+    // would show them: it passes a request on as sent).
     let marked = seen
         .iter()
         .find(|s| s.path == "/v1/messages" && s.body.to_string().contains("tool_result"))
@@ -130,21 +131,41 @@ async fn the_anthropic_sdk_reaches_every_dialect_through_v1_messages() {
 }
 
 /// Through `/v1/messages`, prompt-cache breakpoints ride only to routes
-/// whose every deployment, fallbacks included, speaks Anthropic: a route
-/// that may fail over to an OpenAI deployment sends none, even to its
-/// Anthropic deployment.
+/// whose every deployment, fallbacks included, speaks Anthropic (a wildcard
+/// route too): a route that has an OpenAI deployment, or may fail over to
+/// one (directly or through another route's fallbacks), sends none, even to
+/// its Anthropic deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_marks_reach_anthropic_only_from_anthropic_only_routes() {
     let mock = Dialects::start().await;
     let mut config = routes(&mock);
+    let claude = |name: &str, model: &str| {
+        json!({"name": name, "adapter": "anthropic",
+        "base_url": format!("{}/v1", mock.url), "model": model, "priority": 0})
+    };
     config["claude-or-gpt"] = json!({
-        "deployments": [{"name": "claude-2", "adapter": "anthropic",
-            "base_url": format!("{}/v1", mock.url), "model": "claude-haiku-4-5"}],
+        "deployments": [claude("claude-2", "claude-haiku-4-5")],
         "fallbacks": ["via-openai"],
     });
+    config["claude-chain"] = json!({
+        "deployments": [claude("claude-3", "claude-chain-model")],
+        "fallbacks": ["claude-or-gpt"],
+    });
+    config["mixed"] = json!({
+        "deployments": [claude("claude-4", "claude-mixed-model"),
+            {"name": "oai-2", "adapter": "openai", "base_url": format!("{}/v1", mock.url),
+             "model": "gpt-4o-mini", "priority": 1}],
+    });
+    config["claude-*"] = json!({"deployments": [claude("claude-wild", "claude-*")]});
     let gw = Gateway::start(config, &["openai", "anthropic"], json!({}));
     let eph = json!({"type": "ephemeral"});
-    for route in ["via-anthropic", "claude-or-gpt"] {
+    for route in [
+        "via-anthropic",
+        "claude-or-gpt",
+        "claude-chain",
+        "mixed",
+        "claude-wildcard-model",
+    ] {
         let body = json!({
             "model": route, "max_tokens": 64,
             "system": [{"type": "text", "text": "Long rules.", "cache_control": eph}],
@@ -171,9 +192,20 @@ async fn cache_marks_reach_anthropic_only_from_anthropic_only_routes() {
     let kept = sent("claude-sonnet-4-5");
     assert_eq!(kept["system"][0]["cache_control"], eph, "{kept}");
     assert_eq!(kept["messages"][0]["content"][0]["cache_control"], eph);
-    let dropped = sent("claude-haiku-4-5");
-    assert_eq!(dropped["system"][0]["text"], "Long rules.");
-    assert!(!dropped.to_string().contains("cache_control"), "{dropped}");
+    let wild = sent("claude-wildcard-model");
+    assert_eq!(wild["system"][0]["cache_control"], eph, "{wild}");
+    for model in [
+        "claude-haiku-4-5",
+        "claude-chain-model",
+        "claude-mixed-model",
+    ] {
+        let dropped = sent(model);
+        assert_eq!(dropped["system"][0]["text"], "Long rules.");
+        assert!(
+            !dropped.to_string().contains("cache_control"),
+            "{model}: {dropped}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

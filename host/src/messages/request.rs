@@ -122,7 +122,9 @@ pub fn to_canonical(body: &[u8], keeps_marks: &dyn Fn(&str) -> bool) -> Result<V
             let mut parts = Vec::new();
             for (i, b) in blocks.iter().enumerate() {
                 match (b["type"].as_str(), b["text"].as_str()) {
-                    (Some("text"), Some(text)) => parts.push(marks.text(text, b)),
+                    (Some("text"), Some(text)) => {
+                        parts.push(marks.text(text, b, &|| format!("system[{i}]"))?)
+                    }
                     _ => return Err(format!("`system[{i}]` is not a text block")),
                 }
             }
@@ -223,24 +225,30 @@ fn user_turn(
     for (j, b) in blocks.iter().enumerate() {
         let at = || format!("messages[{i}].content[{j}]");
         match b["type"].as_str() {
-            Some("text") => parts.push(marks.text(text_of(b, &at)?, b)),
-            Some("image") => parts.push(image(b, &at)?),
+            Some("text") => parts.push(marks.text(text_of(b, &at)?, b, &at)?),
+            Some("image") => {
+                // Checked, and dropped: the canonical image has no mark.
+                Marks(false).of(b, &at)?;
+                parts.push(image(b, &at)?)
+            }
             Some("tool_result") => {
                 let id = b["tool_use_id"]
                     .as_str()
                     .ok_or_else(|| format!("`{}.tool_use_id` is missing", at()))?;
                 // The block's own breakpoint, else its last inner block's.
-                let mut mark = marks.of(b);
+                let mut mark = marks.of(b, &at)?;
                 let text = match &b["content"] {
                     Value::Null => String::new(),
                     Value::String(s) => s.clone(),
                     Value::Array(inner) => {
                         let mut text = String::new();
+                        let mut last = None;
                         for (k, ib) in inner.iter().enumerate() {
                             let inner_at = || format!("{}.content[{k}]", at());
                             text.push_str(text_of(ib, &inner_at)?);
+                            last = marks.of(ib, &inner_at)?.or(last);
                         }
-                        mark = mark.or_else(|| inner.iter().rev().find_map(|ib| marks.of(ib)));
+                        mark = mark.or(last);
                         text
                     }
                     _ => return Err(format!("`{}.content` is neither text nor blocks", at())),
@@ -281,6 +289,8 @@ fn assistant_turn(i: usize, content: &TurnContent) -> Result<Value, String> {
     let mut calls = Vec::new();
     for (j, b) in blocks.iter().enumerate() {
         let at = || format!("messages[{i}].content[{j}]");
+        // Checked, and dropped: the canonical assistant turn has no marks.
+        Marks(false).of(b, &at)?;
         match b["type"].as_str() {
             Some("text") => text.push_str(text_of(b, &at)?),
             Some("tool_use") => {
@@ -321,19 +331,43 @@ fn assistant_turn(i: usize, content: &TurnContent) -> Result<Value, String> {
 struct Marks(bool);
 
 impl Marks {
-    /// The breakpoint of `block`, when they are carried and it has one.
-    fn of(self, block: &Value) -> Option<&Value> {
-        block
-            .get("cache_control")
-            .filter(|m| self.0 && !m.is_null())
+    /// The breakpoint of `block` (at `at`), when they are carried and it has
+    /// one. Checked whether carried or not, so that a request is refused or
+    /// served alike whatever its route reaches: `null`, or
+    /// `{"type": "ephemeral"}` with an optional `ttl` of `"5m"` or `"1h"`
+    /// (Anthropic's only form).
+    fn of<'v>(
+        self,
+        block: &'v Value,
+        at: &dyn Fn() -> String,
+    ) -> Result<Option<&'v Value>, String> {
+        let mark = match block.get("cache_control") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(m) => m,
+        };
+        let ok = mark.as_object().is_some_and(|o| {
+            o.get("type").and_then(Value::as_str) == Some("ephemeral")
+                && o.iter().all(|(k, v)| match k.as_str() {
+                    "type" => true,
+                    "ttl" => matches!(v.as_str(), Some("5m" | "1h")),
+                    _ => false,
+                })
+        });
+        if !ok {
+            return Err(format!(
+                "`{}.cache_control` must be {{\"type\": \"ephemeral\"}}, with an optional \"ttl\" of \"5m\" or \"1h\"",
+                at()
+            ));
+        }
+        Ok(self.0.then_some(mark))
     }
 
     /// A canonical text part for `text`, with `block`'s breakpoint.
-    fn text(self, text: &str, block: &Value) -> Value {
-        match self.of(block) {
+    fn text(self, text: &str, block: &Value, at: &dyn Fn() -> String) -> Result<Value, String> {
+        Ok(match self.of(block, at)? {
             None => json!({"type": "text", "text": text}),
             Some(m) => json!({"type": "text", "text": text, "cache_control": m}),
-        }
+        })
     }
 }
 
@@ -388,7 +422,7 @@ fn tools(list: &[Value], marks: Marks) -> Result<Vec<Value>, String> {
             f["description"] = json!(d);
         }
         let mut tool = json!({"type": "function", "function": f});
-        if let Some(m) = marks.of(t) {
+        if let Some(m) = marks.of(t, &|| format!("tools[{i}]"))? {
             tool["cache_control"] = m.clone();
         }
         out.push(tool);
@@ -531,6 +565,97 @@ mod tests {
         let dropped = canonical(body);
         assert!(!dropped.to_string().contains("cache_control"), "{dropped}");
         assert_eq!(dropped["messages"][3]["content"], "sun");
+    }
+
+    /// A tool result's own mark wins over its inner blocks'; among those the
+    /// last marked one's; marks on images and assistant turns are dropped
+    /// even where marks are kept; no mark is ever added.
+    #[test]
+    fn cache_marks_collapse_onto_their_block_and_are_never_added() {
+        let eph = json!({"type": "ephemeral"});
+        let hour = json!({"type": "ephemeral", "ttl": "1h"});
+        let five = json!({"type": "ephemeral", "ttl": "5m"});
+        let body = json!({
+            "model": "m", "max_tokens": 64,
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Look.", "cache_control": eph},
+                    {"type": "image", "cache_control": eph,
+                     "source": {"type": "url", "url": "https://example.com/a.png"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Calling.", "cache_control": eph},
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {}, "cache_control": eph},
+                    {"type": "tool_use", "id": "t2", "name": "w", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "cache_control": hour,
+                     "content": [{"type": "text", "text": "a", "cache_control": five}]},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": [
+                        {"type": "text", "text": "b", "cache_control": five},
+                        {"type": "text", "text": "c", "cache_control": hour},
+                        {"type": "text", "text": "d"}]}]}
+            ]
+        });
+        let c: Value =
+            serde_json::from_slice(&to_canonical(body.to_string().as_bytes(), &|_| true).unwrap())
+                .unwrap();
+        let m = &c["messages"];
+        assert_eq!(m[0]["content"][0]["cache_control"], eph);
+        assert!(m[0]["content"][1].get("cache_control").is_none(), "{c}");
+        assert!(!m[1].to_string().contains("cache_control"), "{c}");
+        assert_eq!(
+            m[2]["content"][0]["cache_control"], hour,
+            "its own mark wins"
+        );
+        assert_eq!(m[3]["content"][0]["text"], "bcd");
+        assert_eq!(
+            m[3]["content"][0]["cache_control"], hour,
+            "the last marked block's"
+        );
+        let marks = |v: &Value| v.to_string().matches("cache_control").count();
+        assert_eq!(marks(&c), 3, "{c}");
+    }
+
+    /// A mark that is not Anthropic's one form is refused by name, whether
+    /// or not the route would carry it.
+    #[test]
+    fn a_malformed_cache_mark_is_refused_by_name() {
+        let base = || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let at_system = |mark: Value| {
+            let mut b = base();
+            b["system"] = json!([{"type": "text", "text": "s", "cache_control": mark}]);
+            b
+        };
+        for bad in [
+            json!("ephemeral"),
+            json!({}),
+            json!({"type": "persistent"}),
+            json!({"type": "ephemeral", "ttl": "2h"}),
+            json!({"type": "ephemeral", "scope": "org"}),
+        ] {
+            for keep in [false, true] {
+                let why = to_canonical(at_system(bad.clone()).to_string().as_bytes(), &|_| keep)
+                    .unwrap_err();
+                assert!(why.contains("`system[0].cache_control`"), "{bad}: {why}");
+            }
+        }
+        let mut b = base();
+        b["tools"] = json!([{"name": "w", "input_schema": {}, "cache_control": 1}]);
+        assert!(refused(b).contains("`tools[0].cache_control`"));
+        let mut b = base();
+        b["messages"] = json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+            "content": [{"type": "text", "text": "r", "cache_control": []}]}]}]);
+        assert!(refused(b).contains("`messages[0].content[0].content[0].cache_control`"));
+        let mut b = base();
+        b["messages"] = json!([{"role": "user", "content": "q"}, {"role": "assistant",
+            "content": [{"type": "text", "text": "a", "cache_control": "x"}]}]);
+        assert!(refused(b).contains("`messages[1].content[0].cache_control`"));
+        // `null` is no mark.
+        assert!(
+            canonical(at_system(Value::Null))
+                .to_string()
+                .find("cache_control")
+                .is_none()
+        );
     }
 
     #[test]
