@@ -106,6 +106,33 @@ async fn a_429_without_retry_after_moves_on_at_once_and_cools_the_deployment_dow
     );
 }
 
+/// An upstream that keeps answering 429 with `Retry-After: 0` is not sent a
+/// request per millisecond while the caller waits in the queue for another
+/// deployment (at its own rpm limit) to free up: the cool-down an upstream
+/// asks for has a floor (250 ms), so the queue's 2 s wait sends it a
+/// handful, and the caller gets its 429 when the wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_saying_retry_at_once_is_not_resent_in_a_hot_loop() {
+    let mock = Mock::start().await;
+    let mut limited = deployment("limited", &mock.url, "good");
+    limited["rpm"] = json!(1);
+    let gw = start(routes(
+        deployment("eager", &mock.url, "rate-429-now"),
+        limited,
+    ));
+    // The limited deployment's one request a minute is spent.
+    let (status, who, _) = ask(&gw).await;
+    assert_eq!((status, who.as_str()), (200, "limited"));
+    let before = mock.hits("rate-429-now");
+    let started = Instant::now();
+    let (status, _, _) = ask(&gw).await;
+    let took = started.elapsed();
+    let hits = mock.hits("rate-429-now") - before;
+    assert_eq!(status, 429, "{hits} requests in {took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!((2..=20).contains(&hits), "{hits} requests in {took:?}");
+}
+
 /// An upstream that accepts the connection, reads the request and resets
 /// it (RST) before any header.
 async fn resetting_upstream() -> (String, Arc<AtomicUsize>) {

@@ -7,6 +7,7 @@
 //! | `fail-500`   | 500 with an OpenAI error body |
 //! | `rate-429`   | 429 with `Retry-After: 30` |
 //! | `rate-429-bare` | 429 without `Retry-After` |
+//! | `rate-429-now` | 429 with `Retry-After: 0` (retry at once, it says, forever) |
 //! | `fail-503`   | 503 `overloaded` (an outage) |
 //! | `keepalive-mid` | streams: one chunk, then only `: keep-alive` comments, every 100 ms |
 //! | `fail-500-once` | its first request a 500, then normal answers |
@@ -287,6 +288,16 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().unwrap());
+            return r;
+        }
+        "rate-429-now" => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "slow down",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "0".parse().unwrap());
             return r;
         }
         "rate-429-bare" => {

@@ -457,6 +457,12 @@ pub(super) struct KeyVerdict {
     pub other_key: bool,
 }
 
+/// The shortest cool-down an upstream's `Retry-After` buys a key or a
+/// deployment: short enough for a provider's "retry in 100 ms" to cost
+/// little, long enough that a queue waiting on it tries a few times a
+/// second, not a thousand.
+pub const MIN_UPSTREAM_RETRY_AFTER_MS: u64 = 250;
+
 impl Gateway {
     /// What a failed attempt means for the key it was sent with: a 429
     /// cools the key down (for the upstream's Retry-After, capped by
@@ -472,7 +478,10 @@ impl Gateway {
     ) -> KeyVerdict {
         let cap = self.config.limits.max_retry_after_ms;
         if let Some(ms) = attempt.retry_after_ms {
-            attempt.retry_after_ms = Some(ms.min(cap));
+            // `Retry-After: 0` (or a date already past) from an upstream
+            // that keeps refusing would have waiting requests resend to it
+            // every millisecond: it counts as the floor.
+            attempt.retry_after_ms = Some(ms.max(MIN_UPSTREAM_RETRY_AFTER_MS).min(cap));
         }
         match (attempt.class, attempt.status) {
             (FailureClass::RateLimited, Some(_)) => {
