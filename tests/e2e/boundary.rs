@@ -442,3 +442,60 @@ async fn a_faulting_plugin_is_quarantined() {
     );
     assert_eq!(health["plugin_detail"]["spin"]["wit"], "0.2.0");
 }
+
+/// What an adapter hands back is checked before a client sees it: a whole
+/// answer that is not a chat completion fails its attempt (the next
+/// deployment serves; alone, a 502 naming the adapter), a stream's chunks
+/// spread over lines reach the client compact, one event each, and chunks
+/// that are not JSON fail the stream instead of reaching the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_adapter_returns_is_checked_before_a_client_sees_it() {
+    let mock = Mock::start().await;
+    let hostile = |model: &str| json!({"name": model, "adapter": "hostile", "base_url": mock.url, "model": model});
+    let mut first = hostile("not-a-completion");
+    first["name"] = json!("not-a-completion-1");
+    let routes = json!({
+        "bad-then-good": {"deployments": [first, deployment("fallback", &mock.url, "good")]},
+        "bad": {"deployments": [hostile("not-a-completion")]},
+        "pretty": {"deployments": [hostile("pretty-chunks")]},
+        "junk": {"deployments": [hostile("junk-chunks")]},
+    });
+    let gw = Gateway::start(routes, &["openai", "hostile"], json!({}));
+    let r = gw.chat("bad-then-good", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_body(r).await["model"], "fallback");
+    let r = gw.chat("bad", false).await;
+    assert_eq!(r.status(), 502);
+    let body = json_body(r).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("hostile") && message.contains("not a chat completion"),
+        "{body}"
+    );
+
+    let r = gw.chat("pretty", true).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    let mut content = String::new();
+    for e in &events[..events.len() - 1] {
+        let data = e.strip_prefix("data: ").unwrap_or_else(|| panic!("{e:?}"));
+        assert!(!data.contains('\n'), "one line an event: {data:?}");
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        content.push_str(
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or(""),
+        );
+    }
+    assert!(!content.is_empty(), "{text}");
+
+    let r = gw.chat("junk", true).await;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("data: hello"), "{text}");
+    assert!(!text.contains("[DONE]"), "never a clean end: {text}");
+    assert!(status == 502 || text.contains("error"), "{status}: {text}");
+    gw.assert_log("stream chunk 0 is not a JSON object");
+}

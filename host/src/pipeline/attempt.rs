@@ -24,6 +24,37 @@ pub(super) fn plugin_failed(deployment: &str, e: PluginError) -> Attempt {
     Attempt::new(deployment, class, e.to_string())
 }
 
+/// Whether `body` is a `chat.completion` a client can read: a JSON object
+/// whose `choices` is a list of objects, each with a `message` object (the
+/// rest is the adapter's to say). The reason, when it is not.
+pub(super) fn completion_shape(body: &str) -> Result<(), String> {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    #[derive(Deserialize)]
+    struct Completion<'a> {
+        #[serde(borrow)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        message: &'a RawValue,
+    }
+    // (A derived struct also reads a JSON array, by position.)
+    if !body.trim_start().starts_with('{') {
+        return Err("not a JSON object".into());
+    }
+    let c: Completion = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    match c
+        .choices
+        .iter()
+        .position(|ch| !ch.message.get().starts_with('{'))
+    {
+        Some(i) => Err(format!("choices[{i}].message is not an object")),
+        None => Ok(()),
+    }
+}
+
 impl Gateway {
     /// One attempt on one deployment. What it learns (status, upstream
     /// time, usage and cost) goes into `record`; a committed stream hands
@@ -205,6 +236,23 @@ impl Gateway {
         }
         log_usage(record);
         rec.update_open_attempt(record);
+        // What the adapter made of a 2xx answer is sent on as it is: one
+        // that is not a chat completion (a third-party adapter's bug) is its
+        // failure, and the next candidate is tried, never a 200 the client
+        // cannot read. (Its usage stays: the upstream answered, and billed.)
+        if let Err(why) = completion_shape(&answer.body) {
+            let head: String = answer.body.chars().take(200).collect();
+            tracing::warn!(request_id = %request_id, deployment = %d.name, plugin = %adapter.id,
+                "the adapter's answer is not a chat completion ({why}); it began: {head:?}");
+            return Err(Attempt::new(
+                &d.name,
+                FailureClass::Plugin,
+                format!(
+                    "adapter {}: its answer is not a chat completion ({why})",
+                    adapter.id
+                ),
+            ));
+        }
 
         if let Some(plan) = structured {
             match plan.check(&answer.body) {
@@ -304,5 +352,36 @@ fn log_usage(record: &AttemptRecord) {
             cost_usd = record.cost.unwrap_or(0.0),
             "usage"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::completion_shape;
+
+    #[test]
+    fn only_a_chat_completion_passes_the_shape_check() {
+        assert!(completion_shape(r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{}}"#).is_ok());
+        assert!(
+            completion_shape(r#"{"choices":[]}"#).is_ok(),
+            "n=0 is the caller's to judge"
+        );
+        for (bad, why) in [
+            ("", "not a JSON object"),
+            ("not json", "not a JSON object"),
+            (r#"[[{"message":{}}]]"#, "not a JSON object"),
+            ("{", "EOF"),
+            (r#"{"id":"x"}"#, "missing field `choices`"),
+            (r#"{"choices":{}}"#, "expected a sequence"),
+            (r#"{"choices":[{"text":"hi"}]}"#, "missing field `message`"),
+            (
+                r#"{"choices":[{"message":{}},{"message":"hi"}]}"#,
+                "choices[1].message",
+            ),
+            (r#"{"choices":[{"message":{}}]} trailing"#, "trailing"),
+        ] {
+            let e = completion_shape(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

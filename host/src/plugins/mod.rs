@@ -17,6 +17,7 @@
 pub mod abi;
 pub mod cache;
 pub mod call;
+mod chunks;
 pub mod engine;
 pub mod host_api;
 pub mod limits;

@@ -202,8 +202,9 @@ impl StreamSession {
             events,
         };
         match self.plugin.call(&self.request_id, call).await? {
-            Ok((batch, next)) => {
+            Ok((mut batch, next)) => {
                 self.plugin.check_state(&next)?;
+                super::chunks::check(&self.plugin.id, &mut batch.chunks)?;
                 *state = next;
                 Ok(Ok(batch))
             }
@@ -235,6 +236,10 @@ impl StreamSession {
         };
         let (back, result) = plugin.drive(work, budget).await?;
         *slot = back;
+        let mut result = result;
+        if let Ok(Ok(batch)) = &mut result {
+            super::chunks::check(&plugin.id, &mut batch.chunks)?;
+        }
         result
     }
 }

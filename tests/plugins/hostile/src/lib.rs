@@ -22,6 +22,9 @@
 //! | `authority` | path `//evil.example/x` |
 //! | `backslash` | path `/..\admin` |
 //! | `slow` | none, but building and parsing each burn 1 ms (moves the adapter's calls to the plugin runtime) |
+//! | `not-a-completion` | none, but a whole answer comes back as `{"text": ...}`, not a chat completion |
+//! | `pretty-chunks` | none, but stream chunks are pretty-printed JSON (line breaks inside) |
+//! | `junk-chunks` | none, but each stream chunk is plain text, not JSON |
 //!
 //! Any other model fails the build (so a typo in a test is not a silent pass).
 
@@ -79,6 +82,9 @@ impl Adapter for Hostile {
         };
         obj.insert("model".into(), Value::String(target.deployment.clone()));
         let usage = usage_of(obj.get("usage"));
+        if target.model == "not-a-completion" {
+            return Ok(ChatResponse::new(r#"{"text":"hi"}"#.into(), usage));
+        }
         Ok(ChatResponse::new(v.to_string(), usage))
     }
 
@@ -104,7 +110,7 @@ fn attack(name: &str, request: HttpRequest) -> Result<HttpRequest, BuildError> {
         ..request.clone()
     };
     Ok(match name {
-        "clean" => request,
+        "clean" | "not-a-completion" | "pretty-chunks" | "junk-chunks" => request,
         // Not an attack: a build slow enough to move this adapter's calls
         // to the plugin runtime.
         "slow" => {
@@ -221,7 +227,11 @@ impl StreamParser for Stream {
         {
             self.finished = true;
         }
-        out.push(v.to_string());
+        match target.model.as_str() {
+            "pretty-chunks" => out.push(serde_json::to_string_pretty(&v).unwrap_or_default()),
+            "junk-chunks" => out.push("hello"),
+            _ => out.push(v.to_string()),
+        }
         Ok(())
     }
 
