@@ -16,12 +16,13 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 /// The Anthropic body for a canonical non-streamed answer, or why there is
-/// none (an answer with no choice): never an OpenAI body to an Anthropic
-/// client, which would read it as an empty message.
+/// none (an answer with no choice, a tool call without usable arguments):
+/// never an OpenAI body to an Anthropic client, which would read it as an
+/// empty message.
 pub fn answer(body: &[u8]) -> Result<Vec<u8>, crate::error::ApiError> {
-    response::to_message(body).ok_or_else(|| {
+    response::to_message(body).map_err(|why| {
         crate::error::ApiError::Untranslatable(format!(
-            "the answer has no choice to translate: {}",
+            "{why}: {}",
             String::from_utf8_lossy(&body[..body.len().min(200)])
         ))
     })

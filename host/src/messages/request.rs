@@ -131,7 +131,16 @@ pub fn to_canonical(body: &[u8], keeps_marks: &dyn Fn(&str) -> bool) -> Result<V
             messages.push(json!({"role": "system", "content": parts}));
         }
     }
+    let last = req.messages.len().saturating_sub(1);
     for (i, turn) in req.messages.iter().enumerate() {
+        // As Anthropic's API has it: only a final assistant turn (a prefill)
+        // may be empty; dropped, an empty turn would leave two turns of one
+        // role side by side, or no message at all.
+        if matches!(&turn.content, TurnContent::Blocks(b) if b.is_empty())
+            && (turn.role == "user" || i != last)
+        {
+            return Err(format!("`messages[{i}].content` is empty"));
+        }
         match turn.role.as_str() {
             "user" => user_turn(i, &turn.content, marks, &mut messages)?,
             "assistant" => messages.push(assistant_turn(i, &turn.content)?),
@@ -678,6 +687,13 @@ mod tests {
         assert!(refused(b).contains("frobnicate"));
         let b = json!({"model": "m", "messages": []});
         assert!(refused(b).contains("max_tokens"));
+        let mut b = base();
+        b["messages"] = json!([{"role": "user", "content": []}]);
+        assert!(refused(b).contains("`messages[0].content` is empty"));
+        let mut b = base();
+        b["messages"] = json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": []},
+            {"role": "user", "content": "again"}]);
+        assert!(refused(b).contains("`messages[1].content` is empty"));
     }
 
     /// Structured outputs as the Anthropic SDK sends them

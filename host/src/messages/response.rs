@@ -50,19 +50,44 @@ pub fn message_id(canonical_id: Option<&str>) -> String {
 }
 
 /// The Anthropic message for a canonical `chat.completion` body (its first
-/// choice: Anthropic answers one). `None` when the body is not one.
-pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
-    let c: Value = serde_json::from_slice(body).ok()?;
-    let choice = c["choices"].get(0)?;
+/// choice: Anthropic answers one), or why it cannot be one: no choice, or a
+/// tool call whose arguments are not a JSON object in an answer that was
+/// not cut short (Anthropic's `input` is an object; `{}` would have the
+/// caller run the tool with nothing). A refusal (OpenAI's
+/// `message.refusal`) is the text, with `stop_reason: "refusal"`.
+pub fn to_message(body: &[u8]) -> Result<Vec<u8>, String> {
+    let no_choice = || "the answer has no choice to translate".to_string();
+    let c: Value = serde_json::from_slice(body).map_err(|_| no_choice())?;
+    let choice = c["choices"].get(0).ok_or_else(no_choice)?;
     let msg = &choice["message"];
     let stop_sequence = stop_sequence(choice);
+    let cut = choice["finish_reason"] == "length";
+    let refusal = msg["refusal"].as_str().filter(|t| !t.is_empty());
     let mut content = Vec::new();
-    if let Some(text) = msg["content"].as_str().filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": text}));
+    for text in [msg["content"].as_str(), refusal].into_iter().flatten() {
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
     }
-    for call in msg["tool_calls"].as_array().into_iter().flatten() {
+    for (i, call) in msg["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        let input = match serde_json::from_str::<Value>(args) {
+            Ok(input @ Value::Object(_)) => input,
+            // Cut by the length limit: the stop reason says so.
+            _ if cut => json!({}),
+            _ => {
+                let head: String = args.chars().take(80).collect();
+                return Err(format!(
+                    "tool call {i} ({}) has arguments that are not a JSON object: {head:?}",
+                    call["function"]["name"].as_str().unwrap_or_default()
+                ));
+            }
+        };
         content.push(json!({
             "type": "tool_use",
             "id": call["id"],
@@ -76,11 +101,15 @@ pub fn to_message(body: &[u8]) -> Option<Vec<u8>> {
         "role": "assistant",
         "model": c["model"],
         "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str(), stop_sequence),
+        "stop_reason": if refusal.is_some() {
+            "refusal"
+        } else {
+            stop_reason(choice["finish_reason"].as_str(), stop_sequence)
+        },
         "stop_sequence": stop_sequence,
         "usage": usage(&c["usage"]),
     });
-    serde_json::to_vec(&message).ok()
+    serde_json::to_vec(&message).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -109,7 +138,41 @@ mod tests {
         assert_eq!(m["usage"]["input_tokens"], 20);
         assert_eq!(m["usage"]["cache_read_input_tokens"], 100);
         assert_eq!(m["usage"]["output_tokens"], 9);
-        assert!(to_message(b"{}").is_none());
+        assert!(to_message(b"{}").unwrap_err().contains("no choice"));
+    }
+
+    /// An OpenAI refusal is the text with `stop_reason: "refusal"`; tool
+    /// arguments that are not a JSON object are an error naming the call,
+    /// unless the answer was cut by its length limit (`max_tokens` says so).
+    #[test]
+    fn refusals_and_unusable_tool_arguments() {
+        let answer = |message: Value, finish: &str| {
+            let body = json!({"id": "c", "model": "dep", "usage": {},
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}]});
+            to_message(body.to_string().as_bytes())
+                .map(|m| serde_json::from_slice::<Value>(&m).unwrap())
+        };
+        let m = answer(
+            json!({"role": "assistant", "content": null, "refusal": "I can't help with that."}),
+            "stop",
+        )
+        .unwrap();
+        assert_eq!(
+            m["content"],
+            json!([{"type": "text", "text": "I can't help with that."}])
+        );
+        assert_eq!(m["stop_reason"], "refusal");
+        let call = |args: &str| {
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]})
+        };
+        for bad in ["{\"city\": \"Par", "[1]", "not json"] {
+            let why = answer(call(bad), "tool_calls").unwrap_err();
+            assert!(why.contains("tool call 0 (get_weather)"), "{why}");
+        }
+        let cut = answer(call("{\"city\": \"Par"), "length").unwrap();
+        assert_eq!(cut["content"][0]["input"], json!({}));
+        assert_eq!(cut["stop_reason"], "max_tokens");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Translator {
     /// The stop sequence that ended the answer, when the deployment named it.
     stop_sequence: Option<String>,
     usage: Option<Value>,
+    /// The model refused (OpenAI's `delta.refusal`): its words are the
+    /// text, and the stop reason is `refusal`.
+    refused: bool,
     /// `[DONE]` or an error event went out: nothing more is sent.
     ended: bool,
 }
@@ -46,6 +49,7 @@ impl Default for Translator {
             started: false,
             open: Open::None,
             next_block: 0,
+            refused: false,
             stop: None,
             stop_sequence: None,
             usage: None,
@@ -105,7 +109,11 @@ impl Translator {
                 &json!({
                     "type": "message_delta",
                     "delta": {
-                        "stop_reason": stop_reason(self.stop.as_deref(), self.stop_sequence.as_deref()),
+                        "stop_reason": if self.refused {
+                            "refusal"
+                        } else {
+                            stop_reason(self.stop.as_deref(), self.stop_sequence.as_deref())
+                        },
                         "stop_sequence": self.stop_sequence,
                     },
                     "usage": delta_usage,
@@ -141,7 +149,13 @@ impl Translator {
             return;
         };
         let delta = &choice["delta"];
-        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        let refusal = delta["refusal"].as_str().filter(|t| !t.is_empty());
+        self.refused |= refusal.is_some();
+        for text in [delta["content"].as_str(), refusal]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+        {
             if self.open != Open::Text {
                 self.close_block(out);
                 self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);
@@ -251,6 +265,30 @@ mod tests {
         "data: {\"id\":\"c1\",\"model\":\"dep\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":12,\"prompt_tokens_details\":{\"cached_tokens\":10}}}\n\n",
         "data: [DONE]\n\n",
     );
+
+    /// A streamed refusal (OpenAI's `delta.refusal`) is text, and the
+    /// stop reason says `refusal`.
+    #[test]
+    fn a_streamed_refusal_is_text_with_its_stop_reason() {
+        let mut t = Translator::default();
+        let mut out = t.push(concat!(
+            "data: {\"id\":\"c2\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"refusal\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c2\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"I can't\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c2\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\" help.\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c2\",\"model\":\"dep\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        ).as_bytes());
+        out.extend(t.finish());
+        let ev = events(&out);
+        let text: String = ev
+            .iter()
+            .filter(|(k, _)| k == "content_block_delta")
+            .map(|(_, e)| e["delta"]["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(text, "I can't help.");
+        let delta = ev.iter().find(|(k, _)| k == "message_delta").unwrap();
+        assert_eq!(delta.1["delta"]["stop_reason"], "refusal");
+    }
 
     #[test]
     fn text_then_tool_call() {
