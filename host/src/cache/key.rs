@@ -45,6 +45,7 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
     for name in IGNORED {
         map.remove(*name);
     }
+    without_cache_marks(map);
     let deterministic = map
         .get("temperature")
         .and_then(serde_json::Value::as_f64)
@@ -66,6 +67,27 @@ pub fn key_for(route: &str, parts: &[&str], request: &str) -> Result<Normalised,
         include_usage,
         stream_whole,
     })
+}
+
+/// Prompt-cache marks (`cache_control` on content parts and tools) change
+/// what the provider bills, not what it answers: two requests that differ
+/// only in them are one question.
+fn without_cache_marks(map: &mut serde_json::Map<String, serde_json::Value>) {
+    let unmark = |item: &mut serde_json::Value| {
+        if let Some(o) = item.as_object_mut() {
+            o.remove("cache_control");
+        }
+    };
+    if let Some(messages) = map.get_mut("messages").and_then(|m| m.as_array_mut()) {
+        messages
+            .iter_mut()
+            .filter_map(|m| m.get_mut("content")?.as_array_mut())
+            .flatten()
+            .for_each(unmark);
+    }
+    if let Some(tools) = map.get_mut("tools").and_then(|t| t.as_array_mut()) {
+        tools.iter_mut().for_each(unmark);
+    }
 }
 
 /// `0.0` and `0` are one number in JSON: written alike.

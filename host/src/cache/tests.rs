@@ -109,6 +109,24 @@ fn the_key_ignores_delivery_and_caller_but_not_the_question_or_the_plugins() {
     assert!(key_for("m", &[], "[1]").is_err());
 }
 
+/// Prompt-cache marks change the bill, not the answer: one key with or
+/// without them; the text they mark still counts.
+#[test]
+fn the_key_ignores_prompt_cache_marks() {
+    let k = |body: &str| key_for("m", &["h1"], body).unwrap().key;
+    let plain = k(
+        r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"rules"}]},{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+    );
+    let marked = k(
+        r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"rules","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral","ttl":"1h"}}]}],"tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral"}}]}"#,
+    );
+    assert_eq!(plain, marked);
+    let other = k(
+        r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"rules!","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+    );
+    assert_ne!(plain, other);
+}
+
 #[test]
 fn directives_read_both_headers_and_refuse_unknown_values() {
     let d = |cc, sw| Directives::parse(cc, sw).unwrap();
