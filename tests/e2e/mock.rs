@@ -202,6 +202,16 @@ async fn other() -> Response {
     )
 }
 
+/// A 429 `rate_limit_error`, with `Retry-After` when given.
+fn too_many(message: &str, retry_after: Option<&str>) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+    if let Some(after) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, after.parse().unwrap());
+    }
+    r
+}
+
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
@@ -231,14 +241,7 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
     {
         Some("Bearer key-429") => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "key over quota",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, "86400".parse().unwrap());
-            return r;
+            return too_many("key over quota", Some("86400"));
         }
         Some("Bearer key-401") => {
             return error(
@@ -254,14 +257,7 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
     let stream = request["stream"].as_bool().unwrap_or(false);
     *hits.0.lock().unwrap().entry(model.clone()).or_default() += 1;
     if hits.5.lock().unwrap().contains(&model) {
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "slow down",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, "30".parse().unwrap());
-        return r;
+        return too_many("slow down", Some("30"));
     }
     let delay = hits.4.lock().unwrap().get(&model).copied();
     if let Some(delay) = delay {
@@ -281,31 +277,13 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
             );
         }
         "rate-429-once" if nth == 1 => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "slow down",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, "1".parse().unwrap());
-            return r;
+            return too_many("slow down", Some("1"));
         }
         "rate-429-now" => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "slow down",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, "0".parse().unwrap());
-            return r;
+            return too_many("slow down", Some("0"));
         }
         "rate-429-bare" => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "slow down",
-            );
+            return too_many("slow down", None);
         }
         "fail-503" => {
             return error(
@@ -322,14 +300,7 @@ async fn chat(State(hits): State<Hits>, headers: axum::http::HeaderMap, body: By
             );
         }
         "rate-429" => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "slow down",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, "30".parse().unwrap());
-            return r;
+            return too_many("slow down", Some("30"));
         }
         "bad-request" => {
             return error(

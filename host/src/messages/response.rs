@@ -5,8 +5,16 @@ use serde_json::{Value, json};
 /// Anthropic's `stop_reason` for a canonical finish reason, and the stop
 /// sequence that ended the answer when the deployment named one (an
 /// Anthropic deployment does: its adapter passes it on as the choice's
-/// `stop_sequence`).
-pub fn stop_reason(finish: Option<&str>, stop_sequence: Option<&str>) -> &'static str {
+/// `stop_sequence`). An answer that is a refusal (OpenAI's `refusal`) says
+/// `refusal` whatever its finish reason.
+pub fn stop_reason(
+    finish: Option<&str>,
+    stop_sequence: Option<&str>,
+    refused: bool,
+) -> &'static str {
+    if refused {
+        return "refusal";
+    }
     match finish {
         Some("stop") if stop_sequence.is_some() => "stop_sequence",
         Some("length") => "max_tokens",
@@ -101,11 +109,7 @@ pub fn to_message(body: &[u8]) -> Result<Vec<u8>, String> {
         "role": "assistant",
         "model": c["model"],
         "content": content,
-        "stop_reason": if refusal.is_some() {
-            "refusal"
-        } else {
-            stop_reason(choice["finish_reason"].as_str(), stop_sequence)
-        },
+        "stop_reason": stop_reason(choice["finish_reason"].as_str(), stop_sequence, refusal.is_some()),
         "stop_sequence": stop_sequence,
         "usage": usage(&c["usage"]),
     });
@@ -197,10 +201,14 @@ mod tests {
 
     #[test]
     fn stop_reasons() {
-        assert_eq!(stop_reason(Some("stop"), None), "end_turn");
-        assert_eq!(stop_reason(Some("stop"), Some("END")), "stop_sequence");
-        assert_eq!(stop_reason(Some("length"), None), "max_tokens");
-        assert_eq!(stop_reason(Some("content_filter"), None), "refusal");
-        assert_eq!(stop_reason(None, None), "end_turn");
+        assert_eq!(stop_reason(Some("stop"), None, false), "end_turn");
+        assert_eq!(
+            stop_reason(Some("stop"), Some("END"), false),
+            "stop_sequence"
+        );
+        assert_eq!(stop_reason(Some("length"), None, false), "max_tokens");
+        assert_eq!(stop_reason(Some("content_filter"), None, false), "refusal");
+        assert_eq!(stop_reason(None, None, false), "end_turn");
+        assert_eq!(stop_reason(Some("stop"), Some("END"), true), "refusal");
     }
 }

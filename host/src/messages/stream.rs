@@ -109,11 +109,11 @@ impl Translator {
                 &json!({
                     "type": "message_delta",
                     "delta": {
-                        "stop_reason": if self.refused {
-                            "refusal"
-                        } else {
-                            stop_reason(self.stop.as_deref(), self.stop_sequence.as_deref())
-                        },
+                        "stop_reason": stop_reason(
+                            self.stop.as_deref(),
+                            self.stop_sequence.as_deref(),
+                            self.refused,
+                        ),
                         "stop_sequence": self.stop_sequence,
                     },
                     "usage": delta_usage,
