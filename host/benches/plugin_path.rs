@@ -109,10 +109,12 @@ impl Fixture {
                 .expect("bench runtime"),
             response: UpstreamResponse {
                 status: 200,
-                headers: vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("x-request-id".into(), "req_8f2c1e0b7a6d4f3e9c1b2a0d".into()),
-                ],
+                headers: [
+                    ("content-type", "application/json"),
+                    ("x-request-id", "req_8f2c1e0b7a6d4f3e9c1b2a0d"),
+                ]
+                .into_iter()
+                .collect(),
                 body: UPSTREAM_BODY.as_bytes().to_vec(),
             },
         }

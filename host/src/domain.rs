@@ -308,12 +308,64 @@ pub enum BuildError {
     Failed(String),
 }
 
-/// A complete upstream response (header names lower case).
+/// A complete upstream response.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UpstreamResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderBlock,
     pub body: Vec<u8>,
+}
+
+/// Response headers as adapters are shown them: one `name: value` line
+/// each, ending in a line feed, names lower case, grouped by name in the
+/// order each name first came (`HeaderMap`'s order).
+///
+/// Kept as the text it crosses into the sandbox as (WIT 0.2's
+/// `header-block`): one string per call whatever the number of headers,
+/// where a list of pairs costs the guest two allocations, and the host two
+/// calls into it, per header. Values are visible text (see
+/// [`header_block`](crate::upstream::header_block)), so a line break never
+/// appears in one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderBlock(String);
+
+impl HeaderBlock {
+    /// Appends one header. `name` must be a header name and `value` free of
+    /// line breaks (callers pass what `http` validated).
+    pub fn push(&mut self, name: &str, value: &str) {
+        debug_assert!(!name.contains([':', '\n']) && !value.contains(['\r', '\n']));
+        self.0.reserve(name.len() + value.len() + 3);
+        self.0.push_str(name);
+        self.0.push_str(": ");
+        self.0.push_str(value);
+        self.0.push('\n');
+    }
+
+    /// The block as text, as an adapter of WIT 0.2 receives it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The headers as (name, value) pairs, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .split_terminator('\n')
+            .filter_map(|line| line.split_once(": "))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for HeaderBlock {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut block = HeaderBlock::default();
+        for (name, value) in pairs {
+            block.push(name, value);
+        }
+        block
+    }
 }
 
 /// An adapter's classification of a failed upstream call.

@@ -41,9 +41,9 @@ pub trait Adapter {
     }
 
     /// The response headers this adapter reads (names, or prefixes ending in
-    /// `-`, lower case): the host passes it only those, which saves two
-    /// copies into the sandbox per header per call (providers send two
-    /// dozen). Default `None`: every header. An adapter that reads headers
+    /// `-`, lower case): the host passes it only those, so the header block
+    /// copied into the sandbox and scanned on each call holds a few lines
+    /// rather than the two dozen providers send. Default `None`: every header. An adapter that reads headers
     /// only through the SDK's helpers (quota, retry delays, `Date`) returns
     /// [`read_by_sdk_and(&[])`](crate::read_by_sdk_and).
     fn response_headers() -> Option<Vec<String>> {
@@ -81,8 +81,10 @@ pub trait Adapter {
     /// common dialects ([`QuotaHint::from_headers`]); override it for a
     /// provider with headers of its own, and name those in
     /// [`Adapter::response_headers`] if it declares a list (only the
-    /// headers listed there arrive).
-    fn quota(headers: &[(String, String)]) -> Option<QuotaHint> {
+    /// headers listed there arrive). `headers` is the response's header
+    /// block: read it with [`header`](crate::header) or
+    /// [`header_lines`](crate::header_lines).
+    fn quota(headers: &str) -> Option<QuotaHint> {
         QuotaHint::from_headers(headers)
     }
 }
@@ -173,7 +175,7 @@ impl<A: Adapter> wit::Guest for AdapterExport<A> {
     fn begin_stream(
         target: Target,
         request: String,
-        headers: Vec<(String, String)>,
+        headers: String,
     ) -> Result<StreamStart, UpstreamError> {
         crate::run::begin_stream::<A>(&target, &request, &headers)
     }

@@ -173,7 +173,7 @@ pub fn excerpt(body: &[u8]) -> String {
 
 /// Classifies a non-2xx upstream response in any of the shapes above;
 /// the message is the upstream's own, else the body's first 200 bytes.
-pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> UpstreamError {
+pub fn classify(status: u16, headers: &str, body: &[u8]) -> UpstreamError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let info = json.as_ref().map(error_info).unwrap_or_default();
     let class = class_of(status, &info, crate::headers::retry_after_ms(headers));
@@ -230,13 +230,9 @@ mod tests {
     }
 
     use super::*;
-    use alloc::vec::Vec;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> String {
+        crate::headers::header_block(pairs)
     }
 
     fn class(status: u16, headers: &[(&str, &str)], body: &str) -> ErrorClass {
@@ -330,10 +326,10 @@ mod tests {
 
     #[test]
     fn message_is_upstream_message_or_body_prefix() {
-        let e = classify(400, &[], br#"{"error":{"message":"bad thing"}}"#);
+        let e = classify(400, "", br#"{"error":{"message":"bad thing"}}"#);
         assert_eq!(e.message, "upstream 400: bad thing");
         let long = "x".repeat(500);
-        let e = classify(502, &[], long.as_bytes());
+        let e = classify(502, "", long.as_bytes());
         assert_eq!(e.message, format!("upstream 502: {}", "x".repeat(200)));
     }
 
@@ -365,7 +361,7 @@ mod dialects {
     use super::*;
 
     fn class(status: u16, body: &str) -> ErrorClass {
-        classify(status, &[], body.as_bytes()).class
+        classify(status, "", body.as_bytes()).class
     }
 
     #[test]
@@ -404,7 +400,7 @@ mod dialects {
     #[test]
     fn ollama_errors() {
         assert_eq!(
-            classify(404, &[], br#"{"error":"model 'x' not found"}"#).message,
+            classify(404, "", br#"{"error":"model 'x' not found"}"#).message,
             "upstream 404: model 'x' not found"
         );
     }

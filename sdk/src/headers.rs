@@ -42,21 +42,77 @@ pub fn read_by_sdk_and(more: &[&str]) -> Option<Vec<String>> {
     )
 }
 
-/// The first header named `name`, compared case-insensitively, with
-/// surrounding ASCII whitespace trimmed (HTTP allows only spaces and tabs
-/// there).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
+/// The headers of a header block (`name: value` lines, as the host passes
+/// a response's headers), in order, as (name, value) with the value's
+/// surrounding ASCII whitespace trimmed. A line without a `:` is skipped.
+pub fn header_lines(headers: &str) -> HeaderLines<'_> {
+    HeaderLines { rest: headers }
+}
+
+/// The iterator of [`header_lines`]: one pass over the bytes, finding each
+/// line's first `:` and its end together (the generic `split` searchers
+/// cost a parse more than the quota reading itself).
+pub struct HeaderLines<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for HeaderLines<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let bytes = self.rest.as_bytes();
+            let mut colon = None;
+            let mut end = 0;
+            while end < bytes.len() && bytes[end] != b'\n' {
+                if bytes[end] == b':' && colon.is_none() {
+                    colon = Some(end);
+                }
+                end += 1;
+            }
+            // Both are ASCII bytes, so every cut is at a char boundary.
+            let line = &self.rest[..end];
+            self.rest = &self.rest[(end + 1).min(bytes.len())..];
+            if let Some(colon) = colon {
+                return Some((&line[..colon], line[colon + 1..].trim_ascii()));
+            }
+        }
+        None
+    }
+}
+
+/// A header block of `pairs`, in the host's format: for tests, and for code
+/// that builds a response to parse. Names are written as given (the host's
+/// are lower case); a name must hold no `:` and a value no line break.
+pub fn header_block(pairs: &[(&str, &str)]) -> String {
+    let mut block = String::new();
+    for (name, value) in pairs {
+        debug_assert!(
+            !name.contains([':', '\n', '\r']) && !value.contains(['\n', '\r']),
+            "not a header line: {name:?}: {value:?}"
+        );
+        block.push_str(name);
+        block.push_str(": ");
+        block.push_str(value);
+        block.push('\n');
+    }
+    block
+}
+
+/// The first header named `name` in a header block, compared
+/// case-insensitively, with surrounding ASCII whitespace trimmed (HTTP
+/// allows only spaces and tabs there).
+pub fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    header_lines(headers)
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim_ascii())
+        .map(|(_, v)| v)
 }
 
 /// The retry delay the upstream asked for, in milliseconds: `retry-after-ms`
 /// (OpenAI, Azure) first, else `retry-after` as (possibly fractional)
 /// seconds or as an HTTP-date, which counts from the response's `Date`.
 /// Rounded up: retrying a millisecond early is a wasted call.
-pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u32> {
+pub fn retry_after_ms(headers: &str) -> Option<u32> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| scaled(v, 1_000_000)) {
         return Some(ms);
     }
@@ -114,16 +170,16 @@ impl QuotaHint {
     /// variants; and Anthropic's `anthropic-ratelimit-{requests,tokens}-
     /// {limit,remaining,reset}`, whose reset is an RFC 3339 time (counted from
     /// the response's `Date`). Where both are present the first one wins.
-    pub fn from_headers(headers: &[(String, String)]) -> Option<QuotaHint> {
+    pub fn from_headers(headers: &str) -> Option<QuotaHint> {
         // One pass over the headers (a response has a dozen or more, most of
         // them unrelated): the six values by dialect, the OpenAI one first.
         // The `Date` is read only when a reset needs it.
         let mut values: [[Option<&str>; 2]; 6] = [[None; 2]; 6];
-        for (name, value) in headers {
+        for (name, value) in header_lines(headers) {
             let Some((dialect, field)) = quota_field(name) else {
                 continue;
             };
-            values[field][dialect].get_or_insert(value.trim_ascii());
+            values[field][dialect].get_or_insert(value);
         }
         if values.iter().all(|v| v == &[None, None]) {
             return None;
@@ -287,7 +343,7 @@ fn delay_ms(at: i64, now: i64) -> Option<u32> {
 /// The response's `Date` header as Unix seconds, 0 without one: the
 /// `created` of a canonical answer (the sandbox has no wall clock, and the
 /// upstream's own clock is the one that dated the answer).
-pub fn created_s(headers: &[(String, String)]) -> u64 {
+pub fn created_s(headers: &str) -> u64 {
     date_ms(headers).map_or(0, |ms| u64::try_from(ms / 1000).unwrap_or(0))
 }
 
@@ -298,7 +354,7 @@ pub fn rfc3339_s(text: &str) -> Option<u64> {
 }
 
 /// The response's `Date` header as Unix milliseconds.
-fn date_ms(headers: &[(String, String)]) -> Option<i64> {
+fn date_ms(headers: &str) -> Option<i64> {
     http_date_ms(header(headers, "date")?)
 }
 
@@ -441,14 +497,43 @@ fn unix_ms(year: i64, month: u32, day: u32, h: i64, m: i64, s: i64, ms: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
     use alloc::vec::Vec;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> String {
+        header_block(pairs)
+    }
+
+    #[test]
+    fn a_header_block_reads_back_as_its_pairs() {
+        let block = h(&[
+            ("date", "Wed, 01 May 2024 12:00:00 GMT"),
+            ("x-empty", ""),
+            ("x-twice", "1"),
+            ("x-twice", "2"),
+        ]);
+        assert_eq!(
+            block,
+            "date: Wed, 01 May 2024 12:00:00 GMT\nx-empty: \nx-twice: 1\nx-twice: 2\n"
+        );
+        let read: Vec<(&str, &str)> = header_lines(&block).collect();
+        assert_eq!(
+            read,
+            [
+                ("date", "Wed, 01 May 2024 12:00:00 GMT"),
+                ("x-empty", ""),
+                ("x-twice", "1"),
+                ("x-twice", "2"),
+            ]
+        );
+        assert_eq!(header(&block, "X-Twice"), Some("1"));
+        assert_eq!(header(&block, "x-none"), None);
+        // Whitespace around a value is not part of it; a line with no colon
+        // is no header.
+        assert_eq!(
+            header_lines("a:  1 \nno colon\nb:2").collect::<Vec<_>>(),
+            [("a", "1"), ("b", "2")]
+        );
+        assert_eq!(header_lines("").count(), 0);
     }
 
     #[test]
@@ -543,7 +628,7 @@ mod tests {
         assert_eq!(q.reset_requests_ms, Some(30_000));
         assert_eq!(q.reset_tokens_ms, Some(1250));
         // Without a Date the absolute reset cannot be placed: left out.
-        let q = QuotaHint::from_headers(&headers[1..]).unwrap();
+        let q = QuotaHint::from_headers(headers.split_once('\n').unwrap().1).unwrap();
         assert_eq!(q.reset_requests_ms, None);
         // A reset already past is "now", not negative.
         let past = h(&[

@@ -86,7 +86,8 @@ pub use adapter::*;
 pub use evaluator::*;
 #[cfg(feature = "adapter")]
 pub use headers::{
-    READ_BY_SDK, created_s, header, parse_duration_ms, read_by_sdk_and, retry_after_ms, rfc3339_s,
+    HeaderLines, READ_BY_SDK, created_s, header, header_block, header_lines, parse_duration_ms,
+    read_by_sdk_and, retry_after_ms, rfc3339_s,
 };
 pub use host::{counter_next, log, now_ns, plugin_config, random_u64};
 pub use small_blocks::SmallBlocks;

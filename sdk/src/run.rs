@@ -8,7 +8,7 @@
 //! ```
 //! use switchyard_sdk::{run, StreamEvent, Target};
 //! # fn check<A: switchyard_sdk::Adapter>(target: &Target) -> Result<(), switchyard_sdk::UpstreamError> {
-//! let start = run::begin_stream::<A>(target, "{}", &[])?;
+//! let start = run::begin_stream::<A>(target, "{}", "date: Wed, 01 May 2024 12:00:00 GMT\n")?;
 //! // The state keeps the target: later calls are not given it.
 //! let step = run::parse_stream::<A>(&start.state, &[StreamEvent::data("[DONE]")])?;
 //! // `None`: the state did not change; the host keeps the one it had.
@@ -16,8 +16,6 @@
 //! let last = run::end_stream::<A>(&state)?;
 //! # Ok(()) }
 //! ```
-
-use alloc::string::String;
 
 use crate::adapter::{
     Adapter, AdapterMetadata, BuildError, ChatResponse, HttpRequest, HttpResponse, StreamEvents,
@@ -83,7 +81,7 @@ fn with_quota<A: Adapter>(mut e: UpstreamError, response: &HttpResponse) -> Upst
 pub fn begin_stream<A: Adapter>(
     target: &Target,
     request: &str,
-    headers: &[(String, String)],
+    headers: &str,
 ) -> Result<StreamStart, UpstreamError> {
     let parser = A::Stream::begin(target, request, headers)?;
     let env = Envelope {
@@ -217,11 +215,7 @@ mod tests {
     }
 
     impl StreamParser for Counter {
-        fn begin(
-            _target: &Target,
-            request: &str,
-            _headers: &[(String, String)],
-        ) -> Result<Self, UpstreamError> {
+        fn begin(_target: &Target, request: &str, _headers: &str) -> Result<Self, UpstreamError> {
             Ok(Counter {
                 seen: 0,
                 prefix: request.to_string(),
@@ -299,10 +293,7 @@ mod tests {
     fn response(headers: &[(&str, &str)]) -> HttpResponse {
         HttpResponse {
             status: 429,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: crate::headers::header_block(headers),
             body: b"{}".to_vec(),
         }
     }
@@ -336,12 +327,8 @@ mod tests {
         assert_eq!(ok.body, "{}");
         assert_eq!(ok.quota.unwrap().remaining_requests, Some(0));
         assert_eq!(classify_error::<Counting>(&response(&[])).quota, None);
-        let start = begin_stream::<Counting>(
-            &target(),
-            "p",
-            &[("x-ratelimit-limit-tokens".into(), "9".into())],
-        )
-        .unwrap();
+        let start =
+            begin_stream::<Counting>(&target(), "p", "x-ratelimit-limit-tokens: 9\n").unwrap();
         assert_eq!(
             start.quota,
             Some(QuotaHint {
@@ -357,7 +344,7 @@ mod tests {
         batches: &[usize],
     ) -> Result<(Vec<String>, Option<Usage>, bool), UpstreamError> {
         let t = target();
-        let mut state = begin_stream::<Counting>(&t, "p", &[])?.state;
+        let mut state = begin_stream::<Counting>(&t, "p", "")?.state;
         let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
         let mut rest = events;
         for &n in batches {
@@ -415,7 +402,7 @@ mod tests {
     #[test]
     fn packed_events_read_as_a_list() {
         let t = target();
-        let state = begin_stream::<Counting>(&t, "p", &[]).unwrap().state;
+        let state = begin_stream::<Counting>(&t, "p", "").unwrap().state;
         let events = [
             ("", "a"),
             ("née", "b\nç"),
@@ -463,7 +450,7 @@ mod tests {
             deployment: "dép-1".into(),
             model: "m-2".into(),
         };
-        let state = begin_stream::<Counting>(&t, "", &[]).unwrap().state;
+        let state = begin_stream::<Counting>(&t, "", "").unwrap().state;
         let step = parse_stream::<Counting>(&state, &[StreamEvent::data("x")]).unwrap();
         assert_eq!(step.chunks, vec!["dép-1:1:x"]);
         let state = step.state.unwrap();

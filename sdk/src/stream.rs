@@ -39,15 +39,12 @@ pub const MAX_STATE_BYTES: usize = 64 * 1024;
 pub trait StreamParser: Sized {
     /// A 2xx streamed response began. `request` is the canonical request
     /// (e.g. to see whether the caller asked for the usage chunk), `headers`
-    /// the response's headers (lower-case names; those the adapter declared
+    /// the response's header block (see [`header`](crate::header); lower-case
+    /// names; those the adapter declared
     /// in [`Adapter::response_headers`](crate::Adapter::response_headers),
     /// if it did). The quota hint the host gets
     /// with the start is read by [`Adapter::quota`](crate::Adapter::quota).
-    fn begin(
-        target: &Target,
-        request: &str,
-        headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError>;
+    fn begin(target: &Target, request: &str, headers: &str) -> Result<Self, UpstreamError>;
 
     /// One whole event: emit the canonical `chat.completion.chunk` objects it
     /// yields with [`StreamOutput::push`], report usage with

@@ -242,7 +242,12 @@ fn response(r: &Value) -> Result<UpstreamResponse, String> {
     };
     Ok(UpstreamResponse {
         status,
-        headers,
+        headers: switchyard::upstream::recorded_header_block(
+            headers
+                .iter()
+                .map(|(k, v): &(String, String)| (k.as_str(), v.as_str())),
+            None,
+        )?,
         body,
     })
 }

@@ -213,7 +213,7 @@ async fn run(plugin: &Arc<Plugin>, f: &Fixture) -> Result<(), String> {
 fn as_shown(plugin: &Plugin, response: &UpstreamResponse) -> Result<UpstreamResponse, String> {
     let wanted = plugin.metadata().response_headers.as_deref();
     Ok(UpstreamResponse {
-        headers: switchyard::upstream::shown_pairs(&response.headers, wanted)?,
+        headers: switchyard::upstream::recorded_header_block(response.headers.pairs(), wanted)?,
         ..response.clone()
     })
 }

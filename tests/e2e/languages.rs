@@ -101,6 +101,7 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
             ("-malformed", "story-malformed"),
             ("-cut", "story-cut-3"),
             ("-after-done", "story-after-done"),
+            ("-limited", "rate-429"),
         ] {
             let name = format!("{lang}{suffix}");
             routes.insert(
@@ -162,6 +163,12 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
             events.last().is_some_and(|e| e.contains("\"error\"")),
             "a cut stream ends with an error event: {events:?}"
         );
+
+        // The template reads `Retry-After` out of the response's header
+        // block: the caller is told the upstream's 30 s.
+        let r = gw.chat(&format!("{lang}-limited"), false).await;
+        assert_eq!(r.status(), 429, "{}", gw.logs());
+        assert_eq!(r.headers()["retry-after"], "30", "{lang}");
     }
     let logs = gw.logs();
     assert!(!logs.contains("trapped"), "{logs}");

@@ -12,7 +12,7 @@ use crate::domain::{BuildError, Capabilities, Kind, Target, Usage};
 use crate::failover::{Attempt, FailureClass};
 use crate::keys::UpstreamKey;
 use crate::plugins::PluginError;
-use crate::upstream::{Upstream, header_pairs};
+use crate::upstream::{Upstream, header_block};
 
 /// A plugin failure as an attempt: a saturated gateway is nobody's fault.
 pub(super) fn plugin_failed(deployment: &str, e: PluginError) -> Attempt {
@@ -140,7 +140,7 @@ impl Gateway {
         }
 
         if mode.streams() {
-            let headers = header_pairs(&response.headers, endpoint.response_headers);
+            let headers = header_block(&response.headers, endpoint.response_headers);
             let (session, quota) = adapter
                 .open_stream(request_id, target, request, headers)
                 .await

@@ -19,7 +19,7 @@ use super::host_api::CallDeadline;
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 use crate::domain::{
-    Kind, QuotaHint, StreamBatch, StreamEvents, StreamFraming, Target, UpstreamError,
+    HeaderBlock, Kind, QuotaHint, StreamBatch, StreamEvents, StreamFraming, Target, UpstreamError,
 };
 
 /// Largest parser state a v0.2 adapter may hand back.
@@ -48,7 +48,7 @@ enum Inner {
     },
 }
 
-call!(BeginStream { target: Arc<Target>, request: Arc<str>, headers: Vec<(String, String)> }
+call!(BeginStream { target: Arc<Target>, request: Arc<str>, headers: HeaderBlock }
     -> Result<(Vec<u8>, Option<QuotaHint>), UpstreamError> =
     |s, store, exports| exports.begin_stream(store, &s.target, &s.request, &s.headers).await);
 call!(StreamStep {
@@ -75,7 +75,7 @@ impl Plugin {
         request_id: &Arc<str>,
         target: &Arc<Target>,
         request: &Arc<str>,
-        headers: Vec<(String, String)>,
+        headers: HeaderBlock,
     ) -> Parsed<(StreamSession, Option<QuotaHint>)> {
         if self.kind != Kind::Adapter {
             return Err(PluginError::WrongKind {

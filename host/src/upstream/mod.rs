@@ -39,7 +39,7 @@ pub use egress::{BaseUrl, check_path};
 pub use proxy::Proxies;
 
 use crate::config::Timeouts;
-use crate::domain::{AuthScheme, UpstreamRequest, UpstreamResponse};
+use crate::domain::{AuthScheme, HeaderBlock, UpstreamRequest, UpstreamResponse};
 use crate::failover::{Attempt, FailureClass};
 
 /// Largest upstream body read into memory for one non-streamed answer.
@@ -249,7 +249,7 @@ impl Upstream {
     ) -> Result<UpstreamResponse, Attempt> {
         use futures_util::StreamExt;
         let fail = |class, message: String| Attempt::new(to.deployment, class, message);
-        let headers = header_pairs(&reply.headers, to.response_headers);
+        let headers = header_block(&reply.headers, to.response_headers);
         let mut stream = reply.body;
         let total_deadline = started + to.timeouts.total();
         let mut body = Vec::new();
@@ -336,13 +336,13 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
         .build(https)
 }
 
-/// [`header_pairs`] of headers given as name and value text (a recorded
+/// [`header_block`] of headers given as name and value text (a recorded
 /// answer: conformance fixtures, benches); a name or value HTTP would not
 /// carry is an error naming it.
-pub fn shown_pairs(
-    pairs: &[(String, String)],
+pub fn recorded_header_block<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     wanted: Option<&[String]>,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<HeaderBlock, String> {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         let name = http::HeaderName::from_bytes(name.as_bytes())
@@ -351,13 +351,15 @@ pub fn shown_pairs(
             .map_err(|e| format!("response header {name} value {value:?}: {e}"))?;
         map.append(name, value);
     }
-    Ok(header_pairs(&map, wanted))
+    Ok(header_block(&map, wanted))
 }
 
 /// Response headers as an adapter sees them: those that are text, but for
 /// [`UNSHOWN_RESPONSE_HEADERS`], and only those it reads when it said which
-/// (`wanted`: names, or prefixes ending in `-`, lower case).
-pub fn header_pairs(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<(String, String)> {
+/// (`wanted`: names, or prefixes ending in `-`, lower case). A value that
+/// is not visible text (`HeaderValue::to_str`) is left out, so no value
+/// holds a line break.
+pub fn header_block(headers: &HeaderMap, wanted: Option<&[String]>) -> HeaderBlock {
     let read = |name: &str| {
         wanted.is_none_or(|w| {
             w.iter().any(|n| match n.strip_suffix('-') {
@@ -369,7 +371,7 @@ pub fn header_pairs(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<(Stri
     headers
         .iter()
         .filter(|(k, _)| !UNSHOWN_RESPONSE_HEADERS.contains(k) && read(k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
         .collect()
 }
 
@@ -431,29 +433,33 @@ mod tests {
 
     #[test]
     fn recorded_headers_are_shown_as_received_ones() {
-        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let pairs = |v: &'static [(&'static str, &'static str)]| v.iter().copied();
         let wanted = ["date".to_string(), "x-ratelimit-".to_string()];
-        let recorded = pairs(&[
-            ("Date", "Fri, 04 Dec 2026 16:27:39 GMT"),
-            ("connection", "keep-alive"),
-            ("x-ratelimit-remaining-requests", "9"),
-            ("server", "x"),
-        ]);
-        assert_eq!(
-            shown_pairs(&recorded, Some(&wanted)).unwrap(),
+        let recorded = || {
             pairs(&[
+                ("Date", "Fri, 04 Dec 2026 16:27:39 GMT"),
+                ("connection", "keep-alive"),
+                ("x-ratelimit-remaining-requests", "9"),
+                ("server", "x"),
+            ])
+        };
+        let shown = recorded_header_block(recorded(), Some(&wanted)).unwrap();
+        assert_eq!(
+            shown.as_str(),
+            "date: Fri, 04 Dec 2026 16:27:39 GMT\nx-ratelimit-remaining-requests: 9\n"
+        );
+        assert_eq!(
+            shown.pairs().collect::<Vec<_>>(),
+            [
                 ("date", "Fri, 04 Dec 2026 16:27:39 GMT"),
                 ("x-ratelimit-remaining-requests", "9"),
-            ])
+            ]
         );
-        assert_eq!(shown_pairs(&recorded, None).unwrap().len(), 3);
-        let bad = shown_pairs(&pairs(&[("bad name", "1")]), None).unwrap_err();
+        let all = recorded_header_block(recorded(), None).unwrap();
+        assert_eq!(all.pairs().count(), 3);
+        let bad = recorded_header_block(pairs(&[("bad name", "1")]), None).unwrap_err();
         assert!(bad.contains("\"bad name\""), "{bad}");
-        let bad = shown_pairs(&pairs(&[("x-a", "line\nbreak")]), None).unwrap_err();
+        let bad = recorded_header_block(pairs(&[("x-a", "line\nbreak")]), None).unwrap_err();
         assert!(bad.contains("x-a value"), "{bad}");
     }
 
@@ -480,9 +486,9 @@ mod tests {
         }
         h.append("x-binary", http::HeaderValue::from_bytes(b"\xff").unwrap());
         let names = |wanted: Option<&[String]>| -> Vec<String> {
-            header_pairs(&h, wanted)
-                .into_iter()
-                .map(|(k, _)| k)
+            header_block(&h, wanted)
+                .pairs()
+                .map(|(k, _)| k.to_owned())
                 .collect()
         };
         assert_eq!(

@@ -93,7 +93,7 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
 /// [`JSON_TOOL`]) becomes the answer's text, finished with `stop`.
 pub fn parse(
     deployment: &str,
-    headers: &[(String, String)],
+    headers: &str,
     body: &[u8],
 ) -> Result<(String, Option<Usage>), UpstreamError> {
     let msg: MessageBody = match switchyard_sdk::canonical::from_body(body) {
@@ -175,7 +175,7 @@ mod tests {
     use super::*;
 
     fn answer(body: &str) -> (Value, Option<Usage>) {
-        let (text, usage) = parse("dep", &[], body.as_bytes()).unwrap();
+        let (text, usage) = parse("dep", "", body.as_bytes()).unwrap();
         (serde_json::from_str(&text).unwrap(), usage)
     }
 
@@ -242,13 +242,13 @@ mod tests {
     #[test]
     fn unusable_bodies() {
         for body in ["<html>", "[]", r#"{"type":"completion"}"#] {
-            let e = parse("d", &[], body.as_bytes()).unwrap_err();
+            let e = parse("d", "", body.as_bytes()).unwrap_err();
             assert_eq!(e.class, switchyard_sdk::ErrorClass::Overloaded, "{body}");
             assert!(e.message.contains(&body[..2]), "{}", e.message);
         }
         let e = parse(
             "d",
-            &[],
+            "",
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
         )
         .unwrap_err();

@@ -113,11 +113,7 @@ impl Stream {
 }
 
 impl StreamParser for Stream {
-    fn begin(
-        _target: &Target,
-        request: &str,
-        headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, request: &str, headers: &str) -> Result<Self, UpstreamError> {
         let ask = StreamAsk::read(request);
         Ok(Stream {
             id: String::new(),

@@ -83,7 +83,7 @@ fn run_batches(
     batches: &[usize],
 ) -> Result<Folded, UpstreamError> {
     let t = target();
-    let mut state = run::begin_stream::<Anthropic>(&t, request, &[])?.state;
+    let mut state = run::begin_stream::<Anthropic>(&t, request, "")?.state;
     let mut f = Folded {
         chunks: Vec::new(),
         text: String::new(),
@@ -254,7 +254,7 @@ fn stream_failures() {
 
 #[test]
 fn state_round_trips_and_refuses_garbage() {
-    let s = <crate::stream::Stream as StreamParser>::begin(&target(), "{}", &[]).unwrap();
+    let s = <crate::stream::Stream as StreamParser>::begin(&target(), "{}", "").unwrap();
     assert_eq!(crate::stream::Stream::restore(&s.save()).unwrap(), s);
     assert!(crate::stream::Stream::restore(&[1, 2, 3]).is_err());
 }
@@ -263,10 +263,7 @@ fn state_round_trips_and_refuses_garbage() {
 fn errors_and_quota() {
     let response = HttpResponse {
         status: 429,
-        headers: vec![
-            ("retry-after".into(), "12".into()),
-            ("anthropic-ratelimit-requests-remaining".into(), "0".into()),
-        ],
+        headers: "retry-after: 12\nanthropic-ratelimit-requests-remaining: 0\n".into(),
         body: br#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#.to_vec(),
     };
     let e = run::classify_error::<Anthropic>(&response);
@@ -280,7 +277,7 @@ fn errors_and_quota() {
     );
     let overloaded = HttpResponse {
         status: 529,
-        headers: vec![],
+        headers: String::new(),
         body: br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             .to_vec(),
     };
@@ -290,7 +287,7 @@ fn errors_and_quota() {
     );
     let long = HttpResponse {
         status: 400,
-        headers: vec![],
+        headers: String::new(),
         body: br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 201000 tokens > 200000 maximum"}}"#.to_vec(),
     };
     assert_eq!(

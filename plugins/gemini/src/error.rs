@@ -110,10 +110,7 @@ mod tests {
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         HttpResponse {
             status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: switchyard_sdk::header_block(headers),
             body: body.as_bytes().to_vec(),
         }
     }

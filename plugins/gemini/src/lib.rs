@@ -96,10 +96,7 @@ mod tests {
     fn error(status: u16, headers: &[(&str, &str)], body: &str) -> UpstreamError {
         run::classify_error::<Gemini>(&HttpResponse {
             status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: switchyard_sdk::header_block(headers),
             body: body.as_bytes().to_vec(),
         })
     }

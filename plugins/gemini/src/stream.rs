@@ -55,11 +55,7 @@ impl Stream {
 }
 
 impl StreamParser for Stream {
-    fn begin(
-        _target: &Target,
-        request: &str,
-        headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, request: &str, headers: &str) -> Result<Self, UpstreamError> {
         Ok(Stream {
             created: created_s(headers),
             usage_chunk: StreamAsk::read(request).include_usage,

@@ -87,7 +87,7 @@ switchyard_sdk::small_block_allocator!();
 /// request needs (Ollama: 400 `"llama2:latest" does not support tools`,
 /// `... does not support chat`) is this deployment's limit, not the caller's
 /// mistake: `permanent`, so another deployment may serve the request.
-fn classify_error(status: u16, headers: &[(String, String)], body: &[u8]) -> UpstreamError {
+fn classify_error(status: u16, headers: &str, body: &[u8]) -> UpstreamError {
     let mut e = errors::classify(status, headers, body);
     if e.class == ErrorClass::InvalidRequest && e.message.contains(" does not support ") {
         e.class = ErrorClass::Permanent;
@@ -145,7 +145,7 @@ mod tests {
     fn class(status: u16, body: &str) -> ErrorClass {
         run::classify_error::<Ollama>(&HttpResponse {
             status,
-            headers: vec![("retry-after".into(), "2".into())],
+            headers: "retry-after: 2\n".into(),
             body: body.as_bytes().to_vec(),
         })
         .class
@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(class(401, r#"{"error":"unauthorized"}"#), ErrorClass::Auth);
         let e = run::classify_error::<Ollama>(&HttpResponse {
             status: 404,
-            headers: vec![],
+            headers: String::new(),
             body: missing.as_bytes().to_vec(),
         });
         assert_eq!(
@@ -222,7 +222,7 @@ mod tests {
         let request = r#"{"model":"chat","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Why is the sky blue? Answer in one sentence."}],"temperature":0.7,"max_tokens":256}"#;
         let answer = HttpResponse {
             status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers: "content-type: application/json\n".into(),
             body: br#"{"model":"llama3.2","created_at":"2023-12-12T14:13:43.416799Z","message":{"role":"assistant","content":"Sunlight scatters off air molecules, and blue light scatters the most."},"done":true,"done_reason":"stop","total_duration":5191566416,"load_duration":2154458,"prompt_eval_count":26,"prompt_eval_duration":383809000,"eval_count":298,"eval_duration":4799921000}"#.to_vec(),
         };
         let line = StreamEvent::data(
@@ -234,7 +234,7 @@ mod tests {
         let parse = best(&mut || {
             black_box(Ollama::parse_response(&t, black_box(&answer)).unwrap());
         });
-        let mut stream = stream::Stream::begin(&t, request, &[]).unwrap();
+        let mut stream = stream::Stream::begin(&t, request, "").unwrap();
         let mut out = StreamOutput::default();
         let line = best(&mut || {
             stream.event(&t, black_box(&line), &mut out).unwrap();

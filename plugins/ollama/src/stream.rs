@@ -119,11 +119,7 @@ impl Stream {
 }
 
 impl StreamParser for Stream {
-    fn begin(
-        _target: &Target,
-        request: &str,
-        headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, request: &str, headers: &str) -> Result<Self, UpstreamError> {
         Ok(Stream::new(
             crate::fresh_seed(),
             switchyard_sdk::created_s(headers),

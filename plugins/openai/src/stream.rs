@@ -154,11 +154,7 @@ pub struct Stream {
 }
 
 impl StreamParser for Stream {
-    fn begin(
-        _target: &Target,
-        request: &str,
-        _headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, request: &str, _headers: &str) -> Result<Self, UpstreamError> {
         Ok(Stream {
             finished: false,
             forward_usage_chunk: StreamAsk::read(request).include_usage,

@@ -343,10 +343,7 @@ fn usage_details_are_read() {
 fn answers_and_errors_carry_quota() {
     let response = HttpResponse {
         status: 200,
-        headers: vec![
-            ("x-ratelimit-remaining-requests".into(), "41".into()),
-            ("x-ratelimit-reset-tokens".into(), "1m30s".into()),
-        ],
+        headers: "x-ratelimit-remaining-requests: 41\nx-ratelimit-reset-tokens: 1m30s\n".into(),
         body: br#"{"choices":[{"message":{}}]}"#.to_vec(),
     };
     let want = Some(QuotaHint {
@@ -438,7 +435,7 @@ fn run_batches(
     batches: &[usize],
 ) -> Result<Outcome, UpstreamError> {
     let t = target();
-    let mut state = run::begin_stream::<OpenAi>(&t, request, &[])?.state;
+    let mut state = run::begin_stream::<OpenAi>(&t, request, "")?.state;
     let mut o = Outcome {
         chunks: Vec::new(),
         usage: None,

@@ -22,8 +22,15 @@ import * as utf8 from "./utf8.js";
 
 const u32 = (v) => Math.min(Math.max(Math.trunc(Number(v) || 0), 0), 0xffffffff);
 
-// The host hands header names over in lower case.
-const header = (headers, name) => headers.find(([k]) => k === name)?.[1] ?? null;
+// Response headers arrive as one string: a `name: value` line each, names
+// in lower case, each line ending in "\n".
+const header = (headers, name) => {
+  for (const line of headers.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0 && line.slice(0, colon) === name) return line.slice(colon + 1).trim();
+  }
+  return null;
+};
 
 function usageOf(body) {
   const u = body.usage;

@@ -17,14 +17,16 @@ time from the WIT version and world named in the `world` file.
 """
 
 import json
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports import adapter
 from wit_world.imports import host, types
 
-Headers = List[Tuple[str, str]]
+# Response headers arrive as one string: a `name: value` line each, names
+# in lower case, each line ending in "\n".
+Headers = str
 
 
 def _dumps(value) -> str:
@@ -39,10 +41,10 @@ def _u32(value) -> int:
 
 
 def _header(headers: Headers, name: str) -> Optional[str]:
-    # The host hands header names over in lower case.
-    for key, value in headers:
-        if key == name:
-            return value
+    for line in headers.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == name:
+            return value.strip()
     return None
 
 

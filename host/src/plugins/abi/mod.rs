@@ -52,7 +52,7 @@ macro_rules! strategy_conversions {
 pub(crate) use strategy_conversions;
 
 /// The conversions of an adapter's arguments into a WIT version's bindings,
-/// for versions whose `target` and `http-response` are the same (borrowed,
+/// for versions whose `target` is the same (borrowed,
 /// as [`strategy_conversions`]).
 macro_rules! adapter_conversions {
     ($a:ident) => {
@@ -64,18 +64,6 @@ macro_rules! adapter_conversions {
                 }
             }
         }
-
-        /// A response's bindings; `headers` is [`super::pairs`] of its headers.
-        fn http_response<'a>(
-            r: &'a domain::UpstreamResponse,
-            headers: &'a [(&'a str, &'a str)],
-        ) -> $a::HttpResponse<'a> {
-            $a::HttpResponse {
-                status: r.status,
-                headers,
-                body: &r.body,
-            }
-        }
     };
 }
 pub(crate) use adapter_conversions;
@@ -83,14 +71,6 @@ pub(crate) use adapter_conversions;
 /// Borrowed views of owned strings, for bindings whose lists borrow.
 pub(crate) fn strs(owned: &[String]) -> Vec<&str> {
     owned.iter().map(String::as_str).collect()
-}
-
-/// Borrowed views of owned header pairs, for bindings whose lists borrow.
-pub(crate) fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
-    owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
 }
 
 pub mod v0_1;
@@ -269,7 +249,7 @@ impl Exports {
         store: &mut Store<HostState>,
         target: &domain::Target,
         request: &str,
-        headers: &[(String, String)],
+        headers: &domain::HeaderBlock,
     ) -> Guest<Option<Result<(Vec<u8>, Option<domain::QuotaHint>), domain::UpstreamError>>> {
         match self {
             Exports::V0_2(e) => e.begin_stream(store, target, request, headers).await,

@@ -202,7 +202,7 @@ impl Exports {
             .call_parse_response(
                 store,
                 target.into(),
-                http_response(response, &super::pairs(&response.headers)),
+                http_response(response, &response.headers.pairs().collect::<Vec<_>>()),
             )
             .await?;
         Ok(Some(match parsed {
@@ -226,7 +226,7 @@ impl Exports {
         Ok(Some(
             g.call_classify_error(
                 store,
-                http_response(response, &super::pairs(&response.headers)),
+                http_response(response, &response.headers.pairs().collect::<Vec<_>>()),
             )
             .await?
             .into(),
@@ -324,6 +324,19 @@ impl From<adapter::UpstreamError> for domain::UpstreamError {
 // Strategy arguments: the same WIT types in every version so far.
 super::strategy_conversions!(strategy);
 super::adapter_conversions!(adapter);
+
+/// A response's bindings: 0.1 takes its headers as a list of pairs
+/// (`headers`, borrowed from the response's header block).
+fn http_response<'a>(
+    r: &'a domain::UpstreamResponse,
+    headers: &'a [(&'a str, &'a str)],
+) -> adapter::HttpResponse<'a> {
+    adapter::HttpResponse {
+        status: r.status,
+        headers,
+        body: &r.body,
+    }
+}
 
 impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
     /// v0.1 prices are per thousand tokens; it has no monitor figures.

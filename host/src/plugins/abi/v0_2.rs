@@ -191,11 +191,7 @@ impl Exports {
             return Ok(None);
         };
         let parsed = g
-            .call_parse_response(
-                store,
-                target.into(),
-                http_response(response, &super::pairs(&response.headers)),
-            )
+            .call_parse_response(store, target.into(), http_response(response))
             .await?;
         Ok(Some(match parsed {
             Ok(r) => Ok(domain::ChatResponse {
@@ -216,12 +212,9 @@ impl Exports {
             return Ok(None);
         };
         Ok(Some(
-            g.call_classify_error(
-                store,
-                http_response(response, &super::pairs(&response.headers)),
-            )
-            .await?
-            .into(),
+            g.call_classify_error(store, http_response(response))
+                .await?
+                .into(),
         ))
     }
 
@@ -230,13 +223,13 @@ impl Exports {
         store: &mut Store<HostState>,
         target: &domain::Target,
         request: &str,
-        headers: &[(String, String)],
+        headers: &domain::HeaderBlock,
     ) -> Guest<Option<Result<(Vec<u8>, Option<domain::QuotaHint>), domain::UpstreamError>>> {
         let Exports::Adapter(g) = self else {
             return Ok(None);
         };
         let started = g
-            .call_begin_stream(store, target.into(), request, &super::pairs(headers))
+            .call_begin_stream(store, target.into(), request, headers.as_str())
             .await?;
         Ok(Some(
             started
@@ -384,6 +377,15 @@ impl From<adapter::UpstreamError> for domain::UpstreamError {
 // Strategy arguments: the same WIT types in every version so far.
 super::strategy_conversions!(strategy);
 super::adapter_conversions!(adapter);
+
+/// A response's bindings: 0.2 takes its headers as the block itself.
+fn http_response(r: &domain::UpstreamResponse) -> adapter::HttpResponse<'_> {
+    adapter::HttpResponse {
+        status: r.status,
+        headers: r.headers.as_str(),
+        body: &r.body,
+    }
+}
 
 impl<'a> From<&'a domain::Candidate> for strategy::Candidate<'a> {
     fn from(c: &'a domain::Candidate) -> Self {

@@ -12,13 +12,10 @@ fn target() -> Target {
 fn http(body: &str) -> HttpResponse {
     HttpResponse {
         status: 200,
-        headers: vec![
-            (
-                "content-type".into(),
-                "application/json; charset=UTF-8".into(),
-            ),
-            ("date".into(), "Tue, 14 Nov 2023 22:13:20 GMT".into()),
-        ],
+        headers: switchyard_sdk::header_block(&[
+            ("content-type", "application/json; charset=UTF-8"),
+            ("date", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ]),
         body: body.as_bytes().to_vec(),
     }
 }

@@ -35,10 +35,7 @@ fn run_batches(
     batches: &[usize],
 ) -> Result<Outcome, UpstreamError> {
     let t = target();
-    let date = [(
-        "date".to_string(),
-        "Tue, 14 Nov 2023 22:13:20 GMT".to_string(),
-    )];
+    let date = switchyard_sdk::header_block(&[("date", "Tue, 14 Nov 2023 22:13:20 GMT")]);
     let mut state = run::begin_stream::<Gemini>(&t, request, &date)?.state;
     let mut o = Outcome {
         chunks: Vec::new(),

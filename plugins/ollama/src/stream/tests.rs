@@ -39,7 +39,7 @@ struct Outcome {
 /// sizes, the state going through bytes between every call.
 fn run_batches(request: &str, lines: &[&str], batches: &[usize]) -> Result<Outcome, UpstreamError> {
     let t = target();
-    let headers = [(DATE.0.to_string(), DATE.1.to_string())];
+    let headers = switchyard_sdk::header_block(&[DATE]);
     let mut state = run::begin_stream::<Ollama>(&t, request, &headers)?.state;
     let mut o = Outcome {
         chunks: Vec::new(),

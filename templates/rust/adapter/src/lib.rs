@@ -50,7 +50,7 @@ impl Adapter for Plugin {
 struct Stream;
 
 impl StreamParser for Stream {
-    fn begin(_target: &Target, _request: &str, _headers: &[(String, String)]) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, _request: &str, _headers: &str) -> Result<Self, UpstreamError> {
         Ok(Stream)
     }
 

@@ -182,11 +182,7 @@ pub struct Stream {
 }
 
 impl StreamParser for Stream {
-    fn begin(
-        _target: &Target,
-        _request: &str,
-        _headers: &[(String, String)],
-    ) -> Result<Self, UpstreamError> {
+    fn begin(_target: &Target, _request: &str, _headers: &str) -> Result<Self, UpstreamError> {
         Ok(Stream { finished: false })
     }
 
@@ -374,12 +370,12 @@ mod tests {
         };
         let response = HttpResponse {
             status: 200,
-            headers: vec![],
+            headers: String::new(),
             body: br#"{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#.to_vec(),
         };
         let r = run::parse_response::<Hostile>(&target, &response).unwrap();
         assert_eq!(r.usage, Some(Usage::new(2, 1)));
-        let start = run::begin_stream::<Hostile>(&target, "{}", &[]).unwrap();
+        let start = run::begin_stream::<Hostile>(&target, "{}", "").unwrap();
         let step = run::parse_stream::<Hostile>(
             &start.state,
             &[
@@ -394,7 +390,7 @@ mod tests {
         assert!(step.done);
         let state = step.state.unwrap_or(start.state);
         run::end_stream::<Hostile>(&state).unwrap();
-        let cut = run::begin_stream::<Hostile>(&target, "{}", &[]).unwrap();
+        let cut = run::begin_stream::<Hostile>(&target, "{}", "").unwrap();
         assert!(run::end_stream::<Hostile>(&cut.state).is_err());
     }
 }
