@@ -130,6 +130,45 @@ pub const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE INDEX shadow_ts ON shadow (ts_ms);",
+    // 10: a request's row number is a column of its own (`seq`, an alias
+    // of the rowid), so it survives what renumbers implicit rowids: the
+    // sqlite3 shell's `.dump` and `.recover` write rows without them, and a
+    // restored database had every attempt (`request_rowid`) pointing at
+    // another request's row once retention had deleted the first ones.
+    // The table is copied once, rows keeping their numbers.
+    "CREATE TABLE requests_seq (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        route TEXT NOT NULL,
+        caller TEXT,
+        tags TEXT,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        deployment TEXT,
+        attempts INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        overhead_ms REAL,
+        ttft_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost REAL,
+        estimated INTEGER NOT NULL DEFAULT 0,
+        verdict TEXT,
+        cache TEXT,
+        saved_usd REAL
+    );
+    INSERT INTO requests_seq (seq, id, ts_ms, route, caller, tags, stream, status, outcome,
+        deployment, attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens,
+        cost, estimated, verdict, cache, saved_usd)
+    SELECT rowid, id, ts_ms, route, caller, tags, stream, status, outcome,
+        deployment, attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens,
+        cost, estimated, verdict, cache, saved_usd FROM requests;
+    DROP TABLE requests;
+    ALTER TABLE requests_seq RENAME TO requests;
+    CREATE INDEX requests_ts ON requests (ts_ms);
+    CREATE INDEX requests_id ON requests (id);",
 ];
 
 /// Brings `conn` to the newest schema.
@@ -142,4 +181,134 @@ pub fn migrate(conn: &mut rusqlite::Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// Each attempt's request id beside the id of the request its
+    /// `request_rowid` points at.
+    fn links(conn: &Connection) -> Vec<(String, Option<String>)> {
+        let mut q = conn
+            .prepare(
+                "SELECT a.request_id, r.id FROM attempts a
+                 LEFT JOIN requests r ON r.rowid = a.request_rowid ORDER BY a.rowid",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Five requests, each with an attempt pointing at its row, the first
+    /// two deleted as retention does: rows numbered from 3.
+    fn fill(conn: &Connection) {
+        for n in 1..=5 {
+            conn.execute(
+                "INSERT INTO requests (id, ts_ms, route, stream, status, outcome, attempts, latency_ms)
+                 VALUES (?1, ?2, 'chat', 0, 200, 'ok', 1, 1.0)",
+                (format!("r{n}"), n),
+            )
+            .unwrap();
+            let row = conn.last_insert_rowid();
+            conn.execute(
+                "INSERT INTO attempts (request_id, request_rowid, n, ts_ms, deployment, adapter, latency_ms)
+                 VALUES (?1, ?2, 1, ?3, 'd', 'openai', 1.0)",
+                (format!("r{n}"), row, n),
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM requests WHERE ts_ms <= 2", [])
+            .unwrap();
+        conn.execute("DELETE FROM attempts WHERE ts_ms <= 2", [])
+            .unwrap();
+    }
+
+    fn intact() -> Vec<(String, Option<String>)> {
+        (3..=5)
+            .map(|n| (format!("r{n}"), Some(format!("r{n}"))))
+            .collect()
+    }
+
+    #[test]
+    fn requests_keep_their_row_numbers_through_a_dump_and_restore() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        fill(&conn);
+        assert_eq!(links(&conn), intact());
+        // What the sqlite3 shell's `.dump` does: each table created again
+        // from its own SQL, filled with `SELECT *` (no implicit rowid).
+        let mut restored = Connection::open_in_memory().unwrap();
+        let tables: Vec<(String, String)> = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ('requests', 'attempts')")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (_, sql) in &tables {
+            restored.execute_batch(sql).unwrap();
+        }
+        let tx = restored.transaction().unwrap();
+        for (name, _) in &tables {
+            let width = conn
+                .prepare(&format!("SELECT * FROM {name}"))
+                .unwrap()
+                .column_count();
+            let marks = vec!["?"; width].join(", ");
+            let mut insert = tx
+                .prepare(&format!("INSERT INTO {name} VALUES ({marks})"))
+                .unwrap();
+            let mut select = conn.prepare(&format!("SELECT * FROM {name}")).unwrap();
+            let mut rows = select.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                let values: Vec<rusqlite::types::Value> =
+                    (0..width).map(|i| row.get(i).unwrap()).collect();
+                insert.execute(rusqlite::params_from_iter(values)).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        assert_eq!(links(&restored), intact());
+    }
+
+    #[test]
+    fn the_migration_keeps_every_request_row_number() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        {
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..9] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 9).unwrap();
+            tx.commit().unwrap();
+        }
+        fill(&conn);
+        conn.execute(
+            "UPDATE requests SET cache = 'hit', saved_usd = 0.5, verdict = 'pass' WHERE id = 'r4'",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(links(&conn), intact());
+        let kept: (i64, String, f64, String) = conn
+            .query_row(
+                "SELECT seq, cache, saved_usd, verdict FROM requests WHERE id = 'r4'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (4, "hit".into(), 0.5, "pass".into()));
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+    }
 }
