@@ -17,7 +17,7 @@
 //!   moves to the **plugin runtime** (its own threads, one per core, at
 //!   least two).
 //! - [`SLOW_STREAK`](super::placement::SLOW_STREAK) calls in a row that run
-//!   longer than [`SLOW_CALL`] (a call that yielded counts its inline
+//!   longer than [`SLOW_CALL`](super::placement::SLOW_CALL) (a call that yielded counts its inline
 //!   poll plus the rest's thread CPU, or as slow if it yields twice) mark
 //!   their plugin slow for
 //!   [`SLOW_FOR`](super::placement::SLOW_FOR): its calls go to the
@@ -27,7 +27,7 @@
 //!   descheduled for longer than that, and every offloaded call costs two
 //!   thread hand-offs.
 //! - Even so, wall time is not proof. An offloaded call that finishes in one
-//!   poll using less than [`SLOW_CALL`] of thread CPU time (measured there
+//!   poll using less than [`SLOW_CALL`](super::placement::SLOW_CALL) of thread CPU time (measured there
 //!   only: it costs a system call) clears the mark at once, and calls still
 //!   waiting for a turn go back inline: a fast plugin marked by bad luck
 //!   recovers on its next call.
@@ -50,7 +50,7 @@ use wasmtime::{Store, Trap};
 
 use super::abi::Exports;
 use super::host_api::{CallDeadline, HostState};
-use super::placement::{SLOW_CALL, plugin_runtime, plugin_turns};
+use super::placement::{plugin_runtime, plugin_turns, slow_call};
 use super::pool::{Reserved, Slot};
 use super::{Plugin, PluginError};
 
@@ -317,7 +317,7 @@ impl Plugin {
     /// at once (concurrent calls must not all start inline before the
     /// first one finishes); otherwise its whole time is noted when it ends.
     fn begun<W>(&self, call: Pin<Box<W>>, deadline: CallDeadline, ran: Duration) -> Begun<W> {
-        let ran = if ran > SLOW_CALL {
+        let ran = if ran > slow_call() {
             self.stats.note_inline(&self.id, ran);
             None
         } else {
@@ -440,7 +440,7 @@ impl Plugin {
                     }
                     // A fresh call that completes in its first poll on little
                     // CPU shows the plugin is fast.
-                    None if fresh && used.is_some_and(|used| used <= SLOW_CALL) => {
+                    None if fresh && used.is_some_and(|used| used <= slow_call()) => {
                         self.stats.note_fast_offloaded(&self.id);
                     }
                     None => {}

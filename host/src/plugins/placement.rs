@@ -15,6 +15,20 @@ use crate::config::QuarantineConfig;
 
 /// An inline call longer than this marks its plugin slow.
 pub const SLOW_CALL: Duration = Duration::from_micros(250);
+
+/// [`SLOW_CALL`], or `SWITCHYARD_PLUGIN_SLOW_CALL_US` when set: for counting
+/// instructions under valgrind (`scripts/instructions`), where every call is
+/// ~50× slower and would otherwise move to the plugin runtime's threads
+/// half-way through a run, changing what is counted.
+pub fn slow_call() -> Duration {
+    static SLOW: OnceLock<Duration> = OnceLock::new();
+    *SLOW.get_or_init(|| {
+        std::env::var("SWITCHYARD_PLUGIN_SLOW_CALL_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(SLOW_CALL, Duration::from_micros)
+    })
+}
 /// Consecutive slow inline calls that mark a plugin slow.
 pub const SLOW_STREAK: u32 = 3;
 /// How long a slow plugin's calls go straight to the plugin runtime before
@@ -135,7 +149,7 @@ impl CallStats {
     /// Notes an inline call's wall time; [`SLOW_STREAK`] slow ones in a row
     /// mark the plugin slow.
     pub(crate) fn note_inline(&self, plugin: &str, ran: Duration) {
-        if ran <= SLOW_CALL {
+        if ran <= slow_call() {
             // A write only when there is a streak to end: fast calls on every
             // worker do not contend for the cache line.
             if self.slow_streak.load(Ordering::Relaxed) != 0 {
@@ -157,7 +171,7 @@ impl CallStats {
                 ran_us = ran.as_micros() as u64,
                 "plugin calls move to the plugin runtime: {SLOW_STREAK} inline calls in a row \
                  ran longer than {} µs",
-                SLOW_CALL.as_micros()
+                slow_call().as_micros()
             );
         }
     }
