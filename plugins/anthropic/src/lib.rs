@@ -13,9 +13,11 @@
 //! A final assistant message in the request is sent as a prefill: the model
 //! continues it, which is what the gateway's mid-stream resume relies on.
 
+mod read;
 mod request;
 mod response;
 mod stream;
+mod write;
 
 use switchyard_sdk::canonical::ChatRequest;
 use switchyard_sdk::{

@@ -131,6 +131,14 @@ const IGNORED: [&str; 4] = ["metadata", "store", "service_tier", "prediction"];
 
 /// Builds the upstream body for model `model`.
 pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> {
+    messages_request(model, request)?.to_body()
+}
+
+/// The upstream request for model `model`, before it is written.
+pub fn messages_request<'a>(
+    model: &'a str,
+    request: &'a ChatRequest,
+) -> Result<MessagesRequest<'a>, BuildError> {
     refuse_unsupported(request)?;
     let mut system = Vec::new();
     let mut turns = Vec::new();
@@ -207,7 +215,7 @@ pub fn build(model: &str, request: &ChatRequest) -> Result<Vec<u8>, BuildError> 
             .as_ref()
             .map(|u| serde_json::json!({ "user_id": u })),
     };
-    switchyard_sdk::canonical::to_body(&body)
+    Ok(body)
 }
 
 /// Appends `blocks` as a turn of `role`, merged into the previous turn when

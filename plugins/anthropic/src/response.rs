@@ -13,7 +13,7 @@ use switchyard_sdk::{UpstreamError, Usage, errors};
 use crate::request::JSON_TOOL;
 
 /// Anthropic's `message` object (non-streamed answer, and `message_start`).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct MessageBody<'a> {
     #[serde(default)]
     pub id: String,
@@ -32,7 +32,7 @@ pub struct MessageBody<'a> {
 }
 
 /// One content block of an answer.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Block<'a> {
     #[serde(rename = "type")]
     pub kind: &'a str,
@@ -48,7 +48,7 @@ pub struct Block<'a> {
 
 /// Anthropic's usage: input tokens exclude those read from or written to
 /// the prompt cache, which are counted apart.
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
 pub struct WireUsage {
     #[serde(default)]
     pub input_tokens: Option<u32>,
@@ -96,7 +96,7 @@ pub fn parse(
     headers: &str,
     body: &[u8],
 ) -> Result<(String, Option<Usage>), UpstreamError> {
-    let msg: MessageBody = match switchyard_sdk::canonical::from_body(body) {
+    let msg = match MessageBody::parse(body) {
         Ok(m) => m,
         Err(e) => {
             return Err(errors::unusable(

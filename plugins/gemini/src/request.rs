@@ -8,7 +8,7 @@
 //!
 //! [`invalid`]: switchyard_sdk::canonical::invalid
 
-use switchyard_sdk::canonical::{self, ChatRequest};
+use switchyard_sdk::canonical::ChatRequest;
 use switchyard_sdk::{BuildError, HttpRequest, Target};
 
 use crate::wire::Request;
@@ -19,20 +19,25 @@ mod options;
 /// The upstream request for `request` (canonical JSON) to `target`.
 pub fn build(target: &Target, request: &str) -> Result<HttpRequest, BuildError> {
     let req = ChatRequest::parse(request)?;
-    options::refuse_unsupported(&req)?;
-    let (system_instruction, contents) = messages::conversation(&req.messages)?;
-    let tools = options::tools(&req)?;
-    let body = Request {
-        contents,
-        system_instruction,
-        tool_config: options::tool_config(&req, !tools.is_empty())?,
-        tools,
-        generation_config: options::generation_config(&req)?,
-    };
+    let body = body(&req)?.to_body()?;
     Ok(HttpRequest::post_json(
         &path(&target.model, req.is_stream()),
-        canonical::to_body(&body)?,
+        body,
     ))
+}
+
+/// The upstream body for `req`, before it is written.
+pub fn body(req: &ChatRequest) -> Result<Request<'_>, BuildError> {
+    options::refuse_unsupported(req)?;
+    let (system_instruction, contents) = messages::conversation(&req.messages)?;
+    let tools = options::tools(req)?;
+    Ok(Request {
+        contents,
+        system_instruction,
+        tool_config: options::tool_config(req, !tools.is_empty())?,
+        tools,
+        generation_config: options::generation_config(req)?,
+    })
 }
 
 /// `/models/{model}:generateContent`, or the streamed method with SSE

@@ -269,5 +269,7 @@ pub struct UsageMetadata {
 
 // Answers in the usual case, read without serde's derive.
 mod read;
+// The usual request, written without serde's serializer.
+mod write;
 
 pub use read::TextEvent;

@@ -32,6 +32,8 @@ mod answer;
 mod chunk;
 mod message;
 pub mod read;
+#[cfg(feature = "adapter")]
+mod read_request;
 mod request;
 mod write;
 
@@ -76,6 +78,11 @@ pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BuildError> 
 /// adapters that splice a value into JSON they pass through).
 pub fn push_json_string(out: &mut String, s: &str) {
     write::string(out, s);
+}
+
+/// Appends `n` to `out` in decimal, as serde_json writes an integer.
+pub fn push_json_number(out: &mut String, n: u64) {
+    write::number(out, n);
 }
 
 /// A JSON body read as `T`, as `serde_json::from_slice` reads it, but

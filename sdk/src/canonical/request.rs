@@ -184,8 +184,13 @@ pub fn text<'de, D: serde::Deserializer<'de>>(
 impl ChatRequest {
     /// Parses a canonical request; an error is the caller's
     /// ([`BuildError::InvalidRequest`], with serde's reason and position).
+    /// The usual request is read in one pass of the SDK's reader, which
+    /// reads exactly what serde reads (see `read_request`).
     #[cfg(feature = "adapter")]
     pub fn parse(request: &str) -> Result<Self, BuildError> {
+        if let Some(r) = super::read_request::read(request) {
+            return Ok(r);
+        }
         serde_json::from_str(request).map_err(|e| {
             BuildError::InvalidRequest(format!("request is not a valid chat request: {e}"))
         })
