@@ -84,7 +84,8 @@ fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut i = 0;
     while let Some(block) = bytes.get(i..i + 8) {
-        let v = u64::from_le_bytes(block.try_into().expect("eight bytes")) ^ (ONES * u64::from(byte));
+        let v =
+            u64::from_le_bytes(block.try_into().expect("eight bytes")) ^ (ONES * u64::from(byte));
         let found = v.wrapping_sub(ONES) & !v & HIGH;
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);

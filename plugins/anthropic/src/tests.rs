@@ -295,36 +295,3 @@ fn errors_and_quota() {
         ErrorClass::ContextLengthExceeded
     );
 }
-
-/// TEMP: native instruction counting of the conformance pair.
-#[test]
-#[ignore]
-fn zz_pair_loop() {
-    let fixture: Value = json(include_str!("../../../tests/conformance/anthropic/basic.json"));
-    let request = fixture["request"].to_string();
-    let body = serde_json::to_vec(&fixture["response"]["body"]).unwrap();
-    let headers: Vec<(String, String)> = fixture["response"]["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let block = switchyard_sdk::header_block(&pairs);
-    let n: usize = std::env::var("PAIRS").map_or(1000, |v| v.parse().unwrap());
-    for _ in 0..n {
-        zz_build(&request);
-        zz_parse(&block, &body);
-    }
-}
-
-#[inline(never)]
-fn zz_build(request: &str) {
-    std::hint::black_box(run::build_request::<Anthropic>(&target(), std::hint::black_box(request)).unwrap());
-}
-
-#[inline(never)]
-fn zz_parse(block: &str, body: &[u8]) {
-    let response = HttpResponse { status: 200, headers: block.to_owned(), body: body.to_vec() };
-    std::hint::black_box(run::parse_response::<Anthropic>(&target(), std::hint::black_box(&response)).unwrap());
-}

@@ -136,7 +136,9 @@ mod tests {
         for text in usual {
             let request = ChatRequest::parse(text).unwrap();
             let body = messages_request("claude-sonnet-4-5", &request).unwrap();
-            let written = body.write().unwrap_or_else(|| panic!("not written here: {text}"));
+            let written = body
+                .write()
+                .unwrap_or_else(|| panic!("not written here: {text}"));
             assert_eq!(written, serde_json::to_string(&body).unwrap(), "{text}");
         }
         let unusual = [

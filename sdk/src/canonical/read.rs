@@ -56,7 +56,9 @@ impl<'a> Key<'a> {
     /// The text between the quotes, escapes and all.
     fn plain(&self) -> &'a str {
         // The quotes are ASCII: the cuts are at character boundaries.
-        self.quoted.get(1..self.quoted.len() - 1).unwrap_or_default()
+        self.quoted
+            .get(1..self.quoted.len() - 1)
+            .unwrap_or_default()
     }
 }
 
@@ -229,6 +231,7 @@ impl<'a> Reader<'a> {
 
     /// The object's next member name, with its `:` read (the value is next),
     /// or `None` after its closing `}`.
+    #[inline(always)]
     pub fn key(&mut self) -> Result<Option<Key<'a>>, Invalid> {
         let fresh = core::mem::replace(&mut self.fresh, false);
         match self.peek() {
@@ -310,8 +313,14 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let escaped = self.string()?;
-        let quoted = &self.text[start..self.pos];
-        Key { quoted, escaped }.name().ok_or(Invalid { at: start })
+        let key = Key {
+            quoted: &self.text[start..self.pos],
+            escaped,
+        };
+        if !escaped {
+            return Ok(Cow::Borrowed(key.plain()));
+        }
+        key.name().ok_or(Invalid { at: start })
     }
 
     /// Reads a `null` if one is next: whether it did.

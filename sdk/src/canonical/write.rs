@@ -582,7 +582,17 @@ mod tests {
 
     #[test]
     fn numbers_as_serde_writes_them() {
-        for n in [0, 7, 10, 99, 1_796_205_600, u64::from(u32::MAX), u64::from(u32::MAX) + 1, 10_u64.pow(19), u64::MAX] {
+        for n in [
+            0,
+            7,
+            10,
+            99,
+            1_796_205_600,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            10_u64.pow(19),
+            u64::MAX,
+        ] {
             let mut out = String::new();
             number(&mut out, n);
             assert_eq!(out, n.to_string());

@@ -73,7 +73,11 @@ impl GenerationConfig<'_> {
         }
         let mut first = true;
         let mut member = |out: &mut String, name: &str| {
-            out.push_str(if std::mem::take(&mut first) { "{\"" } else { ",\"" });
+            out.push_str(if std::mem::take(&mut first) {
+                "{\""
+            } else {
+                ",\""
+            });
             out.push_str(name);
             out.push_str("\":");
         };
@@ -163,7 +167,9 @@ mod tests {
         for text in usual {
             let request = ChatRequest::parse(text).unwrap();
             let b = body(&request).unwrap();
-            let written = b.write().unwrap_or_else(|| panic!("not written here: {text}"));
+            let written = b
+                .write()
+                .unwrap_or_else(|| panic!("not written here: {text}"));
             assert_eq!(written, serde_json::to_string(&b).unwrap(), "{text}");
         }
         let unusual = [
