@@ -34,17 +34,17 @@ impl<'a> MessageBody<'a> {
                 id = Some(r.str().ok()?.into_owned());
                 Some(())
             }
-            "type" => once(r, &mut kind, borrowed),
+            "type" => r.once(&mut kind, borrowed),
             "content" if content.is_none() => {
                 content = Some(r.items(Block::read)?);
                 Some(())
             }
-            "stop_reason" => once(r, &mut stop_reason, borrowed),
-            "stop_sequence" => once(r, &mut stop_sequence, |r| r.str().ok()),
-            "usage" => once(r, &mut usage, WireUsage::read),
+            "stop_reason" => r.once(&mut stop_reason, borrowed),
+            "stop_sequence" => r.once(&mut stop_sequence, |r| r.str().ok()),
+            "usage" => r.once(&mut usage, WireUsage::read),
             // A duplicate: serde refuses it.
             "id" | "content" => None,
-            _ => skip(r),
+            _ => r.skip(),
         })?;
         r.finish().ok()?;
         Some(MessageBody {
@@ -68,9 +68,9 @@ impl<'a> Block<'a> {
                 kind = Some(borrowed(r)?);
                 Some(())
             }
-            "text" => once(r, &mut text, |r| r.str().ok().map(Cow::into_owned)),
+            "text" => r.once(&mut text, |r| r.str().ok().map(Cow::into_owned)),
             "type" | "id" | "name" | "input" => None,
-            _ => skip(r),
+            _ => r.skip(),
         })?;
         Some(Block {
             // Required: a block without one goes to serde, which refuses it.
@@ -92,9 +92,9 @@ impl WireUsage {
                 "output_tokens" => 1,
                 "cache_creation_input_tokens" => 2,
                 "cache_read_input_tokens" => 3,
-                _ => return skip(r),
+                _ => return r.skip(),
             };
-            once(r, &mut counts[i], Reader::unsigned)
+            r.once(&mut counts[i], Reader::unsigned)
         })?;
         let [input, output, created, read] = counts.map(Option::flatten);
         Some(WireUsage {
@@ -112,25 +112,6 @@ fn borrowed<'a>(r: &mut Reader<'a>) -> Option<&'a str> {
         Cow::Borrowed(s) => Some(s),
         Cow::Owned(_) => None,
     }
-}
-
-/// An optional member read once: `null` is `Some(None)`; a second one gives
-/// up (serde refuses duplicates).
-fn once<'a, T>(
-    r: &mut Reader<'a>,
-    slot: &mut Option<Option<T>>,
-    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
-) -> Option<()> {
-    if slot.is_some() {
-        return None;
-    }
-    *slot = Some(if r.null().ok()? { None } else { Some(read(r)?) });
-    Some(())
-}
-
-/// Skips a member's value (checking it).
-fn skip(r: &mut Reader<'_>) -> Option<()> {
-    r.value().ok().map(drop)
 }
 
 #[cfg(test)]

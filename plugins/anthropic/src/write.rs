@@ -7,7 +7,7 @@
 //! the same bytes.
 
 use switchyard_sdk::BuildError;
-use switchyard_sdk::canonical::{push_json_number, push_json_string};
+use switchyard_sdk::canonical::{push_json_float, push_json_number, push_json_string};
 
 use crate::request::{Block, MessagesRequest, TextBlock};
 
@@ -42,7 +42,9 @@ impl MessagesRequest<'_> {
                 else {
                     return None;
                 };
-                comma(&mut out, i);
+                if i > 0 {
+                    out.push(',');
+                }
                 out.push_str("{\"type\":");
                 push_json_string(&mut out, kind);
                 out.push_str(",\"text\":");
@@ -53,7 +55,9 @@ impl MessagesRequest<'_> {
         }
         out.push_str(",\"messages\":[");
         for (i, turn) in self.messages.iter().enumerate() {
-            comma(&mut out, i);
+            if i > 0 {
+                out.push(',');
+            }
             out.push_str("{\"role\":");
             push_json_string(&mut out, turn.role);
             out.push_str(",\"content\":[");
@@ -65,7 +69,9 @@ impl MessagesRequest<'_> {
                 else {
                     return None;
                 };
-                comma(&mut out, j);
+                if j > 0 {
+                    out.push(',');
+                }
                 out.push_str("{\"type\":\"text\",\"text\":");
                 push_json_string(&mut out, text);
                 out.push('}');
@@ -75,11 +81,11 @@ impl MessagesRequest<'_> {
         out.push(']');
         if let Some(t) = self.temperature {
             out.push_str(",\"temperature\":");
-            float(&mut out, t)?;
+            push_json_float(&mut out, t);
         }
         if let Some(p) = self.top_p {
             out.push_str(",\"top_p\":");
-            float(&mut out, p)?;
+            push_json_float(&mut out, p);
         }
         if let Some(k) = self.top_k {
             out.push_str(",\"top_k\":");
@@ -88,7 +94,9 @@ impl MessagesRequest<'_> {
         if !self.stop_sequences.is_empty() {
             out.push_str(",\"stop_sequences\":[");
             for (i, s) in self.stop_sequences.iter().enumerate() {
-                comma(&mut out, i);
+                if i > 0 {
+                    out.push(',');
+                }
                 push_json_string(&mut out, s);
             }
             out.push(']');
@@ -103,19 +111,6 @@ impl MessagesRequest<'_> {
         out.push('}');
         Some(out)
     }
-}
-
-fn comma(out: &mut String, i: usize) {
-    if i > 0 {
-        out.push(',');
-    }
-}
-
-/// A float, written by serde_json itself (its shortest form; `null` for
-/// what JSON cannot hold).
-fn float(out: &mut String, f: f64) -> Option<()> {
-    out.push_str(&serde_json::to_string(&f).ok()?);
-    Some(())
 }
 
 #[cfg(test)]

@@ -80,6 +80,16 @@ pub fn push_json_string(out: &mut String, s: &str) {
     write::string(out, s);
 }
 
+/// Appends `f` to `out` as serde_json writes it (its shortest form that
+/// reads back the same; `null` for what JSON cannot hold).
+#[cfg(feature = "adapter")]
+pub fn push_json_float(out: &mut String, f: f64) {
+    match serde_json::to_string(&f) {
+        Ok(text) => out.push_str(&text),
+        Err(_) => out.push_str("null"),
+    }
+}
+
 /// Appends `n` to `out` in decimal, as serde_json writes an integer.
 pub fn push_json_number(out: &mut String, n: u64) {
     write::number(out, n);

@@ -404,6 +404,36 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
+    /// Skips a value, checking it: for a member a fast path has no use for.
+    pub fn skip(&mut self) -> Option<()> {
+        self.value().ok().map(drop)
+    }
+
+    /// A value read by `read`, or `null` (`Some(None)`); `None` when
+    /// `read` gives up.
+    pub fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.null().ok()? {
+            Some(None)
+        } else {
+            read(self).map(Some)
+        }
+    }
+
+    /// An optional member of a derived struct read into `slot` (which holds
+    /// `Some` once read: `null` is `Some(None)`); a second one gives up, as
+    /// serde's derive refuses a repeated member.
+    pub fn once<T>(
+        &mut self,
+        slot: &mut Option<Option<T>>,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(self.nullable(read)?);
+        Some(())
+    }
+
     /// Only whitespace is left.
     pub fn finish(mut self) -> Result<(), Invalid> {
         match self.peek() {

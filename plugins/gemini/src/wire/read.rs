@@ -36,7 +36,7 @@ impl<'a> Response<'a> {
                 "usageMetadata" => 2,
                 "responseId" => 3,
                 "error" => 4,
-                _ => return skip(r),
+                _ => return r.skip(),
             };
             if std::mem::replace(&mut seen[i], true) {
                 return None;
@@ -86,7 +86,7 @@ impl<'a> TextEvent<'a> {
                 "responseId" => 2,
                 // Prompt feedback and errors: the general path.
                 "promptFeedback" | "error" => return None,
-                _ => return skip(r),
+                _ => return r.skip(),
             };
             if std::mem::replace(&mut seen[i], true) {
                 return None;
@@ -103,9 +103,9 @@ impl<'a> TextEvent<'a> {
                         return None;
                     }
                 }
-                1 => out.usage = once_value(r, UsageMetadata::read)?,
+                1 => out.usage = r.nullable(UsageMetadata::read)?,
                 _ => {
-                    once_value(r, |r| r.str().ok())?;
+                    r.nullable(|r| r.str().ok())?;
                 }
             }
             Some(())
@@ -134,18 +134,18 @@ impl<'a> TextEvent<'a> {
                         Some(())
                     }
                     "parts" => None,
-                    _ => skip(r),
+                    _ => r.skip(),
                 })
             }
             "finishReason" if !std::mem::replace(&mut finish, true) => {
-                self.finish_reason = once_value(r, |r| r.str().ok())?;
+                self.finish_reason = r.nullable(|r| r.str().ok())?;
                 Some(())
             }
             "index" if !std::mem::replace(&mut index, true) => {
-                once_value(r, Reader::unsigned::<u32>).map(drop)
+                r.nullable(Reader::unsigned::<u32>).map(drop)
             }
             "content" | "finishReason" | "index" => None,
-            _ => skip(r),
+            _ => r.skip(),
         })
     }
 
@@ -154,11 +154,11 @@ impl<'a> TextEvent<'a> {
         let (mut text, mut thought) = (None, None);
         r.members(|r, name| match name {
             "text" if text.is_none() => {
-                text = Some(once_value(r, |r| r.str().ok())?);
+                text = Some(r.nullable(|r| r.str().ok())?);
                 Some(())
             }
             "thought" if thought.is_none() => {
-                thought = Some(once_value(r, |r| match r.value().ok()? {
+                thought = Some(r.nullable(|r| match r.value().ok()? {
                     "true" => Some(true),
                     "false" => Some(false),
                     _ => None,
@@ -167,7 +167,7 @@ impl<'a> TextEvent<'a> {
             }
             // A duplicate, or a function call: the general path.
             "text" | "thought" | "functionCall" => None,
-            _ => skip(r),
+            _ => r.skip(),
         })?;
         if thought.flatten() == Some(true) {
             return Some(());
@@ -182,26 +182,14 @@ impl<'a> TextEvent<'a> {
     }
 }
 
-/// A value or `null` (`Some(None)`); `None` when `read` gives up.
-fn once_value<'a, T>(
-    r: &mut Reader<'a>,
-    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
-) -> Option<Option<T>> {
-    if r.null().ok()? {
-        Some(None)
-    } else {
-        read(r).map(Some)
-    }
-}
-
 impl<'a> Candidate<'a> {
     fn read(r: &mut Reader<'a>) -> Option<Self> {
         let (mut content, mut finish_reason, mut index) = (None, None, None);
         r.members(|r, name| match name {
-            "content" => once(r, &mut content, AnswerContent::read),
-            "finishReason" => once(r, &mut finish_reason, |r| r.str().ok()),
-            "index" => once(r, &mut index, Reader::unsigned),
-            _ => skip(r),
+            "content" => r.once(&mut content, AnswerContent::read),
+            "finishReason" => r.once(&mut finish_reason, |r| r.str().ok()),
+            "index" => r.once(&mut index, Reader::unsigned),
+            _ => r.skip(),
         })?;
         Some(Candidate {
             content: content.flatten(),
@@ -215,8 +203,8 @@ impl<'a> AnswerContent<'a> {
     fn read(r: &mut Reader<'a>) -> Option<Self> {
         let mut parts = None;
         r.members(|r, name| match name {
-            "parts" => once(r, &mut parts, |r| r.items(AnswerPart::read)),
-            _ => skip(r),
+            "parts" => r.once(&mut parts, |r| r.items(AnswerPart::read)),
+            _ => r.skip(),
         })?;
         Some(AnswerContent {
             parts: parts.flatten(),
@@ -228,15 +216,15 @@ impl<'a> AnswerPart<'a> {
     fn read(r: &mut Reader<'a>) -> Option<Self> {
         let (mut text, mut thought) = (None, None);
         r.members(|r, name| match name {
-            "text" => once(r, &mut text, |r| r.str().ok()),
-            "thought" => once(r, &mut thought, |r| match r.value().ok()? {
+            "text" => r.once(&mut text, |r| r.str().ok()),
+            "thought" => r.once(&mut thought, |r| match r.value().ok()? {
                 "true" => Some(true),
                 "false" => Some(false),
                 _ => None,
             }),
             // A function call: serde reads it.
             "functionCall" => None,
-            _ => skip(r),
+            _ => r.skip(),
         })?;
         Some(AnswerPart {
             text: text.flatten(),
@@ -250,8 +238,8 @@ impl<'a> PromptFeedback<'a> {
     fn read(r: &mut Reader<'a>) -> Option<Self> {
         let mut block_reason = None;
         r.members(|r, name| match name {
-            "blockReason" => once(r, &mut block_reason, |r| r.str().ok()),
-            _ => skip(r),
+            "blockReason" => r.once(&mut block_reason, |r| r.str().ok()),
+            _ => r.skip(),
         })?;
         Some(PromptFeedback {
             block_reason: block_reason.flatten(),
@@ -268,9 +256,9 @@ impl UsageMetadata {
                 "candidatesTokenCount" => 1,
                 "thoughtsTokenCount" => 2,
                 "cachedContentTokenCount" => 3,
-                _ => return skip(r),
+                _ => return r.skip(),
             };
-            once(r, &mut counts[i], Reader::unsigned)
+            r.once(&mut counts[i], Reader::unsigned)
         })?;
         let [prompt, candidates, thoughts, cached] = counts.map(Option::flatten);
         Some(UsageMetadata {
@@ -280,25 +268,6 @@ impl UsageMetadata {
             cached_content_token_count: cached,
         })
     }
-}
-
-/// An optional member read once: `null` is `Some(None)`; a second one gives
-/// up (serde refuses duplicates).
-fn once<'a, T>(
-    r: &mut Reader<'a>,
-    slot: &mut Option<Option<T>>,
-    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
-) -> Option<()> {
-    if slot.is_some() {
-        return None;
-    }
-    *slot = Some(once_value(r, read)?);
-    Some(())
-}
-
-/// Skips a member's value.
-fn skip(r: &mut Reader<'_>) -> Option<()> {
-    r.value().ok().map(drop)
 }
 
 #[cfg(test)]

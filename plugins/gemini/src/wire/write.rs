@@ -6,7 +6,7 @@
 //! written by serde, and a test checks the two write the same bytes.
 
 use switchyard_sdk::BuildError;
-use switchyard_sdk::canonical::{push_json_number, push_json_string};
+use switchyard_sdk::canonical::{push_json_float, push_json_number, push_json_string};
 
 use super::{GenerationConfig, Part, Request};
 
@@ -28,7 +28,9 @@ impl Request<'_> {
         let mut out = String::with_capacity(256);
         out.push_str("{\"contents\":[");
         for (i, content) in self.contents.iter().enumerate() {
-            comma(&mut out, i);
+            if i > 0 {
+                out.push(',');
+            }
             out.push_str("{\"role\":");
             push_json_string(&mut out, content.role);
             out.push_str(",\"parts\":");
@@ -57,7 +59,9 @@ fn text_parts(out: &mut String, parts: &[Part<'_>]) -> Option<()> {
         let Part::Text { text } = part else {
             return None;
         };
-        comma(out, i);
+        if i > 0 {
+            out.push(',');
+        }
         out.push_str("{\"text\":");
         push_json_string(out, text);
         out.push('}');
@@ -85,7 +89,9 @@ impl GenerationConfig<'_> {
             member(out, "stopSequences");
             out.push('[');
             for (i, s) in self.stop_sequences.iter().enumerate() {
-                comma(out, i);
+                if i > 0 {
+                    out.push(',');
+                }
                 push_json_string(out, s);
             }
             out.push(']');
@@ -104,11 +110,11 @@ impl GenerationConfig<'_> {
         }
         if let Some(t) = self.temperature {
             member(out, "temperature");
-            float(out, t)?;
+            push_json_float(out, t);
         }
         if let Some(p) = self.top_p {
             member(out, "topP");
-            float(out, p)?;
+            push_json_float(out, p);
         }
         if let Some(k) = self.top_k {
             member(out, "topK");
@@ -123,29 +129,16 @@ impl GenerationConfig<'_> {
         }
         if let Some(p) = self.presence_penalty {
             member(out, "presencePenalty");
-            float(out, p)?;
+            push_json_float(out, p);
         }
         if let Some(f) = self.frequency_penalty {
             member(out, "frequencyPenalty");
-            float(out, f)?;
+            push_json_float(out, f);
         }
         // Not empty (the caller checks), so a member opened the object.
         out.push('}');
         Some(())
     }
-}
-
-fn comma(out: &mut String, i: usize) {
-    if i > 0 {
-        out.push(',');
-    }
-}
-
-/// A float, written by serde_json itself (its shortest form; `null` for
-/// what JSON cannot hold).
-fn float(out: &mut String, f: f64) -> Option<()> {
-    out.push_str(&serde_json::to_string(&f).ok()?);
-    Some(())
 }
 
 #[cfg(test)]
