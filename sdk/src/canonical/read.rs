@@ -231,8 +231,17 @@ impl<'a> Reader<'a> {
 
     /// The object's next member name, with its `:` read (the value is next),
     /// or `None` after its closing `}`.
-    #[inline(always)]
+    #[inline(never)]
     pub fn key(&mut self) -> Result<Option<Key<'a>>, Invalid> {
+        self.next_key()
+    }
+
+    /// [`key`](Self::key), inlined where [`members`](Self::members) walks
+    /// an object (a fast path's every member): no call, and no `Result`
+    /// written to memory and read back. Inlined everywhere, it made
+    /// openai's stream events dearer.
+    #[inline(always)]
+    fn next_key(&mut self) -> Result<Option<Key<'a>>, Invalid> {
         let fresh = core::mem::replace(&mut self.fresh, false);
         match self.peek() {
             Some(b'}') if self.depth > 0 => {
@@ -377,7 +386,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.object().ok()?;
-        while let Some(key) = self.key().ok()? {
+        while let Some(key) = self.next_key().ok()? {
             // A name without escapes (all but never) is handed out as it
             // is, without a `Cow` to build and drop: ~100 instructions a
             // member in a plugin.
