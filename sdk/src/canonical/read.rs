@@ -55,10 +55,7 @@ impl<'a> Key<'a> {
 
     /// The text between the quotes, escapes and all.
     fn plain(&self) -> &'a str {
-        // The quotes are ASCII: the cuts are at character boundaries.
-        self.quoted
-            .get(1..self.quoted.len() - 1)
-            .unwrap_or_default()
+        &self.quoted[1..self.quoted.len() - 1]
     }
 }
 
@@ -322,14 +319,8 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let escaped = self.string()?;
-        let key = Key {
-            quoted: &self.text[start..self.pos],
-            escaped,
-        };
-        if !escaped {
-            return Ok(Cow::Borrowed(key.plain()));
-        }
-        key.name().ok_or(Invalid { at: start })
+        let quoted = &self.text[start..self.pos];
+        Key { quoted, escaped }.name().ok_or(Invalid { at: start })
     }
 
     /// Reads a `null` if one is next: whether it did.
