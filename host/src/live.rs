@@ -267,6 +267,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.max_body_bytes != new.server.max_body_bytes {
         changed.push("server.max_body_bytes");
     }
+    if old.server.threads != new.server.threads {
+        changed.push("server.threads");
+    }
     if old.demo_upstream.as_ref().map(|d| &d.listen)
         != new.demo_upstream.as_ref().map(|d| &d.listen)
     {

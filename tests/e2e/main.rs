@@ -28,6 +28,7 @@ mod proxy;
 mod queue;
 mod records;
 mod resume;
+mod runtime;
 mod sandbox;
 mod shadow;
 mod shared_limits;

@@ -11,7 +11,12 @@ use switchyard::{demo, server};
 use crate::load;
 
 pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(), String> {
-    let (config, registry, warnings) = tokio::task::block_in_place(|| load(path))?;
+    // Loading reads files and compiles plugins: on a blocking thread, as the
+    // runtime may have only the one thread this task runs on.
+    let owned = path.to_path_buf();
+    let (config, registry, warnings) = tokio::task::spawn_blocking(move || load(&owned))
+        .await
+        .map_err(|e| format!("loading the config failed: {e}"))??;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -85,7 +90,11 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     let listener =
         switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(listen = %local, "switchyard listening");
+    tracing::info!(
+        threads = config.server.serving_threads(),
+        listen = %local,
+        "switchyard listening"
+    );
     if config.admin.metrics_on_api && config.admin.token_env.is_none() && !local.ip().is_loopback()
     {
         tracing::warn!(
@@ -124,8 +133,10 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
         }
     };
     // What the writer still gathers is committed before the process ends.
-    if let Some(store) = &store_handle
-        && !tokio::task::block_in_place(|| store.flush(std::time::Duration::from_secs(5)))
+    if let Some(store) = store_handle
+        && !tokio::task::spawn_blocking(move || store.flush(std::time::Duration::from_secs(5)))
+            .await
+            .unwrap_or(false)
     {
         tracing::warn!("the store could not commit its last records before exit");
     }

@@ -14,13 +14,27 @@ pub struct DemoUpstream {
 pub struct ServerConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Threads serving requests; absent: one per core the process may use.
+    pub threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            threads: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Threads serving requests: `threads`, or the cores this process may
+    /// run on (its CPU affinity and cgroup quota, as the standard library
+    /// reads them).
+    pub fn serving_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 }
 

@@ -217,3 +217,18 @@ fn an_evaluation_sample_is_a_share() {
         assert!(err.contains("/routes/m/evaluate_sample"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn serving_threads_default_to_the_cores_and_zero_is_refused() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.server.threads, None);
+    assert_eq!(
+        c.server.serving_threads(),
+        std::thread::available_parallelism().unwrap().get()
+    );
+    let one = MINIMAL.replacen('{', r#"{"server":{"threads":1},"#, 1);
+    assert_eq!(parse(&one).unwrap().server.serving_threads(), 1);
+    let zero = MINIMAL.replacen('{', r#"{"server":{"threads":0},"#, 1);
+    let err = parse(&zero).unwrap_err().to_string();
+    assert!(err.contains("/server/threads"), "{err}");
+}
