@@ -12,7 +12,7 @@ mod cli;
 
 use cli::commands::{check, keys, plugins_command};
 use cli::serve::serve;
-use switchyard::config::Config;
+use switchyard::config::{Config, ServerConfig};
 use switchyard::demo;
 use switchyard::plugins::{Registry, RegistrySettings};
 
@@ -156,18 +156,30 @@ enum PluginsCommand {
     },
 }
 
-/// The runtime requests are served on. With one thread (`server.threads`,
-/// or a process given one core), a single-threaded scheduler: a work-stealing
-/// one with a single worker has nothing to steal and costs more a request
-/// (measured under `scripts/load`: 106 → 67 µs of CPU per request at 64
-/// connections). Commands other than `serve` (`threads` None) keep the
-/// default multi-threaded runtime.
+/// The runtime requests are served on (`threads`: `server.threads`, or the
+/// cores the process may use; None for commands other than `serve`, which
+/// keep tokio's defaults).
+///
+/// Tasks a task wakes run in the order they were woken, not the last one
+/// first: tokio's LIFO slot runs the task just woken ahead of all others,
+/// which at 64 connections cost ~1.4× the CPU a request (`scripts/ab`, one
+/// core: 101–116 µs with it, 68–76 without, 65 on a single-threaded
+/// scheduler). One thread gets the single-threaded scheduler, which has no
+/// such slot and nothing to steal; more get a work-stealing runtime with the
+/// slot turned off (an unstable tokio API: `.cargo/config.toml` builds with
+/// `--cfg tokio_unstable`).
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
+            #[cfg(tokio_unstable)]
+            b.disable_lifo_slot();
+            #[cfg(not(tokio_unstable))]
+            eprintln!(
+                "warning: built without --cfg tokio_unstable (set RUSTFLAGS replaces .cargo/config.toml's flags): tasks woken last run first, ~1/3 more CPU a request"
+            );
             b
         }
         None => tokio::runtime::Builder::new_multi_thread(),
@@ -193,7 +205,12 @@ fn main() -> ExitCode {
         Command::Serve { config, .. } => Config::load(config).ok(),
         _ => None,
     };
-    let threads = early.as_ref().map(|c| c.server.serving_threads());
+    // The echo upstream of load tests serves as the gateway does, so that
+    // the ratios to it compare like with like.
+    let threads = match &cli.command {
+        Command::DemoUpstream { .. } => Some(ServerConfig::default().serving_threads()),
+        _ => early.as_ref().map(|c| c.server.serving_threads()),
+    };
     let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(e) => {
