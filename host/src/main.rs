@@ -219,7 +219,7 @@ fn main() -> ExitCode {
         }
     };
     let otlp = early.and_then(|c| c.telemetry.otlp);
-    let _flush_traces_on_exit = match init_tracing(log_writer, otlp.as_ref(), runtime.handle()) {
+    let flush_traces_on_exit = match init_tracing(log_writer, otlp.as_ref(), runtime.handle()) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: {e}");
@@ -289,6 +289,14 @@ fn main() -> ExitCode {
             demo::serve(listener).await.map_err(|e| e.to_string())
         }),
     };
+    // The last spans are exported by tasks on the runtime, which a
+    // single-threaded runtime runs only while something drives it: wait for
+    // the flush from a blocking thread inside it.
+    if let Some(guard) = flush_traces_on_exit {
+        runtime.block_on(async move {
+            let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
+        });
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -112,6 +112,8 @@ async fn more_threads_serve_on_workers_and_the_main_thread_waits() {
     let routes = json!({"chat": {"deployments": [deployment("main", &mock.url, "good")]}});
     let gw = Gateway::start(routes, &["openai"], json!({"server": {"threads": 2}}));
     gw.assert_log("threads=2");
+    // Each request comes on a new connection (the harness's client): the
+    // accept loop runs on a worker too, not in the main thread's `block_on`.
     let (main, all) = (main_thread_ns(&gw), process_ns(&gw));
     whole_answers(&gw, 200).await;
     let (main, all) = (main_thread_ns(&gw) - main, process_ns(&gw) - all);

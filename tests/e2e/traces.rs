@@ -357,3 +357,30 @@ async fn json_export_and_a_collector_that_is_down_never_fail_a_request() {
         gw.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_at_a_stop_are_exported_on_one_thread() {
+    let mock = Mock::start().await;
+    let (collector, got) = receiver().await;
+    // Nothing is sent on a timer during the test: only the stop flushes.
+    let mut gw = Gateway::start(
+        json!({"ok": {"deployments": [deployment("good-dep", &mock.url, "good")]}}),
+        &["openai"],
+        json!({"server": {"threads": 1},
+               "telemetry": {"otlp": {"endpoint": collector, "batch_delay_ms": 60000}}}),
+    );
+    assert_eq!(gw.chat("ok", false).await.status(), 200);
+    assert!(spans(&got).is_empty());
+    let started = Instant::now();
+    let status = gw.terminate();
+    assert!(status.success(), "{status}\n{}", gw.logs());
+    // The export ran while the runtime was still driven: no waiting out the
+    // exporter's 5 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let names: Vec<String> = spans(&got).into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "chat ok"), "{names:?}");
+}

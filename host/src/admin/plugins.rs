@@ -180,8 +180,20 @@ fn entries(registry: &Registry, config: &crate::config::Config) -> Vec<Value> {
 /// `GET /admin/plugins`.
 pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Response {
     let gateway = s.live.gateway();
-    let data = entries(gateway.registry(), gateway.config());
-    axum::Json(json!({ "data": data, "dir": gateway.registry().dir() })).into_response()
+    // Each entry hashes its plugin's previous file (up to 64 MiB): on a
+    // blocking thread, not on the one that serves requests.
+    let listed = tokio::task::spawn_blocking(move || {
+        let data = entries(gateway.registry(), gateway.config());
+        json!({ "data": data, "dir": gateway.registry().dir() })
+    })
+    .await;
+    match listed {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing the plugins failed: {e}"),
+        ),
+    }
 }
 
 fn file_error(e: FileError) -> Response {

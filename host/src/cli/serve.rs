@@ -116,14 +116,22 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
     // no longer than DRAIN (a long stream must not block a deploy forever).
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(switchyard::server::nodelay(listener), app).with_graceful_shutdown(
-        async move {
-            shutdown().await;
-            let _ = stopping_tx.send(true);
-        },
+    // The accept loop is a task of its own: on a work-stealing runtime it
+    // then runs on a worker, which takes each new connection's task itself
+    // instead of being woken by the main thread (`block_on`) to take it.
+    let server = tokio::spawn(
+        axum::serve(switchyard::server::nodelay(listener), app)
+            .with_graceful_shutdown(async move {
+                shutdown().await;
+                let _ = stopping_tx.send(true);
+            })
+            .into_future(),
     );
     let result = tokio::select! {
-        served = server => served.map_err(|e| e.to_string()),
+        served = server => match served {
+            Ok(served) => served.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the server stopped: {e}")),
+        },
         () = async {
             let _ = stopping.wait_for(|s| *s).await;
             tokio::time::sleep(DRAIN).await;
