@@ -101,6 +101,12 @@ impl Gateway {
             },
             "routes": routes,
         });
+        // SWITCHYARD_TEST_THREADS=N runs every gateway with N serving threads
+        // (a test's own `server.threads` wins), to try the suite on one.
+        if let Ok(n) = std::env::var("SWITCHYARD_TEST_THREADS") {
+            let n: usize = n.parse().expect("SWITCHYARD_TEST_THREADS is a number");
+            config["server"] = json!({"threads": n});
+        }
         merge(&mut config, extra);
         // Failover tests see each failure move on at once: routes retry
         // the same deployment only where a test says so (`retry`).
