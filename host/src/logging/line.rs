@@ -124,6 +124,20 @@ fn timestamp(w: &mut Writer<'_>) -> fmt::Result {
     w.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
 }
 
+/// A warning line in the format of the others, for the log writer's own
+/// notices (written without going through `tracing`).
+pub(super) fn notice(message: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut stamp = second_text(now.as_secs()).to_vec();
+    let mut micros = [0u8; 6];
+    digits(&mut micros, u64::from(now.subsec_micros()));
+    stamp.extend_from_slice(&micros);
+    let stamp = String::from_utf8(stamp).unwrap_or_default();
+    format!("{stamp}Z  WARN switchyard::logging: {message}\n")
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.` for `secs` since the Unix epoch (UTC), for
 /// years 1970 to 9999.
 fn second_text(secs: u64) -> [u8; 20] {

@@ -9,10 +9,15 @@
 //! wakes the writer, which lingers [`LINGER`] for more before one `write`.
 //! When idle, nothing runs (no timer): the writer sleeps until a line comes.
 //!
-//! Not lossy: when the buffer holds [`HIGH_WATER`] bytes the writer is woken
-//! at once, and at [`CAP`] a logging thread waits for room, so a flood slows
-//! requests rather than dropping lines. Lines reach the output at most
-//! [`LINGER`] late; [`LogGuard`] writes the rest when dropped (normal exit).
+//! Not lossy while the output takes lines: when the buffer holds
+//! [`HIGH_WATER`] bytes the writer is woken at once, and at [`CAP`] a logging
+//! thread waits for room, so a flood slows requests rather than dropping
+//! lines. An output that takes nothing for [`STALL`] (a full pipe, a stuck
+//! log collector) must not stop the gateway, whose requests may all run on
+//! one thread: lines are then dropped and counted, without waiting, until
+//! the writer's next write completes, and a warning in the log says how many
+//! were lost. Lines reach the output at most [`LINGER`] late; [`LogGuard`]
+//! writes the rest when dropped (normal exit).
 
 pub mod line;
 
@@ -58,6 +63,8 @@ pub const LINGER: Duration = Duration::from_millis(5);
 pub const HIGH_WATER: usize = 256 * 1024;
 /// Buffered bytes at which logging waits for the writer.
 pub const CAP: usize = 4 * 1024 * 1024;
+/// How long a logger waits for room before the output counts as stalled.
+pub const STALL: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct State {
@@ -65,10 +72,16 @@ struct State {
     /// The writer has been told a batch is coming (or is writing one).
     scheduled: bool,
     closed: bool,
+    /// No room came within [`STALL`]: lines are dropped until the writer's
+    /// next write completes.
+    stalled: bool,
+    /// Lines dropped since the last notice.
+    dropped: u64,
 }
 
-#[derive(Default)]
 struct Shared {
+    /// [`STALL`], but for tests.
+    stall: Duration,
     state: Mutex<State>,
     /// Wakes the writer: a batch started, the high-water mark was reached,
     /// or the log is closing.
@@ -98,7 +111,19 @@ pub struct LogGuard {
 
 /// Starts the writer thread over `out`.
 pub fn batched<W: Write + Send + 'static>(out: W) -> std::io::Result<(BatchedLog, LogGuard)> {
-    let shared = Arc::new(Shared::default());
+    batched_with(out, STALL)
+}
+
+fn batched_with<W: Write + Send + 'static>(
+    out: W,
+    stall: Duration,
+) -> std::io::Result<(BatchedLog, LogGuard)> {
+    let shared = Arc::new(Shared {
+        stall,
+        state: Mutex::default(),
+        wake: Condvar::new(),
+        room: Condvar::new(),
+    });
     let writer = shared.clone();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
@@ -134,7 +159,15 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         std::mem::swap(&mut batch, &mut state.buf);
         state.scheduled = false;
         let closed = state.closed;
+        let dropped = std::mem::take(&mut state.dropped);
         drop(state);
+        if dropped > 0 {
+            let notice = line::notice(&format!(
+                "{dropped} log lines dropped: the log output took nothing for {} ms",
+                shared.stall.as_millis()
+            ));
+            batch.splice(0..0, notice.into_bytes());
+        }
         shared.room.notify_all();
         if !batch.is_empty() {
             // Nowhere to report a failed log write; carry on serving.
@@ -144,6 +177,8 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
                 batch = Vec::new();
             }
         }
+        // The output took a batch (or failed at once): loggers may wait again.
+        shared.lock().stalled = false;
         if closed && shared.lock().buf.is_empty() {
             return;
         }
@@ -153,12 +188,22 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 impl Write for BatchedLog {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.lock();
-        while state.buf.len() >= CAP && !state.closed {
-            state = self
+        if state.buf.len() >= CAP && !state.closed && !state.stalled {
+            let (waited, timeout) = self
                 .shared
                 .room
-                .wait(state)
+                .wait_timeout_while(state, self.shared.stall, |s| {
+                    s.buf.len() >= CAP && !s.closed
+                })
                 .unwrap_or_else(|p| p.into_inner());
+            state = waited;
+            if timeout.timed_out() {
+                state.stalled = true;
+            }
+        }
+        if state.buf.len() >= CAP && !state.closed {
+            state.dropped += 1;
+            return Ok(bytes.len());
         }
         state.buf.extend_from_slice(bytes);
         let wake = if !state.scheduled {
@@ -241,7 +286,9 @@ mod tests {
     #[test]
     fn nothing_is_lost_under_a_flood_from_many_threads_and_the_rest_is_written_on_drop() {
         let sink = Sink::default();
-        let (log, guard) = batched(sink.clone()).unwrap();
+        // An output that keeps up is never counted as stalled, however
+        // loaded the machine running the test.
+        let (log, guard) = batched_with(sink.clone(), Duration::from_secs(60)).unwrap();
         let mut line = vec![b'x'; 999];
         line.push(b'\n');
         let threads: Vec<_> = (0..4)
@@ -267,6 +314,73 @@ mod tests {
                 .all(|l| l.is_empty() || l == &line[..999])
         );
         assert!(*sink.writes.lock().unwrap() < 4 * 5_000, "batched");
+    }
+
+    /// An output whose writes block until the test lets them through.
+    #[derive(Clone)]
+    struct Stuck {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        bytes: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (open, turn) = &*self.open;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = turn.wait(open).unwrap();
+            }
+            self.bytes.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_lines_instead_of_stopping_loggers_and_says_how_many() {
+        let sink = Stuck {
+            open: Arc::default(),
+            bytes: Arc::default(),
+        };
+        let (mut log, guard) = batched_with(sink.clone(), Duration::from_millis(50)).unwrap();
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
+        // The writer takes the first batch and blocks in the output; the
+        // buffer then fills to the cap.
+        log.write_all(&line).unwrap();
+        std::thread::sleep(LINGER * 4);
+        for _ in 0..CAP / line.len() {
+            log.write_all(&line).unwrap();
+        }
+        // Past the cap: one wait of the stall time, then no waiting at all.
+        let started = Instant::now();
+        for _ in 0..1_000 {
+            log.write_all(&line).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        {
+            let (open, turn) = &*sink.open;
+            *open.lock().unwrap() = true;
+            turn.notify_all();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.bytes.lock().unwrap().clone()).unwrap();
+        let notice = text
+            .lines()
+            .find(|l| l.contains("log lines dropped"))
+            .unwrap_or_else(|| panic!("no notice among {} bytes", text.len()));
+        assert!(
+            notice.contains("WARN switchyard::logging: 1000 log lines dropped"),
+            "{notice}"
+        );
+        let kept = text.lines().filter(|l| l.starts_with('x')).count();
+        assert_eq!(kept, 1 + CAP / line.len());
     }
 
     #[test]
