@@ -14,9 +14,11 @@
 //! thread waits for room, so a flood slows requests rather than dropping
 //! lines. An output that takes nothing for [`STALL`] (a full pipe, a stuck
 //! log collector) must not stop the gateway, whose requests may all run on
-//! one thread: lines are then dropped and counted, without waiting, until
-//! the writer's next write completes, and a warning in the log says how many
-//! were lost. Lines reach the output at most [`LINGER`] late; [`LogGuard`]
+//! one thread: the writer writes in [`CHUNK`]s and counts each, and a logger
+//! that waited [`STALL`] without one completing drops its line, as do the
+//! loggers after it without waiting, until the next chunk completes; a
+//! warning after the lines kept says how many were lost. A slow output that
+//! still takes chunks is waited for. Lines reach the output at most [`LINGER`] late; [`LogGuard`]
 //! writes the rest when dropped (normal exit).
 
 pub mod line;
@@ -63,8 +65,11 @@ pub const LINGER: Duration = Duration::from_millis(5);
 pub const HIGH_WATER: usize = 256 * 1024;
 /// Buffered bytes at which logging waits for the writer.
 pub const CAP: usize = 4 * 1024 * 1024;
-/// How long a logger waits for room before the output counts as stalled.
+/// How long a logger waits with no chunk written before the output counts
+/// as stalled.
 pub const STALL: Duration = Duration::from_millis(100);
+/// The writer's unit of progress: a stall is a chunk not taken in [`STALL`].
+pub const CHUNK: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -72,9 +77,9 @@ struct State {
     /// The writer has been told a batch is coming (or is writing one).
     scheduled: bool,
     closed: bool,
-    /// No room came within [`STALL`]: lines are dropped until the writer's
-    /// next write completes.
-    stalled: bool,
+    /// The writer's chunk count at which a logger waited [`STALL`] for
+    /// nothing: while the count stays there, lines are dropped.
+    stalled_at: Option<u64>,
     /// Lines dropped since the last notice.
     dropped: u64,
 }
@@ -82,6 +87,8 @@ struct State {
 struct Shared {
     /// [`STALL`], but for tests.
     stall: Duration,
+    /// Chunks the writer has finished writing (or failed to write).
+    chunks: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     /// Wakes the writer: a batch started, the high-water mark was reached,
     /// or the log is closing.
@@ -120,6 +127,7 @@ fn batched_with<W: Write + Send + 'static>(
 ) -> std::io::Result<(BatchedLog, LogGuard)> {
     let shared = Arc::new(Shared {
         stall,
+        chunks: std::sync::atomic::AtomicU64::new(0),
         state: Mutex::default(),
         wake: Condvar::new(),
         room: Condvar::new(),
@@ -162,23 +170,30 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         let dropped = std::mem::take(&mut state.dropped);
         drop(state);
         if dropped > 0 {
-            let notice = line::notice(&format!(
-                "{dropped} log lines dropped: the log output took nothing for {} ms",
-                shared.stall.as_millis()
-            ));
-            batch.splice(0..0, notice.into_bytes());
+            // They were dropped after every line of this batch was taken.
+            batch.extend_from_slice(
+                line::notice(&format!(
+                    "{dropped} log lines dropped: the log output took nothing for {} ms",
+                    shared.stall.as_millis()
+                ))
+                .as_bytes(),
+            );
         }
         shared.room.notify_all();
         if !batch.is_empty() {
-            // Nowhere to report a failed log write; carry on serving.
-            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            for chunk in batch.chunks(CHUNK) {
+                // Nowhere to report a failed log write; carry on serving.
+                let _ = out.write_all(chunk);
+                shared
+                    .chunks
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+            let _ = out.flush();
             batch.clear();
             if batch.capacity() > CAP {
                 batch = Vec::new();
             }
         }
-        // The output took a batch (or failed at once): loggers may wait again.
-        shared.lock().stalled = false;
         if closed && shared.lock().buf.is_empty() {
             return;
         }
@@ -187,18 +202,28 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 
 impl Write for BatchedLog {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering::Acquire;
         let mut state = self.shared.lock();
-        if state.buf.len() >= CAP && !state.closed && !state.stalled {
-            let (waited, timeout) = self
-                .shared
-                .room
-                .wait_timeout_while(state, self.shared.stall, |s| {
-                    s.buf.len() >= CAP && !s.closed
-                })
-                .unwrap_or_else(|p| p.into_inner());
-            state = waited;
-            if timeout.timed_out() {
-                state.stalled = true;
+        let full = |s: &State| s.buf.len() >= CAP && !s.closed;
+        if full(&state) && state.stalled_at != Some(self.shared.chunks.load(Acquire)) {
+            // Waits while the writer makes progress, however slowly.
+            let mut seen = self.shared.chunks.load(Acquire);
+            loop {
+                let (waited, timeout) = self
+                    .shared
+                    .room
+                    .wait_timeout_while(state, self.shared.stall, |s| full(s))
+                    .unwrap_or_else(|p| p.into_inner());
+                state = waited;
+                if !timeout.timed_out() {
+                    break;
+                }
+                let now = self.shared.chunks.load(Acquire);
+                if now == seen {
+                    state.stalled_at = Some(now);
+                    break;
+                }
+                seen = now;
             }
         }
         if state.buf.len() >= CAP && !state.closed {
@@ -320,11 +345,17 @@ mod tests {
     #[derive(Clone)]
     struct Stuck {
         open: Arc<(Mutex<bool>, Condvar)>,
+        entered: Arc<(Mutex<bool>, Condvar)>,
         bytes: Arc<Mutex<Vec<u8>>>,
     }
 
     impl Write for Stuck {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            {
+                let (entered, told) = &*self.entered;
+                *entered.lock().unwrap() = true;
+                told.notify_all();
+            }
             let (open, turn) = &*self.open;
             let mut open = open.lock().unwrap();
             while !*open {
@@ -342,6 +373,7 @@ mod tests {
     fn a_stalled_output_drops_lines_instead_of_stopping_loggers_and_says_how_many() {
         let sink = Stuck {
             open: Arc::default(),
+            entered: Arc::default(),
             bytes: Arc::default(),
         };
         let (mut log, guard) = batched_with(sink.clone(), Duration::from_millis(50)).unwrap();
@@ -350,7 +382,13 @@ mod tests {
         // The writer takes the first batch and blocks in the output; the
         // buffer then fills to the cap.
         log.write_all(&line).unwrap();
-        std::thread::sleep(LINGER * 4);
+        {
+            let (entered, told) = &*sink.entered;
+            let mut entered = entered.lock().unwrap();
+            while !*entered {
+                entered = told.wait(entered).unwrap();
+            }
+        }
         for _ in 0..CAP / line.len() {
             log.write_all(&line).unwrap();
         }
@@ -381,6 +419,42 @@ mod tests {
         );
         let kept = text.lines().filter(|l| l.starts_with('x')).count();
         assert_eq!(kept, 1 + CAP / line.len());
+    }
+
+    /// An output that takes every write, slowly.
+    #[derive(Clone, Default)]
+    struct Slow {
+        bytes: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            // As a pipe does: at most 64 KiB a write.
+            std::thread::sleep(Duration::from_millis(10));
+            let b = &b[..b.len().min(64 * 1024)];
+            self.bytes.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_output_that_takes_chunks_is_waited_for() {
+        let sink = Slow::default();
+        // A 4 MiB batch takes this output 64 chunks of 10 ms: far longer
+        // than the stall time, but never a stall time without a chunk.
+        let (mut log, guard) = batched_with(sink.clone(), Duration::from_millis(50)).unwrap();
+        let mut line = vec![b'y'; 1023];
+        line.push(b'\n');
+        let lines = 3 * CAP / line.len();
+        for _ in 0..lines {
+            log.write_all(&line).unwrap();
+        }
+        drop(guard);
+        let bytes = sink.bytes.lock().unwrap();
+        assert_eq!(bytes.len(), lines * line.len(), "lines were dropped");
     }
 
     #[test]
