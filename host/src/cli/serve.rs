@@ -90,6 +90,8 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     let listener =
         switchyard::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // Handled before anyone is told the gateway listens.
+    let signalled = shutdown();
     tracing::info!(
         threads = config.server.serving_threads(),
         listen = %local,
@@ -122,7 +124,7 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     let server = tokio::spawn(
         axum::serve(switchyard::server::nodelay(listener), app)
             .with_graceful_shutdown(async move {
-                shutdown().await;
+                signalled.await;
                 let _ = stopping_tx.send(true);
             })
             .into_future(),
@@ -210,21 +212,23 @@ async fn serve_admin(
 /// How long a shutdown waits for requests in flight.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
+fn shutdown() -> impl std::future::Future<Output = ()> {
+    // SIGTERM is handled from here on, not from the future's first poll
+    // (the server's task may start a moment after the listening line).
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        match term {
+            Some(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            None => ctrl_c.await.unwrap_or(()),
         }
+        #[cfg(not(unix))]
+        ctrl_c.await.unwrap_or(());
+        tracing::info!("shutting down; finishing requests in flight");
     }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or(());
-    tracing::info!("shutting down; finishing requests in flight");
 }
