@@ -390,6 +390,15 @@ pub async fn sse_events(r: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// Checks that a stream's events end with `[DONE]`.
+pub fn assert_done(events: &[String]) {
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+}
+
 /// A loopback port with nothing listening on it.
 pub fn refused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Gateway, deployment, json_body, sse_events};
+use crate::harness::{Gateway, assert_done, deployment, json_body, sse_events};
 use crate::mock::{Mock, STORY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,11 +139,7 @@ async fn python_and_javascript_adapter_templates_answer_and_stream() {
             let r = gw.chat(&route, true).await;
             assert_eq!(r.status(), 200, "{}", gw.logs());
             let events = sse_events(r).await;
-            assert_eq!(
-                events.last().map(String::as_str),
-                Some("[DONE]"),
-                "{events:?}"
-            );
+            assert_done(&events);
             let mut text = String::new();
             for e in &events[..events.len() - 1] {
                 let chunk: serde_json::Value = serde_json::from_str(e).unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, client, json_body, sse_events};
+use crate::harness::{Gateway, assert_done, client, json_body, sse_events};
 use crate::mock::Mock;
 
 const PLUGINS: &[(&str, &str)] = &[("priority", "priority"), ("openai", "openai")];
@@ -91,11 +91,7 @@ async fn a_reload_under_load_drops_nothing_and_streams_finish_on_the_old_config(
     gateway.assert_log("config reloaded: routes added: new");
     // The stream began on the old config and finishes on it.
     let events = sse_events(stream).await;
-    assert_eq!(
-        events.last().map(String::as_str),
-        Some("[DONE]"),
-        "{events:?}"
-    );
+    assert_done(&events);
     assert_eq!(events.len(), 5, "{events:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Gateway, client, deployment, json_body, sse_events};
+use crate::harness::{Gateway, assert_done, client, deployment, json_body, sse_events};
 use crate::mock::Mock;
 
 /// Nanoseconds the process's main thread has run (its scheduler statistics).
@@ -86,11 +86,7 @@ async fn one_thread_serves_answers_and_streams_beside_a_spinning_plugin() {
         let r = gw.chat("chat", true).await;
         assert_eq!(r.status(), 200, "{}", gw.logs());
         let events = sse_events(r).await;
-        assert_eq!(
-            events.last().map(String::as_str),
-            Some("[DONE]"),
-            "{events:?}"
-        );
+        assert_done(&events);
     }
     for s in spinning {
         assert_eq!(s.await.unwrap(), 200, "{}", gw.logs());

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, client, deployment, sse_events};
+use crate::harness::{Gateway, assert_done, client, deployment, sse_events};
 use crate::mock::Mock;
 
 /// What the receiver got: each export's content type and body.
@@ -266,7 +266,7 @@ async fn a_stream_is_traced_to_its_last_chunk() {
     let r = gw.chat("ok", true).await;
     assert_eq!(r.status(), 200);
     let events = sse_events(r).await;
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_done(&events);
 
     let all = wait_for(&got, |all| {
         all.iter().any(|s| s.kind == SpanKind::Server as i32)

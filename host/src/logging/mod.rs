@@ -18,8 +18,8 @@
 //! that waited [`STALL`] without one completing drops its line, as do the
 //! loggers after it without waiting, until the next chunk completes; a
 //! warning after the lines kept says how many were lost. A slow output that
-//! still takes chunks is waited for. Lines reach the output at most [`LINGER`] late; [`LogGuard`]
-//! writes the rest when dropped (normal exit).
+//! still takes chunks is waited for. Lines reach the output at most
+//! [`LINGER`] late; [`LogGuard`] writes the rest when dropped (normal exit).
 
 pub mod line;
 
@@ -226,7 +226,7 @@ impl Write for BatchedLog {
                 seen = now;
             }
         }
-        if state.buf.len() >= CAP && !state.closed {
+        if full(&state) {
             state.dropped += 1;
             return Ok(bytes.len());
         }
@@ -341,26 +341,35 @@ mod tests {
         assert!(*sink.writes.lock().unwrap() < 4 * 5_000, "batched");
     }
 
+    /// A flag one thread raises and others wait for.
+    #[derive(Clone, Default)]
+    struct Flag(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Flag {
+        fn raise(&self) {
+            *self.0.0.lock().unwrap() = true;
+            self.0.1.notify_all();
+        }
+        fn wait(&self) {
+            let mut up = self.0.0.lock().unwrap();
+            while !*up {
+                up = self.0.1.wait(up).unwrap();
+            }
+        }
+    }
+
     /// An output whose writes block until the test lets them through.
-    #[derive(Clone)]
+    #[derive(Clone, Default)]
     struct Stuck {
-        open: Arc<(Mutex<bool>, Condvar)>,
-        entered: Arc<(Mutex<bool>, Condvar)>,
+        open: Flag,
+        entered: Flag,
         bytes: Arc<Mutex<Vec<u8>>>,
     }
 
     impl Write for Stuck {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            {
-                let (entered, told) = &*self.entered;
-                *entered.lock().unwrap() = true;
-                told.notify_all();
-            }
-            let (open, turn) = &*self.open;
-            let mut open = open.lock().unwrap();
-            while !*open {
-                open = turn.wait(open).unwrap();
-            }
+            self.entered.raise();
+            self.open.wait();
             self.bytes.lock().unwrap().extend_from_slice(b);
             Ok(b.len())
         }
@@ -371,24 +380,14 @@ mod tests {
 
     #[test]
     fn a_stalled_output_drops_lines_instead_of_stopping_loggers_and_says_how_many() {
-        let sink = Stuck {
-            open: Arc::default(),
-            entered: Arc::default(),
-            bytes: Arc::default(),
-        };
+        let sink = Stuck::default();
         let (mut log, guard) = batched_with(sink.clone(), Duration::from_millis(50)).unwrap();
         let mut line = vec![b'x'; 1023];
         line.push(b'\n');
         // The writer takes the first batch and blocks in the output; the
         // buffer then fills to the cap.
         log.write_all(&line).unwrap();
-        {
-            let (entered, told) = &*sink.entered;
-            let mut entered = entered.lock().unwrap();
-            while !*entered {
-                entered = told.wait(entered).unwrap();
-            }
-        }
+        sink.entered.wait();
         for _ in 0..CAP / line.len() {
             log.write_all(&line).unwrap();
         }
@@ -402,11 +401,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        {
-            let (open, turn) = &*sink.open;
-            *open.lock().unwrap() = true;
-            turn.notify_all();
-        }
+        sink.open.raise();
         drop(guard);
         let text = String::from_utf8(sink.bytes.lock().unwrap().clone()).unwrap();
         let notice = text
