@@ -7,7 +7,8 @@
 //! TCP exchanges and their wake-ups, and log formatting (no subscriber is
 //! installed here). Variants: `full` (priority strategy,
 //! openai adapter, basic evaluator), `cheap` (the adapter only),
-//! `streamed` (full, an SSE answer of six events) and `full_stored` (full,
+//! `streamed` (full, an SSE answer of six events read at once),
+//! `streamed_paced` (the same events, a read each) and `full_stored` (full,
 //! with the store on: the request's side of recording it, its rows built
 //! and queued; the writer commits them on its own thread, not timed here).
 //!
@@ -34,14 +35,15 @@ const REQUEST: &str = r#"{"model":"full","messages":[{"role":"system","content":
 /// A real-shaped OpenAI chat completion with usage.
 const ANSWER: &str = r#"{"id":"chatcmpl-9x3Kq2LmZ8vQpR7sT1uW4yB6nE0aDf","object":"chat.completion","created":1717171717,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris, which has been the seat of its government for most of the last thousand years.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":24,"total_tokens":55},"system_fingerprint":"fp_0ba0d124f1"}"#;
 
-/// The same answer streamed: role, four content pieces, finish with usage.
-fn sse_answer() -> Bytes {
+/// The same answer streamed: role, four content pieces, finish with usage,
+/// `[DONE]`: six events.
+fn sse_answer() -> Vec<Bytes> {
     let head = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":"#;
-    let mut out = String::new();
+    let mut out = Vec::new();
     let mut event = |delta: &str, finish: &str, usage: &str| {
-        out.push_str(&format!(
+        out.push(Bytes::from(format!(
             "data: {head}{delta},\"finish_reason\":{finish}}}]{usage}}}\n\n"
-        ));
+        )));
     };
     event(r#"{"role":"assistant","content":""}"#, "null", "");
     for piece in ["The capital ", "of France ", "is ", "Paris."] {
@@ -52,8 +54,8 @@ fn sse_answer() -> Bytes {
         "\"stop\"",
         r#","usage":{"prompt_tokens":31,"completion_tokens":8,"total_tokens":39}"#,
     );
-    out.push_str("data: [DONE]\n\n");
-    Bytes::from(out)
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
 }
 
 struct Fixture {
@@ -79,6 +81,9 @@ impl Fixture {
                 "cheap": {"deployments": [{
                     "name": "mock-cheap", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
                 }]},
+                "paced": {"strategy": "priority", "evaluator": "basic", "deployments": [{
+                    "name": "mock-paced", "adapter": "openai", "base_url": "http://paced.invalid/v1", "model": "echo"
+                }]},
                 "cached": {"strategy": "priority", "evaluator": "basic",
                     "cache": {"enabled": true, "all_requests": true}, "deployments": [{
                     "name": "mock-cached", "adapter": "openai", "base_url": "http://mock.invalid/v1", "model": "echo"
@@ -98,10 +103,16 @@ impl Fixture {
         let sse = sse_answer();
         let upstream = Upstream::in_process(Arc::new(move |r: Request<Bytes>| {
             let streamed = r.body().windows(13).any(|w| w == br#""stream":true"#);
-            let (kind, body) = if streamed {
+            let (kind, body) = if !streamed {
+                (
+                    "application/json",
+                    vec![Bytes::from_static(ANSWER.as_bytes())],
+                )
+            } else if r.uri().host() == Some("paced.invalid") {
+                // A model's pace: each event in a read of its own.
                 ("text/event-stream", sse.clone())
             } else {
-                ("application/json", Bytes::from_static(ANSWER.as_bytes()))
+                ("text/event-stream", vec![sse.concat().into()])
             };
             Response::builder()
                 .header("content-type", kind)
@@ -183,6 +194,15 @@ fn request_path(c: &mut Criterion) {
     });
     c.bench_function("request_path/streamed", |b| {
         b.iter_custom(|n| f.timed(n, &streamed))
+    });
+    // The same six events, each read on its own (as a model's tokens come):
+    // less this row the one above, over five, is what a read costs.
+    let paced =
+        Bytes::from(String::from_utf8_lossy(&streamed).replacen("\"full\"", "\"paced\"", 1));
+    let events = f.rt.block_on(f.request(&paced));
+    assert!(events.ends_with(b"data: [DONE]\n\n"), "{events:?}");
+    c.bench_function("request_path/streamed_paced", |b| {
+        b.iter_custom(|n| f.timed(n, &paced))
     });
     let stored = Fixture::new(true);
     c.bench_function("request_path/full_stored", |b| {

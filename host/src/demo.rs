@@ -6,12 +6,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -42,8 +44,13 @@ struct StreamOptions {
 
 /// The demo upstream's router.
 pub fn router() -> Router {
+    paced_router(Duration::ZERO)
+}
+
+/// The demo upstream's router, its streamed events `gap` apart.
+fn paced_router(gap: Duration) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route("/v1/chat/completions", post(move |body| chat(body, gap)))
         .route(
             "/v1/models",
             get(|| async { axum::Json(json!({"object":"list","data":[{"id":"echo","object":"model","owned_by":"switchyard-demo"}]})) }),
@@ -52,7 +59,12 @@ pub fn router() -> Router {
 
 /// Binds and serves the demo upstream until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(crate::server::nodelay(listener), router()).await
+    serve_paced(listener, Duration::ZERO).await
+}
+
+/// [`serve`], a streamed answer's events `gap` apart (none: all at once).
+pub async fn serve_paced(listener: tokio::net::TcpListener, gap: Duration) -> std::io::Result<()> {
+    axum::serve(crate::server::nodelay(listener), paced_router(gap)).await
 }
 
 /// Binds the demo upstream's address, with an error that says what it is for.
@@ -60,7 +72,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
     crate::server::listen(addr).map_err(|e| format!("cannot bind the demo upstream to {addr}: {e}"))
 }
 
-async fn chat(body: Bytes) -> Response {
+async fn chat(body: Bytes, gap: Duration) -> Response {
     let request: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -124,11 +136,21 @@ async fn chat(body: Bytes) -> Response {
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_string());
-    let stream = futures_util::stream::iter(
+    let events = futures_util::stream::iter(events.into_iter().map(Bytes::from));
+    let stream = if gap.is_zero() {
+        events.map(Ok::<_, Infallible>).boxed()
+    } else {
+        // The first at once; each next one `gap` after the last.
         events
-            .into_iter()
-            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
-    );
+            .enumerate()
+            .then(move |(i, e)| async move {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                Ok::<_, Infallible>(e)
+            })
+            .boxed()
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))

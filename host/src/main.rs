@@ -102,6 +102,11 @@ enum Command {
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        /// Milliseconds between a streamed answer's events (0: all at
+        /// once). Paced, each event reaches the gateway in a read of its
+        /// own, as a model's tokens do.
+        #[arg(long, default_value_t = 0)]
+        event_gap_ms: u64,
     },
     /// Plugin operations: list, check one file, start a new one.
     Plugins {
@@ -283,10 +288,16 @@ fn main() -> ExitCode {
                 let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
             }),
         Command::Plugins { command } => plugins_command(command, &runtime),
-        Command::DemoUpstream { listen } => runtime.block_on(async move {
+        Command::DemoUpstream {
+            listen,
+            event_gap_ms,
+        } => runtime.block_on(async move {
             let listener = demo::bind(listen).await?;
-            tracing::info!(%listen, "demo upstream listening");
-            demo::serve(listener).await.map_err(|e| e.to_string())
+            tracing::info!(%listen, event_gap_ms, "demo upstream listening");
+            let gap = std::time::Duration::from_millis(event_gap_ms);
+            demo::serve_paced(listener, gap)
+                .await
+                .map_err(|e| e.to_string())
         }),
     };
     // The last spans are exported by tasks on the runtime, which a

@@ -154,6 +154,35 @@ async fn stream_stalling_after_commit_ends_with_an_error_event_after_idle_timeou
     assert!(!events.iter().any(|e| e == "[DONE]"));
 }
 
+/// `idle_ms` is the longest silence, not a stream's length: events every
+/// 500 ms under an `idle_ms` of 800 carry a 2 s stream to its end (the pump
+/// sets its idle alarm once and moves it on as events come).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_idle_ms_whose_events_come_within_it_completes() {
+    let mock = Mock::start().await;
+    let mut slow = deployment("slow", &mock.url, "slow-stream");
+    slow["timeouts"] = json!({"idle_ms": 800});
+    let mut routes = route(slow, deployment("backup", &mock.url, "good"));
+    routes["chat"]["retry"] = json!({"retries": 0, "resumes": 0});
+    let gw = Gateway::start(routes, &["openai", "priority", "basic"], json!({}));
+    let started = std::time::Instant::now();
+    let (deployment, events) = stream_text(&gw).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(deployment, "slow");
+    assert_eq!(
+        events.last().unwrap(),
+        "[DONE]",
+        "{events:?}\n{}",
+        gw.logs()
+    );
+    assert!(!events.iter().any(|e| e.contains("error")), "{events:?}");
+    assert_eq!(mock.hits("good"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_without_a_needed_capability_are_not_tried() {
     let mock = Mock::start().await;

@@ -24,6 +24,13 @@ enum BodyInner {
         done: bool,
     },
     Full(Option<Bytes>),
+    /// An in-process body in pieces, each read on its own as a paced
+    /// upstream's events are: the stream is pending once before each.
+    Pieces {
+        pieces: std::collections::VecDeque<Bytes>,
+        /// The next piece has "arrived" (its pending poll was made).
+        arrived: bool,
+    },
 }
 
 /// Most yields [`ReplyBody::gather`] makes while gathering one batch.
@@ -33,6 +40,17 @@ impl ReplyBody {
     /// A whole body already in memory (the in-process upstream).
     pub(super) fn full(bytes: Bytes) -> Self {
         Self(BodyInner::Full(Some(bytes)))
+    }
+
+    /// In-process pieces (one is a whole body, [`ReplyBody::full`]).
+    pub(super) fn pieces(mut pieces: Vec<Bytes>) -> Self {
+        if pieces.len() <= 1 {
+            return Self::full(pieces.pop().unwrap_or_default());
+        }
+        Self(BodyInner::Pieces {
+            pieces: pieces.into(),
+            arrived: false,
+        })
     }
 
     pub(super) fn http(incoming: hyper::body::Incoming) -> Self {
@@ -100,6 +118,19 @@ impl futures_util::Stream for ReplyBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let (incoming, end, done) = match &mut self.get_mut().0 {
             BodyInner::Full(bytes) => return Poll::Ready(bytes.take().map(Ok)),
+            BodyInner::Pieces { pieces, arrived } => {
+                if pieces.is_empty() {
+                    return Poll::Ready(None);
+                }
+                if !*arrived {
+                    // Comes with the next wake-up, as a read would.
+                    *arrived = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                *arrived = false;
+                return Poll::Ready(pieces.pop_front().map(Ok));
+            }
             BodyInner::Http {
                 incoming,
                 end,

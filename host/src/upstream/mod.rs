@@ -48,8 +48,9 @@ pub const MAX_UPSTREAM_BODY: usize = 32 << 20;
 type Connector = connect::Bounded<hyper_rustls::HttpsConnector<proxy::Via>>;
 
 /// An upstream stand-in for benchmarks and tests: answers a request in
-/// process, with no socket.
-pub type InProcess = Arc<dyn Fn(Request<Bytes>) -> Response<Bytes> + Send + Sync>;
+/// process, with no socket. The body comes in the pieces given, each read
+/// on its own (a paced stream's events); one piece is a whole body.
+pub type InProcess = Arc<dyn Fn(Request<Bytes>) -> Response<Vec<Bytes>> + Send + Sync>;
 
 /// Where requests go.
 enum Transport {
@@ -195,7 +196,7 @@ impl Upstream {
                 return Ok(Reply {
                     status: parts.status,
                     headers: parts.headers,
-                    body: ReplyBody::full(body),
+                    body: ReplyBody::pieces(body),
                 });
             }
             Transport::Http(clients) => clients.get(&to.timeouts.connect_ms).ok_or_else(|| {
@@ -600,7 +601,7 @@ mod tests {
         let keep = seen.clone();
         let upstream = Upstream::in_process(Arc::new(move |r: Request<Bytes>| {
             *keep.lock().unwrap() = Some(r.uri().to_string());
-            Response::new(Bytes::from_static(b"answer"))
+            Response::new(vec![Bytes::from_static(b"ans"), Bytes::from_static(b"wer")])
         }));
         let base = BaseUrl::parse("http://h:1/api").unwrap();
         let timeouts = Timeouts::default();

@@ -60,6 +60,12 @@ impl StreamPump {
         self.callers_deadline = self.request_deadline.is_some_and(|r| r < total);
     }
 
+    /// When the current leg times out if nothing comes after `heard`: at
+    /// its idle limit, or its deadline if that comes first.
+    fn alarm(&self, heard: Instant) -> Instant {
+        (heard + self.idle).min(self.deadline)
+    }
+
     /// Goes on with a resumed leg.
     fn take_leg(&mut self, next: Continuation) -> (StreamBatch, ReplyBody, StreamSession) {
         self.deployment = next.deployment;
@@ -82,30 +88,45 @@ impl StreamPump {
         let mut done = first.done;
         let mut last = done.then_some(first.chunks);
         let mut failure = None;
+        // Armed once, not per event: the client's leaving (a waiter on the
+        // channel) and one alarm at the idle limit or the deadline,
+        // whichever comes first. An event only notes the time; the alarm,
+        // when it goes off early (events came meanwhile), is set again.
+        let watch = self.tx.clone();
+        let gone = watch.closed();
+        tokio::pin!(gone);
+        let mut heard = Instant::now();
+        let alarm = tokio::time::sleep_until(self.alarm(heard).into());
+        tokio::pin!(alarm);
+        // The alarm went off early: the wait goes on from the same `heard`.
+        let mut early = false;
         while !done {
+            // Idle counts from the end of the last batch's work (its write
+            // to a slow client included), as a fresh wait would.
+            if !std::mem::take(&mut early) {
+                heard = Instant::now();
+            }
             let next = tokio::select! {
                 biased;
                 // Nothing to send for a while (e.g. keep-alive comments)
                 // must not hide that the client left.
-                () = self.tx.closed() => {
+                () = &mut gone => {
                     tracing::info!("client went away mid-stream");
                     self.client_gone(usage);
                     return;
                 }
-                next = tokio::time::timeout_at(
-                    (Instant::now() + self.idle).min(self.deadline).into(),
-                    body.next(),
-                ) => next,
+                next = body.next() => Some(next),
+                () = &mut alarm => None,
             };
             let (batch, eof) = match next {
-                Err(_) if Instant::now() >= self.deadline => (
+                None if Instant::now() >= self.deadline => (
                     Err((
                         FailureClass::Timeout,
                         "the stream reached its deadline (total_ms, or the request's timeouts.request_ms)".to_string(),
                     )),
                     false,
                 ),
-                Err(_) => (
+                None if heard.elapsed() >= self.idle => (
                     Err((
                         FailureClass::Timeout,
                         format!(
@@ -115,14 +136,20 @@ impl StreamPump {
                     )),
                     false,
                 ),
-                Ok(Some(Err(e))) => (
+                // Events came since the alarm was set.
+                None => {
+                    alarm.as_mut().reset(self.alarm(heard).into());
+                    early = true;
+                    continue;
+                }
+                Some(Some(Err(e))) => (
                     Err((
                         FailureClass::Transport,
                         format!("upstream stream broke: {e}"),
                     )),
                     false,
                 ),
-                Ok(Some(Ok(bytes))) => {
+                Some(Some(Ok(bytes))) => {
                     // With whatever arrived with it: one adapter call and one
                     // write to the client per burst, not per event.
                     let bytes = body.gather(bytes).await;
@@ -130,7 +157,7 @@ impl StreamPump {
                     (self.flatten(fed), false)
                 }
                 // The adapter's `finish` refuses an end it considers truncated.
-                Ok(None) => {
+                Some(None) => {
                     let finished = session.finish().await;
                     (self.flatten(finished), true)
                 }
@@ -149,6 +176,8 @@ impl StreamPump {
                             let (first, next_body, next_session) = self.take_leg(*next);
                             body = next_body;
                             session = next_session;
+                            // The next wait counts from now (the loop's top).
+                            alarm.as_mut().reset(self.alarm(Instant::now()).into());
                             usage = first.usage;
                             done = first.done;
                             if done {
@@ -443,7 +472,17 @@ impl StreamPump {
         if self.resumable.is_some() {
             self.sent.push(chunks);
         }
-        match self.tx.send_timeout(Bytes::from(events), self.idle).await {
+        // Room in the channel (the usual case): no timer is set up.
+        let sent = match self.tx.try_send(Bytes::from(events)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(events)) => {
+                self.tx.send_timeout(events, self.idle).await
+            }
+            Err(mpsc::error::TrySendError::Closed(events)) => {
+                Err(mpsc::error::SendTimeoutError::Closed(events))
+            }
+        };
+        match sent {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Closed(_)) => {
                 tracing::info!("client went away mid-stream");
