@@ -59,7 +59,7 @@ async fn streamed_answer_is_openai_sse_ending_with_done() {
     assert_eq!(last["choices"][0]["finish_reason"], "stop", "{events:?}");
     assert!(
         gw.wait_for_log(
-            "stream complete prompt_tokens=3 completion_tokens=3",
+            "deployment=primary prompt_tokens=3 completion_tokens=3",
             std::time::Duration::from_secs(2)
         ),
         "{}",

@@ -92,14 +92,16 @@ async fn stream_cut_after_commit_ends_with_an_error_event_not_done() {
         "a truncated stream must not look complete"
     );
     gw.assert_log("stream failed after commit");
-    // The pump's lines name the request (its span), and the deployment.
+    // The pump's lines name the request, its route and the deployment.
     let line = gw
         .log_lines()
         .into_iter()
         .find(|l| l.contains("stream failed after commit"))
         .unwrap();
     assert!(
-        line.contains("stream{request_id=") && line.contains("deployment=flaky"),
+        line.contains("request_id=")
+            && line.contains("model=chat")
+            && line.contains("deployment=flaky"),
         "{line}"
     );
 }

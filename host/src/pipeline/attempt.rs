@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::outcome::{self, AttemptRecord, Recorder, content_chars, estimate_tokens};
-use super::stream::start_stream;
+use super::stream::{StreamLog, start_stream};
 use super::transcript::{StreamEvaluation, Transcript};
 use super::{Answer, Deployment, Gateway, Mode, Route, Served};
 use crate::domain::{BuildError, Capabilities, Kind, Target, Usage};
@@ -160,13 +160,20 @@ impl Gateway {
                 request_id: request_id.clone(),
                 transcript: Transcript::default(),
             });
-            // Lines of the pump (spawned) carry the request's identity.
-            let log = tracing::info_span!(
-                "stream",
-                request_id = %request_id,
-                model = %route.name,
-                deployment = %d.name
-            );
+            // The pump's lines name the request themselves (a span at
+            // `info` would cost its creation, its formatting and an enter
+            // and exit on each of the pump's polls, several per event); its
+            // `debug` span gives the same names to lines at `debug`.
+            let log = StreamLog {
+                span: tracing::debug_span!(
+                    "stream",
+                    request_id = %request_id,
+                    model = %route.name,
+                    deployment = %d.name
+                ),
+                request_id: request_id.clone(),
+                model: Arc::from(route.name.as_str()),
+            };
             // Boxed: ~3 KB that every whole answer's attempt would carry
             // (and copy) otherwise.
             return Box::pin(start_stream(

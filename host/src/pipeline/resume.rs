@@ -448,7 +448,8 @@ impl StreamPump {
             return Resumed::No;
         }
         if let Some(why) = delivered.unsplicable {
-            tracing::info!("stream not resumed: it delivered {why}");
+            tracing::info!(request_id = %self.request_id, model = %self.model,
+                deployment = %self.deployment, "stream not resumed: it delivered {why}");
             return Resumed::No;
         }
         let delivered = std::mem::take(&mut self.sent).into_delivered();
@@ -500,7 +501,8 @@ impl StreamPump {
         };
         let why = match served {
             Ok(Ok(Ok(super::Served::Resumed(next)))) => {
-                tracing::warn!(from = %self.deployment, to = %next.deployment,
+                tracing::warn!(request_id = %self.request_id, model = %self.model,
+                    from = %self.deployment, to = %next.deployment,
                     class = class.name(), delivered_bytes = delivered.text.len(),
                     prefill = next.prefilled, "stream resumed on another deployment: {message}");
                 self.prompt_extra_chars = if next.prefilled {
@@ -536,7 +538,8 @@ impl StreamPump {
         } else {
             why
         };
-        tracing::warn!(from = %self.deployment, class = class.name(),
+        tracing::warn!(request_id = %self.request_id, model = %self.model,
+            from = %self.deployment, class = class.name(),
             "stream could not be resumed ({why}): {message}");
         Resumed::Failed(why)
     }

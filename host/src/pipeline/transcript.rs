@@ -34,12 +34,14 @@ impl StreamEvaluation {
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(plugin = %self.evaluator, "evaluator failed on a streamed answer: {e}");
+                tracing::warn!(request_id = %self.request_id, deployment, plugin = %self.evaluator,
+                    "evaluator failed on a streamed answer: {e}");
                 Err(e.to_string())
             }
             Ok(v) => {
                 if !v.pass {
-                    tracing::warn!(plugin = %self.evaluator, score = v.score, reasons = ?v.reasons,
+                    tracing::warn!(request_id = %self.request_id, deployment, plugin = %self.evaluator,
+                        score = v.score, reasons = ?v.reasons,
                         "evaluator rejected a streamed answer (already delivered)");
                 }
                 Ok(v)

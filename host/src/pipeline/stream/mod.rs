@@ -42,7 +42,7 @@ pub(super) async fn start_stream(
     in_flight: InFlight,
     mode: Mode<'_>,
     evaluation: Option<StreamEvaluation>,
-    log: tracing::Span,
+    log: StreamLog,
 ) -> Result<Served, Attempt> {
     let (first, body) = first_content(d, &mut session, response.body, started).await?;
     record.malformed = first.malformed;
@@ -74,6 +74,8 @@ pub(super) async fn start_stream(
         .then(Transcript::default);
     let (tx, rx) = mpsc::channel(32);
     let mut pump = StreamPump {
+        request_id: log.request_id,
+        model: log.model,
         deployment: d.name.clone(),
         idle: d.timeouts.idle(),
         deadline: total,
@@ -109,7 +111,7 @@ pub(super) async fn start_stream(
             events: rx,
             attempts: 0,
         },
-        Some(Pending(Box::new((pump, first, body, session, log)))),
+        Some(Pending(Box::new((pump, first, body, session, log.span)))),
     ))
 }
 
@@ -193,6 +195,14 @@ async fn first_content(
 const MALFORMED_IN_A_ROW: u32 = 5;
 /// ...or this many in one attempt.
 const MALFORMED_IN_ALL: u32 = 20;
+
+/// Who a new stream's lines name: its pump's `debug` span, and the request
+/// and route that its lines at `info` and above carry themselves.
+pub(in crate::pipeline) struct StreamLog {
+    pub(in crate::pipeline) span: tracing::Span,
+    pub(in crate::pipeline) request_id: Arc<str>,
+    pub(in crate::pipeline) model: Arc<str>,
+}
 
 /// A committed stream's pump, not started yet: `chat` spawns it. (Not the
 /// pipeline: a pump may run the pipeline again to resume its stream.)

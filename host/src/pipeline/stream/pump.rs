@@ -13,6 +13,10 @@ pub(super) enum Stop {
 
 /// Moves a committed stream from the upstream to the client.
 pub(in crate::pipeline) struct StreamPump {
+    /// Named by the pump's lines (see [`StreamLog`]).
+    pub(in crate::pipeline) request_id: Arc<str>,
+    /// The route.
+    pub(in crate::pipeline) model: Arc<str>,
     pub(in crate::pipeline) deployment: String,
     pub(super) idle: std::time::Duration,
     /// The current leg ends with an error past this.
@@ -111,7 +115,8 @@ impl StreamPump {
                 // Nothing to send for a while (e.g. keep-alive comments)
                 // must not hide that the client left.
                 () = &mut gone => {
-                    tracing::info!("client went away mid-stream");
+                    tracing::info!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
+                        "client went away mid-stream");
                     self.client_gone(usage);
                     return;
                 }
@@ -206,7 +211,8 @@ impl StreamPump {
                             return self.fail_stream(class, &message).await;
                         }
                         Resumed::ClientGone => {
-                            tracing::info!("client went away while the stream was resumed");
+                            tracing::info!(request_id = %self.request_id, model = %self.model,
+                                deployment = %self.deployment, "client went away while the stream was resumed");
                             return self.rec.hand_over().finish(End::ClientGone);
                         }
                     }
@@ -242,6 +248,9 @@ impl StreamPump {
             None => {
                 let (u, estimated) = usage;
                 tracing::info!(
+                    request_id = %self.request_id,
+                    model = %self.model,
+                    deployment = %self.deployment,
                     prompt_tokens = u.prompt_tokens,
                     completion_tokens = u.completion_tokens,
                     estimated,
@@ -271,7 +280,8 @@ impl StreamPump {
                 self.rec.hand_over().finish(End::Answered);
             }
             Some((class, message)) => {
-                tracing::warn!(?class, "stream failed after commit: {message}");
+                tracing::warn!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
+                    ?class, "stream failed after commit: {message}");
                 // Cut by the caller's deadline, or a leg that could not be
                 // spliced on: nothing said of the deployment.
                 let blame = !(self.callers_deadline && Instant::now() >= self.deadline)
@@ -308,6 +318,9 @@ impl StreamPump {
             None => batch.malformed,
         };
         tracing::warn!(
+            request_id = %self.request_id,
+            model = %self.model,
+            deployment = %self.deployment,
             skipped = batch.malformed,
             total,
             "the adapter skipped malformed stream events"
@@ -485,11 +498,15 @@ impl StreamPump {
         match sent {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                tracing::info!("client went away mid-stream");
+                tracing::info!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
+                        "client went away mid-stream");
                 return Err(Stop::ClientGone);
             }
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 tracing::warn!(
+                    request_id = %self.request_id,
+                    model = %self.model,
+                    deployment = %self.deployment,
                     "client read nothing for {} ms; stream abandoned",
                     self.idle.as_millis()
                 );
