@@ -23,7 +23,9 @@ pub(super) struct StreamEvaluation {
 
 impl StreamEvaluation {
     /// The verdict, or why the evaluator failed (logged).
-    pub(super) async fn run(&self, deployment: &str) -> Result<Verdict, String> {
+    /// Judges the transcript; `model` (the route) and `deployment` are for
+    /// its log lines.
+    pub(super) async fn run(&self, model: &str, deployment: &str) -> Result<Verdict, String> {
         let response = Arc::from(self.transcript.to_completion(deployment));
         let verdict = match self.registry.get(&self.evaluator, Kind::Evaluator) {
             Ok(p) => {
@@ -34,13 +36,13 @@ impl StreamEvaluation {
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(request_id = %self.request_id, deployment, plugin = %self.evaluator,
+                tracing::warn!(request_id = %self.request_id, model, deployment, plugin = %self.evaluator,
                     "evaluator failed on a streamed answer: {e}");
                 Err(e.to_string())
             }
             Ok(v) => {
                 if !v.pass {
-                    tracing::warn!(request_id = %self.request_id, deployment, plugin = %self.evaluator,
+                    tracing::warn!(request_id = %self.request_id, model, deployment, plugin = %self.evaluator,
                         score = v.score, reasons = ?v.reasons,
                         "evaluator rejected a streamed answer (already delivered)");
                 }

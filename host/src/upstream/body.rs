@@ -74,7 +74,10 @@ impl ReplyBody {
     /// `first` with `next()` under the idle timeout: that is cancel-safe.)
     pub async fn gather(&mut self, first: Bytes) -> Bytes {
         use futures_util::StreamExt;
-        if matches!(self.0, BodyInner::Full(_)) {
+        // In-process pieces stand for a paced stream, whose events come a
+        // wake-up each: gathering would find nothing (and its poll would
+        // take the wait the pump's own poll should see).
+        if matches!(self.0, BodyInner::Full(_) | BodyInner::Pieces { .. }) {
             return first;
         }
         let mut joined: Option<bytes::BytesMut> = None;

@@ -258,7 +258,7 @@ impl StreamPump {
                 );
                 self.rec.end_stream(Some(&self.health), None, Some(usage));
                 if let Some(evaluation) = &self.evaluation {
-                    match evaluation.run(&self.deployment).await {
+                    match evaluation.run(&self.model, &self.deployment).await {
                         Ok(verdict) => {
                             self.rec
                                 .verdict(&self.health, &evaluation.evaluator, &verdict);
