@@ -157,7 +157,6 @@ impl Gateway {
                 registry: self.registry.clone(),
                 evaluator: evaluator.clone(),
                 request: request.clone(),
-                request_id: request_id.clone(),
                 transcript: Transcript::default(),
             });
             // The pump's lines name the request themselves (a span at

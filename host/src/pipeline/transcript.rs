@@ -17,32 +17,32 @@ pub(super) struct StreamEvaluation {
     pub(super) registry: Arc<Registry>,
     pub(super) evaluator: String,
     pub(super) request: Arc<str>,
-    pub(super) request_id: Arc<str>,
     pub(super) transcript: Transcript,
 }
 
 impl StreamEvaluation {
-    /// The verdict, or why the evaluator failed (logged).
-    /// Judges the transcript; `model` (the route) and `deployment` are for
-    /// its log lines.
-    pub(super) async fn run(&self, model: &str, deployment: &str) -> Result<Verdict, String> {
+    /// The verdict, or why the evaluator failed (logged, naming the
+    /// request, its route (`model`) and the deployment).
+    pub(super) async fn run(
+        &self,
+        request_id: &Arc<str>,
+        model: &str,
+        deployment: &str,
+    ) -> Result<Verdict, String> {
         let response = Arc::from(self.transcript.to_completion(deployment));
         let verdict = match self.registry.get(&self.evaluator, Kind::Evaluator) {
-            Ok(p) => {
-                p.evaluate(&self.request_id, self.request.clone(), response)
-                    .await
-            }
+            Ok(p) => p.evaluate(request_id, self.request.clone(), response).await,
             Err(e) => Err(e),
         };
         match verdict {
             Err(e) => {
-                tracing::warn!(request_id = %self.request_id, model, deployment, plugin = %self.evaluator,
+                tracing::warn!(request_id = %request_id, model, deployment, plugin = %self.evaluator,
                     "evaluator failed on a streamed answer: {e}");
                 Err(e.to_string())
             }
             Ok(v) => {
                 if !v.pass {
-                    tracing::warn!(request_id = %self.request_id, model, deployment, plugin = %self.evaluator,
+                    tracing::warn!(request_id = %request_id, model, deployment, plugin = %self.evaluator,
                         score = v.score, reasons = ?v.reasons,
                         "evaluator rejected a streamed answer (already delivered)");
                 }

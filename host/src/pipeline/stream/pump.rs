@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// A line of the pump at `$level`, naming its request, route and
+/// deployment (its span is at `debug`: see `StreamLog`).
+macro_rules! pump_line {
+    ($level:ident, $pump:expr, $($rest:tt)+) => {
+        tracing::$level!(request_id = %$pump.request_id, model = %$pump.model,
+            deployment = %$pump.deployment, $($rest)+)
+    };
+}
+
 /// Why forwarding stopped.
 pub(super) enum Stop {
     ClientGone,
@@ -115,8 +124,7 @@ impl StreamPump {
                 // Nothing to send for a while (e.g. keep-alive comments)
                 // must not hide that the client left.
                 () = &mut gone => {
-                    tracing::info!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
-                        "client went away mid-stream");
+                    pump_line!(info, self, "client went away mid-stream");
                     self.client_gone(usage);
                     return;
                 }
@@ -211,8 +219,7 @@ impl StreamPump {
                             return self.fail_stream(class, &message).await;
                         }
                         Resumed::ClientGone => {
-                            tracing::info!(request_id = %self.request_id, model = %self.model,
-                                deployment = %self.deployment, "client went away while the stream was resumed");
+                            pump_line!(info, self, "client went away while the stream was resumed");
                             return self.rec.hand_over().finish(End::ClientGone);
                         }
                     }
@@ -247,10 +254,9 @@ impl StreamPump {
         match failure {
             None => {
                 let (u, estimated) = usage;
-                tracing::info!(
-                    request_id = %self.request_id,
-                    model = %self.model,
-                    deployment = %self.deployment,
+                pump_line!(
+                    info,
+                    self,
                     prompt_tokens = u.prompt_tokens,
                     completion_tokens = u.completion_tokens,
                     estimated,
@@ -258,7 +264,10 @@ impl StreamPump {
                 );
                 self.rec.end_stream(Some(&self.health), None, Some(usage));
                 if let Some(evaluation) = &self.evaluation {
-                    match evaluation.run(&self.model, &self.deployment).await {
+                    match evaluation
+                        .run(&self.request_id, &self.model, &self.deployment)
+                        .await
+                    {
                         Ok(verdict) => {
                             self.rec
                                 .verdict(&self.health, &evaluation.evaluator, &verdict);
@@ -280,8 +289,7 @@ impl StreamPump {
                 self.rec.hand_over().finish(End::Answered);
             }
             Some((class, message)) => {
-                tracing::warn!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
-                    ?class, "stream failed after commit: {message}");
+                pump_line!(warn, self, ?class, "stream failed after commit: {message}");
                 // Cut by the caller's deadline, or a leg that could not be
                 // spliced on: nothing said of the deployment.
                 let blame = !(self.callers_deadline && Instant::now() >= self.deadline)
@@ -317,10 +325,9 @@ impl StreamPump {
             }
             None => batch.malformed,
         };
-        tracing::warn!(
-            request_id = %self.request_id,
-            model = %self.model,
-            deployment = %self.deployment,
+        pump_line!(
+            warn,
+            self,
             skipped = batch.malformed,
             total,
             "the adapter skipped malformed stream events"
@@ -498,15 +505,13 @@ impl StreamPump {
         match sent {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                tracing::info!(request_id = %self.request_id, model = %self.model, deployment = %self.deployment,
-                        "client went away mid-stream");
+                pump_line!(info, self, "client went away mid-stream");
                 return Err(Stop::ClientGone);
             }
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                tracing::warn!(
-                    request_id = %self.request_id,
-                    model = %self.model,
-                    deployment = %self.deployment,
+                pump_line!(
+                    warn,
+                    self,
                     "client read nothing for {} ms; stream abandoned",
                     self.idle.as_millis()
                 );
