@@ -257,14 +257,37 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedLog {
     }
 }
 
+/// How many [`STALL`] times the exit waits for an output that takes no
+/// chunk before it leaves without the rest of the lines.
+const EXIT_STALLS: u32 = 10;
+
 impl Drop for LogGuard {
+    /// Writes what is left, as long as the output keeps taking chunks: an
+    /// output that takes nothing for [`EXIT_STALLS`] stall times (a log
+    /// collector that stopped reading a full pipe) must not keep a stopping
+    /// gateway from exiting, so its writer is then left behind, still
+    /// blocked, with the lines it holds.
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Acquire;
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
         self.shared.room.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let patience = self.shared.stall * EXIT_STALLS;
+        let mut seen = self.shared.chunks.load(Acquire);
+        let mut since = std::time::Instant::now();
+        while !thread.is_finished() {
+            let now = self.shared.chunks.load(Acquire);
+            if now != seen {
+                (seen, since) = (now, std::time::Instant::now());
+            } else if since.elapsed() >= patience {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        let _ = thread.join();
     }
 }
 
@@ -414,6 +437,23 @@ mod tests {
         );
         let kept = text.lines().filter(|l| l.starts_with('x')).count();
         assert_eq!(kept, 1 + CAP / line.len());
+    }
+
+    #[test]
+    fn an_output_that_takes_nothing_does_not_keep_the_process_from_exiting() {
+        let sink = Stuck::default();
+        let stall = Duration::from_millis(20);
+        let (mut log, guard) = batched_with(sink.clone(), stall).unwrap();
+        log.write_all(b"first\n").unwrap();
+        sink.entered.wait();
+        log.write_all(b"second\n").unwrap();
+        let started = Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(waited >= stall * EXIT_STALLS, "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // The writer was left blocked; let it go so the thread ends.
+        sink.open.raise();
     }
 
     /// An output that takes every write, slowly.

@@ -302,26 +302,36 @@ impl Framer {
                 rest = &rest[1..];
             }
         }
-        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+        // The read is checked as UTF-8 once; its whole lines are then
+        // borrowed as text without a check each (a line cut between reads,
+        // or one with invalid bytes, is checked on its own).
+        let valid = valid_prefix(rest);
+        let mut at = 0;
+        while let Some(n) = memchr::memchr2(b'\n', b'\r', &rest[at..]) {
+            let end = at + n;
             if self.line.is_empty() {
-                self.line_done(&rest[..end], &mut events);
+                match valid.get(at..end) {
+                    Some(text) => self.text_line(text, &mut events),
+                    None => self.line_done(&rest[at..end], &mut events),
+                }
             } else {
-                self.line.extend_from_slice(&rest[..end]);
+                self.line.extend_from_slice(&rest[at..end]);
                 let line = std::mem::take(&mut self.line);
                 self.line_done(&line, &mut events);
                 self.line = line;
                 self.line.clear();
             }
             let cr = rest[end] == b'\r';
-            rest = &rest[end + 1..];
+            at = end + 1;
             if cr {
-                match rest.first() {
-                    Some(b'\n') => rest = &rest[1..],
+                match rest.get(at) {
+                    Some(b'\n') => at += 1,
                     Some(_) => {}
                     None => self.after_cr = true,
                 }
             }
         }
+        let rest = &rest[at..];
         if self.line.len() + rest.len() > MAX_LINE {
             return Err(format!("upstream stream line longer than {MAX_LINE} bytes"));
         }
@@ -351,10 +361,15 @@ impl Framer {
             Ok(text) => std::borrow::Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(line),
         };
+        self.text_line(&text, events);
+    }
+
+    /// One line, as text (without its ending).
+    fn text_line(&mut self, text: &str, events: &mut StreamEvents) {
         match self.framing {
             StreamFraming::Ndjson | StreamFraming::Raw => {
                 if !text.trim().is_empty() {
-                    events.push("", &text);
+                    events.push("", text);
                 }
             }
             StreamFraming::Sse => {
@@ -367,7 +382,7 @@ impl Framer {
                 }
                 let (field, value) = match text.split_once(':') {
                     Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                    None => (&*text, ""),
+                    None => (text, ""),
                 };
                 match field {
                     "data" => {
@@ -395,6 +410,15 @@ impl Framer {
         self.event.clear();
         self.data.clear();
         self.has_data = false;
+    }
+}
+
+/// The longest prefix of `bytes` that is UTF-8, as text: the whole of it
+/// but for a character cut at the end of a read or invalid bytes.
+fn valid_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
     }
 }
 
@@ -478,8 +502,12 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_repaired_whole_or_split() {
-        let body: &[u8] = b"data: a\xffb\xe2\x9c\x93\n\n";
-        let want = vec![("".to_owned(), "a\u{FFFD}b\u{2713}".to_owned())];
+        // The lines after an invalid one, in the same read, are read too.
+        let body: &[u8] = b"data: a\xffb\xe2\x9c\x93\n\ndata: \xe2\x9c\x93 ok\n\n";
+        let want = vec![
+            ("".to_owned(), "a\u{FFFD}b\u{2713}".to_owned()),
+            ("".to_owned(), "\u{2713} ok".to_owned()),
+        ];
         assert_eq!(sse(&[body]), want);
         for split in 1..body.len() {
             assert_eq!(
