@@ -20,7 +20,7 @@ use switchyard_sdk::{
 
 use crate::error;
 use crate::response::{arguments, blocked, call_id, completion_id, finish_reason, usage};
-use crate::wire::{Response, TextEvent};
+use crate::wire::{Response, TextEvent, Usage};
 
 /// Version of [`Stream`]'s saved form: a state saved by another build of the
 /// adapter (hot reload mid-stream) is refused rather than misread.
@@ -45,6 +45,10 @@ pub struct Stream {
     /// The chunks' shared head, written at the first chunk of a call (not
     /// saved: it follows from the id, the time and the deployment).
     head: Option<ChunkHead>,
+    /// The text of the usage the last event of this call reported through
+    /// the one-pass reader (not saved; empty when unknown): the next event's
+    /// usage, the same text as a rule, is then not read again.
+    usage_text: String,
 }
 
 impl Stream {
@@ -79,15 +83,20 @@ impl StreamParser for Stream {
         // The usual event once the answer has begun, read in one pass.
         if self.role_sent
             && !self.finished
-            && let Some(e) = TextEvent::read(data)
+            && let Some(e) = TextEvent::read(data, &self.usage_text)
         {
-            if let Some(u) = &e.usage {
+            // `Known`: the same as the last event's, which `out` holds.
+            if let Some(Usage::Read(u, text)) = &e.usage {
                 out.set_usage(usage(u));
+                self.usage_text.clear();
+                self.usage_text.push_str(text);
             }
             let reason = e.finish_reason.as_deref();
             self.text_event(target, e.text.as_deref(), reason, out);
             return Ok(());
         }
+        // Usage read here is not remembered as text.
+        self.usage_text.clear();
         // A struct also reads from a JSON array (positionally): objects only.
         let parsed = data.starts_with('{').then(|| Response::parse(data));
         let Some(Ok(chunk)) = parsed else {
@@ -211,6 +220,7 @@ impl StreamParser for Stream {
             finished: r.bool()?,
             usage_chunk: r.bool()?,
             head: None,
+            usage_text: String::new(),
         };
         r.finish()?;
         Ok(stream)

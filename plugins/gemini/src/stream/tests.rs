@@ -303,6 +303,7 @@ fn state_round_trips_and_refuses_corruption() {
         finished: false,
         usage_chunk: true,
         head: None,
+        usage_text: String::new(),
     };
     assert_eq!(Stream::restore(&s.save()).unwrap(), s);
     let saved = s.save();
@@ -327,4 +328,41 @@ fn usage_chunk_probe() {
 
 fn wants_usage(request: &str) -> bool {
     switchyard_sdk::canonical::StreamAsk::read(request).include_usage
+}
+
+/// The usage of an event the one-pass reader takes as known (the same text
+/// as the last event's) is the last event's, never one the general path
+/// read in between: usage A, then an event with usage B that only serde
+/// reads (a function call), then usage A's text again, in any batching.
+#[test]
+fn a_repeated_usage_is_never_taken_from_an_event_read_by_the_general_path() {
+    let a = r#""usageMetadata": {"promptTokenCount": 7,"totalTokenCount": 7}"#;
+    let b = r#""usageMetadata": {"promptTokenCount": 9,"candidatesTokenCount": 2,"totalTokenCount": 11}"#;
+    let text = |t: &str, usage: &str| {
+        format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"text": "{t}"}}],"role": "model"}},"index": 0}}],{usage},"responseId": "rid-1"}}"#
+        )
+    };
+    let call = format!(
+        r#"{{"candidates": [{{"content": {{"parts": [{{"functionCall": {{"name": "f", "args": {{}}}}}}],"role": "model"}},"index": 0}}],{b},"responseId": "rid-1"}}"#
+    );
+    let last = |usage: &str| {
+        format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"text": "z"}}],"role": "model"}},"finishReason": "STOP","index": 0}}],{usage},"responseId": "rid-1"}}"#
+        )
+    };
+    let data = [text("x", a), text("y", a), call, text("w", a), last(a)];
+    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
+    for batches in run::batchings(events.len()) {
+        let o = run_batches(ASK_USAGE, &events, &batches).unwrap();
+        assert_eq!(o.usage, Some(Usage::new(7, 0)), "{batches:?}");
+    }
+    // And the other way: B's text after A's is read, whatever came before.
+    let data = [text("x", a), text("y", b), text("w", a), last(b)];
+    let events: Vec<StreamEvent> = data.iter().map(|d| StreamEvent::data(d)).collect();
+    for batches in run::batchings(events.len()) {
+        let o = run_batches(ASK_USAGE, &events, &batches);
+        let usage = o.map(|o| o.usage).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(usage, Some(Usage::new(9, 2)), "{batches:?}");
+    }
 }
