@@ -89,6 +89,10 @@ struct Shared {
     stall: Duration,
     /// Chunks the writer has finished writing (or failed to write).
     chunks: std::sync::atomic::AtomicU64,
+    /// The log is closing: the writer writes the rest in [`EXIT_PIECE`]s,
+    /// so that an output slower than a [`CHUNK`] a stall time still shows
+    /// progress to the exit's wait.
+    closing: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     /// Wakes the writer: a batch started, the high-water mark was reached,
     /// or the log is closing.
@@ -128,6 +132,7 @@ fn batched_with<W: Write + Send + 'static>(
     let shared = Arc::new(Shared {
         stall,
         chunks: std::sync::atomic::AtomicU64::new(0),
+        closing: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::default(),
         wake: Condvar::new(),
         room: Condvar::new(),
@@ -181,12 +186,17 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         }
         shared.room.notify_all();
         if !batch.is_empty() {
-            for chunk in batch.chunks(CHUNK) {
+            let mut rest = &batch[..];
+            while !rest.is_empty() {
+                let closing = shared.closing.load(std::sync::atomic::Ordering::Acquire);
+                let piece = if closing { EXIT_PIECE } else { CHUNK };
+                let (now, later) = rest.split_at(piece.min(rest.len()));
                 // Nowhere to report a failed log write; carry on serving.
-                let _ = out.write_all(chunk);
+                let _ = out.write_all(now);
                 shared
                     .chunks
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
+                rest = later;
             }
             let _ = out.flush();
             batch.clear();
@@ -258,17 +268,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedLog {
 }
 
 /// How many [`STALL`] times the exit waits for an output that takes no
-/// chunk before it leaves without the rest of the lines.
+/// piece before it leaves without the rest of the lines.
 const EXIT_STALLS: u32 = 10;
+/// The writer's unit of progress while the log closes: a pipe's atomic
+/// write size, so an output that takes 4 KiB a second is still waited for.
+const EXIT_PIECE: usize = 4096;
 
 impl Drop for LogGuard {
-    /// Writes what is left, as long as the output keeps taking chunks: an
+    /// Writes what is left, as long as the output keeps taking pieces
+    /// ([`EXIT_PIECE`]; a chunk already being written counts whole): an
     /// output that takes nothing for [`EXIT_STALLS`] stall times (a log
     /// collector that stopped reading a full pipe) must not keep a stopping
     /// gateway from exiting, so its writer is then left behind, still
     /// blocked, with the lines it holds.
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Acquire;
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        self.shared.closing.store(true, Release);
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
         self.shared.room.notify_all();
@@ -456,6 +471,39 @@ mod tests {
         sink.open.raise();
     }
 
+    /// An output that takes 4 KiB a write and 100 ms a write.
+    #[derive(Clone, Default)]
+    struct Drip {
+        bytes: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Drip {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(100));
+            let b = &b[..b.len().min(4096)];
+            self.bytes.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn at_exit_an_output_slower_than_a_chunk_a_stall_time_still_gets_every_line() {
+        let sink = Drip::default();
+        // The exit waits 200 ms without progress; 40 KiB take this output
+        // a second, 100 ms a piece.
+        let (mut log, guard) = batched_with(sink.clone(), Duration::from_millis(20)).unwrap();
+        let mut line = vec![b'z'; 1023];
+        line.push(b'\n');
+        for _ in 0..40 {
+            log.write_all(&line).unwrap();
+        }
+        drop(guard);
+        assert_eq!(sink.bytes.lock().unwrap().len(), 40 * line.len());
+    }
+
     /// An output that takes every write, slowly.
     #[derive(Clone, Default)]
     struct Slow {
@@ -464,9 +512,9 @@ mod tests {
 
     impl Write for Slow {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            // As a pipe does: at most 64 KiB a write.
-            std::thread::sleep(Duration::from_millis(10));
+            // As a pipe does: at most 64 KiB a write, 10 ms for each 64 KiB.
             let b = &b[..b.len().min(64 * 1024)];
+            std::thread::sleep(Duration::from_micros(b.len() as u64 * 10_000 / 65_536));
             self.bytes.lock().unwrap().extend_from_slice(b);
             Ok(b.len())
         }

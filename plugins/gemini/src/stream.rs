@@ -20,7 +20,7 @@ use switchyard_sdk::{
 
 use crate::error;
 use crate::response::{arguments, blocked, call_id, completion_id, finish_reason, usage};
-use crate::wire::{Response, TextEvent, Usage};
+use crate::wire::{Response, Text, TextEvent, Usage};
 
 /// Version of [`Stream`]'s saved form: a state saved by another build of the
 /// adapter (hot reload mid-stream) is refused rather than misread.
@@ -92,7 +92,7 @@ impl StreamParser for Stream {
                 self.usage_text.push_str(text);
             }
             let reason = e.finish_reason.as_deref();
-            self.text_event(target, e.text.as_deref(), reason, out);
+            self.text_event(target, e.text.as_ref(), reason, out);
             return Ok(());
         }
         // Usage read here is not remembered as text.
@@ -234,14 +234,18 @@ impl Stream {
     fn text_event(
         &mut self,
         target: &Target,
-        text: Option<&str>,
+        text: Option<&Text>,
         reason: Option<&str>,
         out: &mut StreamOutput,
     ) {
         let finish = reason.and_then(|r| finish_reason(r, self.tool_calls > 0));
         self.finished |= finish.is_some();
-        if text.is_some() || finish.is_some() {
-            out.push(self.head(target).text_json(text, finish));
+        let head = self.head(target);
+        match text {
+            Some(Text::Escaped(inside)) => out.push(head.escaped_text_json(inside, finish)),
+            Some(Text::Plain(text)) => out.push(head.text_json(Some(text), finish)),
+            None if finish.is_some() => out.push(head.text_json(None, finish)),
+            None => {}
         }
     }
 }

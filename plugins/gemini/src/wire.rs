@@ -272,4 +272,4 @@ mod read;
 // The usual request, written without serde's serializer.
 mod write;
 
-pub use read::{TextEvent, Usage};
+pub use read::{Text, TextEvent, Usage};

@@ -126,6 +126,15 @@ impl ChunkHead {
         write::text_chunk_after(&self.text, text, finish_reason)
     }
 
+    /// [`text_json`](Self::text_json) of the text that `inside` stands
+    /// for, `inside` being what the SDK's writer writes between the quotes
+    /// for it (as [`escaped_as_written`](super::escaped_as_written) tells):
+    /// copied as it is, without unescaping it and escaping it again.
+    pub fn escaped_text_json(&self, inside: &str, finish_reason: Option<&str>) -> String {
+        debug_assert!(write::escaped_as_written(inside), "{inside:?}");
+        write::escaped_text_chunk_after(&self.text, inside, finish_reason)
+    }
+
     /// [`ChatChunk::json_of`] of this head's id, time and model.
     pub fn json_of(&self, delta: &Delta, finish_reason: Option<&str>) -> String {
         write::single_chunk_after(&self.text, delta, finish_reason)

@@ -41,6 +41,7 @@ pub use answer::*;
 pub use chunk::*;
 pub use message::*;
 pub use request::*;
+pub use write::escaped_as_written;
 
 /// Finish reasons.
 pub mod finish {

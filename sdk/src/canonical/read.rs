@@ -35,7 +35,8 @@ pub struct Invalid {
     pub at: usize,
 }
 
-/// A member name as it appears in the text, quotes included.
+/// A member name, or a string value ([`Reader::raw_str`]), as it appears in
+/// the text, quotes included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key<'a> {
     quoted: &'a str,
@@ -51,6 +52,16 @@ impl<'a> Key<'a> {
             return Some(Cow::Borrowed(self.plain()));
         }
         unescape(self.plain()).map(Cow::Owned)
+    }
+
+    /// The text between the quotes, escapes and all: as JSON writes it.
+    pub fn inside(&self) -> &'a str {
+        self.plain()
+    }
+
+    /// Whether the text has escapes.
+    pub fn is_escaped(&self) -> bool {
+        self.escaped
     }
 
     /// The text between the quotes, escapes and all.
@@ -328,6 +339,20 @@ impl<'a> Reader<'a> {
             return Ok(Cow::Borrowed(key.plain()));
         }
         key.name().ok_or(Invalid { at: start })
+    }
+
+    /// Reads a string value as it is written, checked but not unescaped:
+    /// for text passed on as JSON ([`super::escaped_as_written`]).
+    pub fn raw_str(&mut self) -> Result<Key<'a>, Invalid> {
+        if self.peek() != Some(b'"') {
+            return Err(self.invalid());
+        }
+        let start = self.pos;
+        let escaped = self.string()?;
+        Ok(Key {
+            quoted: &self.text[start..self.pos],
+            escaped,
+        })
     }
 
     /// Reads a `null` if one is next: whether it did.

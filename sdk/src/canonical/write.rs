@@ -231,6 +231,65 @@ pub(super) fn text_chunk_after(
     out
 }
 
+/// [`text_chunk_after`] with the text already escaped: `inside` is what
+/// [`string`] writes between the quotes for it ([`escaped_as_written`]).
+pub(super) fn escaped_text_chunk_after(
+    head: &str,
+    inside: &str,
+    finish_reason: Option<&str>,
+) -> String {
+    let n = 96 + head.len() + inside.len();
+    let mut out = String::with_capacity(n + finish_reason.map_or(0, str::len));
+    out.push_str(head);
+    out.push_str("{\"index\":0,\"delta\":{\"content\":\"");
+    out.push_str(inside);
+    out.push_str("\"}");
+    choice_end(&mut out, finish_reason, None, None);
+    out.push_str("]}");
+    out
+}
+
+/// Whether `inside`, the inside of a JSON string (checked: its escapes are
+/// JSON's), is exactly what [`string`] writes for the text it stands for:
+/// every escape one [`string`] writes (`\"`, `\\`, `\n`, `\r`, `\t`,
+/// `\b`, `\f`, or `\u00xx` in lower case for another control character).
+/// Such text can be copied into a chunk as it is, without unescaping it and
+/// escaping it again; `\/`, `\u00e9` and the like cannot.
+pub fn escaped_as_written(inside: &str) -> bool {
+    let bytes = inside.as_bytes();
+    let mut i = 0;
+    while let Some(at) = next_escape(bytes, i) {
+        // In checked text only a backslash can be here.
+        let ok = match bytes.get(at + 1) {
+            Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => {
+                i = at + 2;
+                true
+            }
+            Some(b'u') => {
+                let hex = |k: usize| bytes.get(at + k).copied().unwrap_or(0);
+                let low = |d: u8| match d {
+                    b'0'..=b'9' => Some(d - b'0'),
+                    b'a'..=b'f' => Some(d - b'a' + 10),
+                    _ => None,
+                };
+                i = at + 6;
+                match (hex(2), hex(3), hex(4), low(hex(5))) {
+                    (b'0', b'0', b'0' | b'1', Some(d)) => {
+                        let v = (hex(4) - b'0') * 16 + d;
+                        !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 /// A text chunk's one choice and the chunk's end.
 fn text_choice(out: &mut String, text: Option<&str>, finish_reason: Option<&str>) {
     out.push_str("{\"index\":0,\"delta\":{");
@@ -647,6 +706,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What the writer writes for any text is taken as written, and a chunk
+    /// from it is the chunk from the text; other escapes of the same text
+    /// are not.
+    #[test]
+    fn escaped_text_is_taken_as_written_only_when_the_writer_writes_it() {
+        let head = super::super::ChunkHead::new("c-1", 7, "m");
+        let mut texts: alloc::vec::Vec<alloc::string::String> = (0u8..=0x7f)
+            .map(|b| alloc::format!("a{}b", b as char))
+            .collect();
+        texts.push("é✓😀\u{2028}".into());
+        texts.push(String::new());
+        for text in &texts {
+            let mut quoted = String::new();
+            string(&mut quoted, text);
+            let inside = &quoted[1..quoted.len() - 1];
+            assert!(escaped_as_written(inside), "{inside:?}");
+            assert_eq!(
+                head.escaped_text_json(inside, Some("stop")),
+                head.text_json(Some(text), Some("stop"))
+            );
+        }
+        for other in [
+            "\\/",
+            "\\u00e9",
+            "\\u000a",
+            "\\u000A",
+            "\\u001F",
+            "\\u0020",
+            "\\u0008",
+            "a\\u0009",
+            "\\u000d",
+            "\\u000c",
+            "\\ud83d\\ude00",
+            "\\u",
+        ] {
+            assert!(!escaped_as_written(other), "{other:?}");
+        }
+        assert!(escaped_as_written("\\u001f\\u0000\\n"));
     }
 
     #[test]

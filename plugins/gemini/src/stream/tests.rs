@@ -366,3 +366,33 @@ fn a_repeated_usage_is_never_taken_from_an_event_read_by_the_general_path() {
         assert_eq!(usage, Some(Usage::new(9, 2)), "{batches:?}");
     }
 }
+
+/// A token event's text goes into its chunk as the event wrote it when the
+/// SDK's writer writes the same, and is unescaped and written again when
+/// not: the chunk is byte for byte the one written from the text itself.
+#[test]
+fn a_token_events_text_is_written_as_the_text_itself_whatever_its_escapes() {
+    let t = target();
+    let date = switchyard_sdk::header_block(&[("date", "Tue, 14 Nov 2023 22:13:20 GMT")]);
+    for (escaped, text) in [
+        (r#"a\nb"#, "a\nb"),
+        (r#"\"q\" \\ \t\r\b\f"#, "\"q\" \\ \t\r\u{8}\u{c}"),
+        (r#"\u001f\u0000"#, "\u{1f}\u{0}"),
+        (r#"a\/b"#, "a/b"),
+        (r#"\u00e9\u000A"#, "é\n"),
+        (r#"\ud83d\ude00"#, "😀"),
+        ("plain é", "plain é"),
+    ] {
+        let state = run::begin_stream::<Gemini>(&t, ASK_USAGE, &date)
+            .unwrap()
+            .state;
+        let first = run::parse_stream::<Gemini>(&state, &[StreamEvent::data(TEXT[0])]).unwrap();
+        let event = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"text": "{escaped}"}}],"role": "model"}},"index": 0}}],"responseId": "rid-1"}}"#
+        );
+        let state = first.state.unwrap_or(state);
+        let step = run::parse_stream::<Gemini>(&state, &[StreamEvent::data(&event)]).unwrap();
+        let head = ChunkHead::new("rid-1", 1_700_000_000, "gemini-eu");
+        assert_eq!(step.chunks, [head.text_json(Some(text), None)], "{escaped}");
+    }
+}

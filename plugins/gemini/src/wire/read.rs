@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use switchyard_sdk::canonical::escaped_as_written;
 use switchyard_sdk::canonical::read::Reader;
 
 use super::{AnswerContent, AnswerPart, Candidate, PromptFeedback, Response, UsageMetadata};
@@ -68,9 +69,37 @@ impl<'a> Response<'a> {
 pub struct TextEvent<'a> {
     /// The non-empty text parts that are not thoughts, joined; `None` when
     /// there is none.
-    pub text: Option<Cow<'a, str>>,
+    pub text: Option<Text<'a>>,
     pub finish_reason: Option<Cow<'a, str>>,
     pub usage: Option<Usage<'a>>,
+}
+
+/// An event's text.
+#[derive(Debug)]
+pub enum Text<'a> {
+    /// The text itself.
+    Plain(Cow<'a, str>),
+    /// One part's text as the event wrote it, escapes and all: what the SDK's
+    /// writer writes for it (`escaped_as_written`), so it goes into the
+    /// chunk as it is, not unescaped and escaped again.
+    Escaped(&'a str),
+}
+
+impl<'a> Text<'a> {
+    /// The text itself (`None` only for escapes `Escaped` never holds).
+    pub fn unescaped(self) -> Option<Cow<'a, str>> {
+        match self {
+            Text::Plain(text) => Some(text),
+            Text::Escaped(inside) => unescaped(inside),
+        }
+    }
+}
+
+/// The text a string's checked inside stands for.
+fn unescaped(inside: &str) -> Option<Cow<'_, str>> {
+    let quoted = format!("\"{inside}\"");
+    let mut r = Reader::new(&quoted);
+    r.str().ok().map(|t| Cow::Owned(t.into_owned()))
 }
 
 /// An event's `usageMetadata`.
@@ -176,7 +205,7 @@ impl<'a> TextEvent<'a> {
         let (mut text, mut thought) = (None, None);
         r.members(|r, name| match name {
             "text" if text.is_none() => {
-                text = Some(r.nullable(|r| r.str().ok())?);
+                text = Some(r.nullable(|r| r.raw_str().ok())?);
                 Some(())
             }
             "thought" if thought.is_none() => {
@@ -194,12 +223,26 @@ impl<'a> TextEvent<'a> {
         if thought.flatten() == Some(true) {
             return Some(());
         }
-        if let Some(part) = text.flatten().filter(|t| !t.is_empty()) {
-            self.text = Some(match self.text.take() {
-                None => part,
-                Some(before) => Cow::Owned(before.into_owned() + &part),
-            });
-        }
+        let Some(part) = text.flatten().filter(|t| !t.inside().is_empty()) else {
+            return Some(());
+        };
+        let part = if !part.is_escaped() {
+            Text::Plain(Cow::Borrowed(part.inside()))
+        } else if escaped_as_written(part.inside()) {
+            Text::Escaped(part.inside())
+        } else {
+            // Escapes the writer would write otherwise (`\/`, `\u00e9`), or
+            // a lone surrogate, which serde refuses: the general path.
+            Text::Plain(part.name()?)
+        };
+        self.text = Some(match self.text.take() {
+            None => part,
+            Some(before) => {
+                let mut joined = before.unescaped()?.into_owned();
+                joined.push_str(&part.unescaped()?);
+                Text::Plain(Cow::Owned(joined))
+            }
+        });
         Some(())
     }
 }
@@ -383,7 +426,8 @@ mod tests {
                         Usage::Read(u, _) => u,
                         Usage::Known => unreachable!("nothing is known"),
                     });
-                    format!("{:?} {:?} {:?}", e.text, e.finish_reason, usage)
+                    let text = e.text.map(|t| t.unescaped().expect("as serde reads it"));
+                    format!("{:?} {:?} {:?}", text, e.finish_reason, usage)
                 })
             },
             |v| {
