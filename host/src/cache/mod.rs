@@ -24,8 +24,8 @@
 
 mod key;
 pub mod replay;
+mod stored;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,7 +229,7 @@ struct Memory {
 /// to read an entry with.
 struct Disk {
     path: PathBuf,
-    keys: Mutex<HashMap<Key, i64>>,
+    keys: Mutex<stored::StoredKeys>,
     conn: Mutex<Option<rusqlite::Connection>>,
 }
 
@@ -242,7 +242,7 @@ impl Cache {
                 tracing::warn!(
                     "the cache cannot read its entries from the store: {e}; starting empty"
                 );
-                HashMap::new()
+                stored::StoredKeys::default()
             });
             if !keys.is_empty() {
                 tracing::info!(entries = keys.len(), "cache entries found in the store");
@@ -304,7 +304,7 @@ impl Cache {
         {
             let mut keys = lock(&disk.keys);
             match keys.get(key) {
-                Some(expires) if *expires > now => {}
+                Some(expires) if expires > now => {}
                 Some(_) => {
                     keys.remove(key);
                     return Ok(None);
@@ -340,19 +340,9 @@ impl Cache {
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         if let (Some(disk), Some(store)) = (&self.disk, store) {
             let mut keys = lock(&disk.keys);
-            keys.insert(key, entry.expires_ms);
-            // The store drops expired rows as new ones come; their keys go
-            // here now and then (the map never outgrows the live entries
-            // by more than the sweep interval's).
-            if self
-                .counters
-                .stored
-                .load(Ordering::Relaxed)
-                .is_multiple_of(1024)
-            {
-                let now = now_ms();
-                keys.retain(|_, expires| *expires > now);
-            }
+            // The store drops expired rows as new ones come; their keys
+            // leave here a few at a time.
+            keys.insert(key, entry.expires_ms, now_ms());
             drop(keys);
             store.record(crate::store::Row::CachePut(crate::store::CacheRow {
                 key,
@@ -455,9 +445,9 @@ impl Disk {
     }
 }
 
-fn read_keys(path: &Path) -> rusqlite::Result<HashMap<Key, i64>> {
+fn read_keys(path: &Path) -> rusqlite::Result<stored::StoredKeys> {
     if !path.exists() {
-        return Ok(HashMap::new());
+        return Ok(stored::StoredKeys::default());
     }
     let conn = open_read(path)?;
     let exists: bool = conn.query_row(
@@ -466,20 +456,20 @@ fn read_keys(path: &Path) -> rusqlite::Result<HashMap<Key, i64>> {
         |r| r.get(0),
     )?;
     if !exists {
-        return Ok(HashMap::new());
+        return Ok(stored::StoredKeys::default());
     }
     let mut s = conn.prepare("SELECT key, expires_ms FROM cache WHERE expires_ms > ?1")?;
     let rows = s.query_map([now_ms()], |r| {
         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
     })?;
-    let mut keys = HashMap::new();
+    let mut keys = Vec::new();
     for row in rows {
         let (k, expires) = row?;
         if let Ok(k) = Key::try_from(k.as_slice()) {
-            keys.insert(k, expires);
+            keys.push((k, expires));
         }
     }
-    Ok(keys)
+    Ok(keys.into_iter().collect())
 }
 
 /// A read-only connection; a busy database is waited for briefly (an entry
