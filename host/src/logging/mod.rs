@@ -89,6 +89,9 @@ struct Shared {
     stall: Duration,
     /// Chunks the writer has finished writing (or failed to write).
     chunks: std::sync::atomic::AtomicU64,
+    /// Writes that took some bytes: the exit's measure of progress, finer
+    /// than a chunk (an output may take a chunk a few KiB a write).
+    progress: std::sync::atomic::AtomicU64,
     /// The log is closing: the writer writes the rest in [`EXIT_PIECE`]s,
     /// so that an output slower than a [`CHUNK`] a stall time still shows
     /// progress to the exit's wait.
@@ -132,6 +135,7 @@ fn batched_with<W: Write + Send + 'static>(
     let shared = Arc::new(Shared {
         stall,
         chunks: std::sync::atomic::AtomicU64::new(0),
+        progress: std::sync::atomic::AtomicU64::new(0),
         closing: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::default(),
         wake: Condvar::new(),
@@ -192,7 +196,7 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
                 let piece = if closing { EXIT_PIECE } else { CHUNK };
                 let (now, later) = rest.split_at(piece.min(rest.len()));
                 // Nowhere to report a failed log write; carry on serving.
-                let _ = out.write_all(now);
+                let _ = write_counted(&mut out, now, &shared.progress);
                 shared
                     .chunks
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -208,6 +212,26 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             return;
         }
     }
+}
+
+/// `write_all`, counting each write that takes some bytes in `progress`.
+fn write_counted<W: Write>(
+    out: &mut W,
+    mut bytes: &[u8],
+    progress: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                progress.fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Write for BatchedLog {
@@ -275,8 +299,8 @@ const EXIT_STALLS: u32 = 10;
 const EXIT_PIECE: usize = 4096;
 
 impl Drop for LogGuard {
-    /// Writes what is left, as long as the output keeps taking pieces
-    /// ([`EXIT_PIECE`]; a chunk already being written counts whole): an
+    /// Writes what is left, as long as the output keeps taking bytes (each
+    /// write that takes some counts; the rest goes in [`EXIT_PIECE`]s): an
     /// output that takes nothing for [`EXIT_STALLS`] stall times (a log
     /// collector that stopped reading a full pipe) must not keep a stopping
     /// gateway from exiting, so its writer is then left behind, still
@@ -291,10 +315,10 @@ impl Drop for LogGuard {
             return;
         };
         let patience = self.shared.stall * EXIT_STALLS;
-        let mut seen = self.shared.chunks.load(Acquire);
+        let mut seen = self.shared.progress.load(Acquire);
         let mut since = std::time::Instant::now();
         while !thread.is_finished() {
-            let now = self.shared.chunks.load(Acquire);
+            let now = self.shared.progress.load(Acquire);
             if now != seen {
                 (seen, since) = (now, std::time::Instant::now());
             } else if since.elapsed() >= patience {

@@ -259,7 +259,11 @@ pub fn escaped_as_written(inside: &str) -> bool {
     let bytes = inside.as_bytes();
     let mut i = 0;
     while let Some(at) = next_escape(bytes, i) {
-        // In checked text only a backslash can be here.
+        // In checked text only a backslash can be here (a raw quote or
+        // control character is not text this stands for).
+        if bytes[at] != b'\\' {
+            return false;
+        }
         let ok = match bytes.get(at + 1) {
             Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => {
                 i = at + 2;
@@ -746,6 +750,7 @@ mod tests {
             assert!(!escaped_as_written(other), "{other:?}");
         }
         assert!(escaped_as_written("\\u001f\\u0000\\n"));
+        assert!(!escaped_as_written("a\nb") && !escaped_as_written("a\"b"));
     }
 
     #[test]
