@@ -240,13 +240,15 @@ impl Stream {
     ) {
         let finish = reason.and_then(|r| finish_reason(r, self.tool_calls > 0));
         self.finished |= finish.is_some();
-        let head = self.head(target);
-        match text {
-            Some(Text::Escaped(inside)) => out.push(head.escaped_text_json(inside, finish)),
-            Some(Text::Plain(text)) => out.push(head.text_json(Some(text), finish)),
-            None if finish.is_some() => out.push(head.text_json(None, finish)),
-            None => {}
+        if text.is_none() && finish.is_none() {
+            return;
         }
+        let head = self.head(target);
+        out.push(match text {
+            Some(Text::Escaped(key)) => head.escaped_text_json(key.inside(), finish),
+            Some(Text::Plain(text)) => head.text_json(Some(text), finish),
+            None => head.text_json(None, finish),
+        });
     }
 }
 

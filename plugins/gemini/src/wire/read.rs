@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use switchyard_sdk::canonical::escaped_as_written;
-use switchyard_sdk::canonical::read::Reader;
+use switchyard_sdk::canonical::read::{Key, Reader};
 
 use super::{AnswerContent, AnswerPart, Candidate, PromptFeedback, Response, UsageMetadata};
 
@@ -81,8 +81,8 @@ pub enum Text<'a> {
     Plain(Cow<'a, str>),
     /// One part's text as the event wrote it, escapes and all: what the SDK's
     /// writer writes for it (`escaped_as_written`), so it goes into the
-    /// chunk as it is, not unescaped and escaped again.
-    Escaped(&'a str),
+    /// chunk as it is (`Key::inside`), not unescaped and escaped again.
+    Escaped(Key<'a>),
 }
 
 impl<'a> Text<'a> {
@@ -90,16 +90,9 @@ impl<'a> Text<'a> {
     pub fn unescaped(self) -> Option<Cow<'a, str>> {
         match self {
             Text::Plain(text) => Some(text),
-            Text::Escaped(inside) => unescaped(inside),
+            Text::Escaped(key) => key.name(),
         }
     }
-}
-
-/// The text a string's checked inside stands for.
-fn unescaped(inside: &str) -> Option<Cow<'_, str>> {
-    let quoted = format!("\"{inside}\"");
-    let mut r = Reader::new(&quoted);
-    r.str().ok().map(|t| Cow::Owned(t.into_owned()))
 }
 
 /// An event's `usageMetadata`.
@@ -236,7 +229,7 @@ impl<'a> TextEvent<'a> {
         let part = if !part.is_escaped() {
             Text::Plain(Cow::Borrowed(part.inside()))
         } else if escaped_as_written(part.inside()) {
-            Text::Escaped(part.inside())
+            Text::Escaped(part)
         } else {
             // Escapes the writer would write otherwise (`\/`, `\u00e9`), or
             // a lone surrogate, which serde refuses: the general path.
