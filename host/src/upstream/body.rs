@@ -22,6 +22,9 @@ enum BodyInner {
         end: Option<Option<BodyError>>,
         /// The end was reported: the stream is fused.
         done: bool,
+        /// A connection this body's reader drives (see [`super::direct`]):
+        /// hyper's pooled client drives its own in a task of its own.
+        held: Option<Box<super::direct::Held>>,
     },
     Full(Option<Bytes>),
     /// An in-process body in pieces, each read on its own as a paced
@@ -58,6 +61,17 @@ impl ReplyBody {
             incoming,
             end: None,
             done: false,
+            held: None,
+        })
+    }
+
+    /// A body read from a connection that its reader drives.
+    pub(super) fn direct(incoming: hyper::body::Incoming, held: super::direct::Held) -> Self {
+        Self(BodyInner::Http {
+            incoming,
+            end: None,
+            done: false,
+            held: Some(Box::new(held)),
         })
     }
 
@@ -80,9 +94,14 @@ impl ReplyBody {
         if matches!(self.0, BodyInner::Full(_) | BodyInner::Pieces { .. }) {
             return first;
         }
+        // A body whose connection this task drives has, at each poll, what
+        // the connection read: no other task needs to run in between.
+        let driven = matches!(self.0, BodyInner::Http { held: Some(_), .. });
         let mut joined: Option<bytes::BytesMut> = None;
         for _ in 0..GATHER_YIELDS {
-            tokio::task::yield_now().await;
+            if !driven {
+                tokio::task::yield_now().await;
+            }
             let more = std::future::poll_fn(|cx| Poll::Ready(self.poll_next_unpin(cx))).await;
             match more {
                 Poll::Ready(Some(Ok(more))) => {
@@ -109,6 +128,30 @@ impl ReplyBody {
     }
 }
 
+/// The body's next frame; with a connection to drive, the connection is
+/// polled here (it reads the socket and moves the next piece into the
+/// body), and the body itself is read without a waker: only these polls
+/// fill it, and the connection's socket wakes this task.
+fn poll_frame(
+    incoming: &mut hyper::body::Incoming,
+    held: &mut Option<Box<super::direct::Held>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    let Some(conn) = held else {
+        return Pin::new(incoming).poll_frame(cx);
+    };
+    let mut quiet = Context::from_waker(std::task::Waker::noop());
+    if let Poll::Ready(frame) = Pin::new(&mut *incoming).poll_frame(&mut quiet) {
+        return Poll::Ready(frame);
+    }
+    if conn.drive(cx).is_ready() {
+        // The connection ended: the body ends (or fails) with it.
+        *held = None;
+        return Pin::new(incoming).poll_frame(cx);
+    }
+    Pin::new(incoming).poll_frame(&mut quiet)
+}
+
 /// A body that broke while being read (the connection failed or the
 /// upstream sent something that is not HTTP).
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +162,7 @@ impl futures_util::Stream for ReplyBody {
     type Item = Result<Bytes, BodyError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let (incoming, end, done) = match &mut self.get_mut().0 {
+        let (incoming, end, done, held) = match &mut self.get_mut().0 {
             BodyInner::Full(bytes) => return Poll::Ready(bytes.take().map(Ok)),
             BodyInner::Pieces { pieces, arrived } => {
                 if pieces.is_empty() {
@@ -138,7 +181,8 @@ impl futures_util::Stream for ReplyBody {
                 incoming,
                 end,
                 done,
-            } => (incoming, end, done),
+                held,
+            } => (incoming, end, done, held),
         };
         if *done {
             return Poll::Ready(None);
@@ -149,14 +193,19 @@ impl futures_util::Stream for ReplyBody {
             return Poll::Ready(end.map(Err));
         }
         loop {
-            let frame = match Pin::new(&mut *incoming).poll_frame(cx) {
+            let frame = match poll_frame(incoming, held, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     *done = true;
+                    // Read to its end: the connection can serve another.
+                    if let Some(held) = held.take() {
+                        held.release(cx);
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {
                     *done = true;
+                    *held = None;
                     return Poll::Ready(Some(Err(BodyError(root_cause(&e)))));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,

@@ -20,6 +20,7 @@
 
 mod body;
 mod connect;
+mod direct;
 mod egress;
 mod proxy;
 
@@ -54,9 +55,18 @@ pub type InProcess = Arc<dyn Fn(Request<Bytes>) -> Response<Vec<Bytes>> + Send +
 
 /// Where requests go.
 enum Transport {
-    /// Pooled HTTP(S) clients, one per distinct connect timeout in the config.
-    Http(HashMap<u64, Client<Connector, Full<Bytes>>>),
+    /// Pooled connections, one set per distinct connect timeout in the config.
+    Http(HashMap<u64, Pools>),
     InProcess(InProcess),
+}
+
+/// The connections of one connect timeout: `http` upstreams' driven by
+/// the requests' own tasks ([`direct`]), `https` ones' by hyper's pooled
+/// client.
+#[derive(Clone)]
+struct Pools {
+    client: Client<Connector, Full<Bytes>>,
+    direct: direct::DirectPool,
 }
 
 /// The gateway's way out to its upstreams.
@@ -113,11 +123,11 @@ impl Upstream {
             Transport::Http(existing) => {
                 let mut clients = HashMap::new();
                 for ms in connect_timeouts {
-                    let client = existing
+                    let pools = existing
                         .get(&ms)
                         .cloned()
                         .unwrap_or_else(|| http_client(ms, &self.proxies));
-                    clients.insert(ms, client);
+                    clients.insert(ms, pools);
                 }
                 Self {
                     transport: Transport::Http(clients),
@@ -190,7 +200,7 @@ impl Upstream {
         *outgoing.uri_mut() = uri;
         *outgoing.headers_mut() = headers;
 
-        let client = match &self.transport {
+        let pools = match &self.transport {
             Transport::InProcess(answer) => {
                 let (parts, body) = answer(outgoing).into_parts();
                 return Ok(Reply {
@@ -206,7 +216,11 @@ impl Upstream {
                 )
             })?,
         };
-        let send = client.request(outgoing.map(Full::new));
+        let outgoing = outgoing.map(Full::new);
+        if outgoing.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            return Self::send_direct(to, &pools.direct, outgoing).await;
+        }
+        let send = pools.client.request(outgoing);
         match tokio::time::timeout(to.timeouts.first_byte(), send).await {
             Err(_) => Err(fail(
                 FailureClass::Timeout,
@@ -236,6 +250,48 @@ impl Upstream {
                     status: parts.status,
                     headers: parts.headers,
                     body: ReplyBody::http(body),
+                })
+            }
+        }
+    }
+
+    /// [`Upstream::send`] to an `http` upstream, on a connection the
+    /// request's task drives.
+    async fn send_direct(
+        to: &Endpoint<'_>,
+        pool: &direct::DirectPool,
+        outgoing: Request<Full<Bytes>>,
+    ) -> Result<Reply, Attempt> {
+        let fail = |class, message: String| Attempt::new(to.deployment, class, message);
+        match tokio::time::timeout(to.timeouts.first_byte(), pool.send(outgoing)).await {
+            Err(_) => Err(fail(
+                FailureClass::Timeout,
+                format!(
+                    "no response headers within {} ms (first_byte_ms)",
+                    to.timeouts.first_byte_ms
+                ),
+            )),
+            Ok(Err(direct::DirectError::Connect(e))) if timed_out(&*e) => Err(fail(
+                FailureClass::Connect,
+                format!(
+                    "connect timed out after {} ms (connect_ms)",
+                    to.timeouts.connect_ms
+                ),
+            )),
+            Ok(Err(direct::DirectError::Connect(e))) => Err(fail(
+                FailureClass::Connect,
+                format!("cannot connect: {}", root_cause(&*e)),
+            )),
+            Ok(Err(direct::DirectError::Request(e))) => Err(fail(
+                FailureClass::Transport,
+                format!("request failed: {}", root_cause(&e)),
+            )),
+            Ok(Ok((response, held))) => {
+                let (parts, body) = response.into_parts();
+                Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: ReplyBody::direct(body, held),
                 })
             }
         }
@@ -299,8 +355,8 @@ impl Upstream {
     }
 }
 
-/// A pooled client whose connections are bounded by `ms` (see [`Upstream`]).
-fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
+/// Pools whose connections are bounded by `ms` (see [`Upstream`]).
+fn http_client(ms: u64, proxies: &Proxies) -> Pools {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_millis(ms)));
     http.set_nodelay(true);
@@ -325,7 +381,8 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
     // must not replay a POST wherever a redirect points. A request
     // that was sent is never retried here: that is the failover
     // engine's decision.
-    Client::builder(TokioExecutor::new())
+    let direct = direct::DirectPool::new(https.clone());
+    let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
@@ -334,7 +391,8 @@ fn http_client(ms: u64, proxies: &Proxies) -> Client<Connector, Full<Bytes>> {
         // was found closed (the upstream's idle timeout) is sent on
         // a fresh one: nothing was sent, so nothing is replayed.
         .retry_canceled_requests(true)
-        .build(https)
+        .build(https);
+    Pools { client, direct }
 }
 
 /// [`header_block`] of headers given as name and value text (a recorded
