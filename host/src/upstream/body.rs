@@ -140,16 +140,21 @@ fn poll_frame(
     let Some(conn) = held else {
         return Pin::new(incoming).poll_frame(cx);
     };
-    let mut quiet = Context::from_waker(std::task::Waker::noop());
-    if let Poll::Ready(frame) = Pin::new(&mut *incoming).poll_frame(&mut quiet) {
-        return Poll::Ready(frame);
-    }
-    if conn.drive(cx).is_ready() {
+    let mut ended = false;
+    let frame = super::direct::poll_driven(
+        cx,
+        |c| {
+            let p = conn.drive(c);
+            ended |= p.is_ready();
+            p
+        },
+        |c| Pin::new(&mut *incoming).poll_frame(c),
+    );
+    if ended {
         // The connection ended: the body ends (or fails) with it.
         *held = None;
-        return Pin::new(incoming).poll_frame(cx);
     }
-    Pin::new(incoming).poll_frame(&mut quiet)
+    frame
 }
 
 /// A body that broke while being read (the connection failed or the
@@ -199,7 +204,7 @@ impl futures_util::Stream for ReplyBody {
                     *done = true;
                     // Read to its end: the connection can serve another.
                     if let Some(held) = held.take() {
-                        held.release(cx);
+                        held.release();
                     }
                     return Poll::Ready(None);
                 }

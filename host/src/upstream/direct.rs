@@ -114,9 +114,10 @@ impl Held {
     }
 
     /// The body was read to its end: the connection goes back to the pool
-    /// unless it ended (or is ending: `Connection: close`).
-    pub fn release(mut self, cx: &mut Context<'_>) {
-        if self.conn.drive(cx).is_pending() && !self.conn.send.is_closed() {
+    /// unless it ended (or is ending: `Connection: close`). Polled without
+    /// a waker: nothing waits on an idle connection (see [`quiet`]).
+    pub fn release(mut self) {
+        if self.conn.drive(&mut quiet()).is_pending() && !self.conn.send.is_closed() {
             self.pool.put(self.key, self.conn);
         }
     }
@@ -149,7 +150,7 @@ impl DirectPool {
             .or_insert_with(|| host_header(&uri));
         let origin = origin_form(&uri);
         loop {
-            let taken = std::future::poll_fn(|cx| Poll::Ready(self.0.take(&key, cx))).await;
+            let taken = self.0.take(&key);
             let reused = taken.is_some();
             let mut conn = match taken {
                 Some(conn) => conn,
@@ -212,8 +213,9 @@ impl DirectPool {
 impl Shared {
     /// The most recently used idle connection to `key` that is still open
     /// and ready for a request (polling it lets it notice a close, and
-    /// makes it ready for the next request).
-    fn take(&self, key: &Authority, cx: &mut Context<'_>) -> Option<Conn> {
+    /// makes it ready for the next request; without a waker, see [`quiet`]).
+    fn take(&self, key: &Authority) -> Option<Conn> {
+        let cx = &mut quiet();
         let mut closed = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -249,7 +251,7 @@ impl Shared {
 
     /// Closes idle connections the upstream closed or that idled too long.
     fn sweep(&self) {
-        let mut quiet = Context::from_waker(Waker::noop());
+        let mut quiet = quiet();
         let mut closed = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,11 +300,45 @@ async fn exchange(
     let mut answer = std::pin::pin!(answer);
     std::future::poll_fn(|cx| {
         // The connection writes the request and reads the head; its end
-        // (a close, a failure) settles `answer` with an error.
-        let _ = conn.drive(cx);
-        answer.as_mut().poll(cx)
+        // (a close, a failure) settles `answer` with an error. Only these
+        // polls settle it: it is polled without a waker (see [`quiet`]).
+        poll_driven(cx, |c| conn.drive(c), |c| answer.as_mut().poll(c))
     })
     .await
+}
+
+/// A context whose waker does nothing. A driven connection's own pieces
+/// (the response head's hand-over, the body's) are filled only by this
+/// task's polls of the connection, so they need no waker; with the task's
+/// own, each hand-over would wake the task that is running it and poll it
+/// again for nothing. The task is woken by its connection's socket, whose
+/// interest the last poll before `Pending` registers with the real waker.
+pub fn quiet() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+/// `take` once the connection has been polled (`drive`): first without a
+/// waker, which settles what was already read; then, if nothing came, with
+/// the task's (the socket's interest, for the wake-up). A connection that
+/// ended settles `take` with its end, polled with the task's waker should
+/// it not have.
+pub fn poll_driven<T>(
+    cx: &mut Context<'_>,
+    mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
+    mut take: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let mut quiet = quiet();
+    if let Poll::Ready(v) = take(&mut quiet) {
+        return Poll::Ready(v);
+    }
+    let ended = drive(&mut quiet).is_ready();
+    if !ended && let Poll::Ready(v) = take(&mut quiet) {
+        return Poll::Ready(v);
+    }
+    if ended || drive(cx).is_ready() {
+        return take(cx);
+    }
+    take(&mut quiet)
 }
 
 /// `Host`: the host, and the port unless it is http's default (what
