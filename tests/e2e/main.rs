@@ -14,6 +14,7 @@ mod cache;
 mod clients;
 mod config;
 mod conformance;
+mod connections;
 mod evaluators;
 mod failover;
 mod faults;

@@ -130,8 +130,7 @@ impl ReplyBody {
 
 /// The body's next frame; with a connection to drive, the connection is
 /// polled here (it reads the socket and moves the next piece into the
-/// body), and the body itself is read without a waker: only these polls
-/// fill it, and the connection's socket wakes this task.
+/// body), as [`super::direct::poll_driven`] says.
 fn poll_frame(
     incoming: &mut hyper::body::Incoming,
     held: &mut Option<Box<super::direct::Held>>,
