@@ -23,9 +23,13 @@ const EVENTS: [&str; 3] = [
 /// A keep-alive HTTP/1.1 upstream on loopback that answers every chat
 /// request (a stream when asked, one chunk per event) and, with
 /// `idle_close`, closes a connection left idle that long, as servers'
-/// keep-alive timeouts do. Returns its base URL and the connections it
-/// accepted.
-async fn upstream(idle_close: Option<Duration>) -> (String, Arc<AtomicUsize>) {
+/// keep-alive timeouts do; with `late_end`, a stream's end (its last HTTP
+/// chunk) follows its events that much later, as servers that write the
+/// end on its own do. Returns its base URL and the connections it accepted.
+async fn upstream(
+    idle_close: Option<Duration>,
+    late_end: Option<Duration>,
+) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -73,6 +77,13 @@ async fn upstream(idle_close: Option<Duration>) -> (String, Arc<AtomicUsize>) {
                         );
                         for e in EVENTS {
                             a.push_str(&format!("{:x}\r\n{e}\r\n", e.len()));
+                        }
+                        if let Some(late) = late_end {
+                            if socket.write_all(a.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(late).await;
+                            a.clear();
                         }
                         a.push_str("0\r\n\r\n");
                         a
@@ -123,7 +134,7 @@ async fn ask(gw: &Gateway, stream: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_one_after_another_share_one_upstream_connection() {
-    let (url, accepted) = upstream(None).await;
+    let (url, accepted) = upstream(None, None).await;
     let gw = start(&url);
     for i in 0..8 {
         ask(&gw, i % 2 == 1).await;
@@ -133,7 +144,7 @@ async fn requests_one_after_another_share_one_upstream_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_upstream_closed_while_idle_fails_no_request() {
-    let (url, accepted) = upstream(Some(Duration::from_millis(100))).await;
+    let (url, accepted) = upstream(Some(Duration::from_millis(100)), None).await;
     let gw = start(&url);
     for i in 0..4 {
         ask(&gw, i % 2 == 1).await;
@@ -145,4 +156,17 @@ async fn a_connection_the_upstream_closed_while_idle_fails_no_request() {
         4,
         "a fresh connection each time"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_end_comes_after_its_events_leaves_its_connection_reusable() {
+    let (url, accepted) = upstream(None, Some(Duration::from_millis(30))).await;
+    let gw = start(&url);
+    for _ in 0..3 {
+        ask(&gw, true).await;
+        // The end, read in the background, gives the connection back.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    ask(&gw, false).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

@@ -24,7 +24,7 @@ enum BodyInner {
         done: bool,
         /// A connection this body's reader drives (see [`super::direct`]):
         /// hyper's pooled client drives its own in a task of its own.
-        held: Option<Box<super::direct::Held>>,
+        held: Option<super::direct::Held>,
     },
     Full(Option<Bytes>),
     /// An in-process body in pieces, each read on its own as a paced
@@ -36,6 +36,11 @@ enum BodyInner {
     },
 }
 
+/// The most of a finished stream's body read to give its connection back
+/// ([`ReplyBody::finish_in_background`]), and for how long.
+const DRAIN_BYTES: usize = 64 << 10;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most yields [`ReplyBody::gather`] makes while gathering one batch.
 const GATHER_YIELDS: usize = 64;
 
@@ -43,6 +48,11 @@ impl ReplyBody {
     /// A whole body already in memory (the in-process upstream).
     pub(super) fn full(bytes: Bytes) -> Self {
         Self(BodyInner::Full(Some(bytes)))
+    }
+
+    /// A body that has ended (what a read-out or given-up body is left as).
+    pub fn ended() -> Self {
+        Self(BodyInner::Full(None))
     }
 
     /// In-process pieces (one is a whole body, [`ReplyBody::full`]).
@@ -71,8 +81,53 @@ impl ReplyBody {
             incoming,
             end: None,
             done: false,
-            held: Some(Box::new(held)),
+            held: Some(held),
         })
+    }
+
+    /// The stream is over (its `[DONE]` was read): what is left of the body
+    /// (the end of its HTTP framing, if it was not read with the last
+    /// events) is read in the background, at most [`DRAIN_BYTES`] within
+    /// [`DRAIN_TIME`], so a connection this task drove goes back to its pool
+    /// rather than closed. (Dropped, a body closes its connection: right
+    /// for a stream the client left, which the upstream should stop.)
+    pub fn finish_in_background(&mut self) {
+        use futures_util::StreamExt;
+        if !matches!(
+            self.0,
+            BodyInner::Http {
+                held: Some(_),
+                done: false,
+                ..
+            }
+        ) {
+            return;
+        }
+        let mut body = std::mem::replace(self, Self::ended());
+        // Usually the end came with the last events: no task.
+        let mut quiet = super::direct::quiet();
+        loop {
+            match body.poll_next_unpin(&mut quiet) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(_) => return,
+                Poll::Pending => break,
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut read = 0;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(Ok(piece)) = body.next().await {
+                    read += piece.len();
+                    if read > DRAIN_BYTES {
+                        return;
+                    }
+                }
+            })
+            .await;
+        });
     }
 
     /// `first` (the piece just read) joined with every piece that follows
@@ -133,7 +188,7 @@ impl ReplyBody {
 /// body), as [`super::direct::poll_driven`] says.
 fn poll_frame(
     incoming: &mut hyper::body::Incoming,
-    held: &mut Option<Box<super::direct::Held>>,
+    held: &mut Option<super::direct::Held>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
     let Some(conn) = held else {

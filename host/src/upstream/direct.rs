@@ -69,39 +69,47 @@ struct Shared {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 /// One HTTP/1 connection: its request handle and the connection itself,
-/// which only makes progress while polled.
+/// which only makes progress while polled. Boxed where it is kept: with
+/// TLS's state in its stream type it is kilobytes, too big to move.
 struct Conn {
     send: http1::SendRequest<Full<Bytes>>,
-    conn: http1::Connection<Io, Full<Bytes>>,
+    /// `None` once it ended. Dropping it then hands a request it never took
+    /// back to its sender (an idle connection's close, read before the
+    /// request was written), which sends it again on a fresh one.
+    conn: Option<http1::Connection<Io, Full<Bytes>>>,
     /// Requests name their whole URL: the connection is to a proxy.
     absolute_form: bool,
-    /// The connection future finished (polling it again is not allowed).
-    ended: bool,
 }
 
 impl Conn {
     /// Polls the connection; `Ready` once it has ended (closed or failed).
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.ended && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.ended = true;
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(());
+        };
+        if Pin::new(conn).poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        if self.ended {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        self.conn = None;
+        Poll::Ready(())
+    }
+
+    /// Open, and waiting for a request (not still writing the last one,
+    /// as after an early answer to a request whose body was still going).
+    fn idle(&mut self, cx: &mut Context<'_>) -> bool {
+        self.drive(cx).is_pending() && self.send.is_ready()
     }
 }
 
 /// A connection in use by one response: its body's reader drives it, and
 /// gives it back to the pool when the body has been read to its end.
 pub struct Held {
-    conn: Conn,
+    conn: Box<Conn>,
     pool: Arc<Shared>,
     key: Authority,
 }
@@ -117,7 +125,7 @@ impl Held {
     /// unless it ended (or is ending: `Connection: close`). Polled without
     /// a waker: nothing waits on an idle connection (see [`quiet`]).
     pub fn release(mut self) {
-        if self.conn.drive(&mut quiet()).is_pending() && !self.conn.send.is_closed() {
+        if self.conn.idle(&mut quiet()) {
             self.pool.put(self.key, self.conn);
         }
     }
@@ -144,10 +152,12 @@ impl DirectPool {
         let Some(key) = uri.authority().cloned() else {
             return Err(DirectError::Connect("the URL has no host".into()));
         };
-        request
-            .headers_mut()
-            .entry(http::header::HOST)
-            .or_insert_with(|| host_header(&uri));
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = host_header(&uri).ok_or_else(|| {
+                DirectError::Connect("the URL's host is not a valid header".into())
+            })?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
         let origin = origin_form(&uri);
         loop {
             let taken = self.0.take(&key);
@@ -180,7 +190,7 @@ impl DirectPool {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, DirectError> {
+    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, DirectError> {
         use tower_service::Service as _;
         let mut connector = self.0.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
@@ -195,12 +205,11 @@ impl DirectPool {
             .handshake(io)
             .await
             .map_err(DirectError::Request)?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             send,
-            conn,
+            conn: Some(conn),
             absolute_form,
-            ended: false,
-        })
+        }))
     }
 
     /// Idle connections, all upstreams (tests).
@@ -214,31 +223,22 @@ impl Shared {
     /// The most recently used idle connection to `key` that is still open
     /// and ready for a request (polling it lets it notice a close, and
     /// makes it ready for the next request; without a waker, see [`quiet`]).
-    fn take(&self, key: &Authority) -> Option<Conn> {
+    /// Each is polled outside the lock, which every upstream's requests
+    /// take.
+    fn take(&self, key: &Authority) -> Option<Box<Conn>> {
         let cx = &mut quiet();
-        let mut closed = Vec::new();
-        let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let list = idle.get_mut(key)?;
-            let mut found = None;
-            while let Some(mut i) = list.pop() {
-                if i.since.elapsed() < IDLE_TIMEOUT
-                    && i.conn.drive(cx).is_pending()
-                    && i.conn.send.is_ready()
-                {
-                    found = Some(i.conn);
-                    break;
-                }
-                closed.push(i);
+        loop {
+            let mut i = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(key)?.pop()?
+            };
+            if i.since.elapsed() < IDLE_TIMEOUT && i.conn.idle(cx) {
+                return Some(i.conn);
             }
-            found
-        };
-        // Closed outside the lock.
-        drop(closed);
-        found
+        }
     }
 
-    fn put(&self, key: Authority, conn: Conn) {
+    fn put(&self, key: Authority, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_HOST {
@@ -249,26 +249,22 @@ impl Shared {
         }
     }
 
-    /// Closes idle connections the upstream closed or that idled too long.
+    /// Closes idle connections the upstream closed or that idled too long
+    /// (polled outside the lock, then the live ones put back).
     fn sweep(&self) {
+        let lists = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         let mut quiet = quiet();
-        let mut closed = Vec::new();
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            for list in idle.values_mut() {
-                let mut kept = Vec::with_capacity(list.len());
-                for mut i in list.drain(..) {
-                    if i.since.elapsed() < IDLE_TIMEOUT && i.conn.drive(&mut quiet).is_pending() {
+        for (key, list) in lists {
+            for mut i in list {
+                if i.since.elapsed() < IDLE_TIMEOUT && i.conn.idle(&mut quiet) {
+                    let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    let kept = idle.entry(key.clone()).or_default();
+                    if kept.len() < MAX_IDLE_PER_HOST {
                         kept.push(i);
-                    } else {
-                        closed.push(i);
                     }
                 }
-                *list = kept;
             }
-            idle.retain(|_, list| !list.is_empty());
         }
-        drop(closed);
     }
 }
 
@@ -293,16 +289,27 @@ fn sweep_in_background(pool: Weak<Shared>) {
 /// Sends `request` on `conn` and drives the connection until the response
 /// head arrives (or the exchange fails).
 async fn exchange(
-    conn: &mut Conn,
+    conn: &mut Box<Conn>,
     request: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
     let answer = conn.send.try_send_request(request);
     let mut answer = std::pin::pin!(answer);
     std::future::poll_fn(|cx| {
-        // The connection writes the request and reads the head; its end
-        // (a close, a failure) settles `answer` with an error. Only these
-        // polls settle it: it is polled without a waker (see [`quiet`]).
-        poll_driven(cx, |c| conn.drive(c), |c| answer.as_mut().poll(c))
+        // The connection writes the request and reads the head (with the
+        // task's waker: its socket wakes the task). Only these polls settle
+        // `answer`, so it is polled without a waker (see [`quiet`]); a
+        // connection that ended settles it with an error.
+        if conn.drive(cx).is_ready() {
+            return answer.as_mut().poll(cx);
+        }
+        let polled = answer.as_mut().poll(&mut quiet());
+        if polled.is_pending() && !tokio::task::coop::has_budget_remaining() {
+            // Out of the runtime's budget, the answer reports `Pending`
+            // whatever it holds and would wake the waker it was given:
+            // this task's, then, or nothing would.
+            cx.waker().wake_by_ref();
+        }
+        polled
     })
     .await
 }
@@ -317,11 +324,14 @@ pub fn quiet() -> Context<'static> {
     Context::from_waker(Waker::noop())
 }
 
-/// `take` once the connection has been polled (`drive`): first without a
-/// waker, which settles what was already read; then, if nothing came, with
-/// the task's (the socket's interest, for the wake-up). A connection that
-/// ended settles `take` with its end, polled with the task's waker should
-/// it not have.
+/// `take` (the body's next piece) with the connection polled (`drive`):
+/// first what is there, then the connection is polled without a waker and
+/// what it moved taken, and only if nothing came is it polled with the
+/// task's waker (the socket's interest, for the wake-up). Taking a piece the
+/// connection moved wakes the waker it last polled with (its room for the
+/// next piece), which must not be this task's: it is running. A connection
+/// that ended settles `take` with its end, polled with the task's waker
+/// should it not have.
 pub fn poll_driven<T>(
     cx: &mut Context<'_>,
     mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
@@ -343,13 +353,13 @@ pub fn poll_driven<T>(
 
 /// `Host`: the host, and the port unless it is http's default (what
 /// hyper's pooled client sends).
-fn host_header(uri: &Uri) -> HeaderValue {
-    let host = uri.host().unwrap_or_default();
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
     let value = match uri.port_u16() {
         Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")),
         _ => HeaderValue::from_str(host),
     };
-    value.unwrap_or_else(|_| HeaderValue::from_static(""))
+    value.ok()
 }
 
 /// The request target a server is sent: the path and query.
@@ -434,6 +444,12 @@ mod tests {
     /// Sends a request and reads its body to the end, driving the
     /// connection as `ReplyBody` does.
     async fn fetch(pool: &DirectPool, addr: &str) -> String {
+        tokio::time::timeout(Duration::from_secs(5), fetch_now(pool, addr))
+            .await
+            .expect("an answer within 5 s")
+    }
+
+    async fn fetch_now(pool: &DirectPool, addr: &str) -> String {
         let (response, held) = pool.send(get(addr)).await.unwrap();
         let mut body = super::super::ReplyBody::direct(response.into_body(), held);
         let mut text = Vec::new();
@@ -495,6 +511,27 @@ mod tests {
         assert_eq!(fetch(&pool, &addr).await, "a longer answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_found_closed_comes_back_unsent() {
+        let (addr, _) = server(1, Duration::from_millis(20), "once").await;
+        let pool = pool();
+        assert_eq!(fetch(&pool, &addr).await, "once");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Taken without the check `take` makes (which the runtime's budget
+        // can skip): the connection reads its close before writing.
+        let mut conn = {
+            let mut idle = pool.0.idle.lock().unwrap();
+            idle.values_mut().next().unwrap().pop().unwrap().conn
+        };
+        let mut request = get(&addr);
+        *request.uri_mut() = origin_form(request.uri());
+        let sent = tokio::time::timeout(Duration::from_secs(2), exchange(&mut conn, request))
+            .await
+            .expect("the request must not wait on a closed connection");
+        let mut e = sent.err().unwrap();
+        assert!(e.take_message().is_some(), "{:?}", e.error());
     }
 
     #[tokio::test]

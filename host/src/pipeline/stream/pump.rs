@@ -180,7 +180,7 @@ impl StreamPump {
                 Err((class, message)) => {
                     // The failed leg's connection and parser go now, not
                     // after the next leg is found.
-                    drop(body);
+                    body = ReplyBody::ended();
                     drop(session);
                     // Boxed: the rare path is ~6 KB, which the pump (moved
                     // whole into its task) would carry otherwise.
@@ -242,6 +242,11 @@ impl StreamPump {
                     }
                 }
             }
+        }
+        if done {
+            // Its connection goes back to its pool once the body's framing
+            // is read (usually it was, with the last events).
+            body.finish_in_background();
         }
         if failure.is_none() {
             match self.forward(last.unwrap_or_default(), true).await {
