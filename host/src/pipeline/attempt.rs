@@ -116,7 +116,8 @@ impl Gateway {
 
         let in_flight = d.health.start();
         let started = Instant::now();
-        let endpoint = d.endpoint(adapter.metadata(), key);
+        let mut endpoint = d.endpoint(adapter.metadata(), key);
+        endpoint.streamed = mode.streams();
         crate::telemetry::inject(&record.span, &mut http.headers);
         let sent = self.upstream.send(&endpoint, http).await;
         record.upstream = started.elapsed();

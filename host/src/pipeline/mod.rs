@@ -167,6 +167,7 @@ impl Deployment {
                 .unwrap_or(&BEARER),
             timeouts: &self.timeouts,
             response_headers: adapter.response_headers.as_deref(),
+            streamed: false,
         }
     }
 }
