@@ -17,10 +17,13 @@
 //! its pooled connection had closed goes again on a fresh one: nothing was
 //! sent, so nothing is replayed.
 //!
-//! Only `http` upstreams (local and in-cluster servers, sidecars): over
-//! TLS a connection may negotiate HTTP/2, whose connection serves many
-//! requests at once and needs a task of its own, so `https` stays on
-//! hyper's pooled client.
+//! Only streams from `http` upstreams (local and in-cluster servers,
+//! sidecars) come here (`Endpoint::streamed`). A whole answer comes in one
+//! or two chunks, where hyper's connection tasks cost less (they run many
+//! requests' reads in a row; driven, a whole answer cost ~6 µs more CPU a
+//! request at 64 connections). Over TLS a connection may negotiate HTTP/2,
+//! whose connection serves many requests at once and needs a task of its
+//! own, so `https` stays on hyper's pooled client.
 
 use std::collections::HashMap;
 use std::future::Future;
