@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Gateway, deployment, json_body, sse_events};
+use crate::harness::{Gateway, deployment, json_body, raw_upstream, sse_events};
 
 const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"pooled"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
 
@@ -31,14 +31,7 @@ async fn upstream(
     idle_close: Option<Duration>,
     late_end: Option<Duration>,
 ) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
+    raw_upstream(move |mut socket| async move {
                 let mut buf = Vec::new();
                 loop {
                     // One whole request: head, then `content-length` bytes.
@@ -98,10 +91,8 @@ async fn upstream(
                         return;
                     }
                 }
-            });
-        }
-    });
-    (url, accepted)
+    })
+    .await
 }
 
 fn start(url: &str) -> Gateway {

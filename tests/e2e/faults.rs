@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
-use crate::harness::{Gateway, client, deployment, sse_events};
+use crate::harness::{Gateway, client, deployment, raw_upstream, sse_events};
 use crate::mock::Mock;
 
 /// Two deployments in priority order, with the retry policy's defaults.
@@ -136,21 +136,14 @@ async fn a_429_saying_retry_at_once_is_not_resent_in_a_hot_loop() {
 /// An upstream that accepts the connection, reads the request and resets
 /// it (RST) before any header.
 async fn resetting_upstream() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 8192];
-            let _ = socket.read(&mut buf).await;
-            // Linger 0: closing sends a reset, not a FIN.
-            let _ = socket.set_zero_linger();
-            drop(socket);
-        }
-    });
-    (url, accepted)
+    raw_upstream(|mut socket| async move {
+        let mut buf = [0u8; 8192];
+        let _ = socket.read(&mut buf).await;
+        // Linger 0: closing sends a reset, not a FIN.
+        let _ = socket.set_zero_linger();
+        drop(socket);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -399,6 +399,27 @@ pub fn assert_done(events: &[String]) {
     );
 }
 
+/// An upstream speaking raw TCP on loopback: each connection it accepts is
+/// handed to `serve`, in a task of its own. Returns its base URL
+/// (`http://…/v1`) and a count of the connections it accepted.
+pub async fn raw_upstream<F, Fut>(serve: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(socket));
+        }
+    });
+    (url, accepted)
+}
+
 /// A loopback port with nothing listening on it.
 pub fn refused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
