@@ -20,7 +20,7 @@
 //! Only streams from `http` upstreams (local and in-cluster servers,
 //! sidecars) come here (`Endpoint::streamed`). A whole answer comes in one
 //! or two chunks, where hyper's connection tasks cost less (they run many
-//! requests' reads in a row; driven, a whole answer cost ~6 µs more CPU a
+//! requests' reads in a row; driven, a whole answer cost 6–8 µs more CPU a
 //! request at 64 connections). Over TLS a connection may negotiate HTTP/2,
 //! whose connection serves many requests at once and needs a task of its
 //! own, so `https` stays on hyper's pooled client.
