@@ -106,9 +106,15 @@ impl ReplyBody {
         let mut body = std::mem::replace(self, Self::ended());
         // Usually the end came with the last events: no task.
         let mut quiet = super::direct::quiet();
+        let mut read = 0;
         loop {
             match body.poll_next_unpin(&mut quiet) {
-                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Ok(piece))) => {
+                    read += piece.len();
+                    if read > DRAIN_BYTES {
+                        return;
+                    }
+                }
                 Poll::Ready(_) => return,
                 Poll::Pending => break,
             }
@@ -117,7 +123,6 @@ impl ReplyBody {
             return;
         };
         runtime.spawn(async move {
-            let mut read = 0;
             let _ = tokio::time::timeout(DRAIN_TIME, async {
                 while let Some(Ok(piece)) = body.next().await {
                     read += piece.len();
