@@ -189,8 +189,7 @@ impl ReplyBody {
 }
 
 /// The body's next frame; with a connection to drive, the connection is
-/// polled here (it reads the socket and moves the next piece into the
-/// body), as [`super::direct::poll_driven`] says.
+/// polled here (see [`super::direct::Held::poll_body`]).
 fn poll_frame(
     incoming: &mut hyper::body::Incoming,
     held: &mut Option<super::direct::Held>,
@@ -199,18 +198,9 @@ fn poll_frame(
     let Some(conn) = held else {
         return Pin::new(incoming).poll_frame(cx);
     };
-    let mut ended = false;
-    let frame = super::direct::poll_driven(
-        cx,
-        |c| {
-            let p = conn.drive(c);
-            ended |= p.is_ready();
-            p
-        },
-        |c| Pin::new(&mut *incoming).poll_frame(c),
-    );
-    if ended {
-        // The connection ended: the body ends (or fails) with it.
+    let frame = conn.poll_body(incoming, cx);
+    if conn.ended() {
+        // The body ends (or fails) with its connection.
         *held = None;
     }
     frame

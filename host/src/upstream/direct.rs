@@ -40,9 +40,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::Connection as _;
 
-use super::Connector;
+use super::{Connector, SendError};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Io = hyper_rustls::MaybeHttpsStream<super::proxy::Stream>;
 
 /// A pooled connection unused this long is closed (as hyper's pool does).
@@ -52,15 +51,6 @@ const MAX_IDLE_PER_HOST: usize = 256;
 /// How often idle connections are checked for an upstream's close (so a
 /// closed one does not linger half-open) and for the idle timeout.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
-
-/// Why a request found no answer.
-#[derive(Debug)]
-pub enum DirectError {
-    /// No connection could be made (the connector's error).
-    Connect(BoxError),
-    /// The request or its response failed on the connection.
-    Request(hyper::Error),
-}
 
 /// Connections to `http` upstreams, per upstream (host and port).
 #[derive(Clone)]
@@ -118,10 +108,38 @@ pub struct Held {
 }
 
 impl Held {
-    /// Polls the connection, which reads the socket and moves the next
-    /// piece of the body into it; `Ready` once the connection has ended.
-    pub fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.conn.drive(cx)
+    /// The body's next frame, the connection polled to move it in: first
+    /// what is there, then the connection is polled without a waker and
+    /// what it moved taken, and only if nothing came is it polled with the
+    /// task's waker (the socket's interest, for the wake-up). Taking a
+    /// piece the connection moved wakes the waker it last polled with (its
+    /// room for the next piece), which must not be this task's: it is
+    /// running. A connection that ended settles the body with its end,
+    /// polled with the task's waker should it not have.
+    pub fn poll_body(
+        &mut self,
+        body: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        use http_body::Body as _;
+        let mut body = Pin::new(body);
+        let mut quiet = quiet();
+        if let Poll::Ready(frame) = body.as_mut().poll_frame(&mut quiet) {
+            return Poll::Ready(frame);
+        }
+        let ended = self.conn.drive(&mut quiet).is_ready();
+        if !ended && let Poll::Ready(frame) = body.as_mut().poll_frame(&mut quiet) {
+            return Poll::Ready(frame);
+        }
+        if ended || self.conn.drive(cx).is_ready() {
+            return body.poll_frame(cx);
+        }
+        body.poll_frame(&mut quiet)
+    }
+
+    /// The connection has ended (closed or failed): nothing to give back.
+    pub fn ended(&self) -> bool {
+        self.conn.conn.is_none()
     }
 
     /// The body was read to its end: the connection goes back to the pool
@@ -150,15 +168,14 @@ impl DirectPool {
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Held), DirectError> {
+    ) -> Result<(Response<Incoming>, Held), SendError> {
         let uri = request.uri().clone();
         let Some(key) = uri.authority().cloned() else {
-            return Err(DirectError::Connect("the URL has no host".into()));
+            return Err(SendError::Connect("the URL has no host".into()));
         };
         if !request.headers().contains_key(http::header::HOST) {
-            let host = host_header(&uri).ok_or_else(|| {
-                DirectError::Connect("the URL's host is not a valid header".into())
-            })?;
+            let host = host_header(&uri)
+                .ok_or_else(|| SendError::Connect("the URL's host is not a valid header".into()))?;
             request.headers_mut().insert(http::header::HOST, host);
         }
         let origin = origin_form(&uri);
@@ -187,27 +204,27 @@ impl DirectPool {
                     // The pooled connection had closed before the request
                     // went out: a fresh one (a fresh one is not retried).
                     Some(back) if reused => request = back,
-                    _ => return Err(DirectError::Request(e.into_error())),
+                    _ => return Err(SendError::Request(e.into_error().into())),
                 },
             }
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, DirectError> {
+    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, SendError> {
         use tower_service::Service as _;
         let mut connector = self.0.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
-            .map_err(DirectError::Connect)?;
+            .map_err(SendError::Connect)?;
         let io = connector
             .call(uri.clone())
             .await
-            .map_err(DirectError::Connect)?;
+            .map_err(SendError::Connect)?;
         let absolute_form = io.connected().is_proxied();
         let (send, conn) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(DirectError::Request)?;
+            .map_err(|e| SendError::Request(e.into()))?;
         Ok(Box::new(Conn {
             send,
             conn: Some(conn),
@@ -292,7 +309,7 @@ fn sweep_in_background(pool: Weak<Shared>) {
 /// Sends `request` on `conn` and drives the connection until the response
 /// head arrives (or the exchange fails).
 async fn exchange(
-    conn: &mut Box<Conn>,
+    conn: &mut Conn,
     request: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
     let answer = conn.send.try_send_request(request);
@@ -325,33 +342,6 @@ async fn exchange(
 /// interest the last poll before `Pending` registers with the real waker.
 pub fn quiet() -> Context<'static> {
     Context::from_waker(Waker::noop())
-}
-
-/// `take` (the body's next piece) with the connection polled (`drive`):
-/// first what is there, then the connection is polled without a waker and
-/// what it moved taken, and only if nothing came is it polled with the
-/// task's waker (the socket's interest, for the wake-up). Taking a piece the
-/// connection moved wakes the waker it last polled with (its room for the
-/// next piece), which must not be this task's: it is running. A connection
-/// that ended settles `take` with its end, polled with the task's waker
-/// should it not have.
-pub fn poll_driven<T>(
-    cx: &mut Context<'_>,
-    mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
-    mut take: impl FnMut(&mut Context<'_>) -> Poll<T>,
-) -> Poll<T> {
-    let mut quiet = quiet();
-    if let Poll::Ready(v) = take(&mut quiet) {
-        return Poll::Ready(v);
-    }
-    let ended = drive(&mut quiet).is_ready();
-    if !ended && let Poll::Ready(v) = take(&mut quiet) {
-        return Poll::Ready(v);
-    }
-    if ended || drive(cx).is_ready() {
-        return take(cx);
-    }
-    take(&mut quiet)
 }
 
 /// `Host`: the host, and the port unless it is http's default (what
@@ -453,7 +443,11 @@ mod tests {
     }
 
     async fn fetch_now(pool: &DirectPool, addr: &str) -> String {
-        let (response, held) = pool.send(get(addr)).await.unwrap();
+        send_and_read(pool, get(addr)).await
+    }
+
+    async fn send_and_read(pool: &DirectPool, request: Request<Full<Bytes>>) -> String {
+        let (response, held) = pool.send(request).await.unwrap();
         let mut body = super::super::ReplyBody::direct(response.into_body(), held);
         let mut text = Vec::new();
         while let Some(piece) = futures_util::StreamExt::next(&mut body).await {
@@ -496,9 +490,7 @@ mod tests {
         request
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        let (response, held) = pool.send(request).await.unwrap();
-        let mut body = super::super::ReplyBody::direct(response.into_body(), held);
-        while futures_util::StreamExt::next(&mut body).await.is_some() {}
+        assert_eq!(send_and_read(&pool, request).await, "");
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(fetch(&pool, &addr).await, "");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);

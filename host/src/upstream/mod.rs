@@ -69,6 +69,27 @@ struct Pools {
     direct: direct::DirectPool,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response head.
+#[derive(Debug)]
+enum SendError {
+    /// No connection could be made (the connector's error).
+    Connect(BoxError),
+    /// The request or its response failed on the connection.
+    Request(BoxError),
+}
+
+impl From<hyper_util::client::legacy::Error> for SendError {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            Self::Connect(Box::new(e))
+        } else {
+            Self::Request(Box::new(e))
+        }
+    }
+}
+
 /// The gateway's way out to its upstreams.
 pub struct Upstream {
     transport: Transport,
@@ -225,11 +246,15 @@ impl Upstream {
             })?,
         };
         let outgoing = outgoing.map(Full::new);
-        if to.streamed && outgoing.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            return Self::send_direct(to, &pools.direct, outgoing).await;
-        }
-        let send = pools.client.request(outgoing);
-        match tokio::time::timeout(to.timeouts.first_byte(), send).await {
+        let wait = to.timeouts.first_byte();
+        let sent = if to.streamed && outgoing.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let sent = tokio::time::timeout(wait, pools.direct.send(outgoing)).await;
+            sent.map(|r| r.map(|(response, held)| (response, Some(held))))
+        } else {
+            let sent = tokio::time::timeout(wait, pools.client.request(outgoing)).await;
+            sent.map(|r| r.map(|response| (response, None)).map_err(SendError::from))
+        };
+        match sent {
             Err(_) => Err(fail(
                 FailureClass::Timeout,
                 format!(
@@ -237,69 +262,30 @@ impl Upstream {
                     to.timeouts.first_byte_ms
                 ),
             )),
-            Ok(Err(e)) if e.is_connect() && timed_out(&e) => Err(fail(
+            Ok(Err(SendError::Connect(e))) if timed_out(&*e) => Err(fail(
                 FailureClass::Connect,
                 format!(
                     "connect timed out after {} ms (connect_ms)",
                     to.timeouts.connect_ms
                 ),
             )),
-            Ok(Err(e)) if e.is_connect() => Err(fail(
-                FailureClass::Connect,
-                format!("cannot connect: {}", root_cause(&e)),
-            )),
-            Ok(Err(e)) => Err(fail(
-                FailureClass::Transport,
-                format!("request failed: {}", root_cause(&e)),
-            )),
-            Ok(Ok(response)) => {
-                let (parts, body) = response.into_parts();
-                Ok(Reply {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: ReplyBody::http(body),
-                })
-            }
-        }
-    }
-
-    /// [`Upstream::send`] to an `http` upstream, on a connection the
-    /// request's task drives.
-    async fn send_direct(
-        to: &Endpoint<'_>,
-        pool: &direct::DirectPool,
-        outgoing: Request<Full<Bytes>>,
-    ) -> Result<Reply, Attempt> {
-        let fail = |class, message: String| Attempt::new(to.deployment, class, message);
-        match tokio::time::timeout(to.timeouts.first_byte(), pool.send(outgoing)).await {
-            Err(_) => Err(fail(
-                FailureClass::Timeout,
-                format!(
-                    "no response headers within {} ms (first_byte_ms)",
-                    to.timeouts.first_byte_ms
-                ),
-            )),
-            Ok(Err(direct::DirectError::Connect(e))) if timed_out(&*e) => Err(fail(
-                FailureClass::Connect,
-                format!(
-                    "connect timed out after {} ms (connect_ms)",
-                    to.timeouts.connect_ms
-                ),
-            )),
-            Ok(Err(direct::DirectError::Connect(e))) => Err(fail(
+            Ok(Err(SendError::Connect(e))) => Err(fail(
                 FailureClass::Connect,
                 format!("cannot connect: {}", root_cause(&*e)),
             )),
-            Ok(Err(direct::DirectError::Request(e))) => Err(fail(
+            Ok(Err(SendError::Request(e))) => Err(fail(
                 FailureClass::Transport,
-                format!("request failed: {}", root_cause(&e)),
+                format!("request failed: {}", root_cause(&*e)),
             )),
             Ok(Ok((response, held))) => {
                 let (parts, body) = response.into_parts();
                 Ok(Reply {
                     status: parts.status,
                     headers: parts.headers,
-                    body: ReplyBody::direct(body, held),
+                    body: match held {
+                        Some(held) => ReplyBody::direct(body, held),
+                        None => ReplyBody::http(body),
+                    },
                 })
             }
         }
