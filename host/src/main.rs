@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees
+/// hundreds of small blocks across hyper, serde and wasmtime, and glibc's
+/// bins and consolidation cost the gateway more of its CPU per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cli::commands::{check, keys, plugins_command};
 use cli::serve::serve;
 use switchyard::config::{Config, ServerConfig};

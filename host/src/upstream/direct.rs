@@ -184,7 +184,10 @@ impl DirectPool {
             let reused = taken.is_some();
             let mut conn = match taken {
                 Some(conn) => conn,
-                None => self.connect(&uri).await?,
+                // Boxed: the connector's and the handshake's futures are
+                // most of this one's size, and they run once a connection;
+                // inline, every request's futures above would carry them.
+                None => Box::pin(self.connect(&uri)).await?,
             };
             *request.uri_mut() = if conn.absolute_form {
                 uri.clone()
