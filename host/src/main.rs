@@ -13,6 +13,9 @@ mod cli;
 /// mimalloc instead of glibc's allocator: a request allocates and frees
 /// hundreds of small blocks across hyper, serde and wasmtime, and glibc's
 /// bins and consolidation cost the gateway more of its CPU per request.
+/// Built without its transparent-huge-page advice (`no_thp`): with it, the
+/// kernel backs the allocator's arenas with 2 MiB pages, and the gateway's
+/// resident memory at start went from 32 to 53 MiB (79 MiB at peak).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
