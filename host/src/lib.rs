@@ -21,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod background;
 pub mod budget;
+pub mod busy_poll;
 pub mod cache;
 pub mod calendar;
 pub mod capacity;

@@ -270,6 +270,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.threads != new.server.threads {
         changed.push("server.threads");
     }
+    if old.server.busy_poll_us != new.server.busy_poll_us {
+        changed.push("server.busy_poll_us");
+    }
     if old.demo_upstream.as_ref().map(|d| &d.listen)
         != new.demo_upstream.as_ref().map(|d| &d.listen)
     {

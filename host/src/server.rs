@@ -137,6 +137,7 @@ async fn serve(
     body: Result<Bytes, BytesRejection>,
     dialect: Dialect,
 ) -> Response {
+    crate::busy_poll::activity();
     let request_id: Arc<str> = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => Arc::from(id),
         // The counter at a fixed width: ids sort in the order they are

@@ -121,3 +121,43 @@ async fn more_threads_serve_on_workers_and_the_main_thread_waits() {
         "the main thread ran {main} of {all} ns: requests were not on the workers"
     );
 }
+
+/// `server.busy_poll_us`: after a request the serving thread keeps running
+/// through the window (polling its sockets instead of sleeping), and once
+/// the window has passed an idle gateway uses no CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle() {
+    let mock = Mock::start().await;
+    let routes = json!({
+        "chat": {"strategy": "priority", "deployments": [deployment("main", &mock.url, "good")]},
+    });
+    let gw = Gateway::start(
+        routes,
+        &["openai", "priority"],
+        json!({"server": {"threads": 1, "busy_poll_us": 100000}}),
+    );
+    whole_answers(&gw, 3).await;
+
+    // Past the window, idle: the main thread sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = main_thread_ns(&gw);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let idle = main_thread_ns(&gw) - before;
+    assert!(idle < 25_000_000, "idle, the main thread ran {idle} ns");
+
+    // One request: the main thread runs through the 100 ms after it (at
+    // least a third of it, on a machine whose core the tests share), then
+    // stops.
+    let before = main_thread_ns(&gw);
+    whole_answers(&gw, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let busy = main_thread_ns(&gw) - before;
+    assert!(
+        busy > 33_000_000,
+        "the main thread ran {busy} ns in the 400 ms after a request: it did not poll through the window"
+    );
+    assert!(
+        busy < 300_000_000,
+        "the main thread ran {busy} ns in the 400 ms after a request: it polled past the window"
+    );
+}

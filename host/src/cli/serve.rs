@@ -121,6 +121,7 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     // The accept loop is a task of its own: on a work-stealing runtime it
     // then runs on a worker, which takes each new connection's task itself
     // instead of being woken by the main thread (`block_on`) to take it.
+    switchyard::busy_poll::start(std::time::Duration::from_micros(config.server.busy_poll_us));
     let server = tokio::spawn(
         axum::serve(switchyard::server::nodelay(listener), app)
             .with_graceful_shutdown(async move {

@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Threads serving requests; absent: one per core the process may use.
     pub threads: Option<usize>,
+    /// Busy polling after activity, in µs (0: off): see [`crate::busy_poll`].
+    #[serde(default)]
+    pub busy_poll_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +26,7 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: default_max_body(),
             threads: None,
+            busy_poll_us: 0,
         }
     }
 }

@@ -342,6 +342,7 @@ impl Recorder {
     }
 
     fn complete(&mut self, end: End) {
+        crate::busy_poll::activity();
         let Some(mut record) = self.record.take() else {
             return;
         };
