@@ -122,6 +122,18 @@ async fn more_threads_serve_on_workers_and_the_main_thread_waits() {
     );
 }
 
+/// Nanoseconds the process's main thread was runnable: on a CPU or waiting
+/// for one (a spinning thread is runnable throughout however loaded the
+/// machine; a sleeping one is neither).
+fn main_thread_runnable_ns(gw: &Gateway) -> u64 {
+    let pid = gw.pid();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).unwrap();
+    stat.split_whitespace()
+        .take(2)
+        .map(|f| f.parse::<u64>().unwrap())
+        .sum()
+}
+
 /// `server.busy_poll_us`: after a request the serving thread keeps running
 /// through the window (polling its sockets instead of sleeping), and once
 /// the window has passed an idle gateway uses no CPU.
@@ -134,30 +146,49 @@ async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle
     let gw = Gateway::start(
         routes,
         &["openai", "priority"],
-        json!({"server": {"threads": 1, "busy_poll_us": 100000}}),
+        json!({"server": {"threads": 1, "busy_poll_us": 5000}}),
     );
     whole_answers(&gw, 3).await;
 
     // Past the window, idle: the main thread sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let before = main_thread_runnable_ns(&gw);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let before = main_thread_ns(&gw);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let idle = main_thread_ns(&gw) - before;
-    assert!(idle < 25_000_000, "idle, the main thread ran {idle} ns");
+    let idle = main_thread_runnable_ns(&gw) - before;
+    assert!(
+        idle < 50_000_000,
+        "idle, the main thread was runnable {idle} ns"
+    );
 
-    // One request: the main thread runs through the 100 ms after it (at
-    // least a third of it, on a machine whose core the tests share), then
-    // stops.
-    let before = main_thread_ns(&gw);
+    // One request: the main thread stays runnable through the 5 ms after
+    // it (without busy polling: ~0.5 ms for the request), then sleeps.
+    let before = main_thread_runnable_ns(&gw);
     whole_answers(&gw, 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let busy = main_thread_ns(&gw) - before;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let busy = main_thread_runnable_ns(&gw) - before;
     assert!(
-        busy > 33_000_000,
-        "the main thread ran {busy} ns in the 400 ms after a request: it did not poll through the window"
+        busy > 4_500_000,
+        "the main thread was runnable {busy} ns in the 100 ms after a request: it did not poll through the window"
     );
     assert!(
-        busy < 300_000_000,
-        "the main thread ran {busy} ns in the 400 ms after a request: it polled past the window"
+        busy < 60_000_000,
+        "the main thread was runnable {busy} ns in the 100 ms after a request: it polled past the window"
     );
+}
+
+/// On a work-stealing runtime busy polling would spin on every worker for
+/// little gain: the gateway says it is off, and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_is_refused_on_several_threads() {
+    let mock = Mock::start().await;
+    let routes = json!({
+        "chat": {"strategy": "priority", "deployments": [deployment("main", &mock.url, "good")]},
+    });
+    let gw = Gateway::start(
+        routes,
+        &["openai", "priority"],
+        json!({"server": {"threads": 2, "busy_poll_us": 5000}}),
+    );
+    gw.assert_log("server.busy_poll_us needs a single-threaded runtime");
+    whole_answers(&gw, 3).await;
 }

@@ -118,10 +118,14 @@ pub(crate) async fn serve(path: &Path, listen: Option<SocketAddr>) -> Result<(),
     // On SIGTERM/ctrl-c: stop accepting, let requests in flight finish, but
     // no longer than DRAIN (a long stream must not block a deploy forever).
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    if let Err(e) =
+        switchyard::busy_poll::start(std::time::Duration::from_micros(config.server.busy_poll_us))
+    {
+        tracing::warn!("{e}");
+    }
     // The accept loop is a task of its own: on a work-stealing runtime it
     // then runs on a worker, which takes each new connection's task itself
     // instead of being woken by the main thread (`block_on`) to take it.
-    switchyard::busy_poll::start(std::time::Duration::from_micros(config.server.busy_poll_us));
     let server = tokio::spawn(
         axum::serve(switchyard::server::nodelay(listener), app)
             .with_graceful_shutdown(async move {

@@ -119,6 +119,9 @@ impl Gateway {
         let mut endpoint = d.endpoint(adapter.metadata(), key);
         endpoint.streamed = mode.streams();
         crate::telemetry::inject(&record.span, &mut http.headers);
+        // The answer is awaited: with busy polling, the serving thread
+        // keeps polling for it (health checks do not count).
+        crate::busy_poll::activity();
         let sent = self.upstream.send(&endpoint, http).await;
         record.upstream = started.elapsed();
         let response = sent?;

@@ -247,8 +247,6 @@ impl Upstream {
         };
         let outgoing = outgoing.map(Full::new);
         let wait = to.timeouts.first_byte();
-        // The answer is awaited: the serving thread keeps polling for it.
-        crate::busy_poll::activity();
         let sent = if to.streamed && outgoing.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
             let sent = tokio::time::timeout(wait, pools.direct.send(outgoing)).await;
             sent.map(|r| r.map(|(response, held)| (response, Some(held))))
