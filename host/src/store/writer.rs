@@ -31,14 +31,6 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// How often old rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Rows inserted between two offers of the core to other threads. A batch
-/// is up to [`BATCH_WAIT`] of requests (~200 rows at one connection, ~1 ms
-/// of inserts), and on a gateway pinned to one core a request whose bytes
-/// arrived meanwhile waited for the writer's time slice: c=1 p99 794–804 µs
-/// with the store, 344–353 without. Yielding every 32 rows (~150 µs)
-/// bounds that wait; with nothing else to run, a yield returns at once.
-const YIELD_EVERY: usize = 32;
-
 /// Deletes one slice of the rows older than `retention` from each table:
 /// the writer is held briefly, and the next batch prunes the next slice.
 /// `(rows deleted, whether more remain)`.
@@ -197,10 +189,7 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         let mut events = tx.prepare_cached(
             "INSERT INTO events (ts_ms, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (n, row) in rows.iter().enumerate() {
-            if n > 0 && n % YIELD_EVERY == 0 {
-                std::thread::yield_now();
-            }
+        for row in rows {
             match row {
                 Row::Request(r, list) => {
                     requests.execute(rusqlite::params![
