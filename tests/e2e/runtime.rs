@@ -134,11 +134,9 @@ fn main_thread_runnable_ns(gw: &Gateway) -> u64 {
         .sum()
 }
 
-/// `server.busy_poll_us`: after a request the serving thread keeps running
-/// through the window (polling its sockets instead of sleeping), and once
-/// the window has passed an idle gateway uses no CPU.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle() {
+/// A gateway on `threads` serving threads with a 5 ms busy-polling window,
+/// one route on a mock (kept alive with it).
+async fn busy_polling_gateway(threads: usize) -> (Mock, Gateway) {
     let mock = Mock::start().await;
     let routes = json!({
         "chat": {"strategy": "priority", "deployments": [deployment("main", &mock.url, "good")]},
@@ -146,8 +144,17 @@ async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle
     let gw = Gateway::start(
         routes,
         &["openai", "priority"],
-        json!({"server": {"threads": 1, "busy_poll_us": 5000}}),
+        json!({"server": {"threads": threads, "busy_poll_us": 5000}}),
     );
+    (mock, gw)
+}
+
+/// `server.busy_poll_us`: after a request the serving thread keeps running
+/// through the window (polling its sockets instead of sleeping), and once
+/// the window has passed an idle gateway uses no CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle() {
+    let (_mock, gw) = busy_polling_gateway(1).await;
     whole_answers(&gw, 3).await;
 
     // Past the window, idle: the main thread sleeps.
@@ -180,15 +187,7 @@ async fn busy_polling_spins_through_the_window_after_a_request_and_not_when_idle
 /// little gain: the gateway says it is off, and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_is_refused_on_several_threads() {
-    let mock = Mock::start().await;
-    let routes = json!({
-        "chat": {"strategy": "priority", "deployments": [deployment("main", &mock.url, "good")]},
-    });
-    let gw = Gateway::start(
-        routes,
-        &["openai", "priority"],
-        json!({"server": {"threads": 2, "busy_poll_us": 5000}}),
-    );
+    let (_mock, gw) = busy_polling_gateway(2).await;
     gw.assert_log("server.busy_poll_us needs a single-threaded runtime");
     whole_answers(&gw, 3).await;
 }
