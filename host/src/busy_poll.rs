@@ -198,11 +198,4 @@ mod tests {
             assert!(p.spinning.load(Ordering::Relaxed));
         });
     }
-
-    #[test]
-    fn activity_without_a_poller_is_a_no_op() {
-        // Never started in unit tests: nothing to mark, nothing spawned.
-        activity();
-        assert!(POLLER.get().is_none());
-    }
 }
