@@ -15,13 +15,13 @@ const ROWS: u64 = 9_999;
 fn rows(store: &Store, from: u64) {
     for n in from..from + ROWS / 3 {
         // As the gateway makes them (a caller may send its own).
-        let id = format!("5f3a9c01-{n:012x}");
+        let id: std::sync::Arc<str> = format!("5f3a9c01-{n:012x}").into();
         let request = RequestRow {
             id: id.clone(),
             ts_ms: n as i64,
             route: "chat".into(),
             status: 200,
-            outcome: "ok".into(),
+            outcome: "ok",
             deployment: Some("b".into()),
             attempts: 2,
             latency_ms: 12.5,
@@ -39,7 +39,7 @@ fn rows(store: &Store, from: u64) {
                 ts_ms: n as i64,
                 deployment: d.into(),
                 adapter: "openai".into(),
-                class: (i == 0).then(|| "overloaded".into()),
+                class: (i == 0).then_some("overloaded"),
                 status: Some(if i == 0 { 503 } else { 200 }),
                 latency_ms: 6.0,
                 ..Default::default()

@@ -243,7 +243,7 @@ fn recorded(
 fn attempts(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<VecDeque<Seen>> {
     let mut stmt = conn.prepare(
         "SELECT ts_ms, deployment, class IS NULL, latency_ms, ttft_ms, score
-         FROM attempts WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
+         FROM request_attempts WHERE request_ts_ms >= ?1 AND request_ts_ms < ?2 ORDER BY ts_ms",
     )?;
     let rows = stmt.query_map([since, until], |row| {
         Ok(Seen {

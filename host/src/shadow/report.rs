@@ -83,8 +83,8 @@ pub fn medians(
     until: i64,
 ) -> Result<HashMap<String, f64>, QueryError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT deployment, latency_ms FROM attempts
-         WHERE ts_ms >= ?1 AND ts_ms < ?2 AND class IS NULL",
+        "SELECT deployment, latency_ms FROM request_attempts
+         WHERE request_ts_ms >= ?1 AND request_ts_ms < ?2 AND class IS NULL",
     )?;
     let mut rows = stmt.query([since, until])?;
     let mut by: HashMap<String, Vec<f64>> = HashMap::new();

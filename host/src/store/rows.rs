@@ -4,14 +4,14 @@
 /// One finished request.
 #[derive(Clone, Debug, Default)]
 pub struct RequestRow {
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     pub ts_ms: i64,
     pub route: String,
     pub caller: Option<String>,
     pub tags: Option<String>,
     pub stream: bool,
     pub status: u16,
-    pub outcome: String,
+    pub outcome: &'static str,
     pub deployment: Option<String>,
     pub attempts: u32,
     pub latency_ms: f64,
@@ -43,12 +43,13 @@ pub struct CacheRow {
 /// One attempt of a request on one deployment.
 #[derive(Clone, Debug, Default)]
 pub struct AttemptRow {
-    pub request_id: String,
+    pub request_id: std::sync::Arc<str>,
     pub n: u32,
     pub ts_ms: i64,
     pub deployment: String,
     pub adapter: String,
-    pub class: Option<String>,
+    /// The failure class's name (`None`: it succeeded).
+    pub class: Option<&'static str>,
     pub status: Option<u16>,
     pub latency_ms: f64,
     pub ttft_ms: Option<f64>,

@@ -160,7 +160,8 @@ fn counts(
 }
 
 /// Spend per bucket: every attempt's cost, failed billed ones too (as
-/// `/admin/costs` and the budgets count it), at the attempt's time.
+/// `/admin/costs` and the budgets count it), at the attempt's time, of the
+/// requests begun in the window (found by their index).
 fn spend(
     conn: &Connection,
     from_ms: i64,
@@ -169,7 +170,7 @@ fn spend(
 ) -> Result<HashMap<i64, f64>, QueryError> {
     let mut stmt = conn.prepare(
         "SELECT (ts_ms - ?1) / ?2 AS b, COALESCE(SUM(cost), 0.0)
-         FROM attempts WHERE ts_ms >= ?1 AND ts_ms <= ?3 GROUP BY b",
+         FROM request_attempts WHERE request_ts_ms >= ?1 AND request_ts_ms <= ?3 GROUP BY b",
     )?;
     let out = stmt
         .query_map(rusqlite::params![from_ms, bucket_ms, to_ms], |r| {
@@ -234,7 +235,8 @@ pub fn series(conn: &Connection, window: Window, now_ms: i64) -> Result<Value, Q
     let (day, month) = day_and_month_start(now_ms);
     let spent_since = |since: i64| -> Result<f64, QueryError> {
         Ok(conn.query_row(
-            "SELECT COALESCE(SUM(cost), 0.0) FROM attempts WHERE ts_ms >= ?1 AND ts_ms <= ?2",
+            "SELECT COALESCE(SUM(cost), 0.0) FROM request_attempts
+             WHERE request_ts_ms >= ?1 AND request_ts_ms <= ?2",
             rusqlite::params![since, now_ms],
             |r| r.get(0),
         )?)
@@ -290,17 +292,12 @@ mod tests {
         cost: f64,
         cache: Option<&str>,
     ) {
+        // Its attempt in its row, as the writer keeps a last attempt.
         conn.execute(
-            "INSERT INTO requests (id, ts_ms, route, stream, status, outcome, attempts, latency_ms, overhead_ms, cache)
-             VALUES ('r', ?1, 'demo', 0, 200, ?2, 1, ?3, ?4, ?5)",
-            rusqlite::params![ts_ms, outcome, latency, latency / 100.0, cache],
-        )
-        .unwrap();
-        let row = conn.last_insert_rowid();
-        conn.execute(
-            "INSERT INTO attempts (request_id, request_rowid, n, ts_ms, deployment, adapter, latency_ms, cost)
-             VALUES ('r', ?1, 0, ?2, 'd', 'openai', ?3, ?4)",
-            rusqlite::params![row, ts_ms, latency, cost],
+            "INSERT INTO requests (id, ts_ms, route, stream, status, outcome, attempts, latency_ms, overhead_ms, cache,
+               a_ts_ms, a_deployment, a_adapter, a_latency_ms, a_cost)
+             VALUES ('r', ?1, 'demo', 0, 200, ?2, 1, ?3, ?4, ?5, ?1, 'd', 'openai', ?3, ?6)",
+            rusqlite::params![ts_ms, outcome, latency, latency / 100.0, cache, cost],
         )
         .unwrap();
     }

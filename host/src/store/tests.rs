@@ -8,11 +8,11 @@ use super::*;
 fn request(n: u32) -> Row {
     Row::Request(
         RequestRow {
-            id: format!("r{n}"),
+            id: format!("r{n}").into(),
             ts_ms: 1_700_000_000_000 + n as i64,
             route: "chat".into(),
             status: 200,
-            outcome: "ok".into(),
+            outcome: "ok",
             attempts: 1,
             latency_ms: 1.5,
             cost: Some(0.25),
@@ -40,7 +40,7 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
         RequestRow {
             id: "r1".into(),
             route: "chat".into(),
-            outcome: "failed".into(),
+            outcome: "failed",
             ..Default::default()
         },
         vec![AttemptRow {
@@ -48,7 +48,7 @@ fn rows_are_committed_and_the_schema_survives_a_reopen() {
             n: 1,
             deployment: "a".into(),
             adapter: "openai".into(),
-            class: Some("overloaded".into()),
+            class: Some("overloaded"),
             status: Some(503),
             billed: true,
             quality: Some(QualityRow {

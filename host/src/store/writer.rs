@@ -39,7 +39,7 @@ fn prune(conn: &rusqlite::Connection, retention: Duration) -> rusqlite::Result<(
     let cutoff = crate::pipeline::outcome::now_ms() - retention.as_millis() as i64;
     let mut total = 0;
     let mut more = false;
-    for table in ["requests", "attempts", "events", "shadow", "feedback"] {
+    for table in ["requests", "attempt_rows", "events", "shadow", "feedback"] {
         let n = conn.execute(
             &format!(
                 "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts_ms < ?1 LIMIT {SLICE})"
@@ -174,14 +174,19 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
     let tx = conn.transaction()?;
     let mut cached = false;
     {
+        // A request's last attempt is columns of its row (see schema 11);
+        // the attempts before it are rows of their own.
         let mut requests = tx.prepare_cached(
             "INSERT INTO requests (id, ts_ms, route, caller, tags, stream, status, outcome, deployment,
              attempts, latency_ms, overhead_ms, ttft_ms, prompt_tokens, completion_tokens, cost, estimated, verdict,
-             cache, saved_usd)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+             cache, saved_usd, a_ts_ms, a_deployment, a_adapter, a_class, a_status, a_latency_ms,
+             a_ttft_ms, a_prompt_tokens, a_completion_tokens, a_cost, a_billed, a_evaluator, a_score,
+             a_pass, a_reasons, a_estimated, a_malformed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+             ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)",
         )?;
         let mut attempts = tx.prepare_cached(
-            "INSERT INTO attempts (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
+            "INSERT INTO attempt_rows (request_id, n, ts_ms, deployment, adapter, class, status, latency_ms,
              ttft_ms, prompt_tokens, completion_tokens, cost, billed, request_rowid,
              evaluator, score, pass, reasons, estimated, malformed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
@@ -192,6 +197,11 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
         for row in rows {
             match row {
                 Row::Request(r, list) => {
+                    let (last, earlier) = match list.split_last() {
+                        Some((last, earlier)) => (Some(last), earlier),
+                        None => (None, &[][..]),
+                    };
+                    let q = last.and_then(|a| a.quality.as_ref());
                     requests.execute(rusqlite::params![
                         r.id,
                         r.ts_ms,
@@ -212,10 +222,27 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
                         r.estimated,
                         r.verdict,
                         r.cache,
-                        r.saved_usd
+                        r.saved_usd,
+                        last.map(|a| a.ts_ms),
+                        last.map(|a| &a.deployment),
+                        last.map(|a| &a.adapter),
+                        last.and_then(|a| a.class),
+                        last.and_then(|a| a.status),
+                        last.map(|a| a.latency_ms),
+                        last.and_then(|a| a.ttft_ms),
+                        last.and_then(|a| a.prompt_tokens),
+                        last.and_then(|a| a.completion_tokens),
+                        last.and_then(|a| a.cost),
+                        last.map(|a| a.billed),
+                        q.map(|q| &q.evaluator),
+                        q.and_then(|q| q.score.map(f64::from)),
+                        q.and_then(|q| q.pass),
+                        q.and_then(|q| q.reasons.as_ref()),
+                        last.map(|a| a.estimated),
+                        last.map(|a| a.malformed),
                     ])?;
                     let request_rowid = tx.last_insert_rowid();
-                    for a in list {
+                    for a in earlier {
                         attempts.execute(rusqlite::params![
                             a.request_id,
                             a.n,
@@ -311,7 +338,7 @@ fn commit(conn: &mut rusqlite::Connection, rows: &[Row]) -> rusqlite::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AttemptRow, EventRow, RequestRow};
+    use super::super::{AttemptRow, EventRow, QualityRow, RequestRow};
     use super::*;
     use crate::pipeline::outcome::now_ms;
 
@@ -330,17 +357,21 @@ mod tests {
                     ts_ms,
                     route: "chat".into(),
                     status: 200,
-                    outcome: "success".into(),
-                    attempts: 1,
+                    outcome: "success",
+                    attempts: 2,
                     ..Default::default()
                 },
-                vec![AttemptRow {
-                    request_id: id.into(),
-                    ts_ms,
-                    deployment: "d".into(),
-                    adapter: "openai".into(),
-                    ..Default::default()
-                }],
+                // The first a row of its own, the last in the request's.
+                (1..=2)
+                    .map(|n| AttemptRow {
+                        request_id: id.into(),
+                        n,
+                        ts_ms,
+                        deployment: "d".into(),
+                        adapter: "openai".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
             ));
             rows.push(Row::Event(EventRow {
                 ts_ms,
@@ -364,7 +395,169 @@ mod tests {
                 .unwrap()
                 .map(Result::unwrap)
                 .collect();
-            assert_eq!(left, ["new"], "{table}");
+            let want = if table == "attempts" {
+                &["new", "new"][..]
+            } else {
+                &["new"][..]
+            };
+            assert_eq!(left, want, "{table}");
+        }
+    }
+
+    /// A request's last attempt is kept in its own row and the earlier ones
+    /// in `attempt_rows`; the `attempts` view gives them all, each as it
+    /// was recorded, and a request with none has none.
+    #[test]
+    fn the_last_attempt_is_folded_into_its_request_and_the_view_gives_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_db(&dir.path().join("db.sqlite")).unwrap();
+        let attempt =
+            |n: u32, deployment: &str, class: Option<&'static str>, cost: f64| AttemptRow {
+                request_id: "r1".into(),
+                n,
+                ts_ms: 1_000 + i64::from(n),
+                deployment: deployment.into(),
+                adapter: "openai".into(),
+                class,
+                status: Some(if class.is_some() { 503 } else { 200 }),
+                latency_ms: 2.5 * f64::from(n),
+                cost: Some(cost),
+                billed: class.is_none(),
+                malformed: n,
+                quality: (class.is_none()).then(|| QualityRow {
+                    evaluator: "basic".into(),
+                    score: Some(0.75),
+                    pass: Some(true),
+                    reasons: Some("[\"ok\"]".into()),
+                }),
+                ..Default::default()
+            };
+        let request = |id: &str, attempts: u32| RequestRow {
+            id: id.into(),
+            ts_ms: 1_000,
+            route: "chat".into(),
+            status: 200,
+            outcome: "success",
+            attempts,
+            ..Default::default()
+        };
+        let rows = vec![
+            Row::Request(
+                request("r1", 3),
+                vec![
+                    attempt(1, "a", Some("overloaded"), 0.0),
+                    attempt(2, "b", Some("timeout"), 0.5),
+                    attempt(3, "c", None, 1.25),
+                ],
+            ),
+            Row::Request(request("cached", 0), Vec::new()),
+        ];
+        commit(&mut conn, &rows).unwrap();
+        let own: i64 = conn
+            .query_row("SELECT count(*) FROM attempt_rows", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(own, 2, "the last attempt has no row of its own");
+        type Seen = (
+            String,
+            u32,
+            i64,
+            String,
+            Option<String>,
+            f64,
+            bool,
+            u32,
+            i64,
+        );
+        let seen: Vec<Seen> = conn
+            .prepare(
+                "SELECT request_id, n, ts_ms, deployment, class, cost, billed, malformed, request_rowid
+                 FROM attempts ORDER BY n",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row: i64 = conn
+            .query_row("SELECT seq FROM requests WHERE id = 'r1'", [], |r| r.get(0))
+            .unwrap();
+        let want = |n: u32, d: &str, class: Option<&str>, cost: f64| -> Seen {
+            (
+                "r1".into(),
+                n,
+                1_000 + i64::from(n),
+                d.into(),
+                class.map(Into::into),
+                cost,
+                class.is_none(),
+                n,
+                row,
+            )
+        };
+        assert_eq!(
+            seen,
+            [
+                want(1, "a", Some("overloaded"), 0.0),
+                want(2, "b", Some("timeout"), 0.5),
+                want(3, "c", None, 1.25),
+            ]
+        );
+        let quality: (String, f64, bool, String) = conn
+            .query_row(
+                "SELECT evaluator, score, pass, reasons FROM quality_scores",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(quality, ("basic".into(), 0.75, true, "[\"ok\"]".into()));
+        let (route, at): (String, i64) = conn
+            .query_row(
+                "SELECT route, request_ts_ms FROM request_attempts WHERE n = 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((route.as_str(), at), ("chat", 1_000));
+    }
+
+    /// The reports read attempts by their requests' time through the
+    /// requests' index, and a request's attempts by its row number: never
+    /// a scan of the whole history.
+    #[test]
+    fn attempts_are_found_by_index_never_by_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_db(&dir.path().join("db.sqlite")).unwrap();
+        let plan = |sql: &str| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([1, 2], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        for sql in [
+            "SELECT SUM(cost) FROM request_attempts WHERE request_ts_ms >= ?1 AND request_ts_ms < ?2",
+            "SELECT deployment, SUM(cost) FROM request_attempts a WHERE a.request_ts_ms >= ?1 AND ?2 > 0 GROUP BY a.deployment",
+            "SELECT n FROM attempts WHERE request_rowid = ?1 AND ?2 > 0 ORDER BY n",
+        ] {
+            let p = plan(sql);
+            assert!(
+                !p.contains("SCAN requests") && !p.contains("SCAN attempt_rows"),
+                "{sql}: {p}"
+            );
         }
     }
 }

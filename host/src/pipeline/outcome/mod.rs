@@ -490,7 +490,7 @@ impl Recorder {
             );
         }
         if let Some(store) = &sinks.store {
-            let (request, attempts) = rows(&record, &end);
+            let (request, attempts) = rows(&mut record, &end);
             store.record(Row::Request(request, attempts));
         }
     }

@@ -6,8 +6,10 @@ use super::{End, Record};
 use crate::domain::{Usage, Verdict};
 use crate::store::{AttemptRow, QualityRow, RequestRow};
 
-/// The store's rows for a finished record.
-pub(super) fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
+/// The store's rows for a finished record, the last use of it: its texts
+/// are moved into the rows, not copied (each copy an allocation and a free
+/// on the request's thread).
+pub(super) fn rows(r: &mut Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
     let total = r.begun.elapsed();
     let upstream: Duration = r.attempts.iter().map(|a| a.upstream).sum();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -34,14 +36,14 @@ pub(super) fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
     let cost: f64 = r.attempts.iter().filter_map(|a| a.cost).sum();
     let any_cost = r.attempts.iter().any(|a| a.cost.is_some());
     let request = RequestRow {
-        id: r.request_id.to_string(),
+        id: r.request_id.clone(),
         ts_ms: r.ts_ms,
-        route: r.route.clone(),
-        caller: r.caller.clone(),
+        route: std::mem::take(&mut r.route),
+        caller: r.caller.take(),
         tags: (!r.tags.is_empty()).then(|| r.tags.join(",")),
         stream: r.stream,
         status: end.status(),
-        outcome: end.name().to_string(),
+        outcome: end.name(),
         deployment: answered
             .map(|a| a.deployment.clone())
             .or_else(|| r.cached.as_ref().map(|(d, _)| d.to_string())),
@@ -64,15 +66,15 @@ pub(super) fn rows(r: &Record, end: &End) -> (RequestRow, Vec<AttemptRow>) {
     };
     let attempts = r
         .attempts
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(n, a)| AttemptRow {
             request_id: request.id.clone(),
             n: n as u32 + 1,
             ts_ms: a.ts_ms,
-            deployment: a.deployment.clone(),
-            adapter: a.adapter.clone(),
-            class: a.class.map(|c| c.name().to_string()),
+            deployment: std::mem::take(&mut a.deployment),
+            adapter: std::mem::take(&mut a.adapter),
+            class: a.class.map(|c| c.name()),
             status: a.status,
             latency_ms: ms(a.latency),
             ttft_ms: a.ttft.map(ms),

@@ -89,26 +89,37 @@ pub(crate) fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryE
 }
 
 /// `WHERE` clauses and their parameters for the request filters, on the
-/// table aliased `r` (requests); over attempts (aliased `a`, joined), the
-/// deployment filter is the attempt's own.
+/// table aliased `r` (requests); over attempts (the `request_attempts` view,
+/// aliased `a`), the time range is their requests' and the deployment
+/// filter is the attempt's own.
 fn conditions(
     f: &Filter,
     now_ms: i64,
     over_attempts: bool,
 ) -> Result<(String, Vec<Sql>), QueryError> {
     let mut w = Where::default();
+    if over_attempts {
+        w.time_range(f, now_ms, ["a.request_ts_ms >= ?", "a.request_ts_ms < ?"])?;
+        w.text(&f.route, "a.route = ?");
+        w.text(&f.caller, "a.caller = ?");
+        w.text(&f.outcome, "a.outcome = ?");
+        w.text(&f.deployment, "a.deployment = ?");
+        if let Some(s) = f.status {
+            w.and("a.request_status = ?", [Sql::Integer(i64::from(s))]);
+        }
+        return Ok(w.finish());
+    }
     w.time_range(f, now_ms, ["r.ts_ms >= ?", "r.ts_ms < ?"])?;
     w.text(&f.route, "r.route = ?");
     w.text(&f.caller, "r.caller = ?");
     w.text(&f.outcome, "r.outcome = ?");
-    w.text(
-        &f.deployment,
-        if over_attempts {
-            "a.deployment = ?"
-        } else {
-            "EXISTS (SELECT 1 FROM attempts a WHERE a.request_rowid = r.rowid AND a.deployment = ?)"
-        },
-    );
+    if let Some(d) = &f.deployment {
+        // Its last attempt is in its row; the others are rows of their own.
+        w.and(
+            "(r.a_deployment = ? OR EXISTS (SELECT 1 FROM attempt_rows a WHERE a.request_rowid = r.seq AND a.deployment = ?))",
+            [Sql::Text(d.clone()), Sql::Text(d.clone())],
+        );
+    }
     if let Some(s) = f.status {
         w.and("r.status = ?", [Sql::Integer(i64::from(s))]);
     }
@@ -211,13 +222,13 @@ pub fn usage(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
     let data = rows(
         conn,
         &format!(
-            "SELECT r.route AS route, a.deployment AS deployment, COUNT(*) AS requests,
+            "SELECT a.route AS route, a.deployment AS deployment, COUNT(*) AS requests,
                SUM(a.class IS NULL) AS successes, SUM(a.class IS NOT NULL) AS failures,
                COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
                COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
                COALESCE(SUM(a.cost), 0.0) AS cost, MAX(a.ts_ms) AS last_used_ms
-             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid {filter}
-             GROUP BY r.route, a.deployment ORDER BY cost DESC, requests DESC"
+             FROM request_attempts a {filter}
+             GROUP BY a.route, a.deployment ORDER BY cost DESC, requests DESC"
         ),
         &params,
     )?;
@@ -229,9 +240,9 @@ pub fn usage(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
 pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryError> {
     let group = match f.group_by.as_deref().unwrap_or("day") {
         "day" => "date(a.ts_ms / 1000, 'unixepoch')",
-        "route" => "r.route",
+        "route" => "a.route",
         "deployment" => "a.deployment",
-        "caller" => "COALESCE(r.caller, '')",
+        "caller" => "COALESCE(a.caller, '')",
         other => {
             return Err(QueryError::BadFilter(format!(
                 "group_by={other:?}: one of day, route, deployment, caller"
@@ -246,7 +257,7 @@ pub fn costs(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, QueryE
                COALESCE(SUM(a.prompt_tokens), 0) AS prompt_tokens,
                COALESCE(SUM(a.completion_tokens), 0) AS completion_tokens,
                COALESCE(SUM(a.cost), 0.0) AS cost, SUM(a.billed AND a.class IS NOT NULL) AS billed_failures
-             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid {filter}
+             FROM request_attempts a {filter}
              GROUP BY key ORDER BY key"
         ),
         &params,
@@ -264,7 +275,7 @@ pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
     let by = f.group_by.as_deref().unwrap_or("deployment");
     let group = match by {
         "deployment" => "a.deployment",
-        "route" => "r.route",
+        "route" => "a.route",
         "evaluator" => "a.evaluator",
         "day" => "date(a.ts_ms / 1000, 'unixepoch')",
         "hour" => "strftime('%Y-%m-%dT%H:00', a.ts_ms / 1000, 'unixepoch')",
@@ -282,7 +293,7 @@ pub fn quality(conn: &Connection, f: &Filter, now_ms: i64) -> Result<Value, Quer
             "SELECT {group} AS key, COUNT(a.score) AS evaluations, AVG(a.score) AS mean_score,
                MIN(a.score) AS min_score, AVG(a.pass) AS pass_rate, SUM(NOT a.pass) AS rejected,
                COUNT(*) - COUNT(a.score) AS evaluator_failures, MAX(a.ts_ms) AS last_ms
-             FROM attempts a JOIN requests r ON r.rowid = a.request_rowid
+             FROM request_attempts a
              {filter} {and} a.evaluator IS NOT NULL
              GROUP BY key ORDER BY key"
         ),
@@ -405,11 +416,13 @@ pub fn budget_spend(
     b: &crate::config::BudgetConfig,
     from_ms: i64,
 ) -> Result<f64, QueryError> {
-    let mut clauses = vec!["a.ts_ms >= ?".to_string()];
+    // Attempts of the requests since then (their index; an attempt starts
+    // after its request, within its deadline).
+    let mut clauses = vec!["a.request_ts_ms >= ?".to_string()];
     let mut params = vec![Sql::Integer(from_ms)];
     for (value, clause) in [
-        (&b.route, "r.route = ?"),
-        (&b.caller, "r.caller = ?"),
+        (&b.route, "a.route = ?"),
+        (&b.caller, "a.caller = ?"),
         (&b.deployment, "a.deployment = ?"),
     ] {
         if let Some(v) = value {
@@ -418,11 +431,11 @@ pub fn budget_spend(
         }
     }
     if let Some(t) = &b.tag {
-        clauses.push("instr(',' || r.tags || ',', ?) > 0".to_string());
+        clauses.push("instr(',' || a.tags || ',', ?) > 0".to_string());
         params.push(Sql::Text(format!(",{t},")));
     }
     let sql = format!(
-        "SELECT COALESCE(SUM(a.cost), 0.0) FROM attempts a JOIN requests r ON r.rowid = a.request_rowid WHERE {}",
+        "SELECT COALESCE(SUM(a.cost), 0.0) FROM request_attempts a WHERE {}",
         clauses.join(" AND ")
     );
     Ok(conn.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))?)
