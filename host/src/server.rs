@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -131,6 +131,19 @@ async fn feedback(
     }
 }
 
+/// The gateway's own header names, made once: a name given as text is
+/// parsed and checked again at every use.
+mod names {
+    use http::HeaderName;
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const TAGS: HeaderName = HeaderName::from_static("x-switchyard-tags");
+    pub const PRIORITY: HeaderName = HeaderName::from_static("x-switchyard-priority");
+    pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-switchyard-timeout-ms");
+    pub const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
+    pub const DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchyard-deployment");
+    pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+}
+
 async fn serve(
     app: Arc<AppState>,
     headers: HeaderMap,
@@ -138,7 +151,7 @@ async fn serve(
     dialect: Dialect,
 ) -> Response {
     crate::busy_poll::activity();
-    let request_id: Arc<str> = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    let request_id: Arc<str> = match headers.get(names::REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 => Arc::from(id),
         // The counter at a fixed width: ids sort in the order they are
         // made, so the store's index on them grows at its end.
@@ -173,7 +186,7 @@ async fn serve(
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(names::REQUEST_ID, v);
     }
     response
 }
@@ -199,7 +212,7 @@ async fn handle_chat(
         }
     })?;
     let tags: Vec<String> = headers
-        .get("x-switchyard-tags")
+        .get(names::TAGS)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
             v.split(',')
@@ -231,7 +244,7 @@ async fn handle_chat(
         r.tags = tags.clone();
         r.caller = caller.as_ref().map(|c| c.name.to_string());
     }
-    let priority = match headers.get("x-switchyard-priority") {
+    let priority = match headers.get(names::PRIORITY) {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -240,7 +253,7 @@ async fn handle_chat(
                 .map_err(ApiError::BadRequest)?,
         ),
     };
-    let timeout = match headers.get("x-switchyard-timeout-ms") {
+    let timeout = match headers.get(names::TIMEOUT_MS) {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -255,12 +268,9 @@ async fn handle_chat(
                 })?,
         ),
     };
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let cache = crate::cache::Directives::parse(
-        text(header::CACHE_CONTROL.as_str()),
-        text("x-switchyard-cache"),
-    )
-    .map_err(ApiError::BadRequest)?;
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let cache = crate::cache::Directives::parse(text(header::CACHE_CONTROL), text(names::CACHE))
+        .map_err(ApiError::BadRequest)?;
     let hints = CallerHints {
         tags,
         priority,
@@ -309,11 +319,7 @@ async fn handle_chat(
         }
     };
     if let Some(status) = cache {
-        set(
-            &mut response,
-            "x-switchyard-cache".parse().expect("a header name"),
-            status.name(),
-        );
+        set(&mut response, names::CACHE, status.name());
     }
     Ok(response)
 }
@@ -327,10 +333,10 @@ fn set(r: &mut Response, name: header::HeaderName, value: &'static str) {
 /// whatever the body says.
 fn set_route_headers(r: &mut Response, deployment: &str, attempts: usize) {
     if let Ok(v) = HeaderValue::from_str(deployment) {
-        r.headers_mut().insert("x-switchyard-deployment", v);
+        r.headers_mut().insert(names::DEPLOYMENT, v);
     }
     r.headers_mut()
-        .insert("x-switchyard-attempts", HeaderValue::from(attempts));
+        .insert(names::ATTEMPTS, HeaderValue::from(attempts));
 }
 
 async fn models_handler(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -191,17 +191,22 @@ pub fn headers(
     };
     let mut headers = HeaderMap::with_capacity(adapter_headers.len() + 3);
     for (name, value) in adapter_headers {
-        let lower = name.to_ascii_lowercase();
+        // Adapters mostly send names in lower case already: no copy then.
+        let lower: std::borrow::Cow<str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.as_str().into()
+        };
         let carries_key = key.is_some_and(|k| !k.is_empty() && value.contains(k));
-        if HOST_OWNED_HEADERS.contains(&lower.as_str())
-            || auth_header.as_deref() == Some(lower.as_str())
+        if HOST_OWNED_HEADERS.contains(&&*lower)
+            || auth_header.as_deref() == Some(&*lower)
             || carries_key
         {
             tracing::debug!(header = %lower, "dropped a header the host owns from the adapter's request");
             continue;
         }
         let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(lower.as_str()),
+            HeaderName::try_from(&*lower),
             HeaderValue::try_from(value.as_str()),
         ) else {
             return Err((
