@@ -532,6 +532,76 @@ mod tests {
         assert_eq!((route.as_str(), at), ("chat", 1_000));
     }
 
+    /// The admin views find a request by any deployment it tried, whether
+    /// that attempt is a row of its own or its request's last, and count
+    /// every attempt per deployment.
+    #[test]
+    fn the_views_see_attempts_in_either_place() {
+        use super::super::query::{Filter, requests, usage};
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_db(&dir.path().join("db.sqlite")).unwrap();
+        let attempt = |id: &str, n: u32, deployment: &str| AttemptRow {
+            request_id: id.into(),
+            n,
+            ts_ms: 1_000,
+            deployment: deployment.into(),
+            adapter: "openai".into(),
+            ..Default::default()
+        };
+        let request = |id: &str, attempts: u32| RequestRow {
+            id: id.into(),
+            ts_ms: 1_000,
+            route: "chat".into(),
+            status: 200,
+            outcome: "success",
+            attempts,
+            ..Default::default()
+        };
+        let rows = vec![
+            Row::Request(
+                request("failed-over", 2),
+                vec![
+                    attempt("failed-over", 1, "broken"),
+                    attempt("failed-over", 2, "good"),
+                ],
+            ),
+            Row::Request(request("direct", 1), vec![attempt("direct", 1, "good")]),
+        ];
+        commit(&mut conn, &rows).unwrap();
+        let ids = |deployment: &str| -> Vec<String> {
+            let f = Filter {
+                deployment: Some(deployment.into()),
+                ..Default::default()
+            };
+            let page = requests(&conn, &f, 2_000).unwrap();
+            let mut ids: Vec<String> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids("broken"), ["failed-over"]);
+        assert_eq!(ids("good"), ["direct", "failed-over"]);
+        assert!(ids("other").is_empty());
+        let used = usage(&conn, &Filter::default(), 2_000).unwrap();
+        let mut per: Vec<(String, i64)> = used["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["deployment"].as_str().unwrap().to_string(),
+                    r["requests"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        per.sort();
+        assert_eq!(per, [("broken".to_string(), 1), ("good".to_string(), 2)]);
+    }
+
     /// The reports read attempts by their requests' time through the
     /// requests' index, and a request's attempts by its row number: never
     /// a scan of the whole history.

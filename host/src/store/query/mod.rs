@@ -88,40 +88,60 @@ pub(crate) fn instant(text: &str, what: &str, now_ms: i64) -> Result<i64, QueryE
         .ok_or_else(bad)
 }
 
-/// `WHERE` clauses and their parameters for the request filters, on the
-/// table aliased `r` (requests); over attempts (the `request_attempts` view,
-/// aliased `a`), the time range is their requests' and the deployment
-/// filter is the attempt's own.
+/// The columns the request filters read: in `requests` (aliased `r`), or
+/// in the `request_attempts` view (aliased `a`), where the time range is the
+/// requests' and the deployment the attempt's own.
+struct Columns {
+    since: &'static str,
+    until: &'static str,
+    route: &'static str,
+    caller: &'static str,
+    outcome: &'static str,
+    deployment: &'static str,
+    status: &'static str,
+}
+
+const OF_REQUESTS: Columns = Columns {
+    since: "r.ts_ms >= ?",
+    until: "r.ts_ms < ?",
+    route: "r.route = ?",
+    caller: "r.caller = ?",
+    outcome: "r.outcome = ?",
+    // Its last attempt is in its row; the others are rows of their own.
+    deployment: "(r.a_deployment = ? OR EXISTS (SELECT 1 FROM attempt_rows a WHERE a.request_rowid = r.seq AND a.deployment = ?))",
+    status: "r.status = ?",
+};
+
+const OF_ATTEMPTS: Columns = Columns {
+    since: "a.request_ts_ms >= ?",
+    until: "a.request_ts_ms < ?",
+    route: "a.route = ?",
+    caller: "a.caller = ?",
+    outcome: "a.outcome = ?",
+    deployment: "a.deployment = ?",
+    status: "a.request_status = ?",
+};
+
+/// `WHERE` clauses and their parameters for the request filters, over
+/// requests or over attempts (see [`Columns`]).
 fn conditions(
     f: &Filter,
     now_ms: i64,
     over_attempts: bool,
 ) -> Result<(String, Vec<Sql>), QueryError> {
+    let c = if over_attempts {
+        &OF_ATTEMPTS
+    } else {
+        &OF_REQUESTS
+    };
     let mut w = Where::default();
-    if over_attempts {
-        w.time_range(f, now_ms, ["a.request_ts_ms >= ?", "a.request_ts_ms < ?"])?;
-        w.text(&f.route, "a.route = ?");
-        w.text(&f.caller, "a.caller = ?");
-        w.text(&f.outcome, "a.outcome = ?");
-        w.text(&f.deployment, "a.deployment = ?");
-        if let Some(s) = f.status {
-            w.and("a.request_status = ?", [Sql::Integer(i64::from(s))]);
-        }
-        return Ok(w.finish());
-    }
-    w.time_range(f, now_ms, ["r.ts_ms >= ?", "r.ts_ms < ?"])?;
-    w.text(&f.route, "r.route = ?");
-    w.text(&f.caller, "r.caller = ?");
-    w.text(&f.outcome, "r.outcome = ?");
-    if let Some(d) = &f.deployment {
-        // Its last attempt is in its row; the others are rows of their own.
-        w.and(
-            "(r.a_deployment = ? OR EXISTS (SELECT 1 FROM attempt_rows a WHERE a.request_rowid = r.seq AND a.deployment = ?))",
-            [Sql::Text(d.clone()), Sql::Text(d.clone())],
-        );
-    }
+    w.time_range(f, now_ms, [c.since, c.until])?;
+    w.text(&f.route, c.route);
+    w.text(&f.caller, c.caller);
+    w.text(&f.outcome, c.outcome);
+    w.text(&f.deployment, c.deployment);
     if let Some(s) = f.status {
-        w.and("r.status = ?", [Sql::Integer(i64::from(s))]);
+        w.and(c.status, [Sql::Integer(i64::from(s))]);
     }
     Ok(w.finish())
 }
@@ -140,10 +160,11 @@ impl Where {
         self.params.extend(params);
     }
 
-    /// `clause` with `value`, when the filter has one.
+    /// `clause` with `value` (for each of its `?`), when the filter has one.
     fn text(&mut self, value: &Option<String>, clause: &'static str) {
         if let Some(v) = value {
-            self.and(clause, [Sql::Text(v.clone())]);
+            let marks = clause.matches('?').count();
+            self.and(clause, std::iter::repeat_n(Sql::Text(v.clone()), marks));
         }
     }
 
