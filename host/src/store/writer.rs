@@ -404,6 +404,20 @@ mod tests {
         }
     }
 
+    /// A request of route `chat` at 1,000 ms that was answered after
+    /// `attempts` attempts.
+    fn answered(id: &str, attempts: u32) -> RequestRow {
+        RequestRow {
+            id: id.into(),
+            ts_ms: 1_000,
+            route: "chat".into(),
+            status: 200,
+            outcome: "success",
+            attempts,
+            ..Default::default()
+        }
+    }
+
     /// A request's last attempt is kept in its own row and the earlier ones
     /// in `attempt_rows`; the `attempts` view gives them all, each as it
     /// was recorded, and a request with none has none.
@@ -432,25 +446,16 @@ mod tests {
                 }),
                 ..Default::default()
             };
-        let request = |id: &str, attempts: u32| RequestRow {
-            id: id.into(),
-            ts_ms: 1_000,
-            route: "chat".into(),
-            status: 200,
-            outcome: "success",
-            attempts,
-            ..Default::default()
-        };
         let rows = vec![
             Row::Request(
-                request("r1", 3),
+                answered("r1", 3),
                 vec![
                     attempt(1, "a", Some("overloaded"), 0.0),
                     attempt(2, "b", Some("timeout"), 0.5),
                     attempt(3, "c", None, 1.25),
                 ],
             ),
-            Row::Request(request("cached", 0), Vec::new()),
+            Row::Request(answered("cached", 0), Vec::new()),
         ];
         commit(&mut conn, &rows).unwrap();
         let own: i64 = conn
@@ -548,24 +553,15 @@ mod tests {
             adapter: "openai".into(),
             ..Default::default()
         };
-        let request = |id: &str, attempts: u32| RequestRow {
-            id: id.into(),
-            ts_ms: 1_000,
-            route: "chat".into(),
-            status: 200,
-            outcome: "success",
-            attempts,
-            ..Default::default()
-        };
         let rows = vec![
             Row::Request(
-                request("failed-over", 2),
+                answered("failed-over", 2),
                 vec![
                     attempt("failed-over", 1, "broken"),
                     attempt("failed-over", 2, "good"),
                 ],
             ),
-            Row::Request(request("direct", 1), vec![attempt("direct", 1, "good")]),
+            Row::Request(answered("direct", 1), vec![attempt("direct", 1, "good")]),
         ];
         commit(&mut conn, &rows).unwrap();
         let ids = |deployment: &str| -> Vec<String> {
